@@ -1,0 +1,49 @@
+# go-ldm developer targets. `make test` is the one command that runs every test.
+SHELL := /bin/bash
+GO    ?= go
+BUF   := web/node_modules/.bin/buf
+
+.PHONY: all build test test-go test-web deps generate check-generated lint breaking bench soak ci
+
+all: build
+
+build:
+	$(GO) build -o bin/ldm ./cmd/ldm
+
+# deps installs what the tests need that go.mod does not fetch: the npm
+# packages of the viewer (buf, protoc-gen-es, esbuild, playwright-core).
+deps:
+	cd web && npm ci --no-audit --no-fund
+
+web/node_modules/.installed: web/package.json web/package-lock.json
+	cd web && npm ci --no-audit --no-fund
+	touch $@
+
+# test runs every test: vet, the Go tests with the race detector (storage
+# crash rounds, every RPC over real sockets, the browser end-to-end test).
+test: web/node_modules/.installed
+	$(GO) vet ./...
+	$(GO) test -race -count=1 -timeout 20m ./...
+
+generate: web/node_modules/.installed
+	$(BUF) generate
+
+# check-generated regenerates code and fails if it differs from what is committed.
+check-generated: generate
+	@git add -N gen web/src/gen >/dev/null 2>&1 || true
+	@git diff --exit-code --stat -- gen web/src/gen || { echo "generated code is stale: run 'make generate' and commit"; exit 1; }
+
+lint: web/node_modules/.installed
+	$(BUF) lint
+	$(BUF) format --diff --exit-code
+
+# breaking compares the API with the previous commit (skipped on the first).
+breaking: web/node_modules/.installed
+	@if git rev-parse -q --verify HEAD~1 >/dev/null && git cat-file -e HEAD~1:buf.yaml 2>/dev/null; then \
+		$(BUF) breaking --against '.git#ref=HEAD~1'; \
+	else echo "breaking: no previous commit with buf.yaml; skipped"; fi
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchtime 2x ./...
+
+ci: lint breaking check-generated test
