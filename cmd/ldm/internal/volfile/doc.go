@@ -1,0 +1,22 @@
+// Package volfile reads volume files: NIfTI-1 (.nii, .nii.gz, .hdr/.img
+// pairs), NRRD (attached or detached .nhdr headers, raw or gzip encoding) and
+// headerless raw files with an explicit shape and data type.
+//
+// Open detects the format from the file's content, parses the header into a
+// Header (shape, data type, spacing, byte order, time points) and returns an
+// Image whose ReadVoxels yields one 3D volume as little-endian voxels, x
+// fastest, which is the layout the tile store keeps.
+//
+// Invariants:
+//   - A header that parses describes a volume whose byte size fits in an int
+//     and whose shape fits in uint32 in every axis.
+//   - Anything the package does not support fails with an error that wraps
+//     ErrUnsupported and is a *FieldError naming the header field, the value
+//     found and what is supported. A malformed header wraps ErrFormat; voxel
+//     data shorter than the header promises wraps ErrTruncated.
+//   - A 4D file is read only with a chosen time point (Options.TimePoint);
+//     without one Open fails, naming the field that holds the fourth axis.
+//
+// The package never writes files and holds no global state; an Image is not
+// safe for concurrent use.
+package volfile
