@@ -1,0 +1,30 @@
+// Package auth authenticates and authorizes every call a go-ldm server
+// answers.
+//
+// It has three parts that cmd/ldm wires together:
+//
+//   - Middleware, an http.Handler wrapper that copies the request's TLS
+//     state into the request context so that the interceptors can see the
+//     verified client certificate (connect.Peer carries only an address).
+//   - The authentication interceptor (Auth.Interceptors, first element),
+//     which turns the request's credentials into an Identity: a verified
+//     client certificate (ClientCert), a bearer token (Tokens, a file of
+//     SHA-256 token hashes) or a Basic username and password (Users, a file
+//     of bcrypt hashes). A request with no credentials is the subject
+//     "anonymous"; a request with bad credentials fails with
+//     connect.CodeUnauthenticated.
+//   - The authorization interceptor (second element), which maps each
+//     procedure to an action (read, write or admin) on an object
+//     ("volumes/NAME" or "cluster") and asks a Casbin enforcer. Streams are
+//     authorized before the handler sees their first message and again for
+//     every volume a later message names. Denials are
+//     connect.CodeUnauthenticated for the anonymous subject and
+//     connect.CodePermissionDenied otherwise.
+//
+// Invariants: credentials files and the policy are read at start and when
+// they change on disk (a poller compares size, modification time and
+// content), never per call; decisions are cached per policy generation; a
+// policy file that fails to parse never replaces a working one; unknown
+// procedures are denied unless they are listed as public. Every exported
+// type is safe for concurrent use unless its documentation says otherwise.
+package auth
