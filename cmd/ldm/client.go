@@ -1,0 +1,135 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"connectrpc.com/connect"
+	"github.com/spf13/pflag"
+
+	"github.com/xcheng85/go-ldm/gen/ldm/v1/ldmv1connect"
+	"github.com/xcheng85/go-ldm/service"
+)
+
+// clientFlags are the flags every client subcommand shares. Hooks
+// registered with registerClientHook add more (TLS files, tokens).
+type clientFlags struct {
+	server   string
+	protocol string
+}
+
+// clientSetup is what a client hook configures before the connection is
+// made.
+type clientSetup struct {
+	// BaseURL is the server URL from --server (http:// or https://).
+	BaseURL string
+	// TLSConfig is used for https:// URLs; nil means the system roots.
+	TLSConfig *tls.Config
+	// Options are the connect client options; the protocol option from
+	// --protocol is already in. Hooks may add interceptors (for example
+	// one that sets an Authorization header).
+	Options []connect.ClientOption
+}
+
+// clientHook extends the client subcommands. Any field may be nil.
+type clientHook struct {
+	Name string
+	// Flags registers the hook's flags on every client subcommand.
+	Flags func(fs *pflag.FlagSet)
+	// Configure runs when a client subcommand connects.
+	Configure func(ctx context.Context, c *clientSetup) error
+}
+
+var clientHooks []*clientHook
+
+// registerClientHook adds a client hook; call it from init.
+func registerClientHook(h *clientHook) { clientHooks = append(clientHooks, h) }
+
+// register adds the client flags to fs (the persistent flags of a command
+// group, so every subcommand has them).
+func (f *clientFlags) register(fs *pflag.FlagSet) {
+	fs.StringVar(&f.server, "server", "http://127.0.0.1:8080", "URL of the ldm server (http:// or https://)")
+	fs.StringVar(&f.protocol, "protocol", "connect", "RPC protocol: connect, grpc or grpcweb")
+	for _, h := range clientHooks {
+		if h.Flags != nil {
+			h.Flags(fs)
+		}
+	}
+}
+
+// clients are the ldm.v1 clients of one server.
+type clients struct {
+	baseURL string
+	tiles   ldmv1connect.TileServiceClient
+	volumes ldmv1connect.VolumeServiceClient
+	cluster ldmv1connect.ClusterServiceClient
+	http    *http.Client
+}
+
+// close releases idle connections.
+func (c *clients) close() { c.http.CloseIdleConnections() }
+
+// connect builds the clients from the flags and the client hooks.
+func (f *clientFlags) connect(ctx context.Context) (*clients, error) {
+	u, err := url.Parse(f.server)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, usageError{fmt.Errorf("--server %q: want a URL such as http://127.0.0.1:8080", f.server)}
+	}
+	setup := &clientSetup{BaseURL: strings.TrimSuffix(f.server, "/")}
+	switch f.protocol {
+	case "connect":
+	case "grpc":
+		setup.Options = append(setup.Options, connect.WithGRPC())
+	case "grpcweb":
+		setup.Options = append(setup.Options, connect.WithGRPCWeb())
+	default:
+		return nil, usageError{fmt.Errorf("--protocol %q: want connect, grpc or grpcweb", f.protocol)}
+	}
+	setup.Options = append(setup.Options, connect.WithReadMaxBytes(1<<31-1), connect.WithSendMaxBytes(1<<31-1))
+	for _, h := range clientHooks {
+		if h.Configure != nil {
+			if err := h.Configure(ctx, setup); err != nil {
+				return nil, fmt.Errorf("%s: %w", h.Name, err)
+			}
+		}
+	}
+	hc := &http.Client{Transport: service.NewTransport(setup.TLSConfig)}
+	return &clients{
+		baseURL: setup.BaseURL,
+		tiles:   ldmv1connect.NewTileServiceClient(hc, setup.BaseURL, setup.Options...),
+		volumes: ldmv1connect.NewVolumeServiceClient(hc, setup.BaseURL, setup.Options...),
+		cluster: ldmv1connect.NewClusterServiceClient(hc, setup.BaseURL, setup.Options...),
+		http:    hc,
+	}, nil
+}
+
+// unreachableError says the server could not be reached; it exits with
+// code 3.
+type unreachableError struct {
+	server string
+	err    error
+}
+
+func (e unreachableError) Error() string {
+	return fmt.Sprintf("cannot reach the server at %s: %v\n(is `ldm serve` running there? point at another with --server or LDM_SERVER)", e.server, e.err)
+}
+func (e unreachableError) Unwrap() error { return e.err }
+
+// rpcError explains an RPC error to a user: unreachable servers get their
+// own message and exit code; other errors keep their code in the text.
+func (c *clients) rpcError(what string, err error) error {
+	if err == nil {
+		return nil
+	}
+	var opErr *net.OpError
+	if connect.CodeOf(err) == connect.CodeUnavailable && errors.As(err, &opErr) {
+		return unreachableError{server: c.baseURL, err: opErr}
+	}
+	return fmt.Errorf("%s: %w", what, err)
+}

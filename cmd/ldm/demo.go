@@ -1,0 +1,59 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/xcheng85/go-ldm/cmd/ldm/internal/volume"
+	"github.com/xcheng85/go-ldm/service"
+	"github.com/xcheng85/go-ldm/storage"
+)
+
+// demoVolume is the name of the volume `ldm serve --demo` creates.
+const demoVolume = "demo"
+
+// demoBatch is how many bricks ensureDemo appends at once.
+const demoBatch = 16
+
+// ensureDemo creates the demo phantom volume in tiles, directly through
+// the store, unless a volume of that name exists.
+func ensureDemo(ctx context.Context, tiles service.Tiles, logger *slog.Logger) error {
+	if _, err := tiles.Volume(demoVolume); err == nil {
+		logger.Info("demo volume present", "volume", demoVolume)
+		return nil
+	} else if !errors.Is(err, storage.ErrNotFound) {
+		return err
+	}
+	start := time.Now()
+	meta := volume.PhantomMeta(demoVolume)
+	if _, err := tiles.CreateVolume(ctx, meta); err != nil {
+		return err
+	}
+	var batch []storage.Tile
+	flush := func() error {
+		if len(batch) == 0 {
+			return nil
+		}
+		_, err := tiles.Append(ctx, demoVolume, batch...)
+		batch = batch[:0]
+		return err
+	}
+	err := volume.Cut(volume.Phantom(), meta, func(b volume.Brick) error {
+		batch = append(batch, storage.Tile{Value: b.Value, HasKey: true, Key: b.Key})
+		if len(batch) == demoBatch {
+			return flush()
+		}
+		return nil
+	})
+	if err == nil {
+		err = flush()
+	}
+	if err != nil {
+		return fmt.Errorf("write the demo bricks: %w", err)
+	}
+	logger.Info("created the demo volume", "volume", demoVolume, "bricks", volume.BrickCount(meta), "elapsed", time.Since(start).Round(time.Millisecond))
+	return nil
+}

@@ -1,0 +1,182 @@
+package volume
+
+import (
+	"encoding/binary"
+	"fmt"
+	"io"
+	"math"
+
+	"github.com/xcheng85/go-ldm/storage"
+)
+
+// Brick is one brick cut from a volume.
+type Brick struct {
+	Key   storage.BrickKey
+	Value []byte // brick.x * brick.y * brick.z voxels; owned by the receiver
+}
+
+// Cut reads a raw volume described by meta (shape, data type, brick shape,
+// LOD count; see storage.VolumeMeta.Normalize for defaults) from src and
+// calls emit for every brick of every level. Within a slab of z-planes the
+// bricks come level by level, finest first. src must hold exactly
+// shape.x*shape.y*shape.z voxels (it is read with ReadAt). emit's error
+// stops Cut and is returned.
+func Cut(src io.ReaderAt, meta storage.VolumeMeta, emit func(Brick) error) error {
+	if err := meta.Normalize(); err != nil {
+		return err
+	}
+	vs := meta.DataType.Size()
+	slabZ := int(meta.BrickShape.Z) << (meta.LODCount - 1)
+	plane := int64(meta.Shape.X) * int64(meta.Shape.Y) * int64(vs)
+	for z0 := 0; z0 < int(meta.Shape.Z); z0 += slabZ {
+		nz := min(slabZ, int(meta.Shape.Z)-z0)
+		buf := make([]byte, plane*int64(nz))
+		if _, err := src.ReadAt(buf, plane*int64(z0)); err != nil {
+			return fmt.Errorf("read z-planes %d..%d: %w", z0, z0+nz, err)
+		}
+		slab := Raw{Shape: storage.Shape{X: meta.Shape.X, Y: meta.Shape.Y, Z: uint32(nz)}, DataType: meta.DataType, Data: buf}
+		zOff := z0 // the slab's first plane at the current level
+		for lod := uint32(0); lod < meta.LODCount; lod++ {
+			if lod > 0 {
+				slab = Downsample(slab)
+				zOff /= 2
+			}
+			if err := cutSlab(slab, meta.BrickShape, lod, zOff, emit); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// cutSlab emits the bricks of one slab at one level; zOff is the slab's
+// first plane in the level's coordinates (a multiple of the brick depth).
+func cutSlab(r Raw, b storage.Shape, lod uint32, zOff int, emit func(Brick) error) error {
+	vs := r.DataType.Size()
+	bz0 := zOff / int(b.Z)
+	gx := (int(r.Shape.X) + int(b.X) - 1) / int(b.X)
+	gy := (int(r.Shape.Y) + int(b.Y) - 1) / int(b.Y)
+	gz := (int(r.Shape.Z) + int(b.Z) - 1) / int(b.Z)
+	for z := range gz {
+		for y := range gy {
+			for x := range gx {
+				out := make([]byte, int(b.X)*int(b.Y)*int(b.Z)*vs)
+				for k := range int(b.Z) {
+					sz := z*int(b.Z) + k
+					if sz >= int(r.Shape.Z) {
+						break
+					}
+					for j := range int(b.Y) {
+						sy := y*int(b.Y) + j
+						if sy >= int(r.Shape.Y) {
+							break
+						}
+						sx := x * int(b.X)
+						n := min(int(b.X), int(r.Shape.X)-sx)
+						src := ((sz*int(r.Shape.Y)+sy)*int(r.Shape.X) + sx) * vs
+						dst := ((k*int(b.Y) + j) * int(b.X)) * vs
+						copy(out[dst:dst+n*vs], r.Data[src:src+n*vs])
+					}
+				}
+				key := storage.BrickKey{LOD: lod, X: uint32(x), Y: uint32(y), Z: uint32(bz0 + z)}
+				if err := emit(Brick{Key: key, Value: out}); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// Raw is a volume in memory: voxels little-endian, x fastest.
+type Raw struct {
+	Shape    storage.Shape
+	DataType storage.DataType
+	Data     []byte
+}
+
+// Downsample returns the next level of detail of r: shape halved rounding
+// up, each voxel the mean of the 2x2x2 voxels below it (of those that
+// exist at odd edges), rounded to nearest for integer types.
+func Downsample(r Raw) Raw {
+	vs := r.DataType.Size()
+	sx, sy, sz := int(r.Shape.X), int(r.Shape.Y), int(r.Shape.Z)
+	ox, oy, oz := (sx+1)/2, (sy+1)/2, (sz+1)/2
+	out := Raw{Shape: storage.Shape{X: uint32(ox), Y: uint32(oy), Z: uint32(oz)}, DataType: r.DataType, Data: make([]byte, ox*oy*oz*vs)}
+	get := reader(r.DataType)
+	put := writer(r.DataType)
+	for z := range oz {
+		for y := range oy {
+			for x := range ox {
+				var sum float64
+				n := 0
+				for dz := range 2 {
+					iz := 2*z + dz
+					if iz >= sz {
+						continue
+					}
+					for dy := range 2 {
+						iy := 2*y + dy
+						if iy >= sy {
+							continue
+						}
+						row := (iz*sy + iy) * sx
+						for dx := range 2 {
+							ix := 2*x + dx
+							if ix >= sx {
+								continue
+							}
+							sum += get(r.Data[(row+ix)*vs:])
+							n++
+						}
+					}
+				}
+				put(out.Data[((z*oy+y)*ox+x)*vs:], sum/float64(n))
+			}
+		}
+	}
+	return out
+}
+
+func reader(d storage.DataType) func([]byte) float64 {
+	switch d {
+	case storage.Uint8:
+		return func(b []byte) float64 { return float64(b[0]) }
+	case storage.Uint16:
+		return func(b []byte) float64 { return float64(binary.LittleEndian.Uint16(b)) }
+	case storage.Int16:
+		return func(b []byte) float64 { return float64(int16(binary.LittleEndian.Uint16(b))) }
+	case storage.Uint32:
+		return func(b []byte) float64 { return float64(binary.LittleEndian.Uint32(b)) }
+	case storage.Float32:
+		return func(b []byte) float64 { return float64(math.Float32frombits(binary.LittleEndian.Uint32(b))) }
+	}
+	panic(fmt.Sprintf("volume: unknown data type %v", d))
+}
+
+func writer(d storage.DataType) func([]byte, float64) {
+	switch d {
+	case storage.Uint8:
+		return func(b []byte, v float64) { b[0] = uint8(math.Round(v)) }
+	case storage.Uint16:
+		return func(b []byte, v float64) { binary.LittleEndian.PutUint16(b, uint16(math.Round(v))) }
+	case storage.Int16:
+		return func(b []byte, v float64) { binary.LittleEndian.PutUint16(b, uint16(int16(math.Round(v)))) }
+	case storage.Uint32:
+		return func(b []byte, v float64) { binary.LittleEndian.PutUint32(b, uint32(math.Round(v))) }
+	case storage.Float32:
+		return func(b []byte, v float64) { binary.LittleEndian.PutUint32(b, math.Float32bits(float32(v))) }
+	}
+	panic(fmt.Sprintf("volume: unknown data type %v", d))
+}
+
+// BrickCount returns how many bricks Cut emits for meta (after
+// normalization).
+func BrickCount(meta storage.VolumeMeta) int {
+	n := 0
+	for lod := uint32(0); lod < meta.LODCount; lod++ {
+		g := meta.BrickGrid(lod)
+		n += int(g.X) * int(g.Y) * int(g.Z)
+	}
+	return n
+}

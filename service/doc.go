@@ -1,0 +1,22 @@
+// Package service serves the ldm.v1 API (TileService, VolumeService and
+// ClusterService) with connect-go, so gRPC, gRPC-Web and Connect clients
+// (binary and JSON) share one HTTP port, together with grpc.health.v1 and
+// server reflection (v1 and v1alpha).
+//
+// The package depends only on the generated code, connect-go and the value
+// types and sentinel errors of storage. The data behind the handlers is any
+// implementation of the small Tiles interface declared here: the
+// single-node store and a replicated cluster node both satisfy it. Optional
+// capabilities (linearizable reads, cluster membership) are detected with
+// type assertions on the Tiles value.
+//
+// Invariants:
+//   - Handlers never return raw errors: every error goes through one
+//     mapping (see errors.go) to a Connect code with details.
+//   - Every interceptor wraps unary and streaming calls alike. The order is
+//     recover, access log, Config.Interceptors (authentication and
+//     authorization), request validation, then the handler.
+//   - Tile bytes are never gzip-compressed unless Config.Compress is set.
+//   - A tile at an offset never changes, so GET reads of ReadTile carry an
+//     ETag and immutable cache headers, and If-None-Match answers 304.
+package service

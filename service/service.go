@@ -1,0 +1,230 @@
+package service
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"net/http"
+	"strings"
+
+	"connectrpc.com/connect"
+	"connectrpc.com/grpchealth"
+	"connectrpc.com/grpcreflect"
+
+	"github.com/xcheng85/go-ldm/gen/ldm/v1/ldmv1connect"
+	"github.com/xcheng85/go-ldm/storage"
+)
+
+// messageOverhead is the room left above MaxTileBytes for the rest of a
+// message (volume name, key, offsets, protobuf tags).
+const messageOverhead = 64 << 10
+
+// compressMinBytes is the smallest message compressed when Config.Compress
+// is set.
+const compressMinBytes = 1 << 10
+
+// Config configures a Server. The zero value is valid except for Store,
+// which is required. A Config must not be changed after New.
+type Config struct {
+	// Store is the data behind the handlers. Required.
+	Store Tiles
+	// Logger receives access logs and errors; nil means slog.Default().
+	Logger *slog.Logger
+	// MaxTileBytes is the largest tile accepted and the base of the maximum
+	// message size (larger messages fail with ResourceExhausted). Zero means
+	// storage.DefaultMaxTileBytes.
+	MaxTileBytes int
+	// AdvertiseAddr is the address (host:port) clients use to reach this
+	// node, reported by GetServers on a single node.
+	AdvertiseAddr string
+	// NodeID is this node's id, reported by GetServers on a single node.
+	// Empty means AdvertiseAddr.
+	NodeID string
+	// Compress lets responses be gzip-compressed when a client accepts gzip.
+	// Off by default: voxel tiles compress poorly and gzip costs about ten
+	// times the serving throughput. Compressed requests are accepted either
+	// way.
+	Compress bool
+	// Interceptors run on every call, unary and streaming, after panic
+	// recovery and access logging and before request validation and the
+	// handler (authentication and authorization go here). The first is the
+	// outermost.
+	Interceptors []connect.Interceptor
+	// CORSOrigins lists the origins browsers may call from. Empty means any
+	// origin ("*"). Credentials (cookies) are never allowed.
+	CORSOrigins []string
+}
+
+// Server holds the ldm.v1 handlers. Create it with New; it is safe for
+// concurrent use.
+type Server struct {
+	store   Tiles
+	log     *slog.Logger
+	maxTile int
+	addr    string
+	id      string
+
+	// drain ends follow streams and brick streams when the server shuts
+	// down (see Drain).
+	drain       context.Context
+	cancelDrain context.CancelFunc
+
+	handler http.Handler
+	paths   []string
+}
+
+// New validates cfg and builds a Server.
+func New(cfg Config) (*Server, error) {
+	if cfg.Store == nil {
+		return nil, errors.New("service: Config.Store is required")
+	}
+	if cfg.MaxTileBytes < 0 {
+		return nil, fmt.Errorf("service: Config.MaxTileBytes %d is negative", cfg.MaxTileBytes)
+	}
+	if cfg.MaxTileBytes == 0 {
+		cfg.MaxTileBytes = storage.DefaultMaxTileBytes
+	}
+	if cfg.MaxTileBytes > math.MaxInt32-messageOverhead {
+		return nil, fmt.Errorf("service: Config.MaxTileBytes %d is above the largest message (2 GiB)", cfg.MaxTileBytes)
+	}
+	for i, ic := range cfg.Interceptors {
+		if ic == nil {
+			return nil, fmt.Errorf("service: Config.Interceptors[%d] is nil", i)
+		}
+	}
+	for _, o := range cfg.CORSOrigins {
+		if o == "" {
+			return nil, errors.New("service: Config.CORSOrigins has an empty origin")
+		}
+	}
+	logger := cfg.Logger
+	if logger == nil {
+		logger = slog.Default()
+	}
+	s := &Server{
+		store:   cfg.Store,
+		log:     logger.With("component", "service"),
+		maxTile: cfg.MaxTileBytes,
+		addr:    cfg.AdvertiseAddr,
+		id:      cfg.NodeID,
+	}
+	if s.id == "" {
+		s.id = s.addr
+	}
+	s.drain, s.cancelDrain = context.WithCancel(context.Background())
+
+	interceptors := []connect.Interceptor{recoverInterceptor{log: s.log}, logInterceptor{log: s.log}}
+	interceptors = append(interceptors, cfg.Interceptors...)
+	interceptors = append(interceptors, validateInterceptor{maxTile: s.maxTile})
+	compressMin := math.MaxInt32 // never compress responses
+	if cfg.Compress {
+		compressMin = compressMinBytes
+	}
+	opts := []connect.HandlerOption{
+		connect.WithInterceptors(interceptors...),
+		connect.WithReadMaxBytes(cfg.MaxTileBytes + messageOverhead),
+		connect.WithSendMaxBytes(cfg.MaxTileBytes + messageOverhead),
+		connect.WithCompressMinBytes(compressMin),
+	}
+
+	mux := http.NewServeMux()
+	mount := func(path string, h http.Handler) {
+		mux.Handle(path, h)
+		s.paths = append(s.paths, path)
+	}
+	mount(ldmv1connect.NewTileServiceHandler(&tileHandler{s: s}, opts...))
+	mount(ldmv1connect.NewVolumeServiceHandler(&volumeHandler{s: s}, opts...))
+	mount(ldmv1connect.NewClusterServiceHandler(&clusterHandler{s: s}, opts...))
+	names := []string{
+		ldmv1connect.TileServiceName,
+		ldmv1connect.VolumeServiceName,
+		ldmv1connect.ClusterServiceName,
+	}
+	// Health and reflection get recovery and logging but not the extra
+	// interceptors: probes and tools call them without credentials.
+	plain := connect.WithInterceptors(recoverInterceptor{log: s.log}, logInterceptor{log: s.log})
+	mount(grpchealth.NewHandler(grpchealth.NewStaticChecker(names...), plain))
+	reflector := grpcreflect.NewStaticReflector(names...)
+	mount(grpcreflect.NewHandlerV1(reflector, plain))
+	mount(grpcreflect.NewHandlerV1Alpha(reflector, plain))
+	s.handler = newCORS(cfg.CORSOrigins, mux)
+	return s, nil
+}
+
+// Handler returns the HTTP handler of every service (ldm.v1, health,
+// reflection) with CORS. Mount it at each of Paths, or at "/".
+func (s *Server) Handler() http.Handler { return s.handler }
+
+// Paths returns the URL path prefixes Handler serves, one per service (for
+// example "/ldm.v1.TileService/"), for mounting on a shared http.ServeMux.
+func (s *Server) Paths() []string { return append([]string(nil), s.paths...) }
+
+// Drain ends open ReadTileStream follow streams and StreamBricks streams
+// cleanly (the client sees the stream end without error) and makes new
+// ones end at once. Call it when shutting down, before http.Server.Shutdown,
+// which waits for open calls. Unary calls are not affected. Drain is
+// idempotent.
+func (s *Server) Drain() { s.cancelDrain() }
+
+// streamContext returns a context that ends with ctx or when the server
+// drains, and a function that releases it.
+func (s *Server) streamContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(ctx)
+	stop := context.AfterFunc(s.drain, cancel)
+	return ctx, func() { stop(); cancel() }
+}
+
+// draining reports whether Drain has been called.
+func (s *Server) draining() bool { return s.drain.Err() != nil }
+
+// corsAllowHeaders are the request headers the Connect, gRPC-Web and
+// conditional-GET protocols use.
+var corsAllowHeaders = strings.Join([]string{
+	"Content-Type", "Connect-Protocol-Version", "Connect-Timeout-Ms",
+	"Connect-Accept-Encoding", "Connect-Content-Encoding", "Accept-Encoding",
+	"Content-Encoding", "Grpc-Timeout", "X-Grpc-Web", "X-User-Agent",
+	"Authorization", "If-None-Match",
+}, ", ")
+
+// corsExposeHeaders are the response headers browsers may read.
+var corsExposeHeaders = strings.Join([]string{
+	"Grpc-Status", "Grpc-Message", "Grpc-Status-Details-Bin",
+	"Content-Encoding", "Connect-Content-Encoding", "ETag", LeaderHeader,
+}, ", ")
+
+// newCORS answers CORS preflight requests and adds the CORS response
+// headers for allowed origins. An empty origins list allows any origin.
+func newCORS(origins []string, next http.Handler) http.Handler {
+	allowed := map[string]bool{}
+	for _, o := range origins {
+		allowed[o] = true
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		origin := r.Header.Get("Origin")
+		if origin == "" {
+			next.ServeHTTP(w, r)
+			return
+		}
+		h := w.Header()
+		h.Add("Vary", "Origin")
+		if len(allowed) == 0 {
+			h.Set("Access-Control-Allow-Origin", "*")
+		} else if allowed[origin] {
+			h.Set("Access-Control-Allow-Origin", origin)
+		} else {
+			next.ServeHTTP(w, r)
+			return
+		}
+		if r.Method == http.MethodOptions && r.Header.Get("Access-Control-Request-Method") != "" {
+			h.Set("Access-Control-Allow-Methods", "GET, POST")
+			h.Set("Access-Control-Allow-Headers", corsAllowHeaders)
+			h.Set("Access-Control-Max-Age", "7200")
+			w.WriteHeader(http.StatusNoContent)
+			return
+		}
+		h.Set("Access-Control-Expose-Headers", corsExposeHeaders)
+		next.ServeHTTP(w, r)
+	})
+}

@@ -1,0 +1,275 @@
+package service
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+
+	"connectrpc.com/connect"
+
+	ldmv1 "github.com/xcheng85/go-ldm/gen/ldm/v1"
+	"github.com/xcheng85/go-ldm/gen/ldm/v1/ldmv1connect"
+	"github.com/xcheng85/go-ldm/storage"
+)
+
+// Cache headers of GET reads. A tile at an offset never changes (the
+// volume's creation time is part of the ETag, so a volume deleted and
+// created again under the same name gets new ETags); a brick key's latest
+// tile may change, so GetBrick responses must be revalidated.
+const (
+	cacheImmutable  = "public, max-age=31536000, immutable"
+	cacheRevalidate = "no-cache"
+)
+
+// ingestQueue is how many received WriteTileStream messages may wait for
+// the store while the previous batch is appended.
+const ingestQueue = 64
+
+// ingestBatchBytes bounds the bytes of one Append batch of WriteTileStream.
+const ingestBatchBytes = 64 << 20
+
+type tileHandler struct {
+	ldmv1connect.UnimplementedTileServiceHandler
+	s *Server
+}
+
+// appendError names the crc32c field when the store rejects a tile whose
+// checksum does not match its bytes (the only ErrCorrupt of an append).
+func appendError(err error) error {
+	if errors.Is(err, storage.ErrCorrupt) {
+		return withField("tile.crc32c", err)
+	}
+	if errors.Is(err, storage.ErrTooLarge) {
+		return withField("tile.value", err)
+	}
+	return err
+}
+
+func (h *tileHandler) WriteTile(ctx context.Context, req *connect.Request[ldmv1.WriteTileRequest]) (*connect.Response[ldmv1.WriteTileResponse], error) {
+	off, err := h.s.store.Append(ctx, req.Msg.GetVolume(), tileFromProto(req.Msg.GetTile()))
+	if err != nil {
+		return nil, connectError(appendError(err))
+	}
+	return connect.NewResponse(&ldmv1.WriteTileResponse{Offset: off}), nil
+}
+
+// readBarrier makes a CONSISTENCY_LINEARIZABLE read linearizable when the
+// store can (see ReadBarrier); a single node serves it locally.
+func (s *Server) readBarrier(ctx context.Context, c ldmv1.Consistency) error {
+	if c != ldmv1.Consistency_CONSISTENCY_LINEARIZABLE {
+		return nil
+	}
+	if rb, ok := s.store.(ReadBarrier); ok {
+		return rb.ReadBarrier(ctx)
+	}
+	return nil
+}
+
+// tileETag is the entity tag of the tile at offset in a volume created at
+// createdNanos.
+func tileETag(createdNanos int64, offset uint64) string {
+	return `"` + strconv.FormatInt(createdNanos, 36) + "-" + strconv.FormatUint(offset, 10) + `"`
+}
+
+// etagMatches reports whether an If-None-Match header value lists etag.
+func etagMatches(header, etag string) bool {
+	if header == "" {
+		return false
+	}
+	for _, part := range splitComma(header) {
+		if part == "*" || part == etag || part == "W/"+etag {
+			return true
+		}
+	}
+	return false
+}
+
+func splitComma(s string) []string {
+	var out []string
+	start := 0
+	for i := 0; i <= len(s); i++ {
+		if i == len(s) || s[i] == ',' {
+			p := s[start:i]
+			for len(p) > 0 && (p[0] == ' ' || p[0] == '\t') {
+				p = p[1:]
+			}
+			for len(p) > 0 && (p[len(p)-1] == ' ' || p[len(p)-1] == '\t') {
+				p = p[:len(p)-1]
+			}
+			if p != "" {
+				out = append(out, p)
+			}
+			start = i + 1
+		}
+	}
+	return out
+}
+
+func (h *tileHandler) ReadTile(ctx context.Context, req *connect.Request[ldmv1.ReadTileRequest]) (*connect.Response[ldmv1.ReadTileResponse], error) {
+	if err := h.s.readBarrier(ctx, req.Msg.GetConsistency()); err != nil {
+		return nil, connectError(err)
+	}
+	vol, off := req.Msg.GetVolume(), req.Msg.GetOffset()
+	get := req.HTTPMethod() == http.MethodGet
+	var etag string
+	if get {
+		info, err := h.s.store.Volume(vol)
+		if err != nil {
+			return nil, connectError(err)
+		}
+		etag = tileETag(info.CreatedAt.UnixNano(), off)
+		if off < info.NextOffset && etagMatches(req.Header().Get("If-None-Match"), etag) {
+			hdr := http.Header{}
+			hdr.Set("ETag", etag)
+			hdr.Set("Cache-Control", cacheImmutable)
+			return nil, connect.NewNotModifiedError(hdr)
+		}
+	}
+	t, err := h.s.store.Read(vol, off)
+	if err != nil {
+		return nil, connectError(withField("offset", err))
+	}
+	res := connect.NewResponse(&ldmv1.ReadTileResponse{Tile: tileToProto(t)})
+	if get {
+		res.Header().Set("ETag", etag)
+		res.Header().Set("Cache-Control", cacheImmutable)
+	}
+	return res, nil
+}
+
+func (h *tileHandler) ReadTileStream(ctx context.Context, req *connect.Request[ldmv1.ReadTileStreamRequest], stream *connect.ServerStream[ldmv1.ReadTileStreamResponse]) error {
+	vol, off, follow := req.Msg.GetVolume(), req.Msg.GetOffset(), req.Msg.GetFollow()
+	info, err := h.s.store.Volume(vol)
+	if err != nil {
+		return connectError(err)
+	}
+	if !follow && off > info.NextOffset {
+		return connectError(withField("offset", fmt.Errorf("%w: offset %d is past the end of volume %q (next offset %d)", storage.ErrOutOfRange, off, vol, info.NextOffset)))
+	}
+	end := info.NextOffset // without follow, the stream ends here
+	ctx, release := h.s.streamContext(ctx)
+	defer release()
+	msg := &ldmv1.ReadTileStreamResponse{}
+	for {
+		if !follow && off >= end {
+			return nil
+		}
+		t, err := h.s.store.Read(vol, off)
+		if errors.Is(err, storage.ErrOutOfRange) && follow {
+			// Tail: sleep until the log grows past off, without polling.
+			if err := h.s.store.Wait(ctx, vol, off); err != nil {
+				if ctx.Err() != nil || errors.Is(err, storage.ErrClosed) {
+					// The client went away or the server is draining:
+					// end the stream cleanly.
+					return nil
+				}
+				return connectError(err)
+			}
+			continue
+		}
+		if err != nil {
+			return connectError(err)
+		}
+		msg.Tile = tileToProto(t)
+		if err := stream.Send(msg); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return connectError(err)
+		}
+		off++
+	}
+}
+
+func (h *tileHandler) WriteTileStream(ctx context.Context, stream *connect.BidiStream[ldmv1.WriteTileStreamRequest, ldmv1.WriteTileStreamResponse]) error {
+	// A receiver goroutine reads messages into a bounded queue; this
+	// goroutine appends whatever has queued up (same volume, up to
+	// ingestBatchBytes) in one Append, so the store commits many tiles per
+	// sync, then answers each tile with its offset, in order.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	type item struct {
+		volume string
+		tile   storage.Tile
+	}
+	queue := make(chan item, ingestQueue)
+	recvErr := make(chan error, 1)
+	go func() {
+		defer close(queue)
+		volume := ""
+		for {
+			msg, err := stream.Receive()
+			if err != nil {
+				if errors.Is(err, io.EOF) {
+					err = nil
+				}
+				recvErr <- err
+				return
+			}
+			if msg.GetVolume() != "" {
+				volume = msg.GetVolume()
+			}
+			select {
+			case queue <- item{volume: volume, tile: tileFromProto(msg.GetTile())}:
+			case <-ctx.Done():
+				recvErr <- nil
+				return
+			}
+		}
+	}()
+
+	batch := make([]storage.Tile, 0, ingestQueue)
+	res := &ldmv1.WriteTileStreamResponse{}
+	var pending *item
+	for {
+		var first item
+		if pending != nil {
+			first, pending = *pending, nil
+		} else {
+			it, ok := <-queue
+			if !ok {
+				break
+			}
+			first = it
+		}
+		batch = append(batch[:0], first.tile)
+		size := len(first.tile.Value)
+	fill:
+		for size < ingestBatchBytes {
+			select {
+			case it, ok := <-queue:
+				if !ok {
+					break fill
+				}
+				if it.volume != first.volume {
+					pending = &it
+					break fill
+				}
+				batch = append(batch, it.tile)
+				size += len(it.tile.Value)
+			default:
+				break fill
+			}
+		}
+		off, err := h.s.store.Append(ctx, first.volume, batch...)
+		if err != nil {
+			// The receiver may still be blocked in Receive; connect closes
+			// the request body when this handler returns, which ends it.
+			return connectError(appendError(err))
+		}
+		for i := range batch {
+			res.Offset = off + uint64(i)
+			if err := stream.Send(res); err != nil {
+				return connectError(err)
+			}
+		}
+		clear(batch) // drop references to tile bytes
+	}
+	if err := <-recvErr; err != nil {
+		return connectError(err)
+	}
+	return nil
+}

@@ -1,0 +1,129 @@
+package service
+
+import (
+	"fmt"
+
+	ldmv1 "github.com/xcheng85/go-ldm/gen/ldm/v1"
+	"github.com/xcheng85/go-ldm/storage"
+)
+
+// validateRequest checks one request message. first is false for the
+// second and later messages of a client stream, where WriteTileStream may
+// leave the volume empty. Errors name the offending field (see
+// connectError) and wrap storage sentinels.
+func validateRequest(m any, maxTile int, first bool) error {
+	switch r := m.(type) {
+	case *ldmv1.WriteTileRequest:
+		if err := validateVolumeName("volume", r.GetVolume()); err != nil {
+			return err
+		}
+		return validateTile("tile", r.GetTile(), maxTile)
+	case *ldmv1.WriteTileStreamRequest:
+		if first || r.GetVolume() != "" {
+			if err := validateVolumeName("volume", r.GetVolume()); err != nil {
+				return err
+			}
+		}
+		return validateTile("tile", r.GetTile(), maxTile)
+	case *ldmv1.ReadTileRequest:
+		if err := validateVolumeName("volume", r.GetVolume()); err != nil {
+			return err
+		}
+		return validateConsistency("consistency", r.GetConsistency())
+	case *ldmv1.ReadTileStreamRequest:
+		return validateVolumeName("volume", r.GetVolume())
+	case *ldmv1.CreateVolumeRequest:
+		return validateNewVolume(r.GetVolume())
+	case *ldmv1.GetVolumeRequest:
+		return validateVolumeName("name", r.GetName())
+	case *ldmv1.DeleteVolumeRequest:
+		return validateVolumeName("name", r.GetName())
+	case *ldmv1.GetBrickRequest:
+		if err := validateVolumeName("volume", r.GetVolume()); err != nil {
+			return err
+		}
+		if r.GetKey() == nil {
+			return invalidField("key", "a brick key (lod, x, y, z) is required")
+		}
+		return validateConsistency("consistency", r.GetConsistency())
+	case *ldmv1.StreamBricksRequest:
+		if err := validateVolumeName("volume", r.GetVolume()); err != nil {
+			return err
+		}
+		if r.MinLod != nil && r.MaxLod != nil && r.GetMinLod() > r.GetMaxLod() {
+			return invalidField("min_lod", "min_lod %d is above max_lod %d", r.GetMinLod(), r.GetMaxLod())
+		}
+		if rg := r.GetRegion(); rg != nil {
+			lo, hi := rg.GetMin(), rg.GetMax()
+			if hi.GetX() <= lo.GetX() || hi.GetY() <= lo.GetY() || hi.GetZ() <= lo.GetZ() {
+				return invalidField("region", "region max (%d,%d,%d) must be above min (%d,%d,%d) in x, y and z",
+					hi.GetX(), hi.GetY(), hi.GetZ(), lo.GetX(), lo.GetY(), lo.GetZ())
+			}
+		}
+		if _, ok := ldmv1.BrickOrder_name[int32(r.GetOrder())]; !ok {
+			return invalidField("order", "unknown brick order %d", r.GetOrder())
+		}
+	case *ldmv1.RemoveServerRequest:
+		if r.GetId() == "" {
+			return invalidField("id", "a server id is required")
+		}
+	}
+	return nil
+}
+
+func validateVolumeName(field, name string) error {
+	if name == "" {
+		return withField(field, fmt.Errorf("%w: a volume name is required", storage.ErrInvalidName))
+	}
+	return withField(field, storage.ValidateName(name))
+}
+
+func validateConsistency(field string, c ldmv1.Consistency) error {
+	if _, ok := ldmv1.Consistency_name[int32(c)]; !ok {
+		return invalidField(field, "unknown consistency %d", c)
+	}
+	return nil
+}
+
+func validateTile(field string, t *ldmv1.Tile, maxTile int) error {
+	if t == nil {
+		return invalidField(field, "a tile is required")
+	}
+	if len(t.GetValue()) > maxTile {
+		return withField(field+".value", fmt.Errorf("%w: tile of %d bytes, limit %d", storage.ErrTooLarge, len(t.GetValue()), maxTile))
+	}
+	// A non-zero crc32c is checked by the store as it appends (one pass
+	// over the bytes); the write handlers name the field on a mismatch.
+	return nil
+}
+
+// validateNewVolume checks a CreateVolume request field by field, so each
+// problem names its field; the store normalizes and checks again.
+func validateNewVolume(v *ldmv1.Volume) error {
+	if v == nil {
+		return invalidField("volume", "a volume is required")
+	}
+	if err := validateVolumeName("volume.name", v.GetName()); err != nil {
+		return err
+	}
+	s := v.GetShape()
+	if s.GetX() == 0 || s.GetY() == 0 || s.GetZ() == 0 {
+		return invalidField("volume.shape", "shape %dx%dx%d must be positive in x, y and z", s.GetX(), s.GetY(), s.GetZ())
+	}
+	if storage.DataType(v.GetDataType()).Size() == 0 {
+		return invalidField("volume.data_type", "data type %v (want DATA_TYPE_UINT8, _UINT16, _INT16, _UINT32 or _FLOAT32)", v.GetDataType())
+	}
+	if b := v.GetBrickShape(); b != nil && (b.GetX() != 0 || b.GetY() != 0 || b.GetZ() != 0) {
+		if b.GetX() == 0 || b.GetY() == 0 || b.GetZ() == 0 || b.GetX() > 1024 || b.GetY() > 1024 || b.GetZ() > 1024 {
+			return invalidField("volume.brick_shape", "brick shape %dx%dx%d must be 1..1024 in x, y and z", b.GetX(), b.GetY(), b.GetZ())
+		}
+	}
+	if v.GetLodCount() > 32 {
+		return invalidField("volume.lod_count", "lod_count %d (at most 32)", v.GetLodCount())
+	}
+	if n := len(v.GetSpacing()); n != 0 && n != 3 {
+		return invalidField("volume.spacing", "spacing has %d values (want 0 or 3)", n)
+	}
+	m := volumeFromProto(v)
+	return withField("volume", m.Normalize())
+}
