@@ -54,8 +54,16 @@ func (m *Memory) volume(name string) (*memVolume, error) {
 	return v, nil
 }
 
+// info returns the volume's state. The metadata's slice and map are
+// copied so a caller cannot change the stored volume.
 func (v *memVolume) info() VolumeInfo {
-	return VolumeInfo{VolumeMeta: v.meta, NextOffset: uint64(len(v.tiles)), SizeBytes: v.size}
+	m := v.meta
+	m.Spacing = slices.Clone(m.Spacing)
+	m.Labels = make(map[string]string, len(v.meta.Labels))
+	for k, l := range v.meta.Labels {
+		m.Labels[k] = l
+	}
+	return VolumeInfo{VolumeMeta: m, NextOffset: uint64(len(v.tiles)), SizeBytes: v.size}
 }
 
 // CreateVolume implements LDM.

@@ -1,0 +1,314 @@
+package storage
+
+// On-disk format of the file store. All integers are little-endian. Every
+// checksum is CRC-32C (Castagnoli). Widths below are in bytes.
+//
+// Block data file "<base>.data" (base = offset of its first tile, 20
+// decimal digits):
+//
+//	header, dataHeaderLen = 32 bytes:
+//	  0  magic        4  "LDMD"
+//	  4  version      4  formatVersion (1)
+//	  8  base offset  8  offset of the block's first tile
+//	 16  reserved    12  zero
+//	 28  header crc   4  CRC-32C of bytes 0..28
+//	then records back to back, each recordHeaderLen = 24 bytes + value:
+//	  0  offset       8  the tile's offset in the volume's log
+//	  8  length       4  value length in bytes
+//	 12  value crc    4  CRC-32C of the value
+//	 16  reserved     4  zero
+//	 20  header crc   4  CRC-32C of bytes 0..20
+//	 24  value        length bytes
+//
+// Block index file "<base>.index", memory-mapped read-only:
+//
+//	header, indexHeaderLen = 32 bytes:
+//	  0  magic        4  "LDMI"
+//	  4  version      4  formatVersion (1)
+//	  8  base offset  8  same as the data file's
+//	 16  entry size   4  indexEntryLen (48)
+//	 20  reserved     8  zero
+//	 28  header crc   4  CRC-32C of bytes 0..28
+//	then one entry per tile, indexEntryLen = 48 bytes; entry i is tile base+i:
+//	  0  position     8  byte position of the tile's record in the data file
+//	  8  length       4  value length
+//	 12  value crc    4  CRC-32C of the value
+//	 16  flags        4  bit 0: the tile has a brick key
+//	 20  lod          4  brick key (zero when bit 0 is clear)
+//	 24  x            4
+//	 28  y            4
+//	 32  z            4
+//	 36  repl index   8  replication (Raft) index that wrote the tile
+//	 44  entry crc    4  CRC-32C of bytes 0..44
+//
+// Volume metadata file "meta":
+//
+//	  0  magic        4  "LDMV"
+//	  4  version      4  formatVersion (1)
+//	  8  length       4  payload length
+//	 12  payload crc  4  CRC-32C of the payload
+//	 16  payload      length bytes of JSON (metaJSON)
+//
+// Applied-index marker ".applied" in the store directory,
+// appliedLen = 24 bytes:
+//
+//	  0  magic        4  "LDMA"
+//	  4  version      4  formatVersion (1)
+//	  8  index        8  replication index
+//	 16  reserved     4  zero
+//	 20  crc          4  CRC-32C of bytes 0..20
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"time"
+)
+
+const (
+	formatVersion = 1
+
+	magicLen   = 4
+	versionLen = 4
+	crcLen     = 4
+
+	dataHeaderLen   = 32
+	recordHeaderLen = 24
+	indexHeaderLen  = 32
+	indexEntryLen   = 48
+	metaHeaderLen   = 16
+	appliedLen      = 24
+
+	// maxMetaPayload bounds the metadata JSON a decoder accepts.
+	maxMetaPayload = 1 << 20
+
+	flagHasKey = 1
+)
+
+var (
+	magicData    = [magicLen]byte{'L', 'D', 'M', 'D'}
+	magicIndex   = [magicLen]byte{'L', 'D', 'M', 'I'}
+	magicMeta    = [magicLen]byte{'L', 'D', 'M', 'V'}
+	magicApplied = [magicLen]byte{'L', 'D', 'M', 'A'}
+)
+
+var le = binary.LittleEndian
+
+// blockHeader is the decoded header of a data or index file.
+type blockHeader struct {
+	Base uint64
+}
+
+func encodeBlockHeader(magic [magicLen]byte, base uint64) []byte {
+	b := make([]byte, dataHeaderLen) // dataHeaderLen == indexHeaderLen
+	copy(b, magic[:])
+	le.PutUint32(b[4:], formatVersion)
+	le.PutUint64(b[8:], base)
+	if magic == magicIndex {
+		le.PutUint32(b[16:], indexEntryLen)
+	}
+	le.PutUint32(b[28:], Checksum(b[:28]))
+	return b
+}
+
+func decodeBlockHeader(magic [magicLen]byte, b []byte) (blockHeader, error) {
+	if len(b) < dataHeaderLen {
+		return blockHeader{}, fmt.Errorf("block header of %d bytes, want %d: %w", len(b), dataHeaderLen, ErrCorrupt)
+	}
+	if [magicLen]byte(b[:magicLen]) != magic {
+		return blockHeader{}, fmt.Errorf("block header magic %q, want %q: %w", b[:magicLen], magic[:], ErrCorrupt)
+	}
+	if got := le.Uint32(b[28:]); got != Checksum(b[:28]) {
+		return blockHeader{}, fmt.Errorf("block header checksum %08x does not match: %w", got, ErrCorrupt)
+	}
+	if v := le.Uint32(b[4:]); v != formatVersion {
+		return blockHeader{}, fmt.Errorf("block format version %d, want %d: %w", v, formatVersion, ErrCorrupt)
+	}
+	if magic == magicIndex {
+		if w := le.Uint32(b[16:]); w != indexEntryLen {
+			return blockHeader{}, fmt.Errorf("index entry size %d, want %d: %w", w, indexEntryLen, ErrCorrupt)
+		}
+	}
+	return blockHeader{Base: le.Uint64(b[8:])}, nil
+}
+
+// recordHeader is the decoded header of one record in a data file.
+type recordHeader struct {
+	Offset uint64
+	Length uint32
+	CRC    uint32
+}
+
+func putRecordHeader(b []byte, h recordHeader) {
+	le.PutUint64(b[0:], h.Offset)
+	le.PutUint32(b[8:], h.Length)
+	le.PutUint32(b[12:], h.CRC)
+	le.PutUint32(b[16:], 0)
+	le.PutUint32(b[20:], Checksum(b[:20]))
+}
+
+func decodeRecordHeader(b []byte) (recordHeader, error) {
+	if len(b) < recordHeaderLen {
+		return recordHeader{}, fmt.Errorf("record header of %d bytes, want %d: %w", len(b), recordHeaderLen, ErrCorrupt)
+	}
+	if got := le.Uint32(b[20:]); got != Checksum(b[:20]) {
+		return recordHeader{}, fmt.Errorf("record header checksum %08x does not match: %w", got, ErrCorrupt)
+	}
+	return recordHeader{Offset: le.Uint64(b[0:]), Length: le.Uint32(b[8:]), CRC: le.Uint32(b[12:])}, nil
+}
+
+// indexEntry is the decoded form of one index entry.
+type indexEntry struct {
+	Pos    int64
+	Length uint32
+	CRC    uint32
+	HasKey bool
+	Key    BrickKey
+	Index  uint64
+}
+
+func putIndexEntry(b []byte, e indexEntry) {
+	le.PutUint64(b[0:], uint64(e.Pos))
+	le.PutUint32(b[8:], e.Length)
+	le.PutUint32(b[12:], e.CRC)
+	var flags uint32
+	var k BrickKey
+	if e.HasKey {
+		flags = flagHasKey
+		k = e.Key
+	}
+	le.PutUint32(b[16:], flags)
+	le.PutUint32(b[20:], k.LOD)
+	le.PutUint32(b[24:], k.X)
+	le.PutUint32(b[28:], k.Y)
+	le.PutUint32(b[32:], k.Z)
+	le.PutUint64(b[36:], e.Index)
+	le.PutUint32(b[44:], Checksum(b[:44]))
+}
+
+func decodeIndexEntry(b []byte) (indexEntry, error) {
+	if len(b) < indexEntryLen {
+		return indexEntry{}, fmt.Errorf("index entry of %d bytes, want %d: %w", len(b), indexEntryLen, ErrCorrupt)
+	}
+	if got := le.Uint32(b[44:]); got != Checksum(b[:44]) {
+		return indexEntry{}, fmt.Errorf("index entry checksum %08x does not match: %w", got, ErrCorrupt)
+	}
+	flags := le.Uint32(b[16:])
+	if flags&^flagHasKey != 0 {
+		return indexEntry{}, fmt.Errorf("index entry flags %#x: %w", flags, ErrCorrupt)
+	}
+	pos := le.Uint64(b[0:])
+	if pos < dataHeaderLen || pos > 1<<62 {
+		return indexEntry{}, fmt.Errorf("index entry position %d: %w", pos, ErrCorrupt)
+	}
+	e := indexEntry{
+		Pos:    int64(pos),
+		Length: le.Uint32(b[8:]),
+		CRC:    le.Uint32(b[12:]),
+		HasKey: flags&flagHasKey != 0,
+		Index:  le.Uint64(b[36:]),
+	}
+	if e.HasKey {
+		e.Key = BrickKey{LOD: le.Uint32(b[20:]), X: le.Uint32(b[24:]), Y: le.Uint32(b[28:]), Z: le.Uint32(b[32:])}
+	}
+	return e, nil
+}
+
+// metaJSON is the stable JSON form of VolumeMeta in the meta file.
+type metaJSON struct {
+	Name       string            `json:"name"`
+	Shape      [3]uint32         `json:"shape"`
+	DataType   uint8             `json:"data_type"`
+	BrickShape [3]uint32         `json:"brick_shape"`
+	LODCount   uint32            `json:"lod_count"`
+	Spacing    []float64         `json:"spacing,omitempty"`
+	Labels     map[string]string `json:"labels,omitempty"`
+	CreatedAt  time.Time         `json:"created_at"`
+	Index      uint64            `json:"index"`
+}
+
+func encodeMeta(m VolumeMeta) ([]byte, error) {
+	payload, err := json.Marshal(metaJSON{
+		Name:       m.Name,
+		Shape:      [3]uint32{m.Shape.X, m.Shape.Y, m.Shape.Z},
+		DataType:   uint8(m.DataType),
+		BrickShape: [3]uint32{m.BrickShape.X, m.BrickShape.Y, m.BrickShape.Z},
+		LODCount:   m.LODCount,
+		Spacing:    m.Spacing,
+		Labels:     m.Labels,
+		CreatedAt:  m.CreatedAt,
+		Index:      m.Index,
+	})
+	if err != nil {
+		// Only a NaN or infinite spacing fails to encode.
+		return nil, fmt.Errorf("%w: volume metadata: %v", ErrInvalidArgument, err)
+	}
+	b := make([]byte, metaHeaderLen+len(payload))
+	copy(b, magicMeta[:])
+	le.PutUint32(b[4:], formatVersion)
+	le.PutUint32(b[8:], uint32(len(payload)))
+	le.PutUint32(b[12:], Checksum(payload))
+	copy(b[metaHeaderLen:], payload)
+	return b, nil
+}
+
+func decodeMeta(b []byte) (VolumeMeta, error) {
+	if len(b) < metaHeaderLen {
+		return VolumeMeta{}, fmt.Errorf("meta file of %d bytes: %w", len(b), ErrCorrupt)
+	}
+	if [magicLen]byte(b[:magicLen]) != magicMeta {
+		return VolumeMeta{}, fmt.Errorf("meta magic %q: %w", b[:magicLen], ErrCorrupt)
+	}
+	if v := le.Uint32(b[4:]); v != formatVersion {
+		return VolumeMeta{}, fmt.Errorf("meta format version %d: %w", v, ErrCorrupt)
+	}
+	n := le.Uint32(b[8:])
+	if n > maxMetaPayload || int(n) != len(b)-metaHeaderLen {
+		return VolumeMeta{}, fmt.Errorf("meta payload length %d, file has %d: %w", n, len(b)-metaHeaderLen, ErrCorrupt)
+	}
+	payload := b[metaHeaderLen:]
+	if got := le.Uint32(b[12:]); got != Checksum(payload) {
+		return VolumeMeta{}, fmt.Errorf("meta checksum %08x does not match: %w", got, ErrCorrupt)
+	}
+	var j metaJSON
+	if err := json.Unmarshal(payload, &j); err != nil {
+		return VolumeMeta{}, fmt.Errorf("meta payload: %v: %w", err, ErrCorrupt)
+	}
+	m := VolumeMeta{
+		Name:       j.Name,
+		Shape:      Shape{j.Shape[0], j.Shape[1], j.Shape[2]},
+		DataType:   DataType(j.DataType),
+		BrickShape: Shape{j.BrickShape[0], j.BrickShape[1], j.BrickShape[2]},
+		LODCount:   j.LODCount,
+		Spacing:    j.Spacing,
+		Labels:     j.Labels,
+		CreatedAt:  j.CreatedAt,
+		Index:      j.Index,
+	}
+	if m.Labels == nil {
+		m.Labels = map[string]string{}
+	}
+	if err := m.Normalize(); err != nil {
+		return VolumeMeta{}, fmt.Errorf("meta: %v: %w", err, ErrCorrupt)
+	}
+	return m, nil
+}
+
+func encodeApplied(idx uint64) []byte {
+	b := make([]byte, appliedLen)
+	copy(b, magicApplied[:])
+	le.PutUint32(b[4:], formatVersion)
+	le.PutUint64(b[8:], idx)
+	le.PutUint32(b[20:], Checksum(b[:20]))
+	return b
+}
+
+func decodeApplied(b []byte) (uint64, error) {
+	if len(b) != appliedLen || [magicLen]byte(b[:magicLen]) != magicApplied {
+		return 0, fmt.Errorf("applied marker of %d bytes: %w", len(b), ErrCorrupt)
+	}
+	if le.Uint32(b[20:]) != Checksum(b[:20]) || le.Uint32(b[4:]) != formatVersion {
+		return 0, fmt.Errorf("applied marker checksum or version: %w", ErrCorrupt)
+	}
+	return le.Uint64(b[8:]), nil
+}

@@ -1,0 +1,332 @@
+package storage
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// openVolume opens the volume directory s.dir/name and recovers it:
+//
+//  1. Read and check meta.
+//  2. List the blocks (data files; an index file without its data file is
+//     removed).
+//  3. Check the last block as the active one: cut the index back to its
+//     last entry that is whole, has a valid checksum, follows the previous
+//     record, lies inside the data file and whose record header matches;
+//     cut the data file to the end of that record. If the last block is
+//     left empty and is not the only one, remove it and repeat with the
+//     block before it.
+//  4. Check every sealed block: its entry count must reach the next block's
+//     base.
+//  5. Rebuild the brick index from the index entries (no tile data is
+//     read).
+func openVolume(s *Store, name string) (*volume, error) {
+	dir := filepath.Join(s.dir, name)
+	v := &volume{
+		s:      s,
+		name:   name,
+		dir:    dir,
+		log:    s.log.With("volume", name),
+		gone:   make(chan struct{}),
+		bricks: map[BrickKey]uint64{},
+	}
+	mb, err := os.ReadFile(filepath.Join(dir, metaName))
+	if err != nil {
+		return nil, fmt.Errorf("storage: volume %q: %w", name, err)
+	}
+	meta, err := decodeMeta(mb)
+	if err != nil {
+		return nil, fmt.Errorf("storage: volume %q: %w", name, err)
+	}
+	if meta.Name != name {
+		return nil, fmt.Errorf("storage: volume directory %q holds volume %q: %w", name, meta.Name, ErrCorrupt)
+	}
+	v.meta = meta
+
+	bases, err := listBlocks(v)
+	if err != nil {
+		return nil, err
+	}
+	var blocks []*block
+	fail := func(err error) (*volume, error) {
+		for _, b := range blocks {
+			b.release()
+		}
+		return nil, err
+	}
+	// Step 3: the active block.
+	var active *block
+	var activeCount uint64
+	for {
+		if len(bases) == 0 {
+			if err := createBlockFiles(dir, 0); err != nil {
+				return fail(err)
+			}
+			bases = []uint64{0}
+		}
+		base := bases[len(bases)-1]
+		b, n, err := v.recoverActive(base)
+		if err != nil {
+			return fail(err)
+		}
+		if n == 0 && len(bases) > 1 {
+			b.release()
+			v.log.Warn("recovery: removing empty last block", "base", base)
+			for _, ext := range []string{"data", "index"} {
+				if err := os.Remove(filepath.Join(dir, blockFileName(base, ext))); err != nil {
+					return fail(fmt.Errorf("storage: %w", err))
+				}
+			}
+			if err := syncDir(dir); err != nil {
+				return fail(err)
+			}
+			bases = bases[:len(bases)-1]
+			continue
+		}
+		active, activeCount = b, n
+		break
+	}
+	// Step 4: sealed blocks.
+	for i, base := range bases[:len(bases)-1] {
+		b, err := v.openBlockFiles(base, false)
+		if err != nil {
+			return fail(err)
+		}
+		blocks = append(blocks, b)
+		if err := checkHeaders(b); err != nil {
+			return fail(fmt.Errorf("storage: volume %q block %d: %w", name, base, err))
+		}
+		n := uint64(len(b.idx)-indexHeaderLen) / indexEntryLen
+		if want := bases[i+1] - base; n != want {
+			return fail(fmt.Errorf("storage: volume %q sealed block %d has %d index entries, want %d: %w", name, base, n, want, ErrCorrupt))
+		}
+		b.idxCount = n
+	}
+	blocks = append(blocks, active)
+
+	// Step 5: the published state and the brick index.
+	st := &volState{changed: make(chan struct{})}
+	for i, b := range blocks {
+		n := b.idxCount
+		if i == len(blocks)-1 {
+			n = activeCount
+		}
+		bv := blockView{b: b, count: n, end: dataHeaderLen}
+		for j := uint64(0); j < n; j++ {
+			e, err := b.entry(j)
+			if err != nil {
+				// Only a sealed block can get here (the active block was
+				// cut back); the tile reads as ErrCorrupt and Verify
+				// reports it.
+				v.log.Error("recovery: damaged index entry in sealed block", "offset", b.base+j, "err", err)
+				continue
+			}
+			st.size += uint64(e.Length)
+			st.lastIndex = max(st.lastIndex, e.Index)
+			if e.HasKey {
+				v.bricks[e.Key] = b.base + j
+			}
+			bv.end = e.Pos + recordHeaderLen + int64(e.Length)
+		}
+		st.blocks = append(st.blocks, bv)
+		st.next = b.base + n
+		b.wCount = n
+		b.wEnd = bv.end
+	}
+	v.state.Store(st)
+	v.wblocks = blocks
+	v.wNext = st.next
+	return v, nil
+}
+
+// listBlocks returns the bases of the volume's data files in order and
+// removes index files that have no data file and temporary files.
+func listBlocks(v *volume) ([]uint64, error) {
+	ents, err := os.ReadDir(v.dir)
+	if err != nil {
+		return nil, fmt.Errorf("storage: %w", err)
+	}
+	data := map[uint64]bool{}
+	var index []uint64
+	for _, e := range ents {
+		name := e.Name()
+		if strings.HasSuffix(name, ".tmp") {
+			if err := os.Remove(filepath.Join(v.dir, name)); err != nil {
+				return nil, fmt.Errorf("storage: %w", err)
+			}
+			continue
+		}
+		stem, ext, ok := strings.Cut(name, ".")
+		if !ok || len(stem) != 20 {
+			continue
+		}
+		base, err := strconv.ParseUint(stem, 10, 64)
+		if err != nil {
+			continue
+		}
+		switch ext {
+		case "data":
+			data[base] = true
+		case "index":
+			index = append(index, base)
+		}
+	}
+	for _, base := range index {
+		if !data[base] {
+			v.log.Warn("recovery: removing index file without data file", "base", base)
+			if err := os.Remove(filepath.Join(v.dir, blockFileName(base, "index"))); err != nil {
+				return nil, fmt.Errorf("storage: %w", err)
+			}
+		}
+	}
+	bases := make([]uint64, 0, len(data))
+	for base := range data {
+		bases = append(bases, base)
+	}
+	slices.Sort(bases)
+	return bases, nil
+}
+
+func checkHeaders(b *block) error {
+	var hb [dataHeaderLen]byte
+	if _, err := b.data.ReadAt(hb[:], 0); err != nil {
+		return fmt.Errorf("data header: %v: %w", err, ErrCorrupt)
+	}
+	h, err := decodeBlockHeader(magicData, hb[:])
+	if err != nil {
+		return fmt.Errorf("data file: %w", err)
+	}
+	if h.Base != b.base {
+		return fmt.Errorf("data header base %d, file name says %d: %w", h.Base, b.base, ErrCorrupt)
+	}
+	if len(b.idx) < indexHeaderLen {
+		return fmt.Errorf("index file of %d bytes: %w", len(b.idx), ErrCorrupt)
+	}
+	ih, err := decodeBlockHeader(magicIndex, b.idx[:indexHeaderLen])
+	if err != nil {
+		return fmt.Errorf("index file: %w", err)
+	}
+	if ih.Base != b.base {
+		return fmt.Errorf("index header base %d, file name says %d: %w", ih.Base, b.base, ErrCorrupt)
+	}
+	return nil
+}
+
+// recoverActive opens the block at base as the active block, cuts its
+// damaged or unacknowledged tail, and returns it with its tile count.
+func (v *volume) recoverActive(base uint64) (*block, uint64, error) {
+	idxPath := filepath.Join(v.dir, blockFileName(base, "index"))
+	if _, err := os.Stat(idxPath); errors.Is(err, os.ErrNotExist) {
+		// The data file's rename reached the disk and the index's did not:
+		// the block never held an acknowledged tile.
+		v.log.Warn("recovery: recreating missing index file", "base", base)
+		if err := writeFileAtomic(v.dir, blockFileName(base, "index"), encodeBlockHeader(magicIndex, base)); err != nil {
+			return nil, 0, err
+		}
+	}
+	b, err := v.openBlockFiles(base, true)
+	if err != nil {
+		return nil, 0, err
+	}
+	if err := checkHeaders(b); err != nil {
+		b.release()
+		return nil, 0, fmt.Errorf("storage: volume %q block %d: %w", v.name, base, err)
+	}
+	dfi, err := b.data.Stat()
+	if err != nil {
+		b.release()
+		return nil, 0, fmt.Errorf("storage: %w", err)
+	}
+	ifi, err := b.index.Stat()
+	if err != nil {
+		b.release()
+		return nil, 0, fmt.Errorf("storage: %w", err)
+	}
+	dataSize, idxSize := dfi.Size(), ifi.Size()
+	total := uint64(idxSize-indexHeaderLen) / indexEntryLen
+	if maxEntries := uint64(len(b.idx)-indexHeaderLen) / indexEntryLen; total > maxEntries {
+		total = maxEntries
+	}
+	// Forward pass: the longest prefix of well-formed, contiguous entries.
+	var n uint64
+	end := int64(dataHeaderLen)
+	reason := ""
+	for ; n < total; n++ {
+		e, err := b.entry(n)
+		if err != nil {
+			reason = err.Error()
+			break
+		}
+		if e.Pos != end {
+			reason = fmt.Sprintf("entry %d at position %d, want %d", n, e.Pos, end)
+			break
+		}
+		next := e.Pos + recordHeaderLen + int64(e.Length)
+		if next > dataSize {
+			reason = fmt.Sprintf("entry %d ends at %d past the data file's %d bytes", n, next, dataSize)
+			break
+		}
+		end = next
+	}
+	// Backward pass: the record headers of the last entries must match.
+	for n > 0 {
+		e, _ := b.entry(n - 1)
+		var hb [recordHeaderLen]byte
+		_, rerr := b.data.ReadAt(hb[:], e.Pos)
+		h, herr := decodeRecordHeader(hb[:])
+		if rerr == nil && herr == nil && h.Offset == base+n-1 && h.Length == e.Length && h.CRC == e.CRC {
+			break
+		}
+		reason = fmt.Sprintf("record header of offset %d does not match its index entry", base+n-1)
+		n--
+		end = e.Pos
+	}
+	wantIdx := int64(indexHeaderLen) + int64(n)*indexEntryLen
+	if idxSize != wantIdx || dataSize != end {
+		if reason == "" && idxSize != wantIdx {
+			reason = "partial index entry"
+		}
+		if reason == "" {
+			reason = "data after the last indexed tile"
+		}
+		v.log.Warn("recovery: cutting torn tail",
+			"base", base, "reason", reason,
+			"tiles_kept", n, "index_entries_removed", (idxSize-wantIdx)/indexEntryLen,
+			"index_bytes_removed", idxSize-wantIdx, "data_bytes_removed", dataSize-end)
+		if err := truncateSync(b.index, wantIdx); err != nil {
+			b.release()
+			return nil, 0, err
+		}
+		if err := truncateSync(b.data, end); err != nil {
+			b.release()
+			return nil, 0, err
+		}
+	}
+	b.idxCount = n
+	return b, n, nil
+}
+
+func truncateSync(f *os.File, size int64) error {
+	if err := f.Truncate(size); err != nil {
+		return fmt.Errorf("storage: truncate %s: %w", f.Name(), err)
+	}
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("storage: fsync %s: %w", f.Name(), err)
+	}
+	return nil
+}
+
+// readFull reads exactly len(b) bytes at off.
+func readFull(f *os.File, b []byte, off int64) error {
+	_, err := f.ReadAt(b, off)
+	if errors.Is(err, io.EOF) {
+		return fmt.Errorf("short read: %w", ErrCorrupt)
+	}
+	return err
+}

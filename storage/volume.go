@@ -1,0 +1,510 @@
+package storage
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"sync/atomic"
+
+	"github.com/edsrzf/mmap-go"
+	"golang.org/x/sys/unix"
+)
+
+// block is one data file and its memory-mapped index file. The files and
+// the mapping live until the volume is released.
+type block struct {
+	base  uint64
+	data  *os.File
+	index *os.File
+	idx   mmap.MMap // read-only; may extend past the end of the index file
+
+	// Owned by the writer (volume.wmu).
+	wEnd   int64  // data bytes written
+	wCount uint64 // tiles written
+
+	// Owned by the committer (volume.cmu).
+	idxCount uint64 // entries written to the index file
+}
+
+func blockFileName(base uint64, ext string) string { return fmt.Sprintf("%020d.%s", base, ext) }
+
+// entry decodes index entry i of the block. The caller guarantees that the
+// entry has been committed.
+func (b *block) entry(i uint64) (indexEntry, error) {
+	at := indexHeaderLen + i*indexEntryLen
+	return decodeIndexEntry(b.idx[at : at+indexEntryLen])
+}
+
+func (b *block) release() {
+	if b.idx != nil {
+		b.idx.Unmap()
+	}
+	b.data.Close()
+	b.index.Close()
+}
+
+// blockView is the committed part of one block.
+type blockView struct {
+	b     *block
+	count uint64 // committed tiles
+	end   int64  // committed data bytes, including the header
+}
+
+// volState is an immutable view of a volume's committed log. Readers load
+// it from volume.state without a lock.
+type volState struct {
+	blocks    []blockView // ordered by base
+	next      uint64      // committed tiles
+	size      uint64      // committed value bytes
+	lastIndex uint64      // largest tile replication index
+	changed   chan struct{}
+}
+
+type pendingEntry struct {
+	b   *block
+	off uint64
+	e   indexEntry
+}
+
+// volume is one open volume. Appends write records under wmu and are made
+// durable by a committer under cmu (lock order: cmu, then wmu). Readers use
+// state and pin the files with acquire/release.
+type volume struct {
+	s    *Store
+	name string
+	dir  string
+	meta VolumeMeta
+	log  *slog.Logger
+
+	state atomic.Pointer[volState]
+	// ref is readers<<1 | closed. The party that brings it to exactly 1
+	// (closed, no readers) releases the files.
+	ref  atomic.Int64
+	gone chan struct{} // closed when the volume is closed
+
+	failed atomic.Pointer[error] // sticky write failure
+
+	cmu sync.Mutex
+
+	wmu     sync.Mutex
+	wblocks []*block // every block, the last is active
+	wNext   uint64   // next offset to assign
+	pending []pendingEntry
+	stopped bool // no more appends (deleted, replaced or closed)
+
+	bmu    sync.RWMutex
+	bricks map[BrickKey]uint64
+}
+
+func (v *volume) info() VolumeInfo {
+	st := v.state.Load()
+	m := v.meta
+	m.Spacing = append([]float64(nil), m.Spacing...)
+	m.Labels = make(map[string]string, len(v.meta.Labels))
+	for k, l := range v.meta.Labels {
+		m.Labels[k] = l
+	}
+	return VolumeInfo{VolumeMeta: m, NextOffset: st.next, SizeBytes: st.size}
+}
+
+func (v *volume) acquire() bool {
+	for {
+		r := v.ref.Load()
+		if r&1 != 0 {
+			return false
+		}
+		if v.ref.CompareAndSwap(r, r+2) {
+			return true
+		}
+	}
+}
+
+func (v *volume) release() {
+	if v.ref.Add(-2) == 1 {
+		v.releaseFiles()
+	}
+}
+
+// stopWrites waits for appends and commits in progress and refuses new
+// ones.
+func (v *volume) stopWrites() {
+	v.cmu.Lock()
+	v.wmu.Lock()
+	v.stopped = true
+	v.wmu.Unlock()
+	v.cmu.Unlock()
+}
+
+func (v *volume) resumeWrites() {
+	v.wmu.Lock()
+	v.stopped = false
+	v.wmu.Unlock()
+}
+
+// close wakes waiters and releases the files once no reader holds them.
+// Call stopWrites first.
+func (v *volume) close() {
+	close(v.gone)
+	if v.ref.Or(1) == 0 {
+		v.releaseFiles()
+	}
+}
+
+func (v *volume) releaseFiles() {
+	v.wmu.Lock()
+	defer v.wmu.Unlock()
+	for _, b := range v.wblocks {
+		b.release()
+	}
+	v.wblocks = nil
+}
+
+func (v *volume) fail(err error) error {
+	v.failed.CompareAndSwap(nil, &err)
+	v.log.Error("volume write failed; appends are refused until the store is reopened", "err", err)
+	return err
+}
+
+func (v *volume) failure() error {
+	if p := v.failed.Load(); p != nil {
+		return fmt.Errorf("volume %q: earlier write failure: %w", v.name, *p)
+	}
+	return nil
+}
+
+// append writes tiles and makes them durable under the sync policy.
+func (v *volume) append(tiles []Tile, sums []uint32) (uint64, error) {
+	if v.s.cfg.Sync == SyncAlways {
+		v.cmu.Lock()
+		defer v.cmu.Unlock()
+		first, _, err := v.write(tiles, sums)
+		if err != nil {
+			return 0, err
+		}
+		return first, v.commitLocked()
+	}
+	first, end, err := v.write(tiles, sums)
+	if err != nil {
+		return 0, err
+	}
+	v.cmu.Lock()
+	defer v.cmu.Unlock()
+	if v.state.Load().next >= end {
+		return first, nil // a commit by another appender covered these tiles
+	}
+	return first, v.commitLocked()
+}
+
+// maxIOV bounds the buffers passed to one pwritev.
+const maxIOV = 1024
+
+// write appends records to the active block (rolling over to new blocks as
+// they fill) and queues their index entries for the committer. It returns
+// the first offset and the offset after the last.
+func (v *volume) write(tiles []Tile, sums []uint32) (first, end uint64, err error) {
+	v.wmu.Lock()
+	defer v.wmu.Unlock()
+	if v.stopped {
+		if v.s.closed.Load() {
+			return 0, 0, ErrClosed
+		}
+		return 0, 0, fmt.Errorf("volume %q: %w", v.name, ErrNotFound)
+	}
+	if err := v.failure(); err != nil {
+		return 0, 0, err
+	}
+	first = v.wNext
+	if len(tiles) == 0 {
+		return first, first, nil
+	}
+	hdrs := make([]byte, recordHeaderLen*len(tiles))
+	iov := make([][]byte, 0, min(2*len(tiles), maxIOV))
+	b := v.wblocks[len(v.wblocks)-1]
+	start := b.wEnd
+	flush := func() error {
+		if len(iov) == 0 {
+			return nil
+		}
+		err := pwritev(b.data, iov, start)
+		iov = iov[:0]
+		start = b.wEnd
+		return err
+	}
+	for i := range tiles {
+		t := &tiles[i]
+		if b.wCount > 0 && (b.wEnd >= v.s.cfg.BlockBytes || b.wCount >= uint64(v.s.cfg.BlockTiles)) {
+			if err := flush(); err != nil {
+				return 0, 0, v.fail(err)
+			}
+			nb, err := v.newBlock(v.wNext)
+			if err != nil {
+				return 0, 0, v.fail(err)
+			}
+			b = nb
+			start = b.wEnd
+		}
+		h := hdrs[i*recordHeaderLen : (i+1)*recordHeaderLen]
+		putRecordHeader(h, recordHeader{Offset: v.wNext, Length: uint32(len(t.Value)), CRC: sums[i]})
+		iov = append(iov, h)
+		if len(t.Value) > 0 {
+			iov = append(iov, t.Value)
+		}
+		v.pending = append(v.pending, pendingEntry{b: b, off: v.wNext, e: indexEntry{
+			Pos: b.wEnd, Length: uint32(len(t.Value)), CRC: sums[i], HasKey: t.HasKey, Key: t.Key, Index: t.Index,
+		}})
+		b.wEnd += recordHeaderLen + int64(len(t.Value))
+		b.wCount++
+		v.wNext++
+		if len(iov) >= maxIOV-1 {
+			if err := flush(); err != nil {
+				return 0, 0, v.fail(err)
+			}
+		}
+	}
+	if err := flush(); err != nil {
+		return 0, 0, v.fail(err)
+	}
+	return first, v.wNext, nil
+}
+
+// pwritev writes bufs at off in as few system calls as it can.
+func pwritev(f *os.File, bufs [][]byte, off int64) error {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return err
+	}
+	for len(bufs) > 0 {
+		var n int
+		var werr error
+		if cerr := rc.Write(func(fd uintptr) bool {
+			n, werr = unix.Pwritev(int(fd), bufs, off)
+			return !errors.Is(werr, unix.EAGAIN)
+		}); cerr != nil {
+			return cerr
+		}
+		if werr != nil {
+			if errors.Is(werr, unix.EINTR) {
+				continue
+			}
+			return fmt.Errorf("storage: write %s: %w", f.Name(), werr)
+		}
+		off += int64(n)
+		for n > 0 && len(bufs) > 0 {
+			if n >= len(bufs[0]) {
+				n -= len(bufs[0])
+				bufs = bufs[1:]
+			} else {
+				bufs[0] = bufs[0][n:]
+				n = 0
+			}
+		}
+		for len(bufs) > 0 && len(bufs[0]) == 0 {
+			bufs = bufs[1:]
+		}
+	}
+	return nil
+}
+
+// newBlock creates the block starting at base and makes it active. The
+// caller holds wmu.
+func (v *volume) newBlock(base uint64) (*block, error) {
+	if err := createBlockFiles(v.dir, base); err != nil {
+		return nil, err
+	}
+	b, err := v.openBlockFiles(base, true)
+	if err != nil {
+		return nil, err
+	}
+	b.wEnd = dataHeaderLen
+	v.wblocks = append(v.wblocks, b)
+	return b, nil
+}
+
+// createBlockFiles writes the headers of a new block's index and data
+// files, each as tmp, fsync, rename, and then fsyncs dir.
+func createBlockFiles(dir string, base uint64) error {
+	for _, f := range []struct {
+		ext   string
+		magic [magicLen]byte
+	}{{"index", magicIndex}, {"data", magicData}} {
+		name := blockFileName(base, f.ext)
+		tmp := filepath.Join(dir, name+".tmp")
+		if err := writeFileSync(tmp, encodeBlockHeader(f.magic, base)); err != nil {
+			return err
+		}
+		if err := os.Rename(tmp, filepath.Join(dir, name)); err != nil {
+			return fmt.Errorf("storage: %w", err)
+		}
+	}
+	return syncDir(dir)
+}
+
+// openBlockFiles opens a block's files and maps its index. An active block
+// maps room for BlockTiles entries so the mapping never has to move.
+func (v *volume) openBlockFiles(base uint64, active bool) (*block, error) {
+	data, err := os.OpenFile(filepath.Join(v.dir, blockFileName(base, "data")), os.O_RDWR, 0)
+	if err != nil {
+		return nil, fmt.Errorf("storage: %w", err)
+	}
+	index, err := os.OpenFile(filepath.Join(v.dir, blockFileName(base, "index")), os.O_RDWR, 0)
+	if err != nil {
+		data.Close()
+		return nil, fmt.Errorf("storage: %w", err)
+	}
+	fi, err := index.Stat()
+	if err != nil {
+		data.Close()
+		index.Close()
+		return nil, fmt.Errorf("storage: %w", err)
+	}
+	n := fi.Size()
+	if n < indexHeaderLen {
+		data.Close()
+		index.Close()
+		return nil, fmt.Errorf("storage: index file %s of %d bytes: %w", index.Name(), n, ErrCorrupt)
+	}
+	if active {
+		n = max(n, indexHeaderLen+int64(v.s.cfg.BlockTiles)*indexEntryLen)
+	}
+	m, err := mmap.MapRegion(index, int(n), mmap.RDONLY, 0, 0)
+	if err != nil {
+		data.Close()
+		index.Close()
+		return nil, fmt.Errorf("storage: mmap %s: %w", index.Name(), err)
+	}
+	return &block{base: base, data: data, index: index, idx: m}, nil
+}
+
+// commitLocked makes every pending record durable, writes its index
+// entries, and publishes them. The caller holds cmu.
+//
+// Order: fsync the data files, then write and fsync each block's index
+// entries in block order. An index entry therefore only ever reaches the
+// disk after the record it points to, and a block's entries are durable
+// before any entry of the next block is written.
+func (v *volume) commitLocked() error {
+	if err := v.failure(); err != nil {
+		return err
+	}
+	v.wmu.Lock()
+	if v.stopped {
+		v.wmu.Unlock()
+		if v.s.closed.Load() {
+			return ErrClosed
+		}
+		return fmt.Errorf("volume %q: %w", v.name, ErrNotFound)
+	}
+	pend := v.pending
+	v.pending = nil
+	v.wmu.Unlock()
+	if len(pend) == 0 {
+		return nil
+	}
+	doSync := v.s.cfg.Sync != SyncNone
+	if doSync {
+		var last *block
+		for _, p := range pend {
+			if p.b != last {
+				last = p.b
+				if err := fdatasync(p.b.data); err != nil {
+					return v.fail(err)
+				}
+			}
+		}
+	}
+	buf := make([]byte, 0, min(len(pend), 1<<16)*indexEntryLen)
+	for i := 0; i < len(pend); {
+		b := pend[i].b
+		j := i
+		buf = buf[:0]
+		for ; j < len(pend) && pend[j].b == b; j++ {
+			buf = buf[:len(buf)+indexEntryLen]
+			putIndexEntry(buf[len(buf)-indexEntryLen:], pend[j].e)
+		}
+		if _, err := b.index.WriteAt(buf, indexHeaderLen+int64(b.idxCount)*indexEntryLen); err != nil {
+			return v.fail(fmt.Errorf("storage: write index: %w", err))
+		}
+		if doSync {
+			if err := fdatasync(b.index); err != nil {
+				return v.fail(err)
+			}
+		}
+		b.idxCount += uint64(j - i)
+		i = j
+	}
+	v.publish(pend)
+	return nil
+}
+
+// publish installs the state that includes pend, updates the brick index
+// and wakes waiters. The caller holds cmu.
+func (v *volume) publish(pend []pendingEntry) {
+	old := v.state.Load()
+	st := &volState{
+		blocks:    append(make([]blockView, 0, len(old.blocks)+1), old.blocks...),
+		next:      old.next,
+		size:      old.size,
+		lastIndex: old.lastIndex,
+		changed:   make(chan struct{}),
+	}
+	for _, p := range pend {
+		if n := len(st.blocks); n == 0 || st.blocks[n-1].b != p.b {
+			st.blocks = append(st.blocks, blockView{b: p.b})
+		}
+		bv := &st.blocks[len(st.blocks)-1]
+		bv.count++
+		bv.end = p.e.Pos + recordHeaderLen + int64(p.e.Length)
+		st.next++
+		st.size += uint64(p.e.Length)
+		st.lastIndex = max(st.lastIndex, p.e.Index)
+	}
+	v.state.Store(st)
+	v.bmu.Lock()
+	for _, p := range pend {
+		if p.e.HasKey {
+			v.bricks[p.e.Key] = p.off
+		}
+	}
+	v.bmu.Unlock()
+	close(old.changed)
+}
+
+func fdatasync(f *os.File) error {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) { serr = unix.Fdatasync(int(fd)) }); err != nil {
+		return err
+	}
+	if serr != nil {
+		return fmt.Errorf("storage: fdatasync %s: %w", f.Name(), serr)
+	}
+	return nil
+}
+
+// read returns the tile at offset from st. The caller holds a reference.
+func (v *volume) read(st *volState, offset uint64) (Tile, error) {
+	if offset >= st.next {
+		return Tile{}, fmt.Errorf("volume %q offset %d (next offset %d): %w", v.name, offset, st.next, ErrOutOfRange)
+	}
+	k := sort.Search(len(st.blocks), func(i int) bool { return st.blocks[i].b.base > offset }) - 1
+	b := st.blocks[k].b
+	e, err := b.entry(offset - b.base)
+	if err != nil {
+		return Tile{}, fmt.Errorf("volume %q offset %d: %w", v.name, offset, err)
+	}
+	buf := make([]byte, e.Length)
+	if _, err := b.data.ReadAt(buf, e.Pos+recordHeaderLen); err != nil {
+		return Tile{}, fmt.Errorf("volume %q offset %d: read: %v: %w", v.name, offset, err, ErrCorrupt)
+	}
+	if Checksum(buf) != e.CRC {
+		return Tile{}, fmt.Errorf("volume %q offset %d: value checksum mismatch: %w", v.name, offset, ErrCorrupt)
+	}
+	return Tile{Offset: offset, Value: buf, CRC32C: e.CRC, HasKey: e.HasKey, Key: e.Key, Index: e.Index}, nil
+}
