@@ -164,6 +164,19 @@ func HashToken(token string) string {
 	return tokenHashPrefix + hex.EncodeToString(sum[:])
 }
 
+// validateNames checks a subject and its roles with ValidateSubject.
+func validateNames(subject string, roles []string) error {
+	if err := ValidateSubject(subject); err != nil {
+		return err
+	}
+	for _, r := range roles {
+		if err := ValidateSubject(r); err != nil {
+			return fmt.Errorf("role: %w", err)
+		}
+	}
+	return nil
+}
+
 // fileMu serializes the file helpers of this process (AppendToken,
 // SetUser); separate processes editing one file are not coordinated.
 var fileMu sync.Mutex
@@ -172,6 +185,9 @@ var fileMu sync.Mutex
 // creating it with mode 0600 if needed, and syncs it. It validates the
 // subject and roles and refuses a token already in the file.
 func AppendToken(path, token, subject string, roles []string) error {
+	if err := validateNames(subject, roles); err != nil {
+		return err
+	}
 	line := HashToken(token) + " " + subject
 	if len(roles) > 0 {
 		line += " " + strings.Join(roles, ",")

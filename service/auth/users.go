@@ -170,7 +170,7 @@ func SetUser(path, name, password string, roles []string, cost int) error {
 	if len(password) > 72 {
 		return fmt.Errorf("%w: password longer than 72 bytes (bcrypt's limit)", ErrMalformed)
 	}
-	if _, err := fileIdentity(name, []string{strings.Join(roles, ",")}, MethodBasic); err != nil {
+	if err := validateNames(name, roles); err != nil {
 		return err
 	}
 	h, err := bcrypt.GenerateFromPassword([]byte(password), cost)
