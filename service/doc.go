@@ -13,9 +13,11 @@
 // Invariants:
 //   - Handlers never return raw errors: every error goes through one
 //     mapping (see errors.go) to a Connect code with details.
-//   - Every interceptor wraps unary and streaming calls alike. The order is
-//     recover, access log, Config.Interceptors (authentication and
-//     authorization), request validation, then the handler.
+//   - Every interceptor wraps unary and streaming calls alike. The order,
+//     outermost first: access log (so every call is logged with its final
+//     code, panics included), panic recovery, Config.Interceptors
+//     (authentication and authorization), request validation, then the
+//     handler.
 //   - Tile bytes are never gzip-compressed unless Config.Compress is set.
 //   - A tile at an offset never changes, so GET reads of ReadTile carry an
 //     ETag and immutable cache headers, and If-None-Match answers 304.

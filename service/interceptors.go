@@ -27,7 +27,7 @@ const (
 
 // recoverInterceptor turns a panic in a handler (or an inner interceptor)
 // into an Internal error and logs it with its stack, so one bad call does
-// not take the process down. It is the outermost interceptor.
+// not take the process down. Only the access log wraps it.
 type recoverInterceptor struct{ log *slog.Logger }
 
 func (i recoverInterceptor) recovered(ctx context.Context, procedure string, r any, err *error) {
@@ -74,8 +74,9 @@ var errAbortHandler any = http.ErrAbortHandler
 
 // logInterceptor writes one access log record per call, unary or
 // streaming: procedure, protocol, peer, code, duration and, for streams,
-// the number of messages each way. Successful calls log at Info, client
-// errors at Info, server errors at Error.
+// the number of messages each way. Successful calls and client errors log
+// at Info, server errors (internal, data loss, unknown) at Error. It is the
+// outermost interceptor.
 type logInterceptor struct{ log *slog.Logger }
 
 func (i logInterceptor) record(ctx context.Context, procedure, protocol, peer string, start time.Time, err error, extra ...any) {

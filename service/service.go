@@ -47,10 +47,10 @@ type Config struct {
 	// times the serving throughput. Compressed requests are accepted either
 	// way.
 	Compress bool
-	// Interceptors run on every call, unary and streaming, after panic
-	// recovery and access logging and before request validation and the
-	// handler (authentication and authorization go here). The first is the
-	// outermost.
+	// Interceptors run on every ldm.v1 call, unary and streaming, after
+	// access logging and panic recovery and before request validation and
+	// the handler (authentication and authorization go here). The first is
+	// the outermost. Health checks and reflection do not run them.
 	Interceptors []connect.Interceptor
 	// CORSOrigins lists the origins browsers may call from. Empty means any
 	// origin ("*"). Credentials (cookies) are never allowed.
@@ -115,7 +115,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.drain, s.cancelDrain = context.WithCancel(context.Background())
 
-	interceptors := []connect.Interceptor{recoverInterceptor{log: s.log}, logInterceptor{log: s.log}}
+	interceptors := []connect.Interceptor{logInterceptor{log: s.log}, recoverInterceptor{log: s.log}}
 	interceptors = append(interceptors, cfg.Interceptors...)
 	interceptors = append(interceptors, validateInterceptor{maxTile: s.maxTile})
 	compressMin := math.MaxInt32 // never compress responses
@@ -144,7 +144,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	// Health and reflection get recovery and logging but not the extra
 	// interceptors: probes and tools call them without credentials.
-	plain := connect.WithInterceptors(recoverInterceptor{log: s.log}, logInterceptor{log: s.log})
+	plain := connect.WithInterceptors(logInterceptor{log: s.log}, recoverInterceptor{log: s.log})
 	mount(grpchealth.NewHandler(grpchealth.NewStaticChecker(names...), plain))
 	reflector := grpcreflect.NewStaticReflector(names...)
 	mount(grpcreflect.NewHandlerV1(reflector, plain))
