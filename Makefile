@@ -3,7 +3,7 @@ SHELL := /bin/bash
 GO    ?= go
 BUF   := web/node_modules/.bin/buf
 
-.PHONY: all build test test-go test-web deps generate check-generated lint breaking bench soak ci
+.PHONY: all build test test-go test-web deps generate check-generated check-bundle lint breaking bench soak ci
 
 all: build
 
@@ -33,6 +33,13 @@ check-generated: generate
 	@git add -N gen web/src/gen >/dev/null 2>&1 || true
 	@git diff --exit-code --stat -- gen web/src/gen || { echo "generated code is stale: run 'make generate' and commit"; exit 1; }
 
+# check-bundle type-checks and rebuilds the viewer bundle (web/dist, embedded
+# by cmd/ldm) and fails if it differs from what is committed.
+check-bundle: web/node_modules/.installed
+	cd web && npm run --silent build
+	@git add -N web/dist >/dev/null 2>&1 || true
+	@git diff --exit-code --stat -- web/dist || { echo "viewer bundle is stale: run 'cd web && npm run build' and commit web/dist"; exit 1; }
+
 lint: web/node_modules/.installed
 	$(BUF) lint
 	$(BUF) format --diff --exit-code
@@ -46,4 +53,4 @@ breaking: web/node_modules/.installed
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime 2x ./...
 
-ci: lint breaking check-generated test
+ci: lint breaking check-generated check-bundle test

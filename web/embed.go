@@ -1,0 +1,86 @@
+// Package web holds the volume viewer: TypeScript sources in src/, the
+// generated API client in src/gen, and the committed esbuild bundle in dist/
+// that this package embeds and serves.
+//
+// The bundle is rebuilt with `npm run build` (or `make check-bundle`, which
+// also fails when the committed bundle is stale). The viewer talks only to
+// the server that serves it: Handler sets a Content-Security-Policy that
+// forbids any other origin.
+package web
+
+import (
+	"crypto/sha256"
+	"embed"
+	"encoding/hex"
+	"io"
+	"io/fs"
+	"net/http"
+	"path"
+	"strings"
+	"time"
+)
+
+//go:embed dist
+var dist embed.FS
+
+// FS returns the viewer's static files (index.html, app.js, style.css).
+func FS() fs.FS {
+	sub, err := fs.Sub(dist, "dist")
+	if err != nil {
+		panic(err) // dist is embedded at build time; Sub on it cannot fail
+	}
+	return sub
+}
+
+// csp allows the page to load its own files and call its own origin only.
+const csp = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+
+// Handler serves the viewer: "/" is index.html, other paths are files of
+// FS, anything else is 404. Responses carry a strong ETag (a hash of the
+// file) with Cache-Control: no-cache, so browsers revalidate cheaply and
+// never run a stale bundle after an upgrade. It is safe for concurrent use.
+func Handler() http.Handler {
+	files := FS()
+	etags := map[string]string{}
+	_ = fs.WalkDir(files, ".", func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, err := fs.ReadFile(files, p)
+		if err != nil {
+			return err
+		}
+		sum := sha256.Sum256(b)
+		etags[p] = `"` + hex.EncodeToString(sum[:12]) + `"`
+		return nil
+	})
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			w.Header().Set("Allow", "GET, HEAD")
+			http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+			return
+		}
+		name := strings.TrimPrefix(path.Clean("/"+r.URL.Path), "/")
+		if name == "" {
+			name = "index.html"
+		}
+		tag, ok := etags[name]
+		if !ok {
+			http.NotFound(w, r)
+			return
+		}
+		f, err := files.Open(name)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		defer f.Close()
+		h := w.Header()
+		h.Set("ETag", tag)
+		h.Set("Cache-Control", "no-cache")
+		h.Set("Content-Security-Policy", csp)
+		h.Set("X-Content-Type-Options", "nosniff")
+		h.Set("Referrer-Policy", "no-referrer")
+		http.ServeContent(w, r, name, time.Time{}, f.(io.ReadSeeker))
+	})
+}

@@ -1,0 +1,81 @@
+package web
+
+import (
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+)
+
+func TestHandler(t *testing.T) {
+	t.Parallel()
+	srv := httptest.NewServer(Handler())
+	t.Cleanup(srv.Close)
+	get := func(path string, hdr map[string]string) *http.Response {
+		t.Helper()
+		req, err := http.NewRequest(http.MethodGet, srv.URL+path, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for k, v := range hdr {
+			req.Header.Set(k, v)
+		}
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { res.Body.Close() })
+		return res
+	}
+	for _, tc := range []struct{ path, ctype, contains string }{
+		{"/", "text/html", `src="app.js"`},
+		{"/index.html", "text/html", "go-ldm viewer"},
+		{"/app.js", "text/javascript", "streamBricks"},
+		{"/style.css", "text/css", "#views"},
+	} {
+		res := get(tc.path, nil)
+		body, _ := io.ReadAll(res.Body)
+		if res.StatusCode != 200 || !strings.HasPrefix(res.Header.Get("Content-Type"), tc.ctype) || !strings.Contains(string(body), tc.contains) {
+			t.Fatalf("GET %s: %d %s, body contains %q: %v", tc.path, res.StatusCode, res.Header.Get("Content-Type"), tc.contains, strings.Contains(string(body), tc.contains))
+		}
+		if !strings.Contains(res.Header.Get("Content-Security-Policy"), "connect-src 'self'") || res.Header.Get("ETag") == "" {
+			t.Fatalf("GET %s: headers %v", tc.path, res.Header)
+		}
+		if again := get(tc.path, map[string]string{"If-None-Match": res.Header.Get("ETag")}); again.StatusCode != http.StatusNotModified {
+			t.Fatalf("GET %s with its ETag: %d, want 304", tc.path, again.StatusCode)
+		}
+	}
+	for _, p := range []string{"/nope.js", "/gen/ldm/v1/types_pb.ts", "/../embed.go"} {
+		if res := get(p, nil); res.StatusCode != http.StatusNotFound {
+			t.Fatalf("GET %s: %d, want 404", p, res.StatusCode)
+		}
+	}
+}
+
+// TestBundle_noExternalFetch checks that the bundle names no other origin:
+// the viewer fetches only from the server that serves it.
+func TestBundle_noExternalFetch(t *testing.T) {
+	t.Parallel()
+	for _, name := range []string{"index.html", "app.js", "style.css"} {
+		b, err := fsReadFile(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, bad := range []string{"https://", "http://", "//cdn", "fonts.googleapis"} {
+			if i := strings.Index(string(b), bad); i >= 0 {
+				ctx := string(b[max(0, i-60):min(len(b), i+60)])
+				t.Errorf("%s contains %q: ...%s...", name, bad, ctx)
+			}
+		}
+	}
+}
+
+func fsReadFile(name string) ([]byte, error) {
+	f, err := FS().Open(name)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return io.ReadAll(f)
+}

@@ -1,0 +1,509 @@
+// The viewer: lists volumes, streams a volume's bricks coarse to fine
+// (nearest the slices first), shows three linked slices and a 3D view, and
+// follows live writes. window.ldm exposes its state for tests and scripts.
+
+import { timestampDate } from "@bufbuild/protobuf/wkt";
+import { BrickOrder } from "./gen/ldm/v1/volume_pb";
+import type { Volume } from "./gen/ldm/v1/types_pb";
+import { connect, describe, isCanceled, isNotFound, type Clients, type Protocol } from "./api";
+import { colormapNames, lut, type ColormapName, type Window } from "./colormap";
+import { SliceView, type Axis } from "./slice";
+import { View3D } from "./render3d";
+import { bytesPerVoxel, dataTypeName, VolumeData, type Vec3 } from "./volume";
+
+const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as T;
+
+/** Stats of the current volume's loading, in ms since page load. */
+interface Stats {
+  volume: string;
+  openedAt: number; // when the volume was chosen
+  firstPicture: number; // the coarsest level complete and drawn
+  fullResolution: number; // LOD 0 complete and drawn
+  bytes: number; // brick bytes received by StreamBricks
+  bricks: number;
+  streamMs: number; // time spent streaming (sum over streams)
+  liveTiles: number; // tiles received by the live stream
+  streams: number; // StreamBricks calls made (restarts re-prioritise)
+}
+
+class App {
+  private clients!: Clients;
+  private data: VolumeData | null = null;
+  private volumes: Volume[] = [];
+  private views: Record<Axis, SliceView>;
+  private view3d: View3D;
+  private win: Window = { level: 127.5, width: 255 };
+  private cmap: ColormapName = "gray";
+  private table = lut("gray");
+  private focus: Vec3 = { x: 0, y: 0, z: 0 };
+  private stream: AbortController | null = null;
+  private live: AbortController | null = null;
+  private restartTimer = 0;
+  private dirty = new Set<Axis>();
+  private dirty3d = false;
+  private frame = 0;
+  private lastSlices = 0;
+  private last3d = 0;
+  private autoWindow = true;
+  streaming = false;
+  streamError = "";
+  progress = { index: 0, total: 0, lod: -1, bytes: 0, start: 0 };
+  stats: Stats = this.emptyStats("");
+
+  constructor() {
+    const host = {
+      pick: (p: Vec3) => this.pick(p),
+      hover: (p: Vec3 | null) => this.hover(p),
+      moved: (axis: Axis, pos: number) => this.moved(axis, pos),
+    };
+    this.views = {
+      z: new SliceView($("view-axial"), "z", "Axial", host),
+      y: new SliceView($("view-coronal"), "y", "Coronal", host),
+      x: new SliceView($("view-sagittal"), "x", "Sagittal", host),
+    };
+    this.view3d = new View3D($<HTMLCanvasElement>("canvas-3d"));
+    if (!this.view3d.ok) this.message(this.view3d.error, "info");
+    this.view3d.setLUT(this.table);
+
+    const params = new URLSearchParams(location.search);
+    const proto = $<HTMLSelectElement>("protocol");
+    proto.value = params.get("protocol") === "grpc-web" ? "grpc-web" : "connect";
+    const token = $<HTMLInputElement>("token");
+    token.value = sessionStorage.getItem("ldm-token") ?? "";
+    token.addEventListener("change", () => {
+      sessionStorage.setItem("ldm-token", token.value);
+      void this.refresh();
+    });
+    const mkClients = () => (this.clients = connect(location.origin, proto.value as Protocol, () => token.value));
+    mkClients();
+    proto.addEventListener("change", () => {
+      mkClients();
+      void this.refresh();
+    });
+    $("refresh").addEventListener("click", () => void this.refresh());
+
+    const cm = $<HTMLSelectElement>("colormap");
+    for (const n of colormapNames) cm.add(new Option(n, n));
+    cm.addEventListener("change", () => this.setColormap(cm.value as ColormapName));
+    const level = $<HTMLInputElement>("level"), width = $<HTMLInputElement>("width");
+    const onWin = () => {
+      this.autoWindow = false;
+      this.setWindow({ level: Number(level.value), width: Math.max(Number(width.value), 1e-9) });
+    };
+    level.addEventListener("change", onWin);
+    width.addEventListener("change", onWin);
+    $("auto").addEventListener("click", () => {
+      this.autoWindow = true;
+      this.applyAutoWindow();
+    });
+    $<HTMLInputElement>("crosshair").addEventListener("change", (e) => {
+      for (const v of Object.values(this.views)) {
+        v.showCross = (e.target as HTMLInputElement).checked;
+        v.draw();
+      }
+    });
+    $<HTMLInputElement>("live").addEventListener("change", (e) => {
+      if ((e.target as HTMLInputElement).checked) void this.follow();
+      else this.live?.abort();
+    });
+    new ResizeObserver(() => this.layout()).observe($("views"));
+    this.layout();
+    void this.refresh().then(() => {
+      const v = params.get("volume");
+      if (v) void this.open(v);
+    });
+  }
+
+  private emptyStats(volume: string): Stats {
+    return { volume, openedAt: performance.now(), firstPicture: 0, fullResolution: 0, bytes: 0, bricks: 0, streamMs: 0, liveTiles: 0, streams: 0 };
+  }
+
+  message(text: string, kind: "error" | "info" = "error"): void {
+    const m = $("message");
+    m.textContent = text;
+    m.className = kind;
+    m.hidden = text === "";
+  }
+
+  /** refresh reloads the volume list. */
+  async refresh(): Promise<void> {
+    try {
+      const res = await this.clients.volumes.listVolumes({});
+      this.volumes = res.volumes;
+      this.message("");
+    } catch (e) {
+      this.volumes = [];
+      this.message(describe(e, "listing volumes"));
+    }
+    this.renderList();
+  }
+
+  private renderList(): void {
+    const ul = $("volumes");
+    ul.innerHTML = "";
+    if (this.volumes.length === 0) {
+      const li = document.createElement("li");
+      li.textContent = "No volumes. Try: ldm serve --demo, or ldm import.";
+      ul.append(li);
+    }
+    for (const v of this.volumes) {
+      const li = document.createElement("li");
+      const b = document.createElement("button");
+      b.type = "button";
+      b.dataset.volume = v.name;
+      b.className = this.data?.name === v.name ? "active" : "";
+      const s = v.shape;
+      b.textContent = v.name;
+      const small = document.createElement("small");
+      small.textContent = `${s?.x}×${s?.y}×${s?.z} ${dataTypeName(v.dataType)} · ${v.lodCount} LOD · ${fmtBytes(Number(v.sizeBytes))}`;
+      b.append(small);
+      b.addEventListener("click", () => void this.open(v.name));
+      li.append(b);
+      ul.append(li);
+    }
+  }
+
+  private showMeta(v: Volume): void {
+    const dl = $("meta");
+    dl.innerHTML = "";
+    const s = v.shape, b = v.brickShape;
+    const rows: [string, string][] = [
+      ["name", v.name],
+      ["shape", `${s?.x} × ${s?.y} × ${s?.z}`],
+      ["type", dataTypeName(v.dataType)],
+      ["bricks", `${b?.x} × ${b?.y} × ${b?.z}`],
+      ["LODs", String(v.lodCount)],
+      ["spacing", v.spacing.length ? v.spacing.join(" × ") : "1 × 1 × 1"],
+      ["tiles", String(v.nextOffset)],
+      ["size", fmtBytes(Number(v.sizeBytes))],
+      ["created", v.createTime ? timestampDate(v.createTime).toISOString() : "-"],
+    ];
+    for (const [k, val] of Object.entries(v.labels)) rows.push([k, val]);
+    for (const [k, val] of rows) {
+      const dt = document.createElement("dt"), dd = document.createElement("dd");
+      dt.textContent = k;
+      dd.textContent = val;
+      dl.append(dt, dd);
+    }
+    $("meta-section").hidden = false;
+  }
+
+  /** open loads a volume: metadata, then bricks coarse to fine, then live writes. */
+  async open(name: string): Promise<void> {
+    this.stream?.abort();
+    this.live?.abort();
+    this.stats = this.emptyStats(name);
+    let v: Volume | undefined;
+    try {
+      v = (await this.clients.volumes.getVolume({ name })).volume;
+    } catch (e) {
+      this.message(describe(e, `opening ${name}`));
+      if (isNotFound(e)) void this.refresh();
+      return;
+    }
+    if (!v || !v.shape || bytesPerVoxel(v.dataType) === 0) {
+      this.message(`Volume ${name} has a data type this viewer does not know (${v?.dataType}).`);
+      return;
+    }
+    this.message("");
+    const d = new VolumeData(v);
+    this.data = d;
+    this.autoWindow = true;
+    this.showMeta(v);
+    this.renderList();
+    for (const view of Object.values(this.views)) view.setVolume(d);
+    this.focus = { x: this.views.x.pos, y: this.views.y.pos, z: this.views.z.pos };
+    this.setCross();
+    this.markAll();
+    void this.load();
+    void this.follow(v.nextOffset);
+  }
+
+  /** load streams every level not yet complete, nearest the focus first. */
+  private async load(): Promise<void> {
+    const d = this.data;
+    if (!d) return;
+    this.stream?.abort();
+    let maxLod = -1;
+    for (let l = d.levels.length - 1; l >= 0; l--) {
+      if (!d.complete(l)) {
+        maxLod = l;
+        break;
+      }
+    }
+    if (maxLod < 0) return;
+    const ctl = new AbortController();
+    this.stream = ctl;
+    this.streaming = true;
+    this.streamError = "";
+    this.stats.streams++;
+    const t0 = performance.now();
+    this.progress = { index: 0, total: 0, lod: maxLod, bytes: 0, start: t0 };
+    try {
+      const it = this.clients.volumes.streamBricks(
+        { volume: d.name, minLod: 0, maxLod, focus: { ...this.focus }, order: BrickOrder.COARSE_TO_FINE },
+        { signal: ctl.signal },
+      );
+      for await (const res of it) {
+        const t = res.tile;
+        if (!t || !t.key) continue;
+        this.progress.index = res.index + 1;
+        this.progress.total = res.total;
+        this.progress.lod = t.key.lod;
+        this.progress.bytes += t.value.byteLength;
+        this.stats.bytes += t.value.byteLength;
+        this.stats.bricks++;
+        this.applyTile(t.key.lod, t.key.x, t.key.y, t.key.z, t.offset, t.value);
+      }
+    } catch (e) {
+      if (ctl.signal.aborted || isCanceled(e)) return;
+      this.streamError = describe(e, `streaming ${d.name}`);
+      this.message(this.streamError);
+      if (isNotFound(e)) void this.refresh();
+    } finally {
+      this.stats.streamMs += performance.now() - t0;
+      if (this.stream === ctl) {
+        this.streaming = false;
+        this.stream = null;
+        this.dirty3d = true;
+        this.schedule(true);
+      }
+    }
+  }
+
+  /** follow tails the volume's log from offset and applies every brick written. */
+  private async follow(offset?: bigint): Promise<void> {
+    const d = this.data;
+    if (!d || !$<HTMLInputElement>("live").checked) return;
+    this.live?.abort();
+    const ctl = new AbortController();
+    this.live = ctl;
+    let from = offset;
+    if (from === undefined) {
+      try {
+        from = (await this.clients.volumes.getVolume({ name: d.name })).volume?.nextOffset ?? 0n;
+      } catch (e) {
+        this.message(describe(e, `following ${d.name}`));
+        return;
+      }
+    }
+    try {
+      for await (const res of this.clients.tiles.readTileStream({ volume: d.name, offset: from, follow: true }, { signal: ctl.signal })) {
+        const t = res.tile;
+        if (!t || !t.key || this.data !== d) continue;
+        this.stats.liveTiles++;
+        this.applyTile(t.key.lod, t.key.x, t.key.y, t.key.z, t.offset, t.value);
+        this.schedule(true);
+      }
+    } catch (e) {
+      if (ctl.signal.aborted || isCanceled(e)) return;
+      this.message(isNotFound(e) ? `Volume ${d.name} was deleted.` : describe(e, `following ${d.name}`));
+      if (isNotFound(e)) void this.refresh();
+    }
+  }
+
+  private applyTile(lod: number, x: number, y: number, z: number, offset: bigint, value: Uint8Array): void {
+    const d = this.data!;
+    const r = d.apply(lod, x, y, z, offset, value);
+    if (!r.applied) return;
+    const f = { x: this.views.x.pos, y: this.views.y.pos, z: this.views.z.pos };
+    for (const a of ["x", "y", "z"] as Axis[]) if (f[a] >= r.min[a] && f[a] < r.max[a]) this.dirty.add(a);
+    this.dirty3d = true;
+    if (this.autoWindow && lod === d.levels.length - 1 && d.complete(lod)) this.applyAutoWindow(false);
+    this.schedule();
+  }
+
+  private markAll(): void {
+    this.dirty = new Set<Axis>(["x", "y", "z"]);
+    this.dirty3d = true;
+    this.schedule(true);
+  }
+
+  /** schedule draws dirty views on the next frame; while streaming at most every 80 ms (3D: 500 ms). */
+  private schedule(now = false): void {
+    if (this.frame) return;
+    this.frame = requestAnimationFrame(() => {
+      this.frame = 0;
+      this.draw(now);
+    });
+  }
+
+  private draw(force: boolean): void {
+    const d = this.data;
+    if (!d) return;
+    const t = performance.now();
+    const busy = this.streaming && !force;
+    if (this.dirty.size && (!busy || t - this.lastSlices > 80)) {
+      for (const a of this.dirty) this.views[a].render(this.win, this.table);
+      this.dirty.clear();
+      this.lastSlices = t;
+    }
+    if (this.dirty3d && this.view3d.ok && (!busy || t - this.last3d > 500)) {
+      this.view3d.setVolume(d, this.win);
+      this.view3d.render();
+      this.dirty3d = false;
+      this.last3d = performance.now();
+    }
+    const now = performance.now();
+    const coarsest = d.levels.length - 1;
+    if (!this.stats.firstPicture && d.complete(coarsest) && this.dirty.size === 0) this.stats.firstPicture = now;
+    if (!this.stats.fullResolution && d.complete(0) && this.dirty.size === 0 && !this.dirty3d) this.stats.fullResolution = now;
+    this.showProgress();
+    if (this.dirty.size || this.dirty3d) this.schedule(!this.streaming);
+  }
+
+  private showProgress(): void {
+    const d = this.data;
+    if (!d) return;
+    const p = this.progress;
+    const secs = Math.max(1e-3, (performance.now() - p.start) / 1000);
+    const mbs = p.bytes / 1e6 / secs;
+    const state = this.streaming ? `refining LOD ${p.lod}` : d.complete(0) ? "full resolution" : this.streamError ? "stopped" : "idle";
+    $("progress").textContent =
+      `${state}\nbricks ${p.index} / ${p.total}\n${fmtBytes(p.bytes)} at ${mbs.toFixed(1)} MB/s` +
+      (this.stats.liveTiles ? `\nlive tiles ${this.stats.liveTiles}` : "");
+    $("progress-fill").style.width = `${p.total ? (100 * p.index) / p.total : 0}%`;
+    $("levels").textContent = d.levels.map((L, l) => `LOD ${l}: ${L.count}/${d.brickCount(l)}`).join("\n");
+  }
+
+  private applyAutoWindow(redraw = true): void {
+    const d = this.data;
+    if (!d || !(d.max >= d.min)) return;
+    const width = Math.max(d.max - d.min, d.type === 5 ? 1e-6 : 1);
+    this.setWindow({ level: d.min + width / 2, width }, redraw);
+  }
+
+  setWindow(w: Window, redraw = true): void {
+    this.win = w;
+    $<HTMLInputElement>("level").value = String(+w.level.toPrecision(6));
+    $<HTMLInputElement>("width").value = String(+w.width.toPrecision(6));
+    if (redraw) this.markAll();
+    else {
+      this.dirty = new Set<Axis>(["x", "y", "z"]);
+      this.dirty3d = true;
+    }
+  }
+
+  setColormap(name: ColormapName): void {
+    this.cmap = name;
+    $<HTMLSelectElement>("colormap").value = name;
+    this.table = lut(name);
+    this.view3d.setLUT(this.table);
+    this.markAll();
+  }
+
+  private setCross(): void {
+    const c = { x: this.views.x.pos, y: this.views.y.pos, z: this.views.z.pos };
+    for (const v of Object.values(this.views)) v.cross = c;
+  }
+
+  /** pick moves all three slices to a voxel. */
+  private pick(p: Vec3): void {
+    for (const a of ["x", "y", "z"] as Axis[]) {
+      if (this.views[a].pos !== p[a]) {
+        this.views[a].setPos(p[a], false);
+        this.dirty.add(a);
+      }
+    }
+    this.afterMove();
+  }
+
+  private moved(axis: Axis, _pos: number): void {
+    this.dirty.add(axis);
+    this.afterMove();
+  }
+
+  /** afterMove redraws the crosshair and re-prioritises streaming around the new focus. */
+  private afterMove(): void {
+    this.setCross();
+    for (const v of Object.values(this.views)) v.draw();
+    this.schedule(true);
+    this.focus = { x: this.views.x.pos, y: this.views.y.pos, z: this.views.z.pos };
+    if (!this.streaming) return;
+    // Browsers cannot send on an open stream: cancel it and start one around
+    // the new focus (after a short pause, so dragging does not thrash).
+    clearTimeout(this.restartTimer);
+    this.restartTimer = window.setTimeout(() => void this.load(), 150);
+  }
+
+  private hover(p: Vec3 | null): void {
+    const d = this.data;
+    if (!d || !p) {
+      $("cursor").textContent = "-";
+      return;
+    }
+    const v = d.value(p.x, p.y, p.z);
+    const l = d.lodAt(p.x, p.y, p.z);
+    $("cursor").textContent = `voxel (${p.x}, ${p.y}, ${p.z})\nvalue ${Number.isNaN(v) ? "not loaded" : v}` + (l >= 0 ? `  (LOD ${l})` : "");
+  }
+
+  private layout(): void {
+    for (const v of Object.values(this.views)) {
+      v.resize();
+      v.draw();
+    }
+    this.view3d.resize();
+    this.markAll();
+  }
+
+  /** api is what window.ldm exposes to tests and scripts. */
+  api() {
+    return {
+      open: (name: string) => this.open(name),
+      refresh: () => this.refresh(),
+      /** state reports loading progress; idle means nothing is left to stream or draw. */
+      state: () => ({
+        volume: this.data?.name ?? "",
+        streaming: this.streaming,
+        complete: this.data ? this.data.levels.map((_, l) => this.data!.complete(l)) : [],
+        idle: !!this.data && !this.streaming && this.dirty.size === 0 && !this.dirty3d && this.frame === 0,
+        progress: { ...this.progress },
+        stats: { ...this.stats },
+        window: { ...this.win },
+        colormap: this.cmap,
+        error: $("message").hidden ? "" : $("message").textContent,
+        slices: { x: this.views.x.pos, y: this.views.y.pos, z: this.views.z.pos },
+      }),
+      setWindow: (level: number, width: number) => {
+        this.autoWindow = false;
+        this.setWindow({ level, width });
+      },
+      setColormap: (n: ColormapName) => this.setColormap(n),
+      setSlices: (p: Vec3) => this.pick(p),
+      setCrosshair: (on: boolean) => {
+        const c = $<HTMLInputElement>("crosshair");
+        c.checked = on;
+        c.dispatchEvent(new Event("change"));
+      },
+      /** voxelToCanvas gives the device pixel of a voxel in a slice view ("x", "y" or "z" = the fixed axis). */
+      voxelToCanvas: (axis: Axis, p: Vec3) => this.views[axis].voxelToCanvas(p),
+      /** project3D gives the device pixel where a voxel appears in the 3D view. */
+      project3D: (p: Vec3) => (this.data ? this.view3d.project(this.data, p) : null),
+      /** pixel reads the RGBA of one device pixel of a view ("x", "y", "z" or "3d"). */
+      pixel: (view: Axis | "3d", x: number, y: number) => {
+        const c = view === "3d" ? this.view3d.canvas : this.views[view].canvas;
+        const tmp = document.createElement("canvas");
+        tmp.width = tmp.height = 1;
+        const ctx = tmp.getContext("2d")!;
+        ctx.drawImage(c, Math.floor(x), Math.floor(y), 1, 1, 0, 0, 1, 1);
+        return Array.from(ctx.getImageData(0, 0, 1, 1).data);
+      },
+      lut: () => Array.from(this.table),
+      value: (p: Vec3) => this.data?.value(p.x, p.y, p.z) ?? NaN,
+    };
+  }
+}
+
+function fmtBytes(n: number): string {
+  if (n < 1024) return `${n} B`;
+  const u = ["KiB", "MiB", "GiB", "TiB"];
+  let i = -1;
+  do {
+    n /= 1024;
+    i++;
+  } while (n >= 1024 && i < u.length - 1);
+  return `${n.toFixed(n < 10 ? 2 : 1)} ${u[i]}`;
+}
+
+const app = new App();
+(window as unknown as { ldm: ReturnType<App["api"]> }).ldm = app.api();
