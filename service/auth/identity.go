@@ -186,3 +186,56 @@ func CertIdentity(c *x509.Certificate) (Identity, error) {
 	}
 	return Identity{Subject: names[0], Aliases: names[1:], Method: MethodCert}, nil
 }
+
+// Middleware returns next wrapped with the package Middleware (the TLS
+// state in the request context) and one more rule for an authenticating
+// server: GET responses (Connect's cacheable unary reads) that say
+// "Cache-Control: public" say "private" instead, so a shared cache never
+// hands a response fetched with one caller's credentials to another.
+func (a *Auth) Middleware(next http.Handler) http.Handler {
+	return Middleware(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodGet {
+			w = &privateCache{ResponseWriter: w}
+		}
+		next.ServeHTTP(w, r)
+	}))
+}
+
+// privateCache rewrites a public Cache-Control header to private before
+// the header is sent.
+type privateCache struct {
+	http.ResponseWriter
+	done bool
+}
+
+func (p *privateCache) fix() {
+	if p.done {
+		return
+	}
+	p.done = true
+	h := p.ResponseWriter.Header()
+	if cc := h.Get("Cache-Control"); cc != "" {
+		parts := strings.Split(cc, ",")
+		for i, part := range parts {
+			if strings.EqualFold(strings.TrimSpace(part), "public") {
+				parts[i] = "private"
+			}
+		}
+		h.Set("Cache-Control", strings.Join(parts, ","))
+	}
+}
+
+func (p *privateCache) WriteHeader(code int) { p.fix(); p.ResponseWriter.WriteHeader(code) }
+
+func (p *privateCache) Write(b []byte) (int, error) { p.fix(); return p.ResponseWriter.Write(b) }
+
+// Flush implements http.Flusher.
+func (p *privateCache) Flush() {
+	p.fix()
+	if f, ok := p.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+// Unwrap lets http.ResponseController reach the underlying writer.
+func (p *privateCache) Unwrap() http.ResponseWriter { return p.ResponseWriter }

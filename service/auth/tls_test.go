@@ -1,0 +1,202 @@
+package auth
+
+import (
+	"context"
+	"crypto/tls"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	ldmv1 "github.com/xcheng85/go-ldm/gen/ldm/v1"
+	"github.com/xcheng85/go-ldm/gen/ldm/v1/ldmv1connect"
+	"github.com/xcheng85/go-ldm/service"
+)
+
+func readTile(ctx context.Context, hc *http.Client, url string, opts ...connect.ClientOption) error {
+	c := ldmv1connect.NewTileServiceClient(hc, url, opts...)
+	_, err := c.ReadTile(ctx, connect.NewRequest(&ldmv1.ReadTileRequest{Volume: testVolume}))
+	return err
+}
+
+// TestTLS_Rejections checks the handshake failures: a plaintext client, a
+// client certificate of another CA, an expired client certificate and a
+// server name the certificate does not cover all fail; a good certificate
+// works.
+func TestTLS_Rejections(t *testing.T) {
+	t.Parallel()
+	ts := startServer(t, serverOptions{})
+	other := newTestPKI(t)
+	foreign := other.clientCert(t, "root", nil)
+	expired := ts.pki.expiredClientCert(t, "root")
+	good := ts.pki.clientCert(t, "root", nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+
+	t.Run("plaintext_client", func(t *testing.T) {
+		hc := &http.Client{Transport: service.NewTransport(nil)}
+		defer hc.CloseIdleConnections()
+		err := readTile(ctx, hc, "http://"+ts.addr, connect.WithGRPC())
+		if err == nil {
+			t.Fatal("a plaintext client got an answer from a TLS server")
+		}
+	})
+	for _, tt := range []struct {
+		name       string
+		cert       *tls.Certificate
+		serverName string
+		wantErr    string
+	}{
+		// The server rejects these handshakes; with TLS 1.3 the client sees
+		// a connection that could not be established.
+		{"other_ca_client_cert", &foreign, "", ""},
+		{"expired_client_cert", &expired, "", ""},
+		{"wrong_host_name", &good, "other.example", "certificate is valid for"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := ts.tlsConfig(tt.cert)
+			cfg.ServerName = tt.serverName
+			hc := &http.Client{Transport: service.NewTransport(cfg)}
+			defer hc.CloseIdleConnections()
+			err := readTile(ctx, hc, ts.url)
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Fatalf("err = %v, want a handshake failure mentioning %q", err, tt.wantErr)
+			}
+			if code := connect.CodeOf(err); code == connect.CodeUnauthenticated || code == connect.CodePermissionDenied {
+				t.Fatalf("err = %v: the call reached the server's interceptors", err)
+			}
+			if tt.cert != nil && tt.serverName == "" {
+				// The server's alert names the reason.
+				conn, err := tls.Dial("tcp", ts.addr, cfg)
+				if err == nil {
+					defer conn.Close()
+					_, err = conn.Read(make([]byte, 1))
+				}
+				if err == nil || !strings.Contains(err.Error(), "certificate") {
+					t.Fatalf("raw handshake: err = %v, want a certificate alert", err)
+				}
+			}
+		})
+	}
+	t.Run("good_client_cert", func(t *testing.T) {
+		hc := &http.Client{Transport: service.NewTransport(ts.tlsConfig(&good))}
+		defer hc.CloseIdleConnections()
+		if err := readTile(ctx, hc, ts.url); err != nil {
+			t.Fatal(err)
+		}
+	})
+	t.Run("tls13_and_h2", func(t *testing.T) {
+		conn, err := tls.Dial("tcp", ts.addr, &tls.Config{RootCAs: ts.pki.pool(), NextProtos: []string{"h2", "http/1.1"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		st := conn.ConnectionState()
+		if st.Version != tls.VersionTLS13 || st.NegotiatedProtocol != "h2" {
+			t.Fatalf("version %x protocol %q, want TLS 1.3 and h2", st.Version, st.NegotiatedProtocol)
+		}
+	})
+	t.Run("tls11_refused", func(t *testing.T) {
+		conn, err := tls.Dial("tcp", ts.addr, &tls.Config{RootCAs: ts.pki.pool(), MaxVersion: tls.VersionTLS11})
+		if err == nil {
+			conn.Close()
+			t.Fatal("a TLS 1.1 handshake succeeded")
+		}
+	})
+}
+
+// TestTLS_RequireClientCert checks that with RequireClientCert a client
+// without a certificate cannot even send a token.
+func TestTLS_RequireClientCert(t *testing.T) {
+	t.Parallel()
+	ts := startServer(t, serverOptions{requireCert: true})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	hc := &http.Client{Transport: service.NewTransport(ts.tlsConfig(nil))}
+	defer hc.CloseIdleConnections()
+	err := readTile(ctx, hc, ts.url, connect.WithInterceptors(Credentials{Token: ts.tokens["reader"]}.Interceptor()))
+	// With TLS 1.3 the client learns of the rejected handshake when it
+	// first reads, as a connection failure; the call never reaches a handler.
+	if err == nil || connect.CodeOf(err) != connect.CodeUnavailable {
+		t.Fatalf("err = %v, want a connection failure", err)
+	}
+	good := ts.pki.clientCert(t, "root", nil)
+	hc2 := &http.Client{Transport: service.NewTransport(ts.tlsConfig(&good))}
+	defer hc2.CloseIdleConnections()
+	if err := readTile(ctx, hc2, ts.url); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestTLS_GRPCGo calls the server with grpc-go over TLS: with a bearer
+// token in the metadata, with a client certificate, and with a token that
+// may not write.
+func TestTLS_GRPCGo(t *testing.T) {
+	t.Parallel()
+	ts := startServer(t, serverOptions{})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	dial := func(cert *tls.Certificate) *grpc.ClientConn {
+		t.Helper()
+		conn, err := grpc.NewClient(ts.addr, grpc.WithTransportCredentials(credentials.NewTLS(ts.tlsConfig(cert))))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { conn.Close() })
+		return conn
+	}
+	conn := dial(nil)
+	md := metadata.Pairs("authorization", FormatBearer(ts.tokens["reader"]))
+	var resp ldmv1.ReadTileResponse
+	if err := conn.Invoke(metadata.NewOutgoingContext(ctx, md), ldmv1connect.TileServiceReadTileProcedure,
+		&ldmv1.ReadTileRequest{Volume: testVolume}, &resp); err != nil {
+		t.Fatalf("ReadTile with a reader token: %v", err)
+	}
+	if len(resp.GetTile().GetValue()) == 0 {
+		t.Fatal("empty tile")
+	}
+	var wresp ldmv1.WriteTileResponse
+	err := conn.Invoke(metadata.NewOutgoingContext(ctx, md), ldmv1connect.TileServiceWriteTileProcedure,
+		&ldmv1.WriteTileRequest{Volume: testVolume, Tile: tile(1)}, &wresp)
+	if status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("WriteTile with a reader token: %v, want PermissionDenied", err)
+	}
+	err = conn.Invoke(ctx, ldmv1connect.TileServiceReadTileProcedure, &ldmv1.ReadTileRequest{Volume: testVolume}, &resp)
+	if status.Code(err) != codes.Unauthenticated {
+		t.Fatalf("ReadTile without credentials: %v, want Unauthenticated", err)
+	}
+	admin := ts.pki.clientCert(t, "root", nil)
+	if err := dial(&admin).Invoke(ctx, ldmv1connect.TileServiceWriteTileProcedure,
+		&ldmv1.WriteTileRequest{Volume: testVolume, Tile: tile(1)}, &wresp); err != nil {
+		t.Fatalf("WriteTile with the admin certificate: %v", err)
+	}
+}
+
+// TestAuth_PublicProcedures checks that health answers without
+// credentials.
+func TestAuth_PublicProcedures(t *testing.T) {
+	t.Parallel()
+	ts := startServer(t, serverOptions{})
+	hc := &http.Client{Transport: service.NewTransport(ts.tlsConfig(nil))}
+	defer hc.CloseIdleConnections()
+	req, err := http.NewRequest(http.MethodPost, ts.url+"/grpc.health.v1.Health/Check", strings.NewReader("{}"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := hc.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("health check without credentials: %s", resp.Status)
+	}
+}
