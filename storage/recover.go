@@ -11,7 +11,7 @@ import (
 	"strings"
 )
 
-// openVolume opens the volume directory s.dir/name and recovers it:
+// openVolume opens the directory dir as volume name and recovers it:
 //
 //  1. Read and check meta.
 //  2. List the blocks (data files; an index file without its data file is
@@ -26,8 +26,7 @@ import (
 //     base.
 //  5. Rebuild the brick index from the index entries (no tile data is
 //     read).
-func openVolume(s *Store, name string) (*volume, error) {
-	dir := filepath.Join(s.dir, name)
+func openVolume(s *Store, name, dir string) (*volume, error) {
 	v := &volume{
 		s:      s,
 		name:   name,

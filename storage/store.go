@@ -205,7 +205,7 @@ func (s *Store) load() (map[string]*volume, error) {
 		if !e.IsDir() || ValidateName(name) != nil {
 			continue
 		}
-		v, err := openVolume(s, name)
+		v, err := openVolume(s, name, filepath.Join(s.dir, name))
 		if err != nil {
 			for _, v := range vols {
 				v.close()
@@ -299,7 +299,7 @@ func (s *Store) CreateVolume(ctx context.Context, m VolumeMeta) (VolumeInfo, err
 	if err := syncDir(s.dir); err != nil {
 		return VolumeInfo{}, err
 	}
-	v, err := openVolume(s, m.Name)
+	v, err := openVolume(s, m.Name, final)
 	if err != nil {
 		return VolumeInfo{}, err
 	}
