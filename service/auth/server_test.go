@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -31,6 +32,28 @@ type testServer struct {
 	pki        *testPKI
 	tokens     map[string]string // role name -> token
 	policyFile string
+	logs       *logCounter
+}
+
+// logCounter is a slog handler that counts records by message.
+type logCounter struct {
+	mu sync.Mutex
+	n  map[string]int
+}
+
+func (l *logCounter) Enabled(context.Context, slog.Level) bool { return true }
+func (l *logCounter) Handle(_ context.Context, r slog.Record) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.n[r.Message]++
+	return nil
+}
+func (l *logCounter) WithAttrs([]slog.Attr) slog.Handler { return l }
+func (l *logCounter) WithGroup(string) slog.Handler      { return l }
+func (l *logCounter) count(msg string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.n[msg]
 }
 
 // testVolume is created by startServer with one tile.
@@ -48,7 +71,7 @@ type serverOptions struct {
 func startServer(tb testing.TB, o serverOptions) *testServer {
 	tb.Helper()
 	dir := tb.TempDir()
-	ts := &testServer{pki: newTestPKI(tb), tokens: map[string]string{}}
+	ts := &testServer{pki: newTestPKI(tb), tokens: map[string]string{}, logs: &logCounter{n: map[string]int{}}}
 	tokenFile := filepath.Join(dir, "tokens")
 	for _, role := range []string{"reader", "writer"} {
 		tok, err := NewToken()
@@ -75,7 +98,7 @@ func startServer(tb testing.TB, o serverOptions) *testServer {
 	cfg := Config{
 		Authenticators: []Authenticator{tokens, users, ClientCert{}},
 		ReloadInterval: -1,
-		Logger:         slog.New(slog.DiscardHandler),
+		Logger:         slog.New(ts.logs),
 	}
 	if o.policy != "" {
 		ts.policyFile = filepath.Join(dir, "policy.csv")
