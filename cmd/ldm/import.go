@@ -22,17 +22,28 @@ func newImportCommand() *cobra.Command {
 	spec := &volumeSpec{}
 	var name string
 	var demo, quiet bool
+	ff := &fileFlags{}
 	cmd := &cobra.Command{
 		Use:   "import [FILE] --name NAME --shape XxYxZ --dtype T",
-		Short: "Import a raw volume file (or the demo phantom) into a new volume",
+		Short: "Import a volume file (NIfTI-1, NRRD or raw) or the demo phantom into a new volume",
 		Long: `import reads a raw volume (voxels little-endian, x fastest, then y, then z),
 cuts it into bricks, builds the levels of detail (each the mean of 2x2x2 voxels
 of the level below), and sends the bricks with WriteTileStream.
 
   ldm import ct.raw --name ct --shape 512x512x300 --dtype int16
+  ldm import brain.nii.gz           NIfTI-1 (.nii, .nii.gz, .hdr/.img): shape, type, spacing from the header
+  ldm import scan.nhdr --name scan  NRRD (raw or gzip encoding, attached or detached header)
+  ldm import fmri.nii --time 3      one time point of a 4D image
   ldm import --demo                 the 256^3 demo phantom as volume "demo"`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if !demo && len(args) == 1 {
+				if ok, err := ff.headered(args[0]); err != nil {
+					return err
+				} else if ok {
+					return importFile(cmd, cf, spec, ff, args[0], name, quiet)
+				}
+			}
 			var src io.ReaderAt
 			var v *ldmv1.Volume
 			switch {
@@ -85,6 +96,7 @@ of the level below), and sends the bricks with WriteTileStream.
 	}
 	cf.register(cmd.Flags())
 	spec.register(cmd, false)
+	ff.register(cmd)
 	cmd.Flags().StringVar(&name, "name", "", "name of the new volume (default \"demo\" with --demo)")
 	cmd.Flags().BoolVar(&demo, "demo", false, "import the synthetic 256^3 demo phantom instead of a file")
 	cmd.Flags().BoolVarP(&quiet, "quiet", "q", false, "no progress bar")

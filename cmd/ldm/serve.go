@@ -18,6 +18,7 @@ import (
 
 	"github.com/xcheng85/go-ldm/service"
 	"github.com/xcheng85/go-ldm/storage"
+	"github.com/xcheng85/go-ldm/web"
 )
 
 // shutdownTimeout bounds how long `ldm serve` waits for open calls after
@@ -63,6 +64,10 @@ type serveEnv struct {
 	Service       *service.Server
 	Mux           *http.ServeMux
 	Root          http.Handler
+	// Middleware wraps the whole handler (Mux) of the server, the first
+	// element innermost. The TLS hook adds the one that puts the verified
+	// client certificate into the request context.
+	Middleware []func(http.Handler) http.Handler
 
 	cleanups []func(context.Context) error
 }
@@ -87,6 +92,14 @@ type serveHook struct {
 }
 
 var serveHooks []*serveHook
+
+// The viewer (package web's embedded bundle) is served at "/".
+func init() {
+	registerServeHook(&serveHook{Name: "viewer", Mount: func(_ context.Context, env *serveEnv) error {
+		env.Root = web.Handler()
+		return nil
+	}})
+}
 
 // registerServeHook adds a hook to `ldm serve`; call it from init.
 func registerServeHook(h *serveHook) { serveHooks = append(serveHooks, h) }
@@ -213,7 +226,7 @@ func serveEnvRun(ctx context.Context, env *serveEnv) (err error) {
 	}
 	env.Mux.Handle("/", env.Root)
 
-	srv := service.NewHTTPServer(env.Mux, env.TLSConfig, logger)
+	srv := service.NewHTTPServer(wrapHandler(env.Mux, env.Middleware), env.TLSConfig, logger)
 	srv.BaseContext = func(net.Listener) context.Context { return context.WithoutCancel(ctx) }
 	scheme := "http"
 	errc := make(chan error, 1)

@@ -1,0 +1,222 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"compress/gzip"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+
+	"connectrpc.com/connect"
+	"github.com/spf13/cobra"
+
+	"github.com/xcheng85/go-ldm/cmd/ldm/internal/volfile"
+	ldmv1 "github.com/xcheng85/go-ldm/gen/ldm/v1"
+	"github.com/xcheng85/go-ldm/storage"
+)
+
+// fileFlags are the flags of `ldm import` for files with a header (NIfTI-1,
+// NRRD). Shape, data type, spacing and byte order come from the header.
+type fileFlags struct {
+	format    string // auto, raw, nifti, nrrd
+	timePoint int    // the 3D volume of a 4D file; -1 means none chosen
+}
+
+func (f *fileFlags) register(cmd *cobra.Command) {
+	fs := cmd.Flags()
+	fs.StringVar(&f.format, "format", "auto", "file format: auto (NIfTI-1 and NRRD are recognised by their content, anything else is raw), raw, nifti or nrrd")
+	fs.IntVar(&f.timePoint, "time", -1, "for a 4D NIfTI or NRRD file: the time point (from 0) to import")
+}
+
+// headered reports whether path is to be read as a NIfTI-1 or NRRD file: by
+// --format, or with --format auto by its first bytes.
+func (f *fileFlags) headered(path string) (bool, error) {
+	switch f.format {
+	case "raw":
+		return false, nil
+	case "nifti", "nrrd":
+		return true, nil
+	case "auto":
+	default:
+		return false, usageError{fmt.Errorf("--format %q: want auto, raw, nifti or nrrd", f.format)}
+	}
+	k, err := sniff(path)
+	return k != volfile.FormatRaw, err
+}
+
+// sniff guesses a file's format from its first bytes: NRRD magic, a NIfTI
+// sizeof_hdr (348, or 540 for NIfTI-2, which Open rejects by name) in either
+// byte order, or a gzip stream that starts with one.
+func sniff(path string) (volfile.Format, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	br := bufio.NewReader(f)
+	head, _ := br.Peek(4)
+	if bytes.HasPrefix(head, []byte{0x1f, 0x8b}) {
+		head = gunzipHead(br)
+	}
+	switch {
+	case bytes.HasPrefix(head, []byte("NRRD")):
+		return volfile.FormatNRRD, nil
+	case len(head) == 4:
+		for _, n := range []uint32{binary.LittleEndian.Uint32(head), binary.BigEndian.Uint32(head)} {
+			if n == 348 || n == 540 {
+				return volfile.FormatNIfTI1, nil
+			}
+		}
+	}
+	return volfile.FormatRaw, nil
+}
+
+// importFile imports a NIfTI-1 or NRRD file as a new volume. The whole file
+// is read and checked before anything is created, so a truncated or corrupt
+// file leaves nothing behind; if sending the bricks fails, the volume this
+// call created is deleted.
+func importFile(cmd *cobra.Command, cf *clientFlags, spec *volumeSpec, ff *fileFlags, path, name string, quiet bool) error {
+	for _, fl := range []string{"shape", "dtype"} {
+		if cmd.Flags().Changed(fl) {
+			return usageError{fmt.Errorf("--%s: %s has a header that gives the shape and data type; leave --%s out", fl, path, fl)}
+		}
+	}
+	opts := volfile.Options{}
+	if ff.timePoint >= 0 {
+		opts = volfile.Options{HasTimePoint: true, TimePoint: uint32(ff.timePoint)}
+	}
+	im, err := volfile.Open(path, opts)
+	if err != nil {
+		return fileError(err)
+	}
+	if want := map[string]volfile.Format{"nifti": volfile.FormatNIfTI1, "nrrd": volfile.FormatNRRD}[ff.format]; ff.format != "auto" && im.Format != want {
+		return usageError{fmt.Errorf("--format %s: %s is a %s file", ff.format, path, im.Format)}
+	}
+	if ff.timePoint >= 0 && im.TimePoints == 1 {
+		return usageError{fmt.Errorf("--time %d: %s is a 3D image (no time axis)", ff.timePoint, path)}
+	}
+	if name == "" {
+		if name, err = nameFromPath(path); err != nil {
+			return err
+		}
+	}
+	v, err := fileVolume(im, spec, name, path, opts)
+	if err != nil {
+		return err
+	}
+	data, err := im.ReadVoxels()
+	if err != nil {
+		return fileError(err)
+	}
+	ctx := cmd.Context()
+	c, err := cf.connect(ctx)
+	if err != nil {
+		return err
+	}
+	defer c.close()
+	// Only a volume this call creates is removed on failure: check first
+	// that the name is free (CreateVolume fails with AlreadyExists if a
+	// volume appears in between).
+	if _, err := c.volumes.GetVolume(ctx, connect.NewRequest(&ldmv1.GetVolumeRequest{Name: name})); err == nil {
+		return fmt.Errorf("import %s: volume %q already exists (delete it with 'ldm volume delete %s' or choose another --name)", path, name, name)
+	} else if connect.CodeOf(err) != connect.CodeNotFound {
+		return c.rpcError("import "+name, err)
+	}
+	err = importVolume(ctx, c, v, bytes.NewReader(data), cmd.ErrOrStderr(), quiet)
+	if err != nil && connect.CodeOf(err) != connect.CodeAlreadyExists {
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout)
+		defer cancel()
+		_, derr := c.volumes.DeleteVolume(dctx, connect.NewRequest(&ldmv1.DeleteVolumeRequest{Name: name}))
+		if derr != nil && connect.CodeOf(derr) != connect.CodeNotFound {
+			return fmt.Errorf("%w (and removing the incomplete volume %q failed: %v; delete it with 'ldm volume delete %s')", err, name, derr, name)
+		}
+		return fmt.Errorf("%w (the incomplete volume %q was removed)", err, name)
+	}
+	return err
+}
+
+// fileVolume builds the volume to create from a file's header and the
+// brick, LOD, spacing and label flags.
+func fileVolume(im *volfile.Image, spec *volumeSpec, name, path string, opts volfile.Options) (*ldmv1.Volume, error) {
+	s := *spec
+	s.shape = fmt.Sprintf("%dx%dx%d", im.Shape.X, im.Shape.Y, im.Shape.Z)
+	s.dtype = im.DataType.String()
+	s.labels = map[string]string{}
+	for k, v := range spec.labels {
+		s.labels[k] = v
+	}
+	v, err := s.volume(name)
+	if err != nil {
+		return nil, err
+	}
+	if spec.spacing == "" {
+		v.Spacing = im.Spacing[:]
+	}
+	set := func(k, val string) {
+		if _, ok := v.Labels[k]; !ok {
+			v.Labels[k] = val
+		}
+	}
+	set("source.file", filepath.Base(path))
+	set("source.format", im.Format.String())
+	if im.ByteOrder == binary.BigEndian {
+		set("source.byte_order", "big-endian")
+	}
+	if im.TimePoints > 1 {
+		set("source.time_point", fmt.Sprintf("%d of %d", opts.TimePoint, im.TimePoints))
+	}
+	if im.ScaleSlope != 0 && (im.ScaleSlope != 1 || im.ScaleInter != 0) {
+		// Voxels are stored as in the file; the labels say how to scale them.
+		set("nifti.scl_slope", strconv.FormatFloat(im.ScaleSlope, 'g', -1, 64))
+		set("nifti.scl_inter", strconv.FormatFloat(im.ScaleInter, 'g', -1, 64))
+	}
+	return v, nil
+}
+
+// fileError turns a volfile error into a usage error when the file is
+// unsupported (so the exit code says "your input"), keeping its message.
+func fileError(err error) error {
+	if errors.Is(err, volfile.ErrUnsupported) || errors.Is(err, storage.ErrInvalidArgument) {
+		return usageError{err}
+	}
+	return fmt.Errorf("import: %w", err)
+}
+
+var nameUnsafe = regexp.MustCompile(`[^a-z0-9._-]+`)
+
+// nameFromPath derives a volume name from a file name: "Brain T1.nii.gz"
+// gives "brain-t1".
+func nameFromPath(path string) (string, error) {
+	base := strings.ToLower(filepath.Base(path))
+	for _, ext := range []string{".gz", ".nii", ".nrrd", ".nhdr", ".hdr"} {
+		base = strings.TrimSuffix(base, ext)
+	}
+	name := strings.Trim(nameUnsafe.ReplaceAllString(base, "-"), "-._")
+	if len(name) > 64 {
+		name = name[:64]
+	}
+	if err := storage.ValidateName(name); err != nil {
+		return "", usageError{fmt.Errorf("--name is required: no volume name can be made from %q (%v)", filepath.Base(path), err)}
+	}
+	return name, nil
+}
+
+// gunzipHead returns the first four decompressed bytes of a gzip stream
+// (fewer if it is shorter or corrupt).
+func gunzipHead(r *bufio.Reader) []byte {
+	zr, err := gzip.NewReader(r)
+	if err != nil {
+		return nil
+	}
+	b := make([]byte, 4)
+	n, _ := io.ReadFull(zr, b)
+	return b[:n]
+}
