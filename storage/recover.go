@@ -33,7 +33,6 @@ func openVolume(s *Store, name, dir string) (*volume, error) {
 		dir:    dir,
 		log:    s.log.With("volume", name),
 		gone:   make(chan struct{}),
-		bricks: map[BrickKey]uint64{},
 	}
 	mb, err := os.ReadFile(filepath.Join(dir, metaName))
 	if err != nil {
@@ -111,6 +110,7 @@ func openVolume(s *Store, name, dir string) (*volume, error) {
 
 	// Step 5: the published state and the brick index.
 	st := &volState{changed: make(chan struct{})}
+	v.bricks = newBrickIndex()
 	for i, b := range blocks {
 		n := b.idxCount
 		if i == len(blocks)-1 {
@@ -129,7 +129,7 @@ func openVolume(s *Store, name, dir string) (*volume, error) {
 			st.size += uint64(e.Length)
 			st.lastIndex = max(st.lastIndex, e.Index)
 			if e.HasKey {
-				v.bricks[e.Key] = b.base + j
+				v.bricks.set(e.Key, b.base+j)
 			}
 			bv.end = e.Pos + recordHeaderLen + int64(e.Length)
 		}

@@ -351,10 +351,12 @@ func (s *Store) Restore(r io.Reader) error {
 	}
 	old := s.volumes()
 	for _, v := range old {
+		v.replaced.Store(true)
 		v.stopWrites()
 	}
 	if err := os.Rename(staging, filepath.Join(s.dir, restoreReadyName)); err != nil {
 		for _, v := range old {
+			v.replaced.Store(false)
 			v.resumeWrites()
 		}
 		return fmt.Errorf("storage: restore: %w", err)

@@ -403,11 +403,21 @@ func (s *Store) Append(ctx context.Context, name string, tiles ...Tile) (uint64,
 	if err := ctx.Err(); err != nil {
 		return 0, err
 	}
-	v, err := s.lookup(name)
-	if err != nil {
-		return 0, err
+	for attempt := 0; ; attempt++ {
+		v, err := s.lookup(name)
+		if err != nil {
+			return 0, err
+		}
+		first, err := v.append(tiles, sums)
+		if errors.Is(err, errReplaced) && attempt < 3 {
+			// Restore is swapping the volume (it holds s.mu until the new
+			// one is published); nothing was acknowledged, so retry there.
+			s.mu.Lock()
+			s.mu.Unlock() //nolint:staticcheck // waiting for Restore to finish
+			continue
+		}
+		return first, err
 	}
-	return v.append(tiles, sums)
 }
 
 // Read implements LDM. The value is read with one pread into a new buffer
@@ -429,7 +439,7 @@ func (s *Store) Brick(name string, key BrickKey) (Tile, error) {
 	}
 	defer v.release()
 	v.bmu.RLock()
-	off, ok := v.bricks[key]
+	off, ok := v.bricks.get(key)
 	v.bmu.RUnlock()
 	if !ok {
 		return Tile{}, fmt.Errorf("volume %q brick %+v: %w", name, key, ErrNotFound)
@@ -443,15 +453,9 @@ func (s *Store) Bricks(name string, lod uint32) (map[BrickKey]uint64, error) {
 	if err != nil {
 		return nil, err
 	}
-	out := map[BrickKey]uint64{}
 	v.bmu.RLock()
 	defer v.bmu.RUnlock()
-	for k, off := range v.bricks {
-		if k.LOD == lod {
-			out[k] = off
-		}
-	}
-	return out, nil
+	return v.bricks.level(lod), nil
 }
 
 // Wait implements LDM. It sleeps on a channel that the next commit closes,

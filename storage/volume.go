@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"sort"
 	"sync"
 	"sync/atomic"
 
@@ -86,7 +85,8 @@ type volume struct {
 	ref  atomic.Int64
 	gone chan struct{} // closed when the volume is closed
 
-	failed atomic.Pointer[error] // sticky write failure
+	failed   atomic.Pointer[error] // sticky write failure
+	replaced atomic.Bool           // set by Restore before it stops writes
 
 	cmu sync.Mutex
 
@@ -97,7 +97,7 @@ type volume struct {
 	stopped bool // no more appends (deleted, replaced or closed)
 
 	bmu    sync.RWMutex
-	bricks map[BrickKey]uint64
+	bricks *brickIndex
 }
 
 func (v *volume) info() VolumeInfo {
@@ -137,6 +137,20 @@ func (v *volume) stopWrites() {
 	v.stopped = true
 	v.wmu.Unlock()
 	v.cmu.Unlock()
+}
+
+// errReplaced is returned by an append that raced with Restore; the Store
+// retries it on the volume that replaced this one.
+var errReplaced = fmt.Errorf("volume replaced by a restore: %w", ErrNotFound)
+
+func (v *volume) stoppedErr() error {
+	switch {
+	case v.s.closed.Load():
+		return ErrClosed
+	case v.replaced.Load():
+		return errReplaced
+	}
+	return fmt.Errorf("volume %q: %w", v.name, ErrNotFound)
 }
 
 func (v *volume) resumeWrites() {
@@ -209,10 +223,7 @@ func (v *volume) write(tiles []Tile, sums []uint32) (first, end uint64, err erro
 	v.wmu.Lock()
 	defer v.wmu.Unlock()
 	if v.stopped {
-		if v.s.closed.Load() {
-			return 0, 0, ErrClosed
-		}
-		return 0, 0, fmt.Errorf("volume %q: %w", v.name, ErrNotFound)
+		return 0, 0, v.stoppedErr()
 	}
 	if err := v.failure(); err != nil {
 		return 0, 0, err
@@ -393,10 +404,7 @@ func (v *volume) commitLocked() error {
 	v.wmu.Lock()
 	if v.stopped {
 		v.wmu.Unlock()
-		if v.s.closed.Load() {
-			return ErrClosed
-		}
-		return fmt.Errorf("volume %q: %w", v.name, ErrNotFound)
+		return v.stoppedErr()
 	}
 	pend := v.pending
 	v.pending = nil
@@ -466,7 +474,7 @@ func (v *volume) publish(pend []pendingEntry) {
 	v.bmu.Lock()
 	for _, p := range pend {
 		if p.e.HasKey {
-			v.bricks[p.e.Key] = p.off
+			v.bricks.set(p.e.Key, p.off)
 		}
 	}
 	v.bmu.Unlock()
@@ -493,8 +501,17 @@ func (v *volume) read(st *volState, offset uint64) (Tile, error) {
 	if offset >= st.next {
 		return Tile{}, fmt.Errorf("volume %q offset %d (next offset %d): %w", v.name, offset, st.next, ErrOutOfRange)
 	}
-	k := sort.Search(len(st.blocks), func(i int) bool { return st.blocks[i].b.base > offset }) - 1
-	b := st.blocks[k].b
+	// Binary search for the last block whose base is <= offset.
+	lo, hi := 0, len(st.blocks)
+	for hi-lo > 1 {
+		mid := int(uint(lo+hi) >> 1)
+		if st.blocks[mid].b.base <= offset {
+			lo = mid
+		} else {
+			hi = mid
+		}
+	}
+	b := st.blocks[lo].b
 	e, err := b.entry(offset - b.base)
 	if err != nil {
 		return Tile{}, fmt.Errorf("volume %q offset %d: %w", v.name, offset, err)

@@ -278,6 +278,18 @@ func testBricks(t *testing.T, l storage.LDM) {
 		storage.Tile{Value: []byte("nokey")},
 		storage.Tile{Value: []byte("lod1"), HasKey: true, Key: k1})
 	mustAppend(t, l, "v", storage.Tile{Value: []byte("new"), HasKey: true, Key: k0})
+	// Keys far outside any small grid still work.
+	wide := []storage.BrickKey{{LOD: 20, X: 1}, {LOD: 1, X: 1 << 30, Y: 5, Z: 1<<32 - 1}, {LOD: 15, X: 1<<20 - 1, Y: 1<<20 - 1, Z: 1<<20 - 1}}
+	for i, k := range wide {
+		off := mustAppend(t, l, "v", storage.Tile{Value: []byte{byte(i)}, HasKey: true, Key: k})
+		got, err := l.Brick("v", k)
+		if err != nil || got.Offset != off || got.Key != k {
+			t.Fatalf("Brick(%+v) = offset %d key %+v, %v; want offset %d", k, got.Offset, got.Key, err, off)
+		}
+	}
+	if m, err := l.Bricks("v", 20); err != nil || len(m) != 1 || m[wide[0]] != 4 {
+		t.Fatalf("Bricks(lod 20) = %v, %v", m, err)
+	}
 	got, err := l.Brick("v", k0)
 	if err != nil || string(got.Value) != "new" || got.Offset != 3 {
 		t.Fatalf("Brick(k0) = %q at %d, %v; want the latest", got.Value, got.Offset, err)
@@ -285,7 +297,7 @@ func testBricks(t *testing.T, l storage.LDM) {
 	_, err = l.Brick("v", storage.BrickKey{LOD: 5})
 	wantErr(t, "Brick of a missing key", err, storage.ErrNotFound)
 	m, err := l.Bricks("v", 1)
-	if err != nil || len(m) != 1 || m[k1] != 2 {
+	if err != nil || len(m) != 2 || m[k1] != 2 || m[wide[1]] != 5 {
 		t.Fatalf("Bricks(lod 1) = %v, %v", m, err)
 	}
 	m, err = l.Bricks("v", 0)
