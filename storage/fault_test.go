@@ -41,6 +41,13 @@ func testValue(i int) []byte {
 // volume "v" and closes the store.
 func fillStore(t *testing.T, dir string, cfg Config, n int) {
 	t.Helper()
+	fillStoreCfg(t, dir, cfg, n)
+}
+
+func fillStoreTB(tb testing.TB, dir string, n int) { fillStoreCfg(tb, dir, Config{}, n) }
+
+func fillStoreCfg(t testing.TB, dir string, cfg Config, n int) {
+	t.Helper()
 	cfg.Logger = slog.New(slog.DiscardHandler)
 	s, err := Open(dir, cfg)
 	if err != nil {

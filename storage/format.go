@@ -312,3 +312,57 @@ func decodeApplied(b []byte) (uint64, error) {
 	}
 	return le.Uint64(b[8:]), nil
 }
+
+// decodeIndexFile decodes a whole index file: the header and every whole,
+// well-formed entry. It stops at the first entry that fails its checksum
+// and returns the entries before it with an error wrapping ErrCorrupt;
+// trailing bytes shorter than an entry are ignored.
+func decodeIndexFile(b []byte) (blockHeader, []indexEntry, error) {
+	h, err := decodeBlockHeader(magicIndex, b)
+	if err != nil {
+		return blockHeader{}, nil, err
+	}
+	n := (len(b) - indexHeaderLen) / indexEntryLen
+	out := make([]indexEntry, 0, n)
+	for i := range n {
+		at := indexHeaderLen + i*indexEntryLen
+		e, err := decodeIndexEntry(b[at : at+indexEntryLen])
+		if err != nil {
+			return h, out, fmt.Errorf("entry %d: %w", i, err)
+		}
+		out = append(out, e)
+	}
+	return h, out, nil
+}
+
+// decodeDataFile decodes a whole data file: the header and every record
+// whose header and value checksums hold and whose offsets follow the
+// block's base in order. It stops at the first bad record and returns the
+// records before it with an error wrapping ErrCorrupt.
+func decodeDataFile(b []byte) (blockHeader, []recordHeader, error) {
+	h, err := decodeBlockHeader(magicData, b)
+	if err != nil {
+		return blockHeader{}, nil, err
+	}
+	var out []recordHeader
+	pos := dataHeaderLen
+	for pos < len(b) {
+		r, err := decodeRecordHeader(b[pos:])
+		if err != nil {
+			return h, out, fmt.Errorf("record at %d: %w", pos, err)
+		}
+		if want := h.Base + uint64(len(out)); r.Offset != want {
+			return h, out, fmt.Errorf("record at %d has offset %d, want %d: %w", pos, r.Offset, want, ErrCorrupt)
+		}
+		end := pos + recordHeaderLen + int(r.Length)
+		if end > len(b) || end < pos {
+			return h, out, fmt.Errorf("record at %d runs past the end: %w", pos, ErrCorrupt)
+		}
+		if Checksum(b[pos+recordHeaderLen:end]) != r.CRC {
+			return h, out, fmt.Errorf("record at %d: value checksum: %w", pos, ErrCorrupt)
+		}
+		out = append(out, r)
+		pos = end
+	}
+	return h, out, nil
+}
