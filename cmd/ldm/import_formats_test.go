@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -18,6 +19,8 @@ import (
 
 	"github.com/xcheng85/go-ldm/cmd/ldm/internal/volfile"
 	ldmv1 "github.com/xcheng85/go-ldm/gen/ldm/v1"
+	"github.com/xcheng85/go-ldm/gen/ldm/v1/ldmv1connect"
+	"github.com/xcheng85/go-ldm/service"
 	"github.com/xcheng85/go-ldm/storage"
 )
 
@@ -60,12 +63,18 @@ func startTestServer(tb testing.TB, flags ...string) string {
 	return ""
 }
 
-// testClients connects to a test server.
+// testClients returns Connect clients of a test server (plain HTTP, no
+// client hooks).
 func testClients(tb testing.TB, base string) *clients {
 	tb.Helper()
-	c, err := (&clientFlags{server: base, protocol: "connect"}).connect(context.Background())
-	if err != nil {
-		tb.Fatal(err)
+	hc := &http.Client{Transport: service.NewTransport(nil)}
+	opts := []connect.ClientOption{connect.WithReadMaxBytes(1<<31 - 1), connect.WithSendMaxBytes(1<<31 - 1)}
+	c := &clients{
+		baseURL: base,
+		tiles:   ldmv1connect.NewTileServiceClient(hc, base, opts...),
+		volumes: ldmv1connect.NewVolumeServiceClient(hc, base, opts...),
+		cluster: ldmv1connect.NewClusterServiceClient(hc, base, opts...),
+		http:    hc,
 	}
 	tb.Cleanup(c.close)
 	return c

@@ -47,7 +47,7 @@ class App {
   private autoWindow = true;
   streaming = false;
   streamError = "";
-  progress = { index: 0, total: 0, lod: -1, bytes: 0, start: 0 };
+  progress = { index: 0, total: 0, lod: -1, bytes: 0, start: 0, end: 0 };
   stats: Stats = this.emptyStats("");
 
   constructor() {
@@ -238,7 +238,7 @@ class App {
     this.streamError = "";
     this.stats.streams++;
     const t0 = performance.now();
-    this.progress = { index: 0, total: 0, lod: maxLod, bytes: 0, start: t0 };
+    this.progress = { index: 0, total: 0, lod: maxLod, bytes: 0, start: t0, end: 0 };
     try {
       const it = this.clients.volumes.streamBricks(
         { volume: d.name, minLod: 0, maxLod, focus: { ...this.focus }, order: BrickOrder.COARSE_TO_FINE },
@@ -261,7 +261,8 @@ class App {
       this.message(this.streamError);
       if (isNotFound(e)) void this.refresh();
     } finally {
-      this.stats.streamMs += performance.now() - t0;
+      this.progress.end = performance.now();
+      this.stats.streamMs += this.progress.end - t0;
       if (this.stream === ctl) {
         this.streaming = false;
         this.stream = null;
@@ -356,7 +357,7 @@ class App {
     const d = this.data;
     if (!d) return;
     const p = this.progress;
-    const secs = Math.max(1e-3, (performance.now() - p.start) / 1000);
+    const secs = Math.max(1e-3, ((p.end || performance.now()) - p.start) / 1000);
     const mbs = p.bytes / 1e6 / secs;
     const state = this.streaming ? `refining LOD ${p.lod}` : d.complete(0) ? "full resolution" : this.streamError ? "stopped" : "idle";
     $("progress").textContent =
@@ -487,6 +488,12 @@ class App {
         const ctx = tmp.getContext("2d")!;
         ctx.drawImage(c, Math.floor(x), Math.floor(y), 1, 1, 0, 0, 1, 1);
         return Array.from(ctx.getImageData(0, 0, 1, 1).data);
+      },
+      /** rotate3D sets the 3D camera's yaw and pitch (radians) and redraws. */
+      rotate3D: (yaw: number, pitch: number) => {
+        this.view3d.cam.yaw = yaw;
+        this.view3d.cam.pitch = pitch;
+        this.view3d.render();
       },
       lut: () => Array.from(this.table),
       value: (p: Vec3) => this.data?.value(p.x, p.y, p.z) ?? NaN,

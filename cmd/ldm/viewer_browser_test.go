@@ -1,0 +1,420 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/chromedp/chromedp"
+	"github.com/chromedp/chromedp/kb"
+
+	"github.com/xcheng85/go-ldm/cmd/ldm/internal/volume"
+	ldmv1 "github.com/xcheng85/go-ldm/gen/ldm/v1"
+	"github.com/xcheng85/go-ldm/web"
+)
+
+// chromiumPath is the browser the viewer tests drive (Debian's chromium).
+const chromiumPath = "/usr/bin/chromium"
+
+// newBrowser starts headless Chromium with a window of w x h and returns a
+// tab's context. The browser stops at the end of the test.
+func newBrowser(tb testing.TB, w, h int) context.Context {
+	tb.Helper()
+	if _, err := os.Stat(chromiumPath); err != nil {
+		tb.Fatalf("the viewer tests need %s (%v): run `apt-get install -y chromium`", chromiumPath, err)
+	}
+	dir, err := os.MkdirTemp("", "ldm-chromium-")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	// Chromium's helpers may still write the profile briefly after the
+	// browser exits; a leftover directory in the temp dir is harmless.
+	tb.Cleanup(func() { _ = os.RemoveAll(dir) })
+	opts := []chromedp.ExecAllocatorOption{
+		chromedp.ExecPath(chromiumPath),
+		chromedp.Headless,
+		chromedp.NoSandbox,
+		chromedp.DisableGPU,
+		chromedp.NoFirstRun,
+		chromedp.NoDefaultBrowserCheck,
+		chromedp.UserDataDir(dir),
+		chromedp.WindowSize(w, h),
+		chromedp.Flag("disable-quic", true),
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.Flag("disable-extensions", true),
+		chromedp.Flag("hide-scrollbars", true),
+		chromedp.Flag("mute-audio", true),
+	}
+	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	ctx, cancelTab := chromedp.NewContext(actx)
+	tb.Cleanup(func() {
+		cancelTab()
+		cancelAlloc()
+	})
+	if err := chromedp.Do(ctx); err != nil { // starts the browser
+		tb.Fatalf("start %s: %v", chromiumPath, err)
+	}
+	return ctx
+}
+
+// pageState is window.ldm.state() in the viewer.
+type pageState struct {
+	Volume    string `json:"volume"`
+	Streaming bool   `json:"streaming"`
+	Complete  []bool `json:"complete"`
+	Idle      bool   `json:"idle"`
+	Error     string `json:"error"`
+	Stats     struct {
+		OpenedAt       float64 `json:"openedAt"`
+		FirstPicture   float64 `json:"firstPicture"`
+		FullResolution float64 `json:"fullResolution"`
+		Bytes          float64 `json:"bytes"`
+		Bricks         int     `json:"bricks"`
+		StreamMs       float64 `json:"streamMs"`
+		LiveTiles      int     `json:"liveTiles"`
+		Streams        int     `json:"streams"`
+	} `json:"stats"`
+	Slices struct{ X, Y, Z int } `json:"slices"`
+}
+
+func state(tb testing.TB, ctx context.Context) pageState {
+	tb.Helper()
+	s, err := chromedp.Run(ctx, chromedp.Evaluate[pageState](`window.ldm.state()`))
+	if err != nil {
+		tb.Fatalf("read the viewer's state: %v", err)
+	}
+	return s
+}
+
+// waitLoaded waits until the viewer has every level of volume name and has
+// drawn it.
+func waitLoaded(tb testing.TB, ctx context.Context, name string, timeout time.Duration) pageState {
+	tb.Helper()
+	expr := fmt.Sprintf(`(() => { const s = window.ldm && window.ldm.state(); return !!s && s.volume === %q && s.complete.length > 0 && s.complete.every(Boolean) && s.idle; })()`, name)
+	if _, err := chromedp.Run(ctx, chromedp.Poll[bool](expr, chromedp.WithPollingTimeout(timeout))); err != nil {
+		tb.Fatalf("volume %s did not finish loading within %s: %v; state %+v", name, timeout, err, state(tb, ctx))
+	}
+	return state(tb, ctx)
+}
+
+// waitIdle waits until the viewer has drawn every change.
+func waitIdle(tb testing.TB, ctx context.Context) {
+	tb.Helper()
+	if _, err := chromedp.Run(ctx, chromedp.Poll[bool](`window.ldm.state().idle`, chromedp.WithPollingTimeout(30*time.Second))); err != nil {
+		tb.Fatalf("the viewer did not settle: %v", err)
+	}
+}
+
+type voxel struct {
+	X int `json:"x"`
+	Y int `json:"y"`
+	Z int `json:"z"`
+}
+
+// slicePixels reads the RGBA of the pixel at the centre of each voxel in a
+// slice view (axis: the view's fixed axis, "x", "y" or "z").
+func slicePixels(tb testing.TB, ctx context.Context, axis string, pts []voxel) [][4]int {
+	tb.Helper()
+	js, _ := json.Marshal(pts)
+	expr := fmt.Sprintf(`((axis, pts) => pts.map(p => { const c = window.ldm.voxelToCanvas(axis, p); return window.ldm.pixel(axis, c.x, c.y); }))(%q, %s)`, axis, js)
+	px, err := chromedp.Run(ctx, chromedp.Evaluate[[][4]int](expr))
+	if err != nil {
+		tb.Fatalf("read pixels of view %s: %v", axis, err)
+	}
+	return px
+}
+
+// pixels3D reads the RGBA where each voxel's centre projects in the 3D view.
+func pixels3D(tb testing.TB, ctx context.Context, pts []voxel) [][4]int {
+	tb.Helper()
+	js, _ := json.Marshal(pts)
+	expr := fmt.Sprintf(`(pts => pts.map(p => { const c = window.ldm.project3D(p); return window.ldm.pixel("3d", c.x, c.y); }))(%s)`, js)
+	px, err := chromedp.Run(ctx, chromedp.Evaluate[[][4]int](expr))
+	if err != nil {
+		tb.Fatalf("read pixels of the 3D view: %v", err)
+	}
+	return px
+}
+
+func abs(v int) int {
+	if v < 0 {
+		return -v
+	}
+	return v
+}
+
+// grayMatches reports whether px is the gray level g, within tol.
+func grayMatches(px [4]int, g, tol int) bool {
+	return abs(px[0]-g) <= tol && abs(px[1]-g) <= tol && abs(px[2]-g) <= tol
+}
+
+// repoPath returns a path relative to the repository root (tests run in cmd/ldm).
+func repoPath(p string) string { return filepath.Join("..", "..", p) }
+
+// TestViewer_browser drives the viewer in headless Chromium against a real
+// `ldm serve --demo`: it opens the demo volume, waits for streaming to
+// finish, compares pixels of the three slice views with the phantom's
+// voxels through the window and colormap, checks the 3D view shows the
+// phantom's structures where they project, checks that a brick written
+// while the page is open appears, and saves a screenshot.
+func TestViewer_browser(t *testing.T) {
+	base := startTestServer(t, "--demo")
+	c := testClients(t, base)
+	ctx := newBrowser(t, 1280, 800)
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
+	defer cancel()
+
+	sel := `#volumes button[data-volume="demo"]`
+	if err := chromedp.Do(ctx, chromedp.EmulateViewport(1280, 800), chromedp.Navigate(base+"/"), chromedp.WaitVisible(sel), chromedp.Click(sel)); err != nil {
+		t.Fatalf("open the viewer and pick the demo volume: %v", err)
+	}
+	st := waitLoaded(t, ctx, "demo", 90*time.Second)
+	t.Logf("demo: first picture %.0f ms after opening, full resolution %.0f ms, %d bricks, %.1f MB in %.0f ms of streaming",
+		st.Stats.FirstPicture-st.Stats.OpenedAt, st.Stats.FullResolution-st.Stats.OpenedAt, st.Stats.Bricks, st.Stats.Bytes/1e6, st.Stats.StreamMs)
+	if st.Stats.FirstPicture == 0 || st.Stats.FirstPicture > st.Stats.FullResolution {
+		t.Fatalf("the coarse picture (%.0f ms) should come before full resolution (%.0f ms)", st.Stats.FirstPicture, st.Stats.FullResolution)
+	}
+	if st.Error != "" {
+		t.Fatalf("the viewer shows an error: %s", st.Error)
+	}
+
+	// A window of level 127.5, width 255 maps uint8 value v to gray v.
+	if err := chromedp.Do(ctx,
+		chromedp.Evaluate[chromedp.Void](`window.ldm.setCrosshair(false); window.ldm.setColormap("gray"); window.ldm.setWindow(127.5, 255); window.ldm.setSlices({x: 176, y: 88, z: 128})`),
+	); err != nil {
+		t.Fatal(err)
+	}
+	waitIdle(t, ctx)
+
+	t.Run("slices_match_phantom", func(t *testing.T) {
+		rng := rand.New(rand.NewPCG(1, 2))
+		planes := map[string]func(u, v int) voxel{
+			"z": func(u, v int) voxel { return voxel{u, v, 128} },
+			"y": func(u, v int) voxel { return voxel{u, 88, v} },
+			"x": func(u, v int) voxel { return voxel{176, u, v} },
+		}
+		// Points in each structure, then random points.
+		known := map[string][]voxel{
+			"z": {{128, 128, 128}, {176, 128, 128}, {128, 40, 128}, {5, 5, 128}, {80, 80, 128}},
+			"y": {{160, 88, 176}, {80, 88, 80}, {128, 88, 128}, {250, 88, 3}},
+			"x": {{176, 128, 100}, {176, 128, 220}, {176, 60, 128}, {176, 128, 45}},
+		}
+		seen := map[uint8]bool{}
+		for axis, at := range planes {
+			pts := known[axis]
+			for range 400 {
+				pts = append(pts, at(rng.IntN(volume.PhantomSize), rng.IntN(volume.PhantomSize)))
+			}
+			px := slicePixels(t, ctx, axis, pts)
+			bad := 0
+			for i, p := range pts {
+				want := volume.PhantomValue(p.X, p.Y, p.Z)
+				seen[want] = true
+				if !grayMatches(px[i], int(want), 1) {
+					bad++
+					if bad <= 5 {
+						t.Errorf("view %s voxel %v: pixel %v, want gray %d", axis, p, px[i], want)
+					}
+				}
+			}
+			if bad > 0 {
+				t.Errorf("view %s: %d of %d pixels differ from the phantom", axis, bad, len(pts))
+			}
+		}
+		for _, v := range []uint8{volume.PhantomBackground, volume.PhantomBody, volume.PhantomCore, volume.PhantomRod, volume.PhantomCube, volume.PhantomBead} {
+			if !seen[v] {
+				t.Errorf("no sampled voxel had the phantom value %d", v)
+			}
+		}
+	})
+
+	t.Run("colormap_and_window", func(t *testing.T) {
+		// A narrow window saturates: values >= level+width/2 are the top of
+		// the map, values <= level-width/2 the bottom.
+		if err := chromedp.Do(ctx, chromedp.Evaluate[chromedp.Void](`window.ldm.setWindow(100, 40)`)); err != nil {
+			t.Fatal(err)
+		}
+		waitIdle(t, ctx)
+		pts := []voxel{{128, 128, 128}, {128, 40, 128}, {5, 5, 128}}
+		px := slicePixels(t, ctx, "z", pts)
+		// core 200 -> 255, body 60 -> lo=80 -> 0, background 0 -> 0.
+		for i, want := range []int{255, 0, 0} {
+			if !grayMatches(px[i], want, 0) {
+				t.Errorf("window 100/40, voxel %v: pixel %v, want gray %d", pts[i], px[i], want)
+			}
+		}
+		if err := chromedp.Do(ctx, chromedp.Evaluate[chromedp.Void](`window.ldm.setColormap("hot"); window.ldm.setWindow(127.5, 255)`)); err != nil {
+			t.Fatal(err)
+		}
+		waitIdle(t, ctx)
+		lut, err := chromedp.Run(ctx, chromedp.Evaluate[[]int](`window.ldm.lut()`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		px = slicePixels(t, ctx, "z", []voxel{{176, 128, 128}})
+		want := lut[4*int(volume.PhantomRod) : 4*int(volume.PhantomRod)+4]
+		if px[0][0] != want[0] || px[0][1] != want[1] || px[0][2] != want[2] {
+			t.Errorf("hot colormap, rod voxel: pixel %v, want %v", px[0], want)
+		}
+		if err := chromedp.Do(ctx, chromedp.Evaluate[chromedp.Void](`window.ldm.setColormap("gray")`)); err != nil {
+			t.Fatal(err)
+		}
+		waitIdle(t, ctx)
+	})
+
+	t.Run("3d_shows_structures", func(t *testing.T) {
+		// The default camera looks along +z: each pixel is the maximum of
+		// its (x, y) column.
+		mip := func(x, y int) int {
+			m := 0
+			for z := range volume.PhantomSize {
+				m = max(m, int(volume.PhantomValue(x, y, z)))
+			}
+			return m
+		}
+		pts := []voxel{{80, 80, 128}, {128, 128, 128}, {176, 128, 128}, {160, 88, 128}, {128, 40, 128}, {10, 10, 128}, {200, 200, 128}}
+		px := pixels3D(t, ctx, pts)
+		for i, p := range pts {
+			want := mip(p.X, p.Y)
+			if !grayMatches(px[i], want, 6) {
+				t.Errorf("3D view at the projection of (%d, %d): pixel %v, want gray %d (maximum along z)", p.X, p.Y, px[i], want)
+			}
+		}
+	})
+
+	t.Run("keyboard_moves_slice", func(t *testing.T) {
+		before := state(t, ctx).Slices.Z
+		if err := chromedp.Do(ctx, chromedp.Focus(`#view-axial canvas`), chromedp.KeyEvent(kb.ArrowUp), chromedp.KeyEvent(kb.ArrowUp), chromedp.KeyEvent(kb.PageUp)); err != nil {
+			t.Fatal(err)
+		}
+		if after := state(t, ctx).Slices.Z; after != before+12 {
+			t.Fatalf("axial slice %d after Up, Up, PageUp from %d; want %d", after, before, before+12)
+		}
+		if err := chromedp.Do(ctx, chromedp.Evaluate[chromedp.Void](`window.ldm.setSlices({x: 176, y: 88, z: 128})`)); err != nil {
+			t.Fatal(err)
+		}
+		waitIdle(t, ctx)
+	})
+
+	t.Run("live_write_appears", func(t *testing.T) {
+		// Brick (1, 1, 2) at LOD 0 covers x, y in [64, 128) and z in
+		// [128, 192): the axial slice z=128 cuts it.
+		const fill = 77
+		b := bytes.Repeat([]byte{fill}, volume.PhantomBrick*volume.PhantomBrick*volume.PhantomBrick)
+		_, err := c.tiles.WriteTile(ctx, connect.NewRequest(&ldmv1.WriteTileRequest{Volume: "demo", Tile: &ldmv1.Tile{Value: b, Key: &ldmv1.BrickKey{Lod: 0, X: 1, Y: 1, Z: 2}}}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		expr := `(() => { const c = window.ldm.voxelToCanvas("z", {x: 100, y: 100, z: 128}); const p = window.ldm.pixel("z", c.x, c.y); return p[0] === 77 && p[1] === 77 && p[2] === 77; })()`
+		if _, err := chromedp.Run(ctx, chromedp.Poll[bool](expr, chromedp.WithPollingTimeout(20*time.Second))); err != nil {
+			t.Fatalf("the written brick did not appear in the axial view: %v (state %+v)", err, state(t, ctx))
+		}
+		waitIdle(t, ctx)
+		px := slicePixels(t, ctx, "z", []voxel{{100, 100, 128}, {127, 127, 128}, {130, 100, 128}, {100, 60, 128}})
+		for i, want := range []int{fill, fill, int(volume.PhantomValue(130, 100, 128)), int(volume.PhantomValue(100, 60, 128))} {
+			if !grayMatches(px[i], want, 1) {
+				t.Errorf("after the live write, pixel %d = %v, want gray %d", i, px[i], want)
+			}
+		}
+		if n := state(t, ctx).Stats.LiveTiles; n < 1 {
+			t.Errorf("live tiles %d, want 1 or more", n)
+		}
+	})
+
+	t.Run("screenshot", func(t *testing.T) {
+		if err := chromedp.Do(ctx, chromedp.Evaluate[chromedp.Void](`window.ldm.setCrosshair(true); window.ldm.setSlices({x: 160, y: 88, z: 100}); window.ldm.rotate3D(0.6, -0.45)`)); err != nil {
+			t.Fatal(err)
+		}
+		waitIdle(t, ctx)
+		png, err := chromedp.Run(ctx, chromedp.CaptureScreenshot())
+		if err != nil {
+			t.Fatal(err)
+		}
+		saveArtifact(t, "viewer.png", png)
+		if os.Getenv("LDM_UPDATE_DOCS") == "1" {
+			if err := os.WriteFile(repoPath("docs/viewer.png"), png, 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
+
+	t.Run("phone_viewport", func(t *testing.T) {
+		if err := chromedp.Do(ctx, chromedp.EmulateViewport(390, 844, chromedp.EmulateMobile)); err != nil {
+			t.Fatal(err)
+		}
+		waitIdle(t, ctx)
+		over, err := chromedp.Run(ctx, chromedp.Evaluate[int](`document.documentElement.scrollWidth - window.innerWidth`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if over > 0 {
+			t.Errorf("at 390 px wide the page scrolls sideways by %d px", over)
+		}
+		png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+		if err != nil {
+			t.Fatal(err)
+		}
+		saveArtifact(t, "viewer-phone.png", png)
+		if err := chromedp.Do(ctx, chromedp.EmulateViewport(1280, 800)); err != nil {
+			t.Fatal(err)
+		}
+	})
+
+	t.Run("deleted_volume_is_reported", func(t *testing.T) {
+		if _, err := c.volumes.DeleteVolume(ctx, connect.NewRequest(&ldmv1.DeleteVolumeRequest{Name: "demo"})); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := chromedp.Run(ctx, chromedp.Poll[bool](`window.ldm.state().error.includes("deleted")`, chromedp.WithPollingTimeout(20*time.Second))); err != nil {
+			t.Fatalf("no message about the deleted volume: %v (state %+v)", err, state(t, ctx))
+		}
+	})
+}
+
+// TestViewer_serverDown checks the message the viewer shows when the server
+// that served it stops answering.
+func TestViewer_serverDown(t *testing.T) {
+	srv := httptest.NewServer(web.Handler())
+	ctx := newBrowser(t, 1280, 800)
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	if err := chromedp.Do(ctx, chromedp.Navigate(srv.URL+"/"), chromedp.WaitVisible(`#refresh`)); err != nil {
+		t.Fatal(err)
+	}
+	srv.Close()
+	if err := chromedp.Do(ctx, chromedp.Click(`#refresh`)); err != nil {
+		t.Fatal(err)
+	}
+	msg, err := chromedp.Run(ctx, chromedp.Poll[string](`(() => { const e = window.ldm.state().error; return e.includes("not reachable") ? e : ""; })()`, chromedp.WithPollingTimeout(20*time.Second)))
+	if err != nil {
+		t.Fatalf("no 'not reachable' message: %v (state %+v)", err, state(t, ctx))
+	}
+	if !strings.Contains(msg, "ldm serve") {
+		t.Errorf("message %q does not say what to do", msg)
+	}
+}
+
+// saveArtifact writes a file to test-artifacts/ at the repository root,
+// which CI keeps.
+func saveArtifact(tb testing.TB, name string, b []byte) {
+	tb.Helper()
+	dir := repoPath("test-artifacts")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		tb.Fatal(err)
+	}
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, b, 0o644); err != nil {
+		tb.Fatal(err)
+	}
+	tb.Logf("saved %s", p)
+}
