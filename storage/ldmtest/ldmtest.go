@@ -47,6 +47,7 @@ func RunConformance(t *testing.T, newLDM NewFunc) {
 		{"close", testClose},
 		{"ownership", testOwnership},
 		{"concurrent", testConcurrent},
+		{"iterate", testIterate},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -494,5 +495,47 @@ func testConcurrent(t *testing.T, l storage.LDM) {
 				t.Fatalf("Read(%d) = index %d, %v; want %d", off, tile.Index, err, w*1000+i)
 			}
 		}
+	}
+}
+
+func testIterate(t *testing.T, l storage.LDM) {
+	mustCreate(t, l, "v")
+	for i := range 5 {
+		mustAppend(t, l, "v", storage.Tile{Value: Value(uint64(i), 10)})
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var got []uint64
+	if err := storage.Iterate(ctx, l, "v", 2, false, func(tile storage.Tile) error {
+		got = append(got, tile.Offset)
+		return nil
+	}); err != nil || fmt.Sprint(got) != "[2 3 4]" {
+		t.Fatalf("Iterate from 2 = %v, %v", got, err)
+	}
+	// Following: a writer adds three tiles; the follower stops after the
+	// eighth tile.
+	stop := errors.New("enough")
+	done := make(chan error, 1)
+	seen := make(chan uint64, 16)
+	go func() {
+		done <- storage.Iterate(ctx, l, "v", 4, true, func(tile storage.Tile) error {
+			seen <- tile.Offset
+			if tile.Offset == 7 {
+				return stop
+			}
+			return nil
+		})
+	}()
+	if off := <-seen; off != 4 {
+		t.Fatalf("follow started at %d", off)
+	}
+	for i := 5; i < 8; i++ {
+		mustAppend(t, l, "v", storage.Tile{Value: Value(uint64(i), 10)})
+		if off := <-seen; off != uint64(i) {
+			t.Fatalf("follow saw %d, want %d", off, i)
+		}
+	}
+	if err := <-done; !errors.Is(err, stop) {
+		t.Fatalf("follow returned %v", err)
 	}
 }

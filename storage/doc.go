@@ -1,0 +1,46 @@
+// Package storage is go-ldm's tile store: volumes, each an append-only log
+// of tiles, kept in blocks of a data file and a memory-mapped index file.
+//
+// Two implementations sit behind the LDM interface: Store (Open), the
+// durable file store, and Memory (NewMemory), for tests and demos. One
+// conformance suite, storage/ldmtest, runs against both.
+//
+// # Model
+//
+// A volume is named (NamePattern) and described by VolumeMeta. Appending
+// assigns offsets 0, 1, 2, ...; a tile at an offset never changes. A tile
+// may carry a brick key; the brick index maps each key to the offset of its
+// latest tile. Each tile also carries a replication index (Tile.Index) that
+// a replicated caller sets, so the last applied index can be recovered from
+// the data (Store.AppliedIndex).
+//
+// # Invariants of the file store
+//
+//   - A tile is visible to readers only after it is durable under the sync
+//     policy, and it is visible whole or not at all.
+//   - An index entry reaches the disk only after the record it points to
+//     (data fdatasync, then index write and fdatasync), so after a crash
+//     the index is a prefix of valid data; Open cuts anything beyond it.
+//   - A block's index entries are durable before any entry of the next
+//     block is written, so only the last block can have a torn tail.
+//   - Every file starts with magic, version and a checksum; every record
+//     and index entry has its own checksum. Bytes whose checksum fails are
+//     never returned: reads fail with ErrCorrupt.
+//   - Nothing depends on Close: files are never pre-grown, and new files
+//     and directories are written as tmp, fsync, rename, fsync directory.
+//
+// # Concurrency
+//
+// Every method is safe for concurrent use. Read takes no lock: it loads an
+// immutable view of the volume's committed blocks from an atomic pointer,
+// decodes the index entry from the mapping and preads the value into one
+// new buffer. Appends to a volume are serialized by a writer mutex and made
+// durable by group commit: one appender fsyncs for everyone waiting. Wait
+// sleeps on a channel that the next commit closes. Deleting or closing a
+// volume waits for appends, and the files stay open until the last reader
+// in flight finishes.
+//
+// The on-disk format, the recovery procedure and the snapshot stream are
+// described byte by byte in format.go, recover.go and snapshot.go, and
+// explained in DESIGN.md.
+package storage
