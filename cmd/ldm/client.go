@@ -22,6 +22,7 @@ import (
 type clientFlags struct {
 	server   string
 	protocol string
+	fs       *pflag.FlagSet
 }
 
 // clientSetup is what a client hook configures before the connection is
@@ -35,6 +36,9 @@ type clientSetup struct {
 	// --protocol is already in. Hooks may add interceptors (for example
 	// one that sets an Authorization header).
 	Options []connect.ClientOption
+	// FlagSet holds the flags of this client command. Hooks whose Flags
+	// bind per-command state find it by this key.
+	FlagSet *pflag.FlagSet
 }
 
 // clientHook extends the client subcommands. Any field may be nil.
@@ -54,6 +58,7 @@ func registerClientHook(h *clientHook) { clientHooks = append(clientHooks, h) }
 // register adds the client flags to fs (the persistent flags of a command
 // group, so every subcommand has them).
 func (f *clientFlags) register(fs *pflag.FlagSet) {
+	f.fs = fs
 	fs.StringVar(&f.server, "server", "http://127.0.0.1:8080", "URL of the ldm server (http:// or https://)")
 	fs.StringVar(&f.protocol, "protocol", "connect", "RPC protocol: connect, grpc or grpcweb")
 	for _, h := range clientHooks {
@@ -81,7 +86,7 @@ func (f *clientFlags) connect(ctx context.Context) (*clients, error) {
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return nil, usageError{fmt.Errorf("--server %q: want a URL such as http://127.0.0.1:8080", f.server)}
 	}
-	setup := &clientSetup{BaseURL: strings.TrimSuffix(f.server, "/")}
+	setup := &clientSetup{BaseURL: strings.TrimSuffix(f.server, "/"), FlagSet: f.fs}
 	switch f.protocol {
 	case "connect":
 	case "grpc":

@@ -35,6 +35,7 @@ type serveFlags struct {
 	compress     bool
 	corsOrigins  []string
 	log          logFlags
+	flagSet      *pflag.FlagSet
 }
 
 // serveEnv is what `ldm serve` builds, step by step, and what serve hooks
@@ -64,6 +65,10 @@ type serveEnv struct {
 	Service       *service.Server
 	Mux           *http.ServeMux
 	Root          http.Handler
+	// FlagSet holds the flags of this `ldm serve` command. Hooks whose
+	// Flags bind per-command state find it by this key (several commands
+	// may run in one process, as in tests).
+	FlagSet *pflag.FlagSet
 	// Middleware wraps the whole handler (Mux) of the server, the first
 	// element innermost. The TLS hook adds the one that puts the verified
 	// client certificate into the request context.
@@ -123,6 +128,7 @@ store is closed.`,
 		},
 	}
 	fs := cmd.Flags()
+	f.flagSet = fs
 	fs.StringVar(&f.addr, "addr", "127.0.0.1:8080", "address to listen on (host:port)")
 	fs.StringVar(&f.data, "data", "./ldm-data", "directory of the tile store")
 	fs.IntVar(&f.maxTileBytes, "max-tile-bytes", storage.DefaultMaxTileBytes, "largest tile accepted, in bytes (larger requests fail with ResourceExhausted)")
@@ -152,7 +158,7 @@ func serve(ctx context.Context, f *serveFlags, logOut io.Writer) error {
 	if err != nil {
 		return err
 	}
-	env := &serveEnv{Logger: logger, Flags: f, Store: store, Tiles: store, Mux: http.NewServeMux(), Root: placeholderHandler()}
+	env := &serveEnv{Logger: logger, Flags: f, Store: store, Tiles: store, Mux: http.NewServeMux(), Root: placeholderHandler(), FlagSet: f.flagSet}
 	err = serveEnvRun(ctx, env)
 	if cerr := store.Close(); cerr != nil && !errors.Is(cerr, storage.ErrClosed) {
 		err = errors.Join(err, fmt.Errorf("close store: %w", cerr))

@@ -117,7 +117,10 @@ func (x *authzInterceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
 }
 
 // listVolumes lets ListVolumes through and removes from its answer every
-// volume the caller may not read.
+// volume the caller may not read. An anonymous caller who may read none of
+// the volumes that exist gets Unauthenticated rather than an empty list, so
+// a client learns that it needs credentials (this tells it that volumes
+// exist, nothing more).
 func (x *authzInterceptor) listVolumes(ctx context.Context, c caller, proc string, req connect.AnyRequest, next connect.UnaryFunc) (connect.AnyResponse, error) {
 	resp, err := next(ctx, req)
 	if err != nil {
@@ -136,6 +139,12 @@ func (x *authzInterceptor) listVolumes(ctx context.Context, c caller, proc strin
 		if d.Allowed {
 			kept = append(kept, v)
 		}
+	}
+	if len(kept) == 0 && len(lr.Volumes) > 0 && c.id.Anonymous() {
+		// There are volumes, but none for a caller without credentials:
+		// credentials are what is missing.
+		x.a.log.Info("permission denied", logSubject, c.id.Subject, logMethod, c.id.Method, logProcedure, proc, logObject, "volumes/*", logAction, ActionRead)
+		return nil, denial(c.id, "volumes", ActionRead)
 	}
 	clear(lr.Volumes[len(kept):])
 	lr.Volumes = kept

@@ -177,7 +177,6 @@ func TestAuth_ListVolumesFiltered(t *testing.T) {
 	}{
 		{cred{name: "ct", cert: &ctReader}, "ct-1,ct-2"},
 		{cred{name: "reader", creds: Credentials{Token: ts.tokens["reader"]}}, "ct-1,ct-2,mri-1,vol"},
-		{cred{name: "anonymous"}, ""},
 	} {
 		c := ts.client(t, "connect", tt.c)
 		resp, err := c.volumes.ListVolumes(context.Background(), connect.NewRequest(&ldmv1.ListVolumesRequest{}))
@@ -191,6 +190,24 @@ func TestAuth_ListVolumesFiltered(t *testing.T) {
 		if got := strings.Join(names, ","); got != tt.want {
 			t.Errorf("%s sees %q, want %q", tt.c.name, got, tt.want)
 		}
+	}
+	// Without credentials nothing is readable here: the answer says that
+	// credentials are needed rather than listing nothing.
+	c := ts.client(t, "connect", cred{name: "anonymous"})
+	_, err := c.volumes.ListVolumes(context.Background(), connect.NewRequest(&ldmv1.ListVolumesRequest{}))
+	if connect.CodeOf(err) != connect.CodeUnauthenticated {
+		t.Fatalf("anonymous ListVolumes: %v, want Unauthenticated", err)
+	}
+	// With a policy that lets anonymous read one volume, it sees just that.
+	if err := WriteFileAtomic(ts.policyFile, []byte("p, anonymous, volumes/mri-*, read\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := ts.auth.Authorizer().Reload(); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := c.volumes.ListVolumes(context.Background(), connect.NewRequest(&ldmv1.ListVolumesRequest{}))
+	if err != nil || len(resp.Msg.GetVolumes()) != 1 || resp.Msg.GetVolumes()[0].GetName() != "mri-1" {
+		t.Fatalf("anonymous ListVolumes with a public volume: %v, %v", resp, err)
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -60,7 +61,7 @@ func writePEM(tb testing.TB, path, typ string, der []byte) {
 	}
 }
 
-var serial int64 = 100
+var serial atomic.Int64
 
 func (p *testPKI) issue(tb testing.TB, tmpl *x509.Certificate) tls.Certificate {
 	tb.Helper()
@@ -68,8 +69,7 @@ func (p *testPKI) issue(tb testing.TB, tmpl *x509.Certificate) tls.Certificate {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	serial++
-	tmpl.SerialNumber = big.NewInt(serial)
+	tmpl.SerialNumber = big.NewInt(100 + serial.Add(1))
 	if tmpl.NotBefore.IsZero() {
 		tmpl.NotBefore = time.Now().Add(-time.Hour)
 		tmpl.NotAfter = time.Now().Add(time.Hour)

@@ -1,0 +1,85 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"os"
+	"strings"
+	"sync"
+
+	"connectrpc.com/connect"
+	"github.com/spf13/pflag"
+
+	"github.com/xcheng85/go-ldm/service/auth"
+)
+
+// clientSecurityFlags are the TLS and credential flags of every client
+// subcommand.
+type clientSecurityFlags struct {
+	cacert, cert, key string
+	certKey           string
+	token             string
+	user              string
+}
+
+// clientSecurity maps the flag set of each client command to its
+// clientSecurityFlags.
+var clientSecurity sync.Map // *pflag.FlagSet -> *clientSecurityFlags
+
+func init() {
+	registerClientHook(&clientHook{
+		Name: "security",
+		Flags: func(fs *pflag.FlagSet) {
+			f := &clientSecurityFlags{}
+			f.register(fs)
+			clientSecurity.Store(fs, f)
+		},
+		Configure: func(ctx context.Context, c *clientSetup) error {
+			f, ok := clientSecurity.Load(c.FlagSet)
+			if !ok {
+				return errors.New("the security flags are not registered on this command")
+			}
+			return f.(*clientSecurityFlags).configure(ctx, c)
+		},
+	})
+}
+
+func (f *clientSecurityFlags) register(fs *pflag.FlagSet) {
+	fs.StringVar(&f.cacert, "cacert", "", "PEM CA bundle that verifies the server (default: the system roots)")
+	fs.StringVar(&f.cert, "cert", "", "PEM client certificate for mutual TLS")
+	fs.StringVar(&f.key, "key", "", "PEM key of --cert")
+	fs.StringVar(&f.certKey, "cert-key", "", "same as --key (for commands where --key means something else, such as `ldm tile write`)")
+	fs.StringVar(&f.token, "token", "", "bearer token (also LDM_TOKEN)")
+	fs.StringVar(&f.user, "user", "", "Basic user name; the password comes from LDM_PASSWORD")
+}
+
+func (f *clientSecurityFlags) configure(_ context.Context, c *clientSetup) error {
+	if f.certKey != "" {
+		if f.key != "" && f.key != f.certKey {
+			return usageError{errors.New("--key and --cert-key differ")}
+		}
+		f.key = f.certKey
+	}
+	https := strings.HasPrefix(c.BaseURL, "https://")
+	if !https && (f.cacert != "" || f.cert != "" || f.key != "") {
+		return usageError{errors.New("--cacert, --cert and --key need an https:// --server")}
+	}
+	if https {
+		cfg, err := auth.ClientTLS{CAFile: f.cacert, CertFile: f.cert, KeyFile: f.key}.Config()
+		if err != nil {
+			return usageError{err}
+		}
+		c.TLSConfig = cfg
+	}
+	if f.token != "" && f.user != "" {
+		return usageError{errors.New("give --token or --user, not both")}
+	}
+	creds := auth.Credentials{Token: f.token}
+	if f.user != "" {
+		creds.Username, creds.Password = f.user, os.Getenv("LDM_PASSWORD")
+	}
+	if creds != (auth.Credentials{}) {
+		c.Options = append(c.Options, connect.WithInterceptors(creds.Interceptor()))
+	}
+	return nil
+}
