@@ -169,9 +169,34 @@ func BenchmarkRead(b *testing.B) {
 	b.ReportMetric(float64(n)/time.Since(start).Seconds(), "tiles/s")
 }
 
+// BenchmarkReadInto is BenchmarkRead with a reused buffer (no allocation).
+func BenchmarkReadInto(b *testing.B) {
+	const size, count = 256 << 10, 256
+	s := readVolume(b, count, size)
+	rng := rand.New(rand.NewPCG(1, 2))
+	buf := make([]byte, size)
+	b.SetBytes(size)
+	b.ReportAllocs()
+	start := time.Now()
+	n := 0
+	for b.Loop() {
+		if _, err := s.ReadInto("v", uint64(rng.IntN(count)), buf); err != nil {
+			b.Fatal(err)
+		}
+		n++
+	}
+	b.ReportMetric(float64(n)/time.Since(start).Seconds(), "tiles/s")
+}
+
 // BenchmarkReadScaling compares one reader with two on the same volume and
-// reports the speedup (two readers' throughput over one reader's).
+// reports the speedup (two readers' throughput over one reader's), with
+// Read (a new buffer per tile) and ReadInto (a buffer per reader).
 func BenchmarkReadScaling(b *testing.B) {
+	b.Run("Read", func(b *testing.B) { benchReadScaling(b, false) })
+	b.Run("ReadInto", func(b *testing.B) { benchReadScaling(b, true) })
+}
+
+func benchReadScaling(b *testing.B, into bool) {
 	const size, count, perRound = 256 << 10, 256, 400
 	s := readVolume(b, count, size)
 	run := func(readers int) time.Duration {
@@ -182,8 +207,12 @@ func BenchmarkReadScaling(b *testing.B) {
 			go func() {
 				defer wg.Done()
 				rng := rand.New(rand.NewPCG(uint64(r), 9))
+				var buf []byte
+				if into {
+					buf = make([]byte, size)
+				}
 				for range perRound / readers {
-					if _, err := s.Read("v", uint64(rng.IntN(count))); err != nil {
+					if _, err := s.ReadInto("v", uint64(rng.IntN(count)), buf); err != nil {
 						b.Error(err)
 						return
 					}

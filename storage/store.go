@@ -428,7 +428,20 @@ func (s *Store) Read(name string, offset uint64) (Tile, error) {
 		return Tile{}, err
 	}
 	defer v.release()
-	return v.read(v.state.Load(), offset)
+	return v.read(v.state.Load(), offset, nil)
+}
+
+// ReadInto is Read with a caller-supplied buffer: the value is read into
+// buf[:n] when cap(buf) is at least the tile's length n (no allocation),
+// and into a new buffer otherwise. The returned Value aliases buf in the
+// first case, so buf must not be reused while the tile is in use.
+func (s *Store) ReadInto(name string, offset uint64, buf []byte) (Tile, error) {
+	v, err := s.acquire(name)
+	if err != nil {
+		return Tile{}, err
+	}
+	defer v.release()
+	return v.read(v.state.Load(), offset, buf)
 }
 
 // Brick implements LDM.
@@ -444,7 +457,7 @@ func (s *Store) Brick(name string, key BrickKey) (Tile, error) {
 	if !ok {
 		return Tile{}, fmt.Errorf("volume %q brick %+v: %w", name, key, ErrNotFound)
 	}
-	return v.read(v.state.Load(), off)
+	return v.read(v.state.Load(), off, nil)
 }
 
 // Bricks implements LDM.

@@ -168,3 +168,29 @@ func TestStore_AppliedIndex(t *testing.T) {
 		t.Fatalf("SetAppliedIndex after Close = %v", err)
 	}
 }
+
+func TestStore_ReadInto(t *testing.T) {
+	s := openStore(t, t.TempDir(), storage.Config{})
+	create(t, s, "v")
+	appendTiles(t, s, "v", storage.Tile{Value: ldmtest.Value(1, 1000)}, storage.Tile{Value: ldmtest.Value(2, 10)})
+	buf := make([]byte, 0, 100)
+	got, err := s.ReadInto("v", 1, buf)
+	if err != nil || string(got.Value) != string(ldmtest.Value(2, 10)) || &got.Value[0] != &buf[:1][0] {
+		t.Fatalf("ReadInto with a large enough buffer: %v, aliases buf: %v", err, err == nil && &got.Value[0] == &buf[:1][0])
+	}
+	got, err = s.ReadInto("v", 0, buf)
+	if err != nil || string(got.Value) != string(ldmtest.Value(1, 1000)) {
+		t.Fatalf("ReadInto with a small buffer: %v", err)
+	}
+	if _, err := s.ReadInto("v", 2, buf); !errors.Is(err, storage.ErrOutOfRange) {
+		t.Fatalf("ReadInto past the end: %v", err)
+	}
+	reuse := make([]byte, 1000)
+	if n := testing.AllocsPerRun(100, func() {
+		if _, err := s.ReadInto("v", 0, reuse); err != nil {
+			t.Fatal(err)
+		}
+	}); n != 0 {
+		t.Fatalf("ReadInto with a reused buffer allocates %.1f times per read", n)
+	}
+}

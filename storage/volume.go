@@ -3,6 +3,7 @@ package storage
 import (
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -303,6 +304,9 @@ func pwritev(f *os.File, bufs [][]byte, off int64) error {
 			}
 			return fmt.Errorf("storage: write %s: %w", f.Name(), werr)
 		}
+		if n == 0 {
+			return fmt.Errorf("storage: write %s: %w", f.Name(), io.ErrShortWrite)
+		}
 		off += int64(n)
 		for n > 0 && len(bufs) > 0 {
 			if n >= len(bufs[0]) {
@@ -496,8 +500,10 @@ func fdatasync(f *os.File) error {
 	return nil
 }
 
-// read returns the tile at offset from st. The caller holds a reference.
-func (v *volume) read(st *volState, offset uint64) (Tile, error) {
+// read returns the tile at offset from st, reading the value into buf when
+// it is large enough and into a new buffer otherwise. The caller holds a
+// reference.
+func (v *volume) read(st *volState, offset uint64, buf []byte) (Tile, error) {
 	if offset >= st.next {
 		return Tile{}, fmt.Errorf("volume %q offset %d (next offset %d): %w", v.name, offset, st.next, ErrOutOfRange)
 	}
@@ -516,7 +522,11 @@ func (v *volume) read(st *volState, offset uint64) (Tile, error) {
 	if err != nil {
 		return Tile{}, fmt.Errorf("volume %q offset %d: %w", v.name, offset, err)
 	}
-	buf := make([]byte, e.Length)
+	if uint64(cap(buf)) >= uint64(e.Length) {
+		buf = buf[:e.Length]
+	} else {
+		buf = make([]byte, e.Length)
+	}
 	if _, err := b.data.ReadAt(buf, e.Pos+recordHeaderLen); err != nil {
 		return Tile{}, fmt.Errorf("volume %q offset %d: read: %v: %w", v.name, offset, err, ErrCorrupt)
 	}
