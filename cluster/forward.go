@@ -1,0 +1,284 @@
+package cluster
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/xcheng85/go-ldm/storage"
+)
+
+// HandlerPrefix is the path prefix of every cluster endpoint; cmd/ldm
+// mounts Node.Handler there.
+const HandlerPrefix = "/_ldm/"
+
+// Internal endpoints between nodes. Each answers 200 with a JSON reply
+// whose Error field carries a failure, so storage sentinels survive the hop.
+const (
+	pathApply     = "/_ldm/cluster/apply"     // POST: body is an encoded command
+	pathReadIndex = "/_ldm/cluster/readindex" // POST: reply.Index
+	pathRemove    = "/_ldm/cluster/remove"    // POST: body {"id":...}
+	pathTransfer  = "/_ldm/cluster/transfer"  // POST: body {"id":...}; reply.LeaderID
+)
+
+// maxCommandBytes bounds a forwarded command (a tile plus framing).
+const maxCommandBytes = storage.DefaultMaxTileBytes + 1<<20
+
+type wireError struct {
+	Kind    string `json:"kind"`
+	Message string `json:"message"`
+}
+
+type reply struct {
+	First    uint64              `json:"first,omitempty"`
+	Info     *storage.VolumeInfo `json:"info,omitempty"`
+	Index    uint64              `json:"index,omitempty"`
+	LeaderID string              `json:"leader_id,omitempty"`
+	Error    *wireError          `json:"error,omitempty"`
+}
+
+type idRequest struct {
+	ID string `json:"id"`
+}
+
+var errorKinds = []struct {
+	kind string
+	err  error
+}{
+	{"not_found", storage.ErrNotFound},
+	{"exists", storage.ErrExists},
+	{"invalid_name", storage.ErrInvalidName},
+	{"invalid_argument", storage.ErrInvalidArgument},
+	{"out_of_range", storage.ErrOutOfRange},
+	{"too_large", storage.ErrTooLarge},
+	{"corrupt", storage.ErrCorrupt},
+	{"closed", storage.ErrClosed},
+	{"not_leader", storage.ErrNotLeader},
+	{"unknown_command", ErrUnknownCommand},
+}
+
+func toWire(err error) *wireError {
+	if err == nil {
+		return nil
+	}
+	for _, k := range errorKinds {
+		if errors.Is(err, k.err) {
+			return &wireError{Kind: k.kind, Message: err.Error()}
+		}
+	}
+	return &wireError{Kind: "internal", Message: err.Error()}
+}
+
+// remoteError is an error that came back from the leader. It unwraps to the
+// storage sentinel of its kind.
+type remoteError struct {
+	msg      string
+	sentinel error
+}
+
+func (e *remoteError) Error() string { return "leader: " + e.msg }
+func (e *remoteError) Unwrap() error { return e.sentinel }
+
+func (n *Node) fromWire(w *wireError) error {
+	if w == nil {
+		return nil
+	}
+	if w.Kind == "not_leader" {
+		// The node we asked no longer leads: report what we know now.
+		return n.notLeader(nil)
+	}
+	for _, k := range errorKinds {
+		if k.kind == w.Kind {
+			return &remoteError{msg: w.Message, sentinel: k.err}
+		}
+	}
+	return &remoteError{msg: w.Message}
+}
+
+func newHTTPClient(tlsConfig *tls.Config, dial DialFunc) *http.Client {
+	if dial == nil {
+		dial = (&net.Dialer{Timeout: 10 * time.Second}).DialContext
+	}
+	t := &http.Transport{
+		DialContext:         dial,
+		TLSClientConfig:     tlsConfig,
+		ForceAttemptHTTP2:   tlsConfig != nil,
+		MaxIdleConnsPerHost: 64,
+		IdleConnTimeout:     90 * time.Second,
+	}
+	return &http.Client{Transport: t}
+}
+
+func (n *Node) scheme() string {
+	if n.cfg.TLS != nil {
+		return "https://"
+	}
+	return "http://"
+}
+
+// call POSTs body to path on addr and decodes the reply. Transport failures
+// wrap storage.ErrNotLeader: the leader is unreachable from here.
+func (n *Node) call(ctx context.Context, addr, path string, body []byte) (*reply, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, n.scheme()+addr+path, bytes.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Content-Type", "application/octet-stream")
+	resp, err := n.http.Do(req)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, fmt.Errorf("%w: forward to %s: %v", &storage.NotLeaderError{LeaderAddr: addr}, addr, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		return nil, fmt.Errorf("forward to %s: %s: %s", addr, resp.Status, bytes.TrimSpace(msg))
+	}
+	var r reply
+	if err := json.NewDecoder(resp.Body).Decode(&r); err != nil {
+		return nil, fmt.Errorf("forward to %s: decode reply: %w", addr, err)
+	}
+	return &r, nil
+}
+
+func (n *Node) forwardApply(ctx context.Context, addr string, cmd []byte) (*applyResult, error) {
+	r, err := n.call(ctx, addr, pathApply, cmd)
+	if err != nil {
+		return nil, err
+	}
+	if r.Error != nil && r.Error.Kind == "not_leader" {
+		return nil, n.fromWire(r.Error)
+	}
+	res := &applyResult{first: r.First, err: n.fromWire(r.Error)}
+	if r.Info != nil {
+		res.info = *r.Info
+	}
+	return res, nil
+}
+
+func (n *Node) forwardReadIndex(ctx context.Context, addr string) (uint64, error) {
+	r, err := n.call(ctx, addr, pathReadIndex, nil)
+	if err != nil {
+		return 0, err
+	}
+	if err := n.fromWire(r.Error); err != nil {
+		return 0, err
+	}
+	return r.Index, nil
+}
+
+func writeReply(w http.ResponseWriter, r *reply) {
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(r)
+}
+
+// checkPeer rejects requests that are not POSTs from an authorized peer.
+func (n *Node) checkPeer(w http.ResponseWriter, r *http.Request) bool {
+	if r.Method != http.MethodPost {
+		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+		return false
+	}
+	if err := n.cfg.Authorize(r); err != nil {
+		http.Error(w, err.Error(), http.StatusForbidden)
+		return false
+	}
+	return true
+}
+
+// handleApply applies a command forwarded by a follower. It never forwards
+// again: a node that does not lead answers not_leader.
+func (n *Node) handleApply(w http.ResponseWriter, r *http.Request) {
+	if !n.checkPeer(w, r) {
+		return
+	}
+	cmd, err := io.ReadAll(io.LimitReader(r.Body, maxCommandBytes+1))
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	if len(cmd) > maxCommandBytes {
+		writeReply(w, &reply{Error: toWire(fmt.Errorf("forwarded command of %d bytes: %w", len(cmd), storage.ErrTooLarge))})
+		return
+	}
+	if _, err := decodeCommand(cmd); err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	res, err := n.applyLocal(r.Context(), cmd)
+	if err != nil {
+		if errors.Is(err, raft.ErrNotLeader) {
+			err = n.notLeader(nil)
+		}
+		writeReply(w, &reply{Error: toWire(err)})
+		return
+	}
+	out := &reply{First: res.first, Error: toWire(res.err)}
+	if res.info.Name != "" {
+		info := res.info
+		out.Info = &info
+	}
+	writeReply(w, out)
+}
+
+func (n *Node) handleReadIndex(w http.ResponseWriter, r *http.Request) {
+	if !n.checkPeer(w, r) {
+		return
+	}
+	if !n.IsLeader() {
+		writeReply(w, &reply{Error: toWire(n.notLeader(nil))})
+		return
+	}
+	idx, err := n.leaderReadIndex(r.Context())
+	writeReply(w, &reply{Index: idx, Error: toWire(err)})
+}
+
+func readID(w http.ResponseWriter, r *http.Request) (string, bool) {
+	var req idRequest
+	if err := json.NewDecoder(io.LimitReader(r.Body, 1<<16)).Decode(&req); err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return "", false
+	}
+	return req.ID, true
+}
+
+func (n *Node) handleRemove(w http.ResponseWriter, r *http.Request) {
+	if !n.checkPeer(w, r) {
+		return
+	}
+	id, ok := readID(w, r)
+	if !ok {
+		return
+	}
+	if !n.IsLeader() {
+		writeReply(w, &reply{Error: toWire(n.notLeader(nil))})
+		return
+	}
+	writeReply(w, &reply{Error: toWire(n.removeLocal(r.Context(), id))})
+}
+
+func (n *Node) handleTransfer(w http.ResponseWriter, r *http.Request) {
+	if !n.checkPeer(w, r) {
+		return
+	}
+	id, ok := readID(w, r)
+	if !ok {
+		return
+	}
+	if !n.IsLeader() {
+		writeReply(w, &reply{Error: toWire(n.notLeader(nil))})
+		return
+	}
+	leader, err := n.transferLocal(r.Context(), id)
+	writeReply(w, &reply{LeaderID: leader, Error: toWire(err)})
+}

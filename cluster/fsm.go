@@ -1,0 +1,336 @@
+package cluster
+
+// Snapshot stream layout (what FSM.Snapshot persists and FSM.Restore reads):
+//
+//	offset  width  field
+//	0       8      magic "LDMSNAP\x00"
+//	8       4      version (snapVersion), little-endian
+//	12      8      last applied Raft index of a command, little-endian
+//	20      4      CRC-32C of bytes 0..19, little-endian
+//	24      ...    the store's own snapshot stream (Store.Capture)
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/xcheng85/go-ldm/storage"
+)
+
+// Store is what the FSM needs from the tile store: the LDM interface plus
+// the last applied Raft index kept with the data, and point-in-time
+// snapshots. FileStore adapts *storage.Store; MemoryStore is an in-memory
+// implementation for tests and demos.
+type Store interface {
+	storage.LDM
+	// AppliedIndex returns the Raft index of the last command whose effect
+	// the store holds durably (0 for an empty store).
+	AppliedIndex() uint64
+	// SetAppliedIndex records idx durably for commands that leave no
+	// indexed data behind (a volume deletion).
+	SetAppliedIndex(idx uint64) error
+	// Capture takes a point-in-time snapshot. It is called on the FSM
+	// goroutine, so no append runs concurrently; it must be quick and must
+	// not copy the store into memory.
+	Capture() (StoreSnapshot, error)
+	// Restore replaces the whole content of the store with a stream that
+	// StoreSnapshot.WriteTo wrote.
+	Restore(r io.Reader) error
+}
+
+// StoreSnapshot is a captured store state. WriteTo may run concurrently
+// with appends; Release frees what the capture pinned.
+type StoreSnapshot interface {
+	WriteTo(w io.Writer) (int64, error)
+	Release()
+}
+
+const (
+	snapMagic      = "LDMSNAP\x00"
+	snapVersion    = 1
+	snapHeaderSize = 24
+)
+
+// ErrBadSnapshot: a snapshot stream does not start with a valid header.
+var ErrBadSnapshot = errors.New("bad snapshot")
+
+// fsm applies committed commands to the store. Raft calls Apply,
+// ApplyBatch, Snapshot and Restore from one goroutine; applied and changed
+// are also read by other goroutines under mu.
+type fsm struct {
+	store Store
+	log   *slog.Logger
+
+	mu      sync.Mutex
+	applied uint64        // Raft index of the last command applied (or skipped)
+	changed chan struct{} // closed and replaced when applied grows
+}
+
+var (
+	_ raft.FSM         = (*fsm)(nil)
+	_ raft.BatchingFSM = (*fsm)(nil)
+)
+
+func newFSM(store Store, log *slog.Logger) *fsm {
+	return &fsm{store: store, log: log, applied: store.AppliedIndex(), changed: make(chan struct{})}
+}
+
+// applyResult is what Raft hands back to the proposer of a command.
+type applyResult struct {
+	first uint64             // cmdAppend: offset of the first tile
+	info  storage.VolumeInfo // cmdCreateVolume
+	err   error
+}
+
+func (f *fsm) appliedIndex() (uint64, <-chan struct{}) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.applied, f.changed
+}
+
+func (f *fsm) setApplied(idx uint64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if idx > f.applied {
+		f.applied = idx
+		close(f.changed)
+		f.changed = make(chan struct{})
+	}
+}
+
+// waitApplied blocks until the FSM has applied index idx, ctx ends or done
+// is closed.
+func (f *fsm) waitApplied(ctx context.Context, idx uint64, done <-chan struct{}) error {
+	for {
+		applied, ch := f.appliedIndex()
+		if applied >= idx {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-done:
+			return storage.ErrClosed
+		case <-ch:
+		}
+	}
+}
+
+// Apply implements raft.FSM.
+func (f *fsm) Apply(l *raft.Log) any {
+	return f.ApplyBatch([]*raft.Log{l})[0]
+}
+
+// pendingAppend is one command of a run of appends to the same volume.
+type pendingAppend struct {
+	pos   int // position in the batch
+	index uint64
+	tiles []storage.Tile
+}
+
+// ApplyBatch implements raft.BatchingFSM. Consecutive appends to the same
+// volume are written with one store.Append (one sync); if that fails, each
+// is applied alone, so the outcome never depends on how Raft grouped the
+// entries.
+func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
+	out := make([]any, len(logs))
+	applied, _ := f.appliedIndex()
+	last := applied
+
+	var run []pendingAppend
+	var runVolume string
+	flush := func() {
+		if len(run) > 0 {
+			f.applyAppends(runVolume, run, out)
+			run = run[:0]
+		}
+	}
+	for i, l := range logs {
+		if l.Type != raft.LogCommand {
+			continue
+		}
+		if l.Index <= applied {
+			// The store already holds this entry's effect (a restart
+			// replays the log after the last snapshot).
+			out[i] = &applyResult{err: fmt.Errorf("raft index %d: %w", l.Index, errAlreadyApplied)}
+			continue
+		}
+		last = l.Index
+		c, err := decodeCommand(l.Data)
+		if err != nil {
+			f.log.Error("cannot apply raft entry", "index", l.Index, "error", err)
+			out[i] = &applyResult{err: err}
+			continue
+		}
+		if c.typ == cmdAppend {
+			if len(run) > 0 && runVolume != c.volume {
+				flush()
+			}
+			runVolume = c.volume
+			for j := range c.tiles {
+				c.tiles[j].Index = l.Index
+			}
+			run = append(run, pendingAppend{pos: i, index: l.Index, tiles: c.tiles})
+			continue
+		}
+		flush()
+		out[i] = f.applyOther(l.Index, c)
+	}
+	flush()
+	f.setApplied(last)
+	return out
+}
+
+// errAlreadyApplied answers an entry at or below the store's applied index.
+var errAlreadyApplied = errors.New("entry already applied")
+
+func (f *fsm) applyAppends(volume string, run []pendingAppend, out []any) {
+	ctx := context.Background()
+	if len(run) > 1 {
+		var all []storage.Tile
+		for _, p := range run {
+			all = append(all, p.tiles...)
+		}
+		first, err := f.store.Append(ctx, volume, all...)
+		if err == nil {
+			for _, p := range run {
+				out[p.pos] = &applyResult{first: first}
+				first += uint64(len(p.tiles))
+			}
+			return
+		}
+	}
+	for _, p := range run {
+		first, err := f.store.Append(ctx, volume, p.tiles...)
+		f.checkErr(p.index, err)
+		out[p.pos] = &applyResult{first: first, err: err}
+	}
+}
+
+func (f *fsm) applyOther(index uint64, c command) *applyResult {
+	ctx := context.Background()
+	switch c.typ {
+	case cmdCreateVolume:
+		m := c.meta
+		m.Index = index
+		info, err := f.store.CreateVolume(ctx, m)
+		f.checkErr(index, err)
+		return &applyResult{info: info, err: err}
+	case cmdDeleteVolume:
+		err := f.store.DeleteVolume(ctx, c.volume)
+		f.checkErr(index, err)
+		if err == nil {
+			if err2 := f.store.SetAppliedIndex(index); err2 != nil {
+				f.log.Error("cannot record applied index", "index", index, "error", err2)
+			}
+		}
+		return &applyResult{err: err}
+	}
+	return &applyResult{err: fmt.Errorf("%w: %d", ErrUnknownCommand, c.typ)}
+}
+
+// deterministic lists the errors every replica returns alike for the same
+// command on the same state; any other error means this replica's disk
+// failed and is logged loudly.
+var deterministic = []error{
+	storage.ErrNotFound, storage.ErrExists, storage.ErrInvalidName, storage.ErrInvalidArgument,
+	storage.ErrOutOfRange, storage.ErrTooLarge, storage.ErrCorrupt,
+}
+
+func (f *fsm) checkErr(index uint64, err error) {
+	if err == nil {
+		return
+	}
+	for _, s := range deterministic {
+		if errors.Is(err, s) {
+			return
+		}
+	}
+	f.log.Error("store failed to apply a committed entry; this replica may diverge", "index", index, "error", err)
+}
+
+// Snapshot implements raft.FSM. It only captures; Persist does the IO.
+func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
+	snap, err := f.store.Capture()
+	if err != nil {
+		return nil, fmt.Errorf("capture store: %w", err)
+	}
+	applied, _ := f.appliedIndex()
+	return &fsmSnapshot{snap: snap, applied: applied}, nil
+}
+
+// Restore implements raft.FSM: it replaces the store with the snapshot.
+func (f *fsm) Restore(rc io.ReadCloser) error {
+	defer rc.Close()
+	var h [snapHeaderSize]byte
+	if _, err := io.ReadFull(rc, h[:]); err != nil {
+		return fmt.Errorf("%w: header: %v", ErrBadSnapshot, err)
+	}
+	applied, err := parseSnapHeader(h[:])
+	if err != nil {
+		return err
+	}
+	if err := f.store.Restore(rc); err != nil {
+		return fmt.Errorf("restore store: %w", err)
+	}
+	if f.store.AppliedIndex() < applied {
+		if err := f.store.SetAppliedIndex(applied); err != nil {
+			return fmt.Errorf("restore store: %w", err)
+		}
+	}
+	f.mu.Lock()
+	f.applied = f.store.AppliedIndex()
+	close(f.changed)
+	f.changed = make(chan struct{})
+	f.mu.Unlock()
+	return nil
+}
+
+func snapHeader(applied uint64) []byte {
+	h := make([]byte, 0, snapHeaderSize)
+	h = append(h, snapMagic...)
+	h = binary.LittleEndian.AppendUint32(h, snapVersion)
+	h = binary.LittleEndian.AppendUint64(h, applied)
+	return binary.LittleEndian.AppendUint32(h, storage.Checksum(h))
+}
+
+func parseSnapHeader(h []byte) (uint64, error) {
+	if !bytes.Equal(h[:8], []byte(snapMagic)) {
+		return 0, fmt.Errorf("%w: magic %q", ErrBadSnapshot, h[:8])
+	}
+	if sum := binary.LittleEndian.Uint32(h[20:24]); sum != storage.Checksum(h[:20]) {
+		return 0, fmt.Errorf("%w: header checksum", ErrBadSnapshot)
+	}
+	if v := binary.LittleEndian.Uint32(h[8:12]); v != snapVersion {
+		return 0, fmt.Errorf("%w: version %d (want %d)", ErrBadSnapshot, v, snapVersion)
+	}
+	return binary.LittleEndian.Uint64(h[12:20]), nil
+}
+
+type fsmSnapshot struct {
+	snap    StoreSnapshot
+	applied uint64
+}
+
+// Persist implements raft.FSMSnapshot.
+func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
+	if _, err := sink.Write(snapHeader(s.applied)); err != nil {
+		sink.Cancel()
+		return fmt.Errorf("write snapshot header: %w", err)
+	}
+	if _, err := s.snap.WriteTo(sink); err != nil {
+		sink.Cancel()
+		return fmt.Errorf("write snapshot: %w", err)
+	}
+	return sink.Close()
+}
+
+// Release implements raft.FSMSnapshot.
+func (s *fsmSnapshot) Release() { s.snap.Release() }

@@ -1,0 +1,686 @@
+package cluster
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+	raftwal "github.com/hashicorp/raft-wal"
+	"github.com/hashicorp/serf/serf"
+
+	"github.com/xcheng85/go-ldm/storage"
+)
+
+// Config configures a Node. Zero durations take the defaults named on each
+// field; NodeID, Dir and AdvertiseAddr are required.
+type Config struct {
+	// NodeID names the node in Raft and Serf. It must stay the same across
+	// restarts.
+	NodeID string
+	// Dir holds the Raft log (wal/), snapshots (snapshots/) and the Serf
+	// snapshot (serf/). The tile store lives elsewhere.
+	Dir string
+	// AdvertiseAddr is the host:port of the main port as peers and clients
+	// reach it. Raft, forwarding and the RPC API all use it.
+	AdvertiseAddr string
+	// Bootstrap makes the node form a one-voter cluster if it has no Raft
+	// state yet. A node with existing state ignores it, so restarting the
+	// bootstrap node is safe.
+	Bootstrap bool
+
+	// GossipAddr is the host:port Serf binds (UDP and TCP); empty disables
+	// Serf, and membership changes only through Raft. Port 0 picks one.
+	GossipAddr string
+	// GossipAdvertiseAddr is the gossip address peers use, when it differs
+	// from GossipAddr.
+	GossipAdvertiseAddr string
+	// Join lists gossip addresses of existing members. The node retries in
+	// the background until one answers.
+	Join []string
+	// LocalGossip selects memberlist's local-network profile: faster
+	// failure detection, for tests and clusters on one host.
+	LocalGossip bool
+
+	// TLS is the client configuration for connections to peers (Raft and
+	// forwarded writes), with this node's certificate for mutual TLS. Nil
+	// means plain TCP.
+	TLS *tls.Config
+	// Dial opens TCP connections to peers; nil means a net.Dialer.
+	Dial DialFunc
+	// Authorize decides whether a peer may use the cluster endpoints
+	// (Raft, forwarding). Nil means: under TLS the peer must present a
+	// verified client certificate; without TLS anyone may.
+	Authorize func(*http.Request) error
+
+	// HeartbeatTimeout, ElectionTimeout, LeaderLeaseTimeout and
+	// CommitTimeout tune Raft (defaults: raft.DefaultConfig).
+	HeartbeatTimeout   time.Duration
+	ElectionTimeout    time.Duration
+	LeaderLeaseTimeout time.Duration
+	CommitTimeout      time.Duration
+	// SnapshotInterval, SnapshotThreshold and TrailingLogs control
+	// snapshots (defaults: raft.DefaultConfig).
+	SnapshotInterval  time.Duration
+	SnapshotThreshold uint64
+	TrailingLogs      uint64
+	// ReconcileInterval is how often the leader compares Serf members with
+	// the Raft configuration (default 30s).
+	ReconcileInterval time.Duration
+	// LeaderWait bounds how long a write waits for a leader to be elected
+	// before it fails with storage.ErrNotLeader (default 5s).
+	LeaderWait time.Duration
+
+	// Logger receives the node's logs; nil means slog.Default().
+	Logger *slog.Logger
+}
+
+func (c *Config) validate() error {
+	var missing []string
+	if c.NodeID == "" {
+		missing = append(missing, "NodeID")
+	}
+	if c.Dir == "" {
+		missing = append(missing, "Dir")
+	}
+	if c.AdvertiseAddr == "" {
+		missing = append(missing, "AdvertiseAddr")
+	} else if _, _, err := net.SplitHostPort(c.AdvertiseAddr); err != nil {
+		return fmt.Errorf("%w: AdvertiseAddr %q: %v", storage.ErrInvalidArgument, c.AdvertiseAddr, err)
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("%w: cluster config needs %s", storage.ErrInvalidArgument, strings.Join(missing, ", "))
+	}
+	if c.ReconcileInterval == 0 {
+		c.ReconcileInterval = 30 * time.Second
+	}
+	if c.LeaderWait == 0 {
+		c.LeaderWait = 5 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.Authorize == nil {
+		c.Authorize = defaultAuthorize
+	}
+	return nil
+}
+
+func defaultAuthorize(r *http.Request) error {
+	if r.TLS != nil && len(r.TLS.PeerCertificates) == 0 {
+		return errors.New("cluster endpoint: a client certificate is required")
+	}
+	return nil
+}
+
+// Node is one replica of the tile store: a Raft instance whose FSM is the
+// store, Serf membership, and forwarding of writes to the leader. It
+// implements storage.LDM (writes go through Raft; reads are local) and the
+// optional interfaces of the service: ReadBarrier and membership.
+//
+// All methods are safe for concurrent use. Close closes the store too.
+type Node struct {
+	cfg    Config
+	log    *slog.Logger
+	store  Store
+	fsm    *fsm
+	raft   *raft.Raft
+	wal    *raftwal.WAL
+	trans  *raft.NetworkTransport
+	stream *streamLayer
+	serf   *serf.Serf // nil without gossip
+	http   *http.Client
+	mux    *http.ServeMux
+
+	leaderMu      sync.Mutex
+	leaderChanged chan struct{} // closed and replaced on every leader change
+
+	reconcileCh chan struct{}
+	shutdown    chan struct{}
+	closeOnce   sync.Once
+	closeErr    error
+	wg          sync.WaitGroup
+}
+
+var _ storage.LDM = (*Node)(nil)
+
+// New starts a node over store. The caller mounts Handler on the main
+// port's mux (at HandlerPrefix) and serves it; peers reach the node there.
+func New(cfg Config, store Store) (*Node, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	log := cfg.Logger.With("component", "cluster", "node", cfg.NodeID)
+	n := &Node{
+		cfg:           cfg,
+		log:           log,
+		store:         store,
+		leaderChanged: make(chan struct{}),
+		reconcileCh:   make(chan struct{}, 1),
+		shutdown:      make(chan struct{}),
+	}
+	n.fsm = newFSM(store, log)
+	n.stream = newStreamLayer(cfg.AdvertiseAddr, cfg.TLS, cfg.Dial, cfg.Authorize)
+	n.http = newHTTPClient(cfg.TLS, cfg.Dial)
+	n.mux = http.NewServeMux()
+	n.mux.Handle(RaftPath, n.stream)
+	n.mux.HandleFunc(pathApply, n.handleApply)
+	n.mux.HandleFunc(pathReadIndex, n.handleReadIndex)
+	n.mux.HandleFunc(pathRemove, n.handleRemove)
+	n.mux.HandleFunc(pathTransfer, n.handleTransfer)
+
+	if err := n.startRaft(); err != nil {
+		n.stream.Close()
+		return nil, err
+	}
+	if cfg.GossipAddr != "" {
+		if err := n.startSerf(); err != nil {
+			n.stopRaft()
+			return nil, err
+		}
+	}
+	n.wg.Add(1)
+	go n.reconcileLoop()
+	return n, nil
+}
+
+func (n *Node) startRaft() error {
+	cfg := n.cfg
+	hl := newHCLogger(n.log, "raft")
+	rc := raft.DefaultConfig()
+	rc.LocalID = raft.ServerID(cfg.NodeID)
+	rc.Logger = hl
+	// The store keeps its own state across restarts; only a store behind
+	// the latest snapshot is restored (below).
+	rc.NoSnapshotRestoreOnStart = true
+	rc.BatchApplyCh = true
+	setDur(&rc.HeartbeatTimeout, cfg.HeartbeatTimeout)
+	setDur(&rc.ElectionTimeout, cfg.ElectionTimeout)
+	setDur(&rc.LeaderLeaseTimeout, cfg.LeaderLeaseTimeout)
+	setDur(&rc.CommitTimeout, cfg.CommitTimeout)
+	setDur(&rc.SnapshotInterval, cfg.SnapshotInterval)
+	if cfg.SnapshotThreshold > 0 {
+		rc.SnapshotThreshold = cfg.SnapshotThreshold
+	}
+	if cfg.TrailingLogs > 0 {
+		rc.TrailingLogs = cfg.TrailingLogs
+	}
+	if err := raft.ValidateConfig(rc); err != nil {
+		return fmt.Errorf("%w: raft config: %v", storage.ErrInvalidArgument, err)
+	}
+
+	walDir := filepath.Join(cfg.Dir, "wal")
+	if err := os.MkdirAll(walDir, 0o755); err != nil {
+		return fmt.Errorf("raft dir: %w", err)
+	}
+	wal, err := raftwal.Open(walDir, raftwal.WithLogger(hl.Named("wal")))
+	if err != nil {
+		return fmt.Errorf("open raft wal: %w", err)
+	}
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(cfg.Dir, 2, hl.Named("snapshots"))
+	if err != nil {
+		wal.Close()
+		return fmt.Errorf("open raft snapshots: %w", err)
+	}
+	if err := n.restoreIfBehind(snaps); err != nil {
+		wal.Close()
+		return err
+	}
+	trans := raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+		Stream:  n.stream,
+		MaxPool: 8,
+		Timeout: 10 * time.Second,
+		Logger:  hl.Named("net"),
+	})
+	if cfg.Bootstrap {
+		has, err := raft.HasExistingState(wal, wal, snaps)
+		if err != nil {
+			trans.Close()
+			wal.Close()
+			return fmt.Errorf("raft state: %w", err)
+		}
+		if !has {
+			boot := raft.Configuration{Servers: []raft.Server{{
+				Suffrage: raft.Voter, ID: rc.LocalID, Address: raft.ServerAddress(cfg.AdvertiseAddr),
+			}}}
+			if err := raft.BootstrapCluster(rc, wal, wal, snaps, trans, boot); err != nil {
+				trans.Close()
+				wal.Close()
+				return fmt.Errorf("bootstrap: %w", err)
+			}
+			n.log.Info("bootstrapped a new cluster")
+		}
+	}
+	r, err := raft.NewRaft(rc, n.fsm, wal, wal, snaps, trans)
+	if err != nil {
+		trans.Close()
+		wal.Close()
+		return fmt.Errorf("start raft: %w", err)
+	}
+	n.raft, n.wal, n.trans = r, wal, trans
+
+	obs := make(chan raft.Observation, 16)
+	r.RegisterObserver(raft.NewObserver(obs, false, func(o *raft.Observation) bool {
+		_, ok := o.Data.(raft.LeaderObservation)
+		return ok
+	}))
+	n.wg.Add(1)
+	go n.observe(obs)
+	return nil
+}
+
+// restoreIfBehind restores the newest snapshot into a store that does not
+// hold it yet (a wiped or new data directory); Raft itself does not restore
+// on start because the store keeps its state.
+func (n *Node) restoreIfBehind(snaps *raft.FileSnapshotStore) error {
+	list, err := snaps.List()
+	if err != nil {
+		return fmt.Errorf("list snapshots: %w", err)
+	}
+	if len(list) == 0 || list[0].Index <= n.store.AppliedIndex() {
+		return nil
+	}
+	meta, rc, err := snaps.Open(list[0].ID)
+	if err != nil {
+		return fmt.Errorf("open snapshot %s: %w", list[0].ID, err)
+	}
+	n.log.Info("restoring the store from a snapshot", "snapshot", meta.ID, "index", meta.Index, "store_index", n.store.AppliedIndex())
+	if err := n.fsm.Restore(rc); err != nil {
+		return fmt.Errorf("restore snapshot %s: %w", meta.ID, err)
+	}
+	return nil
+}
+
+func setDur(dst *time.Duration, v time.Duration) {
+	if v > 0 {
+		*dst = v
+	}
+}
+
+func (n *Node) observe(obs chan raft.Observation) {
+	defer n.wg.Done()
+	for {
+		select {
+		case <-n.shutdown:
+			return
+		case o := <-obs:
+			lo := o.Data.(raft.LeaderObservation)
+			n.log.Info("leader changed", "leader", lo.LeaderID, "addr", lo.LeaderAddr)
+			n.leaderMu.Lock()
+			close(n.leaderChanged)
+			n.leaderChanged = make(chan struct{})
+			n.leaderMu.Unlock()
+			if string(lo.LeaderID) == n.cfg.NodeID {
+				n.triggerReconcile()
+			}
+		}
+	}
+}
+
+func (n *Node) leaderChange() <-chan struct{} {
+	n.leaderMu.Lock()
+	defer n.leaderMu.Unlock()
+	return n.leaderChanged
+}
+
+// ID returns the node's id.
+func (n *Node) ID() string { return n.cfg.NodeID }
+
+// Addr returns the advertised address (RPC and Raft).
+func (n *Node) Addr() string { return n.cfg.AdvertiseAddr }
+
+// Raft returns the Raft instance, for stats and tests. Callers must not
+// shut it down.
+func (n *Node) Raft() *raft.Raft { return n.raft }
+
+// IsLeader reports whether this node leads.
+func (n *Node) IsLeader() bool { return n.raft.State() == raft.Leader }
+
+// Leader returns the id and address of the leader as this node knows it;
+// both are empty when no leader is known.
+func (n *Node) Leader() (id, addr string) {
+	a, i := n.raft.LeaderWithID()
+	return string(i), string(a)
+}
+
+// AppliedIndex returns the Raft index of the last command this node
+// applied.
+func (n *Node) AppliedIndex() uint64 {
+	idx, _ := n.fsm.appliedIndex()
+	return idx
+}
+
+// WaitApplied blocks until the node applied Raft index idx or ctx ends.
+func (n *Node) WaitApplied(ctx context.Context, idx uint64) error {
+	return n.fsm.waitApplied(ctx, idx, n.shutdown)
+}
+
+// Handler serves the cluster endpoints (Raft upgrade, forwarded writes,
+// read index, membership). Mount it at HandlerPrefix on the main port.
+func (n *Node) Handler() http.Handler { return n.mux }
+
+// Close shuts the node down without leaving the cluster (a restart keeps
+// its membership), then closes the store. It is safe to call more than
+// once.
+func (n *Node) Close() error {
+	n.closeOnce.Do(func() {
+		var errs []error
+		if n.serf != nil {
+			errs = append(errs, n.serf.Shutdown())
+		}
+		errs = append(errs, n.stopRaft())
+		close(n.shutdown)
+		n.wg.Wait()
+		n.http.CloseIdleConnections()
+		if err := n.store.Close(); err != nil && !errors.Is(err, storage.ErrClosed) {
+			errs = append(errs, err)
+		}
+		n.closeErr = errors.Join(errs...)
+	})
+	return n.closeErr
+}
+
+func (n *Node) stopRaft() error {
+	var errs []error
+	if n.raft != nil {
+		errs = append(errs, n.raft.Shutdown().Error())
+	}
+	if n.trans != nil {
+		errs = append(errs, n.trans.Close())
+	}
+	n.stream.Close()
+	if n.wal != nil {
+		errs = append(errs, n.wal.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// Leave hands leadership away if this node leads, then leaves gracefully:
+// the leader removes it from the Raft configuration. Call Close after.
+func (n *Node) Leave(ctx context.Context) error {
+	if n.IsLeader() {
+		if err := n.raft.LeadershipTransfer().Error(); err != nil {
+			n.log.Warn("leadership transfer before leave failed", "error", err)
+		}
+	}
+	if n.serf == nil {
+		return nil
+	}
+	return n.serf.Leave()
+}
+
+// Reads are served by the local store.
+
+// Volume implements storage.LDM.
+func (n *Node) Volume(name string) (storage.VolumeInfo, error) { return n.store.Volume(name) }
+
+// Volumes implements storage.LDM.
+func (n *Node) Volumes() ([]storage.VolumeInfo, error) { return n.store.Volumes() }
+
+// Read implements storage.LDM.
+func (n *Node) Read(volume string, offset uint64) (storage.Tile, error) {
+	return n.store.Read(volume, offset)
+}
+
+// Brick implements storage.LDM.
+func (n *Node) Brick(volume string, key storage.BrickKey) (storage.Tile, error) {
+	return n.store.Brick(volume, key)
+}
+
+// Bricks implements storage.LDM.
+func (n *Node) Bricks(volume string, lod uint32) (map[storage.BrickKey]uint64, error) {
+	return n.store.Bricks(volume, lod)
+}
+
+// Wait implements storage.LDM. Only committed tiles are ever applied, so a
+// follower's waiters see committed tiles only.
+func (n *Node) Wait(ctx context.Context, volume string, offset uint64) error {
+	return n.store.Wait(ctx, volume, offset)
+}
+
+// Writes go through Raft.
+
+// CreateVolume implements storage.LDM. The leader stamps CreatedAt so every
+// replica stores the same metadata.
+func (n *Node) CreateVolume(ctx context.Context, m storage.VolumeMeta) (storage.VolumeInfo, error) {
+	if err := m.Normalize(); err != nil {
+		return storage.VolumeInfo{}, err
+	}
+	if m.CreatedAt.IsZero() {
+		m.CreatedAt = time.Now().UTC()
+	}
+	m.Index = 0
+	cmd, err := encodeCreate(m)
+	if err != nil {
+		return storage.VolumeInfo{}, err
+	}
+	res, err := n.apply(ctx, cmd)
+	if err != nil {
+		return storage.VolumeInfo{}, err
+	}
+	return res.info, res.err
+}
+
+// DeleteVolume implements storage.LDM.
+func (n *Node) DeleteVolume(ctx context.Context, name string) error {
+	if err := storage.ValidateName(name); err != nil {
+		return err
+	}
+	cmd, err := encodeDelete(name)
+	if err != nil {
+		return err
+	}
+	res, err := n.apply(ctx, cmd)
+	if err != nil {
+		return err
+	}
+	return res.err
+}
+
+// Append implements storage.LDM. It returns once the tiles are committed
+// by a majority and applied on the leader.
+func (n *Node) Append(ctx context.Context, volume string, tiles ...storage.Tile) (uint64, error) {
+	if err := storage.ValidateName(volume); err != nil {
+		return 0, err
+	}
+	for i := range tiles {
+		if c := tiles[i].CRC32C; c != 0 {
+			if sum := storage.Checksum(tiles[i].Value); sum != c {
+				return 0, fmt.Errorf("tile crc32c %08x does not match its bytes (%08x): %w", c, sum, storage.ErrCorrupt)
+			}
+		}
+	}
+	cmd, err := encodeAppend(volume, tiles)
+	if err != nil {
+		return 0, err
+	}
+	res, err := n.apply(ctx, cmd)
+	if err != nil {
+		return 0, err
+	}
+	return res.first, res.err
+}
+
+// apply commits cmd: locally when this node leads, else through the
+// leader. It waits up to LeaderWait for a leader to be known.
+func (n *Node) apply(ctx context.Context, cmd []byte) (*applyResult, error) {
+	const attempts = 3
+	var last error
+	for attempt := 0; attempt < attempts; attempt++ {
+		changed := n.leaderChange()
+		if n.raft.State() == raft.Leader {
+			res, err := n.applyLocal(ctx, cmd)
+			if !errors.Is(err, raft.ErrNotLeader) {
+				return res, err
+			}
+			last = err
+		} else if addr, id := n.raft.LeaderWithID(); addr != "" && string(id) != n.cfg.NodeID {
+			res, err := n.forwardApply(ctx, string(addr), cmd)
+			var nl *storage.NotLeaderError
+			if !errors.As(err, &nl) {
+				return res, err
+			}
+			last = err
+		}
+		// No usable leader: wait for the next election result.
+		t := time.NewTimer(n.cfg.LeaderWait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, ctx.Err()
+		case <-n.shutdown:
+			t.Stop()
+			return nil, storage.ErrClosed
+		case <-changed:
+			t.Stop()
+		case <-t.C:
+			return nil, n.notLeader(last)
+		}
+	}
+	return nil, n.notLeader(last)
+}
+
+// notLeader returns a *storage.NotLeaderError naming the leader if known.
+func (n *Node) notLeader(cause error) error {
+	addr, id := n.raft.LeaderWithID()
+	nl := &storage.NotLeaderError{LeaderID: string(id), LeaderAddr: string(addr)}
+	if cause != nil {
+		var inner *storage.NotLeaderError
+		if errors.As(cause, &inner) {
+			return nl
+		}
+		return fmt.Errorf("%w (%v)", nl, cause)
+	}
+	return nl
+}
+
+// applyLocal proposes cmd to Raft on the leader and waits for its result.
+// raft.ErrNotLeader is returned as is (the caller forwards); losing
+// leadership after proposing is ambiguous (the entry may still commit) and
+// is reported as storage.ErrNotLeader.
+func (n *Node) applyLocal(ctx context.Context, cmd []byte) (*applyResult, error) {
+	timeout := n.cfg.LeaderWait
+	if dl, ok := ctx.Deadline(); ok {
+		timeout = time.Until(dl)
+	}
+	f := n.raft.Apply(cmd, timeout)
+	done := make(chan error, 1)
+	go func() { done <- f.Error() }()
+	select {
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case err := <-done:
+		switch {
+		case err == nil:
+		case errors.Is(err, raft.ErrNotLeader):
+			return nil, err
+		case errors.Is(err, raft.ErrRaftShutdown):
+			return nil, fmt.Errorf("raft: %w", storage.ErrClosed)
+		case errors.Is(err, raft.ErrLeadershipLost), errors.Is(err, raft.ErrLeadershipTransferInProgress), errors.Is(err, raft.ErrEnqueueTimeout):
+			return nil, fmt.Errorf("%w: %v", n.notLeader(nil), err)
+		default:
+			return nil, fmt.Errorf("raft apply: %w", err)
+		}
+		res, ok := f.Response().(*applyResult)
+		if !ok {
+			return nil, fmt.Errorf("raft apply: unexpected response %T", f.Response())
+		}
+		return res, nil
+	}
+}
+
+// ReadBarrier makes the next local read linearizable: it returns once this
+// node has applied every write acknowledged before the call. The leader
+// commits a barrier entry (which also proves it still leads); a follower
+// asks the leader for that index and waits until it applied it.
+func (n *Node) ReadBarrier(ctx context.Context) error {
+	if n.raft.State() == raft.Leader {
+		_, err := n.leaderReadIndex(ctx)
+		if err == nil || !errors.Is(err, storage.ErrNotLeader) {
+			return err
+		}
+	}
+	addr, id := n.raft.LeaderWithID()
+	if addr == "" || string(id) == n.cfg.NodeID {
+		return n.notLeader(nil)
+	}
+	idx, err := n.forwardReadIndex(ctx, string(addr))
+	if err != nil {
+		return err
+	}
+	return n.fsm.waitApplied(ctx, idx, n.shutdown)
+}
+
+// leaderReadIndex commits a barrier and returns the applied index after it.
+func (n *Node) leaderReadIndex(ctx context.Context) (uint64, error) {
+	timeout := n.cfg.LeaderWait
+	if dl, ok := ctx.Deadline(); ok {
+		timeout = time.Until(dl)
+	}
+	f := n.raft.Barrier(timeout)
+	done := make(chan error, 1)
+	go func() { done <- f.Error() }()
+	select {
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	case err := <-done:
+		if err != nil {
+			if errors.Is(err, raft.ErrRaftShutdown) {
+				return 0, fmt.Errorf("raft: %w", storage.ErrClosed)
+			}
+			return 0, fmt.Errorf("%w: barrier: %v", n.notLeader(nil), err)
+		}
+	}
+	idx, _ := n.fsm.appliedIndex()
+	return idx, nil
+}
+
+// newHCLogger adapts slog for the hashicorp libraries.
+func newHCLogger(log *slog.Logger, name string) hclog.Logger {
+	level := hclog.Error
+	ctx := context.Background()
+	switch {
+	case log.Enabled(ctx, slog.LevelDebug):
+		level = hclog.Debug
+	case log.Enabled(ctx, slog.LevelInfo):
+		level = hclog.Info
+	case log.Enabled(ctx, slog.LevelWarn):
+		level = hclog.Warn
+	}
+	return hclog.New(&hclog.LoggerOptions{
+		Name:   name,
+		Level:  level,
+		Output: &slogWriter{log: log.With("component", name)},
+	})
+}
+
+// slogWriter turns lines of the hashicorp loggers into slog records.
+type slogWriter struct{ log *slog.Logger }
+
+func (w *slogWriter) Write(p []byte) (int, error) {
+	line := strings.TrimSpace(string(p))
+	level := slog.LevelInfo
+	switch {
+	case strings.Contains(line, "[ERROR]"), strings.Contains(line, "[ERR]"):
+		level = slog.LevelError
+	case strings.Contains(line, "[WARN]"):
+		level = slog.LevelWarn
+	case strings.Contains(line, "[DEBUG]"), strings.Contains(line, "[TRACE]"):
+		level = slog.LevelDebug
+	}
+	w.log.Log(context.Background(), level, line)
+	return len(p), nil
+}
+
+var _ io.Writer = (*slogWriter)(nil)

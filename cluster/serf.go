@@ -1,0 +1,363 @@
+package cluster
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+	"github.com/hashicorp/raft"
+	"github.com/hashicorp/serf/serf"
+
+	ldmv1 "github.com/xcheng85/go-ldm/gen/ldm/v1"
+	"github.com/xcheng85/go-ldm/storage"
+)
+
+// Serf tags every go-ldm member carries.
+const (
+	tagRole = "role" // always "ldm"
+	tagID   = "id"   // the Raft server id
+	tagAddr = "addr" // the main port (RPC and Raft)
+)
+
+func (n *Node) startSerf() error {
+	cfg := n.cfg
+	host, portStr, err := net.SplitHostPort(cfg.GossipAddr)
+	if err != nil {
+		return fmt.Errorf("%w: GossipAddr %q: %v", storage.ErrInvalidArgument, cfg.GossipAddr, err)
+	}
+	port, err := strconv.Atoi(portStr)
+	if err != nil {
+		return fmt.Errorf("%w: GossipAddr %q: %v", storage.ErrInvalidArgument, cfg.GossipAddr, err)
+	}
+	sc := serf.DefaultConfig()
+	sc.Init()
+	sc.NodeName = cfg.NodeID
+	sc.Tags = map[string]string{tagRole: "ldm", tagID: cfg.NodeID, tagAddr: cfg.AdvertiseAddr}
+	events := make(chan serf.Event, 256)
+	sc.EventCh = events
+	logger := log.New(&slogWriter{log: n.log.With("component", "serf")}, "", 0)
+	sc.Logger = logger
+	if cfg.LocalGossip {
+		sc.MemberlistConfig = memberlist.DefaultLocalConfig()
+	} else {
+		sc.MemberlistConfig = memberlist.DefaultLANConfig()
+	}
+	sc.MemberlistConfig.Name = cfg.NodeID
+	sc.MemberlistConfig.Logger = logger
+	sc.MemberlistConfig.BindAddr = host
+	sc.MemberlistConfig.BindPort = port
+	if cfg.GossipAdvertiseAddr != "" {
+		ah, ap, err := net.SplitHostPort(cfg.GossipAdvertiseAddr)
+		if err != nil {
+			return fmt.Errorf("%w: GossipAdvertiseAddr %q: %v", storage.ErrInvalidArgument, cfg.GossipAdvertiseAddr, err)
+		}
+		sc.MemberlistConfig.AdvertiseAddr = ah
+		sc.MemberlistConfig.AdvertisePort, _ = strconv.Atoi(ap)
+	}
+	serfDir := filepath.Join(cfg.Dir, "serf")
+	if err := os.MkdirAll(serfDir, 0o755); err != nil {
+		return fmt.Errorf("serf dir: %w", err)
+	}
+	sc.SnapshotPath = filepath.Join(serfDir, "local.snapshot")
+	s, err := serf.Create(sc)
+	if err != nil {
+		return fmt.Errorf("start serf: %w", err)
+	}
+	n.serf = s
+	n.wg.Add(1)
+	go n.serfEvents(events)
+	if len(cfg.Join) > 0 {
+		n.wg.Add(1)
+		go n.joinLoop(cfg.Join)
+	}
+	return nil
+}
+
+// GossipAddr returns the address Serf listens on (with the port it picked
+// when configured with port 0), or "" without gossip.
+func (n *Node) GossipAddr() string {
+	if n.serf == nil {
+		return ""
+	}
+	m := n.serf.Memberlist().LocalNode()
+	return net.JoinHostPort(m.Addr.String(), strconv.Itoa(int(m.Port)))
+}
+
+// joinLoop joins the gossip pool, retrying with backoff until a member
+// answers or the node shuts down.
+func (n *Node) joinLoop(addrs []string) {
+	defer n.wg.Done()
+	backoff := 200 * time.Millisecond
+	for {
+		joined, err := n.serf.Join(addrs, true)
+		if joined > 0 {
+			n.log.Info("joined the gossip pool", "contacted", joined)
+			return
+		}
+		n.log.Warn("cannot join the gossip pool yet", "join", addrs, "error", err)
+		t := time.NewTimer(backoff)
+		select {
+		case <-n.shutdown:
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		backoff = min(2*backoff, 10*time.Second)
+	}
+}
+
+// serfEvents drains Serf's event channel (never blocking Serf) and asks
+// for a reconcile on membership changes.
+func (n *Node) serfEvents(events chan serf.Event) {
+	defer n.wg.Done()
+	for {
+		select {
+		case <-n.shutdown:
+			return
+		case e := <-events:
+			if me, ok := e.(serf.MemberEvent); ok {
+				for _, m := range me.Members {
+					n.log.Info("member event", "event", me.Type.String(), "member", m.Name, "status", m.Status.String())
+				}
+				n.triggerReconcile()
+			}
+		}
+	}
+}
+
+func (n *Node) triggerReconcile() {
+	select {
+	case n.reconcileCh <- struct{}{}:
+	default:
+	}
+}
+
+// reconcileLoop makes the leader's Raft configuration follow Serf: alive
+// members become voters, members that left gracefully are removed. A failed
+// member stays a voter until an operator removes it.
+func (n *Node) reconcileLoop() {
+	defer n.wg.Done()
+	t := time.NewTicker(n.cfg.ReconcileInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-n.shutdown:
+			return
+		case <-t.C:
+		case <-n.reconcileCh:
+		}
+		if n.serf == nil || n.raft.State() != raft.Leader {
+			continue
+		}
+		if err := n.reconcile(); err != nil {
+			n.log.Warn("reconcile failed", "error", err)
+		}
+	}
+}
+
+func (n *Node) reconcile() error {
+	f := n.raft.GetConfiguration()
+	if err := f.Error(); err != nil {
+		return err
+	}
+	voters := map[string]raft.Server{}
+	for _, s := range f.Configuration().Servers {
+		voters[string(s.ID)] = s
+	}
+	var errs []error
+	for _, m := range n.serf.Members() {
+		if m.Tags[tagRole] != "ldm" || m.Tags[tagID] == "" {
+			continue
+		}
+		id, addr := m.Tags[tagID], m.Tags[tagAddr]
+		cur, known := voters[id]
+		switch m.Status {
+		case serf.StatusAlive:
+			if known && string(cur.Address) == addr && cur.Suffrage == raft.Voter {
+				continue
+			}
+			n.log.Info("adding voter", "id", id, "addr", addr)
+			if err := n.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(addr), 0, 10*time.Second).Error(); err != nil {
+				errs = append(errs, fmt.Errorf("add voter %s: %w", id, err))
+			}
+		case serf.StatusLeft:
+			if !known || id == n.cfg.NodeID {
+				continue
+			}
+			n.log.Info("removing a member that left", "id", id)
+			if err := n.raft.RemoveServer(raft.ServerID(id), 0, 10*time.Second).Error(); err != nil {
+				errs = append(errs, fmt.Errorf("remove %s: %w", id, err))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Servers lists every member: the Raft configuration (voters) plus gossip
+// members not in it yet, with the leader flag and gossip status.
+func (n *Node) Servers(ctx context.Context) ([]*ldmv1.Server, error) {
+	f := n.raft.GetConfiguration()
+	if err := f.Error(); err != nil {
+		if errors.Is(err, raft.ErrRaftShutdown) {
+			return nil, storage.ErrClosed
+		}
+		return nil, err
+	}
+	_, leaderID := n.raft.LeaderWithID()
+	status := map[string]string{}
+	var extra []*ldmv1.Server
+	inConfig := map[string]bool{}
+	for _, s := range f.Configuration().Servers {
+		inConfig[string(s.ID)] = true
+	}
+	if n.serf != nil {
+		for _, m := range n.serf.Members() {
+			id := m.Tags[tagID]
+			if m.Tags[tagRole] != "ldm" || id == "" {
+				continue
+			}
+			status[id] = m.Status.String()
+			if !inConfig[id] && m.Status == serf.StatusAlive {
+				extra = append(extra, &ldmv1.Server{Id: id, RpcAddr: m.Tags[tagAddr], RaftAddr: m.Tags[tagAddr], Status: m.Status.String()})
+			}
+		}
+	}
+	var out []*ldmv1.Server
+	for _, s := range f.Configuration().Servers {
+		st := status[string(s.ID)]
+		if st == "" {
+			st = "unknown"
+			if string(s.ID) == n.cfg.NodeID {
+				st = "alive"
+			}
+		}
+		out = append(out, &ldmv1.Server{
+			Id:       string(s.ID),
+			RpcAddr:  string(s.Address),
+			RaftAddr: string(s.Address),
+			IsLeader: s.ID == leaderID,
+			Status:   st,
+			Voter:    s.Suffrage == raft.Voter,
+		})
+	}
+	return append(out, extra...), nil
+}
+
+// RemoveServer removes a member from the Raft configuration (on the leader,
+// forwarded there from a follower) and from the gossip pool.
+func (n *Node) RemoveServer(ctx context.Context, id string) error {
+	if id == "" {
+		return fmt.Errorf("%w: server id is empty", storage.ErrInvalidArgument)
+	}
+	if n.IsLeader() {
+		return n.removeLocal(ctx, id)
+	}
+	addr, _ := n.raft.LeaderWithID()
+	if addr == "" {
+		return n.notLeader(nil)
+	}
+	body, _ := json.Marshal(idRequest{ID: id})
+	r, err := n.call(ctx, string(addr), pathRemove, body)
+	if err != nil {
+		return err
+	}
+	return n.fromWire(r.Error)
+}
+
+func (n *Node) removeLocal(ctx context.Context, id string) error {
+	f := n.raft.GetConfiguration()
+	if err := f.Error(); err != nil {
+		return err
+	}
+	found := false
+	for _, s := range f.Configuration().Servers {
+		if string(s.ID) == id {
+			found = true
+		}
+	}
+	if !found {
+		return fmt.Errorf("server %q: %w", id, storage.ErrNotFound)
+	}
+	if err := n.raft.RemoveServer(raft.ServerID(id), 0, 10*time.Second).Error(); err != nil {
+		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) {
+			return fmt.Errorf("%w: %v", n.notLeader(nil), err)
+		}
+		return fmt.Errorf("remove server %s: %w", id, err)
+	}
+	if n.serf != nil && id != n.cfg.NodeID {
+		// Mark it left, so the reconcile loop does not add it back while
+		// it stays unreachable.
+		if err := n.serf.RemoveFailedNode(id); err != nil {
+			n.log.Warn("cannot mark member as left", "id", id, "error", err)
+		}
+	}
+	return nil
+}
+
+// TransferLeader hands leadership to id (any voter when empty) and returns
+// the new leader's id.
+func (n *Node) TransferLeader(ctx context.Context, id string) (string, error) {
+	if n.IsLeader() {
+		return n.transferLocal(ctx, id)
+	}
+	addr, _ := n.raft.LeaderWithID()
+	if addr == "" {
+		return "", n.notLeader(nil)
+	}
+	body, _ := json.Marshal(idRequest{ID: id})
+	r, err := n.call(ctx, string(addr), pathTransfer, body)
+	if err != nil {
+		return "", err
+	}
+	return r.LeaderID, n.fromWire(r.Error)
+}
+
+func (n *Node) transferLocal(ctx context.Context, id string) (string, error) {
+	var f raft.Future
+	if id == "" {
+		f = n.raft.LeadershipTransfer()
+	} else {
+		var addr raft.ServerAddress
+		cf := n.raft.GetConfiguration()
+		if err := cf.Error(); err != nil {
+			return "", err
+		}
+		for _, s := range cf.Configuration().Servers {
+			if string(s.ID) == id {
+				addr = s.Address
+			}
+		}
+		if addr == "" {
+			return "", fmt.Errorf("server %q: %w", id, storage.ErrNotFound)
+		}
+		if id == n.cfg.NodeID {
+			return id, nil
+		}
+		f = n.raft.LeadershipTransferToServer(raft.ServerID(id), addr)
+	}
+	if err := f.Error(); err != nil {
+		return "", fmt.Errorf("transfer leadership: %w", err)
+	}
+	// Wait until a new leader is known.
+	for {
+		changed := n.leaderChange()
+		if _, lid := n.raft.LeaderWithID(); lid != "" && string(lid) != n.cfg.NodeID {
+			return string(lid), nil
+		}
+		select {
+		case <-ctx.Done():
+			return "", ctx.Err()
+		case <-n.shutdown:
+			return "", storage.ErrClosed
+		case <-changed:
+		}
+	}
+}
