@@ -86,6 +86,7 @@ type volume struct {
 	ref  atomic.Int64
 	gone chan struct{} // closed when the volume is closed
 
+	commits  atomic.Uint64         // commits that made tiles visible (tests observe group commit)
 	failed   atomic.Pointer[error] // sticky write failure
 	replaced atomic.Bool           // set by Restore before it stops writes
 
@@ -449,6 +450,7 @@ func (v *volume) commitLocked() error {
 		i = j
 	}
 	v.publish(pend)
+	v.commits.Add(1)
 	return nil
 }
 

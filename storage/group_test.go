@@ -1,0 +1,149 @@
+package storage
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync"
+	"testing"
+)
+
+func TestStore_GroupCommit(t *testing.T) {
+	t.Parallel()
+	s, err := Open(t.TempDir(), Config{Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx := context.Background()
+	if _, err := s.CreateVolume(ctx, VolumeMeta{Name: "v", Shape: Shape{1, 1, 1}, DataType: Uint8}); err != nil {
+		t.Fatal(err)
+	}
+	v, _ := s.lookup("v")
+
+	// A batch is one commit.
+	batch := make([]Tile, 10)
+	for i := range batch {
+		batch[i] = Tile{Value: []byte{byte(i)}}
+	}
+	if _, err := s.Append(ctx, "v", batch...); err != nil {
+		t.Fatal(err)
+	}
+	if c := v.commits.Load(); c != 1 {
+		t.Fatalf("a batch of 10 took %d commits", c)
+	}
+
+	// Concurrent appenders share commits. Each appender holds the commit
+	// mutex's queue while the others write, so with 8 writers of 25
+	// appends fewer than 200 commits happen. The first writer to commit
+	// waits until everyone has written once, which forces sharing.
+	const writers, per = 8, 25
+	var wg, written sync.WaitGroup
+	written.Add(writers)
+	v.cmu.Lock() // hold the committer so the first round of writes queues up
+	for w := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range per {
+				if i == 0 {
+					first, end, err := v.write([]Tile{{Value: []byte{byte(w)}}}, []uint32{Checksum([]byte{byte(w)})})
+					written.Done()
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					v.cmu.Lock()
+					if v.state.Load().next < end {
+						err = v.commitLocked()
+					}
+					v.cmu.Unlock()
+					if err != nil || first >= end {
+						t.Error(err)
+					}
+					continue
+				}
+				if _, err := s.Append(ctx, "v", Tile{Value: []byte{byte(w), byte(i)}}); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	written.Wait()
+	v.cmu.Unlock()
+	wg.Wait()
+	total := uint64(writers * per)
+	commits := v.commits.Load() - 1
+	if info, _ := s.Volume("v"); info.NextOffset != 10+total {
+		t.Fatalf("NextOffset %d, want %d", info.NextOffset, 10+total)
+	}
+	if commits >= total {
+		t.Fatalf("%d appends took %d commits: no group commit", total, commits)
+	}
+	t.Logf("%d concurrent appends, %d commits", total, commits)
+}
+
+func TestStore_ReadDuringDeleteAndClose(t *testing.T) {
+	t.Parallel()
+	s, err := Open(t.TempDir(), Config{BlockTiles: 4, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	for _, n := range []string{"a", "b"} {
+		if _, err := s.CreateVolume(ctx, VolumeMeta{Name: n, Shape: Shape{1, 1, 1}, DataType: Uint8}); err != nil {
+			t.Fatal(err)
+		}
+		for i := range 20 {
+			if _, err := s.Append(ctx, n, Tile{Value: make([]byte, 100+i)}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	for r := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			name := []string{"a", "b"}[r%2]
+			for i := 0; ; i++ {
+				_, err := s.Read(name, uint64(i%20))
+				switch {
+				case err == nil:
+				case errors.Is(err, ErrNotFound), errors.Is(err, ErrClosed):
+					select {
+					case <-stop:
+						return
+					default:
+					}
+				default:
+					t.Errorf("Read during delete/close: %v", err)
+					return
+				}
+				if _, err := s.Append(ctx, name, Tile{Value: []byte("x")}); err != nil && !errors.Is(err, ErrNotFound) && !errors.Is(err, ErrClosed) {
+					t.Errorf("Append during delete/close: %v", err)
+					return
+				}
+			}
+		}()
+	}
+	// Let every reader get going, then pull the volumes away.
+	for _, n := range []string{"a"} {
+		if err := s.Wait(ctx, n, 25); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.DeleteVolume(ctx, n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Wait(ctx, "b", 25); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	close(stop)
+	wg.Wait()
+}
