@@ -3,6 +3,7 @@ package storage
 import (
 	"bytes"
 	"errors"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"testing"
@@ -105,6 +106,45 @@ func FuzzDecodeMeta(f *testing.F) {
 		}
 		if _, err := decodeApplied(b); err == nil {
 			t.Fatal("bytes decode as both meta and applied marker")
+		}
+	})
+}
+
+// FuzzReadSnapshot feeds arbitrary streams to the snapshot decoder that
+// Restore uses: it must fail with ErrCorrupt (or an I/O error) and never
+// panic or accept a stream whose checksums do not hold.
+func FuzzReadSnapshot(f *testing.F) {
+	dir := f.TempDir()
+	fillStoreTB(f, dir, 3)
+	s, err := Open(dir, Config{Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		f.Fatal(err)
+	}
+	sn, err := s.Snapshot()
+	if err != nil {
+		f.Fatal(err)
+	}
+	var buf bytes.Buffer
+	if _, err := sn.WriteTo(&buf); err != nil {
+		f.Fatal(err)
+	}
+	sn.Release()
+	s.Close()
+	f.Add(buf.Bytes())
+	f.Add(buf.Bytes()[:snapHeaderLen+frameHeaderLen])
+	f.Fuzz(func(t *testing.T, b []byte) {
+		staging := t.TempDir()
+		names, _, err := readSnapshot(bytes.NewReader(b), staging)
+		if err != nil {
+			if !errors.Is(err, ErrCorrupt) {
+				t.Fatalf("error %v does not wrap ErrCorrupt", err)
+			}
+			return
+		}
+		for _, n := range names {
+			if ValidateName(n) != nil {
+				t.Fatalf("accepted volume name %q", n)
+			}
 		}
 	})
 }
