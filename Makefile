@@ -53,4 +53,9 @@ breaking: web/node_modules/.installed
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime 2x ./...
 
+# soak runs the storage crash test for 500 SIGKILL rounds (the default suite
+# runs about 3 s of rounds).
+soak:
+	LDM_CRASH_ROUNDS=500 $(GO) test -count=1 -timeout 30m -run 'CrashRecovery' ./storage/
+
 ci: lint breaking check-generated check-bundle test
