@@ -11,7 +11,7 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
-	"sync"
+	syncpkg "sync"
 	"testing"
 	"time"
 
@@ -28,6 +28,7 @@ var crashRounds = flag.Int("crash.rounds", 0, "crash test rounds (0: as many as 
 
 const (
 	crashChildEnv = "LDM_CRASH_CHILD_DIR"
+	crashSyncEnv  = "LDM_CRASH_CHILD_SYNC"
 	crashVolume   = "crash"
 	crashBlock    = 32 << 10
 )
@@ -45,9 +46,17 @@ func TestMain(m *testing.M) {
 func crashTileLen(seed uint64) int { return int(seed % 6000) }
 
 // crashChild appends from two goroutines until it is killed. Each line
-// "ack OFFSET SEED" is printed only after Append returned for that tile.
+// "ack OFFSET SEED" is printed only after Append returned for that tile. A
+// third goroutine creates and deletes scratch volumes, printing "created
+// NAME" after CreateVolume returned, "deleting NAME" before DeleteVolume
+// and "deleted NAME" after it returned.
 func crashChild(dir string) {
-	s, err := storage.Open(dir, storage.Config{BlockBytes: crashBlock, Logger: discardLogger()})
+	sync, err := storage.ParseSyncPolicy(os.Getenv(crashSyncEnv))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "open:", err)
+		os.Exit(2)
+	}
+	s, err := storage.Open(dir, storage.Config{BlockBytes: crashBlock, Sync: sync, Logger: discardLogger()})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "open:", err)
 		os.Exit(2)
@@ -56,10 +65,40 @@ func crashChild(dir string) {
 		fmt.Fprintln(os.Stderr, "create:", err)
 		os.Exit(2)
 	}
-	var mu sync.Mutex
+	var mu syncpkg.Mutex
 	fmt.Println("ready")
 	deadline := time.Now().Add(30 * time.Second) // the parent kills long before
-	var wg sync.WaitGroup
+	var wg syncpkg.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		say := func(format string, a ...any) {
+			mu.Lock()
+			fmt.Printf(format+"\n", a...)
+			mu.Unlock()
+		}
+		for i := 0; time.Now().Before(deadline); i++ {
+			name := fmt.Sprintf("scratch-%d-%d", os.Getpid(), i)
+			if _, err := s.CreateVolume(context.Background(), ldmtest.Meta(name)); err != nil {
+				fmt.Fprintln(os.Stderr, "append: create:", err)
+				os.Exit(2)
+			}
+			say("created %s", name)
+			if _, err := s.Append(context.Background(), name, storage.Tile{Value: []byte(name)}); err != nil {
+				fmt.Fprintln(os.Stderr, "append:", err)
+				os.Exit(2)
+			}
+			if i%2 == 0 {
+				continue // keep every other one
+			}
+			say("deleting %s", name)
+			if err := s.DeleteVolume(context.Background(), name); err != nil {
+				fmt.Fprintln(os.Stderr, "append: delete:", err)
+				os.Exit(2)
+			}
+			say("deleted %s", name)
+		}
+	}()
 	for w := range 2 {
 		wg.Add(1)
 		go func() {
@@ -99,6 +138,7 @@ func TestStore_CrashRecovery(t *testing.T) {
 	budget := 3 * time.Second
 	dir := t.TempDir()
 	acked := map[uint64]uint64{} // offset -> seed
+	vols := map[string]string{}  // scratch volume -> "created", "deleting" or "deleted"
 	start := time.Now()
 	total := 0
 	for round := 0; ; round++ {
@@ -109,9 +149,10 @@ func TestStore_CrashRecovery(t *testing.T) {
 			break
 		}
 		killAfter := rand.IntN(120) // acknowledged tiles before SIGKILL; 0 kills right after start
-		n := crashRound(t, dir, killAfter, acked)
+		policy := []storage.SyncPolicy{storage.SyncBatch, storage.SyncAlways}[round%2]
+		n := crashRound(t, dir, policy, killAfter, acked, vols)
 		total += n
-		checkCrashStore(t, dir, acked)
+		checkCrashStore(t, dir, acked, vols)
 		t.Logf("round %d: killed after %d acks (%d acknowledged so far)", round, n, len(acked))
 	}
 	if total == 0 {
@@ -121,10 +162,10 @@ func TestStore_CrashRecovery(t *testing.T) {
 
 // crashRound runs one child, kills it after killAfter acknowledgements and
 // records every acknowledged tile. It returns the number of acks read.
-func crashRound(t *testing.T, dir string, killAfter int, acked map[uint64]uint64) int {
+func crashRound(t *testing.T, dir string, policy storage.SyncPolicy, killAfter int, acked map[uint64]uint64, vols map[string]string) int {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), crashChildEnv+"="+dir)
+	cmd.Env = append(os.Environ(), crashChildEnv+"="+dir, crashSyncEnv+"="+policy.String())
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	out, err := cmd.StdoutPipe()
@@ -146,6 +187,10 @@ func crashRound(t *testing.T, dir string, killAfter int, acked map[uint64]uint64
 				cmd.Process.Kill()
 				killed = true
 			}
+			continue
+		}
+		if state, name, ok := strings.Cut(line, " "); ok && state != "ack" {
+			vols[name] = state
 			continue
 		}
 		var off, seed uint64
@@ -175,7 +220,7 @@ func crashRound(t *testing.T, dir string, killAfter int, acked map[uint64]uint64
 // checkCrashStore opens the store after a crash: every acknowledged tile
 // must read back byte for byte, every visible tile must be whole, and an
 // append must land right after the last visible tile.
-func checkCrashStore(t *testing.T, dir string, acked map[uint64]uint64) {
+func checkCrashStore(t *testing.T, dir string, acked map[uint64]uint64, vols map[string]string) {
 	t.Helper()
 	s, err := storage.Open(dir, storage.Config{BlockBytes: crashBlock, Logger: discardLogger()})
 	if err != nil {
@@ -216,5 +261,28 @@ func checkCrashStore(t *testing.T, dir string, acked map[uint64]uint64) {
 	acked[first] = seed
 	if d, err := s.Verify(context.Background()); err != nil || len(d) != 0 {
 		t.Fatalf("Verify after crash: %v, %v", d, err)
+	}
+	// Scratch volumes: an acknowledged create survives unless a delete
+	// started; an acknowledged delete stays deleted; a visible volume is
+	// whole (its meta and first block open, its tiles read).
+	for name, state := range vols {
+		_, err := s.Volume(name)
+		switch {
+		case state == "created" && err != nil:
+			t.Fatalf("acknowledged volume %s lost: %v", name, err)
+		case state == "deleted" && !errors.Is(err, storage.ErrNotFound):
+			t.Fatalf("deleted volume %s came back: %v", name, err)
+		}
+	}
+	all, err := s.Volumes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range all {
+		for off := range v.NextOffset {
+			if got, err := s.Read(v.Name, off); err != nil || (v.Name != crashVolume && string(got.Value) != v.Name) {
+				t.Fatalf("volume %s tile %d after crash: %q, %v", v.Name, off, got.Value, err)
+			}
+		}
 	}
 }
