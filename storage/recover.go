@@ -3,7 +3,6 @@ package storage
 import (
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -319,13 +318,4 @@ func truncateSync(f *os.File, size int64) error {
 		return fmt.Errorf("storage: fsync %s: %w", f.Name(), err)
 	}
 	return nil
-}
-
-// readFull reads exactly len(b) bytes at off.
-func readFull(f *os.File, b []byte, off int64) error {
-	_, err := f.ReadAt(b, off)
-	if errors.Is(err, io.EOF) {
-		return fmt.Errorf("short read: %w", ErrCorrupt)
-	}
-	return err
 }

@@ -81,12 +81,11 @@ type snapVolume struct {
 }
 
 type snapBlock struct {
-	base       uint64
-	data       *os.File
-	index      *os.File
-	dataLen    int64
-	indexLen   int64
-	entryCount uint64
+	base     uint64
+	data     *os.File
+	index    *os.File
+	dataLen  int64 // committed bytes of the data file
+	indexLen int64 // header plus committed entries of the index file
 }
 
 // Snapshot captures every volume's committed state. It holds the store
@@ -143,7 +142,7 @@ func (v *volume) capture() (snapVolume, uint64, error) {
 		}
 		sv.blocks = append(sv.blocks, snapBlock{
 			base: bv.b.base, data: d, index: x,
-			dataLen: bv.end, indexLen: indexHeaderLen + int64(bv.count)*indexEntryLen, entryCount: bv.count,
+			dataLen: bv.end, indexLen: indexHeaderLen + int64(bv.count)*indexEntryLen,
 		})
 	}
 	return sv, st.lastIndex, nil

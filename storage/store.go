@@ -413,7 +413,7 @@ func (s *Store) Append(ctx context.Context, name string, tiles ...Tile) (uint64,
 			// Restore is swapping the volume (it holds s.mu until the new
 			// one is published); nothing was acknowledged, so retry there.
 			s.mu.Lock()
-			s.mu.Unlock() //nolint:staticcheck // waiting for Restore to finish
+			s.mu.Unlock()
 			continue
 		}
 		return first, err
