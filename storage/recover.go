@@ -27,11 +27,11 @@ import (
 //     read).
 func openVolume(s *Store, name, dir string) (*volume, error) {
 	v := &volume{
-		s:      s,
-		name:   name,
-		dir:    dir,
-		log:    s.log.With("volume", name),
-		gone:   make(chan struct{}),
+		s:    s,
+		name: name,
+		dir:  dir,
+		log:  s.log.With("volume", name),
+		gone: make(chan struct{}),
 	}
 	mb, err := os.ReadFile(filepath.Join(dir, metaName))
 	if err != nil {
