@@ -194,3 +194,27 @@ func TestStore_ReadInto(t *testing.T) {
 		t.Fatalf("ReadInto with a reused buffer allocates %.1f times per read", n)
 	}
 }
+
+func TestStore_MaxSizeTile(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	s := openStore(t, dir, storage.Config{Sync: storage.SyncNone, BlockBytes: 1 << 20})
+	create(t, s, "big")
+	buf := make([]byte, storage.DefaultMaxTileBytes+1)
+	for i := 0; i < len(buf); i += 4096 {
+		buf[i] = byte(i >> 12)
+	}
+	if _, err := s.Append(context.Background(), "big", storage.Tile{Value: buf}); !errors.Is(err, storage.ErrTooLarge) {
+		t.Fatalf("tile of DefaultMaxTileBytes+1 = %v, want ErrTooLarge", err)
+	}
+	max := buf[:storage.DefaultMaxTileBytes]
+	appendTiles(t, s, "big", storage.Tile{Value: []byte("small")}, storage.Tile{Value: max}, storage.Tile{Value: []byte("after")})
+	got, err := s.Read("big", 1)
+	if err != nil || len(got.Value) != len(max) || got.CRC32C != storage.Checksum(max) {
+		t.Fatalf("Read of a 256 MiB tile: %d bytes, %v", len(got.Value), err)
+	}
+	got = storage.Tile{}
+	if after, err := s.Read("big", 2); err != nil || string(after.Value) != "after" {
+		t.Fatalf("tile after the 256 MiB one: %q, %v", after.Value, err)
+	}
+}
