@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -32,6 +33,7 @@ type testServer struct {
 	pki        *testPKI
 	tokens     map[string]string // role name -> token
 	policyFile string
+	dir        string // holds the tokens and users files
 	logs       *logCounter
 }
 
@@ -66,12 +68,13 @@ type serverOptions struct {
 	noAuth         bool // serve without interceptors (benchmark baseline)
 	tileBytes      int
 	plaintextNoTLS bool
+	log            io.Writer // JSON logs of the auth package; nil counts them in logs
 }
 
 func startServer(tb testing.TB, o serverOptions) *testServer {
 	tb.Helper()
 	dir := tb.TempDir()
-	ts := &testServer{pki: newTestPKI(tb), tokens: map[string]string{}, logs: &logCounter{n: map[string]int{}}}
+	ts := &testServer{pki: newTestPKI(tb), tokens: map[string]string{}, logs: &logCounter{n: map[string]int{}}, dir: dir}
 	tokenFile := filepath.Join(dir, "tokens")
 	for _, role := range []string{"reader", "writer"} {
 		tok, err := NewToken()
@@ -99,6 +102,9 @@ func startServer(tb testing.TB, o serverOptions) *testServer {
 		Authenticators: []Authenticator{tokens, users, ClientCert{}},
 		ReloadInterval: -1,
 		Logger:         slog.New(ts.logs),
+	}
+	if o.log != nil {
+		cfg.Logger = slog.New(slog.NewJSONHandler(o.log, nil))
 	}
 	if o.policy != "" {
 		ts.policyFile = filepath.Join(dir, "policy.csv")
