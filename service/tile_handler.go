@@ -152,6 +152,13 @@ func (h *tileHandler) ReadTileStream(ctx context.Context, req *connect.Request[l
 	end := info.NextOffset // without follow, the stream ends here
 	ctx, release := h.s.streamContext(ctx)
 	defer release()
+	if follow {
+		// Send the response headers now: a client's call returns once
+		// they arrive, and a follower may wait long for its first tile.
+		if err := stream.Send(nil); err != nil {
+			return nil // the client went away
+		}
+	}
 	msg := &ldmv1.ReadTileStreamResponse{}
 	for {
 		if !follow && off >= end {
