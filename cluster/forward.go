@@ -62,6 +62,7 @@ var errorKinds = []struct {
 	{"too_large", storage.ErrTooLarge},
 	{"corrupt", storage.ErrCorrupt},
 	{"closed", storage.ErrClosed},
+	{"unknown_outcome", ErrUnknownOutcome},
 	{"not_leader", storage.ErrNotLeader},
 	{"unknown_command", ErrUnknownCommand},
 }
@@ -96,6 +97,9 @@ func (n *Node) fromWire(w *wireError) error {
 		// The node we asked no longer leads: report what we know now.
 		return n.notLeader(nil)
 	}
+	if w.Kind == "unknown_outcome" {
+		return unknownOutcome(n.notLeader(nil), errors.New("leader: "+w.Message))
+	}
 	for _, k := range errorKinds {
 		if k.kind == w.Kind {
 			return &remoteError{msg: w.Message, sentinel: k.err}
@@ -104,12 +108,24 @@ func (n *Node) fromWire(w *wireError) error {
 	return &remoteError{msg: w.Message}
 }
 
+// dialError marks a failure to connect: the request was never sent.
+type dialError struct{ err error }
+
+func (e *dialError) Error() string { return e.err.Error() }
+func (e *dialError) Unwrap() error { return e.err }
+
 func newHTTPClient(tlsConfig *tls.Config, dial DialFunc) *http.Client {
 	if dial == nil {
 		dial = (&net.Dialer{Timeout: 10 * time.Second}).DialContext
 	}
 	t := &http.Transport{
-		DialContext:         dial,
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			c, err := dial(ctx, network, addr)
+			if err != nil {
+				return nil, &dialError{err}
+			}
+			return c, nil
+		},
 		TLSClientConfig:     tlsConfig,
 		ForceAttemptHTTP2:   tlsConfig != nil,
 		MaxIdleConnsPerHost: 64,
@@ -125,8 +141,9 @@ func (n *Node) scheme() string {
 	return "http://"
 }
 
-// call POSTs body to path on addr and decodes the reply. Transport failures
-// wrap storage.ErrNotLeader: the leader is unreachable from here.
+// call POSTs body to path on addr and decodes the reply. A failure to
+// connect wraps *storage.NotLeaderError (the request was not sent); a
+// failure after sending also wraps ErrUnknownOutcome.
 func (n *Node) call(ctx context.Context, addr, path string, body []byte) (*reply, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, n.scheme()+addr+path, bytes.NewReader(body))
 	if err != nil {
@@ -138,16 +155,25 @@ func (n *Node) call(ctx context.Context, addr, path string, body []byte) (*reply
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
-		return nil, fmt.Errorf("%w: forward to %s: %v", &storage.NotLeaderError{LeaderAddr: addr}, addr, err)
+		nl := &storage.NotLeaderError{LeaderAddr: addr}
+		var de *dialError
+		if errors.As(err, &de) {
+			return nil, fmt.Errorf("%w: forward to %s: %v", nl, addr, err)
+		}
+		return nil, unknownOutcome(nl, fmt.Errorf("forward to %s: %w", addr, err))
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-		return nil, fmt.Errorf("forward to %s: %s: %s", addr, resp.Status, bytes.TrimSpace(msg))
+		err := fmt.Errorf("forward to %s: %s: %s", addr, resp.Status, bytes.TrimSpace(msg))
+		if resp.StatusCode == http.StatusServiceUnavailable || resp.StatusCode == http.StatusBadGateway {
+			return nil, fmt.Errorf("%w: %v", &storage.NotLeaderError{LeaderAddr: addr}, err)
+		}
+		return nil, err
 	}
 	var r reply
 	if err := json.NewDecoder(resp.Body).Decode(&r); err != nil {
-		return nil, fmt.Errorf("forward to %s: decode reply: %w", addr, err)
+		return nil, unknownOutcome(&storage.NotLeaderError{LeaderAddr: addr}, fmt.Errorf("forward to %s: decode reply: %w", addr, err))
 	}
 	return &r, nil
 }

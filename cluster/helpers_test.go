@@ -59,7 +59,7 @@ func newTestCluster(tb testing.TB) *testCluster {
 		tb:       tb,
 		base:     tb.TempDir(),
 		net:      newPartitionNet(),
-		newStore: func(testing.TB, string) Store { return NewMemoryStore() },
+		newStore: openFileStore,
 		nodes:    map[string]*testNode{},
 	}
 	tb.Cleanup(func() {
@@ -406,3 +406,13 @@ func mustCreate(tb testing.TB, n *Node, name string) {
 }
 
 func errorsIs(err, target error) bool { return errors.Is(err, target) }
+
+// openFileStore opens the file store in dir (it survives a node restart).
+func openFileStore(tb testing.TB, dir string) Store {
+	tb.Helper()
+	s, err := storage.Open(dir, storage.Config{Logger: testLogger()})
+	if err != nil {
+		tb.Fatalf("open store %s: %v", dir, err)
+	}
+	return FileStore(s)
+}

@@ -18,6 +18,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 	raftwal "github.com/hashicorp/raft-wal"
+	"github.com/hashicorp/raft-wal/metadb"
 	"github.com/hashicorp/serf/serf"
 
 	"github.com/xcheng85/go-ldm/storage"
@@ -78,6 +79,10 @@ type Config struct {
 	// ReconcileInterval is how often the leader compares Serf members with
 	// the Raft configuration (default 30s).
 	ReconcileInterval time.Duration
+	// WALSegmentBytes is the size of a Raft log segment file (default
+	// raft-wal's 64 MiB). The log is truncated after a snapshot in whole
+	// segments only.
+	WALSegmentBytes int
 	// LeaderWait bounds how long a write waits for a leader to be elected
 	// before it fails with storage.ErrNotLeader (default 5s).
 	LeaderWait time.Duration
@@ -137,6 +142,7 @@ type Node struct {
 	fsm    *fsm
 	raft   *raft.Raft
 	wal    *raftwal.WAL
+	meta   *metadb.BoltMetaDB // closed by Node: WAL.Close leaves it open
 	trans  *raft.NetworkTransport
 	stream *streamLayer
 	serf   *serf.Serf // nil without gossip
@@ -224,17 +230,23 @@ func (n *Node) startRaft() error {
 	if err := os.MkdirAll(walDir, 0o755); err != nil {
 		return fmt.Errorf("raft dir: %w", err)
 	}
-	wal, err := raftwal.Open(walDir, raftwal.WithLogger(hl.Named("wal")))
+	meta := &metadb.BoltMetaDB{}
+	// A zero segment size means raft-wal's default.
+	wal, err := raftwal.Open(walDir, raftwal.WithLogger(hl.Named("wal")), raftwal.WithMetaStore(meta), raftwal.WithSegmentSize(max(cfg.WALSegmentBytes, 0)))
 	if err != nil {
+		meta.Close()
 		return fmt.Errorf("open raft wal: %w", err)
 	}
+	n.meta = meta
 	snaps, err := raft.NewFileSnapshotStoreWithLogger(cfg.Dir, 2, hl.Named("snapshots"))
 	if err != nil {
 		wal.Close()
+		meta.Close()
 		return fmt.Errorf("open raft snapshots: %w", err)
 	}
 	if err := n.restoreIfBehind(snaps); err != nil {
 		wal.Close()
+		meta.Close()
 		return err
 	}
 	trans := raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
@@ -248,6 +260,7 @@ func (n *Node) startRaft() error {
 		if err != nil {
 			trans.Close()
 			wal.Close()
+			meta.Close()
 			return fmt.Errorf("raft state: %w", err)
 		}
 		if !has {
@@ -266,6 +279,7 @@ func (n *Node) startRaft() error {
 	if err != nil {
 		trans.Close()
 		wal.Close()
+		meta.Close()
 		return fmt.Errorf("start raft: %w", err)
 	}
 	n.raft, n.wal, n.trans = r, wal, trans
@@ -403,6 +417,9 @@ func (n *Node) stopRaft() error {
 	if n.wal != nil {
 		errs = append(errs, n.wal.Close())
 	}
+	if n.meta != nil {
+		errs = append(errs, n.meta.Close())
+	}
 	return errors.Join(errs...)
 }
 
@@ -528,7 +545,9 @@ func (n *Node) apply(ctx context.Context, cmd []byte) (*applyResult, error) {
 		} else if addr, id := n.raft.LeaderWithID(); addr != "" && string(id) != n.cfg.NodeID {
 			res, err := n.forwardApply(ctx, string(addr), cmd)
 			var nl *storage.NotLeaderError
-			if !errors.As(err, &nl) {
+			if !errors.As(err, &nl) || errors.Is(err, ErrUnknownOutcome) {
+				// Retrying a write whose outcome is unknown could
+				// apply it twice; only a refusal is retried.
 				return res, err
 			}
 			last = err
@@ -549,6 +568,17 @@ func (n *Node) apply(ctx context.Context, cmd []byte) (*applyResult, error) {
 		}
 	}
 	return nil, n.notLeader(last)
+}
+
+// ErrUnknownOutcome: a write reached the leader, but the leader lost its
+// leadership or the connection broke before the result came back, so the
+// write may or may not be committed. Errors wrapping it also wrap
+// storage.ErrNotLeader (the service answers Unavailable); a client that
+// retries may apply the write twice.
+var ErrUnknownOutcome = errors.New("write outcome unknown")
+
+func unknownOutcome(nl error, cause error) error {
+	return fmt.Errorf("%w: %w (%v)", ErrUnknownOutcome, nl, cause)
 }
 
 // notLeader returns a *storage.NotLeaderError naming the leader if known.
@@ -587,8 +617,11 @@ func (n *Node) applyLocal(ctx context.Context, cmd []byte) (*applyResult, error)
 			return nil, err
 		case errors.Is(err, raft.ErrRaftShutdown):
 			return nil, fmt.Errorf("raft: %w", storage.ErrClosed)
-		case errors.Is(err, raft.ErrLeadershipLost), errors.Is(err, raft.ErrLeadershipTransferInProgress), errors.Is(err, raft.ErrEnqueueTimeout):
+		case errors.Is(err, raft.ErrLeadershipTransferInProgress):
 			return nil, fmt.Errorf("%w: %v", n.notLeader(nil), err)
+		case errors.Is(err, raft.ErrLeadershipLost), errors.Is(err, raft.ErrEnqueueTimeout):
+			// The entry may still commit under the next leader.
+			return nil, unknownOutcome(n.notLeader(nil), err)
 		default:
 			return nil, fmt.Errorf("raft apply: %w", err)
 		}

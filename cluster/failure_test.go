@@ -1,0 +1,316 @@
+package cluster
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/xcheng85/go-ldm/storage"
+)
+
+// startThree starts n1 (bootstrap), n2 and n3 and waits for three voters.
+func startThree(t *testing.T, c *testCluster) (n1, n2, n3 *testNode) {
+	t.Helper()
+	n1 = c.add("n1")
+	c.leader(10 * time.Second)
+	n2 = c.add("n2")
+	n3 = c.add("n3")
+	c.waitVoters(15*time.Second, "n1", "n2", "n3")
+	return n1, n2, n3
+}
+
+// logOf reads a volume's whole log on one node.
+func logOf(t *testing.T, n *testNode, volume string) [][]byte {
+	t.Helper()
+	info, err := n.node.Volume(volume)
+	if err != nil {
+		t.Fatalf("%s: volume %s: %v", n.id, volume, err)
+	}
+	out := make([][]byte, info.NextOffset)
+	for off := range info.NextOffset {
+		tile, err := n.node.Read(volume, off)
+		if err != nil {
+			t.Fatalf("%s: read %s@%d: %v", n.id, volume, off, err)
+		}
+		out[off] = tile.Value
+	}
+	return out
+}
+
+// sameLogs checks that every running node holds the same log and returns it.
+func sameLogs(t *testing.T, c *testCluster, volume string) [][]byte {
+	t.Helper()
+	c.converge(20 * time.Second)
+	var ref [][]byte
+	var refID string
+	for _, n := range c.running() {
+		l := logOf(t, n, volume)
+		if ref == nil {
+			ref, refID = l, n.id
+			continue
+		}
+		if len(l) != len(ref) {
+			t.Fatalf("%s holds %d tiles, %s holds %d", n.id, len(l), refID, len(ref))
+		}
+		for i := range l {
+			if !bytes.Equal(l[i], ref[i]) {
+				t.Fatalf("offset %d: %s holds %q, %s holds %q", i, n.id, l[i], refID, ref[i])
+			}
+		}
+	}
+	return ref
+}
+
+type ack struct {
+	value  string
+	offset uint64
+}
+
+// TestNode_LeaderKilledDuringWrites kills the leader abruptly while
+// writers append through every node, with retries. A new leader takes
+// over; every acknowledged write is present exactly once at its offset on
+// every node, including the killed one after its restart.
+func TestNode_LeaderKilledDuringWrites(t *testing.T) {
+	c := newTestCluster(t)
+	n1, n2, n3 := startThree(t, c)
+	mustCreate(t, n1.node, "vol")
+	nodes := []*Node{n1.node, n2.node, n3.node}
+
+	var (
+		mu    sync.Mutex
+		acks  []ack
+		nAcks atomic.Int64
+	)
+	stop := make(chan struct{})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	var wg sync.WaitGroup
+	const writers = 4
+	for w := range writers {
+		wg.Go(func() {
+			for seq := 0; ; seq++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				// Each attempt writes distinct bytes: an attempt that
+				// failed ambiguously may exist once, never twice.
+				for attempt := 0; ; attempt++ {
+					if attempt == 100 || ctx.Err() != nil {
+						t.Errorf("writer %d: write %d not acknowledged after %d attempts", w, seq, attempt)
+						return
+					}
+					v := fmt.Sprintf("w%d-s%d-a%d", w, seq, attempt)
+					wctx, wcancel := context.WithTimeout(ctx, 5*time.Second)
+					off, err := nodes[(w+attempt)%len(nodes)].Append(wctx, "vol", storage.Tile{Value: []byte(v)})
+					wcancel()
+					if err != nil {
+						continue
+					}
+					mu.Lock()
+					acks = append(acks, ack{v, off})
+					mu.Unlock()
+					nAcks.Add(1)
+					break
+				}
+			}
+		})
+	}
+	waitFor(t, 30*time.Second, "30 acknowledged writes", func() bool { return nAcks.Load() >= 30 })
+	old := c.leader(10 * time.Second)
+	before := nAcks.Load()
+	c.stop(old)
+	newLeader := c.leader(15 * time.Second)
+	if newLeader == old {
+		t.Fatalf("the killed node %s still leads", old.id)
+	}
+	waitFor(t, 30*time.Second, "30 more acknowledged writes after the kill", func() bool { return nAcks.Load() >= before+30 })
+	close(stop)
+	wg.Wait()
+
+	c.restart(old)
+	log := sameLogs(t, c, "vol")
+	seen := map[string]uint64{}
+	for off, v := range log {
+		if prev, dup := seen[string(v)]; dup {
+			t.Fatalf("value %q at offsets %d and %d", v, prev, off)
+		}
+		seen[string(v)] = uint64(off)
+	}
+	for _, a := range acks {
+		off, ok := seen[a.value]
+		if !ok {
+			t.Fatalf("acknowledged write %q (offset %d) is lost", a.value, a.offset)
+		}
+		if off != a.offset {
+			t.Fatalf("acknowledged write %q at offset %d, acknowledged as %d", a.value, off, a.offset)
+		}
+	}
+	t.Logf("%d acknowledged writes, %d tiles in the log, leader %s killed, %s took over", len(acks), len(log), old.id, newLeader.id)
+}
+
+// TestNode_PartitionedMinority isolates the leader: it accepts no writes
+// (they fail, none is lost silently), the majority elects a leader and
+// goes on, and after healing every node converges on the majority's log.
+func TestNode_PartitionedMinority(t *testing.T) {
+	c := newTestCluster(t)
+	startThree(t, c)
+	l := c.leader(10 * time.Second)
+	mustCreate(t, l.node, "vol")
+	var majority []*testNode
+	var majorityIDs []string
+	for _, n := range c.running() {
+		if n != l {
+			majority = append(majority, n)
+			majorityIDs = append(majorityIDs, n.id)
+		}
+	}
+	ctx := context.Background()
+	if _, err := l.node.Append(ctx, "vol", storage.Tile{Value: []byte("before")}); err != nil {
+		t.Fatal(err)
+	}
+
+	c.net.partition([]string{l.id}, majorityIDs)
+	// The old leader steps down once its lease expires; writes to it fail.
+	wctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	_, err := l.node.Append(wctx, "vol", storage.Tile{Value: []byte("minority")})
+	cancel()
+	if err == nil {
+		t.Fatal("the isolated leader acknowledged a write")
+	}
+	if !errors.Is(err, storage.ErrNotLeader) && !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("write to the isolated leader: %v, want ErrNotLeader", err)
+	}
+	waitFor(t, 15*time.Second, "a new leader in the majority", func() bool {
+		for _, n := range majority {
+			if n.node.IsLeader() {
+				return true
+			}
+		}
+		return false
+	})
+	var acked []string
+	for i := range 5 {
+		v := fmt.Sprintf("majority-%d", i)
+		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		_, err := majority[i%2].node.Append(wctx, "vol", storage.Tile{Value: []byte(v)})
+		cancel()
+		if err != nil {
+			t.Fatalf("write in the majority: %v", err)
+		}
+		acked = append(acked, v)
+	}
+	// A write to the isolated node still fails (it forwards nowhere).
+	wctx, cancel = context.WithTimeout(ctx, 2*time.Second)
+	_, err = l.node.Append(wctx, "vol", storage.Tile{Value: []byte("minority-2")})
+	cancel()
+	if err == nil {
+		t.Fatal("the isolated node acknowledged a write")
+	}
+
+	c.net.heal()
+	log := sameLogs(t, c, "vol")
+	var got []string
+	for _, v := range log {
+		got = append(got, string(v))
+	}
+	want := append([]string{"before"}, acked...)
+	if strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Fatalf("log after healing: %v, want %v", got, want)
+	}
+}
+
+// TestNode_RestartWholeCluster stops every node, the bootstrap node
+// included, and starts them again: same data, a leader again, writable.
+func TestNode_RestartWholeCluster(t *testing.T) {
+	c := newTestCluster(t)
+	n1, n2, n3 := startThree(t, c)
+	mustCreate(t, n2.node, "vol")
+	ctx := context.Background()
+	for i := range 10 {
+		if _, err := []*testNode{n1, n2, n3}[i%3].node.Append(ctx, "vol", storage.Tile{Value: tileValue(t, "t", i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before := sameLogs(t, c, "vol")
+	for _, n := range []*testNode{n1, n2, n3} {
+		c.stop(n)
+	}
+	for _, n := range []*testNode{n1, n2, n3} {
+		c.restart(n)
+	}
+	c.leader(20 * time.Second)
+	after := sameLogs(t, c, "vol")
+	if len(after) != len(before) {
+		t.Fatalf("%d tiles after restart, %d before", len(after), len(before))
+	}
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	off, err := n3.node.Append(wctx, "vol", storage.Tile{Value: []byte("after-restart")})
+	if err != nil {
+		t.Fatalf("write after restart: %v", err)
+	}
+	if off != uint64(len(before)) {
+		t.Fatalf("offset %d after restart, want %d", off, len(before))
+	}
+	sameLogs(t, c, "vol")
+}
+
+// TestNode_LateNodeCatchesUpFromSnapshot adds a node after the log was
+// compacted: it can only catch up by installing a snapshot.
+func TestNode_LateNodeCatchesUpFromSnapshot(t *testing.T) {
+	c := newTestCluster(t)
+	c.tune = func(cfg *Config) {
+		cfg.SnapshotThreshold = 8
+		cfg.TrailingLogs = 4
+		cfg.SnapshotInterval = 50 * time.Millisecond
+		cfg.WALSegmentBytes = 8 << 10
+	}
+	n1 := c.add("n1")
+	c.leader(10 * time.Second)
+	n2 := c.add("n2")
+	c.waitVoters(15*time.Second, "n1", "n2")
+	mustCreate(t, n1.node, "vol")
+	ctx := context.Background()
+	for i := range 40 {
+		key := storage.BrickKey{LOD: 0, X: uint32(i % 4)}
+		v := append(tileValue(t, "tile-", i, "-"), bytes.Repeat([]byte{byte(i)}, 1<<10)...)
+		if _, err := []*testNode{n1, n2}[i%2].node.Append(ctx, "vol", storage.Tile{Value: v, HasKey: true, Key: key}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l := c.leader(10 * time.Second)
+	waitFor(t, 20*time.Second, "a snapshot and a compacted log on the leader", func() bool {
+		first, err := l.node.wal.FirstIndex()
+		return err == nil && first > 1 && l.node.Raft().Stats()["last_snapshot_index"] != "0"
+	})
+	n3 := c.add("n3")
+	c.waitVoters(15*time.Second, "n1", "n2", "n3")
+	log := sameLogs(t, c, "vol")
+	if len(log) != 40 {
+		t.Fatalf("%d tiles, want 40", len(log))
+	}
+	if got := n3.node.Raft().Stats()["last_snapshot_index"]; got == "0" {
+		t.Fatalf("n3 caught up without a snapshot (last_snapshot_index %s)", got)
+	}
+	for x := range uint32(4) {
+		a, err := n1.node.Brick("vol", storage.BrickKey{X: x})
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := n3.node.Brick("vol", storage.BrickKey{X: x})
+		if err != nil {
+			t.Fatalf("n3 brick %d: %v", x, err)
+		}
+		if a.Offset != b.Offset || !bytes.Equal(a.Value, b.Value) {
+			t.Fatalf("brick %d: n1 %d %q, n3 %d %q", x, a.Offset, a.Value, b.Offset, b.Value)
+		}
+	}
+}
