@@ -132,7 +132,7 @@ store is closed.`,
 	fs.StringVar(&f.addr, "addr", "127.0.0.1:8080", "address to listen on (host:port)")
 	fs.StringVar(&f.data, "data", "./ldm-data", "directory of the tile store")
 	fs.IntVar(&f.maxTileBytes, "max-tile-bytes", storage.DefaultMaxTileBytes, "largest tile accepted, in bytes (larger requests fail with ResourceExhausted)")
-	fs.StringVar(&f.sync, "sync", "always", "when writes are synced to disk before they are acknowledged: always (group commit, fsync before acknowledging) or never (leave it to the OS; fast, loses recent writes on power loss)")
+	fs.StringVar(&f.sync, "sync", storage.SyncBatch.String(), "when writes reach the disk before they are acknowledged: batch (group commit: concurrent writes share one fsync), always (one fsync per write) or none (left to the OS: fast, a machine crash loses recent writes)")
 	fs.BoolVar(&f.demo, "demo", false, "create the demo volume \""+demoVolume+"\" if it is missing")
 	fs.BoolVar(&f.compress, "compress", false, "gzip responses for clients that accept it (slow for voxel data)")
 	fs.StringSliceVar(&f.corsOrigins, "cors-origin", nil, "origins browsers may call from (repeatable; default any)")
@@ -168,13 +168,18 @@ func serve(ctx context.Context, f *serveFlags, logOut io.Writer) error {
 
 // openStore opens the tile store in --data.
 func openStore(f *serveFlags, logger *slog.Logger) (storage.LDM, error) {
-	switch f.sync {
-	case "always", "never":
-	default:
-		return nil, usageError{fmt.Errorf("--sync %q: want always or never", f.sync)}
+	policy, err := storage.ParseSyncPolicy(f.sync)
+	if err != nil {
+		return nil, usageError{fmt.Errorf("--sync: %w", err)}
 	}
-	logger.Warn("the file store is not available in this build; serving from memory (data is lost on exit)", "data", f.data)
-	return storage.NewMemory(f.maxTileBytes), nil
+	store, err := storage.Open(f.data, storage.Config{MaxTileBytes: f.maxTileBytes, Sync: policy, Logger: logger})
+	if errors.Is(err, storage.ErrLocked) {
+		return nil, fmt.Errorf("%w\n(another ldm serve uses %s: stop it, or give this one its own --data)", err, f.data)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open the store in %s: %w", f.data, err)
+	}
+	return store, nil
 }
 
 // serveEnvRun runs steps 1 (listener) to 6 of serveEnv.
