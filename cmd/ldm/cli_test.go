@@ -13,8 +13,8 @@ import (
 
 	"connectrpc.com/connect"
 
-	ldmv1 "github.com/xcheng85/go-ldm/gen/ldm/v1"
 	"github.com/xcheng85/go-ldm/cmd/ldm/internal/volume"
+	ldmv1 "github.com/xcheng85/go-ldm/gen/ldm/v1"
 )
 
 // TestCLI_every_client_command runs each client subcommand in-process
