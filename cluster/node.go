@@ -203,7 +203,7 @@ func New(cfg Config, store Store) (*Node, error) {
 
 func (n *Node) startRaft() error {
 	cfg := n.cfg
-	hl := newHCLogger(n.log, "raft")
+	hl := newHCLogger(cfg.Logger.With("node", cfg.NodeID), "raft")
 	rc := raft.DefaultConfig()
 	rc.LocalID = raft.ServerID(cfg.NodeID)
 	rc.Logger = hl

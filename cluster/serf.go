@@ -43,7 +43,7 @@ func (n *Node) startSerf() error {
 	sc.Tags = map[string]string{tagRole: "ldm", tagID: cfg.NodeID, tagAddr: cfg.AdvertiseAddr}
 	events := make(chan serf.Event, 256)
 	sc.EventCh = events
-	logger := log.New(&slogWriter{log: n.log.With("component", "serf")}, "", 0)
+	logger := log.New(&slogWriter{log: cfg.Logger.With("component", "serf", "node", cfg.NodeID)}, "", 0)
 	sc.Logger = logger
 	if cfg.LocalGossip {
 		sc.MemberlistConfig = memberlist.DefaultLocalConfig()
