@@ -142,9 +142,12 @@ func New(cfg Config) (*Server, error) {
 		ldmv1connect.VolumeServiceName,
 		ldmv1connect.ClusterServiceName,
 	}
-	// Health and reflection get recovery and logging but not the extra
-	// interceptors: probes and tools call them without credentials.
-	plain := connect.WithInterceptors(logInterceptor{log: s.log}, recoverInterceptor{log: s.log})
+	// Health and reflection get the extra interceptors too, but not request
+	// validation. Probes and tools call them without credentials: the
+	// authentication interceptors of service/auth let them through unless
+	// configured otherwise (auth.Config.Public).
+	plainInterceptors := append([]connect.Interceptor{logInterceptor{log: s.log}, recoverInterceptor{log: s.log}}, cfg.Interceptors...)
+	plain := connect.WithInterceptors(plainInterceptors...)
 	mount(grpchealth.NewHandler(grpchealth.NewStaticChecker(names...), plain))
 	reflector := grpcreflect.NewStaticReflector(names...)
 	mount(grpcreflect.NewHandlerV1(reflector, plain))

@@ -68,6 +68,16 @@ func (s *Server) readBarrier(ctx context.Context, c ldmv1.Consistency) error {
 	return nil
 }
 
+// readInto reads a tile for a stream, into buf when the store can (see
+// ReaderInto). The caller may reuse the returned Value's array for the
+// next read once the tile has been sent.
+func (s *Server) readInto(volume string, offset uint64, buf []byte) (storage.Tile, error) {
+	if r, ok := s.store.(ReaderInto); ok {
+		return r.ReadInto(volume, offset, buf)
+	}
+	return s.store.Read(volume, offset)
+}
+
 // tileETag is the entity tag of the tile at offset in a volume created at
 // createdNanos.
 func tileETag(createdNanos int64, offset uint64) string {
@@ -160,11 +170,12 @@ func (h *tileHandler) ReadTileStream(ctx context.Context, req *connect.Request[l
 		}
 	}
 	msg := &ldmv1.ReadTileStreamResponse{}
+	var buf []byte // reused for every tile: Send has copied the last one
 	for {
 		if !follow && off >= end {
 			return nil
 		}
-		t, err := h.s.store.Read(vol, off)
+		t, err := h.s.readInto(vol, off, buf)
 		if errors.Is(err, storage.ErrOutOfRange) && follow {
 			// Tail: sleep until the log grows past off, without polling.
 			if err := h.s.store.Wait(ctx, vol, off); err != nil {
@@ -187,6 +198,7 @@ func (h *tileHandler) ReadTileStream(ctx context.Context, req *connect.Request[l
 			}
 			return connectError(err)
 		}
+		buf = t.Value[:0]
 		off++
 	}
 }

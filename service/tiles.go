@@ -38,6 +38,16 @@ type ReadBarrier interface {
 	ReadBarrier(ctx context.Context) error
 }
 
+// ReaderInto is an optional capability of a Tiles value: Read into a
+// caller-supplied buffer. ReadInto reads the tile at offset into buf[:n]
+// when cap(buf) is at least the tile's length n, and into a new buffer
+// otherwise; the returned Value aliases buf in the first case. Streams use
+// it to read every tile into one reused buffer instead of allocating one
+// per tile.
+type ReaderInto interface {
+	ReadInto(volume string, offset uint64, buf []byte) (storage.Tile, error)
+}
+
 // Membership is an optional capability of a Tiles value: cluster
 // membership for ClusterService. When the Tiles value lacks it, GetServers
 // answers with this node alone and RemoveServer and TransferLeader fail

@@ -209,13 +209,14 @@ func (h *volumeHandler) StreamBricks(ctx context.Context, req *connect.Request[l
 	ctx, release := h.s.streamContext(ctx)
 	defer release()
 	msg := &ldmv1.StreamBricksResponse{Total: uint32(len(plan))}
+	var buf []byte // reused for every brick: Send has copied the last one
 	for i, b := range plan {
 		if ctx.Err() != nil {
 			return nil // the client went away or the server is draining
 		}
 		// Each Send blocks while the client's flow-control window is
 		// full, so a slow reader holds at most one brick here.
-		t, err := h.s.store.Read(info.Name, b.offset)
+		t, err := h.s.readInto(info.Name, b.offset, buf)
 		if err != nil {
 			return connectError(err)
 		}
@@ -227,6 +228,7 @@ func (h *volumeHandler) StreamBricks(ctx context.Context, req *connect.Request[l
 			}
 			return connectError(err)
 		}
+		buf = t.Value[:0]
 	}
 	return nil
 }
