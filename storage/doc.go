@@ -18,11 +18,13 @@
 //
 //   - A tile is visible to readers only after it is durable under the sync
 //     policy, and it is visible whole or not at all.
-//   - An index entry reaches the disk only after the record it points to
-//     (data fdatasync, then index write and fdatasync), so after a crash
-//     the index is a prefix of valid data; Open cuts anything beyond it.
-//   - A block's index entries are durable before any entry of the next
-//     block is written, so only the last block can have a torn tail.
+//   - A record's header carries every field of its index entry, so the
+//     data file is the durable record; an append is acknowledged once the
+//     data file is fdatasynced. Index entries are written after that, so an
+//     entry on disk always points at a whole record.
+//   - A block's index is fsynced before any entry of the next block is
+//     written, so only the last block's index can lag or be torn; Open
+//     rebuilds its lag from the record headers and cuts torn data.
 //   - Every file starts with magic, version and a checksum; every record
 //     and index entry has its own checksum. Bytes whose checksum fails are
 //     never returned: reads fail with ErrCorrupt.

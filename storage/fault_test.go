@@ -168,14 +168,14 @@ func TestStore_TornTail(t *testing.T) {
 			if err := os.Truncate(p, fileSize(t, p)-2*indexEntryLen); err != nil {
 				t.Fatal(err)
 			}
-		}, n - 2, "data after the last indexed tile"},
+		}, n, "index_entries_rebuilt=2"},
 		{"index_longer_than_data_partial_entry", func(t *testing.T, dir string) {
 			appendBytes(t, lastBlock(t, dir, "index"), []byte("partial entry"))
 		}, n, "partial index entry"},
 		{"index_tail_entry_bad_checksum", func(t *testing.T, dir string) {
 			p := lastBlock(t, dir, "index")
 			flipByte(t, p, fileSize(t, p)-10)
-		}, n - 1, "checksum"},
+		}, n, "index_entries_rebuilt=1"},
 		{"zeroed_last_record", func(t *testing.T, dir string) {
 			p := lastBlock(t, dir, "data")
 			sz := fileSize(t, p)
@@ -197,7 +197,7 @@ func TestStore_TornTail(t *testing.T) {
 			fillStore(t, dir, cfg, n)
 			tc.damage(t, dir)
 			_, logs := reopen(t, dir, cfg, tc.want)
-			if !strings.Contains(logs, "cutting torn tail") || !strings.Contains(logs, tc.logWant) {
+			if !strings.Contains(logs, "repaired active block") || !strings.Contains(logs, tc.logWant) {
 				t.Fatalf("repair log does not say what was cut (want %q):\n%s", tc.logWant, logs)
 			}
 		})
@@ -219,9 +219,24 @@ func TestStore_TornRollover(t *testing.T) {
 	t.Run("unwritten_index_of_new_block", func(t *testing.T) {
 		dir := t.TempDir()
 		fillStore(t, dir, cfg, 10) // blocks 0, 4, 8 (2 tiles)
-		// The last block's index entries never reached the disk.
-		p := lastBlock(t, dir, "index")
-		if err := os.Truncate(p, indexHeaderLen); err != nil {
+		// The last block's index entries never reached the disk; its
+		// records did, so the entries are rebuilt from them.
+		if err := os.Truncate(lastBlock(t, dir, "index"), indexHeaderLen); err != nil {
+			t.Fatal(err)
+		}
+		_, logs := reopen(t, dir, cfg, 10)
+		if !strings.Contains(logs, "index_entries_rebuilt=2") {
+			t.Fatalf("log:\n%s", logs)
+		}
+	})
+	t.Run("unwritten_new_block", func(t *testing.T) {
+		dir := t.TempDir()
+		fillStore(t, dir, cfg, 10)
+		// Neither the records nor the entries of the last block survived.
+		if err := os.Truncate(lastBlock(t, dir, "index"), indexHeaderLen); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Truncate(lastBlock(t, dir, "data"), dataHeaderLen); err != nil {
 			t.Fatal(err)
 		}
 		_, logs := reopen(t, dir, cfg, 8)
@@ -235,7 +250,24 @@ func TestStore_TornRollover(t *testing.T) {
 		if err := os.Remove(lastBlock(t, dir, "index")); err != nil {
 			t.Fatal(err)
 		}
-		reopen(t, dir, cfg, 4)
+		_, logs := reopen(t, dir, cfg, 8)
+		if !strings.Contains(logs, "recreating missing index file") || !strings.Contains(logs, "index_entries_rebuilt=4") {
+			t.Fatalf("log:\n%s", logs)
+		}
+	})
+	t.Run("rebuilt_index_larger_than_mapping", func(t *testing.T) {
+		dir := t.TempDir()
+		fillStore(t, dir, Config{BlockTiles: 100}, 6)
+		if err := os.Truncate(lastBlock(t, dir, "index"), indexHeaderLen); err != nil {
+			t.Fatal(err)
+		}
+		// Reopened with room for only 2 entries per block, the rebuild of
+		// 6 must remap the index, and the next append starts a new block.
+		small := Config{BlockTiles: 2}
+		reopen(t, dir, small, 6)
+		if _, err := os.Stat(filepath.Join(dir, "v", blockFileName(6, "data"))); err != nil {
+			t.Fatalf("the append after the rebuild did not start a new block: %v", err)
+		}
 	})
 	t.Run("sealed_block_short_index", func(t *testing.T) {
 		dir := t.TempDir()

@@ -12,13 +12,21 @@ package storage
 //	  8  base offset  8  offset of the block's first tile
 //	 16  reserved    12  zero
 //	 28  header crc   4  CRC-32C of bytes 0..28
-//	then records back to back, each recordHeaderLen = 24 bytes + value:
+//	then records back to back, each recordHeaderLen = 48 bytes + value. The
+//	record header holds everything the tile's index entry holds, so the
+//	data file alone is the durable record and the index can be rebuilt
+//	from it:
 //	  0  offset       8  the tile's offset in the volume's log
 //	  8  length       4  value length in bytes
 //	 12  value crc    4  CRC-32C of the value
-//	 16  reserved     4  zero
-//	 20  header crc   4  CRC-32C of bytes 0..20
-//	 24  value        length bytes
+//	 16  flags        4  bit 0: the tile has a brick key
+//	 20  lod          4  brick key (zero when bit 0 is clear)
+//	 24  x            4
+//	 28  y            4
+//	 32  z            4
+//	 36  repl index   8  replication (Raft) index that wrote the tile
+//	 44  header crc   4  CRC-32C of bytes 0..44
+//	 48  value        length bytes
 //
 // Block index file "<base>.index", memory-mapped read-only:
 //
@@ -73,7 +81,7 @@ const (
 	crcLen     = 4
 
 	dataHeaderLen   = 32
-	recordHeaderLen = 24
+	recordHeaderLen = 48
 	indexHeaderLen  = 32
 	indexEntryLen   = 48
 	metaHeaderLen   = 16
@@ -137,24 +145,70 @@ type recordHeader struct {
 	Offset uint64
 	Length uint32
 	CRC    uint32
+	HasKey bool
+	Key    BrickKey
+	Index  uint64
+}
+
+// entry returns the index entry of a record that starts at pos.
+func (h recordHeader) entry(pos int64) indexEntry {
+	return indexEntry{Pos: pos, Length: h.Length, CRC: h.CRC, HasKey: h.HasKey, Key: h.Key, Index: h.Index}
+}
+
+// Record headers and index entries share one 48-byte layout and differ
+// only in their first field: the tile's offset or the record's position.
+func putTileFields(b []byte, first uint64, length, crc uint32, hasKey bool, key BrickKey, index uint64) {
+	le.PutUint64(b[0:], first)
+	le.PutUint32(b[8:], length)
+	le.PutUint32(b[12:], crc)
+	var flags uint32
+	if hasKey {
+		flags = flagHasKey
+	} else {
+		key = BrickKey{}
+	}
+	le.PutUint32(b[16:], flags)
+	le.PutUint32(b[20:], key.LOD)
+	le.PutUint32(b[24:], key.X)
+	le.PutUint32(b[28:], key.Y)
+	le.PutUint32(b[32:], key.Z)
+	le.PutUint64(b[36:], index)
+	le.PutUint32(b[44:], Checksum(b[:44]))
+}
+
+func decodeTileFields(what string, b []byte) (first uint64, h recordHeader, err error) {
+	if len(b) < indexEntryLen {
+		return 0, h, fmt.Errorf("%s of %d bytes, want %d: %w", what, len(b), indexEntryLen, ErrCorrupt)
+	}
+	if got := le.Uint32(b[44:]); got != Checksum(b[:44]) {
+		return 0, h, fmt.Errorf("%s checksum %08x does not match: %w", what, got, ErrCorrupt)
+	}
+	flags := le.Uint32(b[16:])
+	if flags&^flagHasKey != 0 {
+		return 0, h, fmt.Errorf("%s flags %#x: %w", what, flags, ErrCorrupt)
+	}
+	h = recordHeader{
+		Length: le.Uint32(b[8:]),
+		CRC:    le.Uint32(b[12:]),
+		HasKey: flags&flagHasKey != 0,
+		Index:  le.Uint64(b[36:]),
+	}
+	if h.HasKey {
+		h.Key = BrickKey{LOD: le.Uint32(b[20:]), X: le.Uint32(b[24:]), Y: le.Uint32(b[28:]), Z: le.Uint32(b[32:])}
+	} else if le.Uint64(b[20:]) != 0 || le.Uint64(b[28:]) != 0 {
+		return 0, h, fmt.Errorf("%s has a brick key but no key flag: %w", what, ErrCorrupt)
+	}
+	return le.Uint64(b[0:]), h, nil
 }
 
 func putRecordHeader(b []byte, h recordHeader) {
-	le.PutUint64(b[0:], h.Offset)
-	le.PutUint32(b[8:], h.Length)
-	le.PutUint32(b[12:], h.CRC)
-	le.PutUint32(b[16:], 0)
-	le.PutUint32(b[20:], Checksum(b[:20]))
+	putTileFields(b, h.Offset, h.Length, h.CRC, h.HasKey, h.Key, h.Index)
 }
 
 func decodeRecordHeader(b []byte) (recordHeader, error) {
-	if len(b) < recordHeaderLen {
-		return recordHeader{}, fmt.Errorf("record header of %d bytes, want %d: %w", len(b), recordHeaderLen, ErrCorrupt)
-	}
-	if got := le.Uint32(b[20:]); got != Checksum(b[:20]) {
-		return recordHeader{}, fmt.Errorf("record header checksum %08x does not match: %w", got, ErrCorrupt)
-	}
-	return recordHeader{Offset: le.Uint64(b[0:]), Length: le.Uint32(b[8:]), CRC: le.Uint32(b[12:])}, nil
+	off, h, err := decodeTileFields("record header", b)
+	h.Offset = off
+	return h, err
 }
 
 // indexEntry is the decoded form of one index entry.
@@ -167,51 +221,24 @@ type indexEntry struct {
 	Index  uint64
 }
 
+// matches reports whether a record header describes the same tile as e.
+func (e indexEntry) matches(h recordHeader, offset uint64) bool {
+	return h.Offset == offset && h.Length == e.Length && h.CRC == e.CRC && h.HasKey == e.HasKey && h.Key == e.Key && h.Index == e.Index
+}
+
 func putIndexEntry(b []byte, e indexEntry) {
-	le.PutUint64(b[0:], uint64(e.Pos))
-	le.PutUint32(b[8:], e.Length)
-	le.PutUint32(b[12:], e.CRC)
-	var flags uint32
-	var k BrickKey
-	if e.HasKey {
-		flags = flagHasKey
-		k = e.Key
-	}
-	le.PutUint32(b[16:], flags)
-	le.PutUint32(b[20:], k.LOD)
-	le.PutUint32(b[24:], k.X)
-	le.PutUint32(b[28:], k.Y)
-	le.PutUint32(b[32:], k.Z)
-	le.PutUint64(b[36:], e.Index)
-	le.PutUint32(b[44:], Checksum(b[:44]))
+	putTileFields(b, uint64(e.Pos), e.Length, e.CRC, e.HasKey, e.Key, e.Index)
 }
 
 func decodeIndexEntry(b []byte) (indexEntry, error) {
-	if len(b) < indexEntryLen {
-		return indexEntry{}, fmt.Errorf("index entry of %d bytes, want %d: %w", len(b), indexEntryLen, ErrCorrupt)
+	pos, h, err := decodeTileFields("index entry", b)
+	if err != nil {
+		return indexEntry{}, err
 	}
-	if got := le.Uint32(b[44:]); got != Checksum(b[:44]) {
-		return indexEntry{}, fmt.Errorf("index entry checksum %08x does not match: %w", got, ErrCorrupt)
-	}
-	flags := le.Uint32(b[16:])
-	if flags&^flagHasKey != 0 {
-		return indexEntry{}, fmt.Errorf("index entry flags %#x: %w", flags, ErrCorrupt)
-	}
-	pos := le.Uint64(b[0:])
 	if pos < dataHeaderLen || pos > 1<<62 {
 		return indexEntry{}, fmt.Errorf("index entry position %d: %w", pos, ErrCorrupt)
 	}
-	e := indexEntry{
-		Pos:    int64(pos),
-		Length: le.Uint32(b[8:]),
-		CRC:    le.Uint32(b[12:]),
-		HasKey: flags&flagHasKey != 0,
-		Index:  le.Uint64(b[36:]),
-	}
-	if e.HasKey {
-		e.Key = BrickKey{LOD: le.Uint32(b[20:]), X: le.Uint32(b[24:]), Y: le.Uint32(b[28:]), Z: le.Uint32(b[32:])}
-	}
-	return e, nil
+	return h.entry(int64(pos)), nil
 }
 
 // metaJSON is the stable JSON form of VolumeMeta in the meta file.

@@ -8,6 +8,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/edsrzf/mmap-go"
 )
 
 // openVolume opens the directory dir as volume name and recovers it:
@@ -18,13 +20,14 @@ import (
 //  3. Check the last block as the active one: cut the index back to its
 //     last entry that is whole, has a valid checksum, follows the previous
 //     record, lies inside the data file and whose record header matches;
-//     cut the data file to the end of that record. If the last block is
-//     left empty and is not the only one, remove it and repeat with the
-//     block before it.
+//     then rebuild entries for the whole records after it (the index lags
+//     the data by design) and cut the data file after the last whole
+//     record. If the last block is left empty and is not the only one,
+//     remove it and repeat with the block before it.
 //  4. Check every sealed block: its entry count must reach the next block's
 //     base.
 //  5. Rebuild the brick index from the index entries (no tile data is
-//     read).
+//     read beyond the active block's unindexed tail).
 func openVolume(s *Store, name, dir string) (*volume, error) {
 	v := &volume{
 		s:    s,
@@ -278,25 +281,62 @@ func (v *volume) recoverActive(base uint64) (*block, uint64, error) {
 		var hb [recordHeaderLen]byte
 		_, rerr := b.data.ReadAt(hb[:], e.Pos)
 		h, herr := decodeRecordHeader(hb[:])
-		if rerr == nil && herr == nil && h.Offset == base+n-1 && h.Length == e.Length && h.CRC == e.CRC {
+		if rerr == nil && herr == nil && e.matches(h, base+n-1) {
 			break
 		}
 		reason = fmt.Sprintf("record header of offset %d does not match its index entry", base+n-1)
 		n--
 		end = e.Pos
 	}
+	kept := n
+	// Forward scan of the data after the last indexed record: whole
+	// records (header and value checksums hold, offsets in sequence) get
+	// their index entries back; the first bad one ends the log.
+	rebuilt, end, scanReason := scanRecords(b.data, base+n, end, dataSize)
+	if len(rebuilt) > 0 {
+		need := int(indexHeaderLen + (n+uint64(len(rebuilt)))*indexEntryLen)
+		if need > len(b.idx) {
+			if err := b.idx.Unmap(); err != nil {
+				b.release()
+				return nil, 0, fmt.Errorf("storage: %w", err)
+			}
+			m, err := mmap.MapRegion(b.index, need, mmap.RDONLY, 0, 0)
+			if err != nil {
+				b.idx = nil
+				b.release()
+				return nil, 0, fmt.Errorf("storage: mmap %s: %w", b.index.Name(), err)
+			}
+			b.idx = m
+		}
+		buf := make([]byte, len(rebuilt)*indexEntryLen)
+		for i, e := range rebuilt {
+			putIndexEntry(buf[i*indexEntryLen:], e)
+		}
+		if _, err := b.index.WriteAt(buf, indexHeaderLen+int64(n)*indexEntryLen); err != nil {
+			b.release()
+			return nil, 0, fmt.Errorf("storage: rebuilding index: %w", err)
+		}
+		n += uint64(len(rebuilt))
+	}
+	switch {
+	case scanReason != "" && reason != "":
+		reason += "; " + scanReason
+	case scanReason != "":
+		reason = scanReason
+	}
 	wantIdx := int64(indexHeaderLen) + int64(n)*indexEntryLen
-	if idxSize != wantIdx || dataSize != end {
-		if reason == "" && idxSize != wantIdx {
+	if idxSize != wantIdx || dataSize != end || len(rebuilt) > 0 {
+		switch {
+		case reason == "" && len(rebuilt) > 0:
+			reason = "index behind the data file"
+		case reason == "":
 			reason = "partial index entry"
 		}
-		if reason == "" {
-			reason = "data after the last indexed tile"
-		}
-		v.log.Warn("recovery: cutting torn tail",
+		v.log.Warn("recovery: repaired active block",
 			"base", base, "reason", reason,
-			"tiles_kept", n, "index_entries_removed", (idxSize-wantIdx)/indexEntryLen,
-			"index_bytes_removed", idxSize-wantIdx, "data_bytes_removed", dataSize-end)
+			"tiles", n, "index_entries_rebuilt", len(rebuilt),
+			"index_entries_removed", max(0, (idxSize-indexHeaderLen)/indexEntryLen-int64(kept)),
+			"data_bytes_removed", dataSize-end)
 		if err := truncateSync(b.index, wantIdx); err != nil {
 			b.release()
 			return nil, 0, err
@@ -306,8 +346,58 @@ func (v *volume) recoverActive(base uint64) (*block, uint64, error) {
 			return nil, 0, err
 		}
 	}
+	// Tiles that a process wrote and died before fsyncing are visible now,
+	// so they must not vanish in a later power loss, and this block's index
+	// must be durable before a next block's entries are written.
+	if err := fdatasync(b.data); err != nil {
+		b.release()
+		return nil, 0, err
+	}
+	if err := fdatasync(b.index); err != nil {
+		b.release()
+		return nil, 0, err
+	}
 	b.idxCount = n
 	return b, n, nil
+}
+
+// scanRecords reads whole records from f starting at pos (offset first),
+// up to size. It returns their index entries, the end of the last whole
+// record, and why it stopped if it stopped before size.
+func scanRecords(f *os.File, first uint64, pos, size int64) ([]indexEntry, int64, string) {
+	var out []indexEntry
+	var hb [recordHeaderLen]byte
+	var val []byte
+	for pos < size {
+		if size-pos < recordHeaderLen {
+			return out, pos, fmt.Sprintf("%d bytes after the last whole record", size-pos)
+		}
+		if _, err := f.ReadAt(hb[:], pos); err != nil {
+			return out, pos, fmt.Sprintf("reading record header at %d: %v", pos, err)
+		}
+		h, err := decodeRecordHeader(hb[:])
+		if err != nil {
+			return out, pos, fmt.Sprintf("record at %d: %v", pos, err)
+		}
+		want := first + uint64(len(out))
+		next := pos + recordHeaderLen + int64(h.Length)
+		if h.Offset != want || next > size {
+			return out, pos, fmt.Sprintf("record at %d: offset %d (want %d), ends at %d of %d", pos, h.Offset, want, next, size)
+		}
+		if cap(val) < int(h.Length) {
+			val = make([]byte, h.Length)
+		}
+		val = val[:h.Length]
+		if _, err := f.ReadAt(val, pos+recordHeaderLen); err != nil {
+			return out, pos, fmt.Sprintf("reading record value at %d: %v", pos, err)
+		}
+		if Checksum(val) != h.CRC {
+			return out, pos, fmt.Sprintf("record at %d: value checksum mismatch", pos)
+		}
+		out = append(out, h.entry(pos))
+		pos = next
+	}
+	return out, pos, ""
 }
 
 func truncateSync(f *os.File, size int64) error {

@@ -502,6 +502,7 @@ func (s *Store) Close() error {
 		return ErrClosed
 	}
 	for _, v := range s.volumes() {
+		v.syncIndex()
 		v.stopWrites()
 		v.close()
 	}

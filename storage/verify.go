@@ -90,7 +90,7 @@ func (b *block) verifyTile(i uint64, buf *[]byte) error {
 	if err != nil {
 		return err
 	}
-	if h.Offset != b.base+i || h.Length != e.Length || h.CRC != e.CRC {
+	if !e.matches(h, b.base+i) {
 		return fmt.Errorf("record header (offset %d, %d bytes, crc %08x) does not match the index: %w", h.Offset, h.Length, h.CRC, ErrCorrupt)
 	}
 	if Checksum(rec[recordHeaderLen:]) != e.CRC {

@@ -90,7 +90,9 @@ type volume struct {
 	failed   atomic.Pointer[error] // sticky write failure
 	replaced atomic.Bool           // set by Restore before it stops writes
 
-	cmu sync.Mutex
+	cmu           sync.Mutex
+	idxDirty      *block // block whose index has entries not yet fsynced (cmu)
+	idxDirtyBytes int64  // data bytes those entries describe (cmu)
 
 	wmu     sync.Mutex
 	wblocks []*block // every block, the last is active
@@ -261,14 +263,13 @@ func (v *volume) write(tiles []Tile, sums []uint32) (first, end uint64, err erro
 			start = b.wEnd
 		}
 		h := hdrs[i*recordHeaderLen : (i+1)*recordHeaderLen]
-		putRecordHeader(h, recordHeader{Offset: v.wNext, Length: uint32(len(t.Value)), CRC: sums[i]})
+		rh := recordHeader{Offset: v.wNext, Length: uint32(len(t.Value)), CRC: sums[i], HasKey: t.HasKey, Key: t.Key, Index: t.Index}
+		putRecordHeader(h, rh)
 		iov = append(iov, h)
 		if len(t.Value) > 0 {
 			iov = append(iov, t.Value)
 		}
-		v.pending = append(v.pending, pendingEntry{b: b, off: v.wNext, e: indexEntry{
-			Pos: b.wEnd, Length: uint32(len(t.Value)), CRC: sums[i], HasKey: t.HasKey, Key: t.Key, Index: t.Index,
-		}})
+		v.pending = append(v.pending, pendingEntry{b: b, off: v.wNext, e: rh.entry(b.wEnd)})
 		b.wEnd += recordHeaderLen + int64(len(t.Value))
 		b.wCount++
 		v.wNext++
@@ -395,13 +396,22 @@ func (v *volume) openBlockFiles(base uint64, active bool) (*block, error) {
 	return &block{base: base, data: data, index: index, idx: m}, nil
 }
 
+// indexSyncBytes is how much tile data the active block's index may
+// describe beyond its last fsync. Recovery rebuilds at most that much
+// (plus what the kernel had not written back) from the data file.
+const indexSyncBytes = 64 << 20
+
 // commitLocked makes every pending record durable, writes its index
 // entries, and publishes them. The caller holds cmu.
 //
-// Order: fsync the data files, then write and fsync each block's index
-// entries in block order. An index entry therefore only ever reaches the
-// disk after the record it points to, and a block's entries are durable
-// before any entry of the next block is written.
+// The records (whose headers carry every index field) are made durable by
+// fdatasync of the data files; that is what an acknowledgement means.
+// Index entries are written after it, so an entry on disk always points at
+// a durable record. The active block's index is fsynced only every
+// indexSyncBytes, but a block's index is always fsynced before the first
+// entry of the next block is written, so every sealed block's index is
+// complete; only the active block's index can lag its data, and recovery
+// rebuilds the lag from the record headers.
 func (v *volume) commitLocked() error {
 	if err := v.failure(); err != nil {
 		return err
@@ -432,26 +442,54 @@ func (v *volume) commitLocked() error {
 	buf := make([]byte, 0, min(len(pend), 1<<16)*indexEntryLen)
 	for i := 0; i < len(pend); {
 		b := pend[i].b
+		if v.idxDirty != nil && v.idxDirty != b {
+			// Seal: the previous block's index is complete and durable
+			// before the next block's first entry is written.
+			if doSync {
+				if err := fdatasync(v.idxDirty.index); err != nil {
+					return v.fail(err)
+				}
+			}
+			v.idxDirty, v.idxDirtyBytes = nil, 0
+		}
 		j := i
 		buf = buf[:0]
 		for ; j < len(pend) && pend[j].b == b; j++ {
 			buf = buf[:len(buf)+indexEntryLen]
 			putIndexEntry(buf[len(buf)-indexEntryLen:], pend[j].e)
+			v.idxDirtyBytes += recordHeaderLen + int64(pend[j].e.Length)
 		}
 		if _, err := b.index.WriteAt(buf, indexHeaderLen+int64(b.idxCount)*indexEntryLen); err != nil {
 			return v.fail(fmt.Errorf("storage: write index: %w", err))
 		}
+		b.idxCount += uint64(j - i)
+		v.idxDirty = b
+		i = j
+	}
+	if v.idxDirtyBytes >= indexSyncBytes {
 		if doSync {
-			if err := fdatasync(b.index); err != nil {
+			if err := fdatasync(v.idxDirty.index); err != nil {
 				return v.fail(err)
 			}
 		}
-		b.idxCount += uint64(j - i)
-		i = j
+		v.idxDirtyBytes = 0
 	}
 	v.publish(pend)
 	v.commits.Add(1)
 	return nil
+}
+
+// syncIndex fsyncs the active block's index if it has unsynced entries, so
+// the next Open has nothing to rebuild. Correctness never depends on it.
+func (v *volume) syncIndex() {
+	v.cmu.Lock()
+	defer v.cmu.Unlock()
+	if v.idxDirty != nil && v.s.cfg.Sync != SyncNone && v.failed.Load() == nil {
+		if err := fdatasync(v.idxDirty.index); err != nil {
+			v.log.Warn("fsync of the index at close failed", "err", err)
+		}
+	}
+	v.idxDirty, v.idxDirtyBytes = nil, 0
 }
 
 // publish installs the state that includes pend, updates the brick index
