@@ -3,7 +3,7 @@ SHELL := /bin/bash
 GO    ?= go
 BUF   := web/node_modules/.bin/buf
 
-.PHONY: all build test test-go test-web deps generate check-generated check-bundle lint breaking bench soak ci
+.PHONY: all build test test-go test-web deps generate check-generated check-bundle lint breaking bench perf soak ci
 
 all: build
 
@@ -52,6 +52,11 @@ breaking: web/node_modules/.installed
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime 2x ./...
+
+# perf measures serving throughput against a grpc-go baseline in the same
+# run (alternating rounds, medians) and prints the ratios (several minutes).
+perf:
+	LDM_PERF=1 $(GO) test -count=1 -timeout 60m -run '^TestPerformanceReport$$' -v ./service/
 
 # soak runs the storage crash test for 500 SIGKILL rounds (the default suite
 # runs about 3 s of rounds).

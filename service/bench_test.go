@@ -337,66 +337,79 @@ func BenchmarkReadTile_json(b *testing.B) {
 // ingestBatch is the number of tiles one ingest operation writes.
 const ingestBatch = 32
 
+// ingestSize is the tile size of the ingest benchmarks.
+const ingestSize = 256 << 10
+
+// openIngestStore opens a file store with the default sync policy (group
+// commit) and an empty volume "ingest".
+func openIngestStore(b *testing.B) *storage.Store {
+	store, err := storage.Open(b.TempDir(), storage.Config{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { store.Close() })
+	meta := storage.VolumeMeta{Name: "ingest", Shape: storage.Shape{X: 4096, Y: 4096, Z: 4096}, DataType: storage.Uint8}
+	if _, err := store.CreateVolume(context.Background(), meta); err != nil {
+		b.Fatal(err)
+	}
+	return store
+}
+
+// benchStoreAppend appends ingestBatch tiles one by one per operation.
+func benchStoreAppend(b *testing.B) {
+	store := openIngestStore(b)
+	tile := tileBytes(ingestSize, 7)
+	runConcurrent(b, 1, ingestSize*ingestBatch, func(ctx context.Context, _ int) (int, error) {
+		for range ingestBatch {
+			if _, err := store.Append(ctx, "ingest", storage.Tile{Value: tile}); err != nil {
+				return 0, err
+			}
+		}
+		return ingestSize * ingestBatch, nil
+	})
+}
+
+// benchWriteTileStream sends ingestBatch tiles in one WriteTileStream per
+// operation and waits for every offset.
+func benchWriteTileStream(b *testing.B, p protocol) {
+	ts := startServer(b, serverOptions{store: openIngestStore(b)})
+	c := ts.clients(b, p)
+	tile := tileBytes(ingestSize, 7)
+	runConcurrent(b, 1, ingestSize*ingestBatch, func(ctx context.Context, _ int) (int, error) {
+		s := c.tiles.WriteTileStream(ctx)
+		errc := make(chan error, 1)
+		go func() {
+			for range ingestBatch {
+				if _, err := s.Receive(); err != nil {
+					errc <- err
+					return
+				}
+			}
+			errc <- nil
+		}()
+		for i := range ingestBatch {
+			req := &ldmv1.WriteTileStreamRequest{Tile: &ldmv1.Tile{Value: tile}}
+			if i == 0 {
+				req.Volume = "ingest"
+			}
+			if err := s.Send(req); err != nil {
+				break // Receive reports the error
+			}
+		}
+		_ = s.CloseRequest()
+		err := <-errc
+		_ = s.CloseResponse()
+		return ingestSize * ingestBatch, err
+	})
+}
+
 // BenchmarkIngest compares WriteTileStream (a stream of 32 tiles of 256
 // KiB into the file store) with the store's own Append of the same tiles
 // one by one, both with the default sync policy (group commit).
 func BenchmarkIngest(b *testing.B) {
-	const size = 256 << 10
-	tile := tileBytes(size, 7)
-	meta := storage.VolumeMeta{Name: "ingest", Shape: storage.Shape{X: 4096, Y: 4096, Z: 4096}, DataType: storage.Uint8}
-	open := func(b *testing.B) *storage.Store {
-		store, err := storage.Open(b.TempDir(), storage.Config{})
-		if err != nil {
-			b.Fatal(err)
-		}
-		b.Cleanup(func() { store.Close() })
-		if _, err := store.CreateVolume(context.Background(), meta); err != nil {
-			b.Fatal(err)
-		}
-		return store
-	}
-	b.Run("store_append", func(b *testing.B) {
-		store := open(b)
-		runConcurrent(b, 1, size*ingestBatch, func(ctx context.Context, _ int) (int, error) {
-			for range ingestBatch {
-				if _, err := store.Append(ctx, "ingest", storage.Tile{Value: tile}); err != nil {
-					return 0, err
-				}
-			}
-			return size * ingestBatch, nil
-		})
-	})
+	b.Run("store_append", benchStoreAppend)
 	for _, p := range []protocol{protocols[0], protocols[2]} {
-		b.Run("write_tile_stream_"+p.name, func(b *testing.B) {
-			ts := startServer(b, serverOptions{store: open(b)})
-			c := ts.clients(b, p)
-			runConcurrent(b, 1, size*ingestBatch, func(ctx context.Context, _ int) (int, error) {
-				s := c.tiles.WriteTileStream(ctx)
-				errc := make(chan error, 1)
-				go func() {
-					for range ingestBatch {
-						if _, err := s.Receive(); err != nil {
-							errc <- err
-							return
-						}
-					}
-					errc <- nil
-				}()
-				for i := range ingestBatch {
-					req := &ldmv1.WriteTileStreamRequest{Tile: &ldmv1.Tile{Value: tile}}
-					if i == 0 {
-						req.Volume = "ingest"
-					}
-					if err := s.Send(req); err != nil {
-						break // Receive reports the error
-					}
-				}
-				_ = s.CloseRequest()
-				err := <-errc
-				_ = s.CloseResponse()
-				return size * ingestBatch, err
-			})
-		})
+		b.Run("write_tile_stream_"+p.name, func(b *testing.B) { benchWriteTileStream(b, p) })
 	}
 }
 
@@ -461,5 +474,15 @@ func TestPerformanceReport(t *testing.T) {
 			fmt.Fprintf(&report, "%7dK %4d %9.0f MB/s %9.0f MB/s %7.2fx\n", size>>10, conc, bin, js, bin/js)
 		}
 	}
+	res := map[string][]float64{}
+	for range rounds {
+		res["append"] = append(res["append"], mbps(testing.Benchmark(benchStoreAppend)))
+		for _, p := range []protocol{protocols[0], protocols[2]} {
+			res[p.name] = append(res[p.name], mbps(testing.Benchmark(func(b *testing.B) { benchWriteTileStream(b, p) })))
+		}
+	}
+	app := median(res["append"])
+	fmt.Fprintf(&report, "\ningest, 256K tiles: store Append %.0f MB/s; WriteTileStream connect %.0f MB/s (%.2fx), grpc %.0f MB/s (%.2fx)\n",
+		app, median(res["connect"]), median(res["connect"])/app, median(res["grpc"]), median(res["grpc"])/app)
 	t.Log("\n" + report.String())
 }
