@@ -68,7 +68,7 @@ const (
 type command struct {
 	typ    cmdType
 	volume string
-	tiles  []storage.Tile      // cmdAppend; values alias the entry's bytes
+	tiles  []storage.Tile     // cmdAppend; values alias the entry's bytes
 	meta   storage.VolumeMeta // cmdCreateVolume
 }
 

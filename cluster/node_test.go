@@ -106,4 +106,3 @@ func TestNode_ThreeNodesReplicate(t *testing.T) {
 		t.Fatalf("servers %v", servers)
 	}
 }
-
