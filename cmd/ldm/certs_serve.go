@@ -23,6 +23,7 @@ type securityFlags struct {
 	authzModel        string
 	authzPolicy       string
 	reload            time.Duration
+	public            []string
 	insecure          bool
 }
 
@@ -58,6 +59,7 @@ func (f *securityFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&f.authzModel, "authz-model", "", "Casbin model file replacing the embedded one")
 	fs.StringVar(&f.authzPolicy, "authz-policy", "", "Casbin policy file replacing the embedded one (reloaded when it changes)")
 	fs.DurationVar(&f.reload, "auth-reload", auth.DefaultReloadInterval, "how often token, users and policy files are checked for changes (0 disables)")
+	fs.StringSliceVar(&f.public, "auth-public", auth.DefaultPublic, "procedure prefixes that answer without credentials when authentication is on (health and reflection by default; \"\" requires credentials everywhere)")
 	fs.BoolVar(&f.insecure, "insecure", false, "allow a non-loopback --addr without TLS and authentication")
 }
 
@@ -113,6 +115,7 @@ func (f *securityFlags) setup(_ context.Context, env *serveEnv) error {
 			ModelFile:      f.authzModel,
 			PolicyFile:     f.authzPolicy,
 			ReloadInterval: reload,
+			Public:         append([]string{}, f.public...), // non-nil: empty means nothing is public
 			Logger:         env.Logger,
 		})
 		if err != nil {

@@ -126,6 +126,7 @@ func New(cfg Config) (*Auth, error) {
 	}
 	for i := range files {
 		files[i].sum = files[i].digest()
+		files[i].pending = files[i].sum
 	}
 	go a.watch(interval, files)
 	return a, nil
@@ -159,9 +160,10 @@ func (a *Auth) isPublic(procedure string) bool {
 
 // watched is a set of files with one reload function.
 type watched struct {
-	paths  []string
-	reload func() error
-	sum    [sha256.Size]byte
+	paths   []string
+	reload  func() error
+	sum     [sha256.Size]byte // the content last loaded (or tried)
+	pending [sha256.Size]byte // a changed content seen once, not loaded yet
 }
 
 // digest hashes the files' contents (a missing file hashes as empty).
@@ -177,9 +179,11 @@ func (w *watched) digest() [sha256.Size]byte {
 	return s
 }
 
-// watch polls the files and reloads those whose content changed. A failed
-// reload keeps the old content in force and is retried when the file
-// changes again.
+// watch polls the files and reloads those whose content changed. A
+// changed content is loaded only when two checks in a row see it, so a file
+// caught in the middle of being rewritten in place (truncated, partly
+// written) is never loaded. A failed reload keeps the old content in force
+// and is retried when the file changes again.
 func (a *Auth) watch(interval time.Duration, files []watched) {
 	defer close(a.done)
 	t := time.NewTicker(interval)
@@ -194,6 +198,11 @@ func (a *Auth) watch(interval time.Duration, files []watched) {
 			f := &files[i]
 			s := f.digest()
 			if bytes.Equal(s[:], f.sum[:]) {
+				f.pending = f.sum
+				continue
+			}
+			if !bytes.Equal(s[:], f.pending[:]) {
+				f.pending = s // changed: wait one more check for it to settle
 				continue
 			}
 			f.sum = s

@@ -38,6 +38,13 @@ var rules = map[string]rule{
 	ldmv1connect.ClusterServiceGetServersProcedure:     {action: ActionRead, obj: ObjectCluster},
 	ldmv1connect.ClusterServiceRemoveServerProcedure:   {action: ActionAdmin, obj: ObjectCluster},
 	ldmv1connect.ClusterServiceTransferLeaderProcedure: {action: ActionAdmin, obj: ObjectCluster},
+
+	// Health and reflection describe the server, like GetServers. They are
+	// public by default (DefaultPublic); these rules apply when they are not.
+	"/grpc.health.v1.Health/Check":                                   {action: ActionRead, obj: ObjectCluster},
+	"/grpc.health.v1.Health/Watch":                                   {action: ActionRead, obj: ObjectCluster},
+	"/grpc.reflection.v1.ServerReflection/ServerReflectionInfo":      {action: ActionRead, obj: ObjectCluster},
+	"/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo": {action: ActionRead, obj: ObjectCluster},
 }
 
 // volumeName returns the volume a request message names, and whether the

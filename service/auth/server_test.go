@@ -69,6 +69,7 @@ type serverOptions struct {
 	tileBytes      int
 	plaintextNoTLS bool
 	log            io.Writer // JSON logs of the auth package; nil counts them in logs
+	public         []string  // Config.Public
 }
 
 func startServer(tb testing.TB, o serverOptions) *testServer {
@@ -103,6 +104,7 @@ func startServer(tb testing.TB, o serverOptions) *testServer {
 		ReloadInterval: -1,
 		Logger:         slog.New(ts.logs),
 	}
+	cfg.Public = o.public
 	if o.log != nil {
 		cfg.Logger = slog.New(slog.NewJSONHandler(o.log, nil))
 	}

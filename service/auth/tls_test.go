@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/metadata"
+	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 	"google.golang.org/grpc/status"
 
 	ldmv1 "github.com/xcheng85/go-ldm/gen/ldm/v1"
@@ -180,23 +181,58 @@ func TestTLS_GRPCGo(t *testing.T) {
 }
 
 // TestAuth_PublicProcedures checks that health answers without
-// credentials.
+// credentials by default, and needs them when Config.Public is empty.
 func TestAuth_PublicProcedures(t *testing.T) {
 	t.Parallel()
-	ts := startServer(t, serverOptions{})
-	hc := &http.Client{Transport: service.NewTransport(ts.tlsConfig(nil))}
+	check := func(ts *testServer, token string) int {
+		t.Helper()
+		hc := &http.Client{Transport: service.NewTransport(ts.tlsConfig(nil))}
+		defer hc.CloseIdleConnections()
+		req, err := http.NewRequest(http.MethodPost, ts.url+"/grpc.health.v1.Health/Check", strings.NewReader("{}"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Content-Type", "application/json")
+		if token != "" {
+			req.Header.Set("Authorization", FormatBearer(token))
+		}
+		resp, err := hc.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	open := startServer(t, serverOptions{})
+	if code := check(open, ""); code != http.StatusOK {
+		t.Fatalf("health check without credentials: %d", code)
+	}
+	// With nothing public, health needs read on the cluster.
+	closed := startServer(t, serverOptions{public: []string{}, policy: "p, role:reader, cluster, read\n"})
+	if code := check(closed, ""); code != http.StatusUnauthorized {
+		t.Fatalf("health check without credentials when nothing is public: %d, want 401", code)
+	}
+	if code := check(closed, closed.tokens["reader"]); code != http.StatusOK {
+		t.Fatalf("health check with a reader token when nothing is public: %d, want 200", code)
+	}
+	if code := check(closed, closed.tokens["writer"]); code != http.StatusForbidden {
+		t.Fatalf("health check with a token without cluster read: %d, want 403", code)
+	}
+	// Reflection is a bidirectional stream with a fixed object: it is
+	// authorized before the handler runs.
+	hc := &http.Client{Transport: service.NewTransport(closed.tlsConfig(nil))}
 	defer hc.CloseIdleConnections()
-	req, err := http.NewRequest(http.MethodPost, ts.url+"/grpc.health.v1.Health/Check", strings.NewReader("{}"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := hc.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("health check without credentials: %s", resp.Status)
+	for token, want := range map[string]connect.Code{"": connect.CodeUnauthenticated, closed.tokens["writer"]: connect.CodePermissionDenied, closed.tokens["reader"]: 0} {
+		c := connect.NewClient[reflectionpb.ServerReflectionRequest, reflectionpb.ServerReflectionResponse](hc,
+			closed.url+"/grpc.reflection.v1.ServerReflection/ServerReflectionInfo", connect.WithGRPC(),
+			connect.WithInterceptors(Credentials{Token: token}.Interceptor()))
+		s := c.CallBidiStream(context.Background())
+		_ = s.Send(&reflectionpb.ServerReflectionRequest{MessageRequest: &reflectionpb.ServerReflectionRequest_ListServices{}})
+		_, err := s.Receive()
+		_ = s.CloseRequest()
+		_ = s.CloseResponse()
+		if connect.CodeOf(err) != want && !(want == 0 && err == nil) {
+			t.Errorf("reflection with token %q: %v, want %v", token, err, want)
+		}
 	}
 }
