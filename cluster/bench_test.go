@@ -1,0 +1,223 @@
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+	raftwal "github.com/hashicorp/raft-wal"
+	"github.com/hashicorp/raft-wal/metadb"
+
+	"github.com/xcheng85/go-ldm/storage"
+)
+
+const (
+	benchTileBytes = 256 << 10
+	benchWriters   = 16
+	benchTiles     = 320 // per measurement: 80 MiB
+)
+
+// ingest appends n tiles of benchTileBytes with benchWriters concurrent
+// writers and returns the bytes per second.
+func ingest(tb testing.TB, n int, appendTile func(ctx context.Context, v []byte) error) float64 {
+	tb.Helper()
+	value := make([]byte, benchTileBytes)
+	for i := range value {
+		value[i] = byte(i * 31)
+	}
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	ctx := context.Background()
+	start := time.Now()
+	for range benchWriters {
+		wg.Go(func() {
+			for next.Add(1) <= int64(n) {
+				if err := appendTile(ctx, value); err != nil {
+					tb.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	return float64(n*benchTileBytes) / time.Since(start).Seconds()
+}
+
+// singleNode returns an append function over one file store.
+func singleNode(tb testing.TB) func(context.Context, []byte) error {
+	s := openFileStore(tb, filepath.Join(tb.TempDir(), "single"))
+	tb.Cleanup(func() { s.Close() })
+	mustCreateStore(tb, s, "bench")
+	return func(ctx context.Context, v []byte) error {
+		_, err := s.Append(ctx, "bench", storage.Tile{Value: v})
+		return err
+	}
+}
+
+func mustCreateStore(tb testing.TB, s storage.LDM, name string) {
+	tb.Helper()
+	if _, err := s.CreateVolume(context.Background(), storage.VolumeMeta{Name: name, Shape: storage.Shape{X: 64, Y: 64, Z: 64}, DataType: storage.Uint8}); err != nil {
+		tb.Fatal(err)
+	}
+}
+
+// replicated returns an append function over a three-node cluster (through
+// the leader's Node).
+func replicated(tb testing.TB) func(context.Context, []byte) error {
+	c := newTestCluster(tb)
+	c.tune = func(cfg *Config) {
+		cfg.HeartbeatTimeout = time.Second
+		cfg.ElectionTimeout = time.Second
+		cfg.LeaderLeaseTimeout = 500 * time.Millisecond
+		cfg.CommitTimeout = 0
+	}
+	c.add("n1")
+	c.leader(10 * time.Second)
+	c.add("n2")
+	c.add("n3")
+	c.waitVoters(15*time.Second, "n1", "n2", "n3")
+	l := c.leader(10 * time.Second)
+	mustCreate(tb, l.node, "bench")
+	return func(ctx context.Context, v []byte) error {
+		_, err := l.node.Append(ctx, "bench", storage.Tile{Value: v})
+		return err
+	}
+}
+
+// discardFSM is the FSM of raw Raft: it keeps nothing.
+type discardFSM struct{}
+
+func (discardFSM) Apply(*raft.Log) any                 { return nil }
+func (discardFSM) Snapshot() (raft.FSMSnapshot, error) { return nil, fmt.Errorf("no snapshots") }
+func (discardFSM) Restore(io.ReadCloser) error         { return nil }
+
+// rawRaft returns an append function over three plain hashicorp/raft
+// nodes: raft-wal logs and the same HTTP-upgrade transport, an FSM that
+// drops entries. Entries carry the same bytes as a tile command.
+func rawRaft(tb testing.TB) func(context.Context, []byte) error {
+	type rawNode struct {
+		r    *raft.Raft
+		wal  *raftwal.WAL
+		meta *metadb.BoltMetaDB
+		tr   *raft.NetworkTransport
+		srv  *http.Server
+	}
+	var nodes []*rawNode
+	var servers []raft.Server
+	var lns []net.Listener
+	for i := range 3 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			tb.Fatal(err)
+		}
+		lns = append(lns, ln)
+		servers = append(servers, raft.Server{Suffrage: raft.Voter, ID: raft.ServerID(fmt.Sprint("r", i)), Address: raft.ServerAddress(ln.Addr().String())})
+	}
+	hl := newHCLogger(testLogger(), "raft")
+	for i := range 3 {
+		dir := filepath.Join(tb.TempDir(), fmt.Sprint("r", i))
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			tb.Fatal(err)
+		}
+		meta := &metadb.BoltMetaDB{}
+		wal, err := raftwal.Open(dir, raftwal.WithMetaStore(meta))
+		if err != nil {
+			tb.Fatal(err)
+		}
+		snaps, err := raft.NewFileSnapshotStoreWithLogger(dir, 1, hl)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		sl := newStreamLayer(lns[i].Addr().String(), nil, nil, defaultAuthorize)
+		tr := raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{Stream: sl, MaxPool: 8, Timeout: 10 * time.Second, Logger: hl})
+		mux := http.NewServeMux()
+		mux.Handle(RaftPath, sl)
+		srv := &http.Server{Handler: mux}
+		go srv.Serve(lns[i])
+		rc := raft.DefaultConfig()
+		rc.LocalID = servers[i].ID
+		rc.Logger = hl
+		rc.BatchApplyCh = true
+		rc.HeartbeatTimeout, rc.ElectionTimeout, rc.LeaderLeaseTimeout = time.Second, time.Second, 500*time.Millisecond
+		if err := raft.BootstrapCluster(rc, wal, wal, snaps, tr, raft.Configuration{Servers: servers}); err != nil {
+			tb.Fatal(err)
+		}
+		r, err := raft.NewRaft(rc, discardFSM{}, wal, wal, snaps, tr)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		nodes = append(nodes, &rawNode{r: r, wal: wal, meta: meta, tr: tr, srv: srv})
+	}
+	tb.Cleanup(func() {
+		for _, n := range nodes {
+			n.srv.Close()
+			n.r.Shutdown().Error()
+			n.tr.Close()
+			n.wal.Close()
+			n.meta.Close()
+		}
+	})
+	var leader *raft.Raft
+	waitFor(tb, 20*time.Second, "a raw raft leader", func() bool {
+		for _, n := range nodes {
+			if n.r.State() == raft.Leader {
+				leader = n.r
+				return true
+			}
+		}
+		return false
+	})
+	return func(ctx context.Context, v []byte) error {
+		cmd, err := encodeAppend("bench", []storage.Tile{{Value: v}})
+		if err != nil {
+			return err
+		}
+		return leader.Apply(cmd, 10*time.Second).Error()
+	}
+}
+
+// BenchmarkIngest measures each ingest path alone (MB/s).
+func BenchmarkIngest(b *testing.B) {
+	for _, bc := range []struct {
+		name  string
+		setup func(testing.TB) func(context.Context, []byte) error
+	}{{"single", singleNode}, {"replicated3", replicated}, {"rawraft3", rawRaft}} {
+		b.Run(bc.name, func(b *testing.B) {
+			appendTile := bc.setup(b)
+			b.SetBytes(benchTileBytes)
+			b.ReportAllocs()
+			b.ResetTimer()
+			rate := ingest(b, b.N, appendTile)
+			b.ReportMetric(rate/benchTileBytes, "tiles/s")
+		})
+	}
+}
+
+// BenchmarkIngestRatio measures the three paths in the same run and
+// reports replicated ingest as a ratio of single-node ingest and of raw
+// Raft with the same entry size and transport.
+func BenchmarkIngestRatio(b *testing.B) {
+	single, repl, raw := singleNode(b), replicated(b), rawRaft(b)
+	var s, r, w float64
+	rounds := 0
+	for b.Loop() {
+		s += ingest(b, benchTiles, single)
+		r += ingest(b, benchTiles, repl)
+		w += ingest(b, benchTiles, raw)
+		rounds++
+	}
+	b.ReportMetric(s/float64(rounds)/(1<<20), "single_MiB/s")
+	b.ReportMetric(r/float64(rounds)/(1<<20), "replicated_MiB/s")
+	b.ReportMetric(w/float64(rounds)/(1<<20), "rawraft_MiB/s")
+	b.ReportMetric(r/s, "replicated/single")
+	b.ReportMetric(r/w, "replicated/rawraft")
+}
