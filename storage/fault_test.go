@@ -271,14 +271,46 @@ func TestStore_TornRollover(t *testing.T) {
 	})
 	t.Run("sealed_block_short_index", func(t *testing.T) {
 		dir := t.TempDir()
-		fillStore(t, dir, cfg, 10)
+		fillStore(t, dir, cfg, 10) // blocks 0, 4, 8
+		// A crash after a rollover, before the commit that wrote the rest
+		// of block 4's index: its records are all there.
 		p := filepath.Join(dir, "v", blockFileName(4, "index"))
-		if err := os.Truncate(p, fileSize(t, p)-indexEntryLen); err != nil {
+		if err := os.Truncate(p, fileSize(t, p)-2*indexEntryLen); err != nil {
 			t.Fatal(err)
 		}
+		_, logs := reopen(t, dir, cfg, 10)
+		if !strings.Contains(logs, "index_entries_rebuilt=2") {
+			t.Fatalf("log:\n%s", logs)
+		}
+	})
+	t.Run("sealed_block_short_data", func(t *testing.T) {
+		dir := t.TempDir()
+		fillStore(t, dir, cfg, 10)
+		// As above, and block 4's last record is torn too: nothing after
+		// tile 6 can have been acknowledged, so block 8 goes.
+		p := filepath.Join(dir, "v", blockFileName(4, "index"))
+		if err := os.Truncate(p, fileSize(t, p)-2*indexEntryLen); err != nil {
+			t.Fatal(err)
+		}
+		d := filepath.Join(dir, "v", blockFileName(4, "data"))
+		if err := os.Truncate(d, fileSize(t, d)-5); err != nil {
+			t.Fatal(err)
+		}
+		_, logs := reopen(t, dir, cfg, 7)
+		if !strings.Contains(logs, "removing the blocks after it") {
+			t.Fatalf("log:\n%s", logs)
+		}
+		if _, err := os.Stat(filepath.Join(dir, "v", blockFileName(8, "index"))); !errors.Is(err, os.ErrNotExist) {
+			t.Fatalf("block 8 survived: %v", err)
+		}
+	})
+	t.Run("sealed_block_damaged_header", func(t *testing.T) {
+		dir := t.TempDir()
+		fillStore(t, dir, cfg, 10)
+		flipByte(t, filepath.Join(dir, "v", blockFileName(4, "data")), 9)
 		_, err := Open(dir, Config{Logger: slog.New(slog.DiscardHandler)})
 		if !errors.Is(err, ErrCorrupt) {
-			t.Fatalf("Open with a sealed block missing an entry = %v, want ErrCorrupt", err)
+			t.Fatalf("Open with a damaged sealed data header = %v, want ErrCorrupt", err)
 		}
 	})
 	t.Run("bad_meta", func(t *testing.T) {

@@ -53,6 +53,9 @@ func openVolume(s *Store, name, dir string) (*volume, error) {
 	if err != nil {
 		return nil, err
 	}
+	if bases, err = v.recoverShortBlocks(bases); err != nil {
+		return nil, err
+	}
 	var blocks []*block
 	fail := func(err error) (*volume, error) {
 		for _, b := range blocks {
@@ -144,6 +147,48 @@ func openVolume(s *Store, name, dir string) (*volume, error) {
 	v.wblocks = blocks
 	v.wNext = st.next
 	return v, nil
+}
+
+// recoverShortBlocks handles a crash between a rollover and the commit
+// that completes the previous block's index: a block, not the last, whose
+// index holds fewer entries than the next block's base implies. Its
+// entries are rebuilt from its records; if its data is short too, nothing
+// after it can have been acknowledged (a commit fsyncs a block's index
+// before it writes any entry of the next one), so the blocks after it are
+// removed and it becomes the last. It returns the remaining bases.
+func (v *volume) recoverShortBlocks(bases []uint64) ([]uint64, error) {
+	for i := 0; i+1 < len(bases); i++ {
+		base, want := bases[i], bases[i+1]-bases[i]
+		fi, err := os.Stat(filepath.Join(v.dir, blockFileName(base, "index")))
+		if err == nil && fi.Size() >= indexHeaderLen && uint64(fi.Size()-indexHeaderLen)/indexEntryLen == want {
+			continue
+		}
+		b, got, err := v.recoverActive(base)
+		if err != nil {
+			return nil, err
+		}
+		b.release()
+		switch {
+		case got == want:
+			continue
+		case got > want:
+			return nil, fmt.Errorf("storage: volume %q block %d holds %d tiles, the next block starts after %d: %w", v.name, base, got, want, ErrCorrupt)
+		}
+		v.log.Warn("recovery: block is short of the next block's base; removing the blocks after it",
+			"base", base, "tiles", got, "want", want, "blocks_removed", len(bases)-i-1)
+		for _, later := range bases[i+1:] {
+			for _, ext := range []string{"index", "data"} {
+				if err := os.Remove(filepath.Join(v.dir, blockFileName(later, ext))); err != nil && !errors.Is(err, os.ErrNotExist) {
+					return nil, fmt.Errorf("storage: %w", err)
+				}
+			}
+		}
+		if err := syncDir(v.dir); err != nil {
+			return nil, err
+		}
+		return bases[:i+1], nil
+	}
+	return bases, nil
 }
 
 // listBlocks returns the bases of the volume's data files in order and
