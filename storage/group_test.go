@@ -1,9 +1,12 @@
 package storage
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"sync"
 	"testing"
 )
@@ -146,4 +149,68 @@ func TestStore_ReadDuringDeleteAndClose(t *testing.T) {
 	}
 	close(stop)
 	wg.Wait()
+}
+
+// TestStore_CrashInRolloverWindow stops a store (without Close) after an
+// append wrote records into a full block and a new one but before its
+// commit wrote any index entry: the window in which the sealed block's
+// index is short of the next block's base.
+func TestStore_CrashInRolloverWindow(t *testing.T) {
+	t.Parallel()
+	for _, tornTail := range []bool{false, true} {
+		dir := t.TempDir()
+		cfg := Config{BlockTiles: 4, Logger: slog.New(slog.DiscardHandler)}
+		s, err := Open(dir, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx := context.Background()
+		if _, err := s.CreateVolume(ctx, VolumeMeta{Name: "v", Shape: Shape{1, 1, 1}, DataType: Uint8}); err != nil {
+			t.Fatal(err)
+		}
+		for i := range 3 {
+			if _, err := s.Append(ctx, "v", Tile{Value: testValue(i)}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		v, _ := s.lookup("v")
+		tiles := []Tile{{Value: testValue(3)}, {Value: testValue(4)}, {Value: testValue(5)}}
+		sums := []uint32{Checksum(tiles[0].Value), Checksum(tiles[1].Value), Checksum(tiles[2].Value)}
+		if _, _, err := v.write(tiles, sums); err != nil {
+			t.Fatal(err)
+		}
+		if len(v.wblocks) != 2 {
+			t.Fatalf("the write did not roll over: %d blocks", len(v.wblocks))
+		}
+		// The process dies here: nothing was committed, the page cache
+		// keeps what was written. Release the directory lock only.
+		s.lock.Close()
+		want := 6
+		if tornTail {
+			// The record of tile 3 in block 0 is torn as well.
+			p := filepath.Join(dir, "v", blockFileName(0, "data"))
+			fi, _ := os.Stat(p)
+			if err := os.Truncate(p, fi.Size()-3); err != nil {
+				t.Fatal(err)
+			}
+			want = 3
+		}
+		s2, err := Open(dir, cfg)
+		if err != nil {
+			t.Fatalf("Open after a crash in the rollover window (torn tail %v): %v", tornTail, err)
+		}
+		info, _ := s2.Volume("v")
+		if info.NextOffset != uint64(want) {
+			t.Fatalf("torn tail %v: %d tiles after recovery, want %d", tornTail, info.NextOffset, want)
+		}
+		for i := range want {
+			if got, err := s2.Read("v", uint64(i)); err != nil || !bytes.Equal(got.Value, testValue(i)) {
+				t.Fatalf("Read(%d): %v", i, err)
+			}
+		}
+		if off, err := s2.Append(ctx, "v", Tile{Value: testValue(want)}); err != nil || off != uint64(want) {
+			t.Fatalf("append after recovery at %d, %v", off, err)
+		}
+		s2.Close()
+	}
 }
