@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -22,9 +23,17 @@ import (
 
 const (
 	benchTileBytes = 256 << 10
-	benchWriters   = 16
 	benchTiles     = 320 // per measurement: 80 MiB
 )
+
+// benchWriters is the number of concurrent writers (LDM_BENCH_WRITERS,
+// default 16).
+var benchWriters = func() int {
+	if n, err := strconv.Atoi(os.Getenv("LDM_BENCH_WRITERS")); err == nil && n > 0 {
+		return n
+	}
+	return 16
+}()
 
 // ingest appends n tiles of benchTileBytes with benchWriters concurrent
 // writers and returns the bytes per second.
