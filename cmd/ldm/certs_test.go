@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/xcheng85/go-ldm/cmd/ldm/internal/pki"
+	"github.com/xcheng85/go-ldm/service/auth"
 )
 
 // securityTestAddr is the context key under which the test serve hook
@@ -310,5 +312,46 @@ func TestServe_ClientCredentialsFromEnv(t *testing.T) {
 	t.Setenv("LDM_TOKEN", strings.TrimSpace(token))
 	if _, _, err := ldmCmd(t, "", append([]string{"volume", "list"}, tlsFlags...)...); err != nil {
 		t.Fatalf("volume list with LDM_TOKEN: %v", err)
+	}
+}
+
+// TestServe_ClusterEndpointsNeedNodeCert checks that under TLS a user's
+// client certificate cannot reach the node-to-node endpoints, while a node
+// certificate can.
+func TestServe_ClusterEndpointsNeedNodeCert(t *testing.T) {
+	t.Parallel()
+	dir := makePKI(t)
+	p := func(name string) string { return filepath.Join(dir, name) }
+	if _, _, err := ldmCmd(t, "", "certs", "issue", "--dir", dir, "--client", "alice"); err != nil {
+		t.Fatal(err)
+	}
+	data := filepath.Join(t.TempDir(), "data")
+	addr, err := startSecureServer(t, "--addr", "127.0.0.1:0", "--data", data, "--node-id", "n1", "--gossip-addr", "127.0.0.1:0",
+		"--tls-cert", p("server.pem"), "--tls-key", p("server-key.pem"), "--client-ca", p("ca.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	post := func(name string) int {
+		t.Helper()
+		cfg, err := auth.ClientTLS{CAFile: p("ca.pem"), CertFile: p(name + ".pem"), KeyFile: p(name + "-key.pem")}.Config()
+		if err != nil {
+			t.Fatal(err)
+		}
+		hc := &http.Client{Transport: &http.Transport{TLSClientConfig: cfg}}
+		defer hc.CloseIdleConnections()
+		resp, err := hc.Post("https://"+addr+"/_ldm/cluster/apply", "application/octet-stream", strings.NewReader("x"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if code := post("alice"); code != http.StatusForbidden {
+		t.Fatalf("a user's client certificate on the apply endpoint: %d, want 403", code)
+	}
+	// The node certificate passes the peer check; the garbage command is
+	// then rejected as a bad request.
+	if code := post("server"); code != http.StatusBadRequest {
+		t.Fatalf("a node certificate on the apply endpoint: %d, want 400", code)
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/xcheng85/go-ldm/cluster"
+	"github.com/xcheng85/go-ldm/service/auth"
 	"github.com/xcheng85/go-ldm/storage"
 )
 
@@ -129,7 +130,10 @@ func (f *clusterFlags) setup(_ context.Context, env *serveEnv) error {
 		GossipAdvertiseAddr: f.gossipAdvertise,
 		Join:                f.join,
 		TLS:                 peerTLS,
-		Logger:              env.Logger,
+		// Under TLS only node certificates (server usage) may use the
+		// node-to-node endpoints, not users' client certificates.
+		Authorize: auth.NodePeer,
+		Logger:    env.Logger,
 	}, cluster.FileStore(fs))
 	if err != nil {
 		return err

@@ -86,9 +86,10 @@ type ClientTLS struct {
 	ServerName string
 }
 
-// Config returns a tls.Config for clients (HTTP/2 by ALPN, TLS 1.2+).
+// Config returns a tls.Config for clients (TLS 1.2+). It leaves ALPN to
+// the transport that uses it (an http.Transport offers what it speaks).
 func (c ClientTLS) Config() (*tls.Config, error) {
-	cfg := &tls.Config{MinVersion: tls.VersionTLS12, NextProtos: []string{"h2", "http/1.1"}, ServerName: c.ServerName}
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: c.ServerName}
 	if c.CAFile != "" {
 		pool, err := LoadCertPool(c.CAFile)
 		if err != nil {

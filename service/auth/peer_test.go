@@ -1,0 +1,67 @@
+package auth
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+)
+
+// TestNodePeer checks that only node certificates reach node-to-node
+// endpoints under TLS.
+func TestNodePeer(t *testing.T) {
+	t.Parallel()
+	p := newTestPKI(t)
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err := NodePeer(r); err != nil {
+			http.Error(w, err.Error(), http.StatusForbidden)
+		}
+	}))
+	certFile, keyFile := p.serverFiles(t)
+	cfg, err := ServerTLS{CertFile: certFile, KeyFile: keyFile, ClientCAFile: p.caFile}.Config()
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.TLS = cfg
+	srv.StartTLS()
+	defer srv.Close()
+
+	node := p.issue(t, &x509.Certificate{
+		Subject:     pkix.Name{CommonName: "node-2"},
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")},
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+	})
+	user := p.clientCert(t, "alice", nil)
+	for _, tt := range []struct {
+		name string
+		cert *tls.Certificate
+		want int
+	}{
+		{"node_certificate", &node, http.StatusOK},
+		{"user_client_certificate", &user, http.StatusForbidden},
+		{"no_certificate", nil, http.StatusForbidden},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			c := &tls.Config{RootCAs: p.pool()}
+			if tt.cert != nil {
+				c.Certificates = []tls.Certificate{*tt.cert}
+			}
+			hc := &http.Client{Transport: &http.Transport{TLSClientConfig: c}}
+			defer hc.CloseIdleConnections()
+			resp, err := hc.Post(srv.URL, "application/octet-stream", nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != tt.want {
+				t.Fatalf("status %d, want %d", resp.StatusCode, tt.want)
+			}
+		})
+	}
+	if err := NodePeer(httptest.NewRequest(http.MethodPost, "/", nil)); err != nil {
+		t.Fatalf("plaintext request: %v", err)
+	}
+}
