@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -48,6 +49,8 @@ type testCluster struct {
 	net       *partitionNet
 	newStore  func(tb testing.TB, dir string) Store
 	tune      func(*Config)
+	pki       *testPKI                // non-nil: TLS with client certificates
+	observe   func(id string, r *http.Request) // sees every request a node serves
 	mu        sync.Mutex
 	nodes     map[string]*testNode
 	bootstrap string
@@ -94,6 +97,9 @@ func (c *testCluster) config(n *testNode, bootstrap bool, join []string) Config 
 		ReconcileInterval:  200 * time.Millisecond,
 		LeaderWait:         3 * time.Second,
 		Logger:             testLogger().With("test_node", n.id),
+	}
+	if c.pki != nil {
+		cfg.TLS = c.pki.clientConfig(c.tb, n.id)
 	}
 	if c.tune != nil {
 		c.tune(&cfg)
@@ -148,7 +154,19 @@ func (c *testCluster) start(n *testNode, bootstrap bool, join []string) {
 	n.gossipAddr = node.GossipAddr()
 	mux := http.NewServeMux()
 	mux.Handle(HandlerPrefix, node.Handler())
-	n.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	var h http.Handler = mux
+	if obs := c.observe; obs != nil {
+		id := n.id
+		h = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			obs(id, r)
+			mux.ServeHTTP(w, r)
+		})
+	}
+	n.srv = &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	if c.pki != nil {
+		n.srv.TLSConfig = c.pki.serverConfig(c.tb, n.id)
+		ln = tls.NewListener(ln, n.srv.TLSConfig)
+	}
 	n.srvDone = make(chan struct{})
 	go func(srv *http.Server, done chan struct{}) {
 		defer close(done)
