@@ -49,7 +49,7 @@ type testCluster struct {
 	net       *partitionNet
 	newStore  func(tb testing.TB, dir string) Store
 	tune      func(*Config)
-	pki       *testPKI                // non-nil: TLS with client certificates
+	pki       *testPKI                         // non-nil: TLS with client certificates
 	observe   func(id string, r *http.Request) // sees every request a node serves
 	mu        sync.Mutex
 	nodes     map[string]*testNode
