@@ -15,8 +15,9 @@ const (
 	packedCoordBits = 20
 )
 
-func newBrickIndex() *brickIndex {
-	return &brickIndex{packed: map[uint64]uint64{}, wide: map[BrickKey]uint64{}}
+// newBrickIndex returns an empty index with room for about hint keys.
+func newBrickIndex(hint int) *brickIndex {
+	return &brickIndex{packed: make(map[uint64]uint64, hint), wide: map[BrickKey]uint64{}}
 }
 
 func packKey(k BrickKey) (uint64, bool) {

@@ -115,7 +115,21 @@ func openVolume(s *Store, name, dir string) (*volume, error) {
 
 	// Step 5: the published state and the brick index.
 	st := &volState{changed: make(chan struct{})}
-	v.bricks = newBrickIndex()
+	// Size the brick index once: count the entries whose key flag is set
+	// (a plain read of one word per entry) so the map never grows.
+	keyed := 0
+	for i, b := range blocks {
+		n := b.idxCount
+		if i == len(blocks)-1 {
+			n = activeCount
+		}
+		for j := range n {
+			if le.Uint32(b.idx[indexHeaderLen+j*indexEntryLen+16:])&flagHasKey != 0 {
+				keyed++
+			}
+		}
+	}
+	v.bricks = newBrickIndex(keyed)
 	for i, b := range blocks {
 		n := b.idxCount
 		if i == len(blocks)-1 {
