@@ -310,7 +310,7 @@ func BenchmarkOpen(b *testing.B) {
 		b.Fatal(err)
 	}
 	warm.Close()
-	b.ReportMetric(float64(time.Since(t0).Milliseconds()), "first_open_ms")
+	firstOpen := time.Since(t0)
 	var heapPerTile float64
 	for b.Loop() {
 		runtime.GC()
@@ -329,6 +329,7 @@ func BenchmarkOpen(b *testing.B) {
 		s.Close()
 		b.StartTimer()
 	}
+	b.ReportMetric(float64(firstOpen.Milliseconds()), "first_open_ms")
 	b.ReportMetric(heapPerTile, "heap_B/tile")
 	b.ReportMetric(float64(b.Elapsed().Milliseconds())/float64(b.N), "ms/open")
 }
