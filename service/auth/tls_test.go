@@ -3,6 +3,7 @@ package auth
 import (
 	"context"
 	"crypto/tls"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -234,5 +235,42 @@ func TestAuth_PublicProcedures(t *testing.T) {
 		if connect.CodeOf(err) != want && !(want == 0 && err == nil) {
 			t.Errorf("reflection with token %q: %v, want %v", token, err, want)
 		}
+	}
+}
+
+// TestAuth_UnknownProcedureDenied checks that a procedure without an
+// authorization rule is denied, even to the administrator, when it is
+// served with the interceptors.
+func TestAuth_UnknownProcedureDenied(t *testing.T) {
+	t.Parallel()
+	a, err := New(Config{Authenticators: []Authenticator{ClientCert{}}, ReloadInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	const proc = "/ldm.v2.Extra/Do"
+	h := connect.NewUnaryHandler(proc, func(context.Context, *connect.Request[ldmv1.GetServersRequest]) (*connect.Response[ldmv1.GetServersResponse], error) {
+		return connect.NewResponse(&ldmv1.GetServersResponse{}), nil
+	}, connect.WithInterceptors(a.Interceptors()...))
+	p := newTestPKI(t)
+	certFile, keyFile := p.serverFiles(t)
+	cfg, err := ServerTLS{CertFile: certFile, KeyFile: keyFile, ClientCAFile: p.caFile}.Config()
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := service.NewHTTPServer(a.Middleware(h), cfg, nil)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.ServeTLS(l, "", "")
+	defer srv.Close()
+	root := p.clientCert(t, "root", nil)
+	hc := &http.Client{Transport: service.NewTransport(&tls.Config{RootCAs: p.pool(), Certificates: []tls.Certificate{root}})}
+	defer hc.CloseIdleConnections()
+	c := connect.NewClient[ldmv1.GetServersRequest, ldmv1.GetServersResponse](hc, "https://"+l.Addr().String()+proc)
+	_, err = c.CallUnary(context.Background(), connect.NewRequest(&ldmv1.GetServersRequest{}))
+	if connect.CodeOf(err) != connect.CodePermissionDenied {
+		t.Fatalf("unknown procedure as root: %v, want PermissionDenied", err)
 	}
 }
