@@ -1,0 +1,344 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+
+	ldmv1 "github.com/xcheng85/go-ldm/gen/ldm/v1"
+	"github.com/xcheng85/go-ldm/gen/ldm/v1/ldmv1connect"
+)
+
+// childArgsEnv carries the `ldm` arguments of a child process started by
+// startChild; the child is this test binary running
+// TestClusterHelperProcess.
+const childArgsEnv = "LDM_TEST_CHILD_ARGS"
+
+// TestClusterHelperProcess is the body of a child `ldm` process; it does
+// nothing unless started by startChild.
+func TestClusterHelperProcess(t *testing.T) {
+	raw := os.Getenv(childArgsEnv)
+	if raw == "" {
+		return
+	}
+	var args []string
+	if err := json.Unmarshal([]byte(raw), &args); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, args)
+	stop()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "ldm:", err)
+		os.Exit(exitCode(err))
+	}
+	os.Exit(0)
+}
+
+// freeAddr returns a 127.0.0.1 address with a port that was free.
+func freeAddr(tb testing.TB) string {
+	tb.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// child is one `ldm serve` process of a cluster.
+type child struct {
+	id, addr, gossip, dir string
+	join                  []string
+	cmd                   *exec.Cmd
+	done                  chan struct{}
+	api                   ldmv1connect.TileServiceClient
+	cluster               ldmv1connect.ClusterServiceClient
+	volumes               ldmv1connect.VolumeServiceClient
+}
+
+func (c *child) start(tb testing.TB) {
+	tb.Helper()
+	args := []string{"serve", "--addr", c.addr, "--data", filepath.Join(c.dir, "data"), "--log-level", "warn", "--log-format", "json",
+		"--node-id", c.id, "--gossip-addr", c.gossip}
+	for _, j := range c.join {
+		args = append(args, "--join", j)
+	}
+	raw, _ := json.Marshal(args)
+	cmd := exec.Command(os.Args[0], "-test.run=^TestClusterHelperProcess$")
+	cmd.Env = append(os.Environ(), childArgsEnv+"="+string(raw))
+	logf, err := os.OpenFile(filepath.Join(c.dir, "log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		tb.Fatal(err)
+	}
+	c.cmd, c.done = cmd, make(chan struct{})
+	go func() {
+		cmd.Wait()
+		logf.Close()
+		close(c.done)
+	}()
+}
+
+func (c *child) kill() {
+	c.cmd.Process.Kill()
+	<-c.done
+}
+
+func (c *child) stop() {
+	c.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-c.done:
+	case <-time.After(30 * time.Second):
+		c.kill()
+	}
+}
+
+func waitUntil(tb testing.TB, timeout time.Duration, what string, cond func() bool) {
+	tb.Helper()
+	deadline := time.Now().Add(timeout)
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		if time.Now().After(deadline) {
+			tb.Fatalf("timed out after %v waiting for %s", timeout, what)
+		}
+		<-tick.C
+	}
+}
+
+// leaderOf asks c for the servers; it returns the leader's address.
+func (c *child) leader(ctx context.Context) (string, int) {
+	res, err := c.cluster.GetServers(ctx, connect.NewRequest(&ldmv1.GetServersRequest{}))
+	if err != nil {
+		return "", 0
+	}
+	leader, voters := "", 0
+	for _, s := range res.Msg.GetServers() {
+		if s.GetIsLeader() {
+			leader = s.GetRpcAddr()
+		}
+		if s.GetVoter() {
+			voters++
+		}
+	}
+	return leader, voters
+}
+
+// TestCluster_SIGKILL_leader_real_processes runs three `ldm serve`
+// processes, SIGKILLs the leader during concurrent writes, and checks that
+// every acknowledged write is on every node, once, at its offset,
+// including the killed node after it restarts.
+func TestCluster_SIGKILL_leader_real_processes(t *testing.T) {
+	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 16}}
+	base := t.TempDir()
+	var nodes []*child
+	for i := range 3 {
+		c := &child{id: fmt.Sprint("n", i+1), addr: freeAddr(t), gossip: freeAddr(t), dir: filepath.Join(base, fmt.Sprint("n", i+1))}
+		if err := os.MkdirAll(c.dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if i > 0 {
+			c.join = []string{nodes[0].gossip}
+		}
+		url := "http://" + c.addr
+		c.api = ldmv1connect.NewTileServiceClient(hc, url)
+		c.cluster = ldmv1connect.NewClusterServiceClient(hc, url)
+		c.volumes = ldmv1connect.NewVolumeServiceClient(hc, url)
+		nodes = append(nodes, c)
+	}
+	t.Cleanup(func() {
+		for _, c := range nodes {
+			if c.cmd != nil && c.cmd.ProcessState == nil {
+				c.kill()
+			}
+		}
+		if t.Failed() {
+			for _, c := range nodes {
+				b, _ := os.ReadFile(filepath.Join(c.dir, "log"))
+				t.Logf("log of %s:\n%s", c.id, lastLines(b, 20))
+			}
+		}
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	nodes[0].start(t)
+	waitUntil(t, 30*time.Second, "n1 to lead", func() bool { l, _ := nodes[0].leader(ctx); return l == nodes[0].addr })
+	nodes[1].start(t)
+	nodes[2].start(t)
+	waitUntil(t, 30*time.Second, "three voters", func() bool {
+		for _, c := range nodes {
+			if l, v := c.leader(ctx); l == "" || v != 3 {
+				return false
+			}
+		}
+		return true
+	})
+	create := &ldmv1.CreateVolumeRequest{Volume: &ldmv1.Volume{Name: "kill", Shape: &ldmv1.Shape{X: 8, Y: 8, Z: 8}, DataType: ldmv1.DataType_DATA_TYPE_UINT8}}
+	if _, err := nodes[1].volumes.CreateVolume(ctx, connect.NewRequest(create)); err != nil {
+		t.Fatal(err)
+	}
+
+	type ack struct {
+		value  string
+		offset uint64
+	}
+	var (
+		mu    sync.Mutex
+		acks  []ack
+		nAcks atomic.Int64
+		wg    sync.WaitGroup
+	)
+	stop := make(chan struct{})
+	for w := range 4 {
+		wg.Go(func() {
+			for seq := 0; ; seq++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				for attempt := 0; ; attempt++ {
+					if attempt == 200 || ctx.Err() != nil {
+						t.Errorf("writer %d: write %d not acknowledged after %d attempts", w, seq, attempt)
+						return
+					}
+					v := fmt.Sprintf("w%d-s%d-a%d", w, seq, attempt)
+					wctx, wcancel := context.WithTimeout(ctx, 5*time.Second)
+					res, err := nodes[(w+attempt)%3].api.WriteTile(wctx, connect.NewRequest(&ldmv1.WriteTileRequest{Volume: "kill", Tile: &ldmv1.Tile{Value: []byte(v)}}))
+					wcancel()
+					if err != nil {
+						continue
+					}
+					mu.Lock()
+					acks = append(acks, ack{v, res.Msg.GetOffset()})
+					mu.Unlock()
+					nAcks.Add(1)
+					break
+				}
+			}
+		})
+	}
+	waitUntil(t, 30*time.Second, "30 acknowledged writes", func() bool { return nAcks.Load() >= 30 })
+	leaderAddr, _ := nodes[0].leader(ctx)
+	var victim *child
+	for _, c := range nodes {
+		if c.addr == leaderAddr {
+			victim = c
+		}
+	}
+	if victim == nil {
+		t.Fatalf("no leader among %s", leaderAddr)
+	}
+	before := nAcks.Load()
+	victim.kill() // SIGKILL
+	waitUntil(t, 30*time.Second, "30 more acknowledged writes after SIGKILL", func() bool { return nAcks.Load() >= before+30 })
+	close(stop)
+	wg.Wait()
+	if t.Failed() {
+		return
+	}
+	survivor := nodes[0]
+	if survivor == victim {
+		survivor = nodes[1]
+	}
+	if l, _ := survivor.leader(ctx); l == "" || l == victim.addr {
+		t.Fatalf("leader after SIGKILL: %q (killed %s)", l, victim.addr)
+	}
+
+	victim.start(t)
+	var want int
+	waitUntil(t, 30*time.Second, "every node to serve the whole log", func() bool {
+		res, err := survivor.volumes.GetVolume(ctx, connect.NewRequest(&ldmv1.GetVolumeRequest{Name: "kill"}))
+		if err != nil {
+			return false
+		}
+		want = int(res.Msg.GetVolume().GetNextOffset())
+		for _, c := range nodes {
+			_, err := c.api.ReadTile(ctx, connect.NewRequest(&ldmv1.ReadTileRequest{Volume: "kill", Offset: uint64(want - 1), Consistency: ldmv1.Consistency_CONSISTENCY_LINEARIZABLE}))
+			if err != nil {
+				return false
+			}
+		}
+		return true
+	})
+	var ref [][]byte
+	for _, c := range nodes {
+		var log [][]byte
+		for off := range want {
+			res, err := c.api.ReadTile(ctx, connect.NewRequest(&ldmv1.ReadTileRequest{Volume: "kill", Offset: uint64(off)}))
+			if err != nil {
+				t.Fatalf("%s: read %d: %v", c.id, off, err)
+			}
+			log = append(log, res.Msg.GetTile().GetValue())
+		}
+		if ref == nil {
+			ref = log
+			continue
+		}
+		for i := range log {
+			if !bytes.Equal(log[i], ref[i]) {
+				t.Fatalf("offset %d differs between nodes: %q vs %q", i, log[i], ref[i])
+			}
+		}
+	}
+	seen := map[string]int{}
+	for off, v := range ref {
+		if prev, dup := seen[string(v)]; dup {
+			t.Fatalf("value %q at offsets %d and %d", v, prev, off)
+		}
+		seen[string(v)] = off
+	}
+	for _, a := range acks {
+		off, ok := seen[a.value]
+		if !ok || uint64(off) != a.offset {
+			t.Fatalf("acknowledged write %q at offset %d: found %v at %d", a.value, a.offset, ok, off)
+		}
+	}
+	t.Logf("%d acknowledged writes, %d tiles, killed %s", len(acks), len(ref), victim.id)
+
+	// The operator commands, against a follower.
+	server := "http://" + victim.addr
+	out, errOut, err := ldmCmd(t, "", "cluster", "members", "--server", server)
+	if err != nil || !strings.Contains(out, "n1") || !strings.Contains(out, "n2") || !strings.Contains(out, "n3") || strings.Count(out, "alive") != 3 {
+		t.Fatalf("cluster members: %v\n%s%s", err, out, errOut)
+	}
+	out, errOut, err = ldmCmd(t, "", "cluster", "transfer-leader", victim.id, "--server", "http://"+survivor.addr)
+	if err != nil || strings.TrimSpace(out) != "leader: "+victim.id {
+		t.Fatalf("cluster transfer-leader %s: %v\n%s%s", victim.id, err, out, errOut)
+	}
+	out, errOut, err = ldmCmd(t, "", "cluster", "status", "--server", server)
+	if err != nil || !strings.Contains(out, "leader:  "+victim.id) || !strings.Contains(out, "3 alive") {
+		t.Fatalf("cluster status: %v\n%s%s", err, out, errOut)
+	}
+	for _, c := range nodes {
+		c.stop()
+	}
+}
+
+func lastLines(b []byte, n int) string {
+	lines := bytes.Split(bytes.TrimSpace(b), []byte("\n"))
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return string(bytes.Join(lines, []byte("\n")))
+}
