@@ -349,3 +349,28 @@ func cpuTime() time.Duration {
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
+
+// BenchmarkWaitWake measures how long a follower blocked in Wait takes to
+// wake after the append that it waits for returns.
+func BenchmarkWaitWake(b *testing.B) {
+	s := openStore(b, b.TempDir(), storage.Config{Sync: storage.SyncNone})
+	create(b, s, "v")
+	ctx := context.Background()
+	var total time.Duration
+	off := uint64(0)
+	for b.Loop() {
+		woke := make(chan time.Time, 1)
+		go func(off uint64) {
+			if err := s.Wait(ctx, "v", off); err != nil {
+				b.Error(err)
+			}
+			woke <- time.Now()
+		}(off)
+		runtime.Gosched()
+		appendTiles(b, s, "v", storage.Tile{Value: []byte("x")})
+		appended := time.Now()
+		total += max(0, (<-woke).Sub(appended))
+		off++
+	}
+	b.ReportMetric(float64(total.Microseconds())/float64(b.N), "wake_µs")
+}
