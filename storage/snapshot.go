@@ -200,8 +200,9 @@ func (c *countWriter) Write(p []byte) (int, error) {
 }
 
 // WriteTo streams the snapshot in the format described at the top of
-// snapshot.go. It may run while the store keeps appending. It must not run
-// concurrently with Release.
+// snapshot.go. It may run while the store keeps appending, deleting or
+// restoring; Release waits for a WriteTo in progress. It fails with
+// ErrClosed after Release.
 func (sn *Snapshot) WriteTo(w io.Writer) (int64, error) {
 	sn.mu.Lock()
 	defer sn.mu.Unlock()
@@ -303,6 +304,10 @@ func writeFrame(w io.Writer, typ uint32, n int64, body func(io.Writer) error) er
 // the store untouched. The swap then happens under the store lock: appends
 // to replaced volumes wait and then see the new volume; reads in progress
 // finish on the old files; waiters move to the new volume of the same name.
+//
+// An error after the commit point (the rename of the staging directory,
+// reported as anything but ErrCorrupt or a read error) leaves writes
+// stopped; Open finishes the swap, so the store should be reopened.
 func (s *Store) Restore(r io.Reader) error {
 	if s.closed.Load() {
 		return ErrClosed
