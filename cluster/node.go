@@ -423,12 +423,19 @@ func (n *Node) stopRaft() error {
 	return errors.Join(errs...)
 }
 
-// Leave hands leadership away if this node leads, then leaves gracefully:
-// the leader removes it from the Raft configuration. Call Close after.
+// Leave hands leadership away if this node leads, asks the leader to
+// remove it from the Raft configuration, then leaves the gossip pool
+// gracefully (so the leader's reconcile loop also sees it as left, not
+// failed). Call Close after.
 func (n *Node) Leave(ctx context.Context) error {
 	if n.IsLeader() {
-		if err := n.raft.LeadershipTransfer().Error(); err != nil {
+		if _, err := n.transferLocal(ctx, ""); err != nil {
 			n.log.Warn("leadership transfer before leave failed", "error", err)
+		}
+	}
+	if !n.IsLeader() {
+		if err := n.RemoveServer(ctx, n.cfg.NodeID); err != nil && !errors.Is(err, storage.ErrNotFound) {
+			n.log.Warn("cannot remove this node from the configuration; the leader will when it sees the leave", "error", err)
 		}
 	}
 	if n.serf == nil {

@@ -1,0 +1,94 @@
+package cluster
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/serf/serf"
+
+	"github.com/xcheng85/go-ldm/storage"
+)
+
+// memberStatus returns how the node's gossip sees id.
+func memberStatus(n *Node, id string) serf.MemberStatus {
+	for _, m := range n.serf.Members() {
+		if m.Name == id {
+			return m.Status
+		}
+	}
+	return serf.StatusNone
+}
+
+// TestNode_Membership: a failed node stays a voter until an operator
+// removes it; a node that leaves gracefully is removed by the leader; a
+// removal is forwarded from a follower; leadership can be handed over.
+func TestNode_Membership(t *testing.T) {
+	c := newTestCluster(t)
+	_, _, n3 := startThree(t, c)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	// n3 crashes: gossip marks it failed, yet it stays a voter.
+	c.stop(n3)
+	l := c.leader(15 * time.Second)
+	waitFor(t, 20*time.Second, "gossip to mark n3 failed", func() bool { return memberStatus(l.node, "n3") == serf.StatusFailed })
+	if err := l.node.reconcile(); err != nil {
+		t.Fatalf("reconcile: %v", err)
+	}
+	c.waitVoters(time.Second, "n1", "n2", "n3")
+	servers, err := l.node.Servers(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range servers {
+		if s.GetId() == "n3" && (s.GetStatus() != "failed" || !s.GetVoter()) {
+			t.Fatalf("n3 after its crash: %v", s)
+		}
+	}
+
+	// The operator removes it, through the follower.
+	var follower *testNode
+	for _, n := range c.running() {
+		if n != l {
+			follower = n
+		}
+	}
+	if err := follower.node.RemoveServer(ctx, "n3"); err != nil {
+		t.Fatalf("remove n3 via %s: %v", follower.id, err)
+	}
+	c.waitVoters(10*time.Second, "n1", "n2")
+	if err := follower.node.RemoveServer(ctx, "nope"); !errorsIs(err, storage.ErrNotFound) {
+		t.Fatalf("remove an unknown server: %v", err)
+	}
+
+	// A new node joins and then leaves gracefully.
+	n4 := c.add("n4")
+	c.waitVoters(15*time.Second, "n1", "n2", "n4")
+	if err := n4.node.Leave(ctx); err != nil {
+		t.Fatalf("leave: %v", err)
+	}
+	c.waitVoters(15*time.Second, "n1", "n2")
+	c.stop(n4)
+
+	// Leadership moves on request, from a follower.
+	l = c.leader(10 * time.Second)
+	for _, n := range c.running() {
+		if n != l {
+			follower = n
+		}
+	}
+	got, err := follower.node.TransferLeader(ctx, follower.id)
+	if err != nil {
+		t.Fatalf("transfer to %s: %v", follower.id, err)
+	}
+	if got != follower.id {
+		t.Fatalf("new leader %s, want %s", got, follower.id)
+	}
+	if l2 := c.leader(10 * time.Second); l2 != follower {
+		t.Fatalf("leader is %s, want %s", l2.id, follower.id)
+	}
+	if _, err := follower.node.Append(ctx, "missing", storage.Tile{Value: []byte("x")}); !errorsIs(err, storage.ErrNotFound) {
+		t.Fatalf("write after the transfer: %v", err)
+	}
+}
