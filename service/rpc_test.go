@@ -40,6 +40,19 @@ func TestService_every_rpc(t *testing.T) {
 			})
 		}
 	}
+	// The file store has ReadInto, so reads take the pooled-buffer paths.
+	for _, p := range protocols {
+		t.Run("file_store_"+p.name, func(t *testing.T) {
+			t.Parallel()
+			store, err := storage.Open(t.TempDir(), storage.Config{Sync: storage.SyncNone})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { store.Close() })
+			ts := startServer(t, serverOptions{store: store})
+			exerciseEveryRPC(t, ts.clients(t, p), ts.Addr)
+		})
+	}
 }
 
 func exerciseEveryRPC(t *testing.T, c apiClients, addr string) {

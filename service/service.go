@@ -134,7 +134,8 @@ func New(cfg Config) (*Server, error) {
 		mux.Handle(path, h)
 		s.paths = append(s.paths, path)
 	}
-	mount(ldmv1connect.NewTileServiceHandler(&tileHandler{s: s}, opts...))
+	tilePath, tileHandler := ldmv1connect.NewTileServiceHandler(&tileHandler{s: s}, opts...)
+	mount(tilePath, withBufferRelease(tileHandler))
 	mount(ldmv1connect.NewVolumeServiceHandler(&volumeHandler{s: s}, opts...))
 	mount(ldmv1connect.NewClusterServiceHandler(&clusterHandler{s: s}, opts...))
 	names := []string{

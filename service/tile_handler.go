@@ -138,7 +138,19 @@ func (h *tileHandler) ReadTile(ctx context.Context, req *connect.Request[ldmv1.R
 			return nil, connect.NewNotModifiedError(hdr)
 		}
 	}
-	t, err := h.s.store.Read(vol, off)
+	// The tile is read into a pooled buffer that goes back to the pool
+	// once connect-go has written the response (see withBufferRelease).
+	var t storage.Tile
+	var err error
+	if r, ok := h.s.store.(ReaderInto); ok {
+		buf, keep := borrowBuffer(ctx)
+		t, err = r.ReadInto(vol, off, buf)
+		if err == nil {
+			keep(t.Value)
+		}
+	} else {
+		t, err = h.s.store.Read(vol, off)
+	}
 	if err != nil {
 		return nil, connectError(withField("offset", err))
 	}
