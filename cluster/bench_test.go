@@ -138,7 +138,7 @@ func rawRaft(tb testing.TB) func(context.Context, []byte) error {
 			tb.Fatal(err)
 		}
 		meta := &metadb.BoltMetaDB{}
-		wal, err := raftwal.Open(dir, raftwal.WithMetaStore(meta))
+		wal, err := raftwal.Open(dir, raftwal.WithMetaStore(meta), raftwal.WithSegmentSize(DefaultWALSegmentBytes))
 		if err != nil {
 			tb.Fatal(err)
 		}
