@@ -370,7 +370,7 @@ func (s *Store) Restore(r io.Reader) error {
 		return err
 	}
 	// Committed: from here on Open would finish the swap.
-	vols, err := s.load()
+	vols, err := s.load(false)
 	if err != nil {
 		return fmt.Errorf("storage: restore: %w", err)
 	}

@@ -164,7 +164,7 @@ func Open(dir string, cfg Config) (*Store, error) {
 	}
 	s := &Store{dir: dir, cfg: cfg, log: cfg.Logger.With("component", "storage"), lock: lf}
 	s.seq.Store(uint64(time.Now().UnixNano()))
-	vols, err := s.load()
+	vols, err := s.load(true)
 	if err != nil {
 		lf.Close()
 		return nil, err
@@ -174,8 +174,9 @@ func Open(dir string, cfg Config) (*Store, error) {
 }
 
 // load finishes an interrupted restore, removes leftovers and opens every
-// volume in s.dir.
-func (s *Store) load() (map[string]*volume, error) {
+// volume in s.dir. Staging directories (.tmp-*) are removed only at Open
+// (removeTmp), since a live Restore may be staging another restore.
+func (s *Store) load(removeTmp bool) (map[string]*volume, error) {
 	if err := s.finishRestore(); err != nil {
 		return nil, err
 	}
@@ -195,7 +196,7 @@ func (s *Store) load() (map[string]*volume, error) {
 	vols := map[string]*volume{}
 	for _, e := range ents {
 		name := e.Name()
-		if strings.HasPrefix(name, tmpPrefix) || strings.HasPrefix(name, trashPrefix) {
+		if (removeTmp && strings.HasPrefix(name, tmpPrefix)) || strings.HasPrefix(name, trashPrefix) {
 			s.log.Info("removing leftover", "path", name)
 			if err := os.RemoveAll(filepath.Join(s.dir, name)); err != nil {
 				return nil, fmt.Errorf("storage: %w", err)
