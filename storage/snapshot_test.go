@@ -286,3 +286,42 @@ func TestStore_RestoreLive(t *testing.T) {
 		t.Fatalf("append after live restore at %d", off)
 	}
 }
+
+func TestStore_SnapshotSurvivesRestore(t *testing.T) {
+	t.Parallel()
+	a := openStore(t, t.TempDir(), storage.Config{BlockTiles: 3})
+	fillVolume(t, a, "x", 10, 0)
+	want := imageOf(t, a, "x", ^uint64(0))
+	sn, err := a.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sn.Release()
+	// Replace a's contents with an empty store's while the snapshot is held:
+	// its files are gone from the directory, the snapshot's handles are not.
+	empty := openStore(t, t.TempDir(), storage.Config{})
+	esn, err := empty.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ebuf bytes.Buffer
+	if _, err := esn.WriteTo(&ebuf); err != nil {
+		t.Fatal(err)
+	}
+	esn.Release()
+	if err := a.Restore(&ebuf); err != nil {
+		t.Fatal(err)
+	}
+	if vols, _ := a.Volumes(); len(vols) != 0 {
+		t.Fatalf("after restoring an empty snapshot: %d volumes", len(vols))
+	}
+	var buf bytes.Buffer
+	if _, err := sn.WriteTo(&buf); err != nil {
+		t.Fatalf("WriteTo after the store was replaced: %v", err)
+	}
+	b := openStore(t, t.TempDir(), storage.Config{})
+	if err := b.Restore(&buf); err != nil {
+		t.Fatal(err)
+	}
+	sameImage(t, "x", imageOf(t, b, "x", ^uint64(0)), want)
+}
