@@ -240,7 +240,8 @@ func (n *Node) startRaft() error {
 		return fmt.Errorf("raft dir: %w", err)
 	}
 	meta := &metadb.BoltMetaDB{}
-	wal, err := raftwal.Open(walDir, raftwal.WithLogger(hl.Named("wal")), raftwal.WithMetaStore(meta), raftwal.WithSegmentSize(cfg.WALSegmentBytes))
+	wal, err := raftwal.Open(walDir, raftwal.WithLogger(hl.Named("wal")), raftwal.WithMetaStore(meta),
+		raftwal.WithSegmentSize(cfg.WALSegmentBytes), raftwal.WithSegmentFiler(newSealedTailFiler(walDir)))
 	if err != nil {
 		meta.Close()
 		return fmt.Errorf("open raft wal: %w", err)
