@@ -62,7 +62,10 @@ type Config struct {
 	Dial DialFunc
 	// Authorize decides whether a peer may use the cluster endpoints
 	// (Raft, forwarding). Nil means: under TLS the peer must present a
-	// verified client certificate; without TLS anyone may.
+	// verified client certificate whose common name is the id of a member
+	// (in the Raft configuration or the gossip pool), so a user's client
+	// certificate cannot replicate or forward writes; without TLS anyone
+	// may (the main port is then trusted, see the security flags).
 	Authorize func(*http.Request) error
 
 	// HeartbeatTimeout, ElectionTimeout, LeaderLeaseTimeout and
@@ -120,9 +123,6 @@ func (c *Config) validate() error {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
-	if c.Authorize == nil {
-		c.Authorize = defaultAuthorize
-	}
 	return nil
 }
 
@@ -136,6 +136,47 @@ func defaultAuthorize(r *http.Request) error {
 		return errors.New("cluster endpoint: a client certificate is required")
 	}
 	return nil
+}
+
+// authorizeMember is the default Authorize: under TLS, a verified client
+// certificate whose common name is a member's id.
+func (n *Node) authorizeMember(r *http.Request) error {
+	if err := defaultAuthorize(r); err != nil || r.TLS == nil {
+		return err
+	}
+	cn := r.TLS.PeerCertificates[0].Subject.CommonName
+	if n.isMember(cn) {
+		return nil
+	}
+	return fmt.Errorf("cluster endpoint: %q is not a member of this cluster", cn)
+}
+
+// isMember reports whether id is in the Raft configuration or the gossip
+// pool.
+func (n *Node) isMember(id string) bool {
+	if id == "" {
+		return false
+	}
+	if id == n.cfg.NodeID {
+		return true
+	}
+	if n.raft != nil {
+		if f := n.raft.GetConfiguration(); f.Error() == nil {
+			for _, s := range f.Configuration().Servers {
+				if string(s.ID) == id {
+					return true
+				}
+			}
+		}
+	}
+	if n.serf != nil {
+		for _, m := range n.serf.Members() {
+			if m.Name == id && m.Tags[tagRole] == "ldm" && m.Status != serf.StatusLeft {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // Node is one replica of the tile store: a Raft instance whose FSM is the
@@ -185,8 +226,11 @@ func New(cfg Config, store Store) (*Node, error) {
 		reconcileCh:   make(chan struct{}, 1),
 		shutdown:      make(chan struct{}),
 	}
+	if n.cfg.Authorize == nil {
+		n.cfg.Authorize = n.authorizeMember
+	}
 	n.fsm = newFSM(store, log)
-	n.stream = newStreamLayer(cfg.AdvertiseAddr, cfg.TLS, cfg.Dial, cfg.Authorize)
+	n.stream = newStreamLayer(cfg.AdvertiseAddr, cfg.TLS, cfg.Dial, n.cfg.Authorize)
 	n.http = newHTTPClient(cfg.TLS, cfg.Dial)
 	n.mux = http.NewServeMux()
 	n.mux.Handle(RaftPath, n.stream)
