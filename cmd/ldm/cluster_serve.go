@@ -73,7 +73,7 @@ func (f *clusterFlags) register(fs *pflag.FlagSet) {
 	fs.StringSliceVar(&f.join, "join", nil, "gossip addresses (host:port) of existing members to join (comma separated or repeated)")
 	fs.StringVar(&f.raftDir, "raft-dir", "", "directory of the Raft log and snapshots, outside --data (default: <--data>-raft)")
 	fs.StringVar(&f.bootstrap, "bootstrap", "auto", "form a new cluster if this node has no Raft state: true, false or auto (true when --join is empty)")
-	fs.StringVar(&f.peerCert, "peer-cert", "", "PEM certificate this node presents to peers under TLS (default: --tls-cert)")
+	fs.StringVar(&f.peerCert, "peer-cert", "", "PEM node certificate presented to peers under TLS; it needs the server and client usages, as from `ldm certs issue --server` (default: --tls-cert)")
 	fs.StringVar(&f.peerKey, "peer-key", "", "PEM key of --peer-cert (default: --tls-key)")
 	fs.StringVar(&f.peerCA, "peer-ca", "", "PEM CA bundle that signed the peers' certificates (default: --client-ca)")
 }
