@@ -5,6 +5,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -312,5 +314,43 @@ func TestNode_LateNodeCatchesUpFromSnapshot(t *testing.T) {
 		if a.Offset != b.Offset || !bytes.Equal(a.Value, b.Value) {
 			t.Fatalf("brick %d: n1 %d %q, n3 %d %q", x, a.Offset, a.Value, b.Offset, b.Value)
 		}
+	}
+}
+
+// TestNode_WipedStoreRestoresFromSnapshot restarts a node whose tile
+// store was lost but whose Raft directory survived: the node restores its
+// newest snapshot into the empty store before replaying the log.
+func TestNode_WipedStoreRestoresFromSnapshot(t *testing.T) {
+	c := newTestCluster(t)
+	c.tune = func(cfg *Config) {
+		cfg.SnapshotThreshold = 8
+		cfg.TrailingLogs = 4
+		cfg.SnapshotInterval = 50 * time.Millisecond
+		cfg.WALSegmentBytes = 8 << 10
+	}
+	n1, n2, n3 := startThree(t, c)
+	mustCreate(t, n1.node, "vol")
+	ctx := context.Background()
+	for i := range 30 {
+		if _, err := []*testNode{n1, n2, n3}[i%3].node.Append(ctx, "vol", storage.Tile{Value: tileValue(t, "tile-", i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.converge(20 * time.Second)
+	victim := n3
+	if victim.node.IsLeader() {
+		victim = n2
+	}
+	waitFor(t, 20*time.Second, "a snapshot on "+victim.id, func() bool {
+		return victim.node.Raft().Stats()["last_snapshot_index"] != "0"
+	})
+	c.stop(victim)
+	if err := os.RemoveAll(filepath.Join(victim.dir, "data")); err != nil {
+		t.Fatal(err)
+	}
+	c.restart(victim)
+	log := sameLogs(t, c, "vol")
+	if len(log) != 30 {
+		t.Fatalf("%d tiles after restoring, want 30", len(log))
 	}
 }
