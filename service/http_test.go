@@ -268,7 +268,7 @@ func TestService_health_and_reflection(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := map[string]bool{"ldm.v1.TileService": false, "ldm.v1.VolumeService": false, "ldm.v1.ClusterService": false}
+	want := map[string]bool{"ldm.v1.TileService": false, "ldm.v1.VolumeService": false, "ldm.v1.ClusterService": false, "grpc.health.v1.Health": false}
 	for _, n := range names {
 		if _, ok := want[string(n)]; ok {
 			want[string(n)] = true

@@ -150,7 +150,7 @@ func New(cfg Config) (*Server, error) {
 	plainInterceptors := append([]connect.Interceptor{logInterceptor{log: s.log}, recoverInterceptor{log: s.log}}, cfg.Interceptors...)
 	plain := connect.WithInterceptors(plainInterceptors...)
 	mount(grpchealth.NewHandler(grpchealth.NewStaticChecker(names...), plain))
-	reflector := grpcreflect.NewStaticReflector(names...)
+	reflector := grpcreflect.NewStaticReflector(append(names, grpchealth.HealthV1ServiceName)...)
 	mount(grpcreflect.NewHandlerV1(reflector, plain))
 	mount(grpcreflect.NewHandlerV1Alpha(reflector, plain))
 	s.handler = newCORS(cfg.CORSOrigins, mux)
