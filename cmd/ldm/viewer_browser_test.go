@@ -77,6 +77,7 @@ type pageState struct {
 	Error     string `json:"error"`
 	Stats     struct {
 		OpenedAt       float64 `json:"openedAt"`
+		FirstSlices    float64 `json:"firstSlices"`
 		FirstPicture   float64 `json:"firstPicture"`
 		FullResolution float64 `json:"fullResolution"`
 		Bytes          float64 `json:"bytes"`
@@ -84,6 +85,10 @@ type pageState struct {
 		StreamMs       float64 `json:"streamMs"`
 		LiveTiles      int     `json:"liveTiles"`
 		Streams        int     `json:"streams"`
+		FirstBrick     float64 `json:"firstBrick"`
+		ApplyMs        float64 `json:"applyMs"`
+		DrawMs         float64 `json:"drawMs"`
+		Draw3dMs       float64 `json:"draw3dMs"`
 	} `json:"stats"`
 	Slices struct{ X, Y, Z int } `json:"slices"`
 }

@@ -17,13 +17,18 @@ const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as 
 interface Stats {
   volume: string;
   openedAt: number; // when the volume was chosen
-  firstPicture: number; // the coarsest level complete and drawn
+  firstSlices: number; // the coarsest level complete and drawn in the slices
+  firstPicture: number; // ... and in the 3D view too
   fullResolution: number; // LOD 0 complete and drawn
   bytes: number; // brick bytes received by StreamBricks
   bricks: number;
   streamMs: number; // time spent streaming (sum over streams)
   liveTiles: number; // tiles received by the live stream
   streams: number; // StreamBricks calls made (restarts re-prioritise)
+  firstBrick: number; // the first brick arrived
+  applyMs: number; // time spent copying bricks into the volume
+  drawMs: number; // time spent drawing slices
+  draw3dMs: number; // time spent sampling, uploading and drawing the 3D view
 }
 
 class App {
@@ -45,6 +50,7 @@ class App {
   private lastSlices = 0;
   private last3d = 0;
   private autoWindow = true;
+  private first3d = 0; // when the 3D view was first drawn with the coarsest level complete
   streaming = false;
   streamError = "";
   progress = { index: 0, total: 0, lod: -1, bytes: 0, start: 0, end: 0 };
@@ -108,14 +114,14 @@ class App {
     });
     new ResizeObserver(() => this.layout()).observe($("views"));
     this.layout();
-    void this.refresh().then(() => {
-      const v = params.get("volume");
-      if (v) void this.open(v);
-    });
+    // A volume named in the URL opens at once, while the list loads.
+    const v = params.get("volume");
+    void this.refresh();
+    if (v) void this.open(v);
   }
 
   private emptyStats(volume: string): Stats {
-    return { volume, openedAt: performance.now(), firstPicture: 0, fullResolution: 0, bytes: 0, bricks: 0, streamMs: 0, liveTiles: 0, streams: 0 };
+    return { volume, openedAt: performance.now(), firstSlices: 0, firstPicture: 0, fullResolution: 0, bytes: 0, bricks: 0, streamMs: 0, liveTiles: 0, streams: 0, firstBrick: 0, applyMs: 0, drawMs: 0, draw3dMs: 0 };
   }
 
   message(text: string, kind: "error" | "info" = "error"): void {
@@ -193,6 +199,7 @@ class App {
     this.stream?.abort();
     this.live?.abort();
     this.stats = this.emptyStats(name);
+    this.first3d = 0;
     let v: Volume | undefined;
     try {
       v = (await this.clients.volumes.getVolume({ name })).volume;
@@ -253,6 +260,7 @@ class App {
         this.progress.bytes += t.value.byteLength;
         this.stats.bytes += t.value.byteLength;
         this.stats.bricks++;
+        if (!this.stats.firstBrick) this.stats.firstBrick = performance.now();
         this.applyTile(t.key.lod, t.key.x, t.key.y, t.key.z, t.offset, t.value);
       }
     } catch (e) {
@@ -305,7 +313,9 @@ class App {
 
   private applyTile(lod: number, x: number, y: number, z: number, offset: bigint, value: Uint8Array): void {
     const d = this.data!;
+    const t0 = performance.now();
     const r = d.apply(lod, x, y, z, offset, value);
+    this.stats.applyMs += performance.now() - t0;
     if (!r.applied) return;
     const f = { x: this.views.x.pos, y: this.views.y.pos, z: this.views.z.pos };
     for (const a of ["x", "y", "z"] as Axis[]) if (f[a] >= r.min[a] && f[a] < r.max[a]) this.dirty.add(a);
@@ -329,25 +339,44 @@ class App {
     });
   }
 
+  /**
+   * draw renders what changed. While streaming, slices are redrawn at most
+   * every 150 ms and the 3D view every second (it is the costliest), except
+   * right after the coarsest level completes: that first whole picture is
+   * drawn at once, slices first, the 3D view on the next frame.
+   */
   private draw(force: boolean): void {
     const d = this.data;
     if (!d) return;
     const t = performance.now();
-    const busy = this.streaming && !force;
-    if (this.dirty.size && (!busy || t - this.lastSlices > 80)) {
+    const coarsest = d.levels.length - 1;
+    const first = !this.stats.firstPicture && d.complete(coarsest);
+    const busy = this.streaming && !force && !first;
+    // Once the first slices are up, the 3D view goes next, before any more
+    // slice updates.
+    const only3d = first && this.stats.firstSlices > 0 && this.dirty3d;
+    let drewSlices = false;
+    if (this.dirty.size && !only3d && (!busy || t - this.lastSlices > 150)) {
       for (const a of this.dirty) this.views[a].render(this.win, this.table);
       this.dirty.clear();
       this.lastSlices = t;
+      drewSlices = true;
+      this.stats.drawMs += performance.now() - t;
+      if (first && !this.stats.firstSlices) this.stats.firstSlices = performance.now();
     }
-    if (this.dirty3d && this.view3d.ok && (!busy || t - this.last3d > 500)) {
-      this.view3d.setVolume(d, this.win);
-      this.view3d.render();
+    if (this.dirty3d && !drewSlices && this.view3d.ok && (!busy || t - this.last3d > 1000)) {
+      const t3 = performance.now();
+      if (d.levels[coarsest].count > 0) {
+        this.view3d.setVolume(d, this.win);
+        this.view3d.render();
+      }
       this.dirty3d = false;
       this.last3d = performance.now();
+      this.stats.draw3dMs += this.last3d - t3;
+      if (first && !this.first3d) this.first3d = this.last3d;
     }
     const now = performance.now();
-    const coarsest = d.levels.length - 1;
-    if (!this.stats.firstPicture && d.complete(coarsest) && this.dirty.size === 0) this.stats.firstPicture = now;
+    if (first && this.stats.firstSlices && (this.first3d || !this.view3d.ok)) this.stats.firstPicture = Math.max(this.stats.firstSlices, this.first3d);
     if (!this.stats.fullResolution && d.complete(0) && this.dirty.size === 0 && !this.dirty3d) this.stats.fullResolution = now;
     this.showProgress();
     if (this.dirty.size || this.dirty3d) this.schedule(!this.streaming);

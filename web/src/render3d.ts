@@ -174,10 +174,14 @@ export class View3D {
     return a >= 1 ? [s * a, s] : [s, s / a];
   }
 
+  /** maxPixels caps the drawing buffer's longer side (ray marching costs per pixel; CSS scales it up). */
+  maxPixels = 512;
+
   resize(): void {
     const r = this.canvas.getBoundingClientRect();
     const dpr = window.devicePixelRatio || 1;
-    const w = Math.max(1, Math.round(r.width * dpr)), h = Math.max(1, Math.round(r.height * dpr));
+    const k = Math.min(dpr, this.maxPixels / Math.max(1, r.width, r.height));
+    const w = Math.max(1, Math.round(r.width * k)), h = Math.max(1, Math.round(r.height * k));
     if (this.canvas.width !== w || this.canvas.height !== h) {
       this.canvas.width = w;
       this.canvas.height = h;
@@ -199,7 +203,7 @@ export class View3D {
     gl.uniform3f(gl.getUniformLocation(this.prog, "u_half"), this.half.x, this.half.y, this.half.z);
     const [sx, sy] = this.scale();
     gl.uniform2f(gl.getUniformLocation(this.prog, "u_scale"), sx, sy);
-    gl.uniform1i(gl.getUniformLocation(this.prog, "u_steps"), Math.ceil(1.8 * Math.max(this.dims.x, this.dims.y, this.dims.z)));
+    gl.uniform1i(gl.getUniformLocation(this.prog, "u_steps"), Math.ceil(1.5 * Math.max(this.dims.x, this.dims.y, this.dims.z)));
     gl.drawArrays(gl.TRIANGLES, 0, 3);
   }
 
