@@ -69,8 +69,8 @@ func startServer(tb testing.TB, id string, bootstrap bool, join []string) (*serv
 	node, err := cluster.New(cluster.Config{
 		NodeID: id, Dir: filepath.Join(dir, "raft"), AdvertiseAddr: ln.Addr().String(), Bootstrap: bootstrap,
 		GossipAddr: "127.0.0.1:0", Join: join, LocalGossip: true,
-		HeartbeatTimeout: 300 * time.Millisecond, ElectionTimeout: 300 * time.Millisecond,
-		LeaderLeaseTimeout: 150 * time.Millisecond, CommitTimeout: 5 * time.Millisecond,
+		HeartbeatTimeout: 500 * time.Millisecond, ElectionTimeout: 500 * time.Millisecond,
+		LeaderLeaseTimeout: 250 * time.Millisecond, CommitTimeout: 5 * time.Millisecond,
 		ReconcileInterval: 200 * time.Millisecond, Logger: quietLogger(),
 	}, cluster.FileStore(st))
 	if err != nil {

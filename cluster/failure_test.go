@@ -175,9 +175,7 @@ func TestNode_PartitionedMinority(t *testing.T) {
 		}
 	}
 	ctx := context.Background()
-	if _, err := l.node.Append(ctx, "vol", storage.Tile{Value: []byte("before")}); err != nil {
-		t.Fatal(err)
-	}
+	mustAppend(t, l.node, "vol", storage.Tile{Value: []byte("before")})
 
 	c.net.partition([]string{l.id}, majorityIDs)
 	// The old leader steps down once its lease expires; writes to it fail.
@@ -237,9 +235,7 @@ func TestNode_RestartWholeCluster(t *testing.T) {
 	mustCreate(t, n2.node, "vol")
 	ctx := context.Background()
 	for i := range 10 {
-		if _, err := []*testNode{n1, n2, n3}[i%3].node.Append(ctx, "vol", storage.Tile{Value: tileValue(t, "t", i)}); err != nil {
-			t.Fatal(err)
-		}
+		mustAppend(t, []*testNode{n1, n2, n3}[i%3].node, "vol", storage.Tile{Value: tileValue(t, "t", i)})
 	}
 	before := sameLogs(t, c, "vol")
 	for _, n := range []*testNode{n1, n2, n3} {
@@ -280,13 +276,10 @@ func TestNode_LateNodeCatchesUpFromSnapshot(t *testing.T) {
 	n2 := c.add("n2")
 	c.waitVoters(15*time.Second, "n1", "n2")
 	mustCreate(t, n1.node, "vol")
-	ctx := context.Background()
 	for i := range 40 {
 		key := storage.BrickKey{LOD: 0, X: uint32(i % 4)}
 		v := append(tileValue(t, "tile-", i, "-"), bytes.Repeat([]byte{byte(i)}, 1<<10)...)
-		if _, err := []*testNode{n1, n2}[i%2].node.Append(ctx, "vol", storage.Tile{Value: v, HasKey: true, Key: key}); err != nil {
-			t.Fatal(err)
-		}
+		mustAppend(t, []*testNode{n1, n2}[i%2].node, "vol", storage.Tile{Value: v, HasKey: true, Key: key})
 	}
 	l := c.leader(10 * time.Second)
 	waitFor(t, 20*time.Second, "a snapshot and a compacted log on the leader", func() bool {
@@ -330,11 +323,8 @@ func TestNode_WipedStoreRestoresFromSnapshot(t *testing.T) {
 	}
 	n1, n2, n3 := startThree(t, c)
 	mustCreate(t, n1.node, "vol")
-	ctx := context.Background()
 	for i := range 30 {
-		if _, err := []*testNode{n1, n2, n3}[i%3].node.Append(ctx, "vol", storage.Tile{Value: tileValue(t, "tile-", i)}); err != nil {
-			t.Fatal(err)
-		}
+		mustAppend(t, []*testNode{n1, n2, n3}[i%3].node, "vol", storage.Tile{Value: tileValue(t, "tile-", i)})
 	}
 	c.converge(20 * time.Second)
 	victim := n3

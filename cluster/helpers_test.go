@@ -90,9 +90,9 @@ func (c *testCluster) config(n *testNode, bootstrap bool, join []string) Config 
 		Join:               join,
 		LocalGossip:        true,
 		Dial:               c.net.dialer(n.id),
-		HeartbeatTimeout:   300 * time.Millisecond,
-		ElectionTimeout:    300 * time.Millisecond,
-		LeaderLeaseTimeout: 150 * time.Millisecond,
+		HeartbeatTimeout:   500 * time.Millisecond,
+		ElectionTimeout:    500 * time.Millisecond,
+		LeaderLeaseTimeout: 250 * time.Millisecond,
 		CommitTimeout:      5 * time.Millisecond,
 		ReconcileInterval:  200 * time.Millisecond,
 		LeaderWait:         3 * time.Second,
@@ -414,12 +414,38 @@ func tileValue(tb testing.TB, parts ...any) []byte {
 	return []byte(fmt.Sprint(parts...))
 }
 
+// mustCreate creates a volume through n, retrying while leadership moves
+// (an earlier attempt that committed makes a retry find it existing).
 func mustCreate(tb testing.TB, n *Node, name string) {
 	tb.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	if _, err := n.CreateVolume(ctx, storage.VolumeMeta{Name: name, Shape: storage.Shape{X: 64, Y: 64, Z: 64}, DataType: storage.Uint8}); err != nil {
-		tb.Fatalf("create volume %s on %s: %v", name, n.ID(), err)
+	for attempt := 0; ; attempt++ {
+		_, err := n.CreateVolume(ctx, storage.VolumeMeta{Name: name, Shape: storage.Shape{X: 64, Y: 64, Z: 64}, DataType: storage.Uint8})
+		if err == nil || (attempt > 0 && errors.Is(err, storage.ErrExists)) {
+			return
+		}
+		if !errors.Is(err, storage.ErrNotLeader) || attempt == 10 {
+			tb.Fatalf("create volume %s on %s: %v", name, n.ID(), err)
+		}
+	}
+}
+
+// mustAppend appends tiles through n and returns the first offset. It
+// retries only refusals (the write surely was not applied) while
+// leadership moves; an unknown outcome fails the test.
+func mustAppend(tb testing.TB, n *Node, volume string, tiles ...storage.Tile) uint64 {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for attempt := 0; ; attempt++ {
+		first, err := n.Append(ctx, volume, tiles...)
+		if err == nil {
+			return first
+		}
+		if !errors.Is(err, storage.ErrNotLeader) || errors.Is(err, ErrUnknownOutcome) || attempt == 10 {
+			tb.Fatalf("append to %s via %s: %v", volume, n.ID(), err)
+		}
 	}
 }
 

@@ -25,10 +25,7 @@ func TestNode_ThreeNodesReplicate(t *testing.T) {
 	want := map[uint64][]byte{}
 	for i, n := range []*testNode{n1, n2, n3, n3, n2, n1} {
 		v := tileValue(t, "tile-", i, "-via-", n.id)
-		off, err := n.node.Append(ctx, "vol", storage.Tile{Value: v, HasKey: true, Key: storage.BrickKey{X: uint32(i)}})
-		if err != nil {
-			t.Fatalf("append via %s: %v", n.id, err)
-		}
+		off := mustAppend(t, n.node, "vol", storage.Tile{Value: v, HasKey: true, Key: storage.BrickKey{X: uint32(i)}})
 		if _, dup := want[off]; dup {
 			t.Fatalf("offset %d assigned twice", off)
 		}
@@ -43,10 +40,7 @@ func TestNode_ThreeNodesReplicate(t *testing.T) {
 	if n2.node.IsLeader() {
 		follower = n3
 	}
-	first, err := follower.node.Append(ctx, "vol", batch...)
-	if err != nil {
-		t.Fatalf("batch append via %s: %v", follower.id, err)
-	}
+	first := mustAppend(t, follower.node, "vol", batch...)
 	for i, tile := range batch {
 		want[first+uint64(i)] = tile.Value
 	}

@@ -114,9 +114,7 @@ func TestNode_MutualTLS(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	for _, n := range []*testNode{n1, n2, n3} {
-		if _, err := n.node.Append(ctx, "vol", storage.Tile{Value: []byte("over tls via " + n.id)}); err != nil {
-			t.Fatalf("append via %s: %v", n.id, err)
-		}
+		mustAppend(t, n.node, "vol", storage.Tile{Value: []byte("over tls via " + n.id)})
 	}
 	for _, n := range c.running() {
 		if err := n.node.ReadBarrier(ctx); err != nil {
