@@ -33,6 +33,7 @@ func TestHandler(t *testing.T) {
 		{"/index.html", "text/html", "go-ldm viewer"},
 		{"/app.js", "text/javascript", "streamBricks"},
 		{"/style.css", "text/css", "#views"},
+		{"/stream.js", "text/javascript", "streamBricks"},
 	} {
 		res := get(tc.path, nil)
 		body, _ := io.ReadAll(res.Body)
@@ -57,7 +58,7 @@ func TestHandler(t *testing.T) {
 // the viewer fetches only from the server that serves it.
 func TestBundle_noExternalFetch(t *testing.T) {
 	t.Parallel()
-	for _, name := range []string{"index.html", "app.js", "style.css"} {
+	for _, name := range []string{"index.html", "app.js", "stream.js", "style.css"} {
 		b, err := fsReadFile(name)
 		if err != nil {
 			t.Fatal(err)

@@ -91,6 +91,7 @@ type pageState struct {
 		Draw3dMs       float64 `json:"draw3dMs"`
 	} `json:"stats"`
 	Slices struct{ X, Y, Z int } `json:"slices"`
+	Worker bool                  `json:"worker"`
 }
 
 func state(tb testing.TB, ctx context.Context) pageState {
@@ -192,6 +193,9 @@ func TestViewer_browser(t *testing.T) {
 	}
 	if st.Error != "" {
 		t.Fatalf("the viewer shows an error: %s", st.Error)
+	}
+	if !st.Worker {
+		t.Error("bricks were not streamed in the worker")
 	}
 
 	// A window of level 127.5, width 255 maps uint8 value v to gray v.

@@ -3,7 +3,7 @@
 // follows live writes. window.ldm exposes its state for tests and scripts.
 
 import { timestampDate } from "@bufbuild/protobuf/wkt";
-import { BrickOrder } from "./gen/ldm/v1/volume_pb";
+import { BrickStreamer } from "./bricks";
 import type { Volume } from "./gen/ldm/v1/types_pb";
 import { connect, describe, isCanceled, isNotFound, type Clients, type Protocol } from "./api";
 import { colormapNames, lut, type ColormapName, type Window } from "./colormap";
@@ -33,6 +33,7 @@ interface Stats {
 
 class App {
   private clients!: Clients;
+  private streamer!: BrickStreamer;
   private data: VolumeData | null = null;
   private volumes: Volume[] = [];
   private views: Record<Axis, SliceView>;
@@ -82,6 +83,7 @@ class App {
     });
     const mkClients = () => (this.clients = connect(location.origin, proto.value as Protocol, () => token.value));
     mkClients();
+    this.streamer = new BrickStreamer(location.origin, () => proto.value as Protocol, () => token.value, () => this.clients);
     proto.addEventListener("change", () => {
       mkClients();
       void this.refresh();
@@ -247,21 +249,17 @@ class App {
     const t0 = performance.now();
     this.progress = { index: 0, total: 0, lod: maxLod, bytes: 0, start: t0, end: 0 };
     try {
-      const it = this.clients.volumes.streamBricks(
-        { volume: d.name, minLod: 0, maxLod, focus: { ...this.focus }, order: BrickOrder.COARSE_TO_FINE },
-        { signal: ctl.signal },
-      );
-      for await (const res of it) {
-        const t = res.tile;
-        if (!t || !t.key) continue;
-        this.progress.index = res.index + 1;
-        this.progress.total = res.total;
-        this.progress.lod = t.key.lod;
-        this.progress.bytes += t.value.byteLength;
-        this.stats.bytes += t.value.byteLength;
+      const it = this.streamer.stream({ volume: d.name, minLod: 0, maxLod, focus: { ...this.focus } }, ctl.signal);
+      for await (const b of it) {
+        if (this.data !== d) break;
+        this.progress.index = b.index + 1;
+        this.progress.total = b.total;
+        this.progress.lod = b.lod;
+        this.progress.bytes += b.value.byteLength;
+        this.stats.bytes += b.value.byteLength;
         this.stats.bricks++;
         if (!this.stats.firstBrick) this.stats.firstBrick = performance.now();
-        this.applyTile(t.key.lod, t.key.x, t.key.y, t.key.z, t.offset, t.value);
+        this.applyTile(b.lod, b.x, b.y, b.z, b.offset, b.value);
       }
     } catch (e) {
       if (ctl.signal.aborted || isCanceled(e)) return;
@@ -493,6 +491,7 @@ class App {
         colormap: this.cmap,
         error: $("message").hidden ? "" : $("message").textContent,
         slices: { x: this.views.x.pos, y: this.views.y.pos, z: this.views.z.pos },
+        worker: this.streamer.usesWorker,
       }),
       setWindow: (level: number, width: number) => {
         this.autoWindow = false;

@@ -1,0 +1,140 @@
+// BrickStreamer runs StreamBricks in a worker (stream_worker.ts, bundled as
+// stream.js) so that fetching and decoding overlap with copying bricks and
+// drawing on the main thread. Where workers are unavailable it calls the
+// API on the main thread instead.
+
+import { Code, ConnectError } from "@connectrpc/connect";
+import { BrickOrder } from "./gen/ldm/v1/volume_pb";
+import type { Clients, Protocol } from "./api";
+import type { Vec3 } from "./volume";
+
+export interface StreamRequest {
+  volume: string;
+  minLod: number;
+  maxLod: number;
+  focus: Vec3;
+}
+
+export interface Brick {
+  lod: number;
+  x: number;
+  y: number;
+  z: number;
+  offset: bigint;
+  value: Uint8Array;
+  index: number;
+  total: number;
+}
+
+export interface StartMessage {
+  type: "start";
+  id: number;
+  baseUrl: string;
+  protocol: string;
+  token: string;
+  request: StreamRequest;
+}
+
+export type WorkerMessage =
+  | ({ type: "brick"; id: number } & Brick)
+  | { type: "done"; id: number }
+  | { type: "error"; id: number; code: Code; message: string };
+
+interface Pending {
+  queue: Brick[];
+  done: boolean;
+  error: ConnectError | null;
+  wake: (() => void) | null;
+}
+
+export class BrickStreamer {
+  private worker: Worker | null = null;
+  private nextId = 1;
+  private pending = new Map<number, Pending>();
+
+  constructor(
+    private readonly baseUrl: string,
+    private readonly protocol: () => Protocol,
+    private readonly token: () => string,
+    private readonly clients: () => Clients,
+  ) {
+    try {
+      this.worker = new Worker(new URL("stream.js", location.href), { type: "module" });
+      this.worker.onmessage = (e: MessageEvent<WorkerMessage>) => this.receive(e.data);
+      this.worker.onerror = () => {
+        // The worker could not start: fail what it was doing, then stream on
+        // the main thread from now on.
+        this.worker = null;
+        for (const p of this.pending.values()) {
+          p.error = new ConnectError("the streaming worker failed to start", Code.Unavailable);
+          p.wake?.();
+        }
+      };
+    } catch {
+      this.worker = null;
+    }
+  }
+
+  /** usesWorker reports whether bricks are fetched off the main thread. */
+  get usesWorker(): boolean {
+    return this.worker !== null;
+  }
+
+  private receive(m: WorkerMessage): void {
+    const p = this.pending.get(m.id);
+    if (!p) return;
+    if (m.type === "brick") p.queue.push(m);
+    else if (m.type === "done") p.done = true;
+    else p.error = new ConnectError(m.message, m.code);
+    const w = p.wake;
+    p.wake = null;
+    w?.();
+  }
+
+  /** stream yields the bricks of req, coarse to fine, nearest the focus first. Aborting signal ends it with Code.Canceled. */
+  async *stream(req: StreamRequest, signal: AbortSignal): AsyncGenerator<Brick> {
+    if (!this.worker) {
+      yield* this.direct(req, signal);
+      return;
+    }
+    const id = this.nextId++;
+    const p: Pending = { queue: [], done: false, error: null, wake: null };
+    this.pending.set(id, p);
+    const onAbort = () => {
+      this.worker?.postMessage({ type: "cancel", id });
+      p.error = new ConnectError("canceled", Code.Canceled);
+      p.wake?.();
+    };
+    signal.addEventListener("abort", onAbort);
+    const start: StartMessage = { type: "start", id, baseUrl: this.baseUrl, protocol: this.protocol(), token: this.token(), request: req };
+    this.worker.postMessage(start);
+    try {
+      for (;;) {
+        if (p.error) throw p.error;
+        const b = p.queue.shift();
+        if (b) {
+          yield b;
+          continue;
+        }
+        if (p.done) return;
+        await new Promise<void>((r) => (p.wake = r));
+      }
+    } finally {
+      signal.removeEventListener("abort", onAbort);
+      if (!p.done && !p.error) this.worker?.postMessage({ type: "cancel", id });
+      this.pending.delete(id);
+    }
+  }
+
+  private async *direct(req: StreamRequest, signal: AbortSignal): AsyncGenerator<Brick> {
+    const it = this.clients().volumes.streamBricks(
+      { volume: req.volume, minLod: req.minLod, maxLod: req.maxLod, focus: req.focus, order: BrickOrder.COARSE_TO_FINE },
+      { signal },
+    );
+    for await (const res of it) {
+      const t = res.tile;
+      if (!t || !t.key) continue;
+      yield { lod: t.key.lod, x: t.key.x, y: t.key.y, z: t.key.z, offset: t.offset, value: t.value, index: res.index, total: res.total };
+    }
+  }
+}
