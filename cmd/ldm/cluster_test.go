@@ -342,3 +342,20 @@ func lastLines(b []byte, n int) string {
 	}
 	return string(bytes.Join(lines, []byte("\n")))
 }
+
+// TestClusterFlags_need_node_id: cluster flags without --node-id are a
+// usage mistake; a bad --bootstrap value too.
+func TestClusterFlags_need_node_id(t *testing.T) {
+	t.Parallel()
+	for _, args := range [][]string{
+		{"--join", "127.0.0.1:7946"},
+		{"--raft-dir", t.TempDir()},
+		{"--node-id", "n1", "--gossip-addr", "127.0.0.1:0", "--bootstrap", "maybe"},
+	} {
+		full := append([]string{"serve", "--addr", "127.0.0.1:0", "--data", t.TempDir()}, args...)
+		_, errOut, err := ldmCmd(t, "", full...)
+		if exitCode(err) != 2 {
+			t.Errorf("ldm %s: %v (exit %d), want a usage error\n%s", strings.Join(args, " "), err, exitCode(err), errOut)
+		}
+	}
+}
