@@ -316,10 +316,31 @@ func TestViewer_browser(t *testing.T) {
 		waitIdle(t, ctx)
 	})
 
+	t.Run("screenshot", func(t *testing.T) {
+		if err := chromedp.Do(ctx, chromedp.Evaluate[chromedp.Void](`window.ldm.setCrosshair(true); window.ldm.setSlices({x: 160, y: 88, z: 100}); window.ldm.rotate3D(0.6, -0.45)`)); err != nil {
+			t.Fatal(err)
+		}
+		waitIdle(t, ctx)
+		png, err := chromedp.Run(ctx, chromedp.CaptureScreenshot())
+		if err != nil {
+			t.Fatal(err)
+		}
+		saveArtifact(t, "viewer.png", png)
+		if os.Getenv("LDM_UPDATE_DOCS") == "1" {
+			if err := os.WriteFile(repoPath("docs/viewer.png"), png, 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
+
 	t.Run("live_write_appears", func(t *testing.T) {
 		// Brick (1, 1, 2) at LOD 0 covers x, y in [64, 128) and z in
 		// [128, 192): the axial slice z=128 cuts it.
 		const fill = 77
+		if err := chromedp.Do(ctx, chromedp.Evaluate[chromedp.Void](`window.ldm.setCrosshair(false); window.ldm.setSlices({x: 176, y: 88, z: 128})`)); err != nil {
+			t.Fatal(err)
+		}
+		waitIdle(t, ctx)
 		b := bytes.Repeat([]byte{fill}, volume.PhantomBrick*volume.PhantomBrick*volume.PhantomBrick)
 		_, err := c.tiles.WriteTile(ctx, connect.NewRequest(&ldmv1.WriteTileRequest{Volume: "demo", Tile: &ldmv1.Tile{Value: b, Key: &ldmv1.BrickKey{Lod: 0, X: 1, Y: 1, Z: 2}}}))
 		if err != nil {
@@ -338,23 +359,6 @@ func TestViewer_browser(t *testing.T) {
 		}
 		if n := state(t, ctx).Stats.LiveTiles; n < 1 {
 			t.Errorf("live tiles %d, want 1 or more", n)
-		}
-	})
-
-	t.Run("screenshot", func(t *testing.T) {
-		if err := chromedp.Do(ctx, chromedp.Evaluate[chromedp.Void](`window.ldm.setCrosshair(true); window.ldm.setSlices({x: 160, y: 88, z: 100}); window.ldm.rotate3D(0.6, -0.45)`)); err != nil {
-			t.Fatal(err)
-		}
-		waitIdle(t, ctx)
-		png, err := chromedp.Run(ctx, chromedp.CaptureScreenshot())
-		if err != nil {
-			t.Fatal(err)
-		}
-		saveArtifact(t, "viewer.png", png)
-		if os.Getenv("LDM_UPDATE_DOCS") == "1" {
-			if err := os.WriteFile(repoPath("docs/viewer.png"), png, 0o644); err != nil {
-				t.Fatal(err)
-			}
 		}
 	})
 
