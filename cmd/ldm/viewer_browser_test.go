@@ -3,8 +3,11 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"io"
+	"math"
 	"math/rand/v2"
 	"net/http/httptest"
 	"os"
@@ -19,6 +22,7 @@ import (
 
 	"github.com/xcheng85/go-ldm/cmd/ldm/internal/volume"
 	ldmv1 "github.com/xcheng85/go-ldm/gen/ldm/v1"
+	"github.com/xcheng85/go-ldm/storage"
 	"github.com/xcheng85/go-ldm/web"
 )
 
@@ -430,4 +434,95 @@ func saveArtifact(tb testing.TB, name string, b []byte) {
 		tb.Fatal(err)
 	}
 	tb.Logf("saved %s", p)
+}
+
+// TestViewer_dataTypes opens a small volume of every voxel type (with edge
+// bricks clipped by the volume) and checks, at random voxels of the axial
+// view, the value the viewer holds and the pixel it draws through the
+// window: gray = round(clamp((v - (level - width/2)) / width) * 255).
+func TestViewer_dataTypes(t *testing.T) {
+	base := startTestServer(t)
+	c := testClients(t, base)
+	ctx := newBrowser(t, 1280, 800)
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
+	defer cancel()
+	if err := chromedp.Do(ctx, chromedp.EmulateViewport(1280, 800)); err != nil {
+		t.Fatal(err)
+	}
+	shape := storage.Shape{X: 40, Y: 30, Z: 20}
+	for _, tc := range []struct {
+		dt           storage.DataType
+		value        func(x, y, z int) float64
+		level, width float64
+	}{
+		{storage.Uint8, func(x, y, z int) float64 { return float64((x*7 + y*3 + z) % 256) }, 127.5, 255},
+		{storage.Uint16, func(x, y, z int) float64 { return float64(x*1000 + y*37 + z) }, 20000, 40000},
+		{storage.Int16, func(x, y, z int) float64 { return float64(x*500 - y*300 + z - 4000) }, 0, 30000},
+		{storage.Uint32, func(x, y, z int) float64 { return float64(uint32(x)*100000000 + uint32(y*1000+z)) }, 2e9, 4e9},
+		{storage.Float32, func(x, y, z int) float64 { return float64(float32(x)*0.37 - float32(y)*1.5 + float32(z)*0.01) }, 0, 60},
+	} {
+		t.Run(tc.dt.String(), func(t *testing.T) {
+			name := "types-" + tc.dt.String()
+			size := tc.dt.Size()
+			buf := make([]byte, int(shape.X*shape.Y*shape.Z)*size)
+			i := 0
+			for z := range int(shape.Z) {
+				for y := range int(shape.Y) {
+					for x := range int(shape.X) {
+						v := tc.value(x, y, z)
+						switch tc.dt {
+						case storage.Uint8:
+							buf[i] = byte(v)
+						case storage.Uint16:
+							binary.LittleEndian.PutUint16(buf[i:], uint16(v))
+						case storage.Int16:
+							binary.LittleEndian.PutUint16(buf[i:], uint16(int16(v)))
+						case storage.Uint32:
+							binary.LittleEndian.PutUint32(buf[i:], uint32(v))
+						case storage.Float32:
+							binary.LittleEndian.PutUint32(buf[i:], math.Float32bits(float32(v)))
+						}
+						i += size
+					}
+				}
+			}
+			v := &ldmv1.Volume{Name: name, DataType: ldmv1.DataType(tc.dt), Shape: &ldmv1.Shape{X: shape.X, Y: shape.Y, Z: shape.Z},
+				BrickShape: &ldmv1.Shape{X: 16, Y: 16, Z: 16}, LodCount: 2}
+			if err := importVolume(ctx, c, v, bytes.NewReader(buf), io.Discard, true); err != nil {
+				t.Fatal(err)
+			}
+			if err := chromedp.Do(ctx, chromedp.Navigate(base+"/?volume="+name)); err != nil {
+				t.Fatal(err)
+			}
+			waitLoaded(t, ctx, name, time.Minute)
+			js := fmt.Sprintf(`window.ldm.setCrosshair(false); window.ldm.setWindow(%g, %g); window.ldm.setSlices({x: 20, y: 15, z: 13})`, tc.level, tc.width)
+			if err := chromedp.Do(ctx, chromedp.Evaluate[chromedp.Void](js)); err != nil {
+				t.Fatal(err)
+			}
+			waitIdle(t, ctx)
+			rng := rand.New(rand.NewPCG(3, uint64(tc.dt)))
+			pts := []voxel{{0, 0, 13}, {39, 29, 13}, {33, 17, 13}}
+			for range 150 {
+				pts = append(pts, voxel{rng.IntN(int(shape.X)), rng.IntN(int(shape.Y)), 13})
+			}
+			ptsJS, _ := json.Marshal(pts)
+			vals, err := chromedp.Run(ctx, chromedp.Evaluate[[]float64](fmt.Sprintf(`%s.map(p => window.ldm.value(p))`, ptsJS)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			px := slicePixels(t, ctx, "z", pts)
+			lo := tc.level - tc.width/2
+			for i, p := range pts {
+				want := tc.value(p.X, p.Y, p.Z)
+				if vals[i] != want {
+					t.Errorf("value at %v = %v, want %v", p, vals[i], want)
+				}
+				g := math.Min(1, math.Max(0, (want-lo)/tc.width))
+				gray := int(math.Floor(g*255 + 0.5))
+				if !grayMatches(px[i], gray, 0) {
+					t.Errorf("pixel at %v = %v, want gray %d (value %v)", p, px[i], gray, want)
+				}
+			}
+		})
+	}
 }
