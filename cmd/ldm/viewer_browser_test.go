@@ -388,6 +388,28 @@ func TestViewer_browser(t *testing.T) {
 		}
 	})
 
+	t.Run("grpc_web", func(t *testing.T) {
+		if err := chromedp.Do(ctx, chromedp.Navigate(base+"/?protocol=grpc-web&volume=demo")); err != nil {
+			t.Fatal(err)
+		}
+		waitLoaded(t, ctx, "demo", time.Minute)
+		if err := chromedp.Do(ctx, chromedp.Evaluate[chromedp.Void](`window.ldm.setCrosshair(false); window.ldm.setWindow(127.5, 255); window.ldm.setSlices({x: 176, y: 88, z: 128})`)); err != nil {
+			t.Fatal(err)
+		}
+		waitIdle(t, ctx)
+		pts := []voxel{{128, 40, 128}, {176, 128, 128}, {5, 5, 128}, {100, 100, 128}}
+		px := slicePixels(t, ctx, "z", pts)
+		for i, want := range []int{int(volume.PhantomBody), int(volume.PhantomRod), 0, 77} { // (100,100,128) has the live-written brick
+			if !grayMatches(px[i], want, 1) {
+				t.Errorf("over gRPC-Web, voxel %v: pixel %v, want gray %d", pts[i], px[i], want)
+			}
+		}
+		proto, err := chromedp.Run(ctx, chromedp.Evaluate[string](`document.getElementById("protocol").value`))
+		if err != nil || proto != "grpc-web" {
+			t.Fatalf("protocol selector %q, %v", proto, err)
+		}
+	})
+
 	t.Run("deleted_volume_is_reported", func(t *testing.T) {
 		if _, err := c.volumes.DeleteVolume(ctx, connect.NewRequest(&ldmv1.DeleteVolumeRequest{Name: "demo"})); err != nil {
 			t.Fatal(err)
@@ -524,5 +546,38 @@ func TestViewer_dataTypes(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestViewer_token checks that a server that wants credentials gets a
+// clear message, and that the token typed into the page is sent as
+// "Authorization: Bearer" on every call, the streaming ones included.
+func TestViewer_token(t *testing.T) {
+	tokens := filepath.Join(t.TempDir(), "tokens")
+	token, _, err := ldmCmd(t, "", "token", "create", "--file", tokens, "--subject", "alice", "--roles", "reader")
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := startTestServer(t, "--demo", "--tokens", tokens)
+	ctx := newBrowser(t, 1280, 800)
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	if err := chromedp.Do(ctx, chromedp.EmulateViewport(1280, 800), chromedp.Navigate(base+"/")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := chromedp.Run(ctx, chromedp.Poll[bool](`window.ldm && window.ldm.state().error.includes("Authentication required")`, chromedp.WithPollingTimeout(20*time.Second))); err != nil {
+		t.Fatalf("no 'Authentication required' message without a token: %v (state %+v)", err, state(t, ctx))
+	}
+	sel := `#volumes button[data-volume="demo"]`
+	if err := chromedp.Do(ctx,
+		chromedp.SendKeys(`#token`, strings.TrimSpace(token)),
+		chromedp.Evaluate[chromedp.Void](`document.getElementById("token").dispatchEvent(new Event("change"))`),
+		chromedp.WaitVisible(sel), chromedp.Click(sel),
+	); err != nil {
+		t.Fatalf("enter the token and pick the demo volume: %v", err)
+	}
+	st := waitLoaded(t, ctx, "demo", time.Minute)
+	if st.Error != "" || st.Stats.Bricks == 0 {
+		t.Fatalf("with a token: error %q, %d bricks", st.Error, st.Stats.Bricks)
 	}
 }
