@@ -176,6 +176,9 @@ func decodeCommand(b []byte) (command, error) {
 		for i := uint32(0); i < count && d.err == nil; i++ {
 			var t storage.Tile
 			flags := d.take(flagsWidth)
+			if flags != nil && flags[0]&^flagHasKey != 0 {
+				return command{}, fmt.Errorf("%w: tile %d has unknown flags %#x", errMalformed, i, flags[0])
+			}
 			if flags != nil && flags[0]&flagHasKey != 0 {
 				t.HasKey = true
 				t.Key = storage.BrickKey{LOD: d.u32(), X: d.u32(), Y: d.u32(), Z: d.u32()}
