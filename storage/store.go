@@ -235,18 +235,24 @@ func (s *Store) lookup(name string) (*volume, error) {
 }
 
 // acquire looks up a volume and pins its files for a read; call release.
+// A volume that Restore replaced between the lookup and the pin is looked
+// up again: Restore publishes the new volume before it closes the old one.
 func (s *Store) acquire(name string) (*volume, error) {
-	v, err := s.lookup(name)
-	if err != nil {
-		return nil, err
-	}
-	if !v.acquire() {
+	for {
+		v, err := s.lookup(name)
+		if err != nil {
+			return nil, err
+		}
+		if v.acquire() {
+			return v, nil
+		}
 		if s.closed.Load() {
 			return nil, ErrClosed
 		}
-		return nil, fmt.Errorf("volume %q: %w", name, ErrNotFound)
+		if !v.replaced.Load() {
+			return nil, fmt.Errorf("volume %q: %w", name, ErrNotFound)
+		}
 	}
-	return v, nil
 }
 
 // setVolumes publishes a new volume map. Callers hold s.mu.
