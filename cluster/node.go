@@ -395,6 +395,28 @@ func (n *Node) observe(obs chan raft.Observation) {
 	}
 }
 
+// knownLeader returns the leader's address and id, waiting up to
+// LeaderWait for an election when none is known yet.
+func (n *Node) knownLeader(ctx context.Context) (addr, id string, err error) {
+	t := time.NewTimer(n.cfg.LeaderWait)
+	defer t.Stop()
+	for {
+		changed := n.leaderChange()
+		if a, i := n.raft.LeaderWithID(); a != "" {
+			return string(a), string(i), nil
+		}
+		select {
+		case <-ctx.Done():
+			return "", "", ctx.Err()
+		case <-n.shutdown:
+			return "", "", storage.ErrClosed
+		case <-t.C:
+			return "", "", n.notLeader(nil)
+		case <-changed:
+		}
+	}
+}
+
 func (n *Node) leaderChange() <-chan struct{} {
 	n.leaderMu.Lock()
 	defer n.leaderMu.Unlock()
@@ -704,11 +726,14 @@ func (n *Node) ReadBarrier(ctx context.Context) error {
 			return err
 		}
 	}
-	addr, id := n.raft.LeaderWithID()
-	if addr == "" || string(id) == n.cfg.NodeID {
+	addr, id, err := n.knownLeader(ctx)
+	if err != nil {
+		return err
+	}
+	if id == n.cfg.NodeID {
 		return n.notLeader(nil)
 	}
-	idx, err := n.forwardReadIndex(ctx, string(addr))
+	idx, err := n.forwardReadIndex(ctx, addr)
 	if err != nil {
 		return err
 	}

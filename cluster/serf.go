@@ -260,12 +260,12 @@ func (n *Node) RemoveServer(ctx context.Context, id string) error {
 	if n.IsLeader() {
 		return n.removeLocal(ctx, id)
 	}
-	addr, _ := n.raft.LeaderWithID()
-	if addr == "" {
-		return n.notLeader(nil)
+	addr, _, err := n.knownLeader(ctx)
+	if err != nil {
+		return err
 	}
 	body, _ := json.Marshal(idRequest{ID: id})
-	r, err := n.call(ctx, string(addr), pathRemove, body)
+	r, err := n.call(ctx, addr, pathRemove, body)
 	if err != nil {
 		return err
 	}
@@ -308,12 +308,12 @@ func (n *Node) TransferLeader(ctx context.Context, id string) (string, error) {
 	if n.IsLeader() {
 		return n.transferLocal(ctx, id)
 	}
-	addr, _ := n.raft.LeaderWithID()
-	if addr == "" {
-		return "", n.notLeader(nil)
+	addr, _, err := n.knownLeader(ctx)
+	if err != nil {
+		return "", err
 	}
 	body, _ := json.Marshal(idRequest{ID: id})
-	r, err := n.call(ctx, string(addr), pathTransfer, body)
+	r, err := n.call(ctx, addr, pathTransfer, body)
 	if err != nil {
 		return "", err
 	}
