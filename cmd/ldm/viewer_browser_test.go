@@ -252,6 +252,25 @@ func TestViewer_browser(t *testing.T) {
 		}
 	})
 
+	t.Run("value_under_cursor", func(t *testing.T) {
+		// A pointer over the core's centre in the axial view shows its voxel
+		// coordinates and value.
+		js := `(() => {
+			const c = document.querySelector("#view-axial canvas");
+			const p = window.ldm.voxelToCanvas("z", {x: 128, y: 128, z: 128});
+			const r = c.getBoundingClientRect(), k = r.width / c.width;
+			c.dispatchEvent(new PointerEvent("pointermove", {clientX: r.left + p.x * k, clientY: r.top + p.y * k, bubbles: true}));
+			return document.getElementById("cursor").textContent;
+		})()`
+		text, err := chromedp.Run(ctx, chromedp.Evaluate[string](js))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(text, "voxel (128, 128, 128)") || !strings.Contains(text, fmt.Sprintf("value %d", volume.PhantomCore)) {
+			t.Fatalf("cursor readout %q, want voxel (128, 128, 128) and value %d", text, volume.PhantomCore)
+		}
+	})
+
 	t.Run("colormap_and_window", func(t *testing.T) {
 		// A narrow window saturates: values >= level+width/2 are the top of
 		// the map, values <= level-width/2 the bottom.

@@ -126,7 +126,11 @@ class App {
     return { volume, openedAt: performance.now(), firstSlices: 0, firstPicture: 0, fullResolution: 0, bytes: 0, bricks: 0, streamMs: 0, liveTiles: 0, streams: 0, firstBrick: 0, applyMs: 0, drawMs: 0, draw3dMs: 0 };
   }
 
-  message(text: string, kind: "error" | "info" = "error"): void {
+  private msgSource = "";
+
+  /** message shows text (empty hides it); source names what set it, so that only its own success clears it. */
+  message(text: string, kind: "error" | "info" = "error", source = ""): void {
+    this.msgSource = source;
     const m = $("message");
     m.textContent = text;
     m.className = kind;
@@ -138,10 +142,10 @@ class App {
     try {
       const res = await this.clients.volumes.listVolumes({});
       this.volumes = res.volumes;
-      this.message("");
+      if (this.msgSource === "list") this.message("");
     } catch (e) {
       this.volumes = [];
-      this.message(describe(e, "listing volumes"));
+      this.message(describe(e, "listing volumes"), "error", "list");
     }
     this.renderList();
   }
@@ -294,10 +298,13 @@ class App {
         return;
       }
     }
+    let next = from;
     try {
       for await (const res of this.clients.tiles.readTileStream({ volume: d.name, offset: from, follow: true }, { signal: ctl.signal })) {
         const t = res.tile;
-        if (!t || !t.key || this.data !== d) continue;
+        if (!t || this.data !== d) continue;
+        next = t.offset + 1n;
+        if (!t.key) continue;
         this.stats.liveTiles++;
         this.applyTile(t.key.lod, t.key.x, t.key.y, t.key.z, t.offset, t.value);
         this.schedule(true);
@@ -306,7 +313,21 @@ class App {
       if (ctl.signal.aborted || isCanceled(e)) return;
       this.message(isNotFound(e) ? `Volume ${d.name} was deleted.` : describe(e, `following ${d.name}`));
       if (isNotFound(e)) void this.refresh();
+      return;
     }
+    // The server ended the stream (a deleted volume, or a server that is
+    // stopping): find out which, and follow again if the volume is there.
+    if (ctl.signal.aborted || this.live !== ctl || this.data !== d) return;
+    try {
+      await this.clients.volumes.getVolume({ name: d.name });
+    } catch (e) {
+      this.message(isNotFound(e) ? `Volume ${d.name} was deleted.` : describe(e, `following ${d.name}`));
+      if (isNotFound(e)) void this.refresh();
+      return;
+    }
+    window.setTimeout(() => {
+      if (this.live === ctl && !ctl.signal.aborted) void this.follow(next);
+    }, 1000);
   }
 
   private applyTile(lod: number, x: number, y: number, z: number, offset: bigint, value: Uint8Array): void {
