@@ -266,10 +266,16 @@ func TestCluster_SIGKILL_leader_real_processes(t *testing.T) {
 	}
 
 	victim.start(t)
+	// A local GetVolume on a follower may lag the last acknowledged write,
+	// so the log must reach past every acknowledged offset.
+	var maxAck uint64
+	for _, a := range acks {
+		maxAck = max(maxAck, a.offset)
+	}
 	var want int
 	waitUntil(t, 30*time.Second, "every node to serve the whole log", func() bool {
 		res, err := survivor.volumes.GetVolume(ctx, connect.NewRequest(&ldmv1.GetVolumeRequest{Name: "kill"}))
-		if err != nil {
+		if err != nil || res.Msg.GetVolume().GetNextOffset() <= maxAck {
 			return false
 		}
 		want = int(res.Msg.GetVolume().GetNextOffset())
