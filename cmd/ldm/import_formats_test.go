@@ -41,8 +41,15 @@ func init() {
 // flags and returns its base URL. The server stops at the end of the test.
 func startTestServer(tb testing.TB, flags ...string) string {
 	tb.Helper()
+	return startTestServerCtx(tb, context.Background(), flags...)
+}
+
+// startTestServerCtx is startTestServer with a parent context, whose values
+// serve hooks of tests may read.
+func startTestServerCtx(tb testing.TB, parent context.Context, flags ...string) string {
+	tb.Helper()
 	addrc := make(chan string, 1)
-	ctx, cancel := context.WithCancel(context.WithValue(context.Background(), testServerAddr{}, addrc))
+	ctx, cancel := context.WithCancel(context.WithValue(parent, testServerAddr{}, addrc))
 	done := make(chan error, 1)
 	args := append([]string{"serve", "--addr", "127.0.0.1:0", "--data", tb.TempDir(), "--log-level", "error", "--log-format", "json"}, flags...)
 	go func() { done <- run(ctx, args) }()

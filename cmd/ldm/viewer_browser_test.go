@@ -22,6 +22,7 @@ import (
 
 	"github.com/xcheng85/go-ldm/cmd/ldm/internal/volume"
 	ldmv1 "github.com/xcheng85/go-ldm/gen/ldm/v1"
+	"github.com/xcheng85/go-ldm/service"
 	"github.com/xcheng85/go-ldm/storage"
 	"github.com/xcheng85/go-ldm/web"
 )
@@ -598,5 +599,90 @@ func TestViewer_token(t *testing.T) {
 	st := waitLoaded(t, ctx, "demo", time.Minute)
 	if st.Error != "" || st.Stats.Bricks == 0 {
 		t.Fatalf("with a token: error %q, %d bricks", st.Error, st.Stats.Bricks)
+	}
+}
+
+// gatedReads is the context key of a channel that gates the server's tile
+// reads: each Read takes one value from it (a closed channel lets every read
+// through). Tests use it to hold a stream part-way, deterministically.
+type gatedReads struct{}
+
+// gatedTiles passes every call to Tiles, but each Read waits for the gate.
+type gatedTiles struct {
+	service.Tiles
+	gate <-chan struct{}
+}
+
+// Read waits for the gate, except for an offset past the end (a follower
+// looking for new tiles), which fails at once as usual.
+func (g *gatedTiles) Read(volume string, offset uint64) (storage.Tile, error) {
+	if info, err := g.Tiles.Volume(volume); err == nil && offset < info.NextOffset {
+		<-g.gate
+	}
+	return g.Tiles.Read(volume, offset)
+}
+
+func init() {
+	registerServeHook(&serveHook{Name: "test-gated-reads", Setup: func(ctx context.Context, env *serveEnv) error {
+		if gate, ok := ctx.Value(gatedReads{}).(chan struct{}); ok {
+			env.Tiles = &gatedTiles{Tiles: env.Tiles, gate: gate}
+		}
+		return nil
+	}})
+}
+
+// TestViewer_reprioritise holds the demo's stream after its coarse levels,
+// moves the slices to a far corner, and checks that the viewer cancels the
+// stream and starts one whose first full-resolution brick is the one at the
+// new focus, then finishes with every brick correct.
+func TestViewer_reprioritise(t *testing.T) {
+	coarse := 1 + 8 // the demo's LOD 2 and LOD 1 bricks
+	gate := make(chan struct{}, coarse)
+	for range coarse {
+		gate <- struct{}{}
+	}
+	base := startTestServerCtx(t, context.WithValue(context.Background(), gatedReads{}, gate), "--demo")
+	ctx := newBrowser(t, 1280, 800)
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	if err := chromedp.Do(ctx, chromedp.EmulateViewport(1280, 800), chromedp.Navigate(base+"/?volume=demo")); err != nil {
+		t.Fatal(err)
+	}
+	// The coarse levels arrive and are drawn; the stream then waits.
+	if _, err := chromedp.Run(ctx, chromedp.Poll[bool](`(() => { const s = window.ldm.state(); return s.complete.length === 3 && s.complete[1] && s.complete[2] && s.stats.firstPicture > 0 && s.streaming; })()`, chromedp.WithPollingTimeout(time.Minute))); err != nil {
+		t.Fatalf("coarse levels: %v (state %+v)", err, state(t, ctx))
+	}
+	if err := chromedp.Do(ctx, chromedp.Evaluate[chromedp.Void](`window.ldm.setSlices({x: 10, y: 20, z: 240})`)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := chromedp.Run(ctx, chromedp.Poll[bool](`window.ldm.state().stats.streams === 2`, chromedp.WithPollingTimeout(30*time.Second))); err != nil {
+		t.Fatalf("moving the slices did not restart the stream: %v (state %+v)", err, state(t, ctx))
+	}
+	close(gate)
+	st := waitLoaded(t, ctx, "demo", time.Minute)
+	got, err := chromedp.Run(ctx, chromedp.Evaluate[struct {
+		Focus voxel `json:"focus"`
+		First struct{ LOD, X, Y, Z int } `json:"first"`
+	}](`(() => { const s = window.ldm.state().stats; return {focus: s.lastFocus, first: s.lastFirst}; })()`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Focus != (voxel{10, 20, 240}) || got.First.LOD != 0 || got.First.X != 0 || got.First.Y != 0 || got.First.Z != 3 {
+		t.Fatalf("the restarted stream had focus %v and began with brick %+v; want focus (10, 20, 240) and LOD 0 brick (0, 0, 3)", got.Focus, got.First)
+	}
+	if st.Stats.Streams != 2 {
+		t.Fatalf("%d streams, want 2", st.Stats.Streams)
+	}
+	// Every voxel ends up right: spot-check the corner and the centre.
+	if err := chromedp.Do(ctx, chromedp.Evaluate[chromedp.Void](`window.ldm.setCrosshair(false); window.ldm.setWindow(127.5, 255); window.ldm.setSlices({x: 128, y: 128, z: 128})`)); err != nil {
+		t.Fatal(err)
+	}
+	waitIdle(t, ctx)
+	pts := []voxel{{128, 128, 128}, {176, 128, 128}, {5, 5, 128}, {80, 80, 128}}
+	px := slicePixels(t, ctx, "z", pts)
+	for i, p := range pts {
+		if want := int(volume.PhantomValue(p.X, p.Y, p.Z)); !grayMatches(px[i], want, 1) {
+			t.Errorf("voxel %v: pixel %v, want gray %d", p, px[i], want)
+		}
 	}
 }

@@ -29,6 +29,9 @@ interface Stats {
   applyMs: number; // time spent copying bricks into the volume
   drawMs: number; // time spent drawing slices
   draw3dMs: number; // time spent sampling, uploading and drawing the 3D view
+  // The focus and first brick of the latest StreamBricks call.
+  lastFocus: Vec3 | null;
+  lastFirst: { lod: number; x: number; y: number; z: number } | null;
 }
 
 class App {
@@ -123,7 +126,7 @@ class App {
   }
 
   private emptyStats(volume: string): Stats {
-    return { volume, openedAt: performance.now(), firstSlices: 0, firstPicture: 0, fullResolution: 0, bytes: 0, bricks: 0, streamMs: 0, liveTiles: 0, streams: 0, firstBrick: 0, applyMs: 0, drawMs: 0, draw3dMs: 0 };
+    return { volume, openedAt: performance.now(), firstSlices: 0, firstPicture: 0, fullResolution: 0, bytes: 0, bricks: 0, streamMs: 0, liveTiles: 0, streams: 0, firstBrick: 0, applyMs: 0, drawMs: 0, draw3dMs: 0, lastFocus: null, lastFirst: null };
   }
 
   private msgSource = "";
@@ -253,9 +256,12 @@ class App {
     const t0 = performance.now();
     this.progress = { index: 0, total: 0, lod: maxLod, bytes: 0, start: t0, end: 0 };
     try {
+      this.stats.lastFocus = { ...this.focus };
+      this.stats.lastFirst = null;
       const it = this.streamer.stream({ volume: d.name, minLod: 0, maxLod, focus: { ...this.focus } }, ctl.signal);
       for await (const b of it) {
         if (this.data !== d) break;
+        if (!this.stats.lastFirst) this.stats.lastFirst = { lod: b.lod, x: b.x, y: b.y, z: b.z };
         this.progress.index = b.index + 1;
         this.progress.total = b.total;
         this.progress.lod = b.lod;
