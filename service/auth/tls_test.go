@@ -124,10 +124,28 @@ func TestTLS_RequireClientCert(t *testing.T) {
 	hc := &http.Client{Transport: service.NewTransport(ts.tlsConfig(nil))}
 	defer hc.CloseIdleConnections()
 	err := readTile(ctx, hc, ts.url, connect.WithInterceptors(Credentials{Token: ts.tokens["reader"]}.Interceptor()))
-	// With TLS 1.3 the client learns of the rejected handshake when it
-	// first reads, as a connection failure; the call never reaches a handler.
-	if err == nil || connect.CodeOf(err) != connect.CodeUnavailable {
-		t.Fatalf("err = %v, want a connection failure", err)
+	// With TLS 1.3 the client learns of the rejected handshake only when it
+	// first reads or writes again, so the call fails with whatever the
+	// transport saw first (Unavailable, or Canceled for a broken pipe); it
+	// never reaches the interceptors or a handler.
+	switch code := connect.CodeOf(err); {
+	case err == nil:
+		t.Fatal("a client without a certificate read a tile")
+	case code == connect.CodeUnauthenticated || code == connect.CodePermissionDenied:
+		t.Fatalf("err = %v: the call reached authorization, want a handshake failure", err)
+	}
+	// The handshake itself is what fails: the server answers a client
+	// without a certificate with the certificate_required alert.
+	conn, err := tls.Dial("tcp", ts.addr, ts.tlsConfig(nil))
+	if err == nil {
+		defer conn.Close()
+		if err := conn.SetReadDeadline(time.Now().Add(10 * time.Second)); err != nil {
+			t.Fatal(err)
+		}
+		_, err = conn.Read(make([]byte, 1))
+	}
+	if err == nil || !strings.Contains(err.Error(), "certificate required") {
+		t.Fatalf("handshake without a client certificate: %v, want the certificate_required alert", err)
 	}
 	good := ts.pki.clientCert(t, "root", nil)
 	hc2 := &http.Client{Transport: service.NewTransport(ts.tlsConfig(&good))}
