@@ -227,7 +227,10 @@ class App {
     this.autoWindow = true;
     this.showMeta(v);
     this.renderList();
-    for (const view of Object.values(this.views)) view.setVolume(d);
+    for (const view of Object.values(this.views)) {
+      view.setVolume(d);
+      view.draw();
+    }
     this.focus = { x: this.views.x.pos, y: this.views.y.pos, z: this.views.z.pos };
     this.setCross();
     this.markAll();
@@ -381,6 +384,10 @@ class App {
     // slice updates.
     const only3d = first && this.stats.firstSlices > 0 && this.dirty3d;
     let drewSlices = false;
+    // Before the first brick there is nothing to draw but the checkerboard
+    // the views already show: leave the time to the stream.
+    const empty = d.levels.every((L) => L.count === 0);
+    if (empty) this.dirty.clear();
     if (this.dirty.size && !only3d && (!busy || t - this.lastSlices > 150)) {
       for (const a of this.dirty) this.views[a].render(this.win, this.table);
       this.dirty.clear();
