@@ -5,8 +5,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -342,5 +344,55 @@ func TestNode_WipedStoreRestoresFromSnapshot(t *testing.T) {
 	log := sameLogs(t, c, "vol")
 	if len(log) != 30 {
 		t.Fatalf("%d tiles after restoring, want 30", len(log))
+	}
+}
+
+// restoreCounter is a Store that counts calls of Restore.
+type restoreCounter struct {
+	Store
+	restores *atomic.Int32
+}
+
+func (s restoreCounter) Restore(r io.Reader) error {
+	s.restores.Add(1)
+	return s.Store.Restore(r)
+}
+
+// TestNode_RestartKeepsCurrentStore restarts a node whose newest snapshot
+// was taken after entries that are not commands (a barrier, the leader's
+// no-op): the store already holds the snapshot's state, so the node must
+// not copy the whole snapshot into it again.
+func TestNode_RestartKeepsCurrentStore(t *testing.T) {
+	c := newTestCluster(t)
+	var restores atomic.Int32
+	c.newStore = func(tb testing.TB, dir string) Store {
+		return restoreCounter{Store: openFileStore(tb, dir), restores: &restores}
+	}
+	n1 := c.add("n1")
+	c.leader(10 * time.Second)
+	mustCreate(t, n1.node, "vol")
+	for i := range 5 {
+		mustAppend(t, n1.node, "vol", storage.Tile{Value: tileValue(t, "tile-", i)})
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := n1.node.ReadBarrier(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := n1.node.Raft().Snapshot().Error(); err != nil {
+		t.Fatalf("snapshot: %v", err)
+	}
+	snapIndex := n1.node.Raft().Stats()["last_snapshot_index"]
+	if want := strconv.FormatUint(n1.node.AppliedIndex(), 10); snapIndex == want {
+		t.Fatalf("snapshot index %s equals the last command's index: the test needs a non-command entry after it", snapIndex)
+	}
+	c.stop(n1)
+	c.restart(n1)
+	c.leader(10 * time.Second)
+	if got := restores.Load(); got != 0 {
+		t.Fatalf("the store was restored %d times on a restart that lost nothing", got)
+	}
+	if log := sameLogs(t, c, "vol"); len(log) != 5 {
+		t.Fatalf("%d tiles after restart, want 5", len(log))
 	}
 }

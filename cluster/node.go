@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -362,11 +363,36 @@ func (n *Node) restoreIfBehind(snaps *raft.FileSnapshotStore) error {
 	if err != nil {
 		return fmt.Errorf("open snapshot %s: %w", list[0].ID, err)
 	}
-	n.log.Info("restoring the store from a snapshot", "snapshot", meta.ID, "index", meta.Index, "store_index", n.store.AppliedIndex())
+	// The snapshot's Raft index counts entries that are not commands (the
+	// leader's no-op, barriers, configuration changes), which leave no
+	// trace in the store; its header holds the last command it covers.
+	// Only a store behind that is restored, so a normal restart does not
+	// copy the whole snapshot into a store that already holds it.
+	var h [snapHeaderSize]byte
+	if _, err := io.ReadFull(rc, h[:]); err != nil {
+		rc.Close()
+		return fmt.Errorf("snapshot %s: %w: header: %v", meta.ID, ErrBadSnapshot, err)
+	}
+	applied, err := parseSnapHeader(h[:])
+	if err != nil {
+		rc.Close()
+		return fmt.Errorf("snapshot %s: %w", meta.ID, err)
+	}
+	if applied <= n.store.AppliedIndex() {
+		return rc.Close()
+	}
+	rc = readCloser{io.MultiReader(bytes.NewReader(h[:]), rc), rc}
+	n.log.Info("restoring the store from a snapshot", "snapshot", meta.ID, "index", meta.Index, "applied", applied, "store_index", n.store.AppliedIndex())
 	if err := n.fsm.Restore(rc); err != nil {
 		return fmt.Errorf("restore snapshot %s: %w", meta.ID, err)
 	}
 	return nil
+}
+
+// readCloser reads from a Reader and closes a Closer.
+type readCloser struct {
+	io.Reader
+	io.Closer
 }
 
 func setDur(dst *time.Duration, v time.Duration) {
