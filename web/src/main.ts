@@ -54,7 +54,8 @@ class App {
   private lastSlices = 0;
   private last3d = 0;
   private autoWindow = true;
-  private first3d = 0; // when the 3D view was first drawn with the coarsest level complete
+  private first3d = 0;
+  private openSeq = 0; // when the 3D view was first drawn with the coarsest level complete
   streaming = false;
   streamError = "";
   progress = { index: 0, total: 0, lod: -1, bytes: 0, start: 0, end: 0 };
@@ -209,14 +210,17 @@ class App {
     this.live?.abort();
     this.stats = this.emptyStats(name);
     this.first3d = 0;
+    const seq = ++this.openSeq;
     let v: Volume | undefined;
     try {
       v = (await this.clients.volumes.getVolume({ name })).volume;
     } catch (e) {
+      if (seq !== this.openSeq) return;
       this.message(describe(e, `opening ${name}`));
       if (isNotFound(e)) void this.refresh();
       return;
     }
+    if (seq !== this.openSeq) return; // another volume was opened meanwhile
     if (!v || !v.shape || bytesPerVoxel(v.dataType) === 0) {
       this.message(`Volume ${name} has a data type this viewer does not know (${v?.dataType}).`);
       return;
