@@ -48,7 +48,7 @@ func (f *clientSecurityFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&f.cacert, "cacert", "", "PEM CA bundle that verifies the server (default: the system roots)")
 	fs.StringVar(&f.cert, "cert", "", "PEM client certificate for mutual TLS")
 	fs.StringVar(&f.key, "key", "", "PEM key of --cert")
-	fs.StringVar(&f.certKey, "cert-key", "", "same as --key (for commands where --key means something else, such as `ldm tile write`)")
+	fs.StringVar(&f.certKey, "cert-key", "", "same as --key")
 	fs.StringVar(&f.token, "token", "", "bearer token (also LDM_TOKEN)")
 	fs.StringVar(&f.user, "user", "", "Basic user name; the password comes from LDM_PASSWORD")
 }

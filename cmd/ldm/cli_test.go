@@ -44,7 +44,7 @@ func TestCLI_every_client_command(t *testing.T) {
 			if out := ldm("", "volume", "list"); !strings.Contains(out, name) || !strings.Contains(out, "demo") {
 				t.Fatalf("volume list printed %s", out)
 			}
-			if out := ldm("first tile", "tile", "write", name, "-", "--key", "0,1,0,0"); strings.TrimSpace(out) != "0" {
+			if out := ldm("first tile", "tile", "write", name, "-", "--brick", "0,1,0,0"); strings.TrimSpace(out) != "0" {
 				t.Fatalf("tile write printed %q, want offset 0", out)
 			}
 			file := filepath.Join(t.TempDir(), "tile.bin")

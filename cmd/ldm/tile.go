@@ -82,7 +82,7 @@ func newTileWriteCommand(cf *clientFlags) *cobra.Command {
 			tile := &ldmv1.Tile{Value: data}
 			if key != "" {
 				if tile.Key, err = parseKey(key); err != nil {
-					return usageError{fmt.Errorf("--key: %w", err)}
+					return usageError{fmt.Errorf("--brick: %w", err)}
 				}
 			}
 			c, err := cf.connect(cmd.Context())
@@ -98,7 +98,7 @@ func newTileWriteCommand(cf *clientFlags) *cobra.Command {
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&key, "key", "", "brick key lod,x,y,z of the tile")
+	cmd.Flags().StringVar(&key, "brick", "", "brick key lod,x,y,z of the tile")
 	return cmd
 }
 
