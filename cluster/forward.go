@@ -50,10 +50,13 @@ type idRequest struct {
 	ID string `json:"id"`
 }
 
+// errorKinds maps sentinels to wire kinds; the first match wins, so
+// unknown_outcome comes before the sentinels such an error also wraps.
 var errorKinds = []struct {
 	kind string
 	err  error
 }{
+	{"unknown_outcome", ErrUnknownOutcome},
 	{"not_found", storage.ErrNotFound},
 	{"exists", storage.ErrExists},
 	{"invalid_name", storage.ErrInvalidName},
@@ -62,7 +65,6 @@ var errorKinds = []struct {
 	{"too_large", storage.ErrTooLarge},
 	{"corrupt", storage.ErrCorrupt},
 	{"closed", storage.ErrClosed},
-	{"unknown_outcome", ErrUnknownOutcome},
 	{"not_leader", storage.ErrNotLeader},
 	{"unknown_command", ErrUnknownCommand},
 }

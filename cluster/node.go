@@ -247,6 +247,8 @@ func New(cfg Config, store Store) (*Node, error) {
 	if cfg.GossipAddr != "" {
 		if err := n.startSerf(); err != nil {
 			n.stopRaft()
+			close(n.shutdown) // stops the leader observer
+			n.wg.Wait()
 			return nil, err
 		}
 	}
@@ -324,6 +326,7 @@ func (n *Node) startRaft() error {
 			if err := raft.BootstrapCluster(rc, wal, wal, snaps, trans, boot); err != nil {
 				trans.Close()
 				wal.Close()
+				meta.Close()
 				return fmt.Errorf("bootstrap: %w", err)
 			}
 			n.log.Info("bootstrapped a new cluster")
@@ -724,7 +727,10 @@ func (n *Node) applyLocal(ctx context.Context, cmd []byte) (*applyResult, error)
 		case errors.Is(err, raft.ErrNotLeader):
 			return nil, err
 		case errors.Is(err, raft.ErrRaftShutdown):
-			return nil, fmt.Errorf("raft: %w", storage.ErrClosed)
+			// Raft answers a future ErrRaftShutdown whenever it shuts
+			// down before answering, also for an entry it had already
+			// appended and sent to the followers, which may commit it.
+			return nil, unknownOutcome(n.notLeader(nil), err)
 		case errors.Is(err, raft.ErrLeadershipTransferInProgress):
 			return nil, fmt.Errorf("%w: %v", n.notLeader(nil), err)
 		case errors.Is(err, raft.ErrLeadershipLost), errors.Is(err, raft.ErrEnqueueTimeout):
