@@ -214,6 +214,8 @@ func TestAuthorizer_ReloadAndValidation(t *testing.T) {
 	for name, bad := range map[string]string{
 		"star_in_middle": "p, alice, volumes/*-x, read\n",
 		"unknown_type":   "q, alice, x, read\n",
+		"request_type":   "r, alice, volumes/ct-1, read\n",
+		"matcher_type":   "m\n",
 		"too_few_fields": "p, alice, x\n",
 		"bad_csv":        "p, \"alice, x, read\n",
 	} {

@@ -124,6 +124,9 @@ func NewEnforcer(modelText, policyText string) (*casbin.SyncedEnforcer, error) {
 		return nil, fmt.Errorf("%w: model: %v", ErrPolicy, err)
 	}
 	enf, err := casbin.NewSyncedEnforcer(m, &textAdapter{text: policyText})
+	if errors.Is(err, ErrPolicy) {
+		return nil, err
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrPolicy, err)
 	}
@@ -153,7 +156,14 @@ func (t *textAdapter) LoadPolicy(m model.Model) error {
 		if ptype == "" {
 			return fmt.Errorf("%w: line %d: empty policy type", ErrPolicy, n+1)
 		}
-		ast, ok := m[ptype[:1]][ptype]
+		// Only policy (p...) and role (g...) lines hold rules; a line typed
+		// like another section ("r", "e", "m") would load into that
+		// section's assertion and silently grant nothing.
+		sec := ptype[:1]
+		if sec != "p" && sec != "g" {
+			return fmt.Errorf("%w: line %d: policy type %q is not a p or g type", ErrPolicy, n+1, ptype)
+		}
+		ast, ok := m[sec][ptype]
 		if !ok {
 			return fmt.Errorf("%w: line %d: policy type %q is not in the model", ErrPolicy, n+1, ptype)
 		}
