@@ -178,6 +178,11 @@ func LoadCA(dir string) (*CA, error) {
 	if !cert.IsCA {
 		return nil, fmt.Errorf("pki: %s: %w: not a CA certificate", CACertFile, ErrInvalid)
 	}
+	// A key from another CA (or a crash between the two writes of InitCA
+	// --force) would sign certificates that nothing verifies.
+	if pub, ok := signer.Public().(interface{ Equal(crypto.PublicKey) bool }); !ok || !pub.Equal(cert.PublicKey) {
+		return nil, fmt.Errorf("pki: %s: %w: the key does not belong to %s", CAKeyFile, ErrInvalid, CACertFile)
+	}
 	return &CA{Cert: cert, CertPEM: cb, Key: signer}, nil
 }
 
@@ -204,7 +209,7 @@ func (ca *CA) IssueServer(hosts []string, o Options) (certPEM, keyPEM []byte, er
 		return nil, nil, fmt.Errorf("%w: a server certificate needs at least one host name or IP", ErrInvalid)
 	}
 	tmpl := &x509.Certificate{
-		Subject:     pkix.Name{CommonName: hosts[0], Organization: []string{"go-ldm"}},
+		Subject:     pkix.Name{CommonName: strings.TrimSpace(hosts[0]), Organization: []string{"go-ldm"}},
 		KeyUsage:    x509.KeyUsageDigitalSignature,
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
 	}

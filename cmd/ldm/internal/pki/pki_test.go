@@ -3,6 +3,7 @@ package pki
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"net"
 	"os"
@@ -150,5 +151,57 @@ func TestPKI_WriteFileNeverOverwritesWithoutForce(t *testing.T) {
 	}
 	if _, err := LoadCA(t.TempDir()); err == nil {
 		t.Fatal("LoadCA of an empty directory succeeded")
+	}
+}
+
+// TestPKI_LoadCARefusesAnotherKey checks that a CA whose key belongs to
+// another certificate does not load: it would sign certificates that no
+// client or server verifies.
+func TestPKI_LoadCARefusesAnotherKey(t *testing.T) {
+	t.Parallel()
+	a, b := t.TempDir(), t.TempDir()
+	for _, dir := range []string{a, b} {
+		if _, err := InitCA(dir, "", Options{}, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	other, err := os.ReadFile(filepath.Join(b, CAKeyFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := WriteFile(filepath.Join(a, CAKeyFile), other, 0o600, true); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := LoadCA(a); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("LoadCA with another CA's key: %v, want ErrInvalid", err)
+	}
+	if _, err := LoadCA(b); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestPKI_ServerCommonNameTrimmed checks that the common name of a server
+// certificate is its first host without the spaces a comma-separated
+// --server list leaves around it, like its DNS names.
+func TestPKI_ServerCommonNameTrimmed(t *testing.T) {
+	t.Parallel()
+	ca, _, err := NewCA("", Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	certPEM, _, err := ca.IssueServer([]string{" node-1 ", " 127.0.0.1"}, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	blk, _ := pem.Decode(certPEM)
+	if blk == nil {
+		t.Fatal("no PEM block")
+	}
+	c, err := x509.ParseCertificate(blk.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Subject.CommonName != "node-1" || len(c.DNSNames) != 1 || c.DNSNames[0] != "node-1" {
+		t.Fatalf("common name %q, DNS names %q", c.Subject.CommonName, c.DNSNames)
 	}
 }
