@@ -57,13 +57,7 @@ func (m *Memory) volume(name string) (*memVolume, error) {
 // info returns the volume's state. The metadata's slice and map are
 // copied so a caller cannot change the stored volume.
 func (v *memVolume) info() VolumeInfo {
-	m := v.meta
-	m.Spacing = slices.Clone(m.Spacing)
-	m.Labels = make(map[string]string, len(v.meta.Labels))
-	for k, l := range v.meta.Labels {
-		m.Labels[k] = l
-	}
-	return VolumeInfo{VolumeMeta: m, NextOffset: uint64(len(v.tiles)), SizeBytes: v.size}
+	return VolumeInfo{VolumeMeta: v.meta.clone(), NextOffset: uint64(len(v.tiles)), SizeBytes: v.size}
 }
 
 // CreateVolume implements LDM.
@@ -74,12 +68,7 @@ func (m *Memory) CreateVolume(_ context.Context, meta VolumeMeta) (VolumeInfo, e
 	if meta.CreatedAt.IsZero() {
 		meta.CreatedAt = time.Now().UTC()
 	}
-	meta.Spacing = slices.Clone(meta.Spacing)
-	labels := make(map[string]string, len(meta.Labels))
-	for k, v := range meta.Labels {
-		labels[k] = v
-	}
-	meta.Labels = labels
+	meta = meta.clone()
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.closed {

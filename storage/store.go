@@ -275,12 +275,7 @@ func (s *Store) CreateVolume(ctx context.Context, m VolumeMeta) (VolumeInfo, err
 	if m.CreatedAt.IsZero() {
 		m.CreatedAt = time.Now().UTC()
 	}
-	m.Spacing = slices.Clone(m.Spacing)
-	labels := make(map[string]string, len(m.Labels))
-	for k, v := range m.Labels {
-		labels[k] = v
-	}
-	m.Labels = labels
+	m = m.clone()
 	metaBytes, err := encodeMeta(m)
 	if err != nil {
 		return VolumeInfo{}, err

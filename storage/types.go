@@ -4,7 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"maps"
 	"regexp"
+	"slices"
 	"time"
 )
 
@@ -164,6 +166,16 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 // Checksum returns the CRC-32C (Castagnoli) of b.
 func Checksum(b []byte) uint32 { return crc32.Checksum(b, castagnoli) }
+
+// clone returns a copy of m that shares no slice or map with it (Labels
+// is never nil in the copy).
+func (m VolumeMeta) clone() VolumeMeta {
+	m.Spacing = slices.Clone(m.Spacing)
+	labels := make(map[string]string, len(m.Labels))
+	maps.Copy(labels, m.Labels)
+	m.Labels = labels
+	return m
+}
 
 // Normalize fills defaults into m (brick shape, LOD count) and validates it.
 // The returned error wraps ErrInvalidName or ErrInvalidArgument.

@@ -106,13 +106,7 @@ type volume struct {
 
 func (v *volume) info() VolumeInfo {
 	st := v.state.Load()
-	m := v.meta
-	m.Spacing = append([]float64(nil), m.Spacing...)
-	m.Labels = make(map[string]string, len(v.meta.Labels))
-	for k, l := range v.meta.Labels {
-		m.Labels[k] = l
-	}
-	return VolumeInfo{VolumeMeta: m, NextOffset: st.next, SizeBytes: st.size}
+	return VolumeInfo{VolumeMeta: v.meta.clone(), NextOffset: st.next, SizeBytes: st.size}
 }
 
 func (v *volume) acquire() bool {
