@@ -263,16 +263,20 @@ func TestNode_RestartWholeCluster(t *testing.T) {
 	sameLogs(t, c, "vol")
 }
 
+// compactOften makes nodes snapshot and compact their log after a few
+// entries.
+func compactOften(cfg *Config) {
+	cfg.SnapshotThreshold = 8
+	cfg.TrailingLogs = 4
+	cfg.SnapshotInterval = 50 * time.Millisecond
+	cfg.WALSegmentBytes = 8 << 10
+}
+
 // TestNode_LateNodeCatchesUpFromSnapshot adds a node after the log was
 // compacted: it can only catch up by installing a snapshot.
 func TestNode_LateNodeCatchesUpFromSnapshot(t *testing.T) {
 	c := newTestCluster(t)
-	c.tune = func(cfg *Config) {
-		cfg.SnapshotThreshold = 8
-		cfg.TrailingLogs = 4
-		cfg.SnapshotInterval = 50 * time.Millisecond
-		cfg.WALSegmentBytes = 8 << 10
-	}
+	c.tune = compactOften
 	n1 := c.add("n1")
 	c.leader(10 * time.Second)
 	n2 := c.add("n2")
@@ -317,12 +321,7 @@ func TestNode_LateNodeCatchesUpFromSnapshot(t *testing.T) {
 // newest snapshot into the empty store before replaying the log.
 func TestNode_WipedStoreRestoresFromSnapshot(t *testing.T) {
 	c := newTestCluster(t)
-	c.tune = func(cfg *Config) {
-		cfg.SnapshotThreshold = 8
-		cfg.TrailingLogs = 4
-		cfg.SnapshotInterval = 50 * time.Millisecond
-		cfg.WALSegmentBytes = 8 << 10
-	}
+	c.tune = compactOften
 	n1, n2, n3 := startThree(t, c)
 	mustCreate(t, n1.node, "vol")
 	for i := range 30 {

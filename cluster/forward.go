@@ -271,42 +271,35 @@ func (n *Node) handleReadIndex(w http.ResponseWriter, r *http.Request) {
 	writeReply(w, &reply{Index: idx, Error: toWire(err)})
 }
 
-func readID(w http.ResponseWriter, r *http.Request) (string, bool) {
+// leaderIDRequest reads the member id of a membership request that this
+// node must carry out as the leader. It answers the request itself (and
+// returns false) when the peer is refused, the body is malformed or this
+// node does not lead.
+func (n *Node) leaderIDRequest(w http.ResponseWriter, r *http.Request) (string, bool) {
+	if !n.checkPeer(w, r) {
+		return "", false
+	}
 	var req idRequest
 	if err := json.NewDecoder(io.LimitReader(r.Body, 1<<16)).Decode(&req); err != nil {
 		http.Error(w, err.Error(), http.StatusBadRequest)
+		return "", false
+	}
+	if !n.IsLeader() {
+		writeReply(w, &reply{Error: toWire(n.notLeader(nil))})
 		return "", false
 	}
 	return req.ID, true
 }
 
 func (n *Node) handleRemove(w http.ResponseWriter, r *http.Request) {
-	if !n.checkPeer(w, r) {
-		return
+	if id, ok := n.leaderIDRequest(w, r); ok {
+		writeReply(w, &reply{Error: toWire(n.removeLocal(r.Context(), id))})
 	}
-	id, ok := readID(w, r)
-	if !ok {
-		return
-	}
-	if !n.IsLeader() {
-		writeReply(w, &reply{Error: toWire(n.notLeader(nil))})
-		return
-	}
-	writeReply(w, &reply{Error: toWire(n.removeLocal(r.Context(), id))})
 }
 
 func (n *Node) handleTransfer(w http.ResponseWriter, r *http.Request) {
-	if !n.checkPeer(w, r) {
-		return
+	if id, ok := n.leaderIDRequest(w, r); ok {
+		leader, err := n.transferLocal(r.Context(), id)
+		writeReply(w, &reply{LeaderID: leader, Error: toWire(err)})
 	}
-	id, ok := readID(w, r)
-	if !ok {
-		return
-	}
-	if !n.IsLeader() {
-		writeReply(w, &reply{Error: toWire(n.notLeader(nil))})
-		return
-	}
-	leader, err := n.transferLocal(r.Context(), id)
-	writeReply(w, &reply{LeaderID: leader, Error: toWire(err)})
 }
