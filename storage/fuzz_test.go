@@ -137,18 +137,10 @@ func FuzzReadSnapshot(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
-	sn, err := s.Snapshot()
-	if err != nil {
-		f.Fatal(err)
-	}
-	var buf bytes.Buffer
-	if _, err := sn.WriteTo(&buf); err != nil {
-		f.Fatal(err)
-	}
-	sn.Release()
+	snap := SnapshotBytes(f, s)
 	s.Close()
-	f.Add(buf.Bytes())
-	f.Add(buf.Bytes()[:snapHeaderLen+frameHeaderLen])
+	f.Add(snap)
+	f.Add(snap[:snapHeaderLen+frameHeaderLen])
 	f.Fuzz(func(t *testing.T, b []byte) {
 		staging := fuzzDir(t)
 		names, _, err := readSnapshot(bytes.NewReader(b), staging)

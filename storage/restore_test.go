@@ -29,15 +29,7 @@ func TestStore_RestoreInterrupted(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	sn, err := src.Snapshot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var buf bytes.Buffer
-	if _, err := sn.WriteTo(&buf); err != nil {
-		t.Fatal(err)
-	}
-	sn.Release()
+	snap := SnapshotBytes(t, src)
 
 	dir := t.TempDir()
 	dst, err := Open(dir, quiet)
@@ -60,7 +52,7 @@ func TestStore_RestoreInterrupted(t *testing.T) {
 	if err := os.Mkdir(ready, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	names, applied, err := readSnapshot(bufio.NewReader(&buf), ready)
+	names, applied, err := readSnapshot(bufio.NewReader(bytes.NewReader(snap)), ready)
 	if err != nil {
 		t.Fatal(err)
 	}

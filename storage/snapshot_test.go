@@ -181,16 +181,7 @@ func TestStore_RestoreCorrupt(t *testing.T) {
 	src := openStore(t, t.TempDir(), cfg)
 	fillVolume(t, src, "a", 30, 10)
 	fillVolume(t, src, "b", 2, 100)
-	sn, err := src.Snapshot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var buf bytes.Buffer
-	if _, err := sn.WriteTo(&buf); err != nil {
-		t.Fatal(err)
-	}
-	sn.Release()
-	good := buf.Bytes()
+	good := storage.SnapshotBytes(t, src)
 
 	dstDir := t.TempDir()
 	dst := openStore(t, dstDir, cfg)
@@ -231,15 +222,7 @@ func TestStore_RestoreLive(t *testing.T) {
 	t.Parallel()
 	src := openStore(t, t.TempDir(), storage.Config{})
 	fillVolume(t, src, "x", 10, 0)
-	sn, err := src.Snapshot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var buf bytes.Buffer
-	if _, err := sn.WriteTo(&buf); err != nil {
-		t.Fatal(err)
-	}
-	sn.Release()
+	snap := storage.SnapshotBytes(t, src)
 
 	dst := openStore(t, t.TempDir(), storage.Config{})
 	fillVolume(t, dst, "x", 3, 0)
@@ -269,7 +252,7 @@ func TestStore_RestoreLive(t *testing.T) {
 			}
 		}
 	}()
-	if err := dst.Restore(bytes.NewReader(buf.Bytes())); err != nil {
+	if err := dst.Restore(bytes.NewReader(snap)); err != nil {
 		t.Fatal(err)
 	}
 	close(stop)
