@@ -7,8 +7,10 @@ import (
 	"io"
 	"net"
 	"os"
+	"regexp"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -30,6 +32,13 @@ import (
 // 256 KiB and 2 MiB; concurrency 1, 8 and 64.
 
 const benchTiles = 16 // tiles per volume; streams send all of them
+
+// The HTTP/2 receive windows of service.NewTransport (per stream and per
+// connection), given to the grpc-go client and server too.
+const (
+	benchStreamWindow = 16 << 20
+	benchConnWindow   = 64 << 20
+)
 
 var (
 	benchSizes       = []int{256 << 10, 2 << 20}
@@ -106,7 +115,10 @@ func (s *baselineServer) streamBricks(_ any, stream grpc.ServerStream) error {
 func startBaseline(tb testing.TB, tiles []*ldmv1.Tile) string {
 	tb.Helper()
 	s := &baselineServer{tiles: tiles}
-	srv := grpc.NewServer(grpc.MaxRecvMsgSize(1<<30), grpc.MaxSendMsgSize(1<<30))
+	// grpc-go's defaults plus the same flow-control windows as go-ldm's
+	// server and transport, so neither side waits on a smaller window.
+	srv := grpc.NewServer(grpc.MaxRecvMsgSize(1<<30), grpc.MaxSendMsgSize(1<<30),
+		grpc.InitialWindowSize(benchStreamWindow), grpc.InitialConnWindowSize(benchConnWindow))
 	srv.RegisterService(&grpc.ServiceDesc{
 		ServiceName: "ldm.v1.TileService",
 		HandlerType: (*any)(nil),
@@ -136,9 +148,11 @@ type benchCall func(ctx context.Context, i int) (int, error)
 func runConcurrent(b *testing.B, conc int, bytesPerCall int64, call benchCall) {
 	b.Helper()
 	ctx := context.Background()
-	// Warm up the connections (and HTTP/2 windows) of every goroutine.
+	// Warm up the connection and its HTTP/2 windows with a few calls (every
+	// goroutine shares one connection; a full round of conc stream calls
+	// would cost more than the measurement at 2 MiB tiles).
 	var wg sync.WaitGroup
-	for i := range conc {
+	for i := range min(conc, 4) {
 		wg.Go(func() { _, _ = call(ctx, i) })
 	}
 	wg.Wait()
@@ -233,6 +247,7 @@ func ldmCalls(tb testing.TB, size int, p protocol) (benchCall, benchCall, benchC
 // grpcCalls returns the three calls made with grpc-go to addr.
 func grpcCalls(tb testing.TB, addr string) (benchCall, benchCall, benchCall) {
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithInitialWindowSize(benchStreamWindow), grpc.WithInitialConnWindowSize(benchConnWindow),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(1<<30)))
 	if err != nil {
 		tb.Fatal(err)
@@ -417,12 +432,26 @@ func BenchmarkIngest(b *testing.B) {
 // and prints the ratios the issue asks for (go-ldm over the grpc-go
 // baseline, binary over JSON, ingest over the store's own appends). It
 // runs only when LDM_PERF is set (it takes minutes): `make perf`.
+// LDM_PERF_ROUNDS sets the rounds (default 3); LDM_PERF_CASES, a regular
+// expression over "<rpc>/<size>K/c<concurrency>" (for example
+// "ReadTile/2048K/c64"), runs only the matching read cases and nothing else.
 func TestPerformanceReport(t *testing.T) {
 	if os.Getenv("LDM_PERF") == "" {
 		t.Log("set LDM_PERF=1 (or run `make perf`) to measure; this test only reports")
 		return
 	}
 	rounds := 3
+	if v := os.Getenv("LDM_PERF_ROUNDS"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			t.Fatalf("LDM_PERF_ROUNDS=%q: want a positive number", v)
+		}
+		rounds = n
+	}
+	cases := regexp.MustCompile("")
+	if v := os.Getenv("LDM_PERF_CASES"); v != "" {
+		cases = regexp.MustCompile(v)
+	}
 	mbps := func(r testing.BenchmarkResult) float64 {
 		return float64(r.Bytes) * float64(r.N) / r.T.Seconds() / 1e6
 	}
@@ -436,9 +465,19 @@ func TestPerformanceReport(t *testing.T) {
 	for _, rpc := range []string{"ReadTile", "ReadTileStream", "StreamBricks"} {
 		for _, size := range benchSizes {
 			for _, conc := range benchConcurrency {
+				if !cases.MatchString(fmt.Sprintf("%s/%dK/c%d", rpc, size>>10, conc)) {
+					continue
+				}
+				// Each round runs the three targets in a rotated order, and
+				// the ratios are taken within a round (the machine's load
+				// moves between rounds), then the median over rounds.
+				targets := []benchTarget{benchTargets[0], benchTargets[1], benchTargets[3]}
 				res := map[string][]float64{}
-				for range rounds {
-					for _, target := range []benchTarget{benchTargets[0], benchTargets[1], benchTargets[3]} {
+				var ratioC, ratioG []float64
+				for round := range rounds {
+					got := map[string]float64{}
+					for k := range targets {
+						target := targets[(k+round)%len(targets)]
 						r := testing.Benchmark(func(b *testing.B) {
 							unary, stream, bricks := target.readTile(b, size)
 							call, per := unary, int64(size)
@@ -449,13 +488,20 @@ func TestPerformanceReport(t *testing.T) {
 							}
 							runConcurrent(b, conc, per, call)
 						})
+						got[target.name] = mbps(r)
 						res[target.name] = append(res[target.name], mbps(r))
 					}
+					ratioC = append(ratioC, got["ldm_connect"]/got["grpcgo_baseline"])
+					ratioG = append(ratioG, got["ldm_grpc"]/got["grpcgo_baseline"])
 				}
 				lc, lg, g := median(res["ldm_connect"]), median(res["ldm_grpc"]), median(res["grpcgo_baseline"])
-				fmt.Fprintf(&report, "%-15s %5dK %4d %9.0f MB/s %7.0f MB/s %7.0f MB/s %7.2fx %7.2fx\n", rpc, size>>10, conc, lc, lg, g, lc/g, lg/g)
+				fmt.Fprintf(&report, "%-15s %5dK %4d %9.0f MB/s %7.0f MB/s %7.0f MB/s %7.2fx %7.2fx\n", rpc, size>>10, conc, lc, lg, g, median(ratioC), median(ratioG))
 			}
 		}
+	}
+	if os.Getenv("LDM_PERF_CASES") != "" {
+		t.Log("\n" + report.String())
+		return
 	}
 	fmt.Fprintf(&report, "\n%-8s %4s %14s %14s %8s\n", "size", "conc", "binary", "json", "ratio")
 	for _, size := range benchSizes {
