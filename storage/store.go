@@ -30,8 +30,9 @@ const (
 	SyncBatch SyncPolicy = iota
 	// SyncAlways fsyncs every append on its own.
 	SyncAlways
-	// SyncNone never fsyncs. A process crash loses nothing that was
-	// acknowledged, a machine crash may. For tests and benchmarks.
+	// SyncNone never fsyncs appended tiles (creating, deleting and
+	// recovering volumes still fsync). A process crash loses nothing that
+	// was acknowledged, a machine crash may. For tests and benchmarks.
 	SyncNone
 )
 
