@@ -214,3 +214,57 @@ func TestStore_CrashInRolloverWindow(t *testing.T) {
 		s2.Close()
 	}
 }
+
+// TestStore_ResumeAfterFailedStopPoisons covers an operation that stops a
+// volume's writes and then fails (a delete or restore whose rename fails):
+// an append whose records were written before the stop and whose commit
+// was refused must not become visible when writes resume, or a retry
+// would store its tiles twice.
+func TestStore_ResumeAfterFailedStopPoisons(t *testing.T) {
+	t.Parallel()
+	s, err := Open(t.TempDir(), Config{Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx := context.Background()
+	for _, name := range []string{"idle", "busy"} {
+		if _, err := s.CreateVolume(ctx, VolumeMeta{Name: name, Shape: Shape{8, 8, 8}, DataType: Uint8}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Append(ctx, name, Tile{Value: []byte("acknowledged")}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	idle, busy := s.volumes()["idle"], s.volumes()["busy"]
+	// An append to busy wrote its record; writes stop before its commit.
+	refused := Tile{Value: []byte("refused")}
+	if _, _, err := busy.write([]Tile{refused}, []uint32{Checksum(refused.Value)}); err != nil {
+		t.Fatal(err)
+	}
+	cause := errors.New("rename failed")
+	for _, v := range []*volume{idle, busy} {
+		v.stopWrites()
+	}
+	if err := busy.commitLocked(); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("commit while stopped: %v, want the stopped error", err)
+	}
+	for _, v := range []*volume{idle, busy} {
+		v.resumeWrites(cause)
+	}
+	// With nothing queued, writes simply resume.
+	if off, err := s.Append(ctx, "idle", Tile{Value: []byte("next")}); err != nil || off != 1 {
+		t.Fatalf("append to the idle volume after resume: %d, %v", off, err)
+	}
+	// With a refused append queued, the volume refuses appends and the
+	// refused tile never becomes visible.
+	if _, err := s.Append(ctx, "busy", Tile{Value: []byte("retry")}); !errors.Is(err, cause) {
+		t.Fatalf("append to the busy volume after resume: %v, want the poisoning cause", err)
+	}
+	if info, err := s.Volume("busy"); err != nil || info.NextOffset != 1 {
+		t.Fatalf("busy volume has %d tiles, %v; want 1", info.NextOffset, err)
+	}
+	if _, err := s.Read("busy", 1); !errors.Is(err, ErrOutOfRange) {
+		t.Fatalf("read of the refused tile: %v, want ErrOutOfRange", err)
+	}
+}

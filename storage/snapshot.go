@@ -359,11 +359,12 @@ func (s *Store) Restore(r io.Reader) error {
 		v.stopWrites()
 	}
 	if err := os.Rename(staging, filepath.Join(s.dir, restoreReadyName)); err != nil {
+		err = fmt.Errorf("storage: restore: %w", err)
 		for _, v := range old {
 			v.replaced.Store(false)
-			v.resumeWrites()
+			v.resumeWrites(err)
 		}
-		return fmt.Errorf("storage: restore: %w", err)
+		return err
 	}
 	ok = true
 	if err := syncDir(s.dir); err != nil {

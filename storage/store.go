@@ -374,8 +374,9 @@ func (s *Store) DeleteVolume(ctx context.Context, name string) error {
 	trash := filepath.Join(s.dir, fmt.Sprintf("%s%s-%d", trashPrefix, name, s.seq.Add(1)))
 	v.stopWrites()
 	if err := os.Rename(v.dir, trash); err != nil {
-		v.resumeWrites()
-		return fmt.Errorf("storage: delete %q: %w", name, err)
+		err = fmt.Errorf("storage: delete %q: %w", name, err)
+		v.resumeWrites(err)
+		return err
 	}
 	next := maps1(s.volumes())
 	delete(next, name)

@@ -151,10 +151,21 @@ func (v *volume) stoppedErr() error {
 	return fmt.Errorf("volume %q: %w", v.name, ErrNotFound)
 }
 
-func (v *volume) resumeWrites() {
+// resumeWrites undoes stopWrites after the operation that stopped them
+// failed (cause). An append that finished its write while writes were
+// stopped was refused at its commit, but its records are in the data file
+// and its index entries are still queued: the next commit would make tiles
+// visible whose appender was told they failed, and a retry would store
+// them twice. So if any are queued the volume is poisoned instead, like
+// after a failed write: appends fail until the store is reopened, and
+// recovery then decides what the data file holds.
+func (v *volume) resumeWrites(cause error) {
 	v.wmu.Lock()
+	defer v.wmu.Unlock()
 	v.stopped = false
-	v.wmu.Unlock()
+	if len(v.pending) > 0 {
+		v.fail(fmt.Errorf("storage: %d tiles of refused appends were written while writes were stopped: %w", len(v.pending), cause))
+	}
 }
 
 // close wakes waiters and releases the files once no reader holds them.
