@@ -709,41 +709,70 @@ func (n *Node) notLeader(cause error) error {
 // applyLocal proposes cmd to Raft on the leader and waits for its result.
 // raft.ErrNotLeader is returned as is (the caller forwards); losing
 // leadership after proposing is ambiguous (the entry may still commit) and
-// is reported as storage.ErrNotLeader.
+// is reported as ErrUnknownOutcome.
 func (n *Node) applyLocal(ctx context.Context, cmd []byte) (*applyResult, error) {
-	timeout := n.cfg.LeaderWait
-	if dl, ok := ctx.Deadline(); ok {
-		timeout = time.Until(dl)
+	timeout, err := n.enqueueTimeout(ctx)
+	if err != nil {
+		return nil, err
 	}
 	f := n.raft.Apply(cmd, timeout)
+	switch err := n.waitFuture(ctx, f); {
+	case err == nil:
+	case errors.Is(err, raft.ErrNotLeader):
+		return nil, err
+	case errors.Is(err, raft.ErrEnqueueTimeout), errors.Is(err, raft.ErrLeadershipTransferInProgress):
+		// Refused before it entered the log: safe to send again.
+		return nil, fmt.Errorf("%w: %v", n.notLeader(nil), err)
+	case errors.Is(err, raft.ErrLeadershipLost), errors.Is(err, raft.ErrRaftShutdown):
+		// The entry may be in the log of a majority and still commit
+		// under the next leader. Raft answers ErrRaftShutdown also for an
+		// entry it had already sent to the followers.
+		return nil, unknownOutcome(n.notLeader(nil), err)
+	case ctx.Err() != nil:
+		return nil, err
+	default:
+		return nil, fmt.Errorf("raft apply: %w", err)
+	}
+	res, ok := f.Response().(*applyResult)
+	if !ok {
+		return nil, fmt.Errorf("raft apply: unexpected response %T", f.Response())
+	}
+	return res, nil
+}
+
+// enqueueTimeout bounds how long Raft may take to accept a proposal:
+// LeaderWait, or less when ctx ends sooner.
+func (n *Node) enqueueTimeout(ctx context.Context) (time.Duration, error) {
+	timeout := n.cfg.LeaderWait
+	if dl, ok := ctx.Deadline(); ok {
+		timeout = min(timeout, time.Until(dl))
+	}
+	if timeout <= 0 {
+		// Raft reads a timeout of zero as no timeout at all.
+		if err := ctx.Err(); err != nil {
+			return 0, err
+		}
+		return 0, context.DeadlineExceeded
+	}
+	return timeout, nil
+}
+
+// waitFuture waits for f, for ctx to end or for the node to shut down.
+// Raft never answers a proposal still queued when it shuts down, so
+// without the shutdown case a caller with no deadline would wait forever;
+// it gets raft.ErrRaftShutdown instead. The goroutine blocked on such a
+// future stays until the process exits (hashicorp/raft gives no way to
+// cancel it).
+func (n *Node) waitFuture(ctx context.Context, f raft.Future) error {
 	done := make(chan error, 1)
 	go func() { done <- f.Error() }()
 	select {
-	case <-ctx.Done():
-		return nil, ctx.Err()
 	case err := <-done:
-		switch {
-		case err == nil:
-		case errors.Is(err, raft.ErrNotLeader):
-			return nil, err
-		case errors.Is(err, raft.ErrRaftShutdown):
-			// Raft answers a future ErrRaftShutdown whenever it shuts
-			// down before answering, also for an entry it had already
-			// appended and sent to the followers, which may commit it.
-			return nil, unknownOutcome(n.notLeader(nil), err)
-		case errors.Is(err, raft.ErrLeadershipTransferInProgress):
-			return nil, fmt.Errorf("%w: %v", n.notLeader(nil), err)
-		case errors.Is(err, raft.ErrLeadershipLost), errors.Is(err, raft.ErrEnqueueTimeout):
-			// The entry may still commit under the next leader.
-			return nil, unknownOutcome(n.notLeader(nil), err)
-		default:
-			return nil, fmt.Errorf("raft apply: %w", err)
-		}
-		res, ok := f.Response().(*applyResult)
-		if !ok {
-			return nil, fmt.Errorf("raft apply: unexpected response %T", f.Response())
-		}
-		return res, nil
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-n.shutdown:
+		return raft.ErrRaftShutdown
 	}
 }
 
@@ -774,23 +803,18 @@ func (n *Node) ReadBarrier(ctx context.Context) error {
 
 // leaderReadIndex commits a barrier and returns the applied index after it.
 func (n *Node) leaderReadIndex(ctx context.Context) (uint64, error) {
-	timeout := n.cfg.LeaderWait
-	if dl, ok := ctx.Deadline(); ok {
-		timeout = time.Until(dl)
+	timeout, err := n.enqueueTimeout(ctx)
+	if err != nil {
+		return 0, err
 	}
-	f := n.raft.Barrier(timeout)
-	done := make(chan error, 1)
-	go func() { done <- f.Error() }()
-	select {
-	case <-ctx.Done():
-		return 0, ctx.Err()
-	case err := <-done:
-		if err != nil {
-			if errors.Is(err, raft.ErrRaftShutdown) {
-				return 0, fmt.Errorf("raft: %w", storage.ErrClosed)
-			}
-			return 0, fmt.Errorf("%w: barrier: %v", n.notLeader(nil), err)
-		}
+	switch err := n.waitFuture(ctx, n.raft.Barrier(timeout)); {
+	case err == nil:
+	case errors.Is(err, raft.ErrRaftShutdown):
+		return 0, fmt.Errorf("raft: %w", storage.ErrClosed)
+	case ctx.Err() != nil:
+		return 0, err
+	default:
+		return 0, fmt.Errorf("%w: barrier: %v", n.notLeader(nil), err)
 	}
 	idx, _ := n.fsm.appliedIndex()
 	return idx, nil

@@ -3,6 +3,8 @@ package cluster
 import (
 	"bytes"
 	"context"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -98,5 +100,38 @@ func TestNode_ThreeNodesReplicate(t *testing.T) {
 	}
 	if len(servers) != 3 || leaders != 1 {
 		t.Fatalf("servers %v", servers)
+	}
+}
+
+// TestNode_CloseEndsPendingWrites closes a leader while many writers
+// without deadlines wait in Append: every call returns, none hangs on a
+// Raft future that Raft abandoned at shutdown.
+func TestNode_CloseEndsPendingWrites(t *testing.T) {
+	c := newTestCluster(t)
+	n1 := c.add("n1")
+	c.leader(10 * time.Second)
+	mustCreate(t, n1.node, "vol")
+	node := n1.node
+	const writers = 128
+	var wg sync.WaitGroup
+	var acked atomic.Int64
+	for w := range writers {
+		wg.Go(func() {
+			for i := 0; ; i++ {
+				if _, err := node.Append(context.Background(), "vol", storage.Tile{Value: tileValue(t, w, "-", i)}); err != nil {
+					return
+				}
+				acked.Add(1)
+			}
+		})
+	}
+	waitFor(t, 20*time.Second, "some acknowledged writes", func() bool { return acked.Load() >= writers })
+	c.stop(n1)
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		t.Fatal("Append calls still blocked 20s after Close")
 	}
 }
