@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -401,6 +402,55 @@ func TestStore_BitFlip(t *testing.T) {
 	defer s2.Close()
 	if d, _ := s2.Verify(context.Background()); len(d) != 3 {
 		t.Fatalf("Verify after reopen: %v", d)
+	}
+}
+
+// TestStore_EntryPastCommittedData rewrites an index entry of a sealed
+// block with a length far past the block's data and a checksum that holds
+// (a crafted snapshot, or damage the checksum misses): reading that tile
+// fails with ErrCorrupt without allocating the length it claims, Verify
+// reports it, and the other tiles read.
+func TestStore_EntryPastCommittedData(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	fillStore(t, dir, Config{BlockTiles: 4}, 8)
+	idx := filepath.Join(dir, "v", blockFileName(0, "index"))
+	b, err := os.ReadFile(idx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := indexHeaderLen + 1*indexEntryLen
+	e, err := decodeIndexEntry(b[at : at+indexEntryLen])
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.Length = 1 << 30
+	putIndexEntry(b[at:at+indexEntryLen], e)
+	if err := os.WriteFile(idx, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s, err := Open(dir, Config{BlockTiles: 4, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	_, err = s.Read("v", 1)
+	runtime.ReadMemStats(&after)
+	if !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("Read of a tile whose entry runs past the data: %v, want ErrCorrupt", err)
+	}
+	if n := after.TotalAlloc - before.TotalAlloc; n > 1<<20 {
+		t.Fatalf("the failed read allocated %d bytes", n)
+	}
+	for _, off := range []uint64{0, 2, 3, 4, 7} {
+		if got, err := s.Read("v", off); err != nil || !bytes.Equal(got.Value, testValue(int(off))) {
+			t.Fatalf("Read(%d): %v", off, err)
+		}
+	}
+	if d, err := s.Verify(context.Background()); err != nil || len(d) != 1 || d[0].Offset != 1 {
+		t.Fatalf("Verify = %v, %v; want damage at offset 1", d, err)
 	}
 }
 

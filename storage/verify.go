@@ -64,7 +64,7 @@ func (s *Store) VerifyVolume(ctx context.Context, name string) ([]Damage, error)
 				}
 			}
 			off := b.base + i
-			if err := b.verifyTile(i, &buf); err != nil {
+			if err := bv.verifyTile(i, &buf); err != nil {
 				out = append(out, Damage{Volume: name, Offset: off, Err: err})
 			}
 		}
@@ -73,8 +73,9 @@ func (s *Store) VerifyVolume(ctx context.Context, name string) ([]Damage, error)
 }
 
 // verifyTile checks tile i of the block; buf is scratch space.
-func (b *block) verifyTile(i uint64, buf *[]byte) error {
-	e, err := b.entry(i)
+func (bv blockView) verifyTile(i uint64, buf *[]byte) error {
+	b := bv.b
+	e, err := bv.entry(i)
 	if err != nil {
 		return err
 	}

@@ -54,6 +54,21 @@ type blockView struct {
 	end   int64  // committed data bytes, including the header
 }
 
+// entry decodes committed index entry i and checks that its record lies
+// inside the committed data, so that a damaged or crafted entry (one whose
+// checksum holds, say in a restored snapshot) never makes a reader
+// allocate or read more than the block holds.
+func (bv blockView) entry(i uint64) (indexEntry, error) {
+	e, err := bv.b.entry(i)
+	if err != nil {
+		return indexEntry{}, err
+	}
+	if end := e.Pos + recordHeaderLen + int64(e.Length); end > bv.end {
+		return indexEntry{}, fmt.Errorf("index entry %d: record at %d ends at %d, past the block's %d committed bytes: %w", i, e.Pos, end, bv.end, ErrCorrupt)
+	}
+	return e, nil
+}
+
 // volState is an immutable view of a volume's committed log. Readers load
 // it from volume.state without a lock.
 type volState struct {
@@ -562,8 +577,9 @@ func (v *volume) read(st *volState, offset uint64, buf []byte) (Tile, error) {
 			hi = mid
 		}
 	}
-	b := st.blocks[lo].b
-	e, err := b.entry(offset - b.base)
+	bv := st.blocks[lo]
+	b := bv.b
+	e, err := bv.entry(offset - b.base)
 	if err != nil {
 		return Tile{}, fmt.Errorf("volume %q offset %d: %w", v.name, offset, err)
 	}
