@@ -212,14 +212,20 @@ func (m *VolumeMeta) Normalize() error {
 func (m *VolumeMeta) LODShape(lod uint32) Shape {
 	s := m.Shape
 	for i := uint32(0); i < lod; i++ {
-		s = Shape{(s.X + 1) / 2, (s.Y + 1) / 2, (s.Z + 1) / 2}
+		s = Shape{halfUp(s.X), halfUp(s.Y), halfUp(s.Z)}
 	}
 	return s
 }
+
+// halfUp is n/2 rounded up, without overflowing at math.MaxUint32.
+func halfUp(n uint32) uint32 { return n/2 + n%2 }
+
+// ceilDiv is n/d rounded up, without overflowing at math.MaxUint32.
+func ceilDiv(n, d uint32) uint32 { return uint32((uint64(n) + uint64(d) - 1) / uint64(d)) }
 
 // BrickGrid returns the number of bricks in x, y and z at level lod.
 func (m *VolumeMeta) BrickGrid(lod uint32) Shape {
 	s := m.LODShape(lod)
 	b := m.BrickShape
-	return Shape{(s.X + b.X - 1) / b.X, (s.Y + b.Y - 1) / b.Y, (s.Z + b.Z - 1) / b.Z}
+	return Shape{ceilDiv(s.X, b.X), ceilDiv(s.Y, b.Y), ceilDiv(s.Z, b.Z)}
 }
