@@ -21,8 +21,15 @@ func TestTokens_AppendAndAuthenticate(t *testing.T) {
 	if !strings.HasPrefix(tok, TokenPrefix) || len(tok) != len(TokenPrefix)+43 {
 		t.Fatalf("NewToken() = %q", tok)
 	}
+	// A file left world-readable by hand gets mode 0600 back.
+	if err := os.WriteFile(path, []byte("# tokens\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	if err := AppendToken(path, tok, "alice", []string{"reader", "writer"}); err != nil {
 		t.Fatal(err)
+	}
+	if ents, _ := os.ReadDir(filepath.Dir(path)); len(ents) != 1 {
+		t.Fatalf("the token file's directory holds %d entries, want 1 (a temporary file was left)", len(ents))
 	}
 	if err := AppendToken(path, tok, "bob", nil); !errors.Is(err, ErrMalformed) {
 		t.Fatalf("appending a duplicate token: err = %v, want ErrMalformed", err)

@@ -181,9 +181,12 @@ func validateNames(subject string, roles []string) error {
 // SetUser); separate processes editing one file are not coordinated.
 var fileMu sync.Mutex
 
-// AppendToken appends a token line for token to the token file at path,
-// creating it with mode 0600 if needed, and syncs it. It validates the
-// subject and roles and refuses a token already in the file.
+// AppendToken adds a token line for token to the token file at path,
+// creating it if needed. The whole file is rewritten through a synced
+// temporary file that is renamed into place (WriteFileAtomic, mode 0600),
+// so a crash never leaves a torn last line that would stop the file from
+// loading. It validates the subject and roles and refuses a token already
+// in the file.
 func AppendToken(path, token, subject string, roles []string) error {
 	if err := validateNames(subject, roles); err != nil {
 		return err
@@ -203,23 +206,12 @@ func AppendToken(path, token, subject string, roles []string) error {
 	if len(old) > 0 && old[len(old)-1] != '\n' {
 		prefix = "\n"
 	}
-	if _, err := ParseTokens(append(append(old, prefix...), line...)); err != nil {
-		return fmt.Errorf("auth: %s: %w", path, err)
-	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
-	if err != nil {
-		return fmt.Errorf("auth: open token file: %w", err)
-	}
 	if len(old) == 0 {
 		prefix = "# go-ldm tokens: sha256:HEX SUBJECT [ROLE,...]\n"
 	}
-	if _, err := f.WriteString(prefix + line); err != nil {
-		f.Close()
-		return fmt.Errorf("auth: write token file: %w", err)
+	content := append(append(old, prefix...), line...)
+	if _, err := ParseTokens(content); err != nil {
+		return fmt.Errorf("auth: %s: %w", path, err)
 	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("auth: sync token file: %w", err)
-	}
-	return f.Close()
+	return WriteFileAtomic(path, content, 0o600)
 }
