@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
+	"time"
 )
 
 func TestStore_GroupCommit(t *testing.T) {
@@ -36,53 +37,58 @@ func TestStore_GroupCommit(t *testing.T) {
 		t.Fatalf("a batch of 10 took %d commits", c)
 	}
 
-	// Concurrent appenders share commits. Each appender holds the commit
-	// mutex's queue while the others write, so with 8 writers of 25
-	// appends fewer than 200 commits happen. The first writer to commit
-	// waits until everyone has written once, which forces sharing.
-	const writers, per = 8, 25
-	var wg, written sync.WaitGroup
-	written.Add(writers)
-	v.cmu.Lock() // hold the committer so the first round of writes queues up
+	// Appends queued behind a commit share the next one. The test holds
+	// the commit mutex while eight appenders write their records through
+	// Store.Append (the production path) and queue on it; released, one of
+	// them commits all eight and the others find their tiles committed.
+	const writers = 8
+	var wg sync.WaitGroup
+	v.cmu.Lock()
 	for w := range writers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
+			if _, err := s.Append(ctx, "v", Tile{Value: []byte{byte(w)}}); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	tick := time.NewTicker(time.Millisecond)
+	for queued := 0; queued < writers; {
+		if time.Now().After(deadline) {
+			v.cmu.Unlock()
+			t.Fatalf("only %d of %d appends queued their records", queued, writers)
+		}
+		<-tick.C
+		v.wmu.Lock()
+		queued = len(v.pending)
+		v.wmu.Unlock()
+	}
+	tick.Stop()
+	v.cmu.Unlock()
+	wg.Wait()
+	if c := v.commits.Load(); c != 2 {
+		t.Fatalf("%d queued appends took %d commits, want 1", writers, c-1)
+	}
+
+	// Free-running concurrent appends: how many commits they share depends
+	// on scheduling, so it is reported, not asserted.
+	const per = 25
+	before := v.commits.Load()
+	for w := range writers {
+		wg.Go(func() {
 			for i := range per {
-				if i == 0 {
-					first, end, err := v.write([]Tile{{Value: []byte{byte(w)}}}, []uint32{Checksum([]byte{byte(w)})})
-					written.Done()
-					if err != nil {
-						t.Error(err)
-						return
-					}
-					v.cmu.Lock()
-					if v.state.Load().next < end {
-						err = v.commitLocked()
-					}
-					v.cmu.Unlock()
-					if err != nil || first >= end {
-						t.Error(err)
-					}
-					continue
-				}
 				if _, err := s.Append(ctx, "v", Tile{Value: []byte{byte(w), byte(i)}}); err != nil {
 					t.Error(err)
 					return
 				}
 			}
-		}()
+		})
 	}
-	written.Wait()
-	v.cmu.Unlock()
 	wg.Wait()
 	total := uint64(writers * per)
-	commits := v.commits.Load() - 1
-	if info, _ := s.Volume("v"); info.NextOffset != 10+total {
-		t.Fatalf("NextOffset %d, want %d", info.NextOffset, 10+total)
-	}
-	if commits >= total {
-		t.Fatalf("%d appends took %d commits: no group commit", total, commits)
+	commits := v.commits.Load() - before
+	if info, _ := s.Volume("v"); info.NextOffset != 10+writers+total {
+		t.Fatalf("NextOffset %d, want %d", info.NextOffset, 10+writers+total)
 	}
 	t.Logf("%d concurrent appends, %d commits", total, commits)
 }
