@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -162,6 +163,7 @@ func runConcurrent(b *testing.B, conc int, bytesPerCall int64, call benchCall) {
 	lat := make([][]time.Duration, conc)
 	var firstErr atomic.Pointer[error]
 	b.ResetTimer()
+	cpu0 := processCPU()
 	start := time.Now()
 	for g := range conc {
 		wg.Go(func() {
@@ -185,6 +187,7 @@ func runConcurrent(b *testing.B, conc int, bytesPerCall int64, call benchCall) {
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
+	cpu := processCPU() - cpu0
 	b.StopTimer()
 	if e := firstErr.Load(); e != nil {
 		b.Fatal(*e)
@@ -195,7 +198,19 @@ func runConcurrent(b *testing.B, conc int, bytesPerCall int64, call benchCall) {
 		b.ReportMetric(float64(b.N)/elapsed.Seconds(), "calls/s")
 		b.ReportMetric(float64(all[len(all)/2].Microseconds()), "p50-µs")
 		b.ReportMetric(float64(all[len(all)*99/100].Microseconds()), "p99-µs")
+		// CPU time of the whole process (client and server) per MB: steadier
+		// than MB/s on a machine shared with other work.
+		b.ReportMetric(cpu.Seconds()*1e9/(float64(bytesPerCall)*float64(b.N)/1e6), "cpu-ns/MB")
 	}
+}
+
+// processCPU returns the user and system CPU time this process has used.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // benchTargets are the server and client pairs compared.
