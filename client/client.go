@@ -183,7 +183,7 @@ func (c *Client) adopt(servers []*ldmv1.Server) {
 	c.servers = servers
 	c.leader, c.followers = nil, nil
 	for _, s := range servers {
-		if s.GetRpcAddr() == "" || s.GetStatus() == "failed" || s.GetStatus() == "left" {
+		if !routable(s) {
 			continue
 		}
 		e := c.endpoint(s.GetRpcAddr())
@@ -193,6 +193,14 @@ func (c *Client) adopt(servers []*ldmv1.Server) {
 			c.followers = append(c.followers, e)
 		}
 	}
+}
+
+// routable reports whether calls may go to s: it has an address, gossip
+// does not see it failed or gone, and it is a voter. A member that gossip
+// knows but Raft does not yet (a node still joining) holds no data, so it
+// must not serve reads.
+func routable(s *ldmv1.Server) bool {
+	return s.GetRpcAddr() != "" && s.GetVoter() && s.GetStatus() != "failed" && s.GetStatus() != "left"
 }
 
 // Servers returns the server list of the last refresh.

@@ -144,7 +144,7 @@ func (r *ldmResolver) resolve() {
 		var known []string
 		leader := ""
 		for _, s := range res.Msg.GetServers() {
-			if s.GetRpcAddr() == "" || s.GetStatus() == "failed" || s.GetStatus() == "left" {
+			if !routable(s) {
 				continue
 			}
 			if s.GetIsLeader() {
