@@ -343,7 +343,10 @@ func (n *Node) transferLocal(ctx context.Context, id string) (string, error) {
 		}
 		f = n.raft.LeadershipTransferToServer(raft.ServerID(id), addr)
 	}
-	if err := f.Error(); err != nil {
+	if err := n.waitFuture(ctx, f); err != nil {
+		if errors.Is(err, raft.ErrRaftShutdown) {
+			return "", storage.ErrClosed
+		}
 		return "", fmt.Errorf("transfer leadership: %w", err)
 	}
 	// Wait until a new leader is known.
