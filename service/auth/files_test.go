@@ -258,3 +258,24 @@ func TestCertIdentity_ReservedNames(t *testing.T) {
 		t.Fatalf("CertIdentity = %+v, %v", id, err)
 	}
 }
+
+// TestUsers_UnknownUserCostsAsMuch checks that an unknown user is checked
+// against a hash of the file's cost: bcrypt's time grows with the cost, so
+// a dummy hash of another cost would tell from the answer's delay which
+// names exist.
+func TestUsers_UnknownUserCostsAsMuch(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "users")
+	for _, cost := range []int{bcrypt.MinCost, bcrypt.MinCost + 1} {
+		if err := SetUser(path, "carol", "pw", nil, cost); err != nil {
+			t.Fatal(err)
+		}
+		u, err := LoadUsers(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, err := bcrypt.Cost(u.state.Load().dummy); err != nil || got != cost {
+			t.Fatalf("users of cost %d: unknown users are checked at cost %d, %v", cost, got, err)
+		}
+	}
+}

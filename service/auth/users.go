@@ -34,6 +34,11 @@ type user struct {
 // belongs to it; a reload starts a new cache.
 type usersState struct {
 	users map[string]user
+	// dummy is a hash at the highest cost in the file, compared against
+	// for unknown users so that their answer takes as long as a known
+	// user's wrong password (bcrypt's time grows with the cost, so a hash
+	// of another cost would tell which names exist).
+	dummy []byte
 	mu    sync.Mutex
 	cache map[[sha256.Size]byte]bool
 }
@@ -50,7 +55,6 @@ const maxBasicCache = 4096
 type Users struct {
 	path  string
 	key   [32]byte
-	dummy []byte
 	state atomic.Pointer[usersState]
 }
 
@@ -60,13 +64,6 @@ func LoadUsers(path string) (*Users, error) {
 	if _, err := rand.Read(u.key[:]); err != nil {
 		return nil, fmt.Errorf("auth: random key: %w", err)
 	}
-	// A hash to compare against for unknown users, so that their answer
-	// takes as long as a wrong password.
-	d, err := bcrypt.GenerateFromPassword(u.key[:16], bcrypt.DefaultCost)
-	if err != nil {
-		return nil, fmt.Errorf("auth: dummy hash: %w", err)
-	}
-	u.dummy = d
 	if err := u.Reload(); err != nil {
 		return nil, err
 	}
@@ -86,7 +83,19 @@ func (u *Users) Reload() error {
 	if err != nil {
 		return fmt.Errorf("auth: %s: %w", u.path, err)
 	}
-	u.state.Store(&usersState{users: m, cache: make(map[[sha256.Size]byte]bool)})
+	cost := bcrypt.DefaultCost
+	if len(m) > 0 {
+		cost = bcrypt.MinCost
+		for _, r := range m {
+			c, _ := bcrypt.Cost(r.hash) // parseUsers checked it
+			cost = max(cost, c)
+		}
+	}
+	d, err := bcrypt.GenerateFromPassword(u.key[:16], cost)
+	if err != nil {
+		return fmt.Errorf("auth: dummy hash: %w", err)
+	}
+	u.state.Store(&usersState{users: m, dummy: d, cache: make(map[[sha256.Size]byte]bool)})
 	return nil
 }
 
@@ -115,7 +124,7 @@ func (u *Users) Authenticate(_ context.Context, r *Request) (Identity, bool, err
 		if known {
 			ok = bcrypt.CompareHashAndPassword(rec.hash, []byte(pass)) == nil
 		} else {
-			_ = bcrypt.CompareHashAndPassword(u.dummy, []byte(pass))
+			_ = bcrypt.CompareHashAndPassword(st.dummy, []byte(pass))
 		}
 		st.mu.Lock()
 		if len(st.cache) >= maxBasicCache {
