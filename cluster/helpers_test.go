@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -432,8 +433,12 @@ func mustCreate(tb testing.TB, n *Node, name string) {
 }
 
 // mustAppend appends tiles through n and returns the first offset. It
-// retries only refusals (the write surely was not applied) while
-// leadership moves; an unknown outcome fails the test.
+// retries refusals (the write surely was not applied) while leadership
+// moves. An unknown outcome (leadership lost while committing, common on a
+// loaded machine) is settled the way a careful client would: after a read
+// barrier the node holds every committed write, so the tiles are either
+// there, once, or never will be and are sent again. Tile values must be
+// unique in the volume.
 func mustAppend(tb testing.TB, n *Node, volume string, tiles ...storage.Tile) uint64 {
 	tb.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -443,10 +448,51 @@ func mustAppend(tb testing.TB, n *Node, volume string, tiles ...storage.Tile) ui
 		if err == nil {
 			return first
 		}
-		if !errors.Is(err, storage.ErrNotLeader) || errors.Is(err, ErrUnknownOutcome) || attempt == 10 {
+		if !errors.Is(err, storage.ErrNotLeader) || attempt == 10 {
 			tb.Fatalf("append to %s via %s: %v", volume, n.ID(), err)
 		}
+		if errors.Is(err, ErrUnknownOutcome) {
+			if first, ok := findAppended(ctx, tb, n, volume, tiles); ok {
+				return first
+			}
+		}
 	}
+}
+
+// findAppended reports where tiles stand in volume on n, once n holds
+// every committed write.
+func findAppended(ctx context.Context, tb testing.TB, n *Node, volume string, tiles []storage.Tile) (uint64, bool) {
+	tb.Helper()
+	for {
+		err := n.ReadBarrier(ctx)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, storage.ErrNotLeader) || ctx.Err() != nil {
+			tb.Fatalf("read barrier on %s: %v", n.ID(), err)
+		}
+	}
+	info, err := n.Volume(volume)
+	if err != nil {
+		tb.Fatalf("%s: volume %s: %v", n.ID(), volume, err)
+	}
+	for off := uint64(0); off+uint64(len(tiles)) <= info.NextOffset; off++ {
+		found := true
+		for i := range tiles {
+			t, err := n.Read(volume, off+uint64(i))
+			if err != nil {
+				tb.Fatalf("%s: read %s@%d: %v", n.ID(), volume, off+uint64(i), err)
+			}
+			if !bytes.Equal(t.Value, tiles[i].Value) {
+				found = false
+				break
+			}
+		}
+		if found {
+			return off, true
+		}
+	}
+	return 0, false
 }
 
 func errorsIs(err, target error) bool { return errors.Is(err, target) }
