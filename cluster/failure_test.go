@@ -201,12 +201,7 @@ func TestNode_PartitionedMinority(t *testing.T) {
 	var acked []string
 	for i := range 5 {
 		v := fmt.Sprintf("majority-%d", i)
-		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		_, err := majority[i%2].node.Append(wctx, "vol", storage.Tile{Value: []byte(v)})
-		cancel()
-		if err != nil {
-			t.Fatalf("write in the majority: %v", err)
-		}
+		mustAppend(t, majority[i%2].node, "vol", storage.Tile{Value: []byte(v)})
 		acked = append(acked, v)
 	}
 	// A write to the isolated node still fails (it forwards nowhere).
@@ -235,7 +230,6 @@ func TestNode_RestartWholeCluster(t *testing.T) {
 	c := newTestCluster(t)
 	n1, n2, n3 := startThree(t, c)
 	mustCreate(t, n2.node, "vol")
-	ctx := context.Background()
 	for i := range 10 {
 		mustAppend(t, []*testNode{n1, n2, n3}[i%3].node, "vol", storage.Tile{Value: tileValue(t, "t", i)})
 	}
@@ -251,12 +245,7 @@ func TestNode_RestartWholeCluster(t *testing.T) {
 	if len(after) != len(before) {
 		t.Fatalf("%d tiles after restart, %d before", len(after), len(before))
 	}
-	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	off, err := n3.node.Append(wctx, "vol", storage.Tile{Value: []byte("after-restart")})
-	if err != nil {
-		t.Fatalf("write after restart: %v", err)
-	}
+	off := mustAppend(t, n3.node, "vol", storage.Tile{Value: []byte("after-restart")})
 	if off != uint64(len(before)) {
 		t.Fatalf("offset %d after restart, want %d", off, len(before))
 	}
