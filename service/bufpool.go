@@ -60,3 +60,22 @@ func borrowBuffer(ctx context.Context) (buf []byte, keep func([]byte)) {
 		list.mu.Unlock()
 	}
 }
+
+// streamBuffer returns a pooled tile buffer for a stream handler that reads
+// its tiles one after another into the same buffer, and a function that
+// returns the buffer (the array the last read used) to the pool when the
+// stream ends. Stream messages are marshaled by Send, so the buffer is free
+// once the handler returns. When the store cannot read into a buffer (see
+// ReaderInto), its tiles are its own arrays and nothing is pooled.
+func (s *Server) streamBuffer() (buf []byte, done func(last []byte)) {
+	if _, ok := s.store.(ReaderInto); !ok {
+		return nil, func([]byte) {}
+	}
+	b := tileBuffers.Get().(*[]byte)
+	return *b, func(last []byte) {
+		if cap(last) <= maxPooledBuffer {
+			*b = last[:0]
+			tileBuffers.Put(b)
+		}
+	}
+}

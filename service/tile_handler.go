@@ -182,7 +182,8 @@ func (h *tileHandler) ReadTileStream(ctx context.Context, req *connect.Request[l
 		}
 	}
 	msg := &ldmv1.ReadTileStreamResponse{}
-	var buf []byte // reused for every tile: Send has copied the last one
+	buf, done := h.s.streamBuffer() // reused for every tile: Send has copied the last one
+	defer func() { done(buf) }()
 	for {
 		if !follow && off >= end {
 			return nil

@@ -209,7 +209,8 @@ func (h *volumeHandler) StreamBricks(ctx context.Context, req *connect.Request[l
 	ctx, release := h.s.streamContext(ctx)
 	defer release()
 	msg := &ldmv1.StreamBricksResponse{Total: uint32(len(plan))}
-	var buf []byte // reused for every brick: Send has copied the last one
+	buf, done := h.s.streamBuffer() // reused for every brick: Send has copied the last one
+	defer func() { done(buf) }()
 	for i, b := range plan {
 		if ctx.Err() != nil {
 			return nil // the client went away or the server is draining
