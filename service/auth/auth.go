@@ -125,7 +125,7 @@ func New(cfg Config) (*Auth, error) {
 		return a, nil
 	}
 	for i := range files {
-		files[i].sum = files[i].digest()
+		files[i].sum, _ = files[i].digest()
 		files[i].pending = files[i].sum
 	}
 	go a.watch(interval, files)
@@ -164,26 +164,32 @@ type watched struct {
 	reload  func() error
 	sum     [sha256.Size]byte // the content last loaded (or tried)
 	pending [sha256.Size]byte // a changed content seen once, not loaded yet
+	empty   bool              // the last check found a file empty or missing
 }
 
-// digest hashes the files' contents (a missing file hashes as empty).
-func (w *watched) digest() [sha256.Size]byte {
+// digest hashes the files' contents (a missing file hashes as empty) and
+// reports whether any of them is empty or missing.
+func (w *watched) digest() (sum [sha256.Size]byte, empty bool) {
 	h := sha256.New()
 	for _, p := range w.paths {
 		b, _ := os.ReadFile(p)
+		empty = empty || len(b) == 0
 		fmt.Fprintf(h, "%d\x00", len(b))
 		h.Write(b)
 	}
-	var s [sha256.Size]byte
-	h.Sum(s[:0])
-	return s
+	h.Sum(sum[:0])
+	return sum, empty
 }
 
 // watch polls the files and reloads those whose content changed. A
 // changed content is loaded only when two checks in a row see it, so a file
-// caught in the middle of being rewritten in place (truncated, partly
-// written) is never loaded. A failed reload keeps the old content in force
-// and is retried when the file changes again.
+// caught in the middle of being rewritten in place is normally not loaded,
+// and an empty or missing file is never loaded: a rewrite in place
+// truncates first, and on a busy machine the empty file can outlast two
+// checks, while an empty token or policy file is valid and would revoke
+// everything. (To revoke every token, leave a comment line in the file.) A
+// failed reload keeps the old content in force and is retried when the
+// file changes again.
 func (a *Auth) watch(interval time.Duration, files []watched) {
 	defer close(a.done)
 	t := time.NewTicker(interval)
@@ -196,7 +202,16 @@ func (a *Auth) watch(interval time.Duration, files []watched) {
 		}
 		for i := range files {
 			f := &files[i]
-			s := f.digest()
+			s, empty := f.digest()
+			if empty {
+				if !f.empty {
+					a.log.Warn("file is empty or missing; keeping the previous version", logFile, strings.Join(f.paths, ","))
+				}
+				f.empty = true
+				f.pending = f.sum
+				continue
+			}
+			f.empty = false
 			if bytes.Equal(s[:], f.sum[:]) {
 				f.pending = f.sum
 				continue

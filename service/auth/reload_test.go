@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -173,4 +174,57 @@ func splitComma(s string) []string {
 		}
 	}
 	return out
+}
+
+// TestAuth_EmptyFileKeepsOld truncates the policy and token files under a
+// running server, as a rewrite in place does first, and leaves them empty
+// for many checks: neither is loaded (an empty policy would deny every
+// call, an empty token file would revoke every token), and the next real
+// content is.
+func TestAuth_EmptyFileKeepsOld(t *testing.T) {
+	t.Parallel()
+	ts := startServer(t, serverOptions{policy: "p, role:reader, volumes/*, read\n", reload: 5 * time.Millisecond})
+	c := ts.client(t, "connect", cred{creds: Credentials{Token: ts.tokens["reader"]}})
+	read := func() error {
+		_, err := c.tiles.ReadTile(context.Background(), connect.NewRequest(&ldmv1.ReadTileRequest{Volume: testVolume}))
+		return err
+	}
+	gen := ts.auth.Authorizer().Generation()
+	tokenFile := filepath.Join(ts.dir, "tokens")
+	for _, p := range []string{ts.policyFile, tokenFile} {
+		if err := os.Truncate(p, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const msg = "file is empty or missing; keeping the previous version"
+	waitFor(t, "both empty files noticed", func() bool { return ts.logs.count(msg) >= 2 })
+	// Reads keep working over a window of 40 check intervals while the
+	// files stay empty (a window to observe that nothing happens, not a
+	// wait for something: on a slow machine fewer checks fit in it, which
+	// weakens the test but never fails it wrongly).
+	checks := ts.logs.count("reloaded")
+	window := time.NewTimer(40 * 5 * time.Millisecond)
+	defer window.Stop()
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for open := true; open; {
+		select {
+		case <-window.C:
+			open = false
+		case <-tick.C:
+		}
+		if err := read(); err != nil {
+			t.Fatalf("read with the files empty: %v", err)
+		}
+	}
+	if ts.auth.Authorizer().Generation() != gen || ts.logs.count("reloaded") != checks {
+		t.Fatal("an empty file was loaded")
+	}
+	if err := os.WriteFile(ts.policyFile, []byte("p, role:reader, volumes/zzz, read\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the new policy", func() bool { return ts.auth.Authorizer().Generation() != gen })
+	if err := read(); connect.CodeOf(err) != connect.CodePermissionDenied {
+		t.Fatalf("read under the new policy: %v, want PermissionDenied", err)
+	}
 }
