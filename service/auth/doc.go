@@ -23,9 +23,9 @@
 //
 // Invariants: credentials files and the policy are read at start and when
 // they change on disk (a poller hashes their content and loads a change
-// once two polls in a row see it), never per call; decisions are cached
-// per policy generation; a policy file that fails to parse never replaces
-// a working one; unknown procedures are denied unless they are listed as
-// public. Every exported type is safe for concurrent use unless its
-// documentation says otherwise.
+// once two polls in a row see it, never an empty or missing file), never
+// per call; decisions are cached per policy generation; a policy file
+// that fails to parse never replaces a working one; unknown procedures are
+// denied unless they are listed as public. Every exported type is safe for
+// concurrent use unless its documentation says otherwise.
 package auth
