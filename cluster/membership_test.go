@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"bytes"
 	"context"
 	"testing"
 	"time"
@@ -90,5 +91,36 @@ func TestNode_Membership(t *testing.T) {
 	}
 	if _, err := follower.node.Append(ctx, "missing", storage.Tile{Value: []byte("x")}); !errorsIs(err, storage.ErrNotFound) {
 		t.Fatalf("write after the transfer: %v", err)
+	}
+}
+
+// TestNode_GossipKey: members that share the gossip key form a cluster; a
+// node with another key cannot join the gossip pool, so the leader never
+// makes it a voter.
+func TestNode_GossipKey(t *testing.T) {
+	c := newTestCluster(t)
+	key := bytes.Repeat([]byte{7}, 32)
+	c.tune = func(cfg *Config) {
+		cfg.GossipKey = key
+		if cfg.NodeID == "intruder" {
+			cfg.GossipKey = bytes.Repeat([]byte{8}, 32)
+		}
+	}
+	n1 := c.add("n1")
+	c.leader(10 * time.Second)
+	c.add("n2")
+	c.waitVoters(15*time.Second, "n1", "n2")
+
+	x := c.add("intruder")
+	if joined, err := x.node.serf.Join([]string{n1.gossipAddr}, true); err == nil || joined != 0 {
+		t.Fatalf("a node with another gossip key joined (%d contacted, err %v)", joined, err)
+	}
+	if st := memberStatus(n1.node, "intruder"); st != serf.StatusNone {
+		t.Fatalf("n1 sees the intruder as %v", st)
+	}
+	c.waitVoters(time.Second, "n1", "n2")
+
+	if _, err := New(Config{NodeID: "bad", Dir: t.TempDir(), AdvertiseAddr: "127.0.0.1:1", GossipKey: []byte("short")}, NewMemoryStore()); !errorsIs(err, storage.ErrInvalidArgument) {
+		t.Fatalf("a 5-byte gossip key: %v, want ErrInvalidArgument", err)
 	}
 }

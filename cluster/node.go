@@ -51,6 +51,13 @@ type Config struct {
 	// Join lists gossip addresses of existing members. The node retries in
 	// the background until one answers.
 	Join []string
+	// GossipKey encrypts and authenticates gossip (AES-GCM; 16, 24 or 32
+	// bytes, the same on every member). The leader makes every alive
+	// member with go-ldm's tags a Raft voter, so without a key anyone who
+	// reaches the gossip port can join and become a voter (and, without
+	// TLS, receive the replicated data). Nil gossips in the clear, for a
+	// trusted network.
+	GossipKey []byte
 	// LocalGossip selects memberlist's local-network profile: faster
 	// failure detection, for tests and clusters on one host.
 	LocalGossip bool
@@ -111,6 +118,9 @@ func (c *Config) validate() error {
 	}
 	if len(missing) > 0 {
 		return fmt.Errorf("%w: cluster config needs %s", storage.ErrInvalidArgument, strings.Join(missing, ", "))
+	}
+	if k := len(c.GossipKey); k != 0 && k != 16 && k != 24 && k != 32 {
+		return fmt.Errorf("%w: GossipKey of %d bytes, want 16, 24 or 32", storage.ErrInvalidArgument, k)
 	}
 	if c.ReconcileInterval == 0 {
 		c.ReconcileInterval = 30 * time.Second

@@ -51,6 +51,9 @@ func (n *Node) startSerf() error {
 		sc.MemberlistConfig = memberlist.DefaultLANConfig()
 	}
 	sc.MemberlistConfig.Name = cfg.NodeID
+	if len(cfg.GossipKey) > 0 {
+		sc.MemberlistConfig.SecretKey = append([]byte(nil), cfg.GossipKey...)
+	}
 	sc.MemberlistConfig.Logger = logger
 	sc.MemberlistConfig.BindAddr = host
 	sc.MemberlistConfig.BindPort = port

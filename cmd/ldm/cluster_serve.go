@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"net"
@@ -25,6 +26,7 @@ type clusterFlags struct {
 	advertise       string
 	gossipAddr      string
 	gossipAdvertise string
+	gossipKey       string
 	join            []string
 	raftDir         string
 	bootstrap       string // "auto", "true" or "false"
@@ -70,6 +72,7 @@ func (f *clusterFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&f.advertise, "advertise", "", "host:port peers and clients use to reach --addr (default: the listener's address)")
 	fs.StringVar(&f.gossipAddr, "gossip-addr", "127.0.0.1:7946", "host:port for Serf membership gossip (UDP and TCP)")
 	fs.StringVar(&f.gossipAdvertise, "gossip-advertise", "", "host:port peers use to reach --gossip-addr (default: --gossip-addr)")
+	fs.StringVar(&f.gossipKey, "gossip-key", "", "base64 key (16, 24 or 32 bytes, the same on every node) that encrypts and authenticates gossip; without it anyone who reaches --gossip-addr can join and become a voter (e.g. `head -c 32 /dev/urandom | base64`)")
 	fs.StringSliceVar(&f.join, "join", nil, "gossip addresses (host:port) of existing members to join (comma separated or repeated)")
 	fs.StringVar(&f.raftDir, "raft-dir", "", "directory of the Raft log and snapshots, outside --data (default: <--data>-raft)")
 	fs.StringVar(&f.bootstrap, "bootstrap", "auto", "form a new cluster if this node has no Raft state: true, false or auto (true when --join is empty)")
@@ -80,7 +83,7 @@ func (f *clusterFlags) register(fs *pflag.FlagSet) {
 
 func (f *clusterFlags) setup(_ context.Context, env *serveEnv) error {
 	if f.nodeID == "" {
-		for _, name := range []string{"join", "raft-dir", "bootstrap", "advertise", "peer-cert", "peer-key", "peer-ca"} {
+		for _, name := range []string{"join", "gossip-key", "raft-dir", "bootstrap", "advertise", "peer-cert", "peer-key", "peer-ca"} {
 			if fl := env.FlagSet.Lookup(name); fl != nil && fl.Changed {
 				return usageError{fmt.Errorf("--%s needs --node-id", name)}
 			}
@@ -121,6 +124,16 @@ func (f *clusterFlags) setup(_ context.Context, env *serveEnv) error {
 	if err != nil {
 		return err
 	}
+	var gossipKey []byte
+	if f.gossipKey != "" {
+		gossipKey, err = base64.StdEncoding.DecodeString(f.gossipKey)
+		if err != nil {
+			return usageError{fmt.Errorf("--gossip-key: %v", err)}
+		}
+		if k := len(gossipKey); k != 16 && k != 24 && k != 32 {
+			return usageError{fmt.Errorf("--gossip-key: %d bytes, want 16, 24 or 32", k)}
+		}
+	}
 	node, err := cluster.New(cluster.Config{
 		NodeID:              f.nodeID,
 		Dir:                 raftDir,
@@ -128,6 +141,7 @@ func (f *clusterFlags) setup(_ context.Context, env *serveEnv) error {
 		Bootstrap:           bootstrap,
 		GossipAddr:          f.gossipAddr,
 		GossipAdvertiseAddr: f.gossipAdvertise,
+		GossipKey:           gossipKey,
 		Join:                f.join,
 		TLS:                 peerTLS,
 		// Under TLS only node certificates (server usage) may use the

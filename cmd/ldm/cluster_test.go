@@ -76,7 +76,8 @@ type child struct {
 func (c *child) start(tb testing.TB) {
 	tb.Helper()
 	args := []string{"serve", "--addr", c.addr, "--data", filepath.Join(c.dir, "data"), "--log-level", "warn", "--log-format", "json",
-		"--node-id", c.id, "--gossip-addr", c.gossip}
+		"--node-id", c.id, "--gossip-addr", c.gossip,
+		"--gossip-key", "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc="} // 32 bytes
 	for _, j := range c.join {
 		args = append(args, "--join", j)
 	}
@@ -350,13 +351,16 @@ func lastLines(b []byte, n int) string {
 }
 
 // TestClusterFlags_need_node_id: cluster flags without --node-id are a
-// usage mistake; a bad --bootstrap value too.
+// usage mistake; a bad --bootstrap value or gossip key too.
 func TestClusterFlags_need_node_id(t *testing.T) {
 	t.Parallel()
 	for _, args := range [][]string{
 		{"--join", "127.0.0.1:7946"},
 		{"--raft-dir", t.TempDir()},
 		{"--node-id", "n1", "--gossip-addr", "127.0.0.1:0", "--bootstrap", "maybe"},
+		{"--gossip-key", "BwcHBwcHBwcHBwcHBwcHBw=="},
+		{"--node-id", "n1", "--gossip-addr", "127.0.0.1:0", "--gossip-key", "c2hvcnQ="},
+		{"--node-id", "n1", "--gossip-addr", "127.0.0.1:0", "--gossip-key", "not base64!"},
 	} {
 		full := append([]string{"serve", "--addr", "127.0.0.1:0", "--data", t.TempDir()}, args...)
 		_, errOut, err := ldmCmd(t, "", full...)
