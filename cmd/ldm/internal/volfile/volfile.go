@@ -178,11 +178,67 @@ func newImage(h Header, path string, opts Options) (*Image, error) {
 	if opts.HasTimePoint && opts.TimePoint >= h.TimePoints {
 		return nil, fmt.Errorf("%s: time point %d: the file has %d: %w", path, opts.TimePoint, h.TimePoints, storage.ErrInvalidArgument)
 	}
-	if h.VolumeBytes() > maxVolumeBytes {
+	if !fitsBytes(uint64(h.DataType.Size()), maxVolumeBytes, uint64(h.Shape.X), uint64(h.Shape.Y), uint64(h.Shape.Z)) {
 		return nil, fmt.Errorf("%s: %w", path, unsupported(h.Format, "dim", fmt.Sprintf("%dx%dx%d", h.Shape.X, h.Shape.Y, h.Shape.Z),
 			fmt.Sprintf("at most %d GiB per volume", maxVolumeBytes>>30)))
 	}
+	// The whole data (all time points and the skipped bytes) must be
+	// addressable with int64 offsets.
+	if !fitsBytes(uint64(h.VolumeBytes()), maxDataBytes, uint64(h.TimePoints)) {
+		return nil, fmt.Errorf("%s: %w", path, malformed(h.Format, "dim", fmt.Sprintf("%dx%dx%dx%d", h.Shape.X, h.Shape.Y, h.Shape.Z, h.TimePoints),
+			"the 4D data is too large"))
+	}
 	return &Image{Header: h, path: path, opts: opts}, nil
+}
+
+// maxDataBytes bounds the bytes of all time points of a file (4 EiB), so that
+// offsets computed from the header cannot overflow an int64.
+const maxDataBytes = 1 << 62
+
+// fitsBytes reports whether size times every factor is at most limit,
+// without overflowing.
+func fitsBytes(size, limit uint64, factors ...uint64) bool {
+	if size > limit {
+		return false
+	}
+	for _, f := range factors {
+		if f != 0 && size > limit/f {
+			return false
+		}
+		size *= f
+	}
+	return true
+}
+
+// readVolume reads exactly n bytes from r. It allocates as the data arrives
+// (doubling from 16 MiB), so a short or compressed stream that declares a
+// large volume costs memory in proportion to what it holds, not to what the
+// header claims.
+func readVolume(r io.Reader, n int64) ([]byte, int64, error) {
+	const first = 16 << 20
+	c := n
+	if c > first {
+		c = first
+	}
+	buf := make([]byte, c)
+	var got int64
+	for {
+		m, err := io.ReadFull(r, buf[got:])
+		got += int64(m)
+		if err != nil {
+			return nil, got, err
+		}
+		if got == n {
+			return buf, got, nil
+		}
+		c = 2 * int64(len(buf))
+		if c > n {
+			c = n
+		}
+		nb := make([]byte, c)
+		copy(nb, buf)
+		buf = nb
+	}
 }
 
 // ReadVoxels reads the chosen 3D volume: VolumeBytes little-endian voxels,
@@ -211,7 +267,7 @@ func (im *Image) ReadVoxels() ([]byte, error) {
 		if err != nil {
 			return nil, err
 		}
-		total := n * int64(im.TimePoints)
+		total := n * int64(im.TimePoints) // newImage bounds it by maxDataBytes
 		if st.Size() < total {
 			return nil, fmt.Errorf("%s: %d bytes, want at least %d: %w", name, st.Size(), total, ErrTruncated)
 		}
@@ -236,8 +292,17 @@ func (im *Image) ReadVoxels() ([]byte, error) {
 	if m, err := io.CopyN(io.Discard, br, skip); err != nil {
 		return nil, fmt.Errorf("%s: %d bytes before the voxels, want %d: %w", name, m, skip, readErr(err))
 	}
-	buf := make([]byte, n)
-	if m, err := io.ReadFull(br, buf); err != nil {
+	if !im.Gzip && im.lineSkip == 0 {
+		// Uncompressed: the file must hold the volume after the skipped
+		// bytes; check before allocating it.
+		if st, err := f.Stat(); err == nil && st.Mode().IsRegular() {
+			if have := st.Size() - im.fileOffset - skip; have < n {
+				return nil, fmt.Errorf("%s: %d voxel bytes, want %d: %w", name, max(have, 0), n, ErrTruncated)
+			}
+		}
+	}
+	buf, m, err := readVolume(br, n)
+	if err != nil {
 		return nil, fmt.Errorf("%s: %d voxel bytes, want %d: %w", name, m, n, readErr(err))
 	}
 	if im.ByteOrder == binary.BigEndian {

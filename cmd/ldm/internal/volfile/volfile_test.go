@@ -9,6 +9,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -536,5 +537,59 @@ func TestOpenRaw(t *testing.T) {
 	}
 	if _, err := im.ReadVoxels(); !errors.Is(err, ErrTruncated) {
 		t.Fatalf("ReadVoxels: %v, want ErrTruncated", err)
+	}
+}
+
+// TestOpen_nrrd_sizeOverflow: sizes whose product overflows 64 bits must be
+// rejected, not wrap to a small (here zero) volume.
+func TestOpen_nrrd_sizeOverflow(t *testing.T) {
+	t.Parallel()
+	for _, sizes := range []string{"4194304 4194304 1048576", "2097152 2097152 2097152", "4294967295 4294967295 4294967295"} {
+		p := filepath.Join(t.TempDir(), "x.nrrd")
+		writeFile(t, p, []byte("NRRD0004\ntype: uchar\ndimension: 3\nsizes: "+sizes+"\nencoding: raw\n\n"), false)
+		im, err := Open(p, Options{})
+		if !errors.Is(err, ErrUnsupported) {
+			t.Fatalf("sizes %s: Open = %+v, %v; want ErrUnsupported", sizes, im, err)
+		}
+	}
+	// The same for a 4D file whose time axis makes the total overflow.
+	p := filepath.Join(t.TempDir(), "t.nrrd")
+	writeFile(t, p, []byte("NRRD0004\ntype: uchar\ndimension: 4\nsizes: 1024 1024 1024 4294967295\nencoding: raw\nbyte skip: -1\n\n"), false)
+	if im, err := Open(p, Options{HasTimePoint: true, TimePoint: 4294967294}); err == nil {
+		if _, err := im.ReadVoxels(); !errors.Is(err, ErrTruncated) {
+			t.Fatalf("ReadVoxels: %v, want ErrTruncated", err)
+		}
+	}
+}
+
+// TestReadVoxels_boundedAllocation: a small file whose header claims a large
+// volume fails without allocating that volume.
+func TestReadVoxels_boundedAllocation(t *testing.T) {
+	for _, gz := range []bool{false, true} {
+		t.Run(fmt.Sprintf("gzip=%v", gz), func(t *testing.T) {
+			dir := t.TempDir()
+			// 512^3 uint32 = 512 MiB claimed, 64 bytes present.
+			writeFile(t, filepath.Join(dir, "v.raw"), make([]byte, 64), gz)
+			enc := "raw"
+			if gz {
+				enc = "gzip"
+			}
+			p := filepath.Join(dir, "v.nhdr")
+			writeFile(t, p, []byte("NRRD0004\ntype: uint\ndimension: 3\nsizes: 512 512 512\nendian: little\nencoding: "+enc+"\ndata file: v.raw\n"), false)
+			im, err := Open(p, Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var before, after runtime.MemStats
+			runtime.ReadMemStats(&before)
+			_, err = im.ReadVoxels()
+			runtime.ReadMemStats(&after)
+			if !errors.Is(err, ErrTruncated) {
+				t.Fatalf("ReadVoxels: %v, want ErrTruncated", err)
+			}
+			if d := after.TotalAlloc - before.TotalAlloc; d > 256<<20 {
+				t.Fatalf("ReadVoxels allocated %d MiB for a 64-byte file", d>>20)
+			}
+		})
 	}
 }
