@@ -686,3 +686,63 @@ func TestViewer_reprioritise(t *testing.T) {
 		}
 	}
 }
+
+// TestViewer_floatNonFinite opens a float32 volume holding +Inf, -Inf and
+// NaN among finite values: the automatic window must span the finite values
+// only (an infinite width would make every pixel's colour undefined).
+func TestViewer_floatNonFinite(t *testing.T) {
+	base := startTestServer(t)
+	c := testClients(t, base)
+	ctx := newBrowser(t, 1280, 800)
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	shape := storage.Shape{X: 20, Y: 20, Z: 20}
+	value := func(x, y, z int) float32 { return float32(x) + float32(y)*0.5 }
+	buf := make([]byte, 0, 4*20*20*20)
+	for z := range 20 {
+		for y := range 20 {
+			for x := range 20 {
+				v := value(x, y, z)
+				switch {
+				case x == 1 && y == 1 && z == 1:
+					v = float32(math.Inf(1))
+				case x == 2 && y == 2 && z == 2:
+					v = float32(math.Inf(-1))
+				case x == 3 && y == 3 && z == 3:
+					v = float32(math.NaN())
+				}
+				buf = binary.LittleEndian.AppendUint32(buf, math.Float32bits(v))
+			}
+		}
+	}
+	const name = "nonfinite"
+	v := &ldmv1.Volume{Name: name, DataType: ldmv1.DataType_DATA_TYPE_FLOAT32, Shape: &ldmv1.Shape{X: shape.X, Y: shape.Y, Z: shape.Z},
+		BrickShape: &ldmv1.Shape{X: 16, Y: 16, Z: 16}, LodCount: 1}
+	if err := importVolume(ctx, c, v, bytes.NewReader(buf), io.Discard, true); err != nil {
+		t.Fatal(err)
+	}
+	if err := chromedp.Do(ctx, chromedp.Navigate(base+"/?volume="+name)); err != nil {
+		t.Fatal(err)
+	}
+	waitLoaded(t, ctx, name, time.Minute)
+	if err := chromedp.Do(ctx, chromedp.Evaluate[chromedp.Void](`window.ldm.setCrosshair(false); window.ldm.setSlices({x: 10, y: 10, z: 13})`)); err != nil {
+		t.Fatal(err)
+	}
+	waitIdle(t, ctx)
+	win, err := chromedp.Run(ctx, chromedp.Evaluate[[]float64](`(() => { const w = window.ldm.state().window; return [Number.isFinite(w.level) ? w.level : -1e300, Number.isFinite(w.width) ? w.width : -1e300]; })()`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lo, hi := 0.0, 19+19*0.5
+	if win[0] != (lo+hi)/2 || win[1] != hi-lo {
+		t.Fatalf("automatic window level %v width %v, want %v and %v (the finite values)", win[0], win[1], (lo+hi)/2, hi-lo)
+	}
+	pts := []voxel{{0, 0, 13}, {19, 19, 13}, {10, 4, 13}}
+	px := slicePixels(t, ctx, "z", pts)
+	for i, p := range pts {
+		g := (float64(value(p.X, p.Y, p.Z)) - lo) / (hi - lo)
+		if gray := int(math.Floor(g*255 + 0.5)); !grayMatches(px[i], gray, 0) {
+			t.Errorf("pixel at %v = %v, want gray %d", p, px[i], gray)
+		}
+	}
+}

@@ -500,7 +500,7 @@ class App {
     }
     const v = d.value(p.x, p.y, p.z);
     const l = d.lodAt(p.x, p.y, p.z);
-    $("cursor").textContent = `voxel (${p.x}, ${p.y}, ${p.z})\nvalue ${Number.isNaN(v) ? "not loaded" : v}` + (l >= 0 ? `  (LOD ${l})` : "");
+    $("cursor").textContent = `voxel (${p.x}, ${p.y}, ${p.z})\nvalue ${l < 0 ? "not loaded" : v}` + (l >= 0 ? `  (LOD ${l})` : "");
   }
 
   private layout(): void {

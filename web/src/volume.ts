@@ -196,6 +196,9 @@ export class VolumeData {
         if (scan) {
           for (let i = 0; i < nx; i++) {
             const v = src[s + i];
+            // NaN and +-Inf (float32 only) would make the window infinite
+            // or undefined: the range covers finite values.
+            if (v - v !== 0) continue;
             if (v < lo) lo = v;
             if (v > hi) hi = v;
           }
