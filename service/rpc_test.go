@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"math"
 	"testing"
 
 	"connectrpc.com/connect"
@@ -360,6 +362,25 @@ func TestService_bad_input_codes(t *testing.T) {
 					}
 					return s.Err()
 				}, connect.CodeInvalidArgument, "min_lod"},
+				{"focus_not_finite", func() error {
+					for _, f := range []*ldmv1.Point{{X: math.NaN()}, {Y: math.Inf(1)}, {Z: math.Inf(-1)}} {
+						s, err := c.volumes.StreamBricks(ctx, connect.NewRequest(&ldmv1.StreamBricksRequest{Volume: "v", Focus: f}))
+						if err != nil {
+							return err
+						}
+						for s.Receive() {
+						}
+						err = s.Err()
+						s.Close()
+						if connect.CodeOf(err) != connect.CodeInvalidArgument {
+							return fmt.Errorf("focus %v: got %v, want InvalidArgument", f, err)
+						}
+						if f.GetZ() != 0 {
+							return err
+						}
+					}
+					return nil
+				}, connect.CodeInvalidArgument, "focus"},
 			}
 			for _, tc := range cases {
 				if tc.name == "tile_over_max_tile_bytes" && p.name == "connect_json" {

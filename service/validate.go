@@ -2,6 +2,7 @@ package service
 
 import (
 	"fmt"
+	"math"
 
 	ldmv1 "github.com/xcheng85/go-ldm/gen/ldm/v1"
 	"github.com/xcheng85/go-ldm/storage"
@@ -58,6 +59,15 @@ func validateRequest(m any, maxTile int, first bool) error {
 			if hi.GetX() <= lo.GetX() || hi.GetY() <= lo.GetY() || hi.GetZ() <= lo.GetZ() {
 				return invalidField("region", "region max (%d,%d,%d) must be above min (%d,%d,%d) in x, y and z",
 					hi.GetX(), hi.GetY(), hi.GetZ(), lo.GetX(), lo.GetY(), lo.GetZ())
+			}
+		}
+		if f := r.GetFocus(); f != nil {
+			for _, c := range []float64{f.GetX(), f.GetY(), f.GetZ()} {
+				if math.IsNaN(c) || math.IsInf(c, 0) {
+					// A NaN distance makes the nearest-first order
+					// meaningless (every comparison is false).
+					return invalidField("focus", "focus (%g,%g,%g) must be finite in x, y and z", f.GetX(), f.GetY(), f.GetZ())
+				}
 			}
 		}
 		if _, ok := ldmv1.BrickOrder_name[int32(r.GetOrder())]; !ok {
