@@ -132,6 +132,31 @@ func TestCLI_import_raw_file(t *testing.T) {
 	}
 }
 
+// TestCLI_import_failure_removes_volume checks that an import the server
+// refuses part way (bricks over --max-tile-bytes) removes the volume it
+// created and says so, so the same command can run again.
+func TestCLI_import_failure_removes_volume(t *testing.T) {
+	t.Parallel()
+	base := startTestServer(t, "--max-tile-bytes", "1000")
+	file := filepath.Join(t.TempDir(), "vol.raw")
+	if err := os.WriteFile(file, make([]byte, 40*40*40), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{
+		{"import", file, "--name", "big", "--shape", "40x40x40", "--dtype", "uint8", "--brick", "32x32x32"},
+		{"import", "--demo", "--name", "big"},
+	} {
+		_, errOut, err := ldmCmd(t, "", append(args, "--server", base)...)
+		if connect.CodeOf(err) != connect.CodeResourceExhausted || !strings.Contains(err.Error(), `the incomplete volume "big" was removed`) || !strings.Contains(err.Error(), "choose a smaller --brick") {
+			t.Fatalf("%v: %v\n%s", args, err, errOut)
+		}
+		_, err = testClients(t, base).volumes.GetVolume(context.Background(), connect.NewRequest(&ldmv1.GetVolumeRequest{Name: "big"}))
+		if connect.CodeOf(err) != connect.CodeNotFound {
+			t.Fatalf("%v: the volume of a failed import: %v, want NotFound", args, err)
+		}
+	}
+}
+
 // TestCLI_errors_tell_what_to_do checks exit codes and messages of common
 // mistakes.
 func TestCLI_errors_tell_what_to_do(t *testing.T) {

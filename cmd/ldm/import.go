@@ -93,7 +93,7 @@ sends the bricks with WriteTileStream.
 				return err
 			}
 			defer c.close()
-			return importVolume(cmd.Context(), c, v, src, cmd.ErrOrStderr(), quiet)
+			return importNew(cmd.Context(), c, v, src, cmd.ErrOrStderr(), quiet)
 		},
 	}
 	cf.register(cmd.Flags())
@@ -105,12 +105,38 @@ sends the bricks with WriteTileStream.
 	return cmd
 }
 
+// createError is a failure of importVolume to create the volume: nothing
+// was written.
+type createError struct{ err error }
+
+func (e createError) Error() string { return e.err.Error() }
+func (e createError) Unwrap() error { return e.err }
+
+// importNew runs importVolume and, when the volume was created but the
+// import failed (or was interrupted), deletes the incomplete volume so that
+// the same command can be run again.
+func importNew(ctx context.Context, c *clients, v *ldmv1.Volume, src io.ReaderAt, w io.Writer, quiet bool) error {
+	err := importVolume(ctx, c, v, src, w, quiet)
+	var ce createError
+	if err == nil || errors.As(err, &ce) {
+		return err
+	}
+	name := v.GetName()
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout)
+	defer cancel()
+	_, derr := c.volumes.DeleteVolume(dctx, connect.NewRequest(&ldmv1.DeleteVolumeRequest{Name: name}))
+	if derr != nil && connect.CodeOf(derr) != connect.CodeNotFound {
+		return fmt.Errorf("%w\n(removing the incomplete volume %q failed: %v; delete it with 'ldm volume delete %s' before importing again)", err, name, derr, name)
+	}
+	return fmt.Errorf("%w\n(the incomplete volume %q was removed; fix the problem and run the import again)", err, name)
+}
+
 // importVolume creates v on the server and sends the bricks of src with
 // WriteTileStream, showing progress on w.
 func importVolume(ctx context.Context, c *clients, v *ldmv1.Volume, src io.ReaderAt, w io.Writer, quiet bool) error {
 	res, err := c.volumes.CreateVolume(ctx, connect.NewRequest(&ldmv1.CreateVolumeRequest{Volume: v}))
 	if err != nil {
-		return c.rpcError("create volume "+v.GetName(), err)
+		return createError{c.rpcError("create volume "+v.GetName(), err)}
 	}
 	created := res.Msg.GetVolume()
 	meta := storage.VolumeMeta{
@@ -183,6 +209,13 @@ func importVolume(ctx context.Context, c *clients, v *ldmv1.Volume, src io.Reade
 	}
 	_ = stream.CloseResponse()
 	if err := errors.Join(recvErr, sendErr); err != nil {
+		if !quiet {
+			fmt.Fprintln(out) // end the progress bar's line
+		}
+		if connect.CodeOf(err) == connect.CodeResourceExhausted {
+			err = fmt.Errorf("%w\n(bricks of %s voxels are %d bytes, above the server's limit: choose a smaller --brick, or raise --max-tile-bytes of ldm serve)",
+				err, fmt.Sprintf("%dx%dx%d", meta.BrickShape.X, meta.BrickShape.Y, meta.BrickShape.Z), brickBytes)
+		}
 		return c.rpcError("import "+meta.Name, err)
 	}
 	_ = bar.Finish()
