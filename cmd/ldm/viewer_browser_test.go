@@ -746,3 +746,75 @@ func TestViewer_floatNonFinite(t *testing.T) {
 		}
 	}
 }
+
+// failingWaits is the context key of a *waitFaults: the server's follow
+// Waits fail with its queued errors, then wait as usual.
+type failingWaits struct{}
+
+// waitFaults holds the errors for Wait to return, one per call, and tells
+// the test on taken each time one is used.
+type waitFaults struct {
+	errs  chan error
+	taken chan struct{}
+}
+
+// failingWaitTiles passes every call to Tiles, but Wait fails with the next
+// queued error.
+type failingWaitTiles struct {
+	service.Tiles
+	f *waitFaults
+}
+
+func (w *failingWaitTiles) Wait(ctx context.Context, volume string, offset uint64) error {
+	select {
+	case err := <-w.f.errs:
+		w.f.taken <- struct{}{}
+		return err
+	default:
+		return w.Tiles.Wait(ctx, volume, offset)
+	}
+}
+
+func init() {
+	registerServeHook(&serveHook{Name: "test-failing-waits", Setup: func(ctx context.Context, env *serveEnv) error {
+		if f, ok := ctx.Value(failingWaits{}).(*waitFaults); ok {
+			env.Tiles = &failingWaitTiles{Tiles: env.Tiles, f: f}
+		}
+		return nil
+	}})
+}
+
+// TestViewer_liveRecovers fails the viewer's live stream once with a
+// transient error (Unavailable) and checks that live mode follows again: a
+// brick written afterwards appears without a reload.
+func TestViewer_liveRecovers(t *testing.T) {
+	faults := &waitFaults{errs: make(chan error, 1), taken: make(chan struct{}, 1)}
+	faults.errs <- fmt.Errorf("leader changing: %w", storage.ErrNotLeader)
+	base := startTestServerCtx(t, context.WithValue(context.Background(), failingWaits{}, faults))
+	c := testClients(t, base)
+	ctx := newBrowser(t, 1280, 800)
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	const name = "live-recovers"
+	v := &ldmv1.Volume{Name: name, DataType: ldmv1.DataType_DATA_TYPE_UINT8, Shape: &ldmv1.Shape{X: 32, Y: 32, Z: 32},
+		BrickShape: &ldmv1.Shape{X: 16, Y: 16, Z: 16}, LodCount: 1}
+	if err := importVolume(ctx, c, v, bytes.NewReader(make([]byte, 32*32*32)), io.Discard, true); err != nil {
+		t.Fatal(err)
+	}
+	if err := chromedp.Do(ctx, chromedp.Navigate(base+"/?volume="+name)); err != nil {
+		t.Fatal(err)
+	}
+	waitLoaded(t, ctx, name, time.Minute)
+	select {
+	case <-faults.taken:
+	case <-ctx.Done():
+		t.Fatal("the viewer never followed the volume")
+	}
+	b := bytes.Repeat([]byte{200}, 16*16*16)
+	if _, err := c.tiles.WriteTile(ctx, connect.NewRequest(&ldmv1.WriteTileRequest{Volume: name, Tile: &ldmv1.Tile{Value: b, Key: &ldmv1.BrickKey{Lod: 0, X: 1, Y: 1, Z: 1}}})); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := chromedp.Run(ctx, chromedp.Poll[bool](`window.ldm.value({x: 20, y: 20, z: 20}) === 200 && window.ldm.state().stats.liveTiles >= 1`, chromedp.WithPollingTimeout(30*time.Second))); err != nil {
+		t.Fatalf("after a transient error the live stream did not resume: %v (state %+v)", err, state(t, ctx))
+	}
+}

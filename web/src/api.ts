@@ -31,6 +31,24 @@ export function isCanceled(err: unknown): boolean {
   return ConnectError.from(err).code === Code.Canceled;
 }
 
+/**
+ * retriable reports whether a failed call may succeed when repeated: the
+ * server was unreachable, restarting or busy. A refused token, a missing
+ * volume or a bad request is not retried.
+ */
+export function retriable(err: unknown): boolean {
+  switch (ConnectError.from(err).code) {
+    case Code.Unavailable:
+    case Code.Unknown:
+    case Code.Internal:
+    case Code.DeadlineExceeded:
+    case Code.ResourceExhausted:
+    case Code.Aborted:
+      return true;
+  }
+  return false;
+}
+
 /** describe turns an error from a call into a message that says what to do. */
 export function describe(err: unknown, what: string): string {
   const e = ConnectError.from(err);

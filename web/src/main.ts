@@ -5,7 +5,7 @@
 import { timestampDate } from "@bufbuild/protobuf/wkt";
 import { BrickStreamer } from "./bricks";
 import type { Volume } from "./gen/ldm/v1/types_pb";
-import { connect, describe, isCanceled, isNotFound, type Clients, type Protocol } from "./api";
+import { connect, describe, isCanceled, isNotFound, retriable, type Clients, type Protocol } from "./api";
 import { colormapNames, lut, type ColormapName, type Window } from "./colormap";
 import { SliceView, type Axis } from "./slice";
 import { View3D } from "./render3d";
@@ -48,6 +48,8 @@ class App {
   private stream: AbortController | null = null;
   private live: AbortController | null = null;
   private restartTimer = 0;
+  // The message shown for the live stream's last failure ("" when none).
+  private followError = "";
   private dirty = new Set<Axis>();
   private dirty3d = false;
   private frame = 0;
@@ -295,19 +297,40 @@ class App {
     }
   }
 
-  /** follow tails the volume's log from offset and applies every brick written. */
-  private async follow(offset?: bigint): Promise<void> {
+  /**
+   * follow tails the volume's log from offset and applies every brick
+   * written. A transient failure (server unreachable or restarting) is
+   * retried from the last tile seen, after 1 s doubling to 10 s; a deleted
+   * volume or a refused token stops it.
+   */
+  private async follow(offset?: bigint, attempt = 0): Promise<void> {
     const d = this.data;
     if (!d || !$<HTMLInputElement>("live").checked) return;
     this.live?.abort();
     const ctl = new AbortController();
     this.live = ctl;
+    const retry = (from: bigint | undefined, e: unknown): void => {
+      if (ctl.signal.aborted || this.live !== ctl || this.data !== d) return;
+      if (e !== undefined) {
+        if (isNotFound(e)) {
+          this.message(`Volume ${d.name} was deleted.`);
+          void this.refresh();
+          return;
+        }
+        this.followError = describe(e, `following ${d.name}`);
+        this.message(this.followError);
+        if (!retriable(e)) return;
+      }
+      window.setTimeout(() => {
+        if (this.live === ctl && !ctl.signal.aborted) void this.follow(from, attempt + 1);
+      }, Math.min(10000, 1000 * 2 ** Math.min(attempt, 4)));
+    };
     let from = offset;
     if (from === undefined) {
       try {
         from = (await this.clients.volumes.getVolume({ name: d.name })).volume?.nextOffset ?? 0n;
       } catch (e) {
-        this.message(describe(e, `following ${d.name}`));
+        if (!isCanceled(e)) retry(undefined, e);
         return;
       }
     }
@@ -317,6 +340,9 @@ class App {
         const t = res.tile;
         if (!t || this.data !== d) continue;
         next = t.offset + 1n;
+        attempt = 0;
+        if (this.followError && $("message").textContent === this.followError) this.message("");
+        this.followError = "";
         if (!t.key) continue;
         this.stats.liveTiles++;
         this.applyTile(t.key.lod, t.key.x, t.key.y, t.key.z, t.offset, t.value);
@@ -324,8 +350,7 @@ class App {
       }
     } catch (e) {
       if (ctl.signal.aborted || isCanceled(e)) return;
-      this.message(isNotFound(e) ? `Volume ${d.name} was deleted.` : describe(e, `following ${d.name}`));
-      if (isNotFound(e)) void this.refresh();
+      retry(next, e);
       return;
     }
     // The server ended the stream (a deleted volume, or a server that is
@@ -334,13 +359,10 @@ class App {
     try {
       await this.clients.volumes.getVolume({ name: d.name });
     } catch (e) {
-      this.message(isNotFound(e) ? `Volume ${d.name} was deleted.` : describe(e, `following ${d.name}`));
-      if (isNotFound(e)) void this.refresh();
+      if (!isCanceled(e)) retry(next, e);
       return;
     }
-    window.setTimeout(() => {
-      if (this.live === ctl && !ctl.signal.aborted) void this.follow(next);
-    }, 1000);
+    retry(next, undefined);
   }
 
   private applyTile(lod: number, x: number, y: number, z: number, offset: bigint, value: Uint8Array): void {
