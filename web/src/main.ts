@@ -48,8 +48,6 @@ class App {
   private stream: AbortController | null = null;
   private live: AbortController | null = null;
   private restartTimer = 0;
-  // The message shown for the live stream's last failure ("" when none).
-  private followError = "";
   private dirty = new Set<Axis>();
   private dirty3d = false;
   private frame = 0;
@@ -317,8 +315,7 @@ class App {
           void this.refresh();
           return;
         }
-        this.followError = describe(e, `following ${d.name}`);
-        this.message(this.followError);
+        this.message(describe(e, `following ${d.name}`), "error", "follow");
         if (!retriable(e)) return;
       }
       window.setTimeout(() => {
@@ -341,8 +338,7 @@ class App {
         if (!t || this.data !== d) continue;
         next = t.offset + 1n;
         attempt = 0;
-        if (this.followError && $("message").textContent === this.followError) this.message("");
-        this.followError = "";
+        if (this.msgSource === "follow") this.message("");
         if (!t.key) continue;
         this.stats.liveTiles++;
         this.applyTile(t.key.lod, t.key.x, t.key.y, t.key.z, t.offset, t.value);
