@@ -817,4 +817,7 @@ func TestViewer_liveRecovers(t *testing.T) {
 	if _, err := chromedp.Run(ctx, chromedp.Poll[bool](`window.ldm.value({x: 20, y: 20, z: 20}) === 200 && window.ldm.state().stats.liveTiles >= 1`, chromedp.WithPollingTimeout(30*time.Second))); err != nil {
 		t.Fatalf("after a transient error the live stream did not resume: %v (state %+v)", err, state(t, ctx))
 	}
+	if st := state(t, ctx); st.Error != "" {
+		t.Fatalf("after the live stream recovered the page still shows %q", st.Error)
+	}
 }
