@@ -169,6 +169,24 @@ func TestCLI_errors_tell_what_to_do(t *testing.T) {
 	if exitCode(err) != 2 || !strings.Contains(err.Error(), "want connect, grpc or grpcweb") {
 		t.Fatalf("bad protocol: %v (exit %d)", err, exitCode(err))
 	}
+	// An RPC error says what to do next.
+	base := startTestServer(t)
+	_, _, err = ldmCmd(t, "", "tile", "read", "nosuch", "0", "--server", base)
+	if connect.CodeOf(err) != connect.CodeNotFound || exitCode(err) != 1 || !strings.Contains(err.Error(), "'ldm volume list'") {
+		t.Fatalf("unknown volume: %v (exit %d)", err, exitCode(err))
+	}
+	_, _, err = ldmCmd(t, "", "volume", "create", "twice", "--shape", "8x8x8", "--dtype", "uint8", "--server", base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _, err = ldmCmd(t, "", "volume", "create", "twice", "--shape", "8x8x8", "--dtype", "uint8", "--server", base)
+	if connect.CodeOf(err) != connect.CodeAlreadyExists || !strings.Contains(err.Error(), "choose another name") {
+		t.Fatalf("volume created twice: %v", err)
+	}
+	_, _, err = ldmCmd(t, "", "tile", "read", "twice", "5", "--server", base)
+	if connect.CodeOf(err) != connect.CodeOutOfRange || !strings.Contains(err.Error(), "valid offsets are below it") {
+		t.Fatalf("offset past the end: %v", err)
+	}
 	_, _, err = ldmCmd(t, "", "volume", "list", "--no-such-flag")
 	if exitCode(err) != 2 {
 		t.Fatalf("unknown flag: %v (exit %d)", err, exitCode(err))

@@ -136,5 +136,19 @@ func (c *clients) rpcError(what string, err error) error {
 	if connect.CodeOf(err) == connect.CodeUnavailable && errors.As(err, &opErr) {
 		return unreachableError{server: c.baseURL, err: opErr}
 	}
+	if hint := codeHints[connect.CodeOf(err)]; hint != "" {
+		return fmt.Errorf("%s: %w\n(%s)", what, err, hint)
+	}
 	return fmt.Errorf("%s: %w", what, err)
+}
+
+// codeHints say what to do next after an RPC error of a given code.
+var codeHints = map[connect.Code]string{
+	connect.CodeNotFound:          "'ldm volume list' shows the volumes on this server",
+	connect.CodeAlreadyExists:     "choose another name, or delete the volume first with 'ldm volume delete NAME'",
+	connect.CodeOutOfRange:        "'ldm volume get NAME' shows the volume's next offset; valid offsets are below it",
+	connect.CodeResourceExhausted: "the message is above the server's size limit: send smaller tiles, or raise --max-tile-bytes of ldm serve",
+	connect.CodeUnauthenticated:   "the server requires credentials: give --token (or LDM_TOKEN), or --cert and --key for mutual TLS",
+	connect.CodePermissionDenied:  "the credentials are not allowed this call: ask the server's operator for access",
+	connect.CodeDataLoss:          "the server found corrupt data: its log names the file; restore it from a replica or backup",
 }

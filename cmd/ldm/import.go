@@ -213,8 +213,8 @@ func importVolume(ctx context.Context, c *clients, v *ldmv1.Volume, src io.Reade
 			fmt.Fprintln(out) // end the progress bar's line
 		}
 		if connect.CodeOf(err) == connect.CodeResourceExhausted {
-			err = fmt.Errorf("%w\n(bricks of %s voxels are %d bytes, above the server's limit: choose a smaller --brick, or raise --max-tile-bytes of ldm serve)",
-				err, fmt.Sprintf("%dx%dx%d", meta.BrickShape.X, meta.BrickShape.Y, meta.BrickShape.Z), brickBytes)
+			return fmt.Errorf("import %s: %w\n(bricks of %dx%dx%d voxels are %d bytes, above the server's limit: choose a smaller --brick, or raise --max-tile-bytes of ldm serve)",
+				meta.Name, err, meta.BrickShape.X, meta.BrickShape.Y, meta.BrickShape.Z, brickBytes)
 		}
 		return c.rpcError("import "+meta.Name, err)
 	}
