@@ -344,6 +344,20 @@ func TestService_bad_input_codes(t *testing.T) {
 					_, err := c.volumes.CreateVolume(ctx, connect.NewRequest(&ldmv1.CreateVolumeRequest{Volume: &ldmv1.Volume{Name: "w", DataType: ldmv1.DataType_DATA_TYPE_UINT8, Shape: &ldmv1.Shape{X: 1}}}))
 					return err
 				}, connect.CodeInvalidArgument, "volume.shape"},
+				{"spacing_not_positive_finite", func() error {
+					for _, sp := range [][]float64{{0, 1, 1}, {1, -2, 1}, {1, 1, math.NaN()}, {math.Inf(1), 1, 1}} {
+						_, err := c.volumes.CreateVolume(ctx, connect.NewRequest(&ldmv1.CreateVolumeRequest{Volume: &ldmv1.Volume{
+							Name: "w", DataType: ldmv1.DataType_DATA_TYPE_UINT8, Shape: &ldmv1.Shape{X: 1, Y: 1, Z: 1}, Spacing: sp,
+						}}))
+						if connect.CodeOf(err) != connect.CodeInvalidArgument {
+							return fmt.Errorf("spacing %v: got %v, want InvalidArgument", sp, err)
+						}
+						if math.IsInf(sp[0], 1) {
+							return err
+						}
+					}
+					return nil
+				}, connect.CodeInvalidArgument, "volume.spacing"},
 				{"bad_data_type", func() error {
 					_, err := c.volumes.CreateVolume(ctx, connect.NewRequest(&ldmv1.CreateVolumeRequest{Volume: &ldmv1.Volume{Name: "w", Shape: &ldmv1.Shape{X: 1, Y: 1, Z: 1}}}))
 					return err

@@ -134,6 +134,11 @@ func validateNewVolume(v *ldmv1.Volume) error {
 	if n := len(v.GetSpacing()); n != 0 && n != 3 {
 		return invalidField("volume.spacing", "spacing has %d values (want 0 or 3)", n)
 	}
+	for _, f := range v.GetSpacing() {
+		if !(f > 0) || math.IsInf(f, 0) {
+			return invalidField("volume.spacing", "spacing %v must be positive and finite in x, y and z", v.GetSpacing())
+		}
+	}
 	m := volumeFromProto(v)
 	return withField("volume", m.Normalize())
 }
