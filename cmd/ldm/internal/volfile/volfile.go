@@ -292,11 +292,12 @@ func (im *Image) ReadVoxels() ([]byte, error) {
 	if m, err := io.CopyN(io.Discard, br, skip); err != nil {
 		return nil, fmt.Errorf("%s: %d bytes before the voxels, want %d: %w", name, m, skip, readErr(err))
 	}
+	have := int64(-1) // bytes from the voxels to the end of the data, when known
 	if !im.Gzip && im.lineSkip == 0 {
 		// Uncompressed: the file must hold the volume after the skipped
 		// bytes; check before allocating it.
 		if st, err := f.Stat(); err == nil && st.Mode().IsRegular() {
-			if have := st.Size() - im.fileOffset - skip; have < n {
+			if have = st.Size() - im.fileOffset - skip; have < n {
 				return nil, fmt.Errorf("%s: %d voxel bytes, want %d: %w", name, max(have, 0), n, ErrTruncated)
 			}
 		}
@@ -304,6 +305,28 @@ func (im *Image) ReadVoxels() ([]byte, error) {
 	buf, m, err := readVolume(br, n)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %d voxel bytes, want %d: %w", name, m, n, readErr(err))
+	}
+	if im.Format != FormatRaw && !im.skipToEnd {
+		// More data than the header declares (e.g. a data type or shape
+		// that does not match the voxels): the header cannot be trusted.
+		tp := int64(0)
+		if im.opts.HasTimePoint {
+			tp = int64(im.opts.TimePoint)
+		}
+		rest := (int64(im.TimePoints) - 1 - tp) * n
+		extra := have - n - rest
+		if have < 0 {
+			k, _ := io.CopyN(io.Discard, br, rest+1)
+			extra = k - rest
+		}
+		if extra > 0 {
+			field := "dim"
+			if im.Format == FormatNRRD {
+				field = "sizes"
+			}
+			return nil, fmt.Errorf("%s: %w", name, malformed(im.Format, field, fmt.Sprintf("%dx%dx%dx%d %s", im.Shape.X, im.Shape.Y, im.Shape.Z, im.TimePoints, im.DataType),
+				"the data holds more bytes than the header declares"))
+		}
 	}
 	if im.ByteOrder == binary.BigEndian {
 		swap(buf, im.DataType.Size())

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"os"
 	"path/filepath"
@@ -591,5 +592,51 @@ func TestReadVoxels_boundedAllocation(t *testing.T) {
 				t.Fatalf("ReadVoxels allocated %d MiB for a 64-byte file", d>>20)
 			}
 		})
+	}
+}
+
+// TestReadVoxels_moreDataThanDeclared: a header whose data type or shape
+// does not match the voxels that follow (here uint16 voxels under a uint8
+// header) is rejected, not imported as garbage; a 4D file's later time
+// points are not extra data.
+func TestReadVoxels_moreDataThanDeclared(t *testing.T) {
+	t.Parallel()
+	shape := storage.Shape{X: 4, Y: 3, Z: 2}
+	for _, gz := range []bool{false, true} {
+		dir := t.TempDir()
+		n := niftiFile{bo: binary.LittleEndian, dt: storage.Uint8, shape: shape, times: 1, gzip: gz}
+		p := n.write(t, dir)
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if gz {
+			zr, err := gzip.NewReader(bytes.NewReader(b))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if b, err = io.ReadAll(zr); err != nil {
+				t.Fatal(err)
+			}
+		}
+		writeFile(t, p, append(b, pattern(storage.Uint8, binary.LittleEndian, shape, 1)...), gz)
+		im, err := Open(p, Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var fe *FieldError
+		if _, err := im.ReadVoxels(); !errors.Is(err, ErrFormat) || !errors.As(err, &fe) || fe.Field != "dim" {
+			t.Fatalf("gzip=%v: ReadVoxels: %v, want ErrFormat naming dim", gz, err)
+		}
+	}
+	dir := t.TempDir()
+	p := filepath.Join(dir, "v.nrrd")
+	writeFile(t, p, append([]byte("NRRD0004\ntype: uchar\ndimension: 3\nsizes: 4 3 2\nencoding: raw\n\n"), make([]byte, 25)...), false)
+	im, err := Open(p, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := im.ReadVoxels(); !errors.Is(err, ErrFormat) {
+		t.Fatalf("nrrd: ReadVoxels: %v, want ErrFormat", err)
 	}
 }
