@@ -187,6 +187,12 @@ func TestCLI_errors_tell_what_to_do(t *testing.T) {
 	if connect.CodeOf(err) != connect.CodeOutOfRange || !strings.Contains(err.Error(), "valid offsets are below it") {
 		t.Fatalf("offset past the end: %v", err)
 	}
+	for _, sp := range []string{"NaN,1,1", "1,Inf,1", "1,1,0"} {
+		_, _, err = ldmCmd(t, "", "volume", "create", "sp", "--shape", "8x8x8", "--spacing", sp, "--server", base)
+		if exitCode(err) != 2 || !strings.Contains(err.Error(), "three positive numbers") {
+			t.Fatalf("--spacing %s: %v (exit %d)", sp, err, exitCode(err))
+		}
+	}
 	_, _, err = ldmCmd(t, "", "volume", "list", "--no-such-flag")
 	if exitCode(err) != 2 {
 		t.Fatalf("unknown flag: %v (exit %d)", err, exitCode(err))

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -103,7 +104,7 @@ func (v *volumeSpec) volume(name string) (*ldmv1.Volume, error) {
 	if v.spacing != "" {
 		for _, p := range strings.Split(v.spacing, ",") {
 			f, err := strconv.ParseFloat(strings.TrimSpace(p), 64)
-			if err != nil || f <= 0 {
+			if err != nil || !(f > 0) || math.IsInf(f, 0) {
 				return nil, usageError{fmt.Errorf("--spacing %q: want three positive numbers x,y,z", v.spacing)}
 			}
 			out.Spacing = append(out.Spacing, f)
