@@ -77,19 +77,30 @@ func parseNRRD(r *bufio.Reader, path string) (Header, error) {
 func ParseNRRDHeader(r *bufio.Reader) (Header, int64, error) {
 	const f = FormatNRRD
 	var consumed int64
+	// readLine reads one line, never buffering more than the header limit
+	// (ReadString would hold a whole newline-free file in memory).
 	readLine := func() (string, bool, error) {
-		line, err := r.ReadString('\n')
-		consumed += int64(len(line))
-		if consumed > maxNRRDHeaderBytes {
-			return "", false, malformed(f, "header", fmt.Sprintf("over %d bytes", maxNRRDHeaderBytes), "no blank line ends the header")
+		var line []byte
+		var err error
+		for {
+			var frag []byte
+			frag, err = r.ReadSlice('\n')
+			consumed += int64(len(frag))
+			if consumed > maxNRRDHeaderBytes {
+				return "", false, malformed(f, "header", fmt.Sprintf("over %d bytes", maxNRRDHeaderBytes), "no blank line ends the header")
+			}
+			line = append(line, frag...)
+			if err != bufio.ErrBufferFull {
+				break
+			}
 		}
 		if err == io.EOF {
-			return strings.TrimRight(line, "\r\n"), len(line) == 0, nil
+			return strings.TrimRight(string(line), "\r\n"), len(line) == 0, nil
 		}
 		if err != nil {
 			return "", false, err
 		}
-		return strings.TrimRight(line, "\r\n"), false, nil
+		return strings.TrimRight(string(line), "\r\n"), false, nil
 	}
 	magic, eof, err := readLine()
 	if err != nil {

@@ -640,3 +640,21 @@ func TestReadVoxels_moreDataThanDeclared(t *testing.T) {
 		t.Fatalf("nrrd: ReadVoxels: %v, want ErrFormat", err)
 	}
 }
+
+// TestOpen_nrrd_longLine: a NRRD header line with no newline is rejected
+// once it passes the header limit, without reading the rest into memory.
+func TestOpen_nrrd_longLine(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "x.nrrd")
+	writeFile(t, p, append([]byte("NRRD0004\ntype: "), bytes.Repeat([]byte("a"), 64<<20)...), false)
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	_, err := Open(p, Options{})
+	runtime.ReadMemStats(&after)
+	var fe *FieldError
+	if !errors.As(err, &fe) || fe.Field != "header" || !errors.Is(err, ErrFormat) {
+		t.Fatalf("Open: %v, want a malformed header", err)
+	}
+	if d := after.TotalAlloc - before.TotalAlloc; d > 16<<20 {
+		t.Fatalf("Open allocated %d MiB for the header", d>>20)
+	}
+}
