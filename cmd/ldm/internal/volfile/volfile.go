@@ -282,8 +282,16 @@ func (im *Image) ReadVoxels() ([]byte, error) {
 	}
 	br := bufio.NewReader(r)
 	for i := 0; i < im.lineSkip; i++ {
-		if _, err := br.ReadString('\n'); err != nil {
-			return nil, fmt.Errorf("%s: line skip %d: %w", name, im.lineSkip, readErr(err))
+		// ReadSlice, not ReadString: a long line is discarded piece by
+		// piece instead of being held in memory.
+		for {
+			_, err := br.ReadSlice('\n')
+			if err == nil {
+				break
+			}
+			if err != bufio.ErrBufferFull {
+				return nil, fmt.Errorf("%s: line skip %d: %w", name, im.lineSkip, readErr(err))
+			}
 		}
 	}
 	if im.opts.HasTimePoint {

@@ -658,3 +658,27 @@ func TestOpen_nrrd_longLine(t *testing.T) {
 		t.Fatalf("Open allocated %d MiB for the header", d>>20)
 	}
 }
+
+// TestReadVoxels_lineSkipLongLine: a skipped line with no newline in the
+// data (here 64 MiB of gzip-compressed zeros) is discarded as it is read,
+// not held in memory, and the file is reported truncated.
+func TestReadVoxels_lineSkipLongLine(t *testing.T) {
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "v.raw.gz"), make([]byte, 64<<20), true)
+	p := filepath.Join(dir, "v.nhdr")
+	writeFile(t, p, []byte("NRRD0004\ntype: uchar\ndimension: 3\nsizes: 4 4 4\nencoding: gzip\nline skip: 1\ndata file: v.raw.gz\n"), false)
+	im, err := Open(p, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	_, err = im.ReadVoxels()
+	runtime.ReadMemStats(&after)
+	if !errors.Is(err, ErrTruncated) {
+		t.Fatalf("ReadVoxels: %v, want ErrTruncated", err)
+	}
+	if d := after.TotalAlloc - before.TotalAlloc; d > 16<<20 {
+		t.Fatalf("ReadVoxels allocated %d MiB skipping one line", d>>20)
+	}
+}
