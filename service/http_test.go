@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
 
@@ -244,6 +245,16 @@ func TestService_cors(t *testing.T) {
 	res.Body.Close()
 	if res.Header.Get("Access-Control-Allow-Origin") != "" {
 		t.Fatalf("an origin not in the list was allowed")
+	}
+	// A cacheable GET without Origin still varies with it, so a shared
+	// cache does not serve it, without CORS headers, to a browser.
+	res, err = hc.Get(getURL(ts.URL, "/ldm.v1.TileService/ReadTile", `{"volume":"v","offset":0}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != 200 || !slices.Contains(res.Header.Values("Vary"), "Origin") {
+		t.Fatalf("GET without Origin: %s, Vary %q", res.Status, res.Header.Values("Vary"))
 	}
 }
 

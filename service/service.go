@@ -206,13 +206,17 @@ func newCORS(origins []string, next http.Handler) http.Handler {
 		allowed[o] = true
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// Every response varies with Origin, also one to a request
+		// without it: a shared cache must not answer a browser with a
+		// cached GET response that lacks the CORS headers (tile reads are
+		// cacheable for a year).
+		h := w.Header()
+		h.Add("Vary", "Origin")
 		origin := r.Header.Get("Origin")
 		if origin == "" {
 			next.ServeHTTP(w, r)
 			return
 		}
-		h := w.Header()
-		h.Add("Vary", "Origin")
 		if len(allowed) == 0 {
 			h.Set("Access-Control-Allow-Origin", "*")
 		} else if allowed[origin] {
