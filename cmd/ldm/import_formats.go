@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -88,6 +89,9 @@ func importFile(cmd *cobra.Command, cf *clientFlags, spec *volumeSpec, ff *fileF
 		if cmd.Flags().Changed(fl) {
 			return usageError{fmt.Errorf("--%s: %s has a header that gives the shape and data type; leave --%s out", fl, path, fl)}
 		}
+	}
+	if ff.timePoint < -1 || int64(ff.timePoint) > math.MaxUint32 {
+		return usageError{fmt.Errorf("--time %d: want a time point from 0", ff.timePoint)}
 	}
 	opts := volfile.Options{}
 	if ff.timePoint >= 0 {

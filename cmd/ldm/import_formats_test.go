@@ -315,6 +315,12 @@ func TestImport_formats(t *testing.T) {
 		{name: "nrrd-ascii", want: "encoding", sentinel: volfile.ErrUnsupported, write: func(dir string) string {
 			return writeTestFile(t, filepath.Join(dir, "a.nrrd"), []byte(nrrd("uchar", "ascii", "little", "\n1 2 3\n")))
 		}},
+		{name: "time-wraps", want: "--time", write: func(dir string) string {
+			return writeTestFile(t, filepath.Join(dir, "4d.nii"), append(niftiBytes(le, 348, 2, append(dims, 2), [3]float32{1, 1, 1}, false), make([]byte, 1260)...))
+		}, flags: []string{"--time", "4294967296"}},
+		{name: "time-negative", want: "--time", write: func(dir string) string {
+			return writeTestFile(t, filepath.Join(dir, "4d.nii"), append(niftiBytes(le, 348, 2, append(dims, 2), [3]float32{1, 1, 1}, false), make([]byte, 1260)...))
+		}, flags: []string{"--time", "-2"}},
 		{name: "shape-flag", want: "--shape", write: func(dir string) string {
 			return writeTestFile(t, filepath.Join(dir, "s.nii"), append(niftiBytes(le, 348, 2, dims, [3]float32{1, 1, 1}, false), encodeVoxels(storage.Uint8, le, shape, 1)...))
 		}, flags: []string{"--shape", "10x9x7"}},
