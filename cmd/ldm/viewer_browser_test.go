@@ -821,3 +821,38 @@ func TestViewer_liveRecovers(t *testing.T) {
 		t.Fatalf("after the live stream recovered the page still shows %q", st.Error)
 	}
 }
+
+// TestViewer_liveResumes turns live mode off, writes a brick, and turns it
+// on again: the brick written while it was off appears too.
+func TestViewer_liveResumes(t *testing.T) {
+	base := startTestServer(t)
+	c := testClients(t, base)
+	ctx := newBrowser(t, 1280, 800)
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	const name = "live-resumes"
+	v := &ldmv1.Volume{Name: name, DataType: ldmv1.DataType_DATA_TYPE_UINT8, Shape: &ldmv1.Shape{X: 32, Y: 32, Z: 32},
+		BrickShape: &ldmv1.Shape{X: 16, Y: 16, Z: 16}, LodCount: 1}
+	if err := importVolume(ctx, c, v, bytes.NewReader(make([]byte, 32*32*32)), io.Discard, true); err != nil {
+		t.Fatal(err)
+	}
+	if err := chromedp.Do(ctx, chromedp.Navigate(base+"/?volume="+name)); err != nil {
+		t.Fatal(err)
+	}
+	waitLoaded(t, ctx, name, time.Minute)
+	toggle := func(on bool) {
+		js := fmt.Sprintf(`(() => { const c = document.getElementById("live"); c.checked = %v; c.dispatchEvent(new Event("change")); })()`, on)
+		if err := chromedp.Do(ctx, chromedp.Evaluate[chromedp.Void](js)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	toggle(false)
+	b := bytes.Repeat([]byte{90}, 16*16*16)
+	if _, err := c.tiles.WriteTile(ctx, connect.NewRequest(&ldmv1.WriteTileRequest{Volume: name, Tile: &ldmv1.Tile{Value: b, Key: &ldmv1.BrickKey{Lod: 0, X: 0, Y: 1, Z: 1}}})); err != nil {
+		t.Fatal(err)
+	}
+	toggle(true)
+	if _, err := chromedp.Run(ctx, chromedp.Poll[bool](`window.ldm.value({x: 5, y: 20, z: 20}) === 90`, chromedp.WithPollingTimeout(20*time.Second))); err != nil {
+		t.Fatalf("the brick written while live mode was off did not appear when it was turned on: %v (state %+v)", err, state(t, ctx))
+	}
+}

@@ -48,6 +48,8 @@ class App {
   private stream: AbortController | null = null;
   private live: AbortController | null = null;
   private restartTimer = 0;
+  // The log offset the live stream of the open volume continues from.
+  private followNext: bigint | null = null;
   private dirty = new Set<Axis>();
   private dirty3d = false;
   private frame = 0;
@@ -115,7 +117,8 @@ class App {
       }
     });
     $<HTMLInputElement>("live").addEventListener("change", (e) => {
-      if ((e.target as HTMLInputElement).checked) void this.follow();
+      // Resume where live mode stopped, so writes made meanwhile appear.
+      if ((e.target as HTMLInputElement).checked) void this.follow(this.followNext ?? undefined);
       else this.live?.abort();
     });
     new ResizeObserver(() => this.layout()).observe($("views"));
@@ -239,6 +242,7 @@ class App {
     this.setCross();
     this.markAll();
     void this.load();
+    this.followNext = v.nextOffset;
     void this.follow(v.nextOffset);
   }
 
@@ -337,6 +341,7 @@ class App {
         const t = res.tile;
         if (!t || this.data !== d) continue;
         next = t.offset + 1n;
+        this.followNext = next;
         attempt = 0;
         if (this.msgSource === "follow") this.message("");
         if (!t.key) continue;
