@@ -856,3 +856,41 @@ func TestViewer_liveResumes(t *testing.T) {
 		t.Fatalf("the brick written while live mode was off did not appear when it was turned on: %v (state %+v)", err, state(t, ctx))
 	}
 }
+
+// TestViewer_uint32Precision draws uint32 voxels above 2^24 (which float32
+// cannot tell apart) through a one-unit window: 16777216 and 16777217 must
+// come out black and white.
+func TestViewer_uint32Precision(t *testing.T) {
+	base := startTestServer(t)
+	c := testClients(t, base)
+	ctx := newBrowser(t, 1280, 800)
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	const name = "uint32-precision"
+	buf := make([]byte, 0, 4*16*16*16)
+	for range 16 * 16 {
+		for x := range 16 {
+			buf = binary.LittleEndian.AppendUint32(buf, 1<<24+uint32(x%2))
+		}
+	}
+	v := &ldmv1.Volume{Name: name, DataType: ldmv1.DataType_DATA_TYPE_UINT32, Shape: &ldmv1.Shape{X: 16, Y: 16, Z: 16},
+		BrickShape: &ldmv1.Shape{X: 16, Y: 16, Z: 16}, LodCount: 1}
+	if err := importVolume(ctx, c, v, bytes.NewReader(buf), io.Discard, true); err != nil {
+		t.Fatal(err)
+	}
+	if err := chromedp.Do(ctx, chromedp.Navigate(base+"/?volume="+name)); err != nil {
+		t.Fatal(err)
+	}
+	waitLoaded(t, ctx, name, time.Minute)
+	if err := chromedp.Do(ctx, chromedp.Evaluate[chromedp.Void](`window.ldm.setCrosshair(false); window.ldm.setWindow(16777216.5, 1)`)); err != nil {
+		t.Fatal(err)
+	}
+	waitIdle(t, ctx)
+	pts := []voxel{{4, 3, 8}, {5, 3, 8}, {10, 12, 8}, {11, 12, 8}}
+	px := slicePixels(t, ctx, "z", pts)
+	for i, p := range pts {
+		if want := 255 * (p.X % 2); !grayMatches(px[i], want, 0) {
+			t.Errorf("voxel %v (value %d): pixel %v, want gray %d", p, 1<<24+p.X%2, px[i], want)
+		}
+	}
+}

@@ -26,7 +26,7 @@ export class SliceView {
   private readonly host: SliceHost;
   private readonly off = document.createElement("canvas");
   private data: VolumeData | null = null;
-  private values = new Float32Array(0);
+  private values = new Float64Array(0);
   private w = 0;
   private h = 0;
   private image: ImageData | null = null;
@@ -85,7 +85,7 @@ export class SliceView {
     const { w, h, depth } = this.dims();
     this.w = w;
     this.h = h;
-    this.values = new Float32Array(w * h);
+    this.values = new Float64Array(w * h);
     this.off.width = w;
     this.off.height = h;
     this.image = new ImageData(w, h);

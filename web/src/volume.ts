@@ -239,11 +239,12 @@ export class VolumeData {
   }
 
   /**
-   * slice fills out (w*h values, NaN where nothing has arrived) with the
+   * slice fills out (w*h values, NaN where nothing has arrived; float64 so
+   * that uint32 voxels above 2^24 keep their exact value) with the
    * plane axis=pos; u runs along the first in-plane axis, v along the second
    * (axial: x, y; coronal: x, z; sagittal: y, z).
    */
-  slice(axis: "x" | "y" | "z", pos: number, out: Float32Array): { w: number; h: number } {
+  slice(axis: "x" | "y" | "z", pos: number, out: Float64Array): { w: number; h: number } {
     const S = this.shape;
     const [w, h] = axis === "z" ? [S.x, S.y] : axis === "y" ? [S.x, S.z] : [S.y, S.z];
     let i = 0;
@@ -262,11 +263,11 @@ export class VolumeData {
    * grid samples the volume on a grid of at most n voxels a side (nearest
    * voxel), for the 3D view. Unknown voxels are NaN.
    */
-  grid(n: number): { dims: Vec3; values: Float32Array } {
+  grid(n: number): { dims: Vec3; values: Float64Array } {
     const S = this.shape;
     const step = Math.max(1, Math.ceil(Math.max(S.x, S.y, S.z) / n));
     const dims = { x: Math.ceil(S.x / step), y: Math.ceil(S.y / step), z: Math.ceil(S.z / step) };
-    const values = new Float32Array(dims.x * dims.y * dims.z);
+    const values = new Float64Array(dims.x * dims.y * dims.z);
     const half = step >> 1;
     let i = 0;
     for (let z = 0; z < dims.z; z++) {
