@@ -894,3 +894,60 @@ func TestViewer_uint32Precision(t *testing.T) {
 		}
 	}
 }
+
+// failingReads is the context key of a *readFaults: the server's tile reads
+// fail with its queued errors, then read as usual.
+type failingReads struct{}
+
+// readFaults holds the errors for Read to return, one per call.
+type readFaults struct{ errs chan error }
+
+// failingReadTiles passes every call to Tiles, but Read of an existing tile
+// fails with the next queued error.
+type failingReadTiles struct {
+	service.Tiles
+	f *readFaults
+}
+
+func (r *failingReadTiles) Read(volume string, offset uint64) (storage.Tile, error) {
+	if info, err := r.Tiles.Volume(volume); err != nil || offset >= info.NextOffset {
+		return r.Tiles.Read(volume, offset) // a follower at the end of the log
+	}
+	select {
+	case err := <-r.f.errs:
+		return storage.Tile{}, err
+	default:
+		return r.Tiles.Read(volume, offset)
+	}
+}
+
+func init() {
+	registerServeHook(&serveHook{Name: "test-failing-reads", Setup: func(ctx context.Context, env *serveEnv) error {
+		if f, ok := ctx.Value(failingReads{}).(*readFaults); ok {
+			env.Tiles = &failingReadTiles{Tiles: env.Tiles, f: f}
+		}
+		return nil
+	}})
+}
+
+// TestViewer_streamRecovers fails the first brick read with a transient
+// error (Unavailable): the viewer streams again and loads the whole volume,
+// without the user moving a slice or reopening it.
+func TestViewer_streamRecovers(t *testing.T) {
+	faults := &readFaults{errs: make(chan error, 1)}
+	base := startTestServerCtx(t, context.WithValue(context.Background(), failingReads{}, faults), "--demo")
+	faults.errs <- fmt.Errorf("leader changing: %w", storage.ErrNotLeader) // armed once the demo is written
+	ctx := newBrowser(t, 1280, 800)
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	if err := chromedp.Do(ctx, chromedp.Navigate(base+"/?volume=demo")); err != nil {
+		t.Fatal(err)
+	}
+	st := waitLoaded(t, ctx, "demo", time.Minute)
+	if len(faults.errs) != 0 || st.Stats.Streams < 2 {
+		t.Fatalf("the injected failure was not hit (%d left, %d streams)", len(faults.errs), st.Stats.Streams)
+	}
+	if st.Error != "" {
+		t.Fatalf("after the stream recovered the page still shows %q", st.Error)
+	}
+}

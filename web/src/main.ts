@@ -209,6 +209,7 @@ class App {
 
   /** open loads a volume: metadata, then bricks coarse to fine, then live writes. */
   async open(name: string): Promise<void> {
+    clearTimeout(this.restartTimer);
     this.stream?.abort();
     this.live?.abort();
     this.stats = this.emptyStats(name);
@@ -246,10 +247,15 @@ class App {
     void this.follow(v.nextOffset);
   }
 
-  /** load streams every level not yet complete, nearest the focus first. */
-  private async load(): Promise<void> {
+  /**
+   * load streams every level not yet complete, nearest the focus first. A
+   * transient failure (server unreachable or restarting) streams again what
+   * is missing after 1 s, doubling to 10 s.
+   */
+  private async load(attempt = 0): Promise<void> {
     const d = this.data;
     if (!d) return;
+    clearTimeout(this.restartTimer);
     this.stream?.abort();
     let maxLod = -1;
     for (let l = d.levels.length - 1; l >= 0; l--) {
@@ -280,13 +286,23 @@ class App {
         this.stats.bytes += b.value.byteLength;
         this.stats.bricks++;
         if (!this.stats.firstBrick) this.stats.firstBrick = performance.now();
+        if (attempt > 0) {
+          attempt = 0;
+          if (this.msgSource === "stream") this.message("");
+        }
         this.applyTile(b.lod, b.x, b.y, b.z, b.offset, b.value);
       }
     } catch (e) {
       if (ctl.signal.aborted || isCanceled(e)) return;
       this.streamError = describe(e, `streaming ${d.name}`);
-      this.message(this.streamError);
+      this.message(this.streamError, "error", "stream");
       if (isNotFound(e)) void this.refresh();
+      else if (retriable(e) && this.stream === ctl) {
+        const delay = Math.min(10000, 1000 * 2 ** Math.min(attempt, 4));
+        this.restartTimer = window.setTimeout(() => {
+          if (this.data === d && this.stream === null) void this.load(attempt + 1);
+        }, delay);
+      }
     } finally {
       this.progress.end = performance.now();
       this.stats.streamMs += this.progress.end - t0;
@@ -508,7 +524,8 @@ class App {
     for (const v of Object.values(this.views)) v.draw();
     this.schedule(true);
     this.focus = { x: this.views.x.pos, y: this.views.y.pos, z: this.views.z.pos };
-    if (!this.streaming) return;
+    // A stream that failed is started again around the new focus too.
+    if (!this.streaming && !(this.streamError && this.data && !this.data.complete(0))) return;
     // Browsers cannot send on an open stream: cancel it and start one around
     // the new focus (after a short pause, so dragging does not thrash).
     clearTimeout(this.restartTimer);
