@@ -16,7 +16,7 @@ package volfile
 //	344     char[4]     magic         "n+1\0" (single .nii) or "ni1\0" (.hdr + .img)
 //
 // Voxels are stored x fastest, then y, z, t; a .nii file keeps them at
-// vox_offset, a .hdr file's are at offset 0 of the .img beside it.
+// vox_offset, a .hdr file's at vox_offset (usually 0) of the .img beside it.
 
 import (
 	"encoding/binary"
@@ -80,7 +80,6 @@ func readNIfTI1(r io.Reader, path string) (Header, error) {
 		if h.DataFile == "" {
 			return Header{}, fmt.Errorf("nifti-1: magic \"ni1\" says the voxels are in a .img file beside %s, found none: %w", path, ErrFormat)
 		}
-		h.dataOffset = 0
 		h.Gzip = isGzipFile(h.DataFile)
 	}
 	return h, nil
@@ -183,6 +182,11 @@ func ParseNIfTI1Header(b []byte) (Header, error) {
 		if math.IsNaN(vox) || vox < niftiHeaderSize || vox > 1<<30 || vox != math.Trunc(vox) {
 			return Header{}, malformed(f, "vox_offset", fmt.Sprint(vox), "want a whole number of bytes, at least 348")
 		}
+		h.dataOffset = int64(vox)
+	} else if vox > 0 && vox <= 1<<30 && vox == math.Trunc(vox) {
+		// A .hdr/.img pair: the voxels start vox_offset bytes into the
+		// .img (usually 0; other values are taken as 0, as ANALYZE 7.5
+		// headers may hold anything there).
 		h.dataOffset = int64(vox)
 	}
 	slope := float64(math.Float32frombits(bo.Uint32(b[offSclSlope:])))

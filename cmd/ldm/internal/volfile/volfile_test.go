@@ -682,3 +682,22 @@ func TestReadVoxels_lineSkipLongLine(t *testing.T) {
 		t.Fatalf("ReadVoxels allocated %d MiB skipping one line", d>>20)
 	}
 }
+
+// TestOpen_nifti_pairVoxOffset: in a .hdr/.img pair, vox_offset is where the
+// voxels start in the .img (NIfTI-1 allows bytes before them there too).
+func TestOpen_nifti_pairVoxOffset(t *testing.T) {
+	t.Parallel()
+	shape := storage.Shape{X: 5, Y: 4, Z: 3}
+	for _, gz := range []bool{false, true} {
+		dir := t.TempDir()
+		hdr := niftiHeader(binary.BigEndian, niftiCode[storage.Int16], 16, []int16{5, 4, 3}, [3]float32{1, 1, 1}, "ni1")
+		binary.BigEndian.PutUint32(hdr[offVoxOffset:], math.Float32bits(16))
+		p := filepath.Join(dir, "vol.hdr")
+		writeFile(t, p, hdr, false)
+		writeFile(t, filepath.Join(dir, "vol.img"), append(bytes.Repeat([]byte{0xee}, 16), pattern(storage.Int16, binary.BigEndian, shape, 1)...), gz)
+		_, got := mustRead(t, p, Options{})
+		if !bytes.Equal(got, pattern(storage.Int16, binary.LittleEndian, shape, 1)) {
+			t.Fatalf("gzip=%v: voxels differ: vox_offset was not applied in the .img", gz)
+		}
+	}
+}
