@@ -178,18 +178,20 @@ func ParseNRRDHeader(r *bufio.Reader) (Header, int64, error) {
 		}
 		sizes[i] = v
 	}
-	if dim == 4 {
-		if kinds, ok := fields["kinds"]; ok {
-			ks := strings.Fields(kinds)
-			if len(ks) == 4 {
-				for i := 0; i < 3; i++ {
-					if !nrrdSpatialKinds[ks[i]] {
-						return Header{}, 0, unsupported(f, fmt.Sprintf("kinds[%d]", i), strconv.Quote(ks[i]),
-							"supported: three spatial axes (domain/space) first and a non-spatial axis (time, list, ...) last")
-					}
+	// Every axis but a fourth must be spatial: a colour or vector axis
+	// (e.g. "RGB-color domain domain") is not a volume axis.
+	if kinds, ok := fields["kinds"]; ok {
+		ks := strings.Fields(kinds)
+		if len(ks) == dim {
+			for i := 0; i < dim && i < 3; i++ {
+				if !nrrdSpatialKinds[strings.ToLower(ks[i])] {
+					return Header{}, 0, unsupported(f, fmt.Sprintf("kinds[%d]", i), strconv.Quote(ks[i]),
+						"supported: up to three spatial axes (domain/space) first and, in 4D, a non-spatial axis (time, list, ...) last")
 				}
 			}
 		}
+	}
+	if dim == 4 {
 		h.TimePoints = uint32(sizes[3])
 	}
 	if h.Shape, err = checkShape(f, "sizes", [3]int64{sizes[0], sizes[1], sizes[2]}); err != nil {

@@ -456,6 +456,7 @@ func TestOpen_nrrd_unsupported(t *testing.T) {
 		{"int8", "NRRD0004\ntype: signed char\ndimension: 3\nsizes: 2 2 2\nencoding: raw\n\n", "type"},
 		{"5d", "NRRD0004\ntype: uchar\ndimension: 5\nsizes: 2 2 2 2 2\nencoding: raw\n\n", "dimension"},
 		{"vector_first", "NRRD0004\ntype: uchar\ndimension: 4\nsizes: 3 2 2 2\nkinds: RGB-color domain domain domain\nencoding: raw\n\n", "kinds[0]"},
+		{"color_2d", "NRRD0004\ntype: uchar\ndimension: 3\nsizes: 3 2 2\nkinds: RGB-color domain domain\nencoding: raw\n\n", "kinds[0]"},
 		{"data_file_list", "NRRD0004\ntype: uchar\ndimension: 3\nsizes: 2 2 2\nencoding: raw\ndata file: LIST\n\n", "data file"},
 		{"gzip_byte_skip_end", "NRRD0004\ntype: uchar\ndimension: 3\nsizes: 2 2 2\nencoding: gzip\nbyte skip: -1\n\n", "byte skip"},
 	} {
