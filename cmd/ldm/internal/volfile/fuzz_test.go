@@ -10,7 +10,9 @@ import (
 )
 
 // The seed corpus lives in testdata/fuzz; run a target with, for example,
-// go test -run '^$' -fuzz FuzzParseNRRDHeader -fuzztime 30s ./cmd/ldm/internal/volfile
+// go test -run '^$' -fuzz FuzzParseNRRDHeader -fuzztime 30s -fuzzminimizetime 2s ./cmd/ldm/internal/volfile
+// (without -fuzzminimizetime, minimizing one large new input can take most
+// of a short run, so FuzzOpen reports almost no executions).
 
 // FuzzParseNIfTI1Header checks that any 348 bytes either parse into a
 // consistent header or fail with one of the package's sentinels.
