@@ -167,9 +167,10 @@ func (s *Server) Paths() []string { return append([]string(nil), s.paths...) }
 
 // Drain ends open ReadTileStream follow streams and StreamBricks streams
 // cleanly (the client sees the stream end without error) and makes new
-// ones end at once. Call it when shutting down, before http.Server.Shutdown,
-// which waits for open calls. Unary calls are not affected. Drain is
-// idempotent.
+// ones end at once. WriteTileStream streams end with Unavailable between
+// two appends: every tile acknowledged before is stored. Call it when
+// shutting down, before http.Server.Shutdown, which waits for open calls.
+// Unary calls are not affected. Drain is idempotent.
 func (s *Server) Drain() { s.cancelDrain() }
 
 // streamContext returns a context that ends with ctx or when the server

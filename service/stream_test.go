@@ -223,3 +223,31 @@ func TestStreamBricks_slow_reader_bounds_server_reads(t *testing.T) {
 		t.Fatalf("received %d bricks, want %d", n, bricks)
 	}
 }
+
+// TestWriteTileStream_ends_on_drain checks that Drain ends an open ingest
+// stream with Unavailable instead of holding shutdown until the client
+// closes it, and that the tiles acknowledged before are stored.
+func TestWriteTileStream_ends_on_drain(t *testing.T) {
+	t.Parallel()
+	ts := startServer(t, serverOptions{})
+	c := ts.clients(t, protocols[1])
+	createVolume(t, c, "ingest")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	ws := c.tiles.WriteTileStream(ctx)
+	defer ws.CloseResponse()
+	defer ws.CloseRequest() //nolint:errcheck // ends the server's Receive if the stream is still open
+	if err := ws.Send(&ldmv1.WriteTileStreamRequest{Volume: "ingest", Tile: &ldmv1.Tile{Value: []byte("kept")}}); err != nil {
+		t.Fatal(err)
+	}
+	if res, err := ws.Receive(); err != nil || res.GetOffset() != 0 {
+		t.Fatalf("first ack: %v %v", res, err)
+	}
+	ts.Server.Drain()
+	_, err := ws.Receive()
+	assertCode(t, err, connect.CodeUnavailable)
+	got, err := ts.Store.Read("ingest", 0)
+	if err != nil || string(got.Value) != "kept" {
+		t.Fatalf("acknowledged tile after drain: %q %v", got.Value, err)
+	}
+}

@@ -261,7 +261,15 @@ func (h *tileHandler) WriteTileStream(ctx context.Context, stream *connect.BidiS
 		if pending != nil {
 			first, pending = *pending, nil
 		} else {
-			it, ok := <-queue
+			var it item
+			var ok bool
+			select {
+			case it, ok = <-queue:
+			case <-h.s.drain.Done():
+				// Shutting down: the tiles acknowledged so far are
+				// stored; the client resends the rest elsewhere or later.
+				return connect.NewError(connect.CodeUnavailable, errors.New("the server is shutting down: tiles acknowledged so far are stored, send the rest again later or to another server"))
+			}
 			if !ok {
 				break
 			}
