@@ -661,7 +661,7 @@ func TestViewer_reprioritise(t *testing.T) {
 	close(gate)
 	st := waitLoaded(t, ctx, "demo", time.Minute)
 	got, err := chromedp.Run(ctx, chromedp.Evaluate[struct {
-		Focus voxel `json:"focus"`
+		Focus voxel                      `json:"focus"`
 		First struct{ LOD, X, Y, Z int } `json:"first"`
 	}](`(() => { const s = window.ldm.state().stats; return {focus: s.lastFocus, first: s.lastFirst}; })()`))
 	if err != nil {
