@@ -108,6 +108,19 @@ func state(tb testing.TB, ctx context.Context) pageState {
 	return s
 }
 
+// openVolume imports v with data through c, opens it in the page at base
+// and waits until every brick has loaded.
+func openVolume(tb testing.TB, ctx context.Context, c *clients, base string, v *ldmv1.Volume, data io.ReaderAt) pageState {
+	tb.Helper()
+	if err := importVolume(ctx, c, v, data, io.Discard, true); err != nil {
+		tb.Fatal(err)
+	}
+	if err := chromedp.Do(ctx, chromedp.Navigate(base+"/?volume="+v.GetName())); err != nil {
+		tb.Fatal(err)
+	}
+	return waitLoaded(tb, ctx, v.GetName(), time.Minute)
+}
+
 // waitLoaded waits until the viewer has every level of volume name and has
 // drawn it.
 func waitLoaded(tb testing.TB, ctx context.Context, name string, timeout time.Duration) pageState {
@@ -718,13 +731,7 @@ func TestViewer_floatNonFinite(t *testing.T) {
 	const name = "nonfinite"
 	v := &ldmv1.Volume{Name: name, DataType: ldmv1.DataType_DATA_TYPE_FLOAT32, Shape: &ldmv1.Shape{X: shape.X, Y: shape.Y, Z: shape.Z},
 		BrickShape: &ldmv1.Shape{X: 16, Y: 16, Z: 16}, LodCount: 1}
-	if err := importVolume(ctx, c, v, bytes.NewReader(buf), io.Discard, true); err != nil {
-		t.Fatal(err)
-	}
-	if err := chromedp.Do(ctx, chromedp.Navigate(base+"/?volume="+name)); err != nil {
-		t.Fatal(err)
-	}
-	waitLoaded(t, ctx, name, time.Minute)
+	openVolume(t, ctx, c, base, v, bytes.NewReader(buf))
 	if err := chromedp.Do(ctx, chromedp.Evaluate[chromedp.Void](`window.ldm.setCrosshair(false); window.ldm.setSlices({x: 10, y: 10, z: 13})`)); err != nil {
 		t.Fatal(err)
 	}
@@ -798,13 +805,7 @@ func TestViewer_liveRecovers(t *testing.T) {
 	const name = "live-recovers"
 	v := &ldmv1.Volume{Name: name, DataType: ldmv1.DataType_DATA_TYPE_UINT8, Shape: &ldmv1.Shape{X: 32, Y: 32, Z: 32},
 		BrickShape: &ldmv1.Shape{X: 16, Y: 16, Z: 16}, LodCount: 1}
-	if err := importVolume(ctx, c, v, bytes.NewReader(make([]byte, 32*32*32)), io.Discard, true); err != nil {
-		t.Fatal(err)
-	}
-	if err := chromedp.Do(ctx, chromedp.Navigate(base+"/?volume="+name)); err != nil {
-		t.Fatal(err)
-	}
-	waitLoaded(t, ctx, name, time.Minute)
+	openVolume(t, ctx, c, base, v, bytes.NewReader(make([]byte, 32*32*32)))
 	select {
 	case <-faults.taken:
 	case <-ctx.Done():
@@ -833,13 +834,7 @@ func TestViewer_liveResumes(t *testing.T) {
 	const name = "live-resumes"
 	v := &ldmv1.Volume{Name: name, DataType: ldmv1.DataType_DATA_TYPE_UINT8, Shape: &ldmv1.Shape{X: 32, Y: 32, Z: 32},
 		BrickShape: &ldmv1.Shape{X: 16, Y: 16, Z: 16}, LodCount: 1}
-	if err := importVolume(ctx, c, v, bytes.NewReader(make([]byte, 32*32*32)), io.Discard, true); err != nil {
-		t.Fatal(err)
-	}
-	if err := chromedp.Do(ctx, chromedp.Navigate(base+"/?volume="+name)); err != nil {
-		t.Fatal(err)
-	}
-	waitLoaded(t, ctx, name, time.Minute)
+	openVolume(t, ctx, c, base, v, bytes.NewReader(make([]byte, 32*32*32)))
 	toggle := func(on bool) {
 		js := fmt.Sprintf(`(() => { const c = document.getElementById("live"); c.checked = %v; c.dispatchEvent(new Event("change")); })()`, on)
 		if err := chromedp.Do(ctx, chromedp.Evaluate[chromedp.Void](js)); err != nil {
@@ -875,13 +870,7 @@ func TestViewer_uint32Precision(t *testing.T) {
 	}
 	v := &ldmv1.Volume{Name: name, DataType: ldmv1.DataType_DATA_TYPE_UINT32, Shape: &ldmv1.Shape{X: 16, Y: 16, Z: 16},
 		BrickShape: &ldmv1.Shape{X: 16, Y: 16, Z: 16}, LodCount: 1}
-	if err := importVolume(ctx, c, v, bytes.NewReader(buf), io.Discard, true); err != nil {
-		t.Fatal(err)
-	}
-	if err := chromedp.Do(ctx, chromedp.Navigate(base+"/?volume="+name)); err != nil {
-		t.Fatal(err)
-	}
-	waitLoaded(t, ctx, name, time.Minute)
+	openVolume(t, ctx, c, base, v, bytes.NewReader(buf))
 	if err := chromedp.Do(ctx, chromedp.Evaluate[chromedp.Void](`window.ldm.setCrosshair(false); window.ldm.setWindow(16777216.5, 1)`)); err != nil {
 		t.Fatal(err)
 	}
