@@ -152,3 +152,14 @@ var codeHints = map[connect.Code]string{
 	connect.CodePermissionDenied:  "the credentials are not allowed this call: ask the server's operator for access",
 	connect.CodeDataLoss:          "the server found corrupt data: its log names the file; restore it from a replica or backup",
 }
+
+// with connects with f's flags, calls fn with the clients and closes them
+// when fn returns.
+func (f *clientFlags) with(ctx context.Context, fn func(c *clients) error) error {
+	c, err := f.connect(ctx)
+	if err != nil {
+		return err
+	}
+	defer c.close()
+	return fn(c)
+}

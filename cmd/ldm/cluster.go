@@ -31,16 +31,16 @@ out by the leader.
 }
 
 func getServers(cmd *cobra.Command, cf *clientFlags) ([]*ldmv1.Server, error) {
-	c, err := cf.connect(cmd.Context())
-	if err != nil {
-		return nil, err
-	}
-	defer c.close()
-	res, err := c.cluster.GetServers(cmd.Context(), connect.NewRequest(&ldmv1.GetServersRequest{}))
-	if err != nil {
-		return nil, c.rpcError("get servers", err)
-	}
-	return res.Msg.GetServers(), nil
+	var servers []*ldmv1.Server
+	err := cf.with(cmd.Context(), func(c *clients) error {
+		res, err := c.cluster.GetServers(cmd.Context(), connect.NewRequest(&ldmv1.GetServersRequest{}))
+		if err != nil {
+			return c.rpcError("get servers", err)
+		}
+		servers = res.Msg.GetServers()
+		return nil
+	})
+	return servers, err
 }
 
 func newClusterStatusCommand(cf *clientFlags) *cobra.Command {
@@ -109,16 +109,13 @@ func newClusterRemoveCommand(cf *clientFlags) *cobra.Command {
 		Short: "Remove a member from the cluster (for a node that failed for good)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := cf.connect(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer c.close()
-			if _, err := c.cluster.RemoveServer(cmd.Context(), connect.NewRequest(&ldmv1.RemoveServerRequest{Id: args[0]})); err != nil {
-				return c.rpcError("remove server "+args[0], err)
-			}
-			fmt.Fprintf(cmd.ErrOrStderr(), "removed %s\n", args[0])
-			return nil
+			return cf.with(cmd.Context(), func(c *clients) error {
+				if _, err := c.cluster.RemoveServer(cmd.Context(), connect.NewRequest(&ldmv1.RemoveServerRequest{Id: args[0]})); err != nil {
+					return c.rpcError("remove server "+args[0], err)
+				}
+				fmt.Fprintf(cmd.ErrOrStderr(), "removed %s\n", args[0])
+				return nil
+			})
 		},
 	}
 }
@@ -133,17 +130,14 @@ func newClusterTransferCommand(cf *clientFlags) *cobra.Command {
 			if len(args) == 1 {
 				id = args[0]
 			}
-			c, err := cf.connect(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer c.close()
-			res, err := c.cluster.TransferLeader(cmd.Context(), connect.NewRequest(&ldmv1.TransferLeaderRequest{Id: id}))
-			if err != nil {
-				return c.rpcError("transfer leadership", err)
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "leader: %s\n", res.Msg.GetLeaderId())
-			return nil
+			return cf.with(cmd.Context(), func(c *clients) error {
+				res, err := c.cluster.TransferLeader(cmd.Context(), connect.NewRequest(&ldmv1.TransferLeaderRequest{Id: id}))
+				if err != nil {
+					return c.rpcError("transfer leadership", err)
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "leader: %s\n", res.Msg.GetLeaderId())
+				return nil
+			})
 		},
 	}
 }

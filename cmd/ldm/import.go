@@ -88,12 +88,9 @@ sends the bricks with WriteTileStream.
 			default:
 				return usageError{errors.New("give either a FILE or --demo (see 'ldm import --help')")}
 			}
-			c, err := cf.connect(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer c.close()
-			return importNew(cmd.Context(), c, v, src, cmd.ErrOrStderr(), quiet)
+			return cf.with(cmd.Context(), func(c *clients) error {
+				return importNew(cmd.Context(), c, v, src, cmd.ErrOrStderr(), quiet)
+			})
 		},
 	}
 	cf.register(cmd.Flags())

@@ -85,17 +85,14 @@ func newTileWriteCommand(cf *clientFlags) *cobra.Command {
 					return usageError{fmt.Errorf("--brick: %w", err)}
 				}
 			}
-			c, err := cf.connect(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer c.close()
-			res, err := c.tiles.WriteTile(cmd.Context(), connect.NewRequest(&ldmv1.WriteTileRequest{Volume: args[0], Tile: tile}))
-			if err != nil {
-				return c.rpcError("write tile to "+args[0], err)
-			}
-			fmt.Fprintln(cmd.OutOrStdout(), res.Msg.GetOffset())
-			return nil
+			return cf.with(cmd.Context(), func(c *clients) error {
+				res, err := c.tiles.WriteTile(cmd.Context(), connect.NewRequest(&ldmv1.WriteTileRequest{Volume: args[0], Tile: tile}))
+				if err != nil {
+					return c.rpcError("write tile to "+args[0], err)
+				}
+				fmt.Fprintln(cmd.OutOrStdout(), res.Msg.GetOffset())
+				return nil
+			})
 		},
 	}
 	cmd.Flags().StringVar(&key, "brick", "", "brick key lod,x,y,z of the tile")
@@ -114,20 +111,17 @@ func newTileReadCommand(cf *clientFlags) *cobra.Command {
 			if err != nil {
 				return usageError{fmt.Errorf("offset %q: want a non-negative integer", args[1])}
 			}
-			c, err := cf.connect(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer c.close()
-			res, err := c.tiles.ReadTile(cmd.Context(), connect.NewRequest(&ldmv1.ReadTileRequest{Volume: args[0], Offset: off}))
-			if err != nil {
-				return c.rpcError(fmt.Sprintf("read tile %s/%d", args[0], off), err)
-			}
-			if info {
-				fmt.Fprintln(cmd.OutOrStdout(), describeTile(res.Msg.GetTile()))
-				return nil
-			}
-			return writeOutput(cmd, out, res.Msg.GetTile().GetValue())
+			return cf.with(cmd.Context(), func(c *clients) error {
+				res, err := c.tiles.ReadTile(cmd.Context(), connect.NewRequest(&ldmv1.ReadTileRequest{Volume: args[0], Offset: off}))
+				if err != nil {
+					return c.rpcError(fmt.Sprintf("read tile %s/%d", args[0], off), err)
+				}
+				if info {
+					fmt.Fprintln(cmd.OutOrStdout(), describeTile(res.Msg.GetTile()))
+					return nil
+				}
+				return writeOutput(cmd, out, res.Msg.GetTile().GetValue())
+			})
 		},
 	}
 	cmd.Flags().StringVarP(&out, "output", "o", "", "write the bytes to this file instead of standard output")
@@ -143,23 +137,20 @@ func newTileStreamCommand(cf *clientFlags) *cobra.Command {
 		Short: "Print one line per tile from an offset on; --follow keeps printing new tiles",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := cf.connect(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer c.close()
-			stream, err := c.tiles.ReadTileStream(cmd.Context(), connect.NewRequest(&ldmv1.ReadTileStreamRequest{Volume: args[0], Offset: from, Follow: follow}))
-			if err != nil {
-				return c.rpcError("stream "+args[0], err)
-			}
-			defer stream.Close()
-			for stream.Receive() {
-				fmt.Fprintln(cmd.OutOrStdout(), describeTile(stream.Msg().GetTile()))
-			}
-			if err := stream.Err(); err != nil && !(errors.Is(err, cmd.Context().Err()) || connect.CodeOf(err) == connect.CodeCanceled) {
-				return c.rpcError("stream "+args[0], err)
-			}
-			return nil
+			return cf.with(cmd.Context(), func(c *clients) error {
+				stream, err := c.tiles.ReadTileStream(cmd.Context(), connect.NewRequest(&ldmv1.ReadTileStreamRequest{Volume: args[0], Offset: from, Follow: follow}))
+				if err != nil {
+					return c.rpcError("stream "+args[0], err)
+				}
+				defer stream.Close()
+				for stream.Receive() {
+					fmt.Fprintln(cmd.OutOrStdout(), describeTile(stream.Msg().GetTile()))
+				}
+				if err := stream.Err(); err != nil && !(errors.Is(err, cmd.Context().Err()) || connect.CodeOf(err) == connect.CodeCanceled) {
+					return c.rpcError("stream "+args[0], err)
+				}
+				return nil
+			})
 		},
 	}
 	cmd.Flags().Uint64Var(&from, "from", 0, "first offset")
@@ -185,20 +176,17 @@ func newBrickCommand() *cobra.Command {
 			if err != nil {
 				return usageError{err}
 			}
-			c, err := cf.connect(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer c.close()
-			res, err := c.volumes.GetBrick(cmd.Context(), connect.NewRequest(&ldmv1.GetBrickRequest{Volume: args[0], Key: key}))
-			if err != nil {
-				return c.rpcError(fmt.Sprintf("get brick %s %s", args[0], args[1]), err)
-			}
-			if info {
-				fmt.Fprintln(cmd.OutOrStdout(), describeTile(res.Msg.GetTile()))
-				return nil
-			}
-			return writeOutput(cmd, out, res.Msg.GetTile().GetValue())
+			return cf.with(cmd.Context(), func(c *clients) error {
+				res, err := c.volumes.GetBrick(cmd.Context(), connect.NewRequest(&ldmv1.GetBrickRequest{Volume: args[0], Key: key}))
+				if err != nil {
+					return c.rpcError(fmt.Sprintf("get brick %s %s", args[0], args[1]), err)
+				}
+				if info {
+					fmt.Fprintln(cmd.OutOrStdout(), describeTile(res.Msg.GetTile()))
+					return nil
+				}
+				return writeOutput(cmd, out, res.Msg.GetTile().GetValue())
+			})
 		},
 	}
 	get.Flags().StringVarP(&out, "output", "o", "", "write the voxels to this file instead of standard output")

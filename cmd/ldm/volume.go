@@ -138,16 +138,13 @@ func newVolumeCreateCommand(cf *clientFlags) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			c, err := cf.connect(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer c.close()
-			res, err := c.volumes.CreateVolume(cmd.Context(), connect.NewRequest(&ldmv1.CreateVolumeRequest{Volume: v}))
-			if err != nil {
-				return c.rpcError("create volume "+args[0], err)
-			}
-			return printJSON(cmd.OutOrStdout(), res.Msg.GetVolume())
+			return cf.with(cmd.Context(), func(c *clients) error {
+				res, err := c.volumes.CreateVolume(cmd.Context(), connect.NewRequest(&ldmv1.CreateVolumeRequest{Volume: v}))
+				if err != nil {
+					return c.rpcError("create volume "+args[0], err)
+				}
+				return printJSON(cmd.OutOrStdout(), res.Msg.GetVolume())
+			})
 		},
 	}
 	spec.register(cmd, true)
@@ -160,16 +157,13 @@ func newVolumeGetCommand(cf *clientFlags) *cobra.Command {
 		Short: "Print a volume's metadata as JSON",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := cf.connect(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer c.close()
-			res, err := c.volumes.GetVolume(cmd.Context(), connect.NewRequest(&ldmv1.GetVolumeRequest{Name: args[0]}))
-			if err != nil {
-				return c.rpcError("get volume "+args[0], err)
-			}
-			return printJSON(cmd.OutOrStdout(), res.Msg.GetVolume())
+			return cf.with(cmd.Context(), func(c *clients) error {
+				res, err := c.volumes.GetVolume(cmd.Context(), connect.NewRequest(&ldmv1.GetVolumeRequest{Name: args[0]}))
+				if err != nil {
+					return c.rpcError("get volume "+args[0], err)
+				}
+				return printJSON(cmd.OutOrStdout(), res.Msg.GetVolume())
+			})
 		},
 	}
 }
@@ -181,26 +175,23 @@ func newVolumeListCommand(cf *clientFlags) *cobra.Command {
 		Short: "List volumes",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := cf.connect(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer c.close()
-			res, err := c.volumes.ListVolumes(cmd.Context(), connect.NewRequest(&ldmv1.ListVolumesRequest{}))
-			if err != nil {
-				return c.rpcError("list volumes", err)
-			}
-			if asJSON {
-				return printJSON(cmd.OutOrStdout(), res.Msg)
-			}
-			w := tabwriter.NewWriter(cmd.OutOrStdout(), 2, 4, 2, ' ', 0)
-			fmt.Fprintln(w, "NAME\tSHAPE\tTYPE\tBRICK\tLODS\tTILES\tBYTES")
-			for _, v := range res.Msg.GetVolumes() {
-				s, b := v.GetShape(), v.GetBrickShape()
-				fmt.Fprintf(w, "%s\t%dx%dx%d\t%s\t%dx%dx%d\t%d\t%d\t%d\n", v.GetName(), s.GetX(), s.GetY(), s.GetZ(),
-					storage.DataType(v.GetDataType()), b.GetX(), b.GetY(), b.GetZ(), v.GetLodCount(), v.GetNextOffset(), v.GetSizeBytes())
-			}
-			return w.Flush()
+			return cf.with(cmd.Context(), func(c *clients) error {
+				res, err := c.volumes.ListVolumes(cmd.Context(), connect.NewRequest(&ldmv1.ListVolumesRequest{}))
+				if err != nil {
+					return c.rpcError("list volumes", err)
+				}
+				if asJSON {
+					return printJSON(cmd.OutOrStdout(), res.Msg)
+				}
+				w := tabwriter.NewWriter(cmd.OutOrStdout(), 2, 4, 2, ' ', 0)
+				fmt.Fprintln(w, "NAME\tSHAPE\tTYPE\tBRICK\tLODS\tTILES\tBYTES")
+				for _, v := range res.Msg.GetVolumes() {
+					s, b := v.GetShape(), v.GetBrickShape()
+					fmt.Fprintf(w, "%s\t%dx%dx%d\t%s\t%dx%dx%d\t%d\t%d\t%d\n", v.GetName(), s.GetX(), s.GetY(), s.GetZ(),
+						storage.DataType(v.GetDataType()), b.GetX(), b.GetY(), b.GetZ(), v.GetLodCount(), v.GetNextOffset(), v.GetSizeBytes())
+				}
+				return w.Flush()
+			})
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
@@ -213,16 +204,13 @@ func newVolumeDeleteCommand(cf *clientFlags) *cobra.Command {
 		Short: "Delete a volume and all its tiles",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := cf.connect(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer c.close()
-			if _, err := c.volumes.DeleteVolume(cmd.Context(), connect.NewRequest(&ldmv1.DeleteVolumeRequest{Name: args[0]})); err != nil {
-				return c.rpcError("delete volume "+args[0], err)
-			}
-			fmt.Fprintf(cmd.ErrOrStderr(), "deleted volume %s\n", args[0])
-			return nil
+			return cf.with(cmd.Context(), func(c *clients) error {
+				if _, err := c.volumes.DeleteVolume(cmd.Context(), connect.NewRequest(&ldmv1.DeleteVolumeRequest{Name: args[0]})); err != nil {
+					return c.rpcError("delete volume "+args[0], err)
+				}
+				fmt.Fprintf(cmd.ErrOrStderr(), "deleted volume %s\n", args[0])
+				return nil
+			})
 		},
 	}
 }
