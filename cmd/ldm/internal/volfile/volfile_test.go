@@ -582,14 +582,11 @@ func TestReadVoxels_boundedAllocation(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			var before, after runtime.MemStats
-			runtime.ReadMemStats(&before)
-			_, err = im.ReadVoxels()
-			runtime.ReadMemStats(&after)
+			d := allocatedBy(func() { _, err = im.ReadVoxels() })
 			if !errors.Is(err, ErrTruncated) {
 				t.Fatalf("ReadVoxels: %v, want ErrTruncated", err)
 			}
-			if d := after.TotalAlloc - before.TotalAlloc; d > 256<<20 {
+			if d > 256<<20 {
 				t.Fatalf("ReadVoxels allocated %d MiB for a 64-byte file", d>>20)
 			}
 		})
@@ -647,15 +644,13 @@ func TestReadVoxels_moreDataThanDeclared(t *testing.T) {
 func TestOpen_nrrd_longLine(t *testing.T) {
 	p := filepath.Join(t.TempDir(), "x.nrrd")
 	writeFile(t, p, append([]byte("NRRD0004\ntype: "), bytes.Repeat([]byte("a"), 64<<20)...), false)
-	var before, after runtime.MemStats
-	runtime.ReadMemStats(&before)
-	_, err := Open(p, Options{})
-	runtime.ReadMemStats(&after)
+	var err error
+	d := allocatedBy(func() { _, err = Open(p, Options{}) })
 	var fe *FieldError
 	if !errors.As(err, &fe) || fe.Field != "header" || !errors.Is(err, ErrFormat) {
 		t.Fatalf("Open: %v, want a malformed header", err)
 	}
-	if d := after.TotalAlloc - before.TotalAlloc; d > 16<<20 {
+	if d > 16<<20 {
 		t.Fatalf("Open allocated %d MiB for the header", d>>20)
 	}
 }
@@ -672,14 +667,11 @@ func TestReadVoxels_lineSkipLongLine(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var before, after runtime.MemStats
-	runtime.ReadMemStats(&before)
-	_, err = im.ReadVoxels()
-	runtime.ReadMemStats(&after)
+	d := allocatedBy(func() { _, err = im.ReadVoxels() })
 	if !errors.Is(err, ErrTruncated) {
 		t.Fatalf("ReadVoxels: %v, want ErrTruncated", err)
 	}
-	if d := after.TotalAlloc - before.TotalAlloc; d > 16<<20 {
+	if d > 16<<20 {
 		t.Fatalf("ReadVoxels allocated %d MiB skipping one line", d>>20)
 	}
 }
@@ -701,4 +693,14 @@ func TestOpen_nifti_pairVoxOffset(t *testing.T) {
 			t.Fatalf("gzip=%v: voxels differ: vox_offset was not applied in the .img", gz)
 		}
 	}
+}
+
+// allocatedBy returns the bytes fn allocates (the whole process's, so callers
+// are not parallel tests).
+func allocatedBy(fn func()) uint64 {
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	fn()
+	runtime.ReadMemStats(&after)
+	return after.TotalAlloc - before.TotalAlloc
 }
