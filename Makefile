@@ -43,6 +43,7 @@ check-bundle: web/node_modules/.installed
 lint: web/node_modules/.installed
 	$(BUF) lint
 	$(BUF) format --diff --exit-code
+	@files=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$files" ]; then echo "gofmt would change: $$files (run gofmt -w)"; exit 1; fi
 
 # breaking compares the API with the previous commit (skipped on the first).
 breaking: web/node_modules/.installed
