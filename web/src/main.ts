@@ -83,7 +83,12 @@ class App {
     proto.value = params.get("protocol") === "grpc-web" ? "grpc-web" : "connect";
     const token = $<HTMLInputElement>("token");
     token.value = sessionStorage.getItem("ldm-token") ?? "";
+    // A token is applied once: the input's own change event on blur must not
+    // reload the list again (re-rendering it under a click swallows the click).
+    let appliedToken = token.value;
     token.addEventListener("change", () => {
+      if (token.value === appliedToken) return;
+      appliedToken = token.value;
       sessionStorage.setItem("ldm-token", token.value);
       void this.refresh();
     });
