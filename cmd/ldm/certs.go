@@ -7,7 +7,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/xcheng85/go-ldm/cmd/ldm/internal/pki"
+	"github.com/xcheng85/go-ldm/internal/pki"
 )
 
 func init() { registerCommand(newCertsCommand) }

@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/xcheng85/go-ldm/cmd/ldm/internal/pki"
+	"github.com/xcheng85/go-ldm/internal/pki"
 	"github.com/xcheng85/go-ldm/service/auth"
 )
 

@@ -13,8 +13,8 @@ import (
 
 	"connectrpc.com/connect"
 
-	"github.com/xcheng85/go-ldm/cmd/ldm/internal/volume"
 	ldmv1 "github.com/xcheng85/go-ldm/gen/ldm/v1"
+	"github.com/xcheng85/go-ldm/pyramid"
 )
 
 // TestCLI_every_client_command runs each client subcommand in-process
@@ -68,7 +68,7 @@ func TestCLI_every_client_command(t *testing.T) {
 			}
 			// The demo volume's LOD 0 brick (1,1,1) holds voxels 64..127.
 			brick := ldm("", "brick", "get", "demo", "0,1,1,1")
-			if len(brick) != 64*64*64 || brick[((80-64)*64+(80-64))*64+(80-64)] != volume.PhantomCube {
+			if len(brick) != 64*64*64 || brick[((80-64)*64+(80-64))*64+(80-64)] != pyramid.PhantomCube {
 				t.Fatalf("demo brick (1,1,1): %d bytes, voxel (80,80,80) = %d", len(brick), brick[((80-64)*64+(80-64))*64+(80-64)])
 			}
 			ldm("", "import", "--demo", "--name", "phantom-"+proto, "-q")

@@ -7,7 +7,7 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/xcheng85/go-ldm/cmd/ldm/internal/volume"
+	"github.com/xcheng85/go-ldm/pyramid"
 	"github.com/xcheng85/go-ldm/service"
 	"github.com/xcheng85/go-ldm/storage"
 )
@@ -28,7 +28,7 @@ func ensureDemo(ctx context.Context, tiles service.Tiles, logger *slog.Logger) e
 		return err
 	}
 	start := time.Now()
-	meta := volume.PhantomMeta(demoVolume)
+	meta := pyramid.PhantomMeta(demoVolume)
 	if _, err := tiles.CreateVolume(ctx, meta); err != nil {
 		return err
 	}
@@ -41,7 +41,7 @@ func ensureDemo(ctx context.Context, tiles service.Tiles, logger *slog.Logger) e
 		batch = batch[:0]
 		return err
 	}
-	err := volume.Cut(volume.Phantom(), meta, func(b volume.Brick) error {
+	err := pyramid.Cut(pyramid.Phantom(), meta, func(b pyramid.Brick) error {
 		batch = append(batch, storage.Tile{Value: b.Value, HasKey: true, Key: b.Key})
 		if len(batch) == demoBatch {
 			return flush()
@@ -54,6 +54,6 @@ func ensureDemo(ctx context.Context, tiles service.Tiles, logger *slog.Logger) e
 	if err != nil {
 		return fmt.Errorf("write the demo bricks: %w", err)
 	}
-	logger.Info("created the demo volume", "volume", demoVolume, "bricks", volume.BrickCount(meta), "elapsed", time.Since(start).Round(time.Millisecond))
+	logger.Info("created the demo volume", "volume", demoVolume, "bricks", pyramid.BrickCount(meta), "elapsed", time.Since(start).Round(time.Millisecond))
 	return nil
 }

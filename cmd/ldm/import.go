@@ -12,8 +12,8 @@ import (
 	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
 
-	"github.com/xcheng85/go-ldm/cmd/ldm/internal/volume"
 	ldmv1 "github.com/xcheng85/go-ldm/gen/ldm/v1"
+	"github.com/xcheng85/go-ldm/pyramid"
 	"github.com/xcheng85/go-ldm/storage"
 )
 
@@ -53,13 +53,13 @@ sends the bricks with WriteTileStream.
 				if name == "" {
 					name = demoVolume
 				}
-				m := volume.PhantomMeta(name)
+				m := pyramid.PhantomMeta(name)
 				v = &ldmv1.Volume{
 					Name: m.Name, DataType: ldmv1.DataType(m.DataType), LodCount: m.LODCount, Spacing: m.Spacing, Labels: m.Labels,
 					Shape:      &ldmv1.Shape{X: m.Shape.X, Y: m.Shape.Y, Z: m.Shape.Z},
 					BrickShape: &ldmv1.Shape{X: m.BrickShape.X, Y: m.BrickShape.Y, Z: m.BrickShape.Z},
 				}
-				src = volume.Phantom()
+				src = pyramid.Phantom()
 			case !demo && len(args) == 1:
 				if name == "" {
 					return usageError{errors.New("--name is required: the name of the new volume")}
@@ -146,7 +146,7 @@ func importVolume(ctx context.Context, c *clients, v *ldmv1.Volume, src io.Reade
 	if err := meta.Normalize(); err != nil {
 		return err
 	}
-	count := volume.BrickCount(meta)
+	count := pyramid.BrickCount(meta)
 	brickBytes := int64(meta.BrickShape.X) * int64(meta.BrickShape.Y) * int64(meta.BrickShape.Z) * int64(meta.DataType.Size())
 	total := int64(count) * brickBytes
 	out := w
@@ -184,7 +184,7 @@ func importVolume(ctx context.Context, c *clients, v *ldmv1.Volume, src io.Reade
 	}()
 	first := true
 	start := time.Now()
-	sendErr := volume.Cut(src, meta, func(b volume.Brick) error {
+	sendErr := pyramid.Cut(src, meta, func(b pyramid.Brick) error {
 		req := &ldmv1.WriteTileStreamRequest{Tile: &ldmv1.Tile{Value: b.Value, Key: &ldmv1.BrickKey{Lod: b.Key.LOD, X: b.Key.X, Y: b.Key.Y, Z: b.Key.Z}}}
 		if first {
 			req.Volume = meta.Name

@@ -19,9 +19,9 @@ import (
 	"connectrpc.com/connect"
 	"github.com/spf13/cobra"
 
-	"github.com/xcheng85/go-ldm/cmd/ldm/internal/volfile"
 	ldmv1 "github.com/xcheng85/go-ldm/gen/ldm/v1"
 	"github.com/xcheng85/go-ldm/storage"
+	"github.com/xcheng85/go-ldm/volfile"
 )
 
 // fileFlags are the flags of `ldm import` for files with a header (NIfTI-1,

@@ -17,11 +17,11 @@ import (
 
 	"connectrpc.com/connect"
 
-	"github.com/xcheng85/go-ldm/cmd/ldm/internal/volfile"
 	ldmv1 "github.com/xcheng85/go-ldm/gen/ldm/v1"
 	"github.com/xcheng85/go-ldm/gen/ldm/v1/ldmv1connect"
 	"github.com/xcheng85/go-ldm/service"
 	"github.com/xcheng85/go-ldm/storage"
+	"github.com/xcheng85/go-ldm/volfile"
 )
 
 // testServerAddr is the context key under which startTestServer's serve

@@ -11,8 +11,8 @@ import (
 
 	"github.com/chromedp/chromedp"
 
-	"github.com/xcheng85/go-ldm/cmd/ldm/internal/volume"
 	ldmv1 "github.com/xcheng85/go-ldm/gen/ldm/v1"
+	"github.com/xcheng85/go-ldm/pyramid"
 	"github.com/xcheng85/go-ldm/storage"
 )
 
@@ -79,12 +79,12 @@ func BenchmarkViewer_load(b *testing.B) {
 func benchVolume(n uint32, dt storage.DataType) io.ReaderAt {
 	size := dt.Size()
 	buf := make([]byte, int(n)*int(n)*int(n)*size)
-	s := float64(volume.PhantomSize) / float64(n)
+	s := float64(pyramid.PhantomSize) / float64(n)
 	i := 0
 	for z := range int(n) {
 		for y := range int(n) {
 			for x := range int(n) {
-				v := uint32(volume.PhantomValue(int(float64(x)*s), int(float64(y)*s), int(float64(z)*s)))
+				v := uint32(pyramid.PhantomValue(int(float64(x)*s), int(float64(y)*s), int(float64(z)*s)))
 				switch size {
 				case 1:
 					buf[i] = byte(v)

@@ -20,8 +20,8 @@ import (
 	"github.com/chromedp/chromedp"
 	"github.com/chromedp/chromedp/kb"
 
-	"github.com/xcheng85/go-ldm/cmd/ldm/internal/volume"
 	ldmv1 "github.com/xcheng85/go-ldm/gen/ldm/v1"
+	"github.com/xcheng85/go-ldm/pyramid"
 	"github.com/xcheng85/go-ldm/service"
 	"github.com/xcheng85/go-ldm/storage"
 	"github.com/xcheng85/go-ldm/web"
@@ -241,12 +241,12 @@ func TestViewer_browser(t *testing.T) {
 		for axis, at := range planes {
 			pts := known[axis]
 			for range 400 {
-				pts = append(pts, at(rng.IntN(volume.PhantomSize), rng.IntN(volume.PhantomSize)))
+				pts = append(pts, at(rng.IntN(pyramid.PhantomSize), rng.IntN(pyramid.PhantomSize)))
 			}
 			px := slicePixels(t, ctx, axis, pts)
 			bad := 0
 			for i, p := range pts {
-				want := volume.PhantomValue(p.X, p.Y, p.Z)
+				want := pyramid.PhantomValue(p.X, p.Y, p.Z)
 				seen[want] = true
 				if !grayMatches(px[i], int(want), 1) {
 					bad++
@@ -259,7 +259,7 @@ func TestViewer_browser(t *testing.T) {
 				t.Errorf("view %s: %d of %d pixels differ from the phantom", axis, bad, len(pts))
 			}
 		}
-		for _, v := range []uint8{volume.PhantomBackground, volume.PhantomBody, volume.PhantomCore, volume.PhantomRod, volume.PhantomCube, volume.PhantomBead} {
+		for _, v := range []uint8{pyramid.PhantomBackground, pyramid.PhantomBody, pyramid.PhantomCore, pyramid.PhantomRod, pyramid.PhantomCube, pyramid.PhantomBead} {
 			if !seen[v] {
 				t.Errorf("no sampled voxel had the phantom value %d", v)
 			}
@@ -280,8 +280,8 @@ func TestViewer_browser(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !strings.Contains(text, "voxel (128, 128, 128)") || !strings.Contains(text, fmt.Sprintf("value %d", volume.PhantomCore)) {
-			t.Fatalf("cursor readout %q, want voxel (128, 128, 128) and value %d", text, volume.PhantomCore)
+		if !strings.Contains(text, "voxel (128, 128, 128)") || !strings.Contains(text, fmt.Sprintf("value %d", pyramid.PhantomCore)) {
+			t.Fatalf("cursor readout %q, want voxel (128, 128, 128) and value %d", text, pyramid.PhantomCore)
 		}
 	})
 
@@ -309,7 +309,7 @@ func TestViewer_browser(t *testing.T) {
 			t.Fatal(err)
 		}
 		px = slicePixels(t, ctx, "z", []voxel{{176, 128, 128}})
-		want := lut[4*int(volume.PhantomRod) : 4*int(volume.PhantomRod)+4]
+		want := lut[4*int(pyramid.PhantomRod) : 4*int(pyramid.PhantomRod)+4]
 		if px[0][0] != want[0] || px[0][1] != want[1] || px[0][2] != want[2] {
 			t.Errorf("hot colormap, rod voxel: pixel %v, want %v", px[0], want)
 		}
@@ -324,8 +324,8 @@ func TestViewer_browser(t *testing.T) {
 		// its (x, y) column.
 		mip := func(x, y int) int {
 			m := 0
-			for z := range volume.PhantomSize {
-				m = max(m, int(volume.PhantomValue(x, y, z)))
+			for z := range pyramid.PhantomSize {
+				m = max(m, int(pyramid.PhantomValue(x, y, z)))
 			}
 			return m
 		}
@@ -378,7 +378,7 @@ func TestViewer_browser(t *testing.T) {
 			t.Fatal(err)
 		}
 		waitIdle(t, ctx)
-		b := bytes.Repeat([]byte{fill}, volume.PhantomBrick*volume.PhantomBrick*volume.PhantomBrick)
+		b := bytes.Repeat([]byte{fill}, pyramid.PhantomBrick*pyramid.PhantomBrick*pyramid.PhantomBrick)
 		_, err := c.tiles.WriteTile(ctx, connect.NewRequest(&ldmv1.WriteTileRequest{Volume: "demo", Tile: &ldmv1.Tile{Value: b, Key: &ldmv1.BrickKey{Lod: 0, X: 1, Y: 1, Z: 2}}}))
 		if err != nil {
 			t.Fatal(err)
@@ -389,7 +389,7 @@ func TestViewer_browser(t *testing.T) {
 		}
 		waitIdle(t, ctx)
 		px := slicePixels(t, ctx, "z", []voxel{{100, 100, 128}, {127, 127, 128}, {130, 100, 128}, {100, 60, 128}})
-		for i, want := range []int{fill, fill, int(volume.PhantomValue(130, 100, 128)), int(volume.PhantomValue(100, 60, 128))} {
+		for i, want := range []int{fill, fill, int(pyramid.PhantomValue(130, 100, 128)), int(pyramid.PhantomValue(100, 60, 128))} {
 			if !grayMatches(px[i], want, 1) {
 				t.Errorf("after the live write, pixel %d = %v, want gray %d", i, px[i], want)
 			}
@@ -432,7 +432,7 @@ func TestViewer_browser(t *testing.T) {
 		waitIdle(t, ctx)
 		pts := []voxel{{128, 40, 128}, {176, 128, 128}, {5, 5, 128}, {100, 100, 128}}
 		px := slicePixels(t, ctx, "z", pts)
-		for i, want := range []int{int(volume.PhantomBody), int(volume.PhantomRod), 0, 77} { // (100,100,128) has the live-written brick
+		for i, want := range []int{int(pyramid.PhantomBody), int(pyramid.PhantomRod), 0, 77} { // (100,100,128) has the live-written brick
 			if !grayMatches(px[i], want, 1) {
 				t.Errorf("over gRPC-Web, voxel %v: pixel %v, want gray %d", pts[i], px[i], want)
 			}
@@ -694,7 +694,7 @@ func TestViewer_reprioritise(t *testing.T) {
 	pts := []voxel{{128, 128, 128}, {176, 128, 128}, {5, 5, 128}, {80, 80, 128}}
 	px := slicePixels(t, ctx, "z", pts)
 	for i, p := range pts {
-		if want := int(volume.PhantomValue(p.X, p.Y, p.Z)); !grayMatches(px[i], want, 1) {
+		if want := int(pyramid.PhantomValue(p.X, p.Y, p.Z)); !grayMatches(px[i], want, 1) {
 			t.Errorf("voxel %v: pixel %v, want gray %d", p, px[i], want)
 		}
 	}

@@ -19,7 +19,7 @@ import (
 )
 
 // testPKI is a CA for tests, with its files in a temporary directory.
-// (cmd/ldm/internal/pki makes the production certificates; an internal
+// (internal/pki makes the production certificates; an internal
 // package cannot be imported from here.)
 type testPKI struct {
 	dir    string

@@ -10,7 +10,7 @@ import (
 )
 
 // The seed corpus lives in testdata/fuzz; run a target with, for example,
-// go test -run '^$' -fuzz FuzzParseNRRDHeader -fuzztime 30s -fuzzminimizetime 2s ./cmd/ldm/internal/volfile
+// go test -run '^$' -fuzz FuzzParseNRRDHeader -fuzztime 30s -fuzzminimizetime 2s ./volfile
 // (without -fuzzminimizetime, minimizing one large new input can take most
 // of a short run, so FuzzOpen reports almost no executions).
 

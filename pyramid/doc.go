@@ -1,4 +1,4 @@
-// Package volume turns a raw volume (voxels little-endian, x fastest, then
+// Package pyramid turns a raw volume (voxels little-endian, x fastest, then
 // y, then z) into the bricks of a go-ldm volume: it cuts each level of
 // detail into bricks and builds the LOD pyramid, each level the mean of
 // 2x2x2 voxels of the level below (fewer at odd edges), so level l has
@@ -10,4 +10,4 @@
 // Cut reads the source in slabs of z-planes, so memory follows the slab
 // (x * y * brick.z * 2^(lods-1) voxels), not the volume. The package also
 // defines the demo phantom (see PhantomValue).
-package volume
+package pyramid
