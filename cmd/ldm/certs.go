@@ -10,8 +10,6 @@ import (
 	"github.com/xcheng85/go-ldm/internal/pki"
 )
 
-func init() { registerCommand(newCertsCommand) }
-
 // newCertsCommand is `ldm certs`: a small certificate authority for TLS
 // and mutual TLS.
 func newCertsCommand() *cobra.Command {

@@ -1,11 +1,9 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"os"
 	"strings"
-	"sync"
 
 	"connectrpc.com/connect"
 	"github.com/spf13/pflag"
@@ -22,28 +20,6 @@ type clientSecurityFlags struct {
 	user              string
 }
 
-// clientSecurity maps the flag set of each client command to its
-// clientSecurityFlags.
-var clientSecurity sync.Map // *pflag.FlagSet -> *clientSecurityFlags
-
-func init() {
-	registerClientHook(&clientHook{
-		Name: "security",
-		Flags: func(fs *pflag.FlagSet) {
-			f := &clientSecurityFlags{}
-			f.register(fs)
-			clientSecurity.Store(fs, f)
-		},
-		Configure: func(ctx context.Context, c *clientSetup) error {
-			f, ok := clientSecurity.Load(c.FlagSet)
-			if !ok {
-				return errors.New("the security flags are not registered on this command")
-			}
-			return f.(*clientSecurityFlags).configure(ctx, c)
-		},
-	})
-}
-
 func (f *clientSecurityFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&f.cacert, "cacert", "", "PEM CA bundle that verifies the server (default: the system roots)")
 	fs.StringVar(&f.cert, "cert", "", "PEM client certificate for mutual TLS")
@@ -53,7 +29,8 @@ func (f *clientSecurityFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&f.user, "user", "", "Basic user name; the password comes from LDM_PASSWORD")
 }
 
-func (f *clientSecurityFlags) configure(_ context.Context, c *clientSetup) error {
+// configure adds TLS and credentials from the flags to c.
+func (f *clientSecurityFlags) configure(c *clientSetup) error {
 	if f.certKey != "" {
 		if f.key != "" && f.key != f.certKey {
 			return usageError{errors.New("--key and --cert-key differ")}

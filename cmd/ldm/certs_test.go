@@ -17,19 +17,6 @@ import (
 	"github.com/xcheng85/go-ldm/service/auth"
 )
 
-// securityTestAddr is the context key under which the test serve hook
-// reports the address of a server started by startSecureServer.
-type securityTestAddr struct{}
-
-func init() {
-	registerServeHook(&serveHook{Name: "security-test-address", Mount: func(ctx context.Context, env *serveEnv) error {
-		if ch, ok := ctx.Value(securityTestAddr{}).(chan string); ok {
-			ch <- env.AdvertiseAddr
-		}
-		return nil
-	}})
-}
-
 // ldmCmd runs one ldm command line in-process and returns its standard
 // output and error.
 func ldmCmd(tb testing.TB, stdin string, args ...string) (string, string, error) {
@@ -44,34 +31,6 @@ func ldmCmd(tb testing.TB, stdin string, args ...string) (string, string, error)
 	defer cancel()
 	err := root.ExecuteContext(ctx)
 	return out.String(), errOut.String(), err
-}
-
-// startSecureServer runs `ldm serve` in-process with flags (which must
-// include --addr) and returns its address, or the error it exited with.
-func startSecureServer(tb testing.TB, flags ...string) (string, error) {
-	tb.Helper()
-	addrc := make(chan string, 1)
-	ctx, cancel := context.WithCancel(context.WithValue(context.Background(), securityTestAddr{}, addrc))
-	done := make(chan error, 1)
-	args := append([]string{"serve", "--data", tb.TempDir(), "--log-level", "error", "--log-format", "json"}, flags...)
-	go func() { done <- run(ctx, args) }()
-	select {
-	case addr := <-addrc:
-		tb.Cleanup(func() {
-			cancel()
-			if err := <-done; err != nil {
-				tb.Errorf("ldm serve: %v", err)
-			}
-		})
-		return addr, nil
-	case err := <-done:
-		cancel()
-		return "", err
-	case <-time.After(60 * time.Second):
-		cancel()
-		tb.Fatal("ldm serve did not start within 60s")
-	}
-	return "", nil
 }
 
 // makePKI runs `ldm certs` to make a CA, a server certificate for

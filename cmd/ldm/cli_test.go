@@ -222,25 +222,24 @@ func TestServe_env_sets_flags(t *testing.T) {
 }
 
 // TestServe_graceful_shutdown cancels a running `ldm serve` with a follow
-// stream open: the stream ends cleanly, run returns nil, and the data is
+// stream open: the stream ends cleanly, Serve returns nil, and the data is
 // there after a restart on the same directory (the demo is not created
 // twice).
 func TestServe_graceful_shutdown(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	addrc := make(chan string, 1)
-	ctx, cancel := context.WithCancel(context.WithValue(context.Background(), testServerAddr{}, addrc))
-	done := make(chan error, 1)
-	go func() {
-		done <- run(ctx, []string{"serve", "--addr", "127.0.0.1:0", "--data", dir, "--demo", "--log-level", "error", "--log-format", "json"})
-	}()
-	var base string
-	select {
-	case addr := <-addrc:
-		base = "http://" + addr
-	case err := <-done:
-		t.Fatalf("ldm serve exited: %v", err)
+	cfg, err := serveConfig(t, "--addr", "127.0.0.1:0", "--data", dir, "--demo", "--log-level", "error", "--log-format", "json")
+	if err != nil {
+		t.Fatal(err)
 	}
+	s, err := newServer(context.Background(), cfg)
+	if err != nil {
+		t.Fatalf("ldm serve: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ctx) }()
+	base := s.URL()
 	c := testClients(t, base)
 	follow, err := c.tiles.ReadTileStream(context.Background(), connect.NewRequest(&ldmv1.ReadTileStreamRequest{Volume: "demo", Offset: 73, Follow: true}))
 	if err != nil {

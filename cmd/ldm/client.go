@@ -17,55 +17,31 @@ import (
 	"github.com/xcheng85/go-ldm/service"
 )
 
-// clientFlags are the flags every client subcommand shares. Hooks
-// registered with registerClientHook add more (TLS files, tokens).
+// clientFlags are the flags every client subcommand shares: the server,
+// the protocol, and TLS files and credentials.
 type clientFlags struct {
 	server   string
 	protocol string
-	fs       *pflag.FlagSet
+	security clientSecurityFlags
 }
 
-// clientSetup is what a client hook configures before the connection is
-// made.
+// clientSetup is what a client command connects with.
 type clientSetup struct {
 	// BaseURL is the server URL from --server (http:// or https://).
 	BaseURL string
 	// TLSConfig is used for https:// URLs; nil means the system roots.
 	TLSConfig *tls.Config
-	// Options are the connect client options; the protocol option from
-	// --protocol is already in. Hooks may add interceptors (for example
-	// one that sets an Authorization header).
+	// Options are the connect client options: the protocol, message
+	// limits and credentials.
 	Options []connect.ClientOption
-	// FlagSet holds the flags of this client command. Hooks whose Flags
-	// bind per-command state find it by this key.
-	FlagSet *pflag.FlagSet
 }
-
-// clientHook extends the client subcommands. Any field may be nil.
-type clientHook struct {
-	Name string
-	// Flags registers the hook's flags on every client subcommand.
-	Flags func(fs *pflag.FlagSet)
-	// Configure runs when a client subcommand connects.
-	Configure func(ctx context.Context, c *clientSetup) error
-}
-
-var clientHooks []*clientHook
-
-// registerClientHook adds a client hook; call it from init.
-func registerClientHook(h *clientHook) { clientHooks = append(clientHooks, h) }
 
 // register adds the client flags to fs (the persistent flags of a command
 // group, so every subcommand has them).
 func (f *clientFlags) register(fs *pflag.FlagSet) {
-	f.fs = fs
 	fs.StringVar(&f.server, "server", "http://127.0.0.1:8080", "URL of the ldm server (http:// or https://)")
 	fs.StringVar(&f.protocol, "protocol", "connect", "RPC protocol: connect, grpc or grpcweb")
-	for _, h := range clientHooks {
-		if h.Flags != nil {
-			h.Flags(fs)
-		}
-	}
+	f.security.register(fs)
 }
 
 // clients are the ldm.v1 clients of one server.
@@ -80,13 +56,13 @@ type clients struct {
 // close releases idle connections.
 func (c *clients) close() { c.http.CloseIdleConnections() }
 
-// connect builds the clients from the flags and the client hooks.
+// connect builds the clients from the flags.
 func (f *clientFlags) connect(ctx context.Context) (*clients, error) {
 	u, err := url.Parse(f.server)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return nil, usageError{fmt.Errorf("--server %q: want a URL such as http://127.0.0.1:8080", f.server)}
 	}
-	setup := &clientSetup{BaseURL: strings.TrimSuffix(f.server, "/"), FlagSet: f.fs}
+	setup := &clientSetup{BaseURL: strings.TrimSuffix(f.server, "/")}
 	switch f.protocol {
 	case "connect":
 	case "grpc":
@@ -97,12 +73,8 @@ func (f *clientFlags) connect(ctx context.Context) (*clients, error) {
 		return nil, usageError{fmt.Errorf("--protocol %q: want connect, grpc or grpcweb", f.protocol)}
 	}
 	setup.Options = append(setup.Options, connect.WithReadMaxBytes(1<<31-1), connect.WithSendMaxBytes(1<<31-1))
-	for _, h := range clientHooks {
-		if h.Configure != nil {
-			if err := h.Configure(ctx, setup); err != nil {
-				return nil, fmt.Errorf("%s: %w", h.Name, err)
-			}
-		}
+	if err := f.security.configure(setup); err != nil {
+		return nil, fmt.Errorf("security: %w", err)
 	}
 	hc := &http.Client{Transport: service.NewTransport(setup.TLSConfig)}
 	return &clients{

@@ -10,8 +10,6 @@ import (
 	ldmv1 "github.com/xcheng85/go-ldm/gen/ldm/v1"
 )
 
-func init() { registerCommand(newClusterCommand) }
-
 func newClusterCommand() *cobra.Command {
 	cf := &clientFlags{}
 	cmd := &cobra.Command{

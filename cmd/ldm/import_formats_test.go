@@ -13,7 +13,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"connectrpc.com/connect"
 
@@ -23,52 +22,6 @@ import (
 	"github.com/xcheng85/go-ldm/storage"
 	"github.com/xcheng85/go-ldm/volfile"
 )
-
-// testServerAddr is the context key under which startTestServer's serve
-// hook reports the address `ldm serve` listens on.
-type testServerAddr struct{}
-
-func init() {
-	registerServeHook(&serveHook{Name: "test-address", Mount: func(ctx context.Context, env *serveEnv) error {
-		if ch, ok := ctx.Value(testServerAddr{}).(chan string); ok {
-			ch <- env.AdvertiseAddr
-		}
-		return nil
-	}})
-}
-
-// startTestServer runs `ldm serve` in-process on 127.0.0.1:0 with extra
-// flags and returns its base URL. The server stops at the end of the test.
-func startTestServer(tb testing.TB, flags ...string) string {
-	tb.Helper()
-	return startTestServerCtx(tb, context.Background(), flags...)
-}
-
-// startTestServerCtx is startTestServer with a parent context, whose values
-// serve hooks of tests may read.
-func startTestServerCtx(tb testing.TB, parent context.Context, flags ...string) string {
-	tb.Helper()
-	addrc := make(chan string, 1)
-	ctx, cancel := context.WithCancel(context.WithValue(parent, testServerAddr{}, addrc))
-	done := make(chan error, 1)
-	args := append([]string{"serve", "--addr", "127.0.0.1:0", "--data", tb.TempDir(), "--log-level", "error", "--log-format", "json"}, flags...)
-	go func() { done <- run(ctx, args) }()
-	tb.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			tb.Errorf("ldm serve: %v", err)
-		}
-	})
-	select {
-	case addr := <-addrc:
-		return "http://" + addr
-	case err := <-done:
-		tb.Fatalf("ldm serve exited: %v", err)
-	case <-time.After(60 * time.Second):
-		tb.Fatal("ldm serve did not start within 60s")
-	}
-	return ""
-}
 
 // testClients returns Connect clients of a test server (plain HTTP, no
 // client hooks).

@@ -47,18 +47,11 @@ LDM_MAX_TILE_BYTES.`,
 	root.AddCommand(newTileCommand())
 	root.AddCommand(newBrickCommand())
 	root.AddCommand(newImportCommand())
-	for _, add := range extraCommands {
-		root.AddCommand(add())
-	}
+	root.AddCommand(newClusterCommand())
+	root.AddCommand(newCertsCommand())
+	root.AddCommand(newTokenCommand())
 	return root
 }
-
-// extraCommands lets other files add top-level subcommands from init
-// (for example `ldm certs` or `ldm cluster`).
-var extraCommands []func() *cobra.Command
-
-// registerCommand adds a top-level subcommand; call it from init.
-func registerCommand(newCmd func() *cobra.Command) { extraCommands = append(extraCommands, newCmd) }
 
 // flagsFromEnv sets every flag of cmd that was not given on the command
 // line from its LDM_* environment variable, if set.

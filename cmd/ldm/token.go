@@ -14,8 +14,6 @@ import (
 	"github.com/xcheng85/go-ldm/service/auth"
 )
 
-func init() { registerCommand(newTokenCommand) }
-
 // newTokenCommand is `ldm token`: bearer tokens and Basic users.
 func newTokenCommand() *cobra.Command {
 	cmd := &cobra.Command{

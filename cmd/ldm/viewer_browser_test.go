@@ -22,6 +22,7 @@ import (
 
 	ldmv1 "github.com/xcheng85/go-ldm/gen/ldm/v1"
 	"github.com/xcheng85/go-ldm/pyramid"
+	"github.com/xcheng85/go-ldm/server"
 	"github.com/xcheng85/go-ldm/service"
 	"github.com/xcheng85/go-ldm/storage"
 	"github.com/xcheng85/go-ldm/web"
@@ -615,12 +616,9 @@ func TestViewer_token(t *testing.T) {
 	}
 }
 
-// gatedReads is the context key of a channel that gates the server's tile
-// reads: each Read takes one value from it (a closed channel lets every read
-// through). Tests use it to hold a stream part-way, deterministically.
-type gatedReads struct{}
-
-// gatedTiles passes every call to Tiles, but each Read waits for the gate.
+// gatedTiles passes every call to Tiles, but each Read takes one value from
+// gate first (a closed channel lets every read through). Tests use it to
+// hold a stream part-way, deterministically.
 type gatedTiles struct {
 	service.Tiles
 	gate <-chan struct{}
@@ -635,15 +633,6 @@ func (g *gatedTiles) Read(volume string, offset uint64) (storage.Tile, error) {
 	return g.Tiles.Read(volume, offset)
 }
 
-func init() {
-	registerServeHook(&serveHook{Name: "test-gated-reads", Setup: func(ctx context.Context, env *serveEnv) error {
-		if gate, ok := ctx.Value(gatedReads{}).(chan struct{}); ok {
-			env.Tiles = &gatedTiles{Tiles: env.Tiles, gate: gate}
-		}
-		return nil
-	}})
-}
-
 // TestViewer_reprioritise holds the demo's stream after its coarse levels,
 // moves the slices to a far corner, and checks that the viewer cancels the
 // stream and starts one whose first full-resolution brick is the one at the
@@ -654,7 +643,9 @@ func TestViewer_reprioritise(t *testing.T) {
 	for range coarse {
 		gate <- struct{}{}
 	}
-	base := startTestServerCtx(t, context.WithValue(context.Background(), gatedReads{}, gate), "--demo")
+	base := startTestServerWith(t, func(c *server.Config) {
+		c.Tiles = &gatedTiles{Tiles: openTestStore(t, c), gate: gate}
+	}, "--demo")
 	ctx := newBrowser(t, 1280, 800)
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
@@ -754,10 +745,6 @@ func TestViewer_floatNonFinite(t *testing.T) {
 	}
 }
 
-// failingWaits is the context key of a *waitFaults: the server's follow
-// Waits fail with its queued errors, then wait as usual.
-type failingWaits struct{}
-
 // waitFaults holds the errors for Wait to return, one per call, and tells
 // the test on taken each time one is used.
 type waitFaults struct {
@@ -782,22 +769,15 @@ func (w *failingWaitTiles) Wait(ctx context.Context, volume string, offset uint6
 	}
 }
 
-func init() {
-	registerServeHook(&serveHook{Name: "test-failing-waits", Setup: func(ctx context.Context, env *serveEnv) error {
-		if f, ok := ctx.Value(failingWaits{}).(*waitFaults); ok {
-			env.Tiles = &failingWaitTiles{Tiles: env.Tiles, f: f}
-		}
-		return nil
-	}})
-}
-
 // TestViewer_liveRecovers fails the viewer's live stream once with a
 // transient error (Unavailable) and checks that live mode follows again: a
 // brick written afterwards appears without a reload.
 func TestViewer_liveRecovers(t *testing.T) {
 	faults := &waitFaults{errs: make(chan error, 1), taken: make(chan struct{}, 1)}
 	faults.errs <- fmt.Errorf("leader changing: %w", storage.ErrNotLeader)
-	base := startTestServerCtx(t, context.WithValue(context.Background(), failingWaits{}, faults))
+	base := startTestServerWith(t, func(c *server.Config) {
+		c.Tiles = &failingWaitTiles{Tiles: openTestStore(t, c), f: faults}
+	})
 	c := testClients(t, base)
 	ctx := newBrowser(t, 1280, 800)
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
@@ -884,10 +864,6 @@ func TestViewer_uint32Precision(t *testing.T) {
 	}
 }
 
-// failingReads is the context key of a *readFaults: the server's tile reads
-// fail with its queued errors, then read as usual.
-type failingReads struct{}
-
 // readFaults holds the errors for Read to return, one per call.
 type readFaults struct{ errs chan error }
 
@@ -910,21 +886,14 @@ func (r *failingReadTiles) Read(volume string, offset uint64) (storage.Tile, err
 	}
 }
 
-func init() {
-	registerServeHook(&serveHook{Name: "test-failing-reads", Setup: func(ctx context.Context, env *serveEnv) error {
-		if f, ok := ctx.Value(failingReads{}).(*readFaults); ok {
-			env.Tiles = &failingReadTiles{Tiles: env.Tiles, f: f}
-		}
-		return nil
-	}})
-}
-
 // TestViewer_streamRecovers fails the first brick read with a transient
 // error (Unavailable): the viewer streams again and loads the whole volume,
 // without the user moving a slice or reopening it.
 func TestViewer_streamRecovers(t *testing.T) {
 	faults := &readFaults{errs: make(chan error, 1)}
-	base := startTestServerCtx(t, context.WithValue(context.Background(), failingReads{}, faults), "--demo")
+	base := startTestServerWith(t, func(c *server.Config) {
+		c.Tiles = &failingReadTiles{Tiles: openTestStore(t, c), f: faults}
+	}, "--demo")
 	faults.errs <- fmt.Errorf("leader changing: %w", storage.ErrNotLeader) // armed once the demo is written
 	ctx := newBrowser(t, 1280, 800)
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)

@@ -1,4 +1,4 @@
-package main
+package server
 
 import (
 	"context"
@@ -12,23 +12,21 @@ import (
 	"github.com/xcheng85/go-ldm/storage"
 )
 
-// demoVolume is the name of the volume `ldm serve --demo` creates.
-const demoVolume = "demo"
-
 // demoBatch is how many bricks ensureDemo appends at once.
 const demoBatch = 16
 
-// ensureDemo creates the demo phantom volume in tiles, directly through
-// the store, unless a volume of that name exists.
-func ensureDemo(ctx context.Context, tiles service.Tiles, logger *slog.Logger) error {
-	if _, err := tiles.Volume(demoVolume); err == nil {
-		logger.Info("demo volume present", "volume", demoVolume)
+// EnsureDemo creates the demo phantom (pyramid.Phantom) as volume
+// DemoVolume in tiles, unless a volume of that name exists. It writes
+// through tiles directly, in batches of demoBatch bricks.
+func EnsureDemo(ctx context.Context, tiles service.Tiles, logger *slog.Logger) error {
+	if _, err := tiles.Volume(DemoVolume); err == nil {
+		logger.Info("demo volume present", "volume", DemoVolume)
 		return nil
 	} else if !errors.Is(err, storage.ErrNotFound) {
 		return err
 	}
 	start := time.Now()
-	meta := pyramid.PhantomMeta(demoVolume)
+	meta := pyramid.PhantomMeta(DemoVolume)
 	if _, err := tiles.CreateVolume(ctx, meta); err != nil {
 		return err
 	}
@@ -37,7 +35,7 @@ func ensureDemo(ctx context.Context, tiles service.Tiles, logger *slog.Logger) e
 		if len(batch) == 0 {
 			return nil
 		}
-		_, err := tiles.Append(ctx, demoVolume, batch...)
+		_, err := tiles.Append(ctx, DemoVolume, batch...)
 		batch = batch[:0]
 		return err
 	}
@@ -54,6 +52,6 @@ func ensureDemo(ctx context.Context, tiles service.Tiles, logger *slog.Logger) e
 	if err != nil {
 		return fmt.Errorf("write the demo bricks: %w", err)
 	}
-	logger.Info("created the demo volume", "volume", demoVolume, "bricks", pyramid.BrickCount(meta), "elapsed", time.Since(start).Round(time.Millisecond))
+	logger.Info("created the demo volume", "volume", DemoVolume, "bricks", pyramid.BrickCount(meta), "elapsed", time.Since(start).Round(time.Millisecond))
 	return nil
 }

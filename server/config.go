@@ -1,0 +1,239 @@
+package server
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/xcheng85/go-ldm/service"
+	"github.com/xcheng85/go-ldm/storage"
+)
+
+// Defaults of Config.
+const (
+	// DefaultAddr is where a server listens when Config.Addr is empty:
+	// loopback only, so a server started without thought is not on the
+	// network.
+	DefaultAddr = "127.0.0.1:8080"
+	// DefaultDataDir is the tile store's directory when Config.DataDir is
+	// empty.
+	DefaultDataDir = "./ldm-data"
+	// DefaultShutdownTimeout bounds how long Serve waits for open calls
+	// once its context ends.
+	DefaultShutdownTimeout = 30 * time.Second
+	// DemoVolume is the name of the volume Config.Demo creates.
+	DemoVolume = "demo"
+)
+
+// ErrInvalidConfig is wrapped by every error New returns for a Config that
+// is inconsistent or unsafe (as opposed to a failure to open, listen or
+// join). Command lines map it to a usage error.
+var ErrInvalidConfig = errors.New("invalid server configuration")
+
+// Config is everything a server is built from. The zero value is a
+// single-node server on DefaultAddr with its store in DefaultDataDir, the
+// viewer at "/", no TLS and no authentication. A Config is read by New and
+// not retained for changes: changing it afterwards has no effect.
+//
+// Error messages name the `ldm serve` flag of a field (for example
+// --tls-cert for TLS.CertFile), since that is how most people set them.
+type Config struct {
+	// Addr is the host:port to listen on (--addr); empty means DefaultAddr.
+	// Ignored when Listener is set.
+	Addr string
+	// Listener, when set, is used instead of listening on Addr. The server
+	// closes it when it stops.
+	Listener net.Listener
+
+	// DataDir is the tile store's directory (--data); empty means
+	// DefaultDataDir. Ignored when Tiles is set.
+	DataDir string
+	// Tiles, when set, is served instead of a store opened in DataDir: a
+	// storage.Memory, or a store wrapped to inject faults in tests. The
+	// caller owns it and closes it after Serve returns. It cannot be
+	// combined with Cluster, which needs the file store.
+	Tiles service.Tiles
+	// MaxTileBytes is the largest tile accepted (--max-tile-bytes); zero
+	// means storage.DefaultMaxTileBytes.
+	MaxTileBytes int
+	// Sync is when writes reach the disk before they are acknowledged
+	// (--sync); the zero value is storage.SyncBatch (group commit).
+	Sync storage.SyncPolicy
+	// Demo creates the demo phantom as volume DemoVolume if it is missing
+	// (--demo).
+	Demo bool
+
+	// Compress lets responses be gzip-compressed for clients that accept
+	// it (--compress).
+	Compress bool
+	// CORSOrigins are the origins browsers may call from (--cors-origin);
+	// empty means any.
+	CORSOrigins []string
+	// Viewer is served at "/"; nil means the embedded viewer (package web).
+	Viewer http.Handler
+
+	// TLS turns on HTTPS when CertFile is set.
+	TLS TLSConfig
+	// Auth turns on authentication and Casbin authorization when any of
+	// its files is set, or when TLS.ClientCAFile is.
+	Auth AuthConfig
+	// Insecure allows a non-loopback address without TLS and
+	// authentication (--insecure).
+	Insecure bool
+
+	// Cluster makes the server a node of a replicated cluster when
+	// Cluster.NodeID is set; otherwise the server runs alone.
+	Cluster ClusterConfig
+
+	// Logger receives the server's logs; nil means slog.Default().
+	Logger *slog.Logger
+	// ShutdownTimeout bounds how long Serve waits for open calls after
+	// its context ends; zero means DefaultShutdownTimeout.
+	ShutdownTimeout time.Duration
+}
+
+// TLSConfig is the server's certificate and the CA of its clients.
+type TLSConfig struct {
+	// CertFile and KeyFile are the PEM certificate (chain) and key
+	// (--tls-cert, --tls-key); both or neither.
+	CertFile, KeyFile string
+	// ClientCAFile verifies client certificates, whose common name (and
+	// URI and DNS SANs) becomes the caller's identity (--client-ca).
+	ClientCAFile string
+	// RequireClientCert fails the handshake without a verified client
+	// certificate (--require-client-cert); needs ClientCAFile.
+	RequireClientCert bool
+}
+
+// AuthConfig is where credentials and the authorization policy come from.
+type AuthConfig struct {
+	// TokensFile holds bearer token hashes (--tokens, made with
+	// `ldm token create`).
+	TokensFile string
+	// UsersFile holds Basic users with bcrypt hashes (--users).
+	UsersFile string
+	// ModelFile and PolicyFile replace the embedded Casbin model and
+	// policy (--authz-model, --authz-policy).
+	ModelFile, PolicyFile string
+	// ReloadInterval is how often the files are checked for changes
+	// (--auth-reload): zero means auth.DefaultReloadInterval, negative
+	// never.
+	ReloadInterval time.Duration
+	// Public lists procedure prefixes that answer without credentials
+	// (--auth-public): nil means auth.DefaultPublic (health and
+	// reflection); an empty non-nil slice makes every call need
+	// credentials.
+	Public []string
+}
+
+// enabled reports whether any setting asks for authentication or
+// authorization. Without one the server authorizes nothing and answers
+// everyone, which the loopback rule confines.
+func (c Config) authEnabled() bool {
+	a := c.Auth
+	return a.TokensFile != "" || a.UsersFile != "" || c.TLS.ClientCAFile != "" || a.ModelFile != "" || a.PolicyFile != ""
+}
+
+// Bootstrap says whether a cluster node forms a new cluster.
+type Bootstrap int
+
+const (
+	// BootstrapAuto (the zero value) forms a new cluster when Join is
+	// empty.
+	BootstrapAuto Bootstrap = iota
+	// BootstrapAlways forms a new cluster if the node has no Raft state.
+	BootstrapAlways
+	// BootstrapNever waits to be added by an existing cluster.
+	BootstrapNever
+)
+
+// ClusterConfig makes a server a replicated cluster node.
+type ClusterConfig struct {
+	// NodeID names the node in Raft and Serf and must stay the same
+	// across restarts (--node-id). Empty runs the server alone; the other
+	// fields then must be zero.
+	NodeID string
+	// Advertise is the host:port peers and clients use to reach the main
+	// port (--advertise); empty means the listener's address.
+	Advertise string
+	// GossipAddr is the host:port of Serf gossip, UDP and TCP
+	// (--gossip-addr); GossipAdvertise is how peers reach it when it
+	// differs (--gossip-advertise).
+	GossipAddr, GossipAdvertise string
+	// GossipKey encrypts and authenticates gossip (16, 24 or 32 bytes, the
+	// same on every node; --gossip-key).
+	GossipKey []byte
+	// Join lists gossip addresses of existing members (--join).
+	Join []string
+	// RaftDir holds the Raft log and snapshots (--raft-dir); empty means
+	// DataDir + "-raft" (not inside DataDir: the store owns every name
+	// there).
+	RaftDir string
+	// Bootstrap says whether this node forms a new cluster (--bootstrap).
+	Bootstrap Bootstrap
+	// PeerCertFile and PeerKeyFile are the node certificate presented to
+	// peers under TLS (--peer-cert, --peer-key); empty means TLS.CertFile
+	// and TLS.KeyFile. PeerCAFile verifies the peers (--peer-ca); empty
+	// means TLS.ClientCAFile.
+	PeerCertFile, PeerKeyFile, PeerCAFile string
+	// LocalGossip selects memberlist's local-network profile (faster
+	// failure detection), for clusters on one host and tests.
+	LocalGossip bool
+}
+
+// invalid wraps an error in ErrInvalidConfig without changing its text.
+func invalid(format string, args ...any) error {
+	return configError{fmt.Errorf(format, args...)}
+}
+
+// configError is an error of a Config: its text is the cause's, and it is
+// ErrInvalidConfig under errors.Is.
+type configError struct{ err error }
+
+func (e configError) Error() string        { return e.err.Error() }
+func (e configError) Unwrap() error        { return e.err }
+func (e configError) Is(target error) bool { return target == ErrInvalidConfig }
+
+// validate checks what can be checked without touching the system.
+func (c Config) validate() error {
+	if c.MaxTileBytes < 0 {
+		return invalid("--max-tile-bytes %d: must be positive", c.MaxTileBytes)
+	}
+	if c.ShutdownTimeout < 0 {
+		return invalid("shutdown timeout %v: must not be negative", c.ShutdownTimeout)
+	}
+	t := c.TLS
+	if (t.CertFile == "") != (t.KeyFile == "") {
+		return invalid("--tls-cert and --tls-key go together")
+	}
+	if t.ClientCAFile != "" && t.CertFile == "" {
+		return invalid("--client-ca needs TLS (--tls-cert and --tls-key)")
+	}
+	if t.RequireClientCert && t.ClientCAFile == "" {
+		return invalid("--require-client-cert needs --client-ca")
+	}
+	cl := c.Cluster
+	if cl.NodeID == "" {
+		if cl.Advertise != "" || len(cl.GossipKey) > 0 || len(cl.Join) > 0 || cl.RaftDir != "" || cl.Bootstrap != BootstrapAuto ||
+			cl.PeerCertFile != "" || cl.PeerKeyFile != "" || cl.PeerCAFile != "" {
+			return invalid("cluster settings (--join, --gossip-key, --raft-dir, --bootstrap, --advertise, --peer-*) need --node-id")
+		}
+		return nil
+	}
+	if c.Tiles != nil {
+		return invalid("a cluster node needs the file store in --data, not a store passed in Config.Tiles")
+	}
+	if k := len(cl.GossipKey); k != 0 && k != 16 && k != 24 && k != 32 {
+		return invalid("--gossip-key: %d bytes, want 16, 24 or 32", k)
+	}
+	if cl.Bootstrap < BootstrapAuto || cl.Bootstrap > BootstrapNever {
+		return invalid("bootstrap mode %d: want auto, always or never", cl.Bootstrap)
+	}
+	if t.CertFile == "" && (cl.PeerCertFile != "" || cl.PeerKeyFile != "" || cl.PeerCAFile != "") {
+		return invalid("--peer-cert, --peer-key and --peer-ca need TLS (--tls-cert and --tls-key)")
+	}
+	return nil
+}

@@ -1,0 +1,278 @@
+package server
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"slices"
+	"time"
+
+	"connectrpc.com/connect"
+
+	"github.com/xcheng85/go-ldm/cluster"
+	"github.com/xcheng85/go-ldm/service"
+	"github.com/xcheng85/go-ldm/service/auth"
+	"github.com/xcheng85/go-ldm/storage"
+	"github.com/xcheng85/go-ldm/web"
+)
+
+// Server is one assembled go-ldm server: the tile store, an optional
+// cluster node, authentication, the ldm.v1 service and the HTTP server on
+// one listener. Build it with New, then call Serve once; Close releases a
+// server that will not serve. Addr and URL are safe for concurrent use.
+type Server struct {
+	log      *slog.Logger
+	listener net.Listener
+	url      string
+	dataDir  string
+	timeout  time.Duration
+
+	store storage.LDM   // opened by New, closed last; nil when Config.Tiles is served
+	tiles service.Tiles // what the service serves: store, node or Config.Tiles
+	node  *cluster.Node // nil when the server runs alone
+	svc   *service.Server
+	http  *http.Server
+
+	// closers release what New built, in reverse order, after the HTTP
+	// server has stopped (the store is closed after them).
+	closers []func() error
+}
+
+// Run builds a server from cfg and serves until ctx ends: New, then Serve.
+func Run(ctx context.Context, cfg Config) error {
+	s, err := New(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	return s.Serve(ctx)
+}
+
+// New builds a server from cfg, in this order: validate cfg, open the
+// store, listen, set up TLS and authentication, start the cluster node,
+// build the service, create the demo volume, mount the handlers. Nothing
+// is served until Serve. On error everything opened so far is closed, and
+// errors of cfg itself wrap ErrInvalidConfig. ctx bounds the set-up (the
+// demo volume's writes); it does not bound the server's life.
+func New(ctx context.Context, cfg Config) (s *Server, err error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	s = &Server{log: log, dataDir: cfg.DataDir, timeout: cfg.ShutdownTimeout}
+	if s.dataDir == "" {
+		s.dataDir = DefaultDataDir
+	}
+	if s.timeout == 0 {
+		s.timeout = DefaultShutdownTimeout
+	}
+	defer func() {
+		if err != nil {
+			err = errors.Join(err, s.release())
+			s = nil
+		}
+	}()
+
+	// 1. The store.
+	if cfg.Tiles != nil {
+		s.tiles = cfg.Tiles
+	} else {
+		if s.store, err = openStore(s.dataDir, cfg, log); err != nil {
+			return s, err
+		}
+		s.tiles = s.store
+	}
+
+	// 2. The listener.
+	if s.listener, err = listen(cfg); err != nil {
+		return s, err
+	}
+	advertise := s.listener.Addr().String()
+
+	// 3. TLS and authentication.
+	var tlsConfig *tls.Config
+	if cfg.TLS.CertFile != "" {
+		t := cfg.TLS
+		tlsConfig, err = auth.ServerTLS{CertFile: t.CertFile, KeyFile: t.KeyFile, ClientCAFile: t.ClientCAFile, RequireClientCert: t.RequireClientCert}.Config()
+		if err != nil {
+			return s, err
+		}
+	}
+	var interceptors []connect.Interceptor
+	var middleware []func(http.Handler) http.Handler // the first innermost
+	if cfg.authEnabled() {
+		a, err := newAuth(cfg, log)
+		if err != nil {
+			return s, err
+		}
+		s.closers = append(s.closers, a.Close)
+		interceptors = append(interceptors, a.Interceptors()...)
+		middleware = append(middleware, a.Middleware)
+	} else if tlsConfig != nil {
+		// Client certificates still reach the handlers (cluster peers).
+		middleware = append(middleware, auth.Middleware)
+	}
+	if err := checkExposure(cfg, s.listener.Addr(), tlsConfig != nil, log); err != nil {
+		return s, err
+	}
+
+	// 4. The cluster node, which wraps the store.
+	if cfg.Cluster.NodeID != "" {
+		if s.node, advertise, err = startNode(cfg, s.dataDir, advertise, tlsConfig != nil, s.store, log); err != nil {
+			return s, err
+		}
+		s.closers = append(s.closers, s.node.Close)
+		s.tiles = s.node
+	}
+
+	// 5. The ldm.v1 service.
+	s.svc, err = service.New(service.Config{
+		Store:         s.tiles,
+		Logger:        log,
+		MaxTileBytes:  cfg.MaxTileBytes,
+		AdvertiseAddr: advertise,
+		Compress:      cfg.Compress,
+		Interceptors:  interceptors,
+		CORSOrigins:   cfg.CORSOrigins,
+	})
+	if err != nil {
+		return s, err
+	}
+
+	// 6. The demo volume.
+	if cfg.Demo {
+		if err := EnsureDemo(ctx, s.tiles, log); err != nil {
+			return s, fmt.Errorf("create the demo volume: %w", err)
+		}
+	}
+
+	// 7. The handlers: the API, the cluster's node-to-node endpoints, the
+	// viewer.
+	mux := http.NewServeMux()
+	for _, p := range s.svc.Paths() {
+		mux.Handle(p, s.svc.Handler())
+	}
+	if s.node != nil {
+		mux.Handle(cluster.HandlerPrefix, s.node.Handler())
+	}
+	viewer := cfg.Viewer
+	if viewer == nil {
+		viewer = web.Handler()
+	}
+	mux.Handle("/", viewer)
+	var h http.Handler = mux
+	for _, m := range middleware {
+		h = m(h)
+	}
+	s.http = service.NewHTTPServer(h, tlsConfig, log)
+	scheme := "http"
+	if tlsConfig != nil {
+		scheme = "https"
+	}
+	s.url = scheme + "://" + advertise
+	return s, nil
+}
+
+// Addr is the address the server listens on.
+func (s *Server) Addr() net.Addr { return s.listener.Addr() }
+
+// URL is the server's base URL as clients reach it (the advertised address
+// in a cluster), without a trailing slash.
+func (s *Server) URL() string { return s.url }
+
+// Serve serves until ctx ends or the listener fails, then shuts down:
+// streams are drained, open calls get up to the shutdown timeout to
+// finish, the cluster node and authentication stop and the store is
+// closed. It returns nil after a clean shutdown. Call it once.
+func (s *Server) Serve(ctx context.Context) (err error) {
+	defer func() { err = errors.Join(err, s.release()) }()
+	s.http.BaseContext = func(net.Listener) context.Context { return context.WithoutCancel(ctx) }
+	errc := make(chan error, 1)
+	go func() {
+		if s.http.TLSConfig != nil {
+			errc <- s.http.ServeTLS(s.listener, "", "")
+		} else {
+			errc <- s.http.Serve(s.listener)
+		}
+	}()
+	s.log.Info("serving", "url", s.url+"/", "data", s.dataDir, "tls", s.http.TLSConfig != nil)
+
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	s.log.Info("shutting down: draining streams and waiting for open calls", "timeout", s.timeout)
+	s.svc.Drain()
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.timeout)
+	defer cancel()
+	if err := s.http.Shutdown(sctx); err != nil {
+		s.log.Warn("open calls did not finish in time; closing their connections", "error", err)
+		s.http.Close()
+	}
+	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("serve: %w", err)
+	}
+	s.log.Info("stopped")
+	return nil
+}
+
+// Close releases a server that New built but that will not Serve: it
+// closes the listener, stops the node and authentication and closes the
+// store. Serve does the same itself when it returns.
+func (s *Server) Close() error { return s.release() }
+
+// release closes, once, everything New opened: the listener, then the
+// closers in reverse order, then the store.
+func (s *Server) release() error {
+	var err error
+	if s.listener != nil {
+		if cerr := s.listener.Close(); cerr != nil && !errors.Is(cerr, net.ErrClosed) {
+			err = errors.Join(err, cerr)
+		}
+	}
+	for _, c := range slices.Backward(s.closers) {
+		err = errors.Join(err, c())
+	}
+	s.closers = nil
+	if s.store != nil {
+		if cerr := s.store.Close(); cerr != nil && !errors.Is(cerr, storage.ErrClosed) {
+			err = errors.Join(err, fmt.Errorf("close store: %w", cerr))
+		}
+	}
+	return err
+}
+
+// openStore opens the tile store in dir.
+func openStore(dir string, cfg Config, log *slog.Logger) (*storage.Store, error) {
+	store, err := storage.Open(dir, storage.Config{MaxTileBytes: cfg.MaxTileBytes, Sync: cfg.Sync, Logger: log})
+	if errors.Is(err, storage.ErrLocked) {
+		return nil, fmt.Errorf("%w\n(another ldm serve uses %s: stop it, or give this one its own --data)", err, dir)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open the store in %s: %w", dir, err)
+	}
+	return store, nil
+}
+
+// listen returns cfg.Listener or a new listener on cfg.Addr.
+func listen(cfg Config) (net.Listener, error) {
+	if cfg.Listener != nil {
+		return cfg.Listener, nil
+	}
+	addr := cfg.Addr
+	if addr == "" {
+		addr = DefaultAddr
+	}
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w (is another server running there? choose another with --addr)", addr, err)
+	}
+	return l, nil
+}
