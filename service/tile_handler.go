@@ -10,6 +10,7 @@ import (
 
 	"connectrpc.com/connect"
 
+	"github.com/xcheng85/go-ldm/apiconv"
 	ldmv1 "github.com/xcheng85/go-ldm/gen/ldm/v1"
 	"github.com/xcheng85/go-ldm/gen/ldm/v1/ldmv1connect"
 	"github.com/xcheng85/go-ldm/storage"
@@ -49,7 +50,7 @@ func appendError(err error) error {
 }
 
 func (h *tileHandler) WriteTile(ctx context.Context, req *connect.Request[ldmv1.WriteTileRequest]) (*connect.Response[ldmv1.WriteTileResponse], error) {
-	off, err := h.s.store.Append(ctx, req.Msg.GetVolume(), tileFromProto(req.Msg.GetTile()))
+	off, err := h.s.store.Append(ctx, req.Msg.GetVolume(), apiconv.TileFromAPI(req.Msg.GetTile()))
 	if err != nil {
 		return nil, connectError(appendError(err))
 	}
@@ -154,7 +155,7 @@ func (h *tileHandler) ReadTile(ctx context.Context, req *connect.Request[ldmv1.R
 	if err != nil {
 		return nil, connectError(withField("offset", err))
 	}
-	res := connect.NewResponse(&ldmv1.ReadTileResponse{Tile: tileToProto(t)})
+	res := connect.NewResponse(&ldmv1.ReadTileResponse{Tile: apiconv.TileToAPI(t)})
 	if get {
 		res.Header().Set("ETag", etag)
 		res.Header().Set("Cache-Control", cacheImmutable)
@@ -204,7 +205,7 @@ func (h *tileHandler) ReadTileStream(ctx context.Context, req *connect.Request[l
 		if err != nil {
 			return connectError(err)
 		}
-		msg.Tile = tileToProto(t)
+		msg.Tile = apiconv.TileToAPI(t)
 		if err := stream.Send(msg); err != nil {
 			if ctx.Err() != nil {
 				return nil
@@ -245,7 +246,7 @@ func (h *tileHandler) WriteTileStream(ctx context.Context, stream *connect.BidiS
 				volume = msg.GetVolume()
 			}
 			select {
-			case queue <- item{volume: volume, tile: tileFromProto(msg.GetTile())}:
+			case queue <- item{volume: volume, tile: apiconv.TileFromAPI(msg.GetTile())}:
 			case <-ctx.Done():
 				recvErr <- nil
 				return

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 
+	"github.com/xcheng85/go-ldm/apiconv"
 	ldmv1 "github.com/xcheng85/go-ldm/gen/ldm/v1"
 	"github.com/xcheng85/go-ldm/storage"
 )
@@ -139,6 +140,6 @@ func validateNewVolume(v *ldmv1.Volume) error {
 			return invalidField("volume.spacing", "spacing %v must be positive and finite in x, y and z", v.GetSpacing())
 		}
 	}
-	m := volumeFromProto(v)
+	m := apiconv.MetaFromAPI(v)
 	return withField("volume", m.Normalize())
 }

@@ -8,6 +8,7 @@ import (
 
 	"connectrpc.com/connect"
 
+	"github.com/xcheng85/go-ldm/apiconv"
 	ldmv1 "github.com/xcheng85/go-ldm/gen/ldm/v1"
 	"github.com/xcheng85/go-ldm/gen/ldm/v1/ldmv1connect"
 	"github.com/xcheng85/go-ldm/storage"
@@ -19,11 +20,11 @@ type volumeHandler struct {
 }
 
 func (h *volumeHandler) CreateVolume(ctx context.Context, req *connect.Request[ldmv1.CreateVolumeRequest]) (*connect.Response[ldmv1.CreateVolumeResponse], error) {
-	info, err := h.s.store.CreateVolume(ctx, volumeFromProto(req.Msg.GetVolume()))
+	info, err := h.s.store.CreateVolume(ctx, apiconv.MetaFromAPI(req.Msg.GetVolume()))
 	if err != nil {
 		return nil, connectError(withField("volume", err))
 	}
-	return connect.NewResponse(&ldmv1.CreateVolumeResponse{Volume: volumeToProto(info)}), nil
+	return connect.NewResponse(&ldmv1.CreateVolumeResponse{Volume: apiconv.VolumeToAPI(info)}), nil
 }
 
 func (h *volumeHandler) GetVolume(_ context.Context, req *connect.Request[ldmv1.GetVolumeRequest]) (*connect.Response[ldmv1.GetVolumeResponse], error) {
@@ -31,7 +32,7 @@ func (h *volumeHandler) GetVolume(_ context.Context, req *connect.Request[ldmv1.
 	if err != nil {
 		return nil, connectError(err)
 	}
-	return connect.NewResponse(&ldmv1.GetVolumeResponse{Volume: volumeToProto(info)}), nil
+	return connect.NewResponse(&ldmv1.GetVolumeResponse{Volume: apiconv.VolumeToAPI(info)}), nil
 }
 
 func (h *volumeHandler) ListVolumes(context.Context, *connect.Request[ldmv1.ListVolumesRequest]) (*connect.Response[ldmv1.ListVolumesResponse], error) {
@@ -41,7 +42,7 @@ func (h *volumeHandler) ListVolumes(context.Context, *connect.Request[ldmv1.List
 	}
 	out := &ldmv1.ListVolumesResponse{Volumes: make([]*ldmv1.Volume, 0, len(infos))}
 	for _, info := range infos {
-		out.Volumes = append(out.Volumes, volumeToProto(info))
+		out.Volumes = append(out.Volumes, apiconv.VolumeToAPI(info))
 	}
 	return connect.NewResponse(out), nil
 }
@@ -67,7 +68,7 @@ func (h *volumeHandler) GetBrick(ctx context.Context, req *connect.Request[ldmv1
 		}
 		created = info.CreatedAt.UnixNano()
 	}
-	t, err := h.s.store.Brick(vol, keyFromProto(req.Msg.GetKey()))
+	t, err := h.s.store.Brick(vol, apiconv.KeyFromAPI(req.Msg.GetKey()))
 	if err != nil {
 		return nil, connectError(err)
 	}
@@ -81,12 +82,12 @@ func (h *volumeHandler) GetBrick(ctx context.Context, req *connect.Request[ldmv1
 			hdr.Set("Cache-Control", cacheRevalidate)
 			return nil, connect.NewNotModifiedError(hdr)
 		}
-		res := connect.NewResponse(&ldmv1.GetBrickResponse{Tile: tileToProto(t)})
+		res := connect.NewResponse(&ldmv1.GetBrickResponse{Tile: apiconv.TileToAPI(t)})
 		res.Header().Set("ETag", etag)
 		res.Header().Set("Cache-Control", cacheRevalidate)
 		return res, nil
 	}
-	return connect.NewResponse(&ldmv1.GetBrickResponse{Tile: tileToProto(t)}), nil
+	return connect.NewResponse(&ldmv1.GetBrickResponse{Tile: apiconv.TileToAPI(t)}), nil
 }
 
 // plannedBrick is one brick of a StreamBricks plan.
@@ -221,7 +222,7 @@ func (h *volumeHandler) StreamBricks(ctx context.Context, req *connect.Request[l
 		if err != nil {
 			return connectError(err)
 		}
-		msg.Tile = tileToProto(t)
+		msg.Tile = apiconv.TileToAPI(t)
 		msg.Index = uint32(i)
 		if err := stream.Send(msg); err != nil {
 			if ctx.Err() != nil {

@@ -1,0 +1,120 @@
+package apiconv_test
+
+import (
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/xcheng85/go-ldm/apiconv"
+	ldmv1 "github.com/xcheng85/go-ldm/gen/ldm/v1"
+	"github.com/xcheng85/go-ldm/storage"
+)
+
+func TestVolume_roundTrip(t *testing.T) {
+	t.Parallel()
+	meta := storage.VolumeMeta{
+		Name:       "ct",
+		Shape:      storage.Shape{X: 512, Y: 256, Z: 300},
+		DataType:   storage.Int16,
+		BrickShape: storage.Shape{X: 64, Y: 32, Z: 16},
+		LODCount:   4,
+		Spacing:    []float64{0.5, 0.5, 1.25},
+		Labels:     map[string]string{"modality": "CT"},
+	}
+	if got := apiconv.MetaFromAPI(apiconv.MetaToAPI(meta)); !equalMeta(got, meta) {
+		t.Fatalf("meta round trip: got %+v, want %+v", got, meta)
+	}
+
+	created := time.Date(2026, 1, 2, 3, 4, 5, 6, time.UTC)
+	info := storage.VolumeInfo{VolumeMeta: meta, NextOffset: 17, SizeBytes: 1 << 20}
+	info.CreatedAt = created
+	v := apiconv.VolumeToAPI(info)
+	want := &ldmv1.Volume{
+		Name: "ct", Shape: &ldmv1.Shape{X: 512, Y: 256, Z: 300}, DataType: ldmv1.DataType(storage.Int16),
+		BrickShape: &ldmv1.Shape{X: 64, Y: 32, Z: 16}, LodCount: 4, Spacing: []float64{0.5, 0.5, 1.25},
+		Labels: map[string]string{"modality": "CT"}, NextOffset: 17, SizeBytes: 1 << 20, CreateTime: timestamppb.New(created),
+	}
+	if !proto.Equal(v, want) {
+		t.Fatalf("VolumeToAPI = %v, want %v", v, want)
+	}
+	// Output-only fields do not flow back into the metadata.
+	if got := apiconv.MetaFromAPI(v); !equalMeta(got, meta) || !got.CreatedAt.IsZero() {
+		t.Fatalf("MetaFromAPI(VolumeToAPI) = %+v, want %+v", got, meta)
+	}
+	// No creation time: create_time stays unset.
+	if v := apiconv.VolumeToAPI(storage.VolumeInfo{VolumeMeta: meta}); v.CreateTime != nil {
+		t.Fatalf("create_time %v for a zero CreatedAt", v.CreateTime)
+	}
+	// nil converts like an empty message.
+	if got := apiconv.MetaFromAPI(nil); !equalMeta(got, storage.VolumeMeta{}) {
+		t.Fatalf("MetaFromAPI(nil) = %+v", got)
+	}
+}
+
+func TestTile_roundTrip(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name string
+		tile storage.Tile
+	}{
+		{"keyed", storage.Tile{Value: []byte{1, 2, 3}, CRC32C: 99, HasKey: true, Key: storage.BrickKey{LOD: 2, X: 3, Y: 4, Z: 5}}},
+		{"keyed_zero", storage.Tile{Value: []byte{7}, HasKey: true}},
+		{"unkeyed", storage.Tile{Value: []byte{9, 9}, CRC32C: 1}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			in := tc.tile
+			in.Offset = 42
+			m := apiconv.TileToAPI(in)
+			if m.GetOffset() != 42 || (m.GetKey() != nil) != in.HasKey {
+				t.Fatalf("TileToAPI(%+v) = %v", in, m)
+			}
+			got := apiconv.TileFromAPI(m)
+			// The store assigns offsets: TileFromAPI drops the message's.
+			if got.Offset != 0 || string(got.Value) != string(in.Value) || got.CRC32C != in.CRC32C || got.HasKey != in.HasKey || got.Key != in.Key {
+				t.Fatalf("round trip of %+v gave %+v", in, got)
+			}
+			if len(in.Value) > 0 && &got.Value[0] != &in.Value[0] {
+				t.Fatal("the tile's bytes were copied, want shared")
+			}
+		})
+	}
+}
+
+func TestKeyAndShape_roundTrip(t *testing.T) {
+	t.Parallel()
+	k := storage.BrickKey{LOD: 1, X: 2, Y: 3, Z: 4}
+	if got := apiconv.KeyFromAPI(apiconv.KeyToAPI(k)); got != k {
+		t.Fatalf("key round trip: %+v, want %+v", got, k)
+	}
+	s := storage.Shape{X: 5, Y: 6, Z: 7}
+	if got := apiconv.ShapeFromAPI(apiconv.ShapeToAPI(s)); got != s {
+		t.Fatalf("shape round trip: %+v, want %+v", got, s)
+	}
+	if got := apiconv.KeyFromAPI(nil); got != (storage.BrickKey{}) {
+		t.Fatalf("KeyFromAPI(nil) = %+v", got)
+	}
+	if got := apiconv.ShapeFromAPI(nil); got != (storage.Shape{}) {
+		t.Fatalf("ShapeFromAPI(nil) = %+v", got)
+	}
+}
+
+func equalMeta(a, b storage.VolumeMeta) bool {
+	if a.Name != b.Name || a.Shape != b.Shape || a.DataType != b.DataType || a.BrickShape != b.BrickShape || a.LODCount != b.LODCount ||
+		len(a.Spacing) != len(b.Spacing) || len(a.Labels) != len(b.Labels) {
+		return false
+	}
+	for i := range a.Spacing {
+		if a.Spacing[i] != b.Spacing[i] {
+			return false
+		}
+	}
+	for k, v := range a.Labels {
+		if b.Labels[k] != v {
+			return false
+		}
+	}
+	return true
+}
