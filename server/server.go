@@ -30,6 +30,7 @@ type Server struct {
 	url      string
 	dataDir  string
 	timeout  time.Duration
+	tls      bool
 
 	store storage.LDM   // opened by New, closed last; nil when Config.Tiles is served
 	tiles service.Tiles // what the service serves: store, node or Config.Tiles
@@ -171,8 +172,9 @@ func New(ctx context.Context, cfg Config) (s *Server, err error) {
 		h = m(h)
 	}
 	s.http = service.NewHTTPServer(h, tlsConfig, log)
+	s.tls = tlsConfig != nil
 	scheme := "http"
-	if tlsConfig != nil {
+	if s.tls {
 		scheme = "https"
 	}
 	s.url = scheme + "://" + advertise
@@ -195,13 +197,13 @@ func (s *Server) Serve(ctx context.Context) (err error) {
 	s.http.BaseContext = func(net.Listener) context.Context { return context.WithoutCancel(ctx) }
 	errc := make(chan error, 1)
 	go func() {
-		if s.http.TLSConfig != nil {
+		if s.tls {
 			errc <- s.http.ServeTLS(s.listener, "", "")
 		} else {
 			errc <- s.http.Serve(s.listener)
 		}
 	}()
-	s.log.Info("serving", "url", s.url+"/", "data", s.dataDir, "tls", s.http.TLSConfig != nil)
+	s.log.Info("serving", "url", s.url+"/", "data", s.dataDir, "tls", s.tls)
 
 	select {
 	case err := <-errc:
