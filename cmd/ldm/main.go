@@ -1,6 +1,3 @@
-// Command ldm is the go-ldm binary: it serves the ldm.v1 API (`ldm serve`)
-// and is a client of it (`ldm volume`, `ldm tile`, `ldm brick`,
-// `ldm import`, ...). Run `ldm help` for the commands.
 package main
 
 import (
