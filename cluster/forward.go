@@ -30,8 +30,20 @@ const (
 	pathTransfer  = "/_ldm/cluster/transfer"  // POST: body {"id":...}; reply.LeaderID
 )
 
-// maxCommandBytes bounds a forwarded command (a tile plus framing).
-const maxCommandBytes = storage.DefaultMaxTileBytes + 1<<20
+// forwardBatchBytes is the tile bytes a write may carry beyond its last
+// tile: WriteTileStream gathers up to 64 MiB of values into one Append and
+// may then add one more tile.
+const forwardBatchBytes = 64 << 20
+
+// maxCommandBytes is the largest Raft command a node proposes or accepts
+// from a follower: forwardBatchBytes plus one tile of maxTile bytes, plus
+// framing of up to a quarter of the batch (29 bytes a tile at most, so
+// tiles of 128 bytes and more on average fit). Leader and followers derive
+// it from the same Config.MaxTileBytes, so what a follower forwards the
+// leader accepts.
+func maxCommandBytes(maxTile int) int {
+	return forwardBatchBytes + maxTile + forwardBatchBytes/4
+}
 
 type wireError struct {
 	Kind    string `json:"kind"`
@@ -230,18 +242,26 @@ func (n *Node) handleApply(w http.ResponseWriter, r *http.Request) {
 	if !n.checkPeer(w, r) {
 		return
 	}
-	cmd, err := io.ReadAll(io.LimitReader(r.Body, maxCommandBytes+1))
+	limit := n.cfg.maxCommandBytes
+	cmd, err := io.ReadAll(io.LimitReader(r.Body, int64(limit)+1))
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
-	if len(cmd) > maxCommandBytes {
-		writeReply(w, &reply{Error: toWire(fmt.Errorf("forwarded command of %d bytes: %w", len(cmd), storage.ErrTooLarge))})
+	if len(cmd) > limit {
+		writeReply(w, &reply{Error: toWire(fmt.Errorf("forwarded command of more than %d bytes: %w", limit, storage.ErrTooLarge))})
 		return
 	}
-	if _, err := decodeCommand(cmd); err != nil {
+	c, err := decodeCommand(cmd)
+	if err != nil {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
+	}
+	for _, t := range c.tiles {
+		if len(t.Value) > n.cfg.MaxTileBytes {
+			writeReply(w, &reply{Error: toWire(fmt.Errorf("forwarded tile of %d bytes, the limit is %d: %w", len(t.Value), n.cfg.MaxTileBytes, storage.ErrTooLarge))})
+			return
+		}
 	}
 	res, err := n.applyLocal(r.Context(), cmd)
 	if err != nil {

@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -98,6 +99,18 @@ type Config struct {
 	// LeaderWait bounds how long a write waits for a leader to be elected
 	// before it fails with storage.ErrNotLeader (default 5s).
 	LeaderWait time.Duration
+	// MaxTileBytes is the largest tile value a write may carry; zero means
+	// storage.DefaultMaxTileBytes. It must equal the store's
+	// storage.Config.MaxTileBytes and be the same on every node. A larger
+	// tile fails with storage.ErrTooLarge before it is proposed or
+	// forwarded. It also sets the cap on one Raft command, on the leader
+	// and on followers alike: a batch of forwardBatchBytes of tile values
+	// (what WriteTileStream gathers) plus one tile and the framing.
+	MaxTileBytes int
+
+	// maxCommandBytes overrides the command cap derived from MaxTileBytes,
+	// for tests only.
+	maxCommandBytes int
 
 	// Logger receives the node's logs; nil means slog.Default().
 	Logger *slog.Logger
@@ -130,6 +143,15 @@ func (c *Config) validate() error {
 	}
 	if c.LeaderWait == 0 {
 		c.LeaderWait = 5 * time.Second
+	}
+	if c.MaxTileBytes < 0 {
+		return fmt.Errorf("%w: MaxTileBytes %d is negative", storage.ErrInvalidArgument, c.MaxTileBytes)
+	}
+	if c.MaxTileBytes == 0 {
+		c.MaxTileBytes = storage.DefaultMaxTileBytes
+	}
+	if c.maxCommandBytes == 0 {
+		c.maxCommandBytes = maxCommandBytes(c.MaxTileBytes)
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -215,8 +237,7 @@ type Node struct {
 
 	reconcileCh chan struct{}
 	shutdown    chan struct{}
-	closeOnce   sync.Once
-	closeErr    error
+	closed      atomic.Bool // set by the first Close
 	wg          sync.WaitGroup
 }
 
@@ -499,24 +520,24 @@ func (n *Node) WaitApplied(ctx context.Context, idx uint64) error {
 func (n *Node) Handler() http.Handler { return n.mux }
 
 // Close shuts the node down without leaving the cluster (a restart keeps
-// its membership), then closes the store. It is safe to call more than
-// once.
+// its membership), then closes the store. Like every storage.LDM, a second
+// Close fails with storage.ErrClosed (and does not wait for the first).
 func (n *Node) Close() error {
-	n.closeOnce.Do(func() {
-		var errs []error
-		if n.serf != nil {
-			errs = append(errs, n.serf.Shutdown())
-		}
-		errs = append(errs, n.stopRaft())
-		close(n.shutdown)
-		n.wg.Wait()
-		n.http.CloseIdleConnections()
-		if err := n.store.Close(); err != nil && !errors.Is(err, storage.ErrClosed) {
-			errs = append(errs, err)
-		}
-		n.closeErr = errors.Join(errs...)
-	})
-	return n.closeErr
+	if n.closed.Swap(true) {
+		return storage.ErrClosed
+	}
+	var errs []error
+	if n.serf != nil {
+		errs = append(errs, n.serf.Shutdown())
+	}
+	errs = append(errs, n.stopRaft())
+	close(n.shutdown)
+	n.wg.Wait()
+	n.http.CloseIdleConnections()
+	if err := n.store.Close(); err != nil && !errors.Is(err, storage.ErrClosed) {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
 }
 
 func (n *Node) stopRaft() error {
@@ -568,6 +589,24 @@ func (n *Node) Volumes() ([]storage.VolumeInfo, error) { return n.store.Volumes(
 
 // Read implements storage.LDM.
 func (n *Node) Read(volume string, offset uint64) (storage.Tile, error) {
+	return n.store.Read(volume, offset)
+}
+
+// readerInto is the optional zero-allocation read of a store
+// (storage.Store.ReadInto); the service detects it on a Node the same way.
+type readerInto interface {
+	ReadInto(volume string, offset uint64, buf []byte) (storage.Tile, error)
+}
+
+// ReadInto is Read into a caller-supplied buffer: the value is read into
+// buf[:n] when cap(buf) is at least the tile's length n (the returned Value
+// then aliases buf) and into a new buffer otherwise. It forwards to the
+// store's ReadInto, so a clustered server keeps the buffer pooling of a
+// single file store; over a store without it (MemoryStore) it is Read.
+func (n *Node) ReadInto(volume string, offset uint64, buf []byte) (storage.Tile, error) {
+	if r, ok := n.store.(readerInto); ok {
+		return r.ReadInto(volume, offset, buf)
+	}
 	return n.store.Read(volume, offset)
 }
 
@@ -633,6 +672,9 @@ func (n *Node) Append(ctx context.Context, volume string, tiles ...storage.Tile)
 		return 0, err
 	}
 	for i := range tiles {
+		if n, limit := len(tiles[i].Value), n.cfg.MaxTileBytes; n > limit {
+			return 0, fmt.Errorf("tile of %d bytes, the limit is %d: %w", n, limit, storage.ErrTooLarge)
+		}
 		if c := tiles[i].CRC32C; c != 0 {
 			if sum := storage.Checksum(tiles[i].Value); sum != c {
 				return 0, fmt.Errorf("tile crc32c %08x does not match its bytes (%08x): %w", c, sum, storage.ErrCorrupt)
@@ -642,6 +684,9 @@ func (n *Node) Append(ctx context.Context, volume string, tiles ...storage.Tile)
 	cmd, err := encodeAppend(volume, tiles)
 	if err != nil {
 		return 0, err
+	}
+	if len(cmd) > n.cfg.maxCommandBytes {
+		return 0, fmt.Errorf("a write of %d tiles encodes to %d bytes, the limit is %d: %w", len(tiles), len(cmd), n.cfg.maxCommandBytes, storage.ErrTooLarge)
 	}
 	res, err := n.apply(ctx, cmd)
 	if err != nil {

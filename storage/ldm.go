@@ -10,6 +10,7 @@ import "context"
 type LDM interface {
 	// CreateVolume creates an empty volume. It normalizes m (see
 	// VolumeMeta.Normalize) and fails with ErrExists if the name is taken.
+	// m.Index follows the rule of Tile.Index.
 	CreateVolume(ctx context.Context, m VolumeMeta) (VolumeInfo, error)
 	// Volume returns a volume's metadata and log state, or ErrNotFound.
 	Volume(name string) (VolumeInfo, error)
@@ -23,6 +24,8 @@ type LDM interface {
 	// the first. It returns once they are durable under the sync policy.
 	// Each tile's Offset and CRC32C are set by the store (a non-zero
 	// CRC32C in the input is checked first: a mismatch is ErrCorrupt).
+	// Index is the replication layer's (see Tile.Index): callers that do
+	// not replicate leave it zero; a replicated LDM assigns it.
 	// A tile larger than the maximum is ErrTooLarge; nothing is appended
 	// unless every tile is valid.
 	Append(ctx context.Context, volume string, tiles ...Tile) (first uint64, err error)
@@ -40,6 +43,7 @@ type LDM interface {
 	// (ErrNotFound) or the store closed (ErrClosed). It does not poll.
 	Wait(ctx context.Context, volume string, offset uint64) error
 
-	// Close releases the store. Later calls fail with ErrClosed.
+	// Close releases the store. Later calls, a second Close included,
+	// fail with ErrClosed.
 	Close() error
 }

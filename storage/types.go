@@ -138,7 +138,8 @@ type VolumeMeta struct {
 	Labels     map[string]string
 	CreatedAt  time.Time // set by the store when zero
 	// Index is the replication (Raft) index of the command that created the
-	// volume; 0 on a single node.
+	// volume. It follows the rule of Tile.Index: set by the layer that
+	// replicates, 0 on a single node, left zero by every other caller.
 	Index uint64
 }
 
@@ -156,9 +157,19 @@ type Tile struct {
 	CRC32C uint32 // computed by the store on append; checked on read
 	HasKey bool   // whether Key is set
 	Key    BrickKey
-	// Index is the replication (Raft) index that wrote the tile; 0 on a
-	// single node. The store persists it, so the last applied index can be
-	// recovered from the data itself.
+	// Index is the replication (Raft) index of the command that wrote the
+	// tile, or 0 when nothing replicated it. The layer that replicates
+	// sets it, never an API caller:
+	//   - a replicated LDM (cluster.Node) assigns the index of its own log
+	//     and ignores the value its caller passed;
+	//   - a store (Store, Memory) records the value it is given and returns
+	//     it unchanged, because it is the storage a replication layer writes
+	//     through (cluster's FSM sets the Raft index before appending, and
+	//     the last applied index is recovered from the data itself).
+	// Every other caller leaves it zero, so a single node reports 0. On
+	// every LDM, Read, Brick and Iterate return the same Index for a tile,
+	// the tiles of one Append share one Index, and Index never decreases
+	// with the offset. storage/ldmtest asserts this.
 	Index uint64
 }
 

@@ -6,6 +6,7 @@ package ldmtest
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"strings"
@@ -48,6 +49,7 @@ func RunConformance(t *testing.T, newLDM NewFunc) {
 		{"ownership", testOwnership},
 		{"concurrent", testConcurrent},
 		{"iterate", testIterate},
+		{"replication_index", testReplicationIndex},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -105,7 +107,6 @@ func testCreateAndGet(t *testing.T, l storage.LDM) {
 	m.Spacing = []float64{0.5, 0.5, 1.25}
 	m.Labels = map[string]string{"modality": "ct"}
 	m.LODCount = 3
-	m.Index = 42
 	info, err := l.CreateVolume(context.Background(), m)
 	if err != nil {
 		t.Fatal(err)
@@ -118,7 +119,7 @@ func testCreateAndGet(t *testing.T, l storage.LDM) {
 		t.Fatal(err)
 	}
 	if got.Name != "ct-1" || got.Shape != m.Shape || got.DataType != storage.Uint16 || got.LODCount != 3 ||
-		got.Index != 42 || got.Labels["modality"] != "ct" || len(got.Spacing) != 3 || got.Spacing[2] != 1.25 ||
+		got.Index != info.Index || got.Labels["modality"] != "ct" || len(got.Spacing) != 3 || got.Spacing[2] != 1.25 ||
 		!got.CreatedAt.Equal(info.CreatedAt) || got.NextOffset != 0 || got.SizeBytes != 0 {
 		t.Fatalf("Volume = %+v, want the metadata of %+v", got, m)
 	}
@@ -189,7 +190,7 @@ func testAppendRead(t *testing.T, l storage.LDM) {
 	mustCreate(t, l, "v")
 	var size uint64
 	for i := range 20 {
-		tile := storage.Tile{Value: Value(uint64(i), i*97), Index: uint64(100 + i)}
+		tile := storage.Tile{Value: Value(uint64(i), i*97)}
 		if i%3 == 0 {
 			tile.HasKey, tile.Key = true, storage.BrickKey{LOD: 1, X: uint32(i), Y: 2, Z: 3}
 		}
@@ -208,8 +209,8 @@ func testAppendRead(t *testing.T, l storage.LDM) {
 		}
 		want := Value(uint64(i), i*97)
 		if got.Offset != uint64(i) || !bytes.Equal(got.Value, want) || got.CRC32C != storage.Checksum(want) ||
-			got.Index != uint64(100+i) || got.HasKey != (i%3 == 0) {
-			t.Fatalf("Read(%d) = offset %d, %d bytes, crc %08x, index %d, haskey %v", i, got.Offset, len(got.Value), got.CRC32C, got.Index, got.HasKey)
+			got.HasKey != (i%3 == 0) {
+			t.Fatalf("Read(%d) = offset %d, %d bytes, crc %08x, haskey %v", i, got.Offset, len(got.Value), got.CRC32C, got.HasKey)
 		}
 		if got.HasKey && got.Key != (storage.BrickKey{LOD: 1, X: uint32(i), Y: 2, Z: 3}) {
 			t.Fatalf("Read(%d) key %+v", i, got.Key)
@@ -449,7 +450,7 @@ func testConcurrent(t *testing.T, l storage.LDM) {
 			defer wg.Done()
 			for i := range per {
 				seed := uint64(w*1000 + i)
-				off, err := l.Append(ctx, "v", storage.Tile{Value: Value(seed, 100+int(seed%300)), Index: seed})
+				off, err := l.Append(ctx, "v", storage.Tile{Value: seededValue(seed)})
 				if err != nil {
 					errs <- err
 					return
@@ -472,7 +473,7 @@ func testConcurrent(t *testing.T, l storage.LDM) {
 				errs <- fmt.Errorf("Read(%d): %w", off, err)
 				return
 			}
-			if !bytes.Equal(tile.Value, Value(tile.Index, 100+int(tile.Index%300))) {
+			if len(tile.Value) < 8 || !bytes.Equal(tile.Value, seededValue(binary.LittleEndian.Uint64(tile.Value))) {
 				errs <- fmt.Errorf("Read(%d): wrong bytes", off)
 				return
 			}
@@ -491,8 +492,8 @@ func testConcurrent(t *testing.T, l storage.LDM) {
 			}
 			seen[off] = true
 			tile, err := l.Read("v", off)
-			if err != nil || tile.Index != uint64(w*1000+i) {
-				t.Fatalf("Read(%d) = index %d, %v; want %d", off, tile.Index, err, w*1000+i)
+			if err != nil || !bytes.Equal(tile.Value, seededValue(uint64(w*1000+i))) {
+				t.Fatalf("Read(%d) = %d bytes, %v; want the tile of seed %d", off, len(tile.Value), err, w*1000+i)
 			}
 		}
 	}
@@ -537,5 +538,79 @@ func testIterate(t *testing.T, l storage.LDM) {
 	}
 	if err := <-done; !errors.Is(err, stop) {
 		t.Fatalf("follow returned %v", err)
+	}
+}
+
+// seededValue returns tile bytes that name their seed in the first eight
+// bytes (little-endian), so a reader can check a tile it did not write.
+func seededValue(seed uint64) []byte {
+	v := Value(seed, 100+int(seed%300))
+	binary.LittleEndian.PutUint64(v, seed)
+	return v
+}
+
+// testReplicationIndex checks the rule of storage.Tile.Index: callers
+// leave it zero; an implementation reports 0 everywhere when nothing
+// replicated the writes, or else the index of each write's command, the
+// same for every tile of one Append, increasing from one Append to the
+// next and above the index that created the volume. Read, Brick, Iterate
+// and Volume agree.
+func testReplicationIndex(t *testing.T, l storage.LDM) {
+	info := mustCreate(t, l, "v")
+	if got, err := l.Volume("v"); err != nil || got.Index != info.Index {
+		t.Fatalf("Volume index %d, %v; CreateVolume returned %d", got.Index, err, info.Index)
+	}
+	key := func(i int) storage.BrickKey { return storage.BrickKey{X: uint32(i)} }
+	var calls [][]int // offsets written by each Append
+	next := 0
+	for _, n := range []int{1, 3, 1, 2} {
+		var tiles []storage.Tile
+		var offs []int
+		for range n {
+			tiles = append(tiles, storage.Tile{Value: Value(uint64(next), 16), HasKey: true, Key: key(next)})
+			offs = append(offs, next)
+			next++
+		}
+		mustAppend(t, l, "v", tiles...)
+		calls = append(calls, offs)
+	}
+	index := make([]uint64, next)
+	for off := range next {
+		tile, err := l.Read("v", uint64(off))
+		if err != nil {
+			t.Fatalf("Read(%d): %v", off, err)
+		}
+		index[off] = tile.Index
+		brick, err := l.Brick("v", key(off))
+		if err != nil || brick.Index != tile.Index {
+			t.Fatalf("Brick(%d) index %d, %v; Read says %d", off, brick.Index, err, tile.Index)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := storage.Iterate(ctx, l, "v", 0, false, func(tile storage.Tile) error {
+		if tile.Index != index[tile.Offset] {
+			return fmt.Errorf("Iterate: offset %d index %d; Read says %d", tile.Offset, tile.Index, index[tile.Offset])
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	replicated := info.Index != 0
+	prev := info.Index
+	for _, offs := range calls {
+		first := index[offs[0]]
+		for _, off := range offs {
+			if index[off] != first {
+				t.Fatalf("one Append wrote indexes %d and %d (offsets %v)", first, index[off], offs)
+			}
+		}
+		switch {
+		case !replicated && first != 0:
+			t.Fatalf("volume index 0 but offset %d has index %d: 0 means nothing replicated", offs[0], first)
+		case replicated && first <= prev:
+			t.Fatalf("offset %d has index %d, not above the previous command's %d", offs[0], first, prev)
+		}
+		prev = first
 	}
 }
