@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	ldmv1 "github.com/xcheng85/go-ldm/gen/ldm/v1"
 	"github.com/xcheng85/go-ldm/storage"
 	"github.com/xcheng85/go-ldm/storage/ldmtest"
 )
@@ -62,6 +63,18 @@ func TestNode_Conformance(t *testing.T) {
 	}
 }
 
+// The optional capabilities the service detects on the value it serves
+// (service.ReadBarrier, ReaderInto and Membership), spelled out here
+// because cluster does not import service: a changed signature would
+// silently turn a capability off.
+var _ interface {
+	ReadBarrier(ctx context.Context) error
+	ReadInto(volume string, offset uint64, buf []byte) (storage.Tile, error)
+	Servers(ctx context.Context) ([]*ldmv1.Server, error)
+	RemoveServer(ctx context.Context, id string) error
+	TransferLeader(ctx context.Context, id string) (string, error)
+} = (*Node)(nil)
+
 // TestNode_ReadInto checks that a Node forwards the file store's
 // zero-allocation read, the optional capability the service detects by
 // type assertion, on the leader and on a follower.
@@ -79,9 +92,6 @@ func TestNode_ReadInto(t *testing.T) {
 	}
 	c.converge(20 * time.Second)
 
-	var _ interface {
-		ReadInto(volume string, offset uint64, buf []byte) (storage.Tile, error)
-	} = (*Node)(nil)
 	for _, n := range []*testNode{n1, n2} {
 		buf := make([]byte, 0, 64)
 		got, err := n.node.ReadInto("v", 0, buf)

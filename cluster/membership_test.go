@@ -38,13 +38,13 @@ func TestNode_Membership(t *testing.T) {
 		t.Fatalf("reconcile: %v", err)
 	}
 	c.waitVoters(time.Second, "n1", "n2", "n3")
-	servers, err := l.node.Servers(ctx)
+	members, err := l.node.Members(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, s := range servers {
-		if s.GetId() == "n3" && (s.GetStatus() != "failed" || !s.GetVoter()) {
-			t.Fatalf("n3 after its crash: %v", s)
+	for _, m := range members {
+		if m.ID == "n3" && (m.Status != "failed" || !m.Voter) {
+			t.Fatalf("n3 after its crash: %+v", m)
 		}
 	}
 

@@ -16,7 +16,6 @@ import (
 	"github.com/hashicorp/raft"
 	"github.com/hashicorp/serf/serf"
 
-	ldmv1 "github.com/xcheng85/go-ldm/gen/ldm/v1"
 	"github.com/xcheng85/go-ldm/storage"
 )
 
@@ -204,9 +203,26 @@ func (n *Node) reconcile() error {
 	return errors.Join(errs...)
 }
 
-// Servers lists every member: the Raft configuration (voters) plus gossip
-// members not in it yet, with the leader flag and gossip status.
-func (n *Node) Servers(ctx context.Context) ([]*ldmv1.Server, error) {
+// Member is one member of the cluster as this node sees it: a server in
+// the Raft configuration, or an alive gossip member not in it yet.
+type Member struct {
+	ID string
+	// Addr is the member's main port (RPC and Raft).
+	Addr string
+	// Leader is true for the member this node knows as the leader.
+	Leader bool
+	// Voter is true for a voter of the Raft configuration; false for a
+	// gossip member that is not in the configuration yet.
+	Voter bool
+	// Status is the gossip status: "alive", "leaving", "left", "failed",
+	// or "unknown" for a configured server gossip does not know.
+	Status string
+}
+
+// Members lists every member: the Raft configuration (voters, in its
+// order) followed by alive gossip members not in it yet. It fails with
+// storage.ErrClosed after Close.
+func (n *Node) Members(ctx context.Context) ([]Member, error) {
 	f := n.raft.GetConfiguration()
 	if err := f.Error(); err != nil {
 		if errors.Is(err, raft.ErrRaftShutdown) {
@@ -216,7 +232,7 @@ func (n *Node) Servers(ctx context.Context) ([]*ldmv1.Server, error) {
 	}
 	_, leaderID := n.raft.LeaderWithID()
 	status := map[string]string{}
-	var extra []*ldmv1.Server
+	var extra []Member
 	inConfig := map[string]bool{}
 	for _, s := range f.Configuration().Servers {
 		inConfig[string(s.ID)] = true
@@ -229,11 +245,11 @@ func (n *Node) Servers(ctx context.Context) ([]*ldmv1.Server, error) {
 			}
 			status[id] = m.Status.String()
 			if !inConfig[id] && m.Status == serf.StatusAlive {
-				extra = append(extra, &ldmv1.Server{Id: id, RpcAddr: m.Tags[tagAddr], RaftAddr: m.Tags[tagAddr], Status: m.Status.String()})
+				extra = append(extra, Member{ID: id, Addr: m.Tags[tagAddr], Status: m.Status.String()})
 			}
 		}
 	}
-	var out []*ldmv1.Server
+	var out []Member
 	for _, s := range f.Configuration().Servers {
 		st := status[string(s.ID)]
 		if st == "" {
@@ -242,13 +258,12 @@ func (n *Node) Servers(ctx context.Context) ([]*ldmv1.Server, error) {
 				st = "alive"
 			}
 		}
-		out = append(out, &ldmv1.Server{
-			Id:       string(s.ID),
-			RpcAddr:  string(s.Address),
-			RaftAddr: string(s.Address),
-			IsLeader: s.ID == leaderID,
-			Status:   st,
-			Voter:    s.Suffrage == raft.Voter,
+		out = append(out, Member{
+			ID:     string(s.ID),
+			Addr:   string(s.Address),
+			Leader: s.ID == leaderID,
+			Voter:  s.Suffrage == raft.Voter,
+			Status: st,
 		})
 	}
 	return append(out, extra...), nil
