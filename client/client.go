@@ -29,7 +29,9 @@ type Config struct {
 	// https://host:port). The scheme of the first one is used for every
 	// server GetServers reports.
 	Seeds []string
-	// HTTPClient carries the calls; nil means http.DefaultClient.
+	// HTTPClient carries the calls; nil means a client with the transport
+	// of NewTransport(nil) (HTTP/2: h2c for http://, TLS with the system
+	// roots for https://), shared by all such Clients.
 	HTTPClient *http.Client
 	// Options are passed to every generated Connect client (protocol,
 	// interceptors, message limits).
@@ -79,7 +81,7 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 		return nil, fmt.Errorf("client: seed %q: want http://host:port or https://host:port", cfg.Seeds[0])
 	}
 	if cfg.HTTPClient == nil {
-		cfg.HTTPClient = http.DefaultClient
+		cfg.HTTPClient = defaultHTTPClient
 	}
 	if cfg.RefreshInterval == 0 {
 		cfg.RefreshInterval = 10 * time.Second

@@ -45,12 +45,13 @@ func init() {
 
 // NewResolverBuilder returns a grpc-go resolver for targets
 // "<scheme>:///host:port,host:port". It asks the servers for GetServers
-// (over Connect with hc, nil meaning http.DefaultClient, and URL scheme
-// urlScheme, "http" or "https") every refresh interval (default 10s) and
-// whenever a call fails with Unavailable, and selects BalancerName.
+// (over Connect with hc, nil meaning a client with the transport of
+// NewTransport(nil), and URL scheme urlScheme, "http" or "https") every
+// refresh interval (default 10s) and whenever a call fails with
+// Unavailable, and selects BalancerName.
 func NewResolverBuilder(scheme string, hc *http.Client, urlScheme string, refresh time.Duration) resolver.Builder {
 	if hc == nil {
-		hc = http.DefaultClient
+		hc = defaultHTTPClient
 	}
 	if refresh <= 0 {
 		refresh = 10 * time.Second

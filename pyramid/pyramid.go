@@ -180,3 +180,17 @@ func BrickCount(meta storage.VolumeMeta) int {
 	}
 	return n
 }
+
+// LevelsToFit returns the number of levels of detail from full resolution
+// down to the first level that fits in one brick: 1 when shape already
+// fits, at most 32. A zero brick axis counts as 1.
+func LevelsToFit(shape, brick storage.Shape) uint32 {
+	bx, by, bz := max(brick.X, 1), max(brick.Y, 1), max(brick.Z, 1)
+	n := uint32(1)
+	x, y, z := shape.X, shape.Y, shape.Z
+	for (x > bx || y > by || z > bz) && n < 32 {
+		x, y, z = x/2+x%2, y/2+y%2, z/2+z%2
+		n++
+	}
+	return n
+}

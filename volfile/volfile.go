@@ -125,12 +125,22 @@ type Options struct {
 	TimePoint uint32
 }
 
-// Image is an open volume file.
+// Image is an open volume file: its parsed Header, and where and how to
+// read its voxels. It holds no open file; ReadVoxels opens the data file
+// each time it is called. An Image is not safe for concurrent use.
 type Image struct {
 	Header
 	path string
 	opts Options
 }
+
+// Path returns the path the image was opened with (the header's file; see
+// Header.DataFile for the voxels).
+func (im *Image) Path() string { return im.path }
+
+// Options returns the options the image was opened with: the time point
+// ReadVoxels reads.
+func (im *Image) Options() Options { return im.opts }
 
 // Open reads the header of the volume file at path, detecting NIfTI-1 (also
 // gzip-compressed) and NRRD from the content. Raw files have no header; use

@@ -8,10 +8,11 @@ import (
 	"os"
 	"time"
 
-	"connectrpc.com/connect"
 	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
 
+	"github.com/xcheng85/go-ldm/apiconv"
+	"github.com/xcheng85/go-ldm/client"
 	ldmv1 "github.com/xcheng85/go-ldm/gen/ldm/v1"
 	"github.com/xcheng85/go-ldm/pyramid"
 	"github.com/xcheng85/go-ldm/storage"
@@ -53,12 +54,7 @@ sends the bricks with WriteTileStream.
 				if name == "" {
 					name = demoVolume
 				}
-				m := pyramid.PhantomMeta(name)
-				v = &ldmv1.Volume{
-					Name: m.Name, DataType: ldmv1.DataType(m.DataType), LodCount: m.LODCount, Spacing: m.Spacing, Labels: m.Labels,
-					Shape:      &ldmv1.Shape{X: m.Shape.X, Y: m.Shape.Y, Z: m.Shape.Z},
-					BrickShape: &ldmv1.Shape{X: m.BrickShape.X, Y: m.BrickShape.Y, Z: m.BrickShape.Z},
-				}
+				v = apiconv.MetaToAPI(pyramid.PhantomMeta(name))
 				src = pyramid.Phantom()
 			case !demo && len(args) == 1:
 				if name == "" {
@@ -89,7 +85,7 @@ sends the bricks with WriteTileStream.
 				return usageError{errors.New("give either a FILE or --demo (see 'ldm import --help')")}
 			}
 			return cf.with(cmd.Context(), func(c *clients) error {
-				return importNew(cmd.Context(), c, v, src, cmd.ErrOrStderr(), quiet)
+				return importVolume(cmd.Context(), c, v, src, cmd.ErrOrStderr(), quiet)
 			})
 		},
 	}
@@ -102,122 +98,77 @@ sends the bricks with WriteTileStream.
 	return cmd
 }
 
-// createError is a failure of importVolume to create the volume: nothing
-// was written.
-type createError struct{ err error }
-
-func (e createError) Error() string { return e.err.Error() }
-func (e createError) Unwrap() error { return e.err }
-
-// importNew runs importVolume and, when the volume was created but the
-// import failed (or was interrupted), deletes the incomplete volume so that
-// the same command can be run again.
-func importNew(ctx context.Context, c *clients, v *ldmv1.Volume, src io.ReaderAt, w io.Writer, quiet bool) error {
-	err := importVolume(ctx, c, v, src, w, quiet)
-	var ce createError
-	if err == nil || errors.As(err, &ce) {
-		return err
+// importVolume imports src as the new volume v with the client package,
+// showing a progress bar on w (unless quiet) and a summary line. When the
+// import fails after creating the volume, the volume is deleted and the
+// error says so, so that the same command can be run again.
+func importVolume(ctx context.Context, c *clients, v *ldmv1.Volume, src io.ReaderAt, w io.Writer, quiet bool) error {
+	err := runImport(ctx, c, v, src, w, quiet)
+	msg, ie := explainImport(c, err)
+	if ie == nil || !ie.Created {
+		return msg
 	}
-	name := v.GetName()
-	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout)
-	defer cancel()
-	_, derr := c.volumes.DeleteVolume(dctx, connect.NewRequest(&ldmv1.DeleteVolumeRequest{Name: name}))
-	if derr != nil && connect.CodeOf(derr) != connect.CodeNotFound {
-		return fmt.Errorf("%w\n(removing the incomplete volume %q failed: %v; delete it with 'ldm volume delete %s' before importing again)", err, name, derr, name)
+	if ie.DeleteErr != nil {
+		return fmt.Errorf("%w\n(removing the incomplete volume %q failed: %v; delete it with 'ldm volume delete %s' before importing again)", msg, ie.Volume, ie.DeleteErr, ie.Volume)
 	}
-	return fmt.Errorf("%w\n(the incomplete volume %q was removed; fix the problem and run the import again)", err, name)
+	return fmt.Errorf("%w\n(the incomplete volume %q was removed; fix the problem and run the import again)", msg, ie.Volume)
 }
 
-// importVolume creates v on the server and sends the bricks of src with
-// WriteTileStream, showing progress on w.
-func importVolume(ctx context.Context, c *clients, v *ldmv1.Volume, src io.ReaderAt, w io.Writer, quiet bool) error {
-	res, err := c.volumes.CreateVolume(ctx, connect.NewRequest(&ldmv1.CreateVolumeRequest{Volume: v}))
-	if err != nil {
-		return createError{c.rpcError("create volume "+v.GetName(), err)}
-	}
-	created := res.Msg.GetVolume()
-	meta := storage.VolumeMeta{
-		Name:       created.GetName(),
-		Shape:      storage.Shape{X: created.GetShape().GetX(), Y: created.GetShape().GetY(), Z: created.GetShape().GetZ()},
-		DataType:   storage.DataType(created.GetDataType()),
-		BrickShape: storage.Shape{X: created.GetBrickShape().GetX(), Y: created.GetBrickShape().GetY(), Z: created.GetBrickShape().GetZ()},
-		LODCount:   created.GetLodCount(),
-	}
-	if err := meta.Normalize(); err != nil {
-		return err
-	}
-	count := pyramid.BrickCount(meta)
-	brickBytes := int64(meta.BrickShape.X) * int64(meta.BrickShape.Y) * int64(meta.BrickShape.Z) * int64(meta.DataType.Size())
-	total := int64(count) * brickBytes
+// runImport runs client.Importer.Import with a progress bar on w (unless
+// quiet) as its Progress callback, and prints a summary line on success.
+func runImport(ctx context.Context, c *clients, v *ldmv1.Volume, src io.ReaderAt, w io.Writer, quiet bool) error {
 	out := w
 	if quiet {
 		out = io.Discard
 	}
-	bar := progressbar.NewOptions64(total,
-		progressbar.OptionSetWriter(out),
-		progressbar.OptionSetDescription("import "+meta.Name),
-		progressbar.OptionShowBytes(true),
-		progressbar.OptionShowCount(),
-		progressbar.OptionSetPredictTime(true),
-		progressbar.OptionThrottle(100*time.Millisecond),
-		progressbar.OptionOnCompletion(func() { fmt.Fprintln(out) }),
-		progressbar.OptionFullWidth(),
-	)
-
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	stream := c.tiles.WriteTileStream(ctx)
-	// Acknowledgements arrive while bricks are sent; each one advances the
-	// bar, so it shows bytes the server has stored.
-	acked := make(chan error, 1)
-	go func() {
-		n := 0
-		for n < count {
-			if _, err := stream.Receive(); err != nil {
-				acked <- fmt.Errorf("after %d of %d bricks: %w", n, count, err)
-				return
-			}
-			n++
-			_ = bar.Add64(brickBytes)
+	var bar *progressbar.ProgressBar
+	var shown int64
+	progress := func(p client.Progress) {
+		if bar == nil {
+			bar = progressbar.NewOptions64(p.Bytes,
+				progressbar.OptionSetWriter(out),
+				progressbar.OptionSetDescription("import "+p.Volume),
+				progressbar.OptionShowBytes(true),
+				progressbar.OptionShowCount(),
+				progressbar.OptionSetPredictTime(true),
+				progressbar.OptionThrottle(100*time.Millisecond),
+				progressbar.OptionOnCompletion(func() { fmt.Fprintln(out) }),
+				progressbar.OptionFullWidth(),
+			)
 		}
-		acked <- nil
-	}()
-	first := true
-	start := time.Now()
-	sendErr := pyramid.Cut(src, meta, func(b pyramid.Brick) error {
-		req := &ldmv1.WriteTileStreamRequest{Tile: &ldmv1.Tile{Value: b.Value, Key: &ldmv1.BrickKey{Lod: b.Key.LOD, X: b.Key.X, Y: b.Key.Y, Z: b.Key.Z}}}
-		if first {
-			req.Volume = meta.Name
-			first = false
-		}
-		return stream.Send(req)
-	})
-	if errors.Is(sendErr, io.EOF) {
-		sendErr = nil // the server ended the stream; Receive has its error
+		// The bar shows bytes the server has stored.
+		_ = bar.Add64(p.BytesDone - shown)
+		shown = p.BytesDone
 	}
-	if sendErr == nil {
-		sendErr = stream.CloseRequest()
-	}
-	var recvErr error
-	select {
-	case recvErr = <-acked:
-	case <-ctx.Done():
-		recvErr = ctx.Err()
-	}
-	_ = stream.CloseResponse()
-	if err := errors.Join(recvErr, sendErr); err != nil {
-		if !quiet {
+	im := client.Importer{Tiles: c.tiles, Volumes: c.volumes}
+	st, err := im.Import(ctx, src, v, client.ImportOptions{Progress: progress, CleanupTimeout: shutdownTimeout})
+	if err != nil {
+		if bar != nil {
 			fmt.Fprintln(out) // end the progress bar's line
 		}
-		if connect.CodeOf(err) == connect.CodeResourceExhausted {
-			return fmt.Errorf("import %s: %w\n(bricks of %dx%dx%d voxels are %d bytes, above the server's limit: choose a smaller --brick, or raise --max-tile-bytes of ldm serve)",
-				meta.Name, err, meta.BrickShape.X, meta.BrickShape.Y, meta.BrickShape.Z, brickBytes)
-		}
-		return c.rpcError("import "+meta.Name, err)
+		return err
 	}
 	_ = bar.Finish()
-	elapsed := time.Since(start)
-	fmt.Fprintf(w, "imported %s: %d bricks, %d levels, %.1f MB in %s (%.0f MB/s)\n", meta.Name, count, meta.LODCount,
-		float64(total)/1e6, elapsed.Round(time.Millisecond), float64(total)/1e6/elapsed.Seconds())
+	fmt.Fprintf(w, "imported %s: %d bricks, %d levels, %.1f MB in %s (%.0f MB/s)\n", st.Volume.GetName(), st.Bricks, st.Levels,
+		float64(st.Bytes)/1e6, st.Elapsed.Round(time.Millisecond), float64(st.Bytes)/1e6/st.Elapsed.Seconds())
 	return nil
+}
+
+// explainImport turns an import error into a message for a user: RPC
+// errors get their hints (and an unreachable server its exit code), bricks
+// over the server's limit the flags that change that. It also returns the
+// *client.ImportError, if err has one, for what happened to the volume.
+func explainImport(c *clients, err error) (error, *client.ImportError) {
+	var ie *client.ImportError
+	if !errors.As(err, &ie) {
+		return err, nil
+	}
+	if !ie.Created {
+		return c.rpcError("create volume "+ie.Volume, ie.Err), ie
+	}
+	if errors.Is(err, client.ErrBrickTooLarge) {
+		return fmt.Errorf("import %s: %w\n(bricks of %dx%dx%d voxels are %d bytes, above the server's limit: choose a smaller --brick, or raise --max-tile-bytes of ldm serve)",
+			ie.Volume, ie.Err, ie.BrickShape.X, ie.BrickShape.Y, ie.BrickShape.Z, ie.BrickBytes), ie
+	}
+	return c.rpcError("import "+ie.Volume, ie.Err), ie
 }

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"compress/gzip"
-	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -13,12 +12,12 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
-	"strconv"
 	"strings"
 
 	"connectrpc.com/connect"
 	"github.com/spf13/cobra"
 
+	"github.com/xcheng85/go-ldm/client"
 	ldmv1 "github.com/xcheng85/go-ldm/gen/ldm/v1"
 	"github.com/xcheng85/go-ldm/storage"
 	"github.com/xcheng85/go-ldm/volfile"
@@ -112,7 +111,7 @@ func importFile(cmd *cobra.Command, cf *clientFlags, spec *volumeSpec, ff *fileF
 			return err
 		}
 	}
-	v, err := fileVolume(im, spec, name, path, opts)
+	v, err := fileVolume(im, spec, name)
 	if err != nil {
 		return err
 	}
@@ -134,22 +133,21 @@ func importFile(cmd *cobra.Command, cf *clientFlags, spec *volumeSpec, ff *fileF
 	} else if connect.CodeOf(err) != connect.CodeNotFound {
 		return c.rpcError("import "+name, err)
 	}
-	err = importVolume(ctx, c, v, bytes.NewReader(data), cmd.ErrOrStderr(), quiet)
-	if err != nil && connect.CodeOf(err) != connect.CodeAlreadyExists {
-		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout)
-		defer cancel()
-		_, derr := c.volumes.DeleteVolume(dctx, connect.NewRequest(&ldmv1.DeleteVolumeRequest{Name: name}))
-		if derr != nil && connect.CodeOf(derr) != connect.CodeNotFound {
-			return fmt.Errorf("%w (and removing the incomplete volume %q failed: %v; delete it with 'ldm volume delete %s')", err, name, derr, name)
-		}
-		return fmt.Errorf("%w (the incomplete volume %q was removed)", err, name)
+	err = runImport(ctx, c, v, bytes.NewReader(data), cmd.ErrOrStderr(), quiet)
+	msg, ie := explainImport(c, err)
+	if ie == nil || !ie.Created {
+		return msg
 	}
-	return err
+	if ie.DeleteErr != nil {
+		return fmt.Errorf("%w (and removing the incomplete volume %q failed: %v; delete it with 'ldm volume delete %s')", msg, name, ie.DeleteErr, name)
+	}
+	return fmt.Errorf("%w (the incomplete volume %q was removed)", msg, name)
 }
 
 // fileVolume builds the volume to create from a file's header and the
-// brick, LOD, spacing and label flags.
-func fileVolume(im *volfile.Image, spec *volumeSpec, name, path string, opts volfile.Options) (*ldmv1.Volume, error) {
+// brick, LOD, spacing and label flags (client.VolumeFromFile adds the
+// source labels).
+func fileVolume(im *volfile.Image, spec *volumeSpec, name string) (*ldmv1.Volume, error) {
 	s := *spec
 	s.shape = fmt.Sprintf("%dx%dx%d", im.Shape.X, im.Shape.Y, im.Shape.Z)
 	s.dtype = im.DataType.String()
@@ -162,27 +160,9 @@ func fileVolume(im *volfile.Image, spec *volumeSpec, name, path string, opts vol
 		return nil, err
 	}
 	if spec.spacing == "" {
-		v.Spacing = im.Spacing[:]
+		v.Spacing = nil // the header's
 	}
-	set := func(k, val string) {
-		if _, ok := v.Labels[k]; !ok {
-			v.Labels[k] = val
-		}
-	}
-	set("source.file", filepath.Base(path))
-	set("source.format", im.Format.String())
-	if im.ByteOrder == binary.BigEndian {
-		set("source.byte_order", "big-endian")
-	}
-	if im.TimePoints > 1 {
-		set("source.time_point", fmt.Sprintf("%d of %d", opts.TimePoint, im.TimePoints))
-	}
-	if im.ScaleSlope != 0 && (im.ScaleSlope != 1 || im.ScaleInter != 0) {
-		// Voxels are stored as in the file; the labels say how to scale them.
-		set("nifti.scl_slope", strconv.FormatFloat(im.ScaleSlope, 'g', -1, 64))
-		set("nifti.scl_inter", strconv.FormatFloat(im.ScaleInter, 'g', -1, 64))
-	}
-	return v, nil
+	return client.VolumeFromFile(im, v), nil
 }
 
 // fileError turns a volfile error into a usage error when the file is

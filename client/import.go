@@ -1,0 +1,398 @@
+package client
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"connectrpc.com/connect"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/xcheng85/go-ldm/apiconv"
+	ldmv1 "github.com/xcheng85/go-ldm/gen/ldm/v1"
+	"github.com/xcheng85/go-ldm/gen/ldm/v1/ldmv1connect"
+	"github.com/xcheng85/go-ldm/pyramid"
+	"github.com/xcheng85/go-ldm/storage"
+	"github.com/xcheng85/go-ldm/volfile"
+)
+
+// DefaultCleanupTimeout bounds the DeleteVolume call that removes the volume
+// of a failed import when ImportOptions.CleanupTimeout is zero.
+const DefaultCleanupTimeout = 30 * time.Second
+
+// ErrBrickTooLarge: the server refused a brick as larger than its tile size
+// limit (code ResourceExhausted). An *ImportError matches it with errors.Is;
+// import with a smaller brick shape, or raise the server's limit.
+var ErrBrickTooLarge = errors.New("brick above the server's tile size limit")
+
+// ImportOptions tunes Import and ImportFile. The zero value works.
+type ImportOptions struct {
+	// Progress, when not nil, is called once after the volume is created
+	// and before the first brick is sent (BricksDone 0), then after every
+	// brick the server acknowledges; on success the last call has
+	// BricksDone == Bricks. Calls are made one at a time, in order, and
+	// none after the import returns; they come from a goroutine of the
+	// import, and a slow Progress holds up reading acknowledgements.
+	Progress func(Progress)
+	// CleanupTimeout bounds the DeleteVolume call that removes the volume
+	// after a failed import. It runs even when the import's context was
+	// cancelled. Zero means DefaultCleanupTimeout.
+	CleanupTimeout time.Duration
+	// File chooses what ImportFile reads from a file: the time point of a
+	// 4D image. Import ignores it.
+	File volfile.Options
+}
+
+// Progress is a snapshot of an import, given to ImportOptions.Progress.
+type Progress struct {
+	Volume     string
+	Bricks     int   // bricks of the whole import, all levels of detail
+	BricksDone int   // bricks the server has acknowledged (stored)
+	Bytes      int64 // Bricks times the bytes of one brick
+	BytesDone  int64 // BricksDone times the bytes of one brick
+	// Elapsed is the time since the first brick was sent.
+	Elapsed time.Duration
+}
+
+// ImportStats describes an import, complete or not.
+type ImportStats struct {
+	// Volume is the volume as the server created it, with the server's
+	// defaults filled in; nil if CreateVolume failed.
+	Volume *ldmv1.Volume
+	// Bricks and Bytes count what the server acknowledged: every brick of
+	// every level of detail after a successful import.
+	Bricks int
+	Bytes  int64
+	// Levels is the number of levels of detail.
+	Levels uint32
+	// BrickBytes is the size of one brick (every brick has the full brick
+	// shape; see package pyramid).
+	BrickBytes int64
+	// Elapsed is the time from the first brick sent to the last one
+	// acknowledged.
+	Elapsed time.Duration
+}
+
+// ImportError is the error of an import that failed at or after
+// CreateVolume. Import deletes a volume it created before it returns one.
+// Errors.Is matches ErrBrickTooLarge when the server refused a brick as too
+// large, and connect.CodeOf gives the code of an RPC failure.
+type ImportError struct {
+	// Volume is the name of the volume.
+	Volume string
+	// Created says this import created the volume. When false,
+	// CreateVolume failed: nothing was written and nothing deleted.
+	Created bool
+	// Err is the cause: the error of CreateVolume, of reading the source,
+	// or of WriteTileStream.
+	Err error
+	// DeleteErr is why the volume this import created could not be
+	// deleted; nil when it was deleted (or was already gone), and when
+	// Created is false.
+	DeleteErr error
+	// BrickShape and BrickBytes describe the bricks sent (zero when Created
+	// is false).
+	BrickShape storage.Shape
+	BrickBytes int64
+}
+
+// Error describes the failure, what was left behind and, for bricks over
+// the server's limit, their size.
+func (e *ImportError) Error() string {
+	if !e.Created {
+		return fmt.Sprintf("create volume %s: %v", e.Volume, e.Err)
+	}
+	s := fmt.Sprintf("import %s: %v", e.Volume, e.Err)
+	if e.tooLarge() {
+		s += fmt.Sprintf(" (bricks of %dx%dx%d voxels are %d bytes, above the server's limit: use a smaller brick shape, or raise the server's tile limit)",
+			e.BrickShape.X, e.BrickShape.Y, e.BrickShape.Z, e.BrickBytes)
+	}
+	if e.DeleteErr != nil {
+		return s + fmt.Sprintf("; removing the incomplete volume %q failed: %v", e.Volume, e.DeleteErr)
+	}
+	return s + fmt.Sprintf("; the incomplete volume %q was removed", e.Volume)
+}
+
+// Unwrap returns Err, and ErrBrickTooLarge when the server refused a brick
+// as too large.
+func (e *ImportError) Unwrap() []error {
+	if e.tooLarge() {
+		return []error{e.Err, ErrBrickTooLarge}
+	}
+	return []error{e.Err}
+}
+
+func (e *ImportError) tooLarge() bool {
+	return e.Created && connect.CodeOf(e.Err) == connect.CodeResourceExhausted
+}
+
+// Importer imports volumes through the generated clients of one server:
+// use it where the connection is set up by hand (protocol, TLS,
+// interceptors) rather than with New. An Importer holds no state of its
+// own; it is safe for concurrent use when its clients are.
+type Importer struct {
+	Tiles   ldmv1connect.TileServiceClient
+	Volumes ldmv1connect.VolumeServiceClient
+}
+
+// Import creates vol and sends the bricks of src, every level of detail, as
+// its tiles with one WriteTileStream (bricks are sent while earlier ones are
+// acknowledged). src holds the volume's voxels at full resolution:
+// little-endian, x fastest, then y, then z, exactly shape.x*shape.y*shape.z
+// voxels of vol's data type (see pyramid.Cut); it is read with ReadAt, a
+// slab of z-planes at a time. When src has a Size method (*bytes.Reader,
+// *io.SectionReader, ...), a wrong size fails before anything is created,
+// with an error wrapping storage.ErrInvalidArgument.
+//
+// vol's LodCount and BrickShape are used as given (zero means the server's
+// defaults: one level, 64^3 bricks); VolumeFromFile picks levels for a
+// file. Import returns nil only when the server acknowledged every brick.
+// Any later failure, ctx ending included, deletes the volume Import created
+// and returns an *ImportError (so the same import can run again); the stats
+// count what the server acknowledged.
+func (im Importer) Import(ctx context.Context, src io.ReaderAt, vol *ldmv1.Volume, opts ImportOptions) (ImportStats, error) {
+	return runImport(ctx, importTarget{
+		create: func(ctx context.Context, v *ldmv1.Volume) (*ldmv1.Volume, error) {
+			res, err := im.Volumes.CreateVolume(ctx, connect.NewRequest(&ldmv1.CreateVolumeRequest{Volume: v}))
+			if err != nil {
+				return nil, err
+			}
+			return res.Msg.GetVolume(), nil
+		},
+		remove: func(ctx context.Context, name string) error {
+			_, err := im.Volumes.DeleteVolume(ctx, connect.NewRequest(&ldmv1.DeleteVolumeRequest{Name: name}))
+			return err
+		},
+		tiles: func() ldmv1connect.TileServiceClient { return im.Tiles },
+	}, src, vol, opts)
+}
+
+// ImportFile reads the volume file at path (NIfTI-1 or NRRD; see
+// volfile.Open, and opts.File for a 4D file) and imports it as a new
+// volume: vol gives the name and may give brick shape, levels of detail,
+// spacing and labels; the rest comes from the file's header (see
+// VolumeFromFile). The whole file is read and checked before the volume is
+// created, so an unreadable file leaves nothing behind; its errors are
+// volfile's (ErrFormat, ErrUnsupported, ErrTruncated). Otherwise it behaves
+// as Import.
+func (im Importer) ImportFile(ctx context.Context, path string, vol *ldmv1.Volume, opts ImportOptions) (ImportStats, error) {
+	return importFile(ctx, path, vol, opts, im.Import)
+}
+
+// Import is Importer.Import through the Client: CreateVolume and
+// DeleteVolume are routed and retried as by the methods of the same name,
+// and the bricks go to the leader.
+func (c *Client) Import(ctx context.Context, src io.ReaderAt, vol *ldmv1.Volume, opts ImportOptions) (ImportStats, error) {
+	return runImport(ctx, importTarget{
+		create: func(ctx context.Context, v *ldmv1.Volume) (*ldmv1.Volume, error) {
+			res, err := c.CreateVolume(ctx, &ldmv1.CreateVolumeRequest{Volume: v})
+			if err != nil {
+				return nil, err
+			}
+			return res.GetVolume(), nil
+		},
+		remove: func(ctx context.Context, name string) error {
+			_, err := c.DeleteVolume(ctx, &ldmv1.DeleteVolumeRequest{Name: name})
+			return err
+		},
+		tiles: c.LeaderTiles,
+	}, src, vol, opts)
+}
+
+// ImportFile is Importer.ImportFile through the Client (see Client.Import).
+func (c *Client) ImportFile(ctx context.Context, path string, vol *ldmv1.Volume, opts ImportOptions) (ImportStats, error) {
+	return importFile(ctx, path, vol, opts, c.Import)
+}
+
+func importFile(ctx context.Context, path string, vol *ldmv1.Volume, opts ImportOptions,
+	imp func(context.Context, io.ReaderAt, *ldmv1.Volume, ImportOptions) (ImportStats, error)) (ImportStats, error) {
+	if vol.GetName() == "" {
+		return ImportStats{}, fmt.Errorf("import %s: %w: the volume needs a name", path, storage.ErrInvalidArgument)
+	}
+	img, err := volfile.Open(path, opts.File)
+	if err != nil {
+		return ImportStats{}, err
+	}
+	v := VolumeFromFile(img, vol)
+	data, err := img.ReadVoxels()
+	if err != nil {
+		return ImportStats{}, err
+	}
+	return imp(ctx, bytes.NewReader(data), v, opts)
+}
+
+// VolumeFromFile returns the volume to create for an opened file: a copy
+// of base (nil means an empty volume) with the shape and data type of the
+// file's header, the header's spacing when base has none, the levels of
+// detail until the volume fits in one brick when base has none
+// (pyramid.LevelsToFit), and labels that record the source, each only
+// where base has none of that key: source.file (the file's base name),
+// source.format, source.byte_order (big-endian files), source.time_point
+// ("t of n", 4D files) and nifti.scl_slope and nifti.scl_inter when the
+// file scales its values (voxels are imported as stored). base is not
+// changed.
+func VolumeFromFile(img *volfile.Image, base *ldmv1.Volume) *ldmv1.Volume {
+	v := &ldmv1.Volume{}
+	if base != nil {
+		v = proto.Clone(base).(*ldmv1.Volume)
+	}
+	v.Shape = apiconv.ShapeToAPI(img.Shape)
+	v.DataType = ldmv1.DataType(img.DataType)
+	if len(v.Spacing) == 0 {
+		v.Spacing = append([]float64(nil), img.Spacing[:]...)
+	}
+	if v.LodCount == 0 {
+		brick := apiconv.ShapeFromAPI(v.BrickShape)
+		if brick == (storage.Shape{}) {
+			brick = storage.DefaultBrickShape
+		}
+		v.LodCount = pyramid.LevelsToFit(img.Shape, brick)
+	}
+	if v.Labels == nil {
+		v.Labels = map[string]string{}
+	}
+	set := func(k, val string) {
+		if _, ok := v.Labels[k]; !ok {
+			v.Labels[k] = val
+		}
+	}
+	set("source.file", filepath.Base(img.Path()))
+	set("source.format", img.Format.String())
+	if img.ByteOrder == binary.BigEndian {
+		set("source.byte_order", "big-endian")
+	}
+	if img.TimePoints > 1 {
+		set("source.time_point", fmt.Sprintf("%d of %d", img.Options().TimePoint, img.TimePoints))
+	}
+	if img.ScaleSlope != 0 && (img.ScaleSlope != 1 || img.ScaleInter != 0) {
+		set("nifti.scl_slope", strconv.FormatFloat(img.ScaleSlope, 'g', -1, 64))
+		set("nifti.scl_inter", strconv.FormatFloat(img.ScaleInter, 'g', -1, 64))
+	}
+	return v
+}
+
+// importTarget is where an import goes: a server through its generated
+// clients, or a cluster through a Client.
+type importTarget struct {
+	create func(context.Context, *ldmv1.Volume) (*ldmv1.Volume, error)
+	remove func(ctx context.Context, name string) error
+	tiles  func() ldmv1connect.TileServiceClient
+}
+
+// sized is what a source with a known size offers.
+type sized interface{ Size() int64 }
+
+func runImport(ctx context.Context, t importTarget, src io.ReaderAt, vol *ldmv1.Volume, opts ImportOptions) (ImportStats, error) {
+	var stats ImportStats
+	if s, ok := src.(sized); ok {
+		want := int64(vol.GetShape().GetX()) * int64(vol.GetShape().GetY()) * int64(vol.GetShape().GetZ()) * int64(storage.DataType(vol.GetDataType()).Size())
+		if s.Size() != want {
+			return stats, fmt.Errorf("import %s: %w: the source has %d bytes, a %dx%dx%d %s volume %d", vol.GetName(), storage.ErrInvalidArgument,
+				s.Size(), vol.GetShape().GetX(), vol.GetShape().GetY(), vol.GetShape().GetZ(), storage.DataType(vol.GetDataType()), want)
+		}
+	}
+	created, err := t.create(ctx, vol)
+	if err != nil {
+		return stats, &ImportError{Volume: vol.GetName(), Err: err}
+	}
+	stats.Volume = created
+	meta := apiconv.MetaFromAPI(created)
+	err = meta.Normalize()
+	if err == nil {
+		err = send(ctx, t.tiles(), src, meta, opts.Progress, &stats)
+	}
+	if err == nil {
+		return stats, nil
+	}
+	ie := &ImportError{Volume: meta.Name, Created: true, Err: err, BrickShape: meta.BrickShape, BrickBytes: stats.BrickBytes}
+	timeout := opts.CleanupTimeout
+	if timeout <= 0 {
+		timeout = DefaultCleanupTimeout
+	}
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
+	defer cancel()
+	if derr := t.remove(dctx, meta.Name); derr != nil && connect.CodeOf(derr) != connect.CodeNotFound {
+		ie.DeleteErr = derr
+	}
+	return stats, ie
+}
+
+// send cuts src into the bricks of meta and sends them with one
+// WriteTileStream, counting acknowledgements into stats.
+func send(ctx context.Context, tiles ldmv1connect.TileServiceClient, src io.ReaderAt, meta storage.VolumeMeta, progress func(Progress), stats *ImportStats) error {
+	if tiles == nil {
+		return ErrNoServers
+	}
+	count := pyramid.BrickCount(meta)
+	brickBytes := int64(meta.BrickShape.X) * int64(meta.BrickShape.Y) * int64(meta.BrickShape.Z) * int64(meta.DataType.Size())
+	stats.Levels = meta.LODCount
+	stats.BrickBytes = brickBytes
+	if progress == nil {
+		progress = func(Progress) {}
+	}
+	progress(Progress{Volume: meta.Name, Bricks: count, Bytes: int64(count) * brickBytes})
+
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stream := tiles.WriteTileStream(sctx)
+	start := time.Now()
+	// Acknowledgements arrive while bricks are sent; the receiver owns the
+	// counts until it reports on done.
+	type result struct {
+		n       int
+		elapsed time.Duration
+		err     error
+	}
+	done := make(chan result, 1)
+	go func() {
+		n := 0
+		for n < count {
+			if _, err := stream.Receive(); err != nil {
+				done <- result{n, time.Since(start), fmt.Errorf("after %d of %d bricks: %w", n, count, err)}
+				return
+			}
+			n++
+			progress(Progress{Volume: meta.Name, Bricks: count, BricksDone: n, Bytes: int64(count) * brickBytes,
+				BytesDone: int64(n) * brickBytes, Elapsed: time.Since(start)})
+		}
+		done <- result{n, time.Since(start), nil}
+	}()
+	first := true
+	sendErr := pyramid.Cut(src, meta, func(b pyramid.Brick) error {
+		req := &ldmv1.WriteTileStreamRequest{Tile: &ldmv1.Tile{Value: b.Value, Key: apiconv.KeyToAPI(b.Key)}}
+		if first {
+			req.Volume = meta.Name
+			first = false
+		}
+		return stream.Send(req)
+	})
+	if errors.Is(sendErr, io.EOF) {
+		sendErr = nil // the server ended the stream; Receive has its error
+	}
+	if sendErr == nil {
+		sendErr = stream.CloseRequest()
+	}
+	if sendErr != nil {
+		cancel() // the receiver would wait for bricks that never come
+	}
+	// The receiver always finishes: every brick acknowledged, or Receive
+	// failed (the server ended the stream, or the context ended).
+	res := <-done
+	_ = stream.CloseResponse()
+	stats.Bricks = res.n
+	stats.Bytes = int64(res.n) * brickBytes
+	stats.Elapsed = res.elapsed
+	switch {
+	case sendErr != nil:
+		return sendErr
+	case ctx.Err() != nil:
+		return ctx.Err()
+	}
+	return res.err
+}
