@@ -375,11 +375,11 @@ func send(ctx context.Context, tiles ldmv1connect.TileServiceClient, src io.Read
 	if errors.Is(sendErr, io.EOF) {
 		sendErr = nil // the server ended the stream; Receive has its error
 	}
-	if sendErr == nil {
-		sendErr = stream.CloseRequest()
-	}
-	if sendErr != nil {
-		cancel() // the receiver would wait for bricks that never come
+	// Half-close in any case: the server acknowledges what it received and
+	// ends the stream, so the receiver does not wait for bricks that were
+	// never sent, and the stats count every brick the server stored.
+	if err := stream.CloseRequest(); sendErr == nil {
+		sendErr = err
 	}
 	// The receiver always finishes: every brick acknowledged, or Receive
 	// failed (the server ended the stream, or the context ended).
