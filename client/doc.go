@@ -1,4 +1,6 @@
-// Package client routes calls to a go-ldm cluster from Go programs.
+// Package client is the Go client of go-ldm: it routes calls over a
+// cluster, imports volume files, and provides the HTTP/2 transport the
+// calls need.
 //
 // Client wraps the generated Connect clients: it discovers the servers
 // with ClusterService.GetServers, sends writes (WriteTile, CreateVolume,
@@ -17,6 +19,18 @@
 //
 // A cluster under TLS needs NewResolverBuilder with an https client,
 // passed with grpc.WithResolvers.
+//
+// Importing: Client.Import and Client.ImportFile (or Importer, for
+// generated Connect clients built by hand with their own protocol, TLS and
+// interceptors) create a volume and send its bricks, every level of detail
+// (package pyramid), with one WriteTileStream, reporting progress through a
+// callback. ImportFile reads NIfTI-1 and NRRD files with package volfile.
+// An import that fails after creating its volume deletes it, so it can run
+// again.
+//
+// Transport: NewTransport speaks HTTP/2 only, h2c for http:// URLs and TLS
+// for https://, with frames and windows sized for tiles. A Config without
+// an HTTPClient, and NewResolverBuilder without one, use it.
 //
 // A Client is safe for concurrent use. Close stops its refresh goroutine.
 package client

@@ -9,5 +9,19 @@
 //
 // Cut reads the source in slabs of z-planes, so memory follows the slab
 // (x * y * brick.z * 2^(lods-1) voxels), not the volume. The package also
-// defines the demo phantom (see PhantomValue).
+// defines the demo phantom (see Phantom and PhantomValue), which servers
+// create on request and tests use as known data.
+//
+// Users: client.Import sends the bricks Cut makes as a volume's tiles; a
+// server writes the phantom through the same Cut.
+//
+// Invariants:
+//   - Cut emits every brick of every level exactly once, BrickCount(meta)
+//     in all; the bricks of level l+1 are computed from level l, never from
+//     the source directly, so a level is the same whichever slab it came
+//     from.
+//   - Bricks are independent allocations owned by the receiver.
+//
+// The package holds no state; its functions are safe for concurrent use on
+// separate inputs.
 package pyramid

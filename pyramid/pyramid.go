@@ -11,16 +11,24 @@ import (
 
 // Brick is one brick cut from a volume.
 type Brick struct {
-	Key   storage.BrickKey
-	Value []byte // brick.x * brick.y * brick.z voxels; owned by the receiver
+	// Key is the brick's level of detail and position in brick units.
+	Key storage.BrickKey
+	// Value is brick.x * brick.y * brick.z voxels, little-endian, x
+	// fastest, zero outside the volume. Cut allocates it for each brick and
+	// never touches it again: the receiver owns it.
+	Value []byte
 }
 
 // Cut reads a raw volume described by meta (shape, data type, brick shape,
 // LOD count; see storage.VolumeMeta.Normalize for defaults) from src and
 // calls emit for every brick of every level. Within a slab of z-planes the
 // bricks come level by level, finest first. src must hold exactly
-// shape.x*shape.y*shape.z voxels (it is read with ReadAt). emit's error
-// stops Cut and is returned.
+// shape.x*shape.y*shape.z voxels (it is read with ReadAt, one slab of
+// z-planes at a time, from one goroutine). Cut fails with
+// Normalize's error (storage.ErrInvalidName, storage.ErrInvalidArgument)
+// for metadata Normalize rejects, and with a
+// wrapped read error naming the z-planes; emit's error stops Cut and is
+// returned as is. Cut calls emit from the calling goroutine.
 func Cut(src io.ReaderAt, meta storage.VolumeMeta, emit func(Brick) error) error {
 	if err := meta.Normalize(); err != nil {
 		return err
@@ -88,7 +96,8 @@ func cutSlab(r Raw, b storage.Shape, lod uint32, zOff int, emit func(Brick) erro
 	return nil
 }
 
-// Raw is a volume in memory: voxels little-endian, x fastest.
+// Raw is a volume in memory: Shape.X*Shape.Y*Shape.Z voxels of DataType,
+// little-endian, x fastest, then y, then z.
 type Raw struct {
 	Shape    storage.Shape
 	DataType storage.DataType
@@ -97,7 +106,9 @@ type Raw struct {
 
 // Downsample returns the next level of detail of r: shape halved rounding
 // up, each voxel the mean of the 2x2x2 voxels below it (of those that
-// exist at odd edges), rounded to nearest for integer types.
+// exist at odd edges), rounded to nearest for integer types. r is not
+// changed; the result has its own Data. It panics if r.DataType is not
+// one of storage's data types, and expects len(r.Data) to match r.Shape.
 func Downsample(r Raw) Raw {
 	vs := r.DataType.Size()
 	sx, sy, sz := int(r.Shape.X), int(r.Shape.Y), int(r.Shape.Z)
@@ -151,7 +162,7 @@ func reader(d storage.DataType) func([]byte) float64 {
 	case storage.Float32:
 		return func(b []byte) float64 { return float64(math.Float32frombits(binary.LittleEndian.Uint32(b))) }
 	}
-	panic(fmt.Sprintf("volume: unknown data type %v", d))
+	panic(fmt.Sprintf("pyramid: unknown data type %v", d))
 }
 
 func writer(d storage.DataType) func([]byte, float64) {
@@ -167,11 +178,12 @@ func writer(d storage.DataType) func([]byte, float64) {
 	case storage.Float32:
 		return func(b []byte, v float64) { binary.LittleEndian.PutUint32(b, math.Float32bits(float32(v))) }
 	}
-	panic(fmt.Sprintf("volume: unknown data type %v", d))
+	panic(fmt.Sprintf("pyramid: unknown data type %v", d))
 }
 
-// BrickCount returns how many bricks Cut emits for meta (after
-// normalization).
+// BrickCount returns how many bricks Cut emits for meta, every level
+// included. meta must be normalized (storage.VolumeMeta.Normalize), as Cut
+// does itself.
 func BrickCount(meta storage.VolumeMeta) int {
 	n := 0
 	for lod := uint32(0); lod < meta.LODCount; lod++ {

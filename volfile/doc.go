@@ -17,6 +17,8 @@
 //   - A 4D file is read only with a chosen time point (Options.TimePoint);
 //     without one Open fails, naming the field that holds the fourth axis.
 //
+// client.ImportFile uses the package to import a file into a server.
+//
 // The package never writes files and holds no global state; an Image is not
 // safe for concurrent use.
 package volfile

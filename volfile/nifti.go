@@ -110,8 +110,8 @@ func pairImage(hdr string) string {
 
 // ParseNIfTI1Header parses a 348-byte NIfTI-1 header. It detects the byte
 // order from sizeof_hdr and returns ErrUnsupported for NIfTI-2, data types
-// other than those in niftiTypes, more than four dimensions, and ErrFormat
-// for inconsistent fields.
+// other than uint8, int16, uint16, uint32 and float32, more than four
+// dimensions, and ErrFormat for inconsistent fields.
 func ParseNIfTI1Header(b []byte) (Header, error) {
 	const f = FormatNIfTI1
 	if len(b) < 4 {

@@ -41,6 +41,7 @@ type FieldError struct {
 	Err       error  // ErrUnsupported or ErrFormat
 }
 
+// Error returns "<format>: field <field> = <value>: <supported> (<sentinel>)".
 func (e *FieldError) Error() string {
 	s := fmt.Sprintf("%s: field %s = %s", e.Format, e.Field, e.Value)
 	if e.Supported != "" {
@@ -63,12 +64,15 @@ func malformed(f Format, field, value, want string) error {
 // Format is the kind of file a Header was read from.
 type Format int
 
+// The formats Open and OpenRaw read.
 const (
-	FormatRaw Format = iota
-	FormatNIfTI1
-	FormatNRRD
+	FormatRaw    Format = iota // headerless voxels (OpenRaw)
+	FormatNIfTI1               // NIfTI-1: .nii, .nii.gz, .hdr/.img pairs
+	FormatNRRD                 // NRRD: .nrrd, or a detached .nhdr header
 )
 
+// String returns "raw", "nifti-1" or "nrrd", the names labels and messages
+// use.
 func (f Format) String() string {
 	switch f {
 	case FormatNIfTI1:
