@@ -24,11 +24,11 @@ type Brick struct {
 // calls emit for every brick of every level. Within a slab of z-planes the
 // bricks come level by level, finest first. src must hold exactly
 // shape.x*shape.y*shape.z voxels (it is read with ReadAt, one slab of
-// z-planes at a time, from one goroutine). Cut fails with
-// Normalize's error (storage.ErrInvalidName, storage.ErrInvalidArgument)
-// for metadata Normalize rejects, and with a
-// wrapped read error naming the z-planes; emit's error stops Cut and is
-// returned as is. Cut calls emit from the calling goroutine.
+// z-planes at a time, from one goroutine). Cut fails with Normalize's
+// error (storage.ErrInvalidName, storage.ErrInvalidArgument) for metadata
+// Normalize rejects, and with a wrapped read error naming the z-planes;
+// emit's error stops Cut and is returned as is. Cut calls emit from the
+// calling goroutine.
 func Cut(src io.ReaderAt, meta storage.VolumeMeta, emit func(Brick) error) error {
 	if err := meta.Normalize(); err != nil {
 		return err

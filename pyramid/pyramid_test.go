@@ -157,3 +157,25 @@ func TestPhantom_structures_at_documented_coordinates(t *testing.T) {
 		t.Fatalf("LOD 2 centre = %d, want %d", v, PhantomCore)
 	}
 }
+
+func TestLevelsToFit(t *testing.T) {
+	t.Parallel()
+	b := storage.Shape{X: 32, Y: 32, Z: 16}
+	for _, tc := range []struct {
+		shape storage.Shape
+		want  uint32
+	}{
+		{storage.Shape{X: 32, Y: 32, Z: 16}, 1},
+		{storage.Shape{X: 70, Y: 40, Z: 33}, 3}, // 70 -> 35 -> 18
+		{storage.Shape{X: 1, Y: 1, Z: 17}, 2},
+		{storage.Shape{X: 1 << 31, Y: 1, Z: 1}, 27},
+		{storage.Shape{X: math.MaxUint32, Y: 1, Z: 1}, 28},
+	} {
+		if got := LevelsToFit(tc.shape, b); got != tc.want {
+			t.Errorf("LevelsToFit(%v, %v) = %d, want %d", tc.shape, b, got, tc.want)
+		}
+	}
+	if got := LevelsToFit(storage.Shape{X: 4, Y: 4, Z: 4}, storage.Shape{}); got != 3 {
+		t.Errorf("LevelsToFit with a zero brick = %d, want 3 (brick axes of 1)", got)
+	}
+}
