@@ -13,10 +13,10 @@ import (
 
 	"connectrpc.com/connect"
 
+	"github.com/xcheng85/go-ldm/client"
 	ldmv1 "github.com/xcheng85/go-ldm/gen/ldm/v1"
 	"github.com/xcheng85/go-ldm/gen/ldm/v1/ldmv1connect"
 	"github.com/xcheng85/go-ldm/server"
-	"github.com/xcheng85/go-ldm/service"
 	"github.com/xcheng85/go-ldm/storage"
 )
 
@@ -48,7 +48,7 @@ func serve(tb testing.TB, cfg server.Config) (s *server.Server, stop func() erro
 }
 
 func volumeClient(s *server.Server, opts ...connect.ClientOption) ldmv1connect.VolumeServiceClient {
-	hc := &http.Client{Transport: service.NewTransport(nil)}
+	hc := &http.Client{Transport: client.NewTransport(nil)}
 	return ldmv1connect.NewVolumeServiceClient(hc, s.URL(), opts...)
 }
 
@@ -209,7 +209,7 @@ func TestServer_cluster_node(t *testing.T) {
 		Addr: "127.0.0.1:0", DataDir: dir, Logger: quiet,
 		Cluster: server.ClusterConfig{NodeID: "n1", GossipAddr: "127.0.0.1:0", LocalGossip: true},
 	})
-	hc := &http.Client{Transport: service.NewTransport(nil)}
+	hc := &http.Client{Transport: client.NewTransport(nil)}
 	cc := ldmv1connect.NewClusterServiceClient(hc, s.URL())
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

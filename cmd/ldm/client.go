@@ -13,8 +13,8 @@ import (
 	"connectrpc.com/connect"
 	"github.com/spf13/pflag"
 
+	"github.com/xcheng85/go-ldm/client"
 	"github.com/xcheng85/go-ldm/gen/ldm/v1/ldmv1connect"
-	"github.com/xcheng85/go-ldm/service"
 )
 
 // clientFlags are the flags every client subcommand shares: the server,
@@ -76,7 +76,7 @@ func (f *clientFlags) connect(ctx context.Context) (*clients, error) {
 	if err := f.security.configure(setup); err != nil {
 		return nil, fmt.Errorf("security: %w", err)
 	}
-	hc := &http.Client{Transport: service.NewTransport(setup.TLSConfig)}
+	hc := &http.Client{Transport: client.NewTransport(setup.TLSConfig)}
 	return &clients{
 		baseURL: setup.BaseURL,
 		tiles:   ldmv1connect.NewTileServiceClient(hc, setup.BaseURL, setup.Options...),

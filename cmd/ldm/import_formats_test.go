@@ -16,9 +16,9 @@ import (
 
 	"connectrpc.com/connect"
 
+	"github.com/xcheng85/go-ldm/client"
 	ldmv1 "github.com/xcheng85/go-ldm/gen/ldm/v1"
 	"github.com/xcheng85/go-ldm/gen/ldm/v1/ldmv1connect"
-	"github.com/xcheng85/go-ldm/service"
 	"github.com/xcheng85/go-ldm/storage"
 	"github.com/xcheng85/go-ldm/volfile"
 )
@@ -27,7 +27,7 @@ import (
 // client hooks).
 func testClients(tb testing.TB, base string) *clients {
 	tb.Helper()
-	hc := &http.Client{Transport: service.NewTransport(nil)}
+	hc := &http.Client{Transport: client.NewTransport(nil)}
 	opts := []connect.ClientOption{connect.WithReadMaxBytes(1<<31 - 1), connect.WithSendMaxBytes(1<<31 - 1)}
 	c := &clients{
 		baseURL: base,
