@@ -69,8 +69,13 @@ type fsm struct {
 	log   *slog.Logger
 
 	mu      sync.Mutex
-	applied uint64        // Raft index of the last command applied (or skipped)
-	changed chan struct{} // closed and replaced when applied grows
+	applied uint64 // Raft index of the last command applied (or skipped)
+	// through is the Raft index of the last command or configuration
+	// entry applied: every entry up to it that the FSM sees is applied.
+	// Raft never hands the FSM its no-op and barrier entries, so through
+	// may stay below them; see Node.leaderReadIndex.
+	through uint64
+	changed chan struct{} // closed and replaced when applied or through grows
 }
 
 var (
@@ -79,7 +84,8 @@ var (
 )
 
 func newFSM(store Store, log *slog.Logger) *fsm {
-	return &fsm{store: store, log: log, applied: store.AppliedIndex(), changed: make(chan struct{})}
+	applied := store.AppliedIndex()
+	return &fsm{store: store, log: log, applied: applied, through: applied, changed: make(chan struct{})}
 }
 
 // applyResult is what Raft hands back to the proposer of a command.
@@ -95,22 +101,51 @@ func (f *fsm) appliedIndex() (uint64, <-chan struct{}) {
 	return f.applied, f.changed
 }
 
-func (f *fsm) setApplied(idx uint64) {
+// setApplied records a batch: idx is its last command, through its last
+// command or configuration entry (0 for none).
+func (f *fsm) setApplied(idx, through uint64) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	grew := false
 	if idx > f.applied {
 		f.applied = idx
+		grew = true
+	}
+	if t := max(idx, through); t > f.through {
+		f.through = t
+		grew = true
+	}
+	if grew {
 		close(f.changed)
 		f.changed = make(chan struct{})
 	}
 }
 
-// waitApplied blocks until the FSM has applied index idx, ctx ends or done
-// is closed.
+// waitApplied blocks until the FSM has applied the command at index idx,
+// ctx ends or done is closed.
 func (f *fsm) waitApplied(ctx context.Context, idx uint64, done <-chan struct{}) error {
+	return f.wait(ctx, done, func() bool {
+		applied, _ := f.appliedIndex()
+		return applied >= idx
+	})
+}
+
+// waitThrough blocks until the FSM has applied every command and
+// configuration entry up to index idx, ctx ends or done is closed. idx must
+// be such an entry (or below the FSM's through): Raft never hands the FSM a
+// no-op or a barrier, so a wait for one would only end with a later entry.
+func (f *fsm) waitThrough(ctx context.Context, idx uint64, done <-chan struct{}) error {
+	return f.wait(ctx, done, func() bool {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		return f.through >= idx
+	})
+}
+
+func (f *fsm) wait(ctx context.Context, done <-chan struct{}, ok func() bool) error {
 	for {
-		applied, ch := f.appliedIndex()
-		if applied >= idx {
+		_, ch := f.appliedIndex()
+		if ok() {
 			return nil
 		}
 		select {
@@ -143,6 +178,7 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 	out := make([]any, len(logs))
 	applied, _ := f.appliedIndex()
 	last := applied
+	var lastConfig uint64
 
 	var run []pendingAppend
 	var runVolume string
@@ -153,6 +189,9 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 		}
 	}
 	for i, l := range logs {
+		if l.Type == raft.LogConfiguration {
+			lastConfig = l.Index
+		}
 		if l.Type != raft.LogCommand {
 			continue
 		}
@@ -184,7 +223,7 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 		out[i] = f.applyOther(l.Index, c)
 	}
 	flush()
-	f.setApplied(last)
+	f.setApplied(last, lastConfig)
 	return out
 }
 
@@ -287,6 +326,7 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 	}
 	f.mu.Lock()
 	f.applied = f.store.AppliedIndex()
+	f.through = max(f.through, f.applied)
 	close(f.changed)
 	f.changed = make(chan struct{})
 	f.mu.Unlock()

@@ -111,6 +111,10 @@ type Config struct {
 	// maxCommandBytes overrides the command cap derived from MaxTileBytes,
 	// for tests only.
 	maxCommandBytes int
+	// barrierReads makes the leader commit a barrier entry per
+	// linearizable read instead of using read-index; only the benchmark
+	// that compares the two sets it.
+	barrierReads bool
 
 	// Logger receives the node's logs; nil means slog.Default().
 	Logger *slog.Logger
@@ -238,7 +242,10 @@ type Node struct {
 	reconcileCh chan struct{}
 	shutdown    chan struct{}
 	closed      atomic.Bool // set by the first Close
-	wg          sync.WaitGroup
+
+	readBase   atomic.Pointer[termBarrier] // the barrier of the latest term with a read
+	readBaseMu chan struct{}               // held (one slot) while a term barrier commits
+	wg         sync.WaitGroup
 }
 
 var _ storage.LDM = (*Node)(nil)
@@ -257,6 +264,7 @@ func New(cfg Config, store Store) (*Node, error) {
 		leaderChanged: make(chan struct{}),
 		reconcileCh:   make(chan struct{}, 1),
 		shutdown:      make(chan struct{}),
+		readBaseMu:    make(chan struct{}, 1),
 	}
 	if n.cfg.Authorize == nil {
 		n.cfg.Authorize = n.authorizeMember
@@ -833,8 +841,8 @@ func (n *Node) waitFuture(ctx context.Context, f raft.Future) error {
 
 // ReadBarrier makes the next local read linearizable: it returns once this
 // node has applied every write acknowledged before the call. The leader
-// commits a barrier entry (which also proves it still leads); a follower
-// asks the leader for that index and waits until it applied it.
+// uses read-index (leaderReadIndex); a follower asks the leader for its
+// read index and waits until it applied it.
 func (n *Node) ReadBarrier(ctx context.Context) error {
 	if n.raft.State() == raft.Leader {
 		_, err := n.leaderReadIndex(ctx)
@@ -856,13 +864,97 @@ func (n *Node) ReadBarrier(ctx context.Context) error {
 	return n.fsm.waitApplied(ctx, idx, n.shutdown)
 }
 
-// leaderReadIndex commits a barrier and returns the applied index after it.
+// termBarrier is the barrier a leader committed at the start of its term
+// before its first read-index read.
+type termBarrier struct {
+	term  uint64 // the leader's term when it proposed the barrier
+	index uint64 // the barrier entry's Raft index
+}
+
+// leaderReadIndex returns, on the leader, once this node has applied every
+// write acknowledged before the call, and then the index of the last
+// command it applied (a follower that applied it may read too).
+//
+// It is the read-index protocol (Raft thesis 6.4): once per term a barrier
+// is committed, so the commit index covers every entry of earlier terms and
+// every entry the FSM cannot see (the term's no-op) lies at or below the
+// barrier; then, per read, the commit index is noted, a heartbeat round
+// confirms that no other leader exists (VerifyLeader), the term must not
+// have changed, and the read waits until the FSM applied everything up to
+// the noted index. Past the barrier every entry of the term is a command
+// or a configuration change, which the FSM sees, so that wait ends.
+// Config.barrierReads selects the older way instead: one barrier entry per
+// read.
 func (n *Node) leaderReadIndex(ctx context.Context) (uint64, error) {
+	if n.cfg.barrierReads {
+		if _, err := n.barrier(ctx); err != nil {
+			return 0, err
+		}
+		idx, _ := n.fsm.appliedIndex()
+		return idx, nil
+	}
+	term := n.raft.CurrentTerm()
+	tb, err := n.termBarrier(ctx, term)
+	if err != nil {
+		return 0, err
+	}
+	commit := n.raft.CommitIndex()
+	switch err := n.waitFuture(ctx, n.raft.VerifyLeader()); {
+	case err == nil:
+	case errors.Is(err, raft.ErrRaftShutdown):
+		return 0, fmt.Errorf("raft: %w", storage.ErrClosed)
+	case ctx.Err() != nil:
+		return 0, err
+	default:
+		return 0, fmt.Errorf("%w: verify leader: %v", n.notLeader(nil), err)
+	}
+	if n.raft.CurrentTerm() != term {
+		return 0, fmt.Errorf("%w: the term changed during a read", n.notLeader(nil))
+	}
+	if commit > tb.index {
+		if err := n.fsm.waitThrough(ctx, commit, n.shutdown); err != nil {
+			return 0, err
+		}
+	}
+	idx, _ := n.fsm.appliedIndex()
+	return idx, nil
+}
+
+// termBarrier returns the barrier of term, committing it first if this is
+// the term's first read. One caller at a time commits it: a second barrier
+// of the same term would be an entry past the first that the FSM never
+// sees.
+func (n *Node) termBarrier(ctx context.Context, term uint64) (*termBarrier, error) {
+	if tb := n.readBase.Load(); tb != nil && tb.term == term {
+		return tb, nil
+	}
+	select {
+	case n.readBaseMu <- struct{}{}:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	defer func() { <-n.readBaseMu }()
+	if tb := n.readBase.Load(); tb != nil && tb.term == term {
+		return tb, nil
+	}
+	idx, err := n.barrier(ctx)
+	if err != nil {
+		return nil, err
+	}
+	tb := &termBarrier{term: term, index: idx}
+	n.readBase.Store(tb)
+	return tb, nil
+}
+
+// barrier commits a barrier entry and returns its index once the FSM
+// applied every entry before it.
+func (n *Node) barrier(ctx context.Context) (uint64, error) {
 	timeout, err := n.enqueueTimeout(ctx)
 	if err != nil {
 		return 0, err
 	}
-	switch err := n.waitFuture(ctx, n.raft.Barrier(timeout)); {
+	f := n.raft.Barrier(timeout)
+	switch err := n.waitFuture(ctx, f); {
 	case err == nil:
 	case errors.Is(err, raft.ErrRaftShutdown):
 		return 0, fmt.Errorf("raft: %w", storage.ErrClosed)
@@ -871,7 +963,13 @@ func (n *Node) leaderReadIndex(ctx context.Context) (uint64, error) {
 	default:
 		return 0, fmt.Errorf("%w: barrier: %v", n.notLeader(nil), err)
 	}
-	idx, _ := n.fsm.appliedIndex()
+	idx := uint64(0)
+	if f, ok := f.(raft.IndexFuture); ok {
+		idx = f.Index()
+	}
+	if idx == 0 {
+		return 0, errors.New("raft barrier: committed without an index")
+	}
 	return idx, nil
 }
 
