@@ -230,3 +230,58 @@ func BenchmarkIngestRatio(b *testing.B) {
 	b.ReportMetric(r/s, "replicated/single")
 	b.ReportMetric(r/w, "replicated/rawraft")
 }
+
+// readLeader returns the leader of a three-node cluster that holds one
+// 4 KiB tile at offset 0 of volume "bench"; barrierReads selects a barrier
+// entry per linearizable read instead of read-index.
+func readLeader(tb testing.TB, barrierReads bool) *Node {
+	c := newTestCluster(tb)
+	c.tune = func(cfg *Config) {
+		cfg.HeartbeatTimeout = time.Second
+		cfg.ElectionTimeout = time.Second
+		cfg.LeaderLeaseTimeout = 500 * time.Millisecond
+		cfg.CommitTimeout = 0
+		cfg.barrierReads = barrierReads
+	}
+	c.add("n1")
+	c.leader(10 * time.Second)
+	c.add("n2")
+	c.add("n3")
+	c.waitVoters(15*time.Second, "n1", "n2", "n3")
+	l := c.leader(10 * time.Second)
+	mustCreate(tb, l.node, "bench")
+	mustAppend(tb, l.node, "bench", storage.Tile{Value: make([]byte, 4<<10)})
+	return l.node
+}
+
+// BenchmarkLinearizableRead measures a linearizable ReadTile on the leader
+// of a three-node loopback cluster (ReadBarrier, then Read), one reader at
+// a time: read-index against a barrier entry per read, on two clusters in
+// the same run, alternating read by read so both see the same load.
+func BenchmarkLinearizableRead(b *testing.B) {
+	ri, ba := readLeader(b, false), readLeader(b, true)
+	ctx := context.Background()
+	read := func(n *Node) {
+		if err := n.ReadBarrier(ctx); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := n.Read("bench", 0); err != nil {
+			b.Fatal(err)
+		}
+	}
+	read(ri) // the term's barrier
+	var tRI, tBA time.Duration
+	b.ReportAllocs()
+	for b.Loop() {
+		t0 := time.Now()
+		read(ri)
+		t1 := time.Now()
+		read(ba)
+		tRI += t1.Sub(t0)
+		tBA += time.Since(t1)
+	}
+	n := float64(b.N)
+	b.ReportMetric(n/tRI.Seconds(), "readindex_reads/s")
+	b.ReportMetric(n/tBA.Seconds(), "barrier_reads/s")
+	b.ReportMetric(tBA.Seconds()/tRI.Seconds(), "readindex/barrier")
+}
