@@ -3,11 +3,15 @@
 //
 // A Node owns a hashicorp/raft instance whose log and stable store is
 // raft-wal and whose FSM is the tile store (Store; FileStore adapts
-// *storage.Store). It implements storage.LDM, so the service serves a node
-// exactly like a single store: writes (Append, CreateVolume, DeleteVolume)
-// become Raft commands, reads are served by the local store, and the
-// optional ReadBarrier and membership methods (Servers, RemoveServer,
-// TransferLeader) back linearizable reads and ClusterService.
+// *storage.Store). It implements storage.LDM and passes its conformance
+// suite (storage/ldmtest), so the service serves a node exactly like a
+// single store: writes (Append, CreateVolume, DeleteVolume) become Raft
+// commands, reads are served by the local store, and the optional methods
+// back what the service detects: ReadInto (the store's zero-allocation
+// read, forwarded), ReadBarrier (linearizable reads) and membership
+// (Servers, RemoveServer, TransferLeader) for ClusterService. Members is
+// the membership in cluster's own type; Servers, in api.go, is the one
+// place that converts to the API's messages.
 //
 // Invariants:
 //   - Every replica applies the same commands in log order, so a tile has
@@ -16,7 +20,13 @@
 //   - The Raft index of each applied command is stored with the data
 //     (Tile.Index, VolumeMeta.Index, Store.SetAppliedIndex); entries at or
 //     below the store's applied index are skipped, so a restart never
-//     applies an entry twice.
+//     applies an entry twice. The Node assigns these indexes; the Index a
+//     caller passes to Append or CreateVolume is ignored (storage.Tile's
+//     rule: the layer that replicates sets it).
+//   - One limit, Config.MaxTileBytes, holds on every node: a larger tile
+//     is storage.ErrTooLarge before it is proposed or forwarded, and the
+//     cap on one command (a 64 MiB batch plus one tile and framing) is the
+//     same where a follower forwards and where the leader accepts.
 //   - A command type the FSM does not know is an error (ErrUnknownCommand),
 //     never a no-op.
 //   - Only committed entries reach the store, so follow streams on any
@@ -29,9 +39,14 @@
 //     endpoint (RaftPath) that hijacks the connection, so under TLS the
 //     *tls.Conn and its verified client certificate stay visible to the
 //     HTTP middleware. See DESIGN.md.
+//   - A linearizable read on the leader adds no log entry (read-index:
+//     one barrier per term, then VerifyLeader and the commit index); a
+//     follower's waits until it applied the leader's read index.
 //   - Serf runs on its own port. The leader adds alive members as voters
 //     and removes members that left gracefully; a failed member stays a
 //     voter until RemoveServer.
 //
-// All exported methods of Node are safe for concurrent use.
+// All exported methods of Node are safe for concurrent use. After Close,
+// the storage.LDM methods fail with storage.ErrClosed, a second Close
+// included.
 package cluster
