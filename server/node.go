@@ -55,6 +55,7 @@ func startNode(cfg Config, dataDir, advertise string, useTLS bool, store storage
 		GossipKey:           c.GossipKey,
 		LocalGossip:         c.LocalGossip,
 		Join:                c.Join,
+		MaxTileBytes:        cfg.MaxTileBytes,
 		TLS:                 peerTLS,
 		// Under TLS only node certificates (server usage) may use the
 		// node-to-node endpoints, not users' client certificates.
