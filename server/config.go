@@ -88,11 +88,30 @@ type Config struct {
 	// Cluster.NodeID is set; otherwise the server runs alone.
 	Cluster ClusterConfig
 
+	// Limits bound the memory that callers can make the server hold.
+	Limits Limits
+
 	// Logger receives the server's logs; nil means slog.Default().
 	Logger *slog.Logger
 	// ShutdownTimeout bounds how long Serve waits for open calls after
 	// its context ends; zero means DefaultShutdownTimeout.
 	ShutdownTimeout time.Duration
+}
+
+// Limits bound the memory that callers can make the server hold. Zero
+// fields mean the defaults of package service (see service.Config).
+type Limits struct {
+	// MaxUnauthenticatedBytes is the largest request message, after
+	// decompression, of a caller without valid credentials when
+	// authentication is on (--max-unauthenticated-bytes).
+	MaxUnauthenticatedBytes int
+	// MaxReadBytes bounds the tile bytes that reads in flight hold, across
+	// the server (--max-read-bytes).
+	MaxReadBytes int64
+	// MaxIngestBytes bounds the tile bytes that WriteTileStream streams
+	// hold queued, across the server (--max-ingest-bytes), and
+	// MaxStreamIngestBytes those of one stream (--max-stream-ingest-bytes).
+	MaxIngestBytes, MaxStreamIngestBytes int64
 }
 
 // TLSConfig is the server's certificate and the CA of its clients.
@@ -201,6 +220,9 @@ func (e configError) Is(target error) bool { return target == ErrInvalidConfig }
 func (c Config) validate() error {
 	if c.MaxTileBytes < 0 {
 		return invalid("--max-tile-bytes %d: must be positive", c.MaxTileBytes)
+	}
+	if l := c.Limits; l.MaxUnauthenticatedBytes < 0 || l.MaxReadBytes < 0 || l.MaxIngestBytes < 0 || l.MaxStreamIngestBytes < 0 {
+		return invalid("--max-unauthenticated-bytes, --max-read-bytes, --max-ingest-bytes and --max-stream-ingest-bytes must not be negative")
 	}
 	if c.ShutdownTimeout < 0 {
 		return invalid("shutdown timeout %v: must not be negative", c.ShutdownTimeout)

@@ -107,6 +107,7 @@ func New(ctx context.Context, cfg Config) (s *Server, err error) {
 	}
 	var interceptors []connect.Interceptor
 	var middleware []func(http.Handler) http.Handler // the first innermost
+	var authenticate func(*http.Request) (context.Context, bool, error)
 	if cfg.authEnabled() {
 		a, err := newAuth(cfg, log)
 		if err != nil {
@@ -115,6 +116,7 @@ func New(ctx context.Context, cfg Config) (s *Server, err error) {
 		s.closers = append(s.closers, a.Close)
 		interceptors = append(interceptors, a.Interceptors()...)
 		middleware = append(middleware, a.Middleware)
+		authenticate = a.AuthenticateHTTP
 	} else if tlsConfig != nil {
 		// Client certificates still reach the handlers (cluster peers).
 		middleware = append(middleware, auth.Middleware)
@@ -141,6 +143,12 @@ func New(ctx context.Context, cfg Config) (s *Server, err error) {
 		Compress:      cfg.Compress,
 		Interceptors:  interceptors,
 		CORSOrigins:   cfg.CORSOrigins,
+
+		Authenticate:            authenticate,
+		MaxUnauthenticatedBytes: cfg.Limits.MaxUnauthenticatedBytes,
+		MaxReadBytes:            cfg.Limits.MaxReadBytes,
+		MaxIngestBytes:          cfg.Limits.MaxIngestBytes,
+		MaxStreamIngestBytes:    cfg.Limits.MaxStreamIngestBytes,
 	})
 	if err != nil {
 		return s, err

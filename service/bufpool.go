@@ -2,7 +2,6 @@ package service
 
 import (
 	"context"
-	"net/http"
 	"sync"
 )
 
@@ -12,52 +11,25 @@ const maxPooledBuffer = 8 << 20
 
 // tileBuffers holds tile buffers for unary reads, which cannot reuse a
 // buffer inside the handler: connect-go marshals the response after the
-// handler returns. withBufferRelease lends the buffers for one request and
-// takes them back once the response is written.
+// handler returns. withCalls lends the buffers for one request and takes
+// them back once the response is written.
 var tileBuffers = sync.Pool{New: func() any { return new([]byte) }}
-
-type bufferListKey struct{}
-
-// bufferList collects the buffers one request borrowed.
-type bufferList struct {
-	mu   sync.Mutex
-	bufs []*[]byte
-}
-
-// withBufferRelease wraps h so that tile buffers borrowed while serving a
-// request (see borrowBuffer) return to the pool when h has written the
-// response.
-func withBufferRelease(h http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		list := &bufferList{}
-		h.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), bufferListKey{}, list)))
-		list.mu.Lock()
-		defer list.mu.Unlock()
-		for _, b := range list.bufs {
-			if cap(*b) <= maxPooledBuffer {
-				*b = (*b)[:0]
-				tileBuffers.Put(b)
-			}
-		}
-		list.bufs = nil
-	})
-}
 
 // borrowBuffer returns a buffer for a tile read and a function that hands
 // it back (with the array the read used, which may be a new one) for
-// release after the response is written. Without withBufferRelease in the
-// chain it returns nil and a no-op.
+// release after the response is written. Outside withCalls it returns nil
+// and a no-op.
 func borrowBuffer(ctx context.Context) (buf []byte, keep func([]byte)) {
-	list, ok := ctx.Value(bufferListKey{}).(*bufferList)
-	if !ok {
+	c := callFrom(ctx)
+	if c == nil {
 		return nil, func([]byte) {}
 	}
 	b := tileBuffers.Get().(*[]byte)
 	return *b, func(used []byte) {
 		*b = used[:0]
-		list.mu.Lock()
-		list.bufs = append(list.bufs, b)
-		list.mu.Unlock()
+		c.mu.Lock()
+		c.bufs = append(c.bufs, b)
+		c.mu.Unlock()
 	}
 }
 

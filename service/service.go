@@ -8,6 +8,7 @@ import (
 	"math"
 	"net/http"
 	"strings"
+	"time"
 
 	"connectrpc.com/connect"
 	"connectrpc.com/grpchealth"
@@ -55,7 +56,46 @@ type Config struct {
 	// CORSOrigins lists the origins browsers may call from. Empty means any
 	// origin ("*"). Credentials (cookies) are never allowed.
 	CORSOrigins []string
+
+	// Authenticate, when set, decides who calls from the request's headers
+	// (and TLS state) alone, before any byte of the body is read or
+	// decompressed, for every call of every service. It returns the context
+	// the call runs in (carrying the caller's identity for Interceptors),
+	// and whether the caller is authenticated: calls of callers who are
+	// not get the tighter MaxUnauthenticatedBytes limit. An error fails the
+	// call at once (it should be a *connect.Error, normally
+	// Unauthenticated) without reading the body. Nil means every caller
+	// gets the full message limit.
+	Authenticate func(r *http.Request) (ctx context.Context, authenticated bool, err error)
+	// MaxUnauthenticatedBytes is the largest request message, after
+	// decompression, of a caller that Authenticate did not authenticate
+	// (and of health and reflection calls); larger messages fail with
+	// ResourceExhausted. Zero means DefaultMaxUnauthenticatedBytes.
+	MaxUnauthenticatedBytes int
+	// MaxReadBytes bounds the tile bytes that reads in flight (ReadTile,
+	// GetBrick, ReadTileStream, StreamBricks) hold across the server, until
+	// the client has taken them; a read waits for room. A tile larger than
+	// the bound is read alone. Zero means DefaultMaxReadBytes.
+	MaxReadBytes int64
+	// MaxIngestBytes bounds the tile bytes that WriteTileStream streams
+	// hold queued for the store, across the server; MaxStreamIngestBytes
+	// bounds one stream. A stream stops reading (HTTP/2 flow control holds
+	// the client back) while its tiles would exceed either. Zero means
+	// DefaultMaxIngestBytes and DefaultMaxStreamIngestBytes.
+	MaxIngestBytes, MaxStreamIngestBytes int64
+	// DrainGrace is how long Drain lets an open stream's pending write
+	// reach its client before resetting the stream. Zero means
+	// DefaultDrainGrace.
+	DrainGrace time.Duration
 }
+
+// Defaults of the limits in Config.
+const (
+	DefaultMaxUnauthenticatedBytes       = 1 << 20
+	DefaultMaxReadBytes            int64 = 256 << 20
+	DefaultMaxIngestBytes          int64 = 256 << 20
+	DefaultMaxStreamIngestBytes    int64 = 64 << 20
+)
 
 // Server holds the ldm.v1 handlers. Create it with New; it is safe for
 // concurrent use.
@@ -70,6 +110,17 @@ type Server struct {
 	// down (see Drain).
 	drain       context.Context
 	cancelDrain context.CancelFunc
+
+	// authenticate is Config.Authenticate.
+	authenticate func(r *http.Request) (context.Context, bool, error)
+	// reads and ingest bound the tile bytes calls hold (see Config).
+	reads, ingest *byteBudget
+	// streamIngest is Config.MaxStreamIngestBytes.
+	streamIngest int64
+	// streams are the open streams Drain resets when their client does
+	// not read; drainGrace is how long it waits first.
+	streams    streams
+	drainGrace time.Duration
 
 	handler http.Handler
 	paths   []string
@@ -94,6 +145,24 @@ func New(cfg Config) (*Server, error) {
 			return nil, fmt.Errorf("service: Config.Interceptors[%d] is nil", i)
 		}
 	}
+	if cfg.MaxUnauthenticatedBytes < 0 || cfg.MaxReadBytes < 0 || cfg.MaxIngestBytes < 0 || cfg.MaxStreamIngestBytes < 0 || cfg.DrainGrace < 0 {
+		return nil, errors.New("service: Config limits must not be negative")
+	}
+	if cfg.MaxUnauthenticatedBytes == 0 {
+		cfg.MaxUnauthenticatedBytes = DefaultMaxUnauthenticatedBytes
+	}
+	if cfg.MaxReadBytes == 0 {
+		cfg.MaxReadBytes = DefaultMaxReadBytes
+	}
+	if cfg.MaxIngestBytes == 0 {
+		cfg.MaxIngestBytes = DefaultMaxIngestBytes
+	}
+	if cfg.MaxStreamIngestBytes == 0 {
+		cfg.MaxStreamIngestBytes = DefaultMaxStreamIngestBytes
+	}
+	if cfg.DrainGrace == 0 {
+		cfg.DrainGrace = DefaultDrainGrace
+	}
 	for _, o := range cfg.CORSOrigins {
 		if o == "" {
 			return nil, errors.New("service: Config.CORSOrigins has an empty origin")
@@ -109,6 +178,12 @@ func New(cfg Config) (*Server, error) {
 		maxTile: cfg.MaxTileBytes,
 		addr:    cfg.AdvertiseAddr,
 		id:      cfg.NodeID,
+
+		authenticate: cfg.Authenticate,
+		reads:        newByteBudget(cfg.MaxReadBytes),
+		ingest:       newByteBudget(cfg.MaxIngestBytes),
+		streamIngest: cfg.MaxStreamIngestBytes,
+		drainGrace:   cfg.DrainGrace,
 	}
 	if s.id == "" {
 		s.id = s.addr
@@ -118,24 +193,42 @@ func New(cfg Config) (*Server, error) {
 	interceptors := []connect.Interceptor{logInterceptor{log: s.log}, recoverInterceptor{log: s.log}}
 	interceptors = append(interceptors, cfg.Interceptors...)
 	interceptors = append(interceptors, validateInterceptor{maxTile: s.maxTile})
+	// Two sets of the same handlers, which differ only in the largest
+	// request message: full for authenticated callers (or every caller
+	// when there is no authentication), small for the others. The gate
+	// picks one from the headers before the body is read.
+	full := s.buildMux(cfg, interceptors, cfg.MaxTileBytes+messageOverhead, true)
+	small := full
+	if s.authenticate != nil {
+		small = s.buildMux(cfg, interceptors, min(cfg.MaxUnauthenticatedBytes, cfg.MaxTileBytes+messageOverhead), false)
+	}
+	s.handler = newCORS(cfg.CORSOrigins, s.gate(withCalls(full), withCalls(small)))
+	return s, nil
+}
+
+// buildMux mounts every service with interceptors and the given largest
+// request message (after decompression). Health and reflection get the
+// smaller of it and Config.MaxUnauthenticatedBytes. record keeps the paths
+// for Paths.
+func (s *Server) buildMux(cfg Config, interceptors []connect.Interceptor, readMax int, record bool) *http.ServeMux {
 	compressMin := math.MaxInt32 // never compress responses
 	if cfg.Compress {
 		compressMin = compressMinBytes
 	}
 	opts := []connect.HandlerOption{
 		connect.WithInterceptors(interceptors...),
-		connect.WithReadMaxBytes(cfg.MaxTileBytes + messageOverhead),
+		connect.WithReadMaxBytes(readMax),
 		connect.WithSendMaxBytes(cfg.MaxTileBytes + messageOverhead),
 		connect.WithCompressMinBytes(compressMin),
 	}
-
 	mux := http.NewServeMux()
 	mount := func(path string, h http.Handler) {
 		mux.Handle(path, h)
-		s.paths = append(s.paths, path)
+		if record {
+			s.paths = append(s.paths, path)
+		}
 	}
-	tilePath, tileHandler := ldmv1connect.NewTileServiceHandler(&tileHandler{s: s}, opts...)
-	mount(tilePath, withBufferRelease(tileHandler))
+	mount(ldmv1connect.NewTileServiceHandler(&tileHandler{s: s}, opts...))
 	mount(ldmv1connect.NewVolumeServiceHandler(&volumeHandler{s: s}, opts...))
 	mount(ldmv1connect.NewClusterServiceHandler(&clusterHandler{s: s}, opts...))
 	names := []string{
@@ -148,13 +241,15 @@ func New(cfg Config) (*Server, error) {
 	// authentication interceptors of service/auth let them through unless
 	// configured otherwise (auth.Config.Public).
 	plainInterceptors := append([]connect.Interceptor{logInterceptor{log: s.log}, recoverInterceptor{log: s.log}}, cfg.Interceptors...)
-	plain := connect.WithInterceptors(plainInterceptors...)
-	mount(grpchealth.NewHandler(grpchealth.NewStaticChecker(names...), plain))
+	plain := []connect.HandlerOption{
+		connect.WithInterceptors(plainInterceptors...),
+		connect.WithReadMaxBytes(min(readMax, cfg.MaxUnauthenticatedBytes)),
+	}
+	mount(grpchealth.NewHandler(grpchealth.NewStaticChecker(names...), plain...))
 	reflector := grpcreflect.NewStaticReflector(append(names, grpchealth.HealthV1ServiceName)...)
-	mount(grpcreflect.NewHandlerV1(reflector, plain))
-	mount(grpcreflect.NewHandlerV1Alpha(reflector, plain))
-	s.handler = newCORS(cfg.CORSOrigins, mux)
-	return s, nil
+	mount(grpcreflect.NewHandlerV1(reflector, plain...))
+	mount(grpcreflect.NewHandlerV1Alpha(reflector, plain...))
+	return mux
 }
 
 // Handler returns the HTTP handler of every service (ldm.v1, health,
@@ -170,8 +265,13 @@ func (s *Server) Paths() []string { return append([]string(nil), s.paths...) }
 // ones end at once. WriteTileStream streams end with Unavailable between
 // two appends: every tile acknowledged before is stored. Call it when
 // shutting down, before http.Server.Shutdown, which waits for open calls.
-// Unary calls are not affected. Drain is idempotent.
-func (s *Server) Drain() { s.cancelDrain() }
+// A stream whose Send is blocked because its client does not read is
+// reset after Config.DrainGrace, so shutdown does not wait on it. Unary
+// calls are not affected. Drain is idempotent.
+func (s *Server) Drain() {
+	s.cancelDrain()
+	s.resetBlockedStreams(time.Now().Add(s.drainGrace))
+}
 
 // streamContext returns a context that ends with ctx or when the server
 // drains, and a function that releases it.

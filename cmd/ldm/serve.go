@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/xcheng85/go-ldm/server"
+	"github.com/xcheng85/go-ldm/service"
 	"github.com/xcheng85/go-ldm/storage"
 )
 
@@ -30,6 +31,7 @@ type serveFlags struct {
 	demo         bool
 	compress     bool
 	corsOrigins  []string
+	limits       server.Limits
 	log          logFlags
 	security     securityFlags
 	cluster      clusterFlags
@@ -74,6 +76,10 @@ func (f *serveFlags) register(fs *pflag.FlagSet) {
 	fs.BoolVar(&f.demo, "demo", false, "create the demo volume \""+demoVolume+"\" if it is missing")
 	fs.BoolVar(&f.compress, "compress", false, "gzip responses for clients that accept it (slow for voxel data)")
 	fs.StringSliceVar(&f.corsOrigins, "cors-origin", nil, "origins browsers may call from (repeatable; default any)")
+	fs.IntVar(&f.limits.MaxUnauthenticatedBytes, "max-unauthenticated-bytes", service.DefaultMaxUnauthenticatedBytes, "largest request message (after decompression) of a caller without valid credentials, when authentication is on")
+	fs.Int64Var(&f.limits.MaxReadBytes, "max-read-bytes", service.DefaultMaxReadBytes, "tile bytes that reads in flight may hold across the server; more reads wait")
+	fs.Int64Var(&f.limits.MaxIngestBytes, "max-ingest-bytes", service.DefaultMaxIngestBytes, "tile bytes that write streams may hold queued across the server; streams wait beyond it")
+	fs.Int64Var(&f.limits.MaxStreamIngestBytes, "max-stream-ingest-bytes", service.DefaultMaxStreamIngestBytes, "tile bytes that one write stream may hold queued")
 	f.log.register(fs)
 	f.security.register(fs)
 	f.cluster.register(fs)
@@ -102,6 +108,7 @@ func (f *serveFlags) config(fs *pflag.FlagSet, logOut io.Writer) (server.Config,
 		Demo:         f.demo,
 		Compress:     f.compress,
 		CORSOrigins:  f.corsOrigins,
+		Limits:       f.limits,
 		Logger:       logger,
 	}
 	f.security.apply(&cfg)

@@ -21,6 +21,9 @@ func (x *authnInterceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
 		if req.Spec().IsClient || x.a.isPublic(req.Spec().Procedure) {
 			return next(ctx, req)
 		}
+		if _, ok := IdentityFrom(ctx); ok {
+			return next(ctx, req) // AuthenticateHTTP decided from the headers
+		}
 		id, err := x.a.authenticate(ctx, req.Spec().Procedure, req.Header())
 		if err != nil {
 			return nil, err
@@ -37,6 +40,9 @@ func (x *authnInterceptor) WrapStreamingHandler(next connect.StreamingHandlerFun
 	return func(ctx context.Context, conn connect.StreamingHandlerConn) error {
 		if x.a.isPublic(conn.Spec().Procedure) {
 			return next(ctx, conn)
+		}
+		if _, ok := IdentityFrom(ctx); ok {
+			return next(ctx, conn) // AuthenticateHTTP decided from the headers
 		}
 		id, err := x.a.authenticate(ctx, conn.Spec().Procedure, conn.RequestHeader())
 		if err != nil {
@@ -285,12 +291,12 @@ func (s *authzConn) Receive(msg any) error {
 }
 
 // Send re-checks the granted objects if the policy changed, then sends.
+// A denied message does not stop Send: the handler still acknowledges
+// what it did with the messages that were allowed before it (a stored tile
+// that is not acknowledged would be written again by a retry).
 func (s *authzConn) Send(msg any) error {
 	s.mu.Lock()
-	err := s.err
-	if err == nil {
-		err = s.recheckLocked()
-	}
+	err := s.recheckLocked()
 	s.mu.Unlock()
 	if err != nil {
 		return err

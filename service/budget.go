@@ -1,0 +1,91 @@
+package service
+
+import (
+	"context"
+	"sync"
+)
+
+// byteBudget is a server-wide count of bytes that calls hold (tile buffers
+// of reads in flight, tiles queued for ingest), bounded by a limit. A call
+// acquires bytes before it holds them and releases them when it lets go.
+//
+// It is not FIFO: a small request that fits goes ahead of a large one that
+// waits, so a few large holders never block small reads (a large request
+// can wait long under a steady load of small ones). A request larger than
+// the limit is clamped to the limit, so it proceeds alone.
+type byteBudget struct {
+	limit int64
+
+	mu   sync.Mutex
+	used int64
+	wake chan struct{} // closed (and replaced) whenever bytes are released
+}
+
+func newByteBudget(limit int64) *byteBudget {
+	return &byteBudget{limit: limit, wake: make(chan struct{})}
+}
+
+// clamp returns what a request of n bytes actually takes from the budget.
+func (b *byteBudget) clamp(n int64) int64 {
+	if n < 0 {
+		return 0
+	}
+	return min(n, b.limit)
+}
+
+// tryAcquire takes clamp(n) bytes if they are free and reports whether it
+// did, and how many it took.
+func (b *byteBudget) tryAcquire(n int64) (int64, bool) {
+	n = b.clamp(n)
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.used+n > b.limit {
+		return 0, false
+	}
+	b.used += n
+	return n, true
+}
+
+// acquire takes clamp(n) bytes, waiting until they are free or ctx ends.
+// It returns the bytes taken, to be passed to release.
+func (b *byteBudget) acquire(ctx context.Context, n int64) (int64, error) {
+	n = b.clamp(n)
+	for {
+		b.mu.Lock()
+		if b.used+n <= b.limit {
+			b.used += n
+			b.mu.Unlock()
+			return n, nil
+		}
+		wake := b.wake
+		b.mu.Unlock()
+		select {
+		case <-wake:
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		}
+	}
+}
+
+// release gives back n bytes that acquire or tryAcquire took.
+func (b *byteBudget) release(n int64) {
+	if n == 0 {
+		return
+	}
+	b.mu.Lock()
+	b.used -= n
+	if b.used < 0 {
+		b.mu.Unlock()
+		panic("service: byte budget released more than it lent")
+	}
+	close(b.wake)
+	b.wake = make(chan struct{})
+	b.mu.Unlock()
+}
+
+// inUse returns the bytes currently taken.
+func (b *byteBudget) inUse() int64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.used
+}
