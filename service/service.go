@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"math"
 	"net/http"
-	"strings"
 	"time"
 
 	"connectrpc.com/connect"
@@ -53,8 +52,12 @@ type Config struct {
 	// the handler (authentication and authorization go here). The first is
 	// the outermost. Health checks and reflection do not run them.
 	Interceptors []connect.Interceptor
-	// CORSOrigins lists the origins browsers may call from. Empty means any
-	// origin ("*"). Credentials (cookies) are never allowed.
+	// CORSOrigins lists the origins (scheme://host[:port]) browsers may
+	// call from besides the server's own. Empty means: read-only calls
+	// from any origin, everything else from the server's own origin only;
+	// "*" allows every origin for every call. A cross-origin call that is
+	// not allowed fails with PermissionDenied before its body is read (see
+	// cors.go). Credentials (cookies) are never allowed.
 	CORSOrigins []string
 
 	// Authenticate, when set, decides who calls from the request's headers
@@ -163,10 +166,8 @@ func New(cfg Config) (*Server, error) {
 	if cfg.DrainGrace == 0 {
 		cfg.DrainGrace = DefaultDrainGrace
 	}
-	for _, o := range cfg.CORSOrigins {
-		if o == "" {
-			return nil, errors.New("service: Config.CORSOrigins has an empty origin")
-		}
+	if err := checkCORSOrigins(cfg.CORSOrigins); err != nil {
+		return nil, err
 	}
 	logger := cfg.Logger
 	if logger == nil {
@@ -283,57 +284,3 @@ func (s *Server) streamContext(ctx context.Context) (context.Context, context.Ca
 
 // draining reports whether Drain has been called.
 func (s *Server) draining() bool { return s.drain.Err() != nil }
-
-// corsAllowHeaders are the request headers the Connect, gRPC-Web and
-// conditional-GET protocols use.
-var corsAllowHeaders = strings.Join([]string{
-	"Content-Type", "Connect-Protocol-Version", "Connect-Timeout-Ms",
-	"Connect-Accept-Encoding", "Connect-Content-Encoding", "Accept-Encoding",
-	"Content-Encoding", "Grpc-Timeout", "X-Grpc-Web", "X-User-Agent",
-	"Authorization", "If-None-Match",
-}, ", ")
-
-// corsExposeHeaders are the response headers browsers may read.
-var corsExposeHeaders = strings.Join([]string{
-	"Grpc-Status", "Grpc-Message", "Grpc-Status-Details-Bin",
-	"Content-Encoding", "Connect-Content-Encoding", "ETag", LeaderHeader,
-}, ", ")
-
-// newCORS answers CORS preflight requests and adds the CORS response
-// headers for allowed origins. An empty origins list allows any origin.
-func newCORS(origins []string, next http.Handler) http.Handler {
-	allowed := map[string]bool{}
-	for _, o := range origins {
-		allowed[o] = true
-	}
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		// Every response varies with Origin, also one to a request
-		// without it: a shared cache must not answer a browser with a
-		// cached GET response that lacks the CORS headers (tile reads are
-		// cacheable for a year).
-		h := w.Header()
-		h.Add("Vary", "Origin")
-		origin := r.Header.Get("Origin")
-		if origin == "" {
-			next.ServeHTTP(w, r)
-			return
-		}
-		if len(allowed) == 0 {
-			h.Set("Access-Control-Allow-Origin", "*")
-		} else if allowed[origin] {
-			h.Set("Access-Control-Allow-Origin", origin)
-		} else {
-			next.ServeHTTP(w, r)
-			return
-		}
-		if r.Method == http.MethodOptions && r.Header.Get("Access-Control-Request-Method") != "" {
-			h.Set("Access-Control-Allow-Methods", "GET, POST")
-			h.Set("Access-Control-Allow-Headers", corsAllowHeaders)
-			h.Set("Access-Control-Max-Age", "7200")
-			w.WriteHeader(http.StatusNoContent)
-			return
-		}
-		h.Set("Access-Control-Expose-Headers", corsExposeHeaders)
-		next.ServeHTTP(w, r)
-	})
-}
