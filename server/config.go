@@ -69,8 +69,10 @@ type Config struct {
 	// Compress lets responses be gzip-compressed for clients that accept
 	// it (--compress).
 	Compress bool
-	// CORSOrigins are the origins browsers may call from (--cors-origin);
-	// empty means any.
+	// CORSOrigins are the origins browsers may call from (--cors-origin):
+	// empty means read-only calls from any origin and writes from the
+	// server's own origin only; "*" means every origin for every call
+	// (see service.Config.CORSOrigins).
 	CORSOrigins []string
 	// Viewer is served at "/"; nil means the embedded viewer (package web).
 	Viewer http.Handler

@@ -75,7 +75,7 @@ func (f *serveFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&f.sync, "sync", storage.SyncBatch.String(), "when writes reach the disk before they are acknowledged: batch (group commit: concurrent writes share one fsync), always (one fsync per write) or none (left to the OS: fast, a machine crash loses recent writes)")
 	fs.BoolVar(&f.demo, "demo", false, "create the demo volume \""+demoVolume+"\" if it is missing")
 	fs.BoolVar(&f.compress, "compress", false, "gzip responses for clients that accept it (slow for voxel data)")
-	fs.StringSliceVar(&f.corsOrigins, "cors-origin", nil, "origins browsers may call from (repeatable; default any)")
+	fs.StringSliceVar(&f.corsOrigins, "cors-origin", nil, "origins (scheme://host[:port]) browsers may call from, reads and writes (repeatable; * for any; default: reads from any origin, writes from the server's own only)")
 	fs.IntVar(&f.limits.MaxUnauthenticatedBytes, "max-unauthenticated-bytes", service.DefaultMaxUnauthenticatedBytes, "largest request message (after decompression) of a caller without valid credentials, when authentication is on")
 	fs.Int64Var(&f.limits.MaxReadBytes, "max-read-bytes", service.DefaultMaxReadBytes, "tile bytes that reads in flight may hold across the server; more reads wait")
 	fs.Int64Var(&f.limits.MaxIngestBytes, "max-ingest-bytes", service.DefaultMaxIngestBytes, "tile bytes that write streams may hold queued across the server; streams wait beyond it")
