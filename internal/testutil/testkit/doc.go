@@ -1,0 +1,18 @@
+// Package testkit is the test support that every package of go-ldm may
+// use, including from its internal tests: it imports the standard library
+// and internal/pki only, never a package of the server, so importing it
+// never makes a cycle.
+//
+//   - WaitFor polls a condition until it holds or a deadline passes (tests
+//     wait on conditions, never sleep for a fixed time).
+//   - SyncBuffer is a bytes.Buffer safe for concurrent writers, for
+//     collecting log output that goroutines write while the test reads it.
+//   - PKI is a certificate authority in a temporary directory, made with
+//     internal/pki (the code that makes production certificates), that
+//     issues server, client and node certificates, writes them as files,
+//     and builds tls.Configs and pools that trust it.
+//
+// Every helper takes a testing.TB, calls tb.Helper and fails the test
+// (tb.Fatal) on error, so call sites need no error handling. Helpers are
+// safe for concurrent use unless their documentation says otherwise.
+package testkit
