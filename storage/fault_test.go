@@ -212,7 +212,7 @@ func TestStore_TornRollover(t *testing.T) {
 		dir := t.TempDir()
 		fillStore(t, dir, cfg, 8) // blocks 0 and 4, both full
 		// A crash right after the next block was created.
-		if err := createBlockFiles(filepath.Join(dir, "v"), 8); err != nil {
+		if err := createBlockFiles(osFS{}, filepath.Join(dir, "v"), 8); err != nil {
 			t.Fatal(err)
 		}
 		reopen(t, dir, cfg, 8)

@@ -143,7 +143,7 @@ func FuzzReadSnapshot(f *testing.F) {
 	f.Add(snap[:snapHeaderLen+frameHeaderLen])
 	f.Fuzz(func(t *testing.T, b []byte) {
 		staging := fuzzDir(t)
-		names, _, err := readSnapshot(bytes.NewReader(b), staging)
+		names, _, err := readSnapshot(osFS{}, bytes.NewReader(b), staging)
 		if err != nil {
 			if !errors.Is(err, ErrCorrupt) {
 				t.Fatalf("error %v does not wrap ErrCorrupt", err)

@@ -68,7 +68,7 @@ func openVolume(s *Store, name, dir string) (*volume, error) {
 	var activeCount uint64
 	for {
 		if len(bases) == 0 {
-			if err := createBlockFiles(dir, 0); err != nil {
+			if err := createBlockFiles(s.fs, dir, 0); err != nil {
 				return fail(err)
 			}
 			bases = []uint64{0}
@@ -82,11 +82,11 @@ func openVolume(s *Store, name, dir string) (*volume, error) {
 			b.release()
 			v.log.Warn("recovery: removing empty last block", "base", base)
 			for _, ext := range []string{"data", "index"} {
-				if err := os.Remove(filepath.Join(dir, blockFileName(base, ext))); err != nil {
+				if err := s.fs.Remove(filepath.Join(dir, blockFileName(base, ext))); err != nil {
 					return fail(fmt.Errorf("storage: %w", err))
 				}
 			}
-			if err := syncDir(dir); err != nil {
+			if err := syncDir(s.fs, dir); err != nil {
 				return fail(err)
 			}
 			bases = bases[:len(bases)-1]
@@ -192,12 +192,12 @@ func (v *volume) recoverShortBlocks(bases []uint64) ([]uint64, error) {
 			"base", base, "tiles", got, "want", want, "blocks_removed", len(bases)-i-1)
 		for _, later := range bases[i+1:] {
 			for _, ext := range []string{"index", "data"} {
-				if err := os.Remove(filepath.Join(v.dir, blockFileName(later, ext))); err != nil && !errors.Is(err, os.ErrNotExist) {
+				if err := v.s.fs.Remove(filepath.Join(v.dir, blockFileName(later, ext))); err != nil && !errors.Is(err, os.ErrNotExist) {
 					return nil, fmt.Errorf("storage: %w", err)
 				}
 			}
 		}
-		if err := syncDir(v.dir); err != nil {
+		if err := syncDir(v.s.fs, v.dir); err != nil {
 			return nil, err
 		}
 		return bases[:i+1], nil
@@ -217,7 +217,7 @@ func listBlocks(v *volume) ([]uint64, error) {
 	for _, e := range ents {
 		name := e.Name()
 		if strings.HasSuffix(name, ".tmp") {
-			if err := os.Remove(filepath.Join(v.dir, name)); err != nil {
+			if err := v.s.fs.Remove(filepath.Join(v.dir, name)); err != nil {
 				return nil, fmt.Errorf("storage: %w", err)
 			}
 			continue
@@ -240,7 +240,7 @@ func listBlocks(v *volume) ([]uint64, error) {
 	for _, base := range index {
 		if !data[base] {
 			v.log.Warn("recovery: removing index file without data file", "base", base)
-			if err := os.Remove(filepath.Join(v.dir, blockFileName(base, "index"))); err != nil {
+			if err := v.s.fs.Remove(filepath.Join(v.dir, blockFileName(base, "index"))); err != nil {
 				return nil, fmt.Errorf("storage: %w", err)
 			}
 		}
@@ -286,7 +286,7 @@ func (v *volume) recoverActive(base uint64) (*block, uint64, error) {
 		// The data file's rename reached the disk and the index's did not:
 		// the block never held an acknowledged tile.
 		v.log.Warn("recovery: recreating missing index file", "base", base)
-		if err := writeFileAtomic(v.dir, blockFileName(base, "index"), encodeBlockHeader(magicIndex, base)); err != nil {
+		if err := writeFileAtomic(v.s.fs, v.dir, blockFileName(base, "index"), encodeBlockHeader(magicIndex, base)); err != nil {
 			return nil, 0, err
 		}
 	}
@@ -371,7 +371,7 @@ func (v *volume) recoverActive(base uint64) (*block, uint64, error) {
 		for i, e := range rebuilt {
 			putIndexEntry(buf[i*indexEntryLen:], e)
 		}
-		if _, err := b.index.WriteAt(buf, indexHeaderLen+int64(n)*indexEntryLen); err != nil {
+		if err := v.s.fs.Pwritev(b.index, [][]byte{buf}, indexHeaderLen+int64(n)*indexEntryLen); err != nil {
 			b.release()
 			return nil, 0, fmt.Errorf("storage: rebuilding index: %w", err)
 		}
@@ -396,11 +396,11 @@ func (v *volume) recoverActive(base uint64) (*block, uint64, error) {
 			"tiles", n, "index_entries_rebuilt", len(rebuilt),
 			"index_entries_removed", max(0, (idxSize-indexHeaderLen)/indexEntryLen-int64(kept)),
 			"data_bytes_removed", dataSize-end)
-		if err := truncateSync(b.index, wantIdx); err != nil {
+		if err := truncateSync(v.s.fs, b.index, wantIdx); err != nil {
 			b.release()
 			return nil, 0, err
 		}
-		if err := truncateSync(b.data, end); err != nil {
+		if err := truncateSync(v.s.fs, b.data, end); err != nil {
 			b.release()
 			return nil, 0, err
 		}
@@ -408,11 +408,11 @@ func (v *volume) recoverActive(base uint64) (*block, uint64, error) {
 	// Tiles that a process wrote and died before fsyncing are visible now,
 	// so they must not vanish in a later power loss, and this block's index
 	// must be durable before a next block's entries are written.
-	if err := fdatasync(b.data); err != nil {
+	if err := fdatasync(v.s.fs, b.data); err != nil {
 		b.release()
 		return nil, 0, err
 	}
-	if err := fdatasync(b.index); err != nil {
+	if err := fdatasync(v.s.fs, b.index); err != nil {
 		b.release()
 		return nil, 0, err
 	}
@@ -457,14 +457,4 @@ func scanRecords(f *os.File, first uint64, pos, size int64) ([]indexEntry, int64
 		pos = next
 	}
 	return out, pos, ""
-}
-
-func truncateSync(f *os.File, size int64) error {
-	if err := f.Truncate(size); err != nil {
-		return fmt.Errorf("storage: truncate %s: %w", f.Name(), err)
-	}
-	if err := f.Sync(); err != nil {
-		return fmt.Errorf("storage: fsync %s: %w", f.Name(), err)
-	}
-	return nil
 }

@@ -56,7 +56,7 @@ func (s *Store) finishRestore() error {
 			}
 		}
 		t := filepath.Join(s.dir, fmt.Sprintf("%s%s-%d", trashPrefix, n, s.seq.Add(1)))
-		if err := os.Rename(filepath.Join(s.dir, n), t); err != nil {
+		if err := s.fs.Rename(filepath.Join(s.dir, n), t); err != nil {
 			return fmt.Errorf("storage: restore: %w", err)
 		}
 		trash = append(trash, t)
@@ -66,11 +66,11 @@ func (s *Store) finishRestore() error {
 		if _, err := os.Stat(src); errors.Is(err, os.ErrNotExist) {
 			continue
 		}
-		if err := os.Rename(src, filepath.Join(s.dir, n)); err != nil {
+		if err := s.fs.Rename(src, filepath.Join(s.dir, n)); err != nil {
 			return fmt.Errorf("storage: restore: %w", err)
 		}
 	}
-	if err := syncDir(s.dir); err != nil {
+	if err := syncDir(s.fs, s.dir); err != nil {
 		return err
 	}
 	ab, err := os.ReadFile(filepath.Join(ready, appliedName))
@@ -81,17 +81,17 @@ func (s *Store) finishRestore() error {
 	if err != nil {
 		return fmt.Errorf("storage: restore: %w", err)
 	}
-	if err := writeFileAtomic(s.dir, appliedName, ab); err != nil {
+	if err := writeFileAtomic(s.fs, s.dir, appliedName, ab); err != nil {
 		return err
 	}
 	s.applied.Store(idx)
-	if err := os.RemoveAll(ready); err != nil {
+	if err := s.fs.RemoveAll(ready); err != nil {
 		return fmt.Errorf("storage: restore: %w", err)
 	}
 	for _, t := range trash {
-		if err := os.RemoveAll(t); err != nil {
+		if err := s.fs.RemoveAll(t); err != nil {
 			return fmt.Errorf("storage: restore: %w", err)
 		}
 	}
-	return syncDir(s.dir)
+	return syncDir(s.fs, s.dir)
 }

@@ -52,7 +52,7 @@ func TestStore_RestoreInterrupted(t *testing.T) {
 	if err := os.Mkdir(ready, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	names, applied, err := readSnapshot(bufio.NewReader(bytes.NewReader(snap)), ready)
+	names, applied, err := readSnapshot(osFS{}, bufio.NewReader(bytes.NewReader(snap)), ready)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -313,16 +313,16 @@ func (s *Store) Restore(r io.Reader) error {
 		return ErrClosed
 	}
 	staging := filepath.Join(s.dir, s.tmpName("restore"))
-	if err := os.Mkdir(staging, 0o755); err != nil {
+	if err := s.fs.Mkdir(staging); err != nil {
 		return fmt.Errorf("storage: %w", err)
 	}
 	ok := false
 	defer func() {
 		if !ok {
-			os.RemoveAll(staging)
+			s.fs.RemoveAll(staging)
 		}
 	}()
-	names, applied, err := readSnapshot(bufio.NewReaderSize(r, snapCopyBufSize), staging)
+	names, applied, err := readSnapshot(s.fs, bufio.NewReaderSize(r, snapCopyBufSize), staging)
 	if err != nil {
 		return err
 	}
@@ -334,17 +334,17 @@ func (s *Store) Restore(r io.Reader) error {
 		}
 		v.stopWrites()
 		v.close()
-		if err := syncDir(filepath.Join(staging, n)); err != nil {
+		if err := syncDir(s.fs, filepath.Join(staging, n)); err != nil {
 			return err
 		}
 	}
-	if err := writeFileSync(filepath.Join(staging, appliedName), encodeApplied(applied)); err != nil {
+	if err := writeFileSync(s.fs, filepath.Join(staging, appliedName), encodeApplied(applied)); err != nil {
 		return err
 	}
-	if err := writeFileSync(filepath.Join(staging, restoreManifest), []byte(strings.Join(names, "\n")+"\n")); err != nil {
+	if err := writeFileSync(s.fs, filepath.Join(staging, restoreManifest), []byte(strings.Join(names, "\n")+"\n")); err != nil {
 		return err
 	}
-	if err := syncDir(staging); err != nil {
+	if err := syncDir(s.fs, staging); err != nil {
 		return err
 	}
 
@@ -358,7 +358,7 @@ func (s *Store) Restore(r io.Reader) error {
 		v.replaced.Store(true)
 		v.stopWrites()
 	}
-	if err := os.Rename(staging, filepath.Join(s.dir, restoreReadyName)); err != nil {
+	if err := s.fs.Rename(staging, filepath.Join(s.dir, restoreReadyName)); err != nil {
 		err = fmt.Errorf("storage: restore: %w", err)
 		for _, v := range old {
 			v.replaced.Store(false)
@@ -367,7 +367,7 @@ func (s *Store) Restore(r io.Reader) error {
 		return err
 	}
 	ok = true
-	if err := syncDir(s.dir); err != nil {
+	if err := syncDir(s.fs, s.dir); err != nil {
 		return err
 	}
 	// Committed: from here on Open would finish the swap.
@@ -385,7 +385,7 @@ func (s *Store) Restore(r io.Reader) error {
 // readSnapshot reads a snapshot stream into staging, one directory per
 // volume, checking every checksum. It returns the volume names and the
 // applied index.
-func readSnapshot(r io.Reader, staging string) ([]string, uint64, error) {
+func readSnapshot(fs fileSys, r io.Reader, staging string) ([]string, uint64, error) {
 	corrupt := func(format string, a ...any) error {
 		return fmt.Errorf("storage: snapshot: %s: %w", fmt.Sprintf(format, a...), ErrCorrupt)
 	}
@@ -440,10 +440,10 @@ func readSnapshot(r io.Reader, staging string) ([]string, uint64, error) {
 			names = append(names, m.Name)
 			cur = filepath.Join(staging, m.Name)
 			nextBase = 0
-			if err := os.Mkdir(cur, 0o755); err != nil {
+			if err := fs.Mkdir(cur); err != nil {
 				return nil, 0, fmt.Errorf("storage: %w", err)
 			}
-			if err := writeFileSync(filepath.Join(cur, metaName), mb); err != nil {
+			if err := writeFileSync(fs, filepath.Join(cur, metaName), mb); err != nil {
 				return nil, 0, err
 			}
 		case frameBlock:
@@ -460,10 +460,10 @@ func readSnapshot(r io.Reader, staging string) ([]string, uint64, error) {
 				return nil, 0, corrupt("block frame: base %d (want %d), data %d, index %d, payload %d", base, nextBase, dl, il, n)
 			}
 			nextBase = base + (il-indexHeaderLen)/indexEntryLen
-			if err := copyToFile(filepath.Join(cur, blockFileName(base, "data")), pr, int64(dl), buf); err != nil {
+			if err := copyToFile(fs, filepath.Join(cur, blockFileName(base, "data")), pr, int64(dl), buf); err != nil {
 				return nil, 0, err
 			}
-			if err := copyToFile(filepath.Join(cur, blockFileName(base, "index")), pr, int64(il), buf); err != nil {
+			if err := copyToFile(fs, filepath.Join(cur, blockFileName(base, "index")), pr, int64(il), buf); err != nil {
 				return nil, 0, err
 			}
 			if err := checkPayload(r, crc); err != nil {
@@ -504,13 +504,13 @@ func checkPayload(r io.Reader, crc hash.Hash32) error {
 
 // copyToFile writes exactly n bytes from r to a new file at path and fsyncs
 // it.
-func copyToFile(path string, r io.Reader, n int64, buf []byte) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+func copyToFile(fs fileSys, path string, r io.Reader, n int64, buf []byte) error {
+	f, err := fs.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
 	if err != nil {
 		return fmt.Errorf("storage: %w", err)
 	}
 	defer f.Close()
-	m, err := io.CopyBuffer(struct{ io.Writer }{f}, io.LimitReader(r, n), buf)
+	m, err := io.CopyBuffer(&fsWriter{fs: fs, f: f}, io.LimitReader(r, n), buf)
 	if err != nil {
 		if errors.Is(err, io.ErrUnexpectedEOF) {
 			return fmt.Errorf("storage: snapshot: %v: %w", err, ErrCorrupt)
@@ -520,7 +520,7 @@ func copyToFile(path string, r io.Reader, n int64, buf []byte) error {
 	if m != n {
 		return fmt.Errorf("storage: snapshot: stream ended after %d of %d bytes: %w", m, n, ErrCorrupt)
 	}
-	if err := f.Sync(); err != nil {
+	if err := fs.Sync(f); err != nil {
 		return fmt.Errorf("storage: %w", err)
 	}
 	return f.Close()

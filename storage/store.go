@@ -82,6 +82,10 @@ type Config struct {
 	Sync SyncPolicy
 	// Logger receives recovery and repair reports (nil: slog.Default()).
 	Logger *slog.Logger
+
+	// fs is the file system the store changes its directory through
+	// (nil: the real one). Tests inject full disks and power cuts here.
+	fs fileSys
 }
 
 func (c *Config) normalize() error {
@@ -96,6 +100,9 @@ func (c *Config) normalize() error {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
+	}
+	if c.fs == nil {
+		c.fs = osFS{}
 	}
 	switch {
 	case c.BlockBytes < 0:
@@ -132,6 +139,7 @@ type Store struct {
 	cfg  Config
 	log  *slog.Logger
 	lock *os.File
+	fs   fileSys // cfg.fs
 
 	// mu serializes changes to the set of volumes (create, delete,
 	// restore, close) and snapshot capture.
@@ -152,7 +160,7 @@ func Open(dir string, cfg Config) (*Store, error) {
 	if err := cfg.normalize(); err != nil {
 		return nil, err
 	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := cfg.fs.MkdirAll(dir); err != nil {
 		return nil, fmt.Errorf("storage: %w", err)
 	}
 	lf, err := os.OpenFile(filepath.Join(dir, lockName), os.O_RDWR|os.O_CREATE, 0o644)
@@ -163,7 +171,7 @@ func Open(dir string, cfg Config) (*Store, error) {
 		lf.Close()
 		return nil, fmt.Errorf("storage: %s: %w (%v)", dir, ErrLocked, err)
 	}
-	s := &Store{dir: dir, cfg: cfg, log: cfg.Logger.With("component", "storage"), lock: lf}
+	s := &Store{dir: dir, cfg: cfg, log: cfg.Logger.With("component", "storage"), lock: lf, fs: cfg.fs}
 	s.seq.Store(uint64(time.Now().UnixNano()))
 	vols, err := s.load(true)
 	if err != nil {
@@ -199,7 +207,7 @@ func (s *Store) load(removeTmp bool) (map[string]*volume, error) {
 		name := e.Name()
 		if (removeTmp && strings.HasPrefix(name, tmpPrefix)) || strings.HasPrefix(name, trashPrefix) {
 			s.log.Info("removing leftover", "path", name)
-			if err := os.RemoveAll(filepath.Join(s.dir, name)); err != nil {
+			if err := s.fs.RemoveAll(filepath.Join(s.dir, name)); err != nil {
 				return nil, fmt.Errorf("storage: %w", err)
 			}
 			continue
@@ -290,16 +298,16 @@ func (s *Store) CreateVolume(ctx context.Context, m VolumeMeta) (VolumeInfo, err
 		return VolumeInfo{}, fmt.Errorf("volume %q: %w", m.Name, ErrExists)
 	}
 	tmp := filepath.Join(s.dir, s.tmpName("create"))
-	if err := buildVolumeDir(tmp, metaBytes); err != nil {
-		os.RemoveAll(tmp)
+	if err := buildVolumeDir(s.fs, tmp, metaBytes); err != nil {
+		s.fs.RemoveAll(tmp)
 		return VolumeInfo{}, err
 	}
 	final := filepath.Join(s.dir, m.Name)
-	if err := os.Rename(tmp, final); err != nil {
-		os.RemoveAll(tmp)
+	if err := s.fs.Rename(tmp, final); err != nil {
+		s.fs.RemoveAll(tmp)
 		return VolumeInfo{}, fmt.Errorf("storage: create %q: %w", m.Name, err)
 	}
-	if err := syncDir(s.dir); err != nil {
+	if err := syncDir(s.fs, s.dir); err != nil {
 		return VolumeInfo{}, err
 	}
 	v, err := openVolume(s, m.Name, final)
@@ -314,17 +322,17 @@ func (s *Store) CreateVolume(ctx context.Context, m VolumeMeta) (VolumeInfo, err
 
 // buildVolumeDir writes a new volume directory: meta plus an empty first
 // block, all fsynced.
-func buildVolumeDir(dir string, metaBytes []byte) error {
-	if err := os.Mkdir(dir, 0o755); err != nil {
+func buildVolumeDir(fs fileSys, dir string, metaBytes []byte) error {
+	if err := fs.Mkdir(dir); err != nil {
 		return fmt.Errorf("storage: %w", err)
 	}
-	if err := writeFileSync(filepath.Join(dir, metaName), metaBytes); err != nil {
+	if err := writeFileSync(fs, filepath.Join(dir, metaName), metaBytes); err != nil {
 		return err
 	}
-	if err := createBlockFiles(dir, 0); err != nil {
+	if err := createBlockFiles(fs, dir, 0); err != nil {
 		return err
 	}
-	return syncDir(dir)
+	return syncDir(fs, dir)
 }
 
 func maps1(m map[string]*volume) map[string]*volume {
@@ -373,7 +381,7 @@ func (s *Store) DeleteVolume(ctx context.Context, name string) error {
 	}
 	trash := filepath.Join(s.dir, fmt.Sprintf("%s%s-%d", trashPrefix, name, s.seq.Add(1)))
 	v.stopWrites()
-	if err := os.Rename(v.dir, trash); err != nil {
+	if err := s.fs.Rename(v.dir, trash); err != nil {
 		err = fmt.Errorf("storage: delete %q: %w", name, err)
 		v.resumeWrites(err)
 		return err
@@ -382,10 +390,10 @@ func (s *Store) DeleteVolume(ctx context.Context, name string) error {
 	delete(next, name)
 	s.setVolumes(next)
 	v.close()
-	if err := syncDir(s.dir); err != nil {
+	if err := syncDir(s.fs, s.dir); err != nil {
 		return err
 	}
-	if err := os.RemoveAll(trash); err != nil {
+	if err := s.fs.RemoveAll(trash); err != nil {
 		s.log.Warn("removing deleted volume", "volume", name, "err", err)
 	}
 	return nil
@@ -540,53 +548,9 @@ func (s *Store) SetAppliedIndex(idx uint64) error {
 	if idx <= s.applied.Load() {
 		return nil
 	}
-	if err := writeFileAtomic(s.dir, appliedName, encodeApplied(idx)); err != nil {
+	if err := writeFileAtomic(s.fs, s.dir, appliedName, encodeApplied(idx)); err != nil {
 		return err
 	}
 	s.applied.Store(idx)
-	return nil
-}
-
-// writeFileSync creates path with b and fsyncs it.
-func writeFileSync(path string, b []byte) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
-	if err != nil {
-		return fmt.Errorf("storage: %w", err)
-	}
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		return fmt.Errorf("storage: %w", err)
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("storage: %w", err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("storage: %w", err)
-	}
-	return nil
-}
-
-// writeFileAtomic replaces dir/name with b: tmp, fsync, rename, fsync dir.
-func writeFileAtomic(dir, name string, b []byte) error {
-	tmp := filepath.Join(dir, name+".tmp")
-	if err := writeFileSync(tmp, b); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, filepath.Join(dir, name)); err != nil {
-		return fmt.Errorf("storage: %w", err)
-	}
-	return syncDir(dir)
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("storage: %w", err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("storage: fsync %s: %w", dir, err)
-	}
 	return nil
 }

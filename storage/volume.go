@@ -3,15 +3,16 @@ package storage
 import (
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 
 	"github.com/edsrzf/mmap-go"
-	"golang.org/x/sys/unix"
 )
 
 // block is one data file and its memory-mapped index file. The files and
@@ -80,9 +81,18 @@ type volState struct {
 }
 
 type pendingEntry struct {
-	b   *block
-	off uint64
-	e   indexEntry
+	b     *block
+	off   uint64
+	e     indexEntry
+	batch *writeBatch
+}
+
+// writeBatch is one call of write. If its entries are dropped unpublished
+// (their commit failed, or a repair removed them), err says why; the
+// appender reads it under cmu before it trusts the committed count, since
+// after a repair the same offsets may hold someone else's tiles.
+type writeBatch struct {
+	err error // guarded by cmu
 }
 
 // volume is one open volume. Appends write records under wmu and are made
@@ -202,9 +212,102 @@ func (v *volume) releaseFiles() {
 }
 
 func (v *volume) fail(err error) error {
+	err = classify(err)
 	v.failed.CompareAndSwap(nil, &err)
-	v.log.Error("volume write failed; appends are refused until the store is reopened", "err", err)
+	v.log.Error("volume write failed; the next append repairs the volume", "err", err)
 	return err
+}
+
+// repairLocked undoes everything a failed write or commit left behind, so
+// the volume is as if the failed appends had never started: blocks created
+// after the last committed one are removed (with any half-created block
+// files), the last committed block's data and index files are truncated to
+// their committed ends and fsynced, queued entries are dropped (their
+// appenders get the failure), and the write position goes back to the
+// committed count. Committed tiles are untouched: they were durable before
+// they were published and are never rewritten. The caller holds cmu.
+//
+// After a failed fsync the kernel may have dropped dirty pages, but only
+// pages past the committed end can be dirty (committed bytes are never
+// written again), and those are what the repair cuts. If the repair itself
+// fails, the volume stays failed and the next append tries again.
+func (v *volume) repairLocked() error {
+	p := v.failed.Load()
+	if p == nil {
+		return nil
+	}
+	cause := *p
+	v.wmu.Lock()
+	defer v.wmu.Unlock()
+	if v.stopped {
+		return v.stoppedErr()
+	}
+	st := v.state.Load()
+	last := st.blocks[len(st.blocks)-1]
+	keep := slices.Index(v.wblocks, last.b)
+	if keep < 0 {
+		return fmt.Errorf("volume %q: repair: the last committed block is not open: %w", v.name, cause)
+	}
+	fs := v.s.fs
+	dropped := v.wNext - st.next
+	removed := 0
+	err := func() error {
+		// Blocks after the last committed one, whole or half created.
+		ents, err := os.ReadDir(v.dir)
+		if err != nil {
+			return err
+		}
+		for _, e := range ents {
+			stem, _, _ := strings.Cut(e.Name(), ".")
+			base, perr := strconv.ParseUint(stem, 10, 64)
+			if perr != nil || len(stem) != 20 || base <= last.b.base {
+				continue
+			}
+			if err := fs.Remove(filepath.Join(v.dir, e.Name())); err != nil && !errors.Is(err, os.ErrNotExist) {
+				return err
+			}
+			removed++
+		}
+		if removed > 0 {
+			if err := syncDir(fs, v.dir); err != nil {
+				return err
+			}
+		}
+		if err := truncateSync(fs, last.b.data, last.end); err != nil {
+			return err
+		}
+		if err := truncateSync(fs, last.b.index, indexHeaderLen+int64(last.count)*indexEntryLen); err != nil {
+			return err
+		}
+		if v.idxDirty != nil && v.idxDirty != last.b {
+			if err := fdatasync(fs, v.idxDirty.index); err != nil {
+				return err
+			}
+		}
+		return nil
+	}()
+	if err != nil {
+		err = classify(err)
+		v.log.Error("volume repair after a write failure failed; the next append tries again", "cause", cause, "err", err)
+		return fmt.Errorf("volume %q: earlier write failure: %w (repair: %v)", v.name, cause, err)
+	}
+	for _, b := range v.wblocks[keep+1:] {
+		b.release()
+	}
+	v.wblocks = v.wblocks[:keep+1]
+	last.b.wEnd, last.b.wCount, last.b.idxCount = last.end, last.count, last.count
+	for _, pe := range v.pending {
+		if pe.batch != nil {
+			pe.batch.err = cause
+		}
+	}
+	v.pending = nil
+	v.wNext = st.next
+	v.idxDirty, v.idxDirtyBytes = nil, 0
+	v.failed.Store(nil)
+	v.log.Warn("volume repaired after a write failure: uncommitted records removed, appends resume",
+		"cause", cause, "tiles_dropped", dropped, "block_files_removed", removed, "next_offset", st.next)
+	return nil
 }
 
 func (v *volume) failure() error {
@@ -214,27 +317,52 @@ func (v *volume) failure() error {
 	return nil
 }
 
-// append writes tiles and makes them durable under the sync policy.
+// append writes tiles and makes them durable under the sync policy. A
+// failed write or commit is repaired at once (repairLocked), so the volume
+// is left as if the failed append had never started.
 func (v *volume) append(tiles []Tile, sums []uint32) (uint64, error) {
-	if v.s.cfg.Sync == SyncAlways {
+	if v.failed.Load() != nil {
 		v.cmu.Lock()
-		defer v.cmu.Unlock()
-		first, _, err := v.write(tiles, sums)
+		err := v.repairLocked()
+		v.cmu.Unlock()
 		if err != nil {
 			return 0, err
 		}
-		return first, v.commitLocked()
 	}
-	first, end, err := v.write(tiles, sums)
-	if err != nil {
-		return 0, err
+	if v.s.cfg.Sync == SyncAlways {
+		v.cmu.Lock()
+		defer v.cmu.Unlock()
+		first, _, _, err := v.write(tiles, sums)
+		if err == nil {
+			err = v.commitLocked()
+		}
+		if err != nil {
+			v.repairLocked()
+			return 0, err
+		}
+		return first, nil
 	}
+	first, end, wb, err := v.write(tiles, sums)
 	v.cmu.Lock()
 	defer v.cmu.Unlock()
+	if err != nil {
+		v.repairLocked()
+		return 0, err
+	}
+	if wb.err != nil {
+		return 0, wb.err
+	}
 	if v.state.Load().next >= end {
 		return first, nil // a commit by another appender covered these tiles
 	}
-	return first, v.commitLocked()
+	if err := v.commitLocked(); err != nil {
+		v.repairLocked()
+		return 0, err
+	}
+	if wb.err != nil {
+		return 0, wb.err
+	}
+	return first, nil
 }
 
 // maxIOV bounds the buffers passed to one pwritev.
@@ -243,18 +371,19 @@ const maxIOV = 1024
 // write appends records to the active block (rolling over to new blocks as
 // they fill) and queues their index entries for the committer. It returns
 // the first offset and the offset after the last.
-func (v *volume) write(tiles []Tile, sums []uint32) (first, end uint64, err error) {
+func (v *volume) write(tiles []Tile, sums []uint32) (first, end uint64, wb *writeBatch, err error) {
 	v.wmu.Lock()
 	defer v.wmu.Unlock()
 	if v.stopped {
-		return 0, 0, v.stoppedErr()
+		return 0, 0, nil, v.stoppedErr()
 	}
 	if err := v.failure(); err != nil {
-		return 0, 0, err
+		return 0, 0, nil, err
 	}
 	first = v.wNext
+	wb = &writeBatch{}
 	if len(tiles) == 0 {
-		return first, first, nil
+		return first, first, wb, nil
 	}
 	hdrs := make([]byte, recordHeaderLen*len(tiles))
 	iov := make([][]byte, 0, min(2*len(tiles), maxIOV))
@@ -264,7 +393,7 @@ func (v *volume) write(tiles []Tile, sums []uint32) (first, end uint64, err erro
 		if len(iov) == 0 {
 			return nil
 		}
-		err := pwritev(b.data, iov, start)
+		err := v.s.fs.Pwritev(b.data, iov, start)
 		iov = iov[:0]
 		start = b.wEnd
 		return err
@@ -273,11 +402,11 @@ func (v *volume) write(tiles []Tile, sums []uint32) (first, end uint64, err erro
 		t := &tiles[i]
 		if b.wCount > 0 && (b.wEnd >= v.s.cfg.BlockBytes || b.wCount >= uint64(v.s.cfg.BlockTiles)) {
 			if err := flush(); err != nil {
-				return 0, 0, v.fail(err)
+				return 0, 0, nil, v.fail(err)
 			}
 			nb, err := v.newBlock(v.wNext)
 			if err != nil {
-				return 0, 0, v.fail(err)
+				return 0, 0, nil, v.fail(err)
 			}
 			b = nb
 			start = b.wEnd
@@ -289,67 +418,26 @@ func (v *volume) write(tiles []Tile, sums []uint32) (first, end uint64, err erro
 		if len(t.Value) > 0 {
 			iov = append(iov, t.Value)
 		}
-		v.pending = append(v.pending, pendingEntry{b: b, off: v.wNext, e: rh.entry(b.wEnd)})
+		v.pending = append(v.pending, pendingEntry{b: b, off: v.wNext, e: rh.entry(b.wEnd), batch: wb})
 		b.wEnd += recordHeaderLen + int64(len(t.Value))
 		b.wCount++
 		v.wNext++
 		if len(iov) >= maxIOV-1 {
 			if err := flush(); err != nil {
-				return 0, 0, v.fail(err)
+				return 0, 0, nil, v.fail(err)
 			}
 		}
 	}
 	if err := flush(); err != nil {
-		return 0, 0, v.fail(err)
+		return 0, 0, nil, v.fail(err)
 	}
-	return first, v.wNext, nil
-}
-
-// pwritev writes bufs at off in as few system calls as it can.
-func pwritev(f *os.File, bufs [][]byte, off int64) error {
-	rc, err := f.SyscallConn()
-	if err != nil {
-		return err
-	}
-	for len(bufs) > 0 {
-		var n int
-		var werr error
-		if cerr := rc.Write(func(fd uintptr) bool {
-			n, werr = unix.Pwritev(int(fd), bufs, off)
-			return !errors.Is(werr, unix.EAGAIN)
-		}); cerr != nil {
-			return cerr
-		}
-		if werr != nil {
-			if errors.Is(werr, unix.EINTR) {
-				continue
-			}
-			return fmt.Errorf("storage: write %s: %w", f.Name(), werr)
-		}
-		if n == 0 {
-			return fmt.Errorf("storage: write %s: %w", f.Name(), io.ErrShortWrite)
-		}
-		off += int64(n)
-		for n > 0 && len(bufs) > 0 {
-			if n >= len(bufs[0]) {
-				n -= len(bufs[0])
-				bufs = bufs[1:]
-			} else {
-				bufs[0] = bufs[0][n:]
-				n = 0
-			}
-		}
-		for len(bufs) > 0 && len(bufs[0]) == 0 {
-			bufs = bufs[1:]
-		}
-	}
-	return nil
+	return first, v.wNext, wb, nil
 }
 
 // newBlock creates the block starting at base and makes it active. The
 // caller holds wmu.
 func (v *volume) newBlock(base uint64) (*block, error) {
-	if err := createBlockFiles(v.dir, base); err != nil {
+	if err := createBlockFiles(v.s.fs, v.dir, base); err != nil {
 		return nil, err
 	}
 	b, err := v.openBlockFiles(base, true)
@@ -363,21 +451,21 @@ func (v *volume) newBlock(base uint64) (*block, error) {
 
 // createBlockFiles writes the headers of a new block's index and data
 // files, each as tmp, fsync, rename, and then fsyncs dir.
-func createBlockFiles(dir string, base uint64) error {
+func createBlockFiles(fs fileSys, dir string, base uint64) error {
 	for _, f := range []struct {
 		ext   string
 		magic [magicLen]byte
 	}{{"index", magicIndex}, {"data", magicData}} {
 		name := blockFileName(base, f.ext)
 		tmp := filepath.Join(dir, name+".tmp")
-		if err := writeFileSync(tmp, encodeBlockHeader(f.magic, base)); err != nil {
+		if err := writeFileSync(fs, tmp, encodeBlockHeader(f.magic, base)); err != nil {
 			return err
 		}
-		if err := os.Rename(tmp, filepath.Join(dir, name)); err != nil {
+		if err := fs.Rename(tmp, filepath.Join(dir, name)); err != nil {
 			return fmt.Errorf("storage: %w", err)
 		}
 	}
-	return syncDir(dir)
+	return syncDir(fs, dir)
 }
 
 // openBlockFiles opens a block's files and maps its index. An active block
@@ -447,14 +535,25 @@ func (v *volume) commitLocked() error {
 	if len(pend) == 0 {
 		return nil
 	}
+	// failPend makes the volume fail and tells the appenders of pend that
+	// their tiles were dropped (the repair cuts them from the data file).
+	failPend := func(err error) error {
+		err = v.fail(err)
+		for _, p := range pend {
+			if p.batch != nil {
+				p.batch.err = err
+			}
+		}
+		return err
+	}
 	doSync := v.s.cfg.Sync != SyncNone
 	if doSync {
 		var last *block
 		for _, p := range pend {
 			if p.b != last {
 				last = p.b
-				if err := fdatasync(p.b.data); err != nil {
-					return v.fail(err)
+				if err := fdatasync(v.s.fs, p.b.data); err != nil {
+					return failPend(err)
 				}
 			}
 		}
@@ -466,8 +565,8 @@ func (v *volume) commitLocked() error {
 			// Seal: the previous block's index is complete and durable
 			// before the next block's first entry is written.
 			if doSync {
-				if err := fdatasync(v.idxDirty.index); err != nil {
-					return v.fail(err)
+				if err := fdatasync(v.s.fs, v.idxDirty.index); err != nil {
+					return failPend(err)
 				}
 			}
 			v.idxDirty, v.idxDirtyBytes = nil, 0
@@ -479,8 +578,8 @@ func (v *volume) commitLocked() error {
 			putIndexEntry(buf[len(buf)-indexEntryLen:], pend[j].e)
 			v.idxDirtyBytes += recordHeaderLen + int64(pend[j].e.Length)
 		}
-		if _, err := b.index.WriteAt(buf, indexHeaderLen+int64(b.idxCount)*indexEntryLen); err != nil {
-			return v.fail(fmt.Errorf("storage: write index: %w", err))
+		if err := v.s.fs.Pwritev(b.index, [][]byte{buf}, indexHeaderLen+int64(b.idxCount)*indexEntryLen); err != nil {
+			return failPend(fmt.Errorf("storage: write index: %w", err))
 		}
 		b.idxCount += uint64(j - i)
 		v.idxDirty = b
@@ -488,8 +587,8 @@ func (v *volume) commitLocked() error {
 	}
 	if v.idxDirtyBytes >= indexSyncBytes {
 		if doSync {
-			if err := fdatasync(v.idxDirty.index); err != nil {
-				return v.fail(err)
+			if err := fdatasync(v.s.fs, v.idxDirty.index); err != nil {
+				return failPend(err)
 			}
 		}
 		v.idxDirtyBytes = 0
@@ -505,7 +604,7 @@ func (v *volume) syncIndex() {
 	v.cmu.Lock()
 	defer v.cmu.Unlock()
 	if v.idxDirty != nil && v.s.cfg.Sync != SyncNone && v.failed.Load() == nil {
-		if err := fdatasync(v.idxDirty.index); err != nil {
+		if err := fdatasync(v.s.fs, v.idxDirty.index); err != nil {
 			v.log.Warn("fsync of the index at close failed", "err", err)
 		}
 	}
@@ -543,21 +642,6 @@ func (v *volume) publish(pend []pendingEntry) {
 	}
 	v.bmu.Unlock()
 	close(old.changed)
-}
-
-func fdatasync(f *os.File) error {
-	rc, err := f.SyscallConn()
-	if err != nil {
-		return err
-	}
-	var serr error
-	if err := rc.Control(func(fd uintptr) { serr = unix.Fdatasync(int(fd)) }); err != nil {
-		return err
-	}
-	if serr != nil {
-		return fmt.Errorf("storage: fdatasync %s: %w", f.Name(), serr)
-	}
-	return nil
 }
 
 // read returns the tile at offset from st, reading the value into buf when
