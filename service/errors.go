@@ -64,6 +64,9 @@ func withField(field string, err error) error {
 //	storage.ErrExists                   AlreadyExists
 //	storage.ErrOutOfRange               OutOfRange + google.rpc.BadRequest
 //	storage.ErrTooLarge                 ResourceExhausted
+//	storage.ErrNoSpace                  ResourceExhausted, a fixed message
+//	                                    (the cause names a server path; the
+//	                                    store logs it)
 //	storage.ErrCorrupt                  DataLoss (InvalidArgument + BadRequest
 //	                                    when it names a request field: a
 //	                                    CRC mismatch on write)
@@ -107,6 +110,8 @@ func connectError(err error) error {
 		return badRequest(connect.CodeOutOfRange)
 	case errors.Is(err, storage.ErrTooLarge):
 		return badRequest(connect.CodeResourceExhausted)
+	case errors.Is(err, storage.ErrNoSpace):
+		return connect.NewError(connect.CodeResourceExhausted, errors.New("the server's disk is full: free space on it (or delete volumes you no longer need), then retry"))
 	case errors.Is(err, storage.ErrCorrupt):
 		if hasField {
 			return badRequest(connect.CodeInvalidArgument)

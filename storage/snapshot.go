@@ -308,7 +308,8 @@ func writeFrame(w io.Writer, typ uint32, n int64, body func(io.Writer) error) er
 // An error after the commit point (the rename of the staging directory,
 // reported as anything but ErrCorrupt or a read error) leaves writes
 // stopped; Open finishes the swap, so the store should be reopened.
-func (s *Store) Restore(r io.Reader) error {
+func (s *Store) Restore(r io.Reader) (err error) {
+	defer s.noSpace(&err, "restore")
 	if s.closed.Load() {
 		return ErrClosed
 	}

@@ -274,7 +274,8 @@ func (s *Store) tmpName(kind string) string {
 // CreateVolume implements LDM. The volume directory is built under a
 // temporary name and renamed into place, so a crash never leaves half a
 // volume.
-func (s *Store) CreateVolume(ctx context.Context, m VolumeMeta) (VolumeInfo, error) {
+func (s *Store) CreateVolume(ctx context.Context, m VolumeMeta) (_ VolumeInfo, err error) {
+	defer s.noSpace(&err, "create volume")
 	if err := m.Normalize(); err != nil {
 		return VolumeInfo{}, err
 	}
@@ -521,6 +522,18 @@ func (s *Store) Close() error {
 	return s.lock.Close()
 }
 
+// noSpace marks *errp as ErrNoSpace if ENOSPC or EDQUOT caused it, and
+// logs it with its cause (which names a path the caller must not see).
+func (s *Store) noSpace(errp *error, op string) {
+	if *errp == nil {
+		return
+	}
+	if err := classify(*errp); errors.Is(err, ErrNoSpace) {
+		*errp = err
+		s.log.Error(op+" failed: the file system is full", "err", err)
+	}
+}
+
 // Dir returns the store's directory.
 func (s *Store) Dir() string { return s.dir }
 
@@ -539,7 +552,8 @@ func (s *Store) AppliedIndex() uint64 {
 // that write no tile, such as a delete). It writes a small marker file:
 // tmp, fsync, rename, fsync directory. A smaller idx than the marker's is
 // ignored.
-func (s *Store) SetAppliedIndex(idx uint64) error {
+func (s *Store) SetAppliedIndex(idx uint64) (err error) {
+	defer s.noSpace(&err, "set applied index")
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed.Load() {

@@ -214,7 +214,7 @@ func (v *volume) releaseFiles() {
 func (v *volume) fail(err error) error {
 	err = classify(err)
 	v.failed.CompareAndSwap(nil, &err)
-	v.log.Error("volume write failed; the next append repairs the volume", "err", err)
+	v.log.Error("volume write failed; repairing the volume", "err", err)
 	return err
 }
 
