@@ -17,9 +17,10 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/xcheng85/go-ldm/storage"
 	"github.com/xcheng85/go-ldm/storage/ldmtest"
-	"golang.org/x/sys/unix"
 )
 
 var benchSizes = []struct {

@@ -9,26 +9,10 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
-	"sync"
 	"testing"
+
+	"github.com/xcheng85/go-ldm/internal/testutil/testkit"
 )
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 func testValue(i int) []byte {
 	b := make([]byte, 50+i*13)
@@ -71,7 +55,7 @@ func fillStoreCfg(t testing.TB, dir string, cfg Config, n int) {
 // survive, intact, and that the next append gets offset want.
 func reopen(t *testing.T, dir string, cfg Config, want int) (*Store, string) {
 	t.Helper()
-	var logs syncBuffer
+	var logs testkit.SyncBuffer
 	cfg.Logger = slog.New(slog.NewTextHandler(&logs, nil))
 	s, err := Open(dir, cfg)
 	if err != nil {

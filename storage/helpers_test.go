@@ -3,9 +3,7 @@ package storage_test
 import (
 	"bytes"
 	"context"
-	"io"
 	"log/slog"
-	"sync"
 	"testing"
 
 	"github.com/xcheng85/go-ldm/storage"
@@ -13,28 +11,6 @@ import (
 )
 
 func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
-
-// logBuffer collects a store's log lines for assertions.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
-}
-
-func (l *logBuffer) logger() *slog.Logger { return slog.New(slog.NewTextHandler(l, nil)) }
-
-var _ io.Writer = (*logBuffer)(nil)
 
 // openStore opens a store in dir and closes it at cleanup.
 func openStore(tb testing.TB, dir string, cfg storage.Config) *storage.Store {

@@ -60,7 +60,7 @@ func readTileRound(tb testing.TB, c *client, perWorker int) time.Duration {
 func BenchmarkAuthOverhead(b *testing.B) {
 	plain := startServer(b, serverOptions{noAuth: true, tileBytes: benchTileBytes})
 	authd := startServer(b, serverOptions{tileBytes: benchTileBytes})
-	root := authd.pki.clientCert(b, "root", nil)
+	root := authd.pki.ClientCert(b, "root")
 	type config struct {
 		name   string
 		c      *client
@@ -115,7 +115,7 @@ func BenchmarkAuthOverhead(b *testing.B) {
 func BenchmarkReadTile256K(b *testing.B) {
 	plain := startServer(b, serverOptions{noAuth: true, tileBytes: benchTileBytes})
 	authd := startServer(b, serverOptions{tileBytes: benchTileBytes})
-	root := authd.pki.clientCert(b, "root", nil)
+	root := authd.pki.ClientCert(b, "root")
 	for _, cf := range []struct {
 		name string
 		c    *client

@@ -2,6 +2,8 @@ package auth
 
 import (
 	"context"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"errors"
 	"os"
 	"path/filepath"
@@ -9,6 +11,8 @@ import (
 	"testing"
 
 	"golang.org/x/crypto/bcrypt"
+
+	"github.com/xcheng85/go-ldm/internal/testutil/testkit"
 )
 
 func TestTokens_AppendAndAuthenticate(t *testing.T) {
@@ -245,14 +249,17 @@ func TestAuthorizer_ReloadAndValidation(t *testing.T) {
 
 func TestCertIdentity_ReservedNames(t *testing.T) {
 	t.Parallel()
-	p := newTestPKI(t)
+	p := testkit.NewPKI(t)
 	for _, cn := range []string{"anonymous", "role:admin", "a b"} {
-		c := p.clientCert(t, cn, nil)
+		c := p.Issue(t, &x509.Certificate{
+			Subject:     pkix.Name{CommonName: cn},
+			ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+		})
 		if _, err := CertIdentity(c.Leaf); !errors.Is(err, ErrBadCredentials) {
 			t.Errorf("CN %q: err = %v, want ErrBadCredentials", cn, err)
 		}
 	}
-	c := p.clientCert(t, "svc", []string{"spiffe://ldm/ingest"})
+	c := p.ClientCert(t, "svc", "spiffe://ldm/ingest")
 	id, err := CertIdentity(c.Leaf)
 	if err != nil || id.Subject != "svc" || len(id.Aliases) != 1 || id.Aliases[0] != "spiffe://ldm/ingest" {
 		t.Fatalf("CertIdentity = %+v, %v", id, err)

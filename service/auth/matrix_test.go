@@ -103,8 +103,8 @@ const ok = connect.Code(0)
 func TestAuth_Matrix(t *testing.T) {
 	t.Parallel()
 	ts := startServer(t, serverOptions{})
-	admin := ts.pki.clientCert(t, "root", nil)
-	stranger := ts.pki.clientCert(t, "stranger", nil)
+	admin := ts.pki.ClientCert(t, "root")
+	stranger := ts.pki.ClientCert(t, "stranger")
 	creds := []cred{
 		{name: "no_credentials"},
 		{name: "bad_token", creds: Credentials{Token: "ldm_not-a-real-token"}},
@@ -170,7 +170,7 @@ func TestAuth_ListVolumesFiltered(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	ctReader := ts.pki.clientCert(t, "ct-reader", nil)
+	ctReader := ts.pki.ClientCert(t, "ct-reader")
 	for _, tt := range []struct {
 		c    cred
 		want string
@@ -221,7 +221,7 @@ func TestAuth_StreamAuthorizesEveryVolume(t *testing.T) {
 	if _, err := ts.store.CreateVolume(context.Background(), volumeMeta("secret")); err != nil {
 		t.Fatal(err)
 	}
-	cert := ts.pki.clientCert(t, "ingest", nil)
+	cert := ts.pki.ClientCert(t, "ingest")
 	for proto := range protocols {
 		t.Run(proto, func(t *testing.T) {
 			c := ts.client(t, proto, cred{cert: &cert})

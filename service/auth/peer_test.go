@@ -2,26 +2,25 @@ package auth
 
 import (
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"testing"
+
+	"github.com/xcheng85/go-ldm/internal/testutil/testkit"
 )
 
 // TestNodePeer checks that only node certificates reach node-to-node
 // endpoints under TLS.
 func TestNodePeer(t *testing.T) {
 	t.Parallel()
-	p := newTestPKI(t)
+	p := testkit.NewPKI(t)
 	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if err := NodePeer(r); err != nil {
 			http.Error(w, err.Error(), http.StatusForbidden)
 		}
 	}))
-	certFile, keyFile := p.serverFiles(t)
-	cfg, err := ServerTLS{CertFile: certFile, KeyFile: keyFile, ClientCAFile: p.caFile}.Config()
+	certFile, keyFile := p.WriteServerFiles(t)
+	cfg, err := ServerTLS{CertFile: certFile, KeyFile: keyFile, ClientCAFile: p.CAFile}.Config()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -29,12 +28,8 @@ func TestNodePeer(t *testing.T) {
 	srv.StartTLS()
 	defer srv.Close()
 
-	node := p.issue(t, &x509.Certificate{
-		Subject:     pkix.Name{CommonName: "node-2"},
-		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")},
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-	})
-	user := p.clientCert(t, "alice", nil)
+	node := p.NodeCert(t, "node-2")
+	user := p.ClientCert(t, "alice")
 	for _, tt := range []struct {
 		name string
 		cert *tls.Certificate
@@ -45,7 +40,7 @@ func TestNodePeer(t *testing.T) {
 		{"no_certificate", nil, http.StatusForbidden},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			c := &tls.Config{RootCAs: p.pool()}
+			c := &tls.Config{RootCAs: p.Pool()}
 			if tt.cert != nil {
 				c.Certificates = []tls.Certificate{*tt.cert}
 			}

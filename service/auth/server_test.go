@@ -16,8 +16,10 @@ import (
 	"connectrpc.com/connect"
 	"golang.org/x/crypto/bcrypt"
 
+	ldmclient "github.com/xcheng85/go-ldm/client"
 	ldmv1 "github.com/xcheng85/go-ldm/gen/ldm/v1"
 	"github.com/xcheng85/go-ldm/gen/ldm/v1/ldmv1connect"
+	"github.com/xcheng85/go-ldm/internal/testutil/testkit"
 	"github.com/xcheng85/go-ldm/service"
 	"github.com/xcheng85/go-ldm/storage"
 )
@@ -30,7 +32,7 @@ type testServer struct {
 	addr       string
 	store      *storage.Memory
 	auth       *Auth
-	pki        *testPKI
+	pki        *testkit.PKI
 	tokens     map[string]string // role name -> token
 	policyFile string
 	dir        string // holds the tokens and users files
@@ -75,7 +77,7 @@ type serverOptions struct {
 func startServer(tb testing.TB, o serverOptions) *testServer {
 	tb.Helper()
 	dir := tb.TempDir()
-	ts := &testServer{pki: newTestPKI(tb), tokens: map[string]string{}, logs: &logCounter{n: map[string]int{}}, dir: dir}
+	ts := &testServer{pki: testkit.NewPKI(tb), tokens: map[string]string{}, logs: &logCounter{n: map[string]int{}}, dir: dir}
 	tokenFile := filepath.Join(dir, "tokens")
 	for _, role := range []string{"reader", "writer"} {
 		tok, err := NewToken()
@@ -144,10 +146,10 @@ func startServer(tb testing.TB, o serverOptions) *testServer {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	certFile, keyFile := ts.pki.serverFiles(tb)
+	certFile, keyFile := ts.pki.WriteServerFiles(tb)
 	var tlsCfg *tls.Config
 	if !o.plaintextNoTLS {
-		tlsCfg, err = ServerTLS{CertFile: certFile, KeyFile: keyFile, ClientCAFile: ts.pki.caFile, RequireClientCert: o.requireCert}.Config()
+		tlsCfg, err = ServerTLS{CertFile: certFile, KeyFile: keyFile, ClientCAFile: ts.pki.CAFile, RequireClientCert: o.requireCert}.Config()
 		if err != nil {
 			tb.Fatal(err)
 		}
@@ -210,7 +212,7 @@ var protocols = map[string][]connect.ClientOption{
 }
 
 func (ts *testServer) tlsConfig(cert *tls.Certificate) *tls.Config {
-	cfg := &tls.Config{RootCAs: ts.pki.pool(), MinVersion: tls.VersionTLS12}
+	cfg := &tls.Config{RootCAs: ts.pki.Pool(), MinVersion: tls.VersionTLS12}
 	if cert != nil {
 		cfg.Certificates = []tls.Certificate{*cert}
 	}
@@ -219,7 +221,7 @@ func (ts *testServer) tlsConfig(cert *tls.Certificate) *tls.Config {
 
 func (ts *testServer) client(tb testing.TB, protocol string, c cred) *client {
 	tb.Helper()
-	hc := &http.Client{Transport: service.NewTransport(ts.tlsConfig(c.cert))}
+	hc := &http.Client{Transport: ldmclient.NewTransport(ts.tlsConfig(c.cert))}
 	tb.Cleanup(hc.CloseIdleConnections)
 	opts := append([]connect.ClientOption{connect.WithInterceptors(c.creds.Interceptor())}, protocols[protocol]...)
 	return &client{
@@ -241,20 +243,6 @@ func (ts *testServer) nextOffset(tb testing.TB) uint64 {
 }
 
 func tile(b byte) *ldmv1.Tile { return &ldmv1.Tile{Value: []byte{b, b, b, b}} }
-
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(tb testing.TB, what string, cond func() bool) {
-	tb.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			tb.Fatalf("timed out waiting for %s", what)
-		}
-		<-tick.C
-	}
-}
 
 func volumeMeta(name string) storage.VolumeMeta {
 	return storage.VolumeMeta{Name: name, Shape: storage.Shape{X: 8, Y: 8, Z: 8}, DataType: storage.Uint8}

@@ -17,8 +17,10 @@ import (
 	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 	"google.golang.org/grpc/status"
 
+	ldmclient "github.com/xcheng85/go-ldm/client"
 	ldmv1 "github.com/xcheng85/go-ldm/gen/ldm/v1"
 	"github.com/xcheng85/go-ldm/gen/ldm/v1/ldmv1connect"
+	"github.com/xcheng85/go-ldm/internal/testutil/testkit"
 	"github.com/xcheng85/go-ldm/service"
 )
 
@@ -35,15 +37,15 @@ func readTile(ctx context.Context, hc *http.Client, url string, opts ...connect.
 func TestTLS_Rejections(t *testing.T) {
 	t.Parallel()
 	ts := startServer(t, serverOptions{})
-	other := newTestPKI(t)
-	foreign := other.clientCert(t, "root", nil)
-	expired := ts.pki.expiredClientCert(t, "root")
-	good := ts.pki.clientCert(t, "root", nil)
+	other := testkit.NewPKI(t)
+	foreign := other.ClientCert(t, "root")
+	expired := ts.pki.ExpiredClientCert(t, "root")
+	good := ts.pki.ClientCert(t, "root")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 
 	t.Run("plaintext_client", func(t *testing.T) {
-		hc := &http.Client{Transport: service.NewTransport(nil)}
+		hc := &http.Client{Transport: ldmclient.NewTransport(nil)}
 		defer hc.CloseIdleConnections()
 		err := readTile(ctx, hc, "http://"+ts.addr, connect.WithGRPC())
 		if err == nil {
@@ -65,7 +67,7 @@ func TestTLS_Rejections(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := ts.tlsConfig(tt.cert)
 			cfg.ServerName = tt.serverName
-			hc := &http.Client{Transport: service.NewTransport(cfg)}
+			hc := &http.Client{Transport: ldmclient.NewTransport(cfg)}
 			defer hc.CloseIdleConnections()
 			err := readTile(ctx, hc, ts.url)
 			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
@@ -88,14 +90,14 @@ func TestTLS_Rejections(t *testing.T) {
 		})
 	}
 	t.Run("good_client_cert", func(t *testing.T) {
-		hc := &http.Client{Transport: service.NewTransport(ts.tlsConfig(&good))}
+		hc := &http.Client{Transport: ldmclient.NewTransport(ts.tlsConfig(&good))}
 		defer hc.CloseIdleConnections()
 		if err := readTile(ctx, hc, ts.url); err != nil {
 			t.Fatal(err)
 		}
 	})
 	t.Run("tls13_and_h2", func(t *testing.T) {
-		conn, err := tls.Dial("tcp", ts.addr, &tls.Config{RootCAs: ts.pki.pool(), NextProtos: []string{"h2", "http/1.1"}})
+		conn, err := tls.Dial("tcp", ts.addr, &tls.Config{RootCAs: ts.pki.Pool(), NextProtos: []string{"h2", "http/1.1"}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -106,7 +108,7 @@ func TestTLS_Rejections(t *testing.T) {
 		}
 	})
 	t.Run("tls11_refused", func(t *testing.T) {
-		conn, err := tls.Dial("tcp", ts.addr, &tls.Config{RootCAs: ts.pki.pool(), MaxVersion: tls.VersionTLS11})
+		conn, err := tls.Dial("tcp", ts.addr, &tls.Config{RootCAs: ts.pki.Pool(), MaxVersion: tls.VersionTLS11})
 		if err == nil {
 			conn.Close()
 			t.Fatal("a TLS 1.1 handshake succeeded")
@@ -121,7 +123,7 @@ func TestTLS_RequireClientCert(t *testing.T) {
 	ts := startServer(t, serverOptions{requireCert: true})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	hc := &http.Client{Transport: service.NewTransport(ts.tlsConfig(nil))}
+	hc := &http.Client{Transport: ldmclient.NewTransport(ts.tlsConfig(nil))}
 	defer hc.CloseIdleConnections()
 	err := readTile(ctx, hc, ts.url, connect.WithInterceptors(Credentials{Token: ts.tokens["reader"]}.Interceptor()))
 	// With TLS 1.3 the client learns of the rejected handshake only when it
@@ -147,8 +149,8 @@ func TestTLS_RequireClientCert(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "certificate required") {
 		t.Fatalf("handshake without a client certificate: %v, want the certificate_required alert", err)
 	}
-	good := ts.pki.clientCert(t, "root", nil)
-	hc2 := &http.Client{Transport: service.NewTransport(ts.tlsConfig(&good))}
+	good := ts.pki.ClientCert(t, "root")
+	hc2 := &http.Client{Transport: ldmclient.NewTransport(ts.tlsConfig(&good))}
 	defer hc2.CloseIdleConnections()
 	if err := readTile(ctx, hc2, ts.url); err != nil {
 		t.Fatal(err)
@@ -192,7 +194,7 @@ func TestTLS_GRPCGo(t *testing.T) {
 	if status.Code(err) != codes.Unauthenticated {
 		t.Fatalf("ReadTile without credentials: %v, want Unauthenticated", err)
 	}
-	admin := ts.pki.clientCert(t, "root", nil)
+	admin := ts.pki.ClientCert(t, "root")
 	if err := dial(&admin).Invoke(ctx, ldmv1connect.TileServiceWriteTileProcedure,
 		&ldmv1.WriteTileRequest{Volume: testVolume, Tile: tile(1)}, &wresp); err != nil {
 		t.Fatalf("WriteTile with the admin certificate: %v", err)
@@ -205,7 +207,7 @@ func TestAuth_PublicProcedures(t *testing.T) {
 	t.Parallel()
 	check := func(ts *testServer, token string) int {
 		t.Helper()
-		hc := &http.Client{Transport: service.NewTransport(ts.tlsConfig(nil))}
+		hc := &http.Client{Transport: ldmclient.NewTransport(ts.tlsConfig(nil))}
 		defer hc.CloseIdleConnections()
 		req, err := http.NewRequest(http.MethodPost, ts.url+"/grpc.health.v1.Health/Check", strings.NewReader("{}"))
 		if err != nil {
@@ -239,7 +241,7 @@ func TestAuth_PublicProcedures(t *testing.T) {
 	}
 	// Reflection is a bidirectional stream with a fixed object: it is
 	// authorized before the handler runs.
-	hc := &http.Client{Transport: service.NewTransport(closed.tlsConfig(nil))}
+	hc := &http.Client{Transport: ldmclient.NewTransport(closed.tlsConfig(nil))}
 	defer hc.CloseIdleConnections()
 	for token, want := range map[string]connect.Code{"": connect.CodeUnauthenticated, closed.tokens["writer"]: connect.CodePermissionDenied, closed.tokens["reader"]: 0} {
 		c := connect.NewClient[reflectionpb.ServerReflectionRequest, reflectionpb.ServerReflectionResponse](hc,
@@ -270,9 +272,9 @@ func TestAuth_UnknownProcedureDenied(t *testing.T) {
 	h := connect.NewUnaryHandler(proc, func(context.Context, *connect.Request[ldmv1.GetServersRequest]) (*connect.Response[ldmv1.GetServersResponse], error) {
 		return connect.NewResponse(&ldmv1.GetServersResponse{}), nil
 	}, connect.WithInterceptors(a.Interceptors()...))
-	p := newTestPKI(t)
-	certFile, keyFile := p.serverFiles(t)
-	cfg, err := ServerTLS{CertFile: certFile, KeyFile: keyFile, ClientCAFile: p.caFile}.Config()
+	p := testkit.NewPKI(t)
+	certFile, keyFile := p.WriteServerFiles(t)
+	cfg, err := ServerTLS{CertFile: certFile, KeyFile: keyFile, ClientCAFile: p.CAFile}.Config()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -283,8 +285,8 @@ func TestAuth_UnknownProcedureDenied(t *testing.T) {
 	}
 	go srv.ServeTLS(l, "", "")
 	defer srv.Close()
-	root := p.clientCert(t, "root", nil)
-	hc := &http.Client{Transport: service.NewTransport(&tls.Config{RootCAs: p.pool(), Certificates: []tls.Certificate{root}})}
+	root := p.ClientCert(t, "root")
+	hc := &http.Client{Transport: ldmclient.NewTransport(&tls.Config{RootCAs: p.Pool(), Certificates: []tls.Certificate{root}})}
 	defer hc.CloseIdleConnections()
 	c := connect.NewClient[ldmv1.GetServersRequest, ldmv1.GetServersResponse](hc, "https://"+l.Addr().String()+proc)
 	_, err = c.CallUnary(context.Background(), connect.NewRequest(&ldmv1.GetServersRequest{}))

@@ -1,9 +1,13 @@
 package testkit
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
+	"math/big"
 	"path/filepath"
 	"sync/atomic"
 	"testing"
@@ -94,6 +98,43 @@ func (p *PKI) ExpiredClientCert(tb testing.TB, name string) tls.Certificate {
 		tb.Fatalf("testkit: issue expired client certificate %q: %v", name, err)
 	}
 	return keyPair(tb, certPEM, keyPEM)
+}
+
+// Issue signs a certificate made from tmpl with the CA, for certificates
+// internal/pki refuses to make on purpose (a reserved or malformed common
+// name, for a test that the server rejects it). Zero fields get defaults:
+// a random serial number, validity from an hour ago for two hours, and
+// digital-signature key usage. tmpl is modified.
+func (p *PKI) Issue(tb testing.TB, tmpl *x509.Certificate) tls.Certificate {
+	tb.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		tb.Fatalf("testkit: generate key: %v", err)
+	}
+	if tmpl.SerialNumber == nil {
+		tmpl.SerialNumber, err = rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
+		if err != nil {
+			tb.Fatalf("testkit: serial: %v", err)
+		}
+	}
+	if tmpl.NotBefore.IsZero() {
+		tmpl.NotBefore = time.Now().Add(-time.Hour)
+	}
+	if tmpl.NotAfter.IsZero() {
+		tmpl.NotAfter = tmpl.NotBefore.Add(2 * time.Hour)
+	}
+	if tmpl.KeyUsage == 0 {
+		tmpl.KeyUsage = x509.KeyUsageDigitalSignature
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, p.CA.Cert, key.Public(), p.CA.Key)
+	if err != nil {
+		tb.Fatalf("testkit: sign %q: %v", tmpl.Subject.CommonName, err)
+	}
+	leaf, err := x509.ParseCertificate(der)
+	if err != nil {
+		tb.Fatalf("testkit: parse: %v", err)
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}
 }
 
 // WriteServerFiles issues a server certificate for hosts (DefaultHosts if

@@ -3,6 +3,7 @@ package testkit_test
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"errors"
 	"fmt"
 	"io"
@@ -150,3 +151,13 @@ func TestPKI_WriteServerFiles(t *testing.T) {
 }
 
 var _ io.Writer = (*testkit.SyncBuffer)(nil)
+
+func TestPKI_Issue(t *testing.T) {
+	t.Parallel()
+	p := testkit.NewPKI(t)
+	c := p.Issue(t, &x509.Certificate{Subject: pkix.Name{CommonName: "a b"}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
+	opts := x509.VerifyOptions{Roots: p.Pool(), KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
+	if _, err := c.Leaf.Verify(opts); err != nil || c.Leaf.Subject.CommonName != "a b" {
+		t.Fatalf("CN %q: %v", c.Leaf.Subject.CommonName, err)
+	}
+}
