@@ -43,8 +43,13 @@
 //     one barrier per term, then VerifyLeader and the commit index); a
 //     follower's waits until it applied the leader's read index.
 //   - Serf runs on its own port. The leader adds alive members as voters
-//     and removes members that left gracefully; a failed member stays a
-//     voter until RemoveServer.
+//     only after they proved they are nodes (identify: the node transport
+//     and a matching id and address, signed with Config.Key when set), and
+//     removes members that left gracefully; a failed member stays a voter
+//     until RemoveServer.
+//   - With Config.Key every node-to-node request carries an HMAC of it
+//     (ClusterAuthHeader), checked before Config.Authorize; see
+//     peerauth.go.
 //
 // All exported methods of Node are safe for concurrent use. After Close,
 // the storage.LDM methods fail with storage.ErrClosed, a second Close

@@ -164,6 +164,7 @@ func (n *Node) call(ctx context.Context, addr, path string, body []byte) (*reply
 		return nil, err
 	}
 	req.Header.Set("Content-Type", "application/octet-stream")
+	n.sign(req)
 	resp, err := n.http.Do(req)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -229,7 +230,7 @@ func (n *Node) checkPeer(w http.ResponseWriter, r *http.Request) bool {
 		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
 		return false
 	}
-	if err := n.cfg.Authorize(r); err != nil {
+	if err := n.authorizePeer(r); err != nil {
 		http.Error(w, err.Error(), http.StatusForbidden)
 		return false
 	}

@@ -76,6 +76,14 @@ type Config struct {
 	// certificate cannot replicate or forward writes; without TLS anyone
 	// may (the main port is then trusted, see the security flags).
 	Authorize func(*http.Request) error
+	// Key is a secret shared by every node (at least MinKeyBytes). When
+	// set, every node-to-node request carries an HMAC of it
+	// (ClusterAuthHeader) and a request without a valid one is refused
+	// before Authorize runs, so without TLS only nodes can replicate,
+	// forward writes or change membership. It also signs a member's
+	// answer to the identity check before it becomes a voter. Nil: peers
+	// are authenticated by TLS only (or not at all, on a trusted network).
+	Key []byte
 
 	// HeartbeatTimeout, ElectionTimeout, LeaderLeaseTimeout and
 	// CommitTimeout tune Raft (defaults: raft.DefaultConfig).
@@ -138,6 +146,9 @@ func (c *Config) validate() error {
 	}
 	if k := len(c.GossipKey); k != 0 && k != 16 && k != 24 && k != 32 {
 		return fmt.Errorf("%w: GossipKey of %d bytes, want 16, 24 or 32", storage.ErrInvalidArgument, k)
+	}
+	if k := len(c.Key); k != 0 && k < MinKeyBytes {
+		return fmt.Errorf("%w: cluster Key of %d bytes, want at least %d", storage.ErrInvalidArgument, k, MinKeyBytes)
 	}
 	if c.ReconcileInterval == 0 {
 		c.ReconcileInterval = 30 * time.Second
@@ -270,7 +281,12 @@ func New(cfg Config, store Store) (*Node, error) {
 		n.cfg.Authorize = n.authorizeMember
 	}
 	n.fsm = newFSM(store, log)
-	n.stream = newStreamLayer(cfg.AdvertiseAddr, cfg.TLS, cfg.Dial, n.cfg.Authorize)
+	n.stream = newStreamLayer(cfg.AdvertiseAddr, cfg.TLS, cfg.Dial, n.authorizePeer)
+	if len(cfg.Key) > 0 {
+		n.stream.sign = func(method, path string) string {
+			return signHeader(cfg.Key, cfg.NodeID, method, path, time.Now())
+		}
+	}
 	n.http = newHTTPClient(cfg.TLS, cfg.Dial)
 	n.mux = http.NewServeMux()
 	n.mux.Handle(RaftPath, n.stream)
@@ -278,6 +294,7 @@ func New(cfg Config, store Store) (*Node, error) {
 	n.mux.HandleFunc(pathReadIndex, n.handleReadIndex)
 	n.mux.HandleFunc(pathRemove, n.handleRemove)
 	n.mux.HandleFunc(pathTransfer, n.handleTransfer)
+	n.mux.HandleFunc(pathIdentify, n.handleIdentify)
 
 	if err := n.startRaft(); err != nil {
 		n.stream.Close()

@@ -186,6 +186,13 @@ func (n *Node) reconcile() error {
 			if known && string(cur.Address) == addr && cur.Suffrage == raft.Voter {
 				continue
 			}
+			// Only a member that proves it is a node of this cluster
+			// (node transport, matching identity) becomes a voter:
+			// anyone who reaches the gossip port can announce tags.
+			if err := n.identify(context.Background(), id, addr); err != nil {
+				n.log.Warn("not adding a gossip member that could not prove it is a node of this cluster", "id", id, "addr", addr, "error", err)
+				continue
+			}
 			n.log.Info("adding voter", "id", id, "addr", addr)
 			if err := n.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(addr), 0, 10*time.Second).Error(); err != nil {
 				errs = append(errs, fmt.Errorf("add voter %s: %w", id, err))

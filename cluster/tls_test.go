@@ -135,13 +135,13 @@ func TestNode_MutualTLS(t *testing.T) {
 
 	// Without a client certificate the upgrade is refused.
 	noCert := &tls.Config{RootCAs: c.pki.pool, MinVersion: tls.VersionTLS12}
-	_, err := dialUpgrade(ctx, (&net.Dialer{}).DialContext, noCert, n1.addr)
+	_, err := dialUpgrade(ctx, (&net.Dialer{}).DialContext, noCert, n1.addr, "")
 	if err == nil || !strings.Contains(err.Error(), "403") {
 		t.Fatalf("raft upgrade without a client certificate: %v, want 403", err)
 	}
 	// A valid certificate that is not a member's (a user's) is refused too.
 	stranger := &tls.Config{Certificates: []tls.Certificate{c.pki.issue(t, "mallory")}, RootCAs: c.pki.pool, MinVersion: tls.VersionTLS12}
-	_, err = dialUpgrade(ctx, (&net.Dialer{}).DialContext, stranger, n1.addr)
+	_, err = dialUpgrade(ctx, (&net.Dialer{}).DialContext, stranger, n1.addr, "")
 	if err == nil || !strings.Contains(err.Error(), "403") {
 		t.Fatalf("raft upgrade with a non-member certificate: %v, want 403", err)
 	}

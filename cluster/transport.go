@@ -38,6 +38,9 @@ type streamLayer struct {
 	tlsConfig *tls.Config // nil: plain TCP
 	dial      DialFunc
 	authorize func(*http.Request) error
+	// sign returns the ClusterAuthHeader value of a request; nil without
+	// a cluster key.
+	sign func(method, path string) string
 
 	conns     chan net.Conn
 	closed    chan struct{}
@@ -160,15 +163,20 @@ func (s *streamLayer) Addr() net.Addr { return s.addr }
 func (s *streamLayer) Dial(address raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	conn, err := dialUpgrade(ctx, s.dial, s.tlsConfig, string(address))
+	var auth string
+	if s.sign != nil {
+		auth = s.sign(http.MethodGet, RaftPath)
+	}
+	conn, err := dialUpgrade(ctx, s.dial, s.tlsConfig, string(address), auth)
 	if err != nil {
 		return nil, err
 	}
 	return s.track(conn), nil
 }
 
-// dialUpgrade opens a connection to addr and upgrades it to Raft.
-func dialUpgrade(ctx context.Context, dial DialFunc, tlsConfig *tls.Config, addr string) (net.Conn, error) {
+// dialUpgrade opens a connection to addr and upgrades it to Raft. auth,
+// when not empty, is sent as the ClusterAuthHeader.
+func dialUpgrade(ctx context.Context, dial DialFunc, tlsConfig *tls.Config, addr, auth string) (net.Conn, error) {
 	raw, err := dial(ctx, "tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("raft dial %s: %w", addr, err)
@@ -192,7 +200,11 @@ func dialUpgrade(ctx context.Context, dial DialFunc, tlsConfig *tls.Config, addr
 	if dl, ok := ctx.Deadline(); ok {
 		_ = conn.SetDeadline(dl)
 	}
-	req := "GET " + RaftPath + " HTTP/1.1\r\nHost: " + addr + "\r\nConnection: Upgrade\r\nUpgrade: " + raftProtocol + "\r\n\r\n"
+	req := "GET " + RaftPath + " HTTP/1.1\r\nHost: " + addr + "\r\nConnection: Upgrade\r\nUpgrade: " + raftProtocol + "\r\n"
+	if auth != "" {
+		req += ClusterAuthHeader + ": " + auth + "\r\n"
+	}
+	req += "\r\n"
 	if _, err := conn.Write([]byte(req)); err != nil {
 		conn.Close()
 		return nil, fmt.Errorf("raft dial %s: %w", addr, err)

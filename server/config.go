@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/xcheng85/go-ldm/cluster"
 	"github.com/xcheng85/go-ldm/service"
 	"github.com/xcheng85/go-ldm/storage"
 )
@@ -203,6 +204,13 @@ type ClusterConfig struct {
 	// LocalGossip selects memberlist's local-network profile (faster
 	// failure detection), for clusters on one host and tests.
 	LocalGossip bool
+	// Key is a secret shared by every node, at least 16 bytes
+	// (--cluster-key): every node-to-node request (the Raft upgrade,
+	// forwarded writes, membership changes) carries an HMAC of it, and a
+	// member proves it before it becomes a voter (see cluster.Config.Key).
+	// Without TLS, a cluster with authentication on needs it: the node
+	// endpoints must never be more open than the API.
+	Key []byte
 }
 
 // invalid wraps an error in ErrInvalidConfig without changing its text.
@@ -241,9 +249,9 @@ func (c Config) validate() error {
 	}
 	cl := c.Cluster
 	if cl.NodeID == "" {
-		if cl.Advertise != "" || len(cl.GossipKey) > 0 || len(cl.Join) > 0 || cl.RaftDir != "" || cl.Bootstrap != BootstrapAuto ||
+		if cl.Advertise != "" || len(cl.GossipKey) > 0 || len(cl.Key) > 0 || len(cl.Join) > 0 || cl.RaftDir != "" || cl.Bootstrap != BootstrapAuto ||
 			cl.PeerCertFile != "" || cl.PeerKeyFile != "" || cl.PeerCAFile != "" {
-			return invalid("cluster settings (--join, --gossip-key, --raft-dir, --bootstrap, --advertise, --peer-*) need --node-id")
+			return invalid("cluster settings (--join, --gossip-key, --cluster-key, --raft-dir, --bootstrap, --advertise, --peer-*) need --node-id")
 		}
 		return nil
 	}
@@ -252,6 +260,12 @@ func (c Config) validate() error {
 	}
 	if k := len(cl.GossipKey); k != 0 && k != 16 && k != 24 && k != 32 {
 		return invalid("--gossip-key: %d bytes, want 16, 24 or 32", k)
+	}
+	if k := len(cl.Key); k != 0 && k < cluster.MinKeyBytes {
+		return invalid("--cluster-key: %d bytes, want at least %d", k, cluster.MinKeyBytes)
+	}
+	if c.authEnabled() && t.CertFile == "" && len(cl.Key) == 0 {
+		return invalid("a cluster with authentication on needs its nodes to authenticate each other, or anyone could write through the node-to-node endpoints: set --cluster-key (the same secret on every node; make one with: head -c 32 /dev/urandom | base64) or use TLS with node certificates (--tls-cert, --tls-key, --client-ca or --peer-ca)")
 	}
 	if cl.Bootstrap < BootstrapAuto || cl.Bootstrap > BootstrapNever {
 		return invalid("bootstrap mode %d: want auto, always or never", cl.Bootstrap)

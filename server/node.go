@@ -57,6 +57,7 @@ func startNode(cfg Config, dataDir, advertise string, useTLS bool, store storage
 		Join:                c.Join,
 		MaxTileBytes:        cfg.MaxTileBytes,
 		TLS:                 peerTLS,
+		Key:                 c.Key,
 		// Under TLS only node certificates (server usage) may use the
 		// node-to-node endpoints, not users' client certificates.
 		Authorize: auth.NodePeer,
@@ -64,6 +65,10 @@ func startNode(cfg Config, dataDir, advertise string, useTLS bool, store storage
 	}, cluster.FileStore(fs))
 	if err != nil {
 		return nil, "", err
+	}
+	if !useTLS && len(c.Key) == 0 && !isLoopbackHost(host) {
+		log.Warn("cluster node endpoints (/_ldm/raft, /_ldm/cluster/*) are open to anyone who reaches "+advertise+": without TLS and --cluster-key any caller can write, replicate or change membership; set --cluster-key or TLS",
+			"node", c.NodeID, "advertise", advertise)
 	}
 	log.Info("cluster node started", "node", c.NodeID, "advertise", advertise, "gossip", node.GossipAddr(), "join", c.Join, "bootstrap", bootstrap, "raft_dir", raftDir)
 	return node, advertise, nil
@@ -96,4 +101,42 @@ func nodeTLS(cfg Config) (*tls.Config, error) {
 		return nil, fmt.Errorf("peer CA %s: no PEM certificates", ca)
 	}
 	return &tls.Config{Certificates: []tls.Certificate{pair}, RootCAs: roots, MinVersion: tls.VersionTLS12}, nil
+}
+
+// isLoopbackHost reports whether host is a loopback IP or "localhost".
+func isLoopbackHost(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// addPeerCA makes the main port's TLS verify client certificates against
+// the peer CA too (--peer-ca), so nodes whose certificates another CA than
+// --client-ca signed can open Raft streams and forward writes;
+// auth.NodePeer still decides which verified certificates are nodes'.
+func addPeerCA(cfg Config, tlsConfig *tls.Config) error {
+	ca := cfg.Cluster.PeerCAFile
+	if tlsConfig == nil || cfg.Cluster.NodeID == "" || ca == "" || ca == cfg.TLS.ClientCAFile {
+		return nil
+	}
+	pem, err := os.ReadFile(ca)
+	if err != nil {
+		return fmt.Errorf("peer CA: %w", err)
+	}
+	pool := tlsConfig.ClientCAs
+	if pool == nil {
+		pool = x509.NewCertPool()
+	} else {
+		pool = pool.Clone()
+	}
+	if !pool.AppendCertsFromPEM(pem) {
+		return fmt.Errorf("peer CA %s: no PEM certificates", ca)
+	}
+	tlsConfig.ClientCAs = pool
+	if tlsConfig.ClientAuth < tls.VerifyClientCertIfGiven {
+		tlsConfig.ClientAuth = tls.VerifyClientCertIfGiven
+	}
+	return nil
 }

@@ -104,6 +104,9 @@ func New(ctx context.Context, cfg Config) (s *Server, err error) {
 		if err != nil {
 			return s, err
 		}
+		if err := addPeerCA(cfg, tlsConfig); err != nil {
+			return s, err
+		}
 	}
 	var interceptors []connect.Interceptor
 	var middleware []func(http.Handler) http.Handler // the first innermost

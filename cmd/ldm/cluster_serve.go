@@ -17,6 +17,7 @@ type clusterFlags struct {
 	gossipAddr      string
 	gossipAdvertise string
 	gossipKey       string
+	clusterKey      string
 	join            []string
 	raftDir         string
 	bootstrap       string // "auto", "true" or "false"
@@ -31,6 +32,7 @@ func (f *clusterFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&f.gossipAddr, "gossip-addr", "127.0.0.1:7946", "host:port for Serf membership gossip (UDP and TCP)")
 	fs.StringVar(&f.gossipAdvertise, "gossip-advertise", "", "host:port peers use to reach --gossip-addr (default: --gossip-addr)")
 	fs.StringVar(&f.gossipKey, "gossip-key", "", "base64 key (16, 24 or 32 bytes, the same on every node) that encrypts and authenticates gossip; without it anyone who reaches --gossip-addr can join and become a voter (make one with: head -c 32 /dev/urandom | base64)")
+	fs.StringVar(&f.clusterKey, "cluster-key", "", "base64 secret (at least 16 bytes, the same on every node) that authenticates node-to-node requests (Raft, forwarded writes, membership) and the identity a member proves before it becomes a voter; required without TLS when authentication is on (make one with: head -c 32 /dev/urandom | base64)")
 	fs.StringSliceVar(&f.join, "join", nil, "gossip addresses (host:port) of existing members to join (comma separated or repeated)")
 	fs.StringVar(&f.raftDir, "raft-dir", "", "directory of the Raft log and snapshots, outside --data (default: <--data>-raft)")
 	fs.StringVar(&f.bootstrap, "bootstrap", "auto", "form a new cluster if this node has no Raft state: true, false or auto (true when --join is empty)")
@@ -42,7 +44,7 @@ func (f *clusterFlags) register(fs *pflag.FlagSet) {
 // apply sets cfg.Cluster from the flags in fs.
 func (f *clusterFlags) apply(fs *pflag.FlagSet, cfg *server.Config) error {
 	if f.nodeID == "" {
-		for _, name := range []string{"join", "gossip-key", "raft-dir", "bootstrap", "advertise", "peer-cert", "peer-key", "peer-ca"} {
+		for _, name := range []string{"join", "gossip-key", "cluster-key", "raft-dir", "bootstrap", "advertise", "peer-cert", "peer-key", "peer-ca"} {
 			if fl := fs.Lookup(name); fl != nil && fl.Changed {
 				return usageError{fmt.Errorf("--%s needs --node-id", name)}
 			}
@@ -68,12 +70,21 @@ func (f *clusterFlags) apply(fs *pflag.FlagSet, cfg *server.Config) error {
 			return usageError{fmt.Errorf("--gossip-key: %v", err)}
 		}
 	}
+	var clusterKey []byte
+	if f.clusterKey != "" {
+		var err error
+		clusterKey, err = base64.StdEncoding.DecodeString(f.clusterKey)
+		if err != nil {
+			return usageError{fmt.Errorf("--cluster-key: %v", err)}
+		}
+	}
 	cfg.Cluster = server.ClusterConfig{
 		NodeID:          f.nodeID,
 		Advertise:       f.advertise,
 		GossipAddr:      f.gossipAddr,
 		GossipAdvertise: f.gossipAdvertise,
 		GossipKey:       gossipKey,
+		Key:             clusterKey,
 		Join:            f.join,
 		RaftDir:         f.raftDir,
 		Bootstrap:       bootstrap,

@@ -361,6 +361,10 @@ func TestClusterFlags_need_node_id(t *testing.T) {
 		{"--gossip-key", "BwcHBwcHBwcHBwcHBwcHBw=="},
 		{"--node-id", "n1", "--gossip-addr", "127.0.0.1:0", "--gossip-key", "c2hvcnQ="},
 		{"--node-id", "n1", "--gossip-addr", "127.0.0.1:0", "--gossip-key", "not base64!"},
+		{"--cluster-key", "BwcHBwcHBwcHBwcHBwcHBw=="},
+		{"--node-id", "n1", "--gossip-addr", "127.0.0.1:0", "--cluster-key", "c2hvcnQ="},
+		{"--node-id", "n1", "--gossip-addr", "127.0.0.1:0", "--cluster-key", "not base64!"},
+		{"--node-id", "n1", "--gossip-addr", "127.0.0.1:0", "--tokens", "/nonexistent/tokens"},
 	} {
 		full := append([]string{"serve", "--addr", "127.0.0.1:0", "--data", t.TempDir()}, args...)
 		_, errOut, err := ldmCmd(t, "", full...)
