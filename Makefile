@@ -2,8 +2,13 @@
 SHELL := /bin/bash
 GO    ?= go
 BUF   := web/node_modules/.bin/buf
+# staticcheck is pinned in tools/go.mod (a module of its own, so its
+# dependencies stay out of the main go.mod); its checks are in staticcheck.conf.
+STATICCHECK := $(GO) tool -modfile=tools/go.mod staticcheck
+# The viewer's browser tests (cmd/ldm) drive Debian's Chromium at this path.
+CHROMIUM := /usr/bin/chromium
 
-.PHONY: all build test test-go test-web deps generate check-generated check-bundle lint breaking bench perf soak ci
+.PHONY: all build test chromium deps generate check-generated check-bundle lint breaking bench perf soak ci
 
 all: build
 
@@ -19,9 +24,26 @@ web/node_modules/.installed: web/package.json web/package-lock.json
 	cd web && npm ci --no-audit --no-fund
 	touch $@
 
+# chromium makes sure the browser the viewer tests drive is installed: as
+# root it installs Debian's chromium with apt-get; otherwise it stops and
+# prints the command to run.
+chromium:
+	@if [ ! -x $(CHROMIUM) ]; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			echo "installing chromium (apt-get install chromium)"; \
+			export DEBIAN_FRONTEND=noninteractive; \
+			apt-get update -qq && apt-get install -y -qq chromium >/dev/null || exit 1; \
+		else \
+			echo "the browser tests need Chromium at $(CHROMIUM); install it with:"; \
+			echo "  sudo apt-get update && sudo apt-get install -y chromium"; \
+			exit 1; \
+		fi; \
+	fi
+
 # test runs every test: vet, the Go tests with the race detector (storage
 # crash rounds, every RPC over real sockets, the browser end-to-end test).
-test: web/node_modules/.installed
+# It installs what the tests need first (the viewer's npm packages, Chromium).
+test: web/node_modules/.installed chromium
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout 20m ./...
 
@@ -40,10 +62,13 @@ check-bundle: web/node_modules/.installed
 	@git add -N web/dist >/dev/null 2>&1 || true
 	@git diff --exit-code --stat -- web/dist || { echo "viewer bundle is stale: run 'cd web && npm run build' and commit web/dist"; exit 1; }
 
+# lint checks the API (buf), formatting (gofmt) and the Go code (staticcheck,
+# with the checks in staticcheck.conf; the first run builds it, about a minute).
 lint: web/node_modules/.installed
 	$(BUF) lint
 	$(BUF) format --diff --exit-code
 	@files=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$files" ]; then echo "gofmt would change: $$files (run gofmt -w)"; exit 1; fi
+	$(STATICCHECK) ./...
 
 # breaking compares the API with the previous commit (skipped on the first).
 breaking: web/node_modules/.installed
@@ -57,7 +82,7 @@ bench:
 # perf measures serving throughput against a grpc-go baseline in the same
 # run (alternating rounds, medians) and prints the ratios (several minutes).
 perf:
-	LDM_PERF=1 $(GO) test -count=1 -timeout 60m -run '^TestPerformanceReport$$' -v ./service/
+	LDM_PERF=1 $(GO) test -count=1 -timeout 60m -run '^TestService_PerformanceReport$$' -v ./service/
 
 # soak runs the storage crash test for 500 SIGKILL rounds (the default suite
 # runs about 3 s of rounds) and kills the cluster leader 200 times during
