@@ -22,9 +22,14 @@ const (
 )
 
 type WriteTileRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Volume        string                 `protobuf:"bytes,1,opt,name=volume,proto3" json:"volume,omitempty"`
-	Tile          *Tile                  `protobuf:"bytes,2,opt,name=tile,proto3" json:"tile,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Volume string                 `protobuf:"bytes,1,opt,name=volume,proto3" json:"volume,omitempty"`
+	Tile   *Tile                  `protobuf:"bytes,2,opt,name=tile,proto3" json:"tile,omitempty"`
+	// A client-chosen id of this write (at most 64 bytes; the Go client and
+	// the CLI send 128 random bits). A retry with the same id and volume
+	// that the server already applied is not stored again: it answers the
+	// original offset. Empty: no deduplication.
+	RequestId     string `protobuf:"bytes,3,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -73,6 +78,13 @@ func (x *WriteTileRequest) GetTile() *Tile {
 	return nil
 }
 
+func (x *WriteTileRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
 type WriteTileResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Offset        uint64                 `protobuf:"varint,1,opt,name=offset,proto3" json:"offset,omitempty"`
@@ -118,10 +130,14 @@ func (x *WriteTileResponse) GetOffset() uint64 {
 }
 
 type ReadTileRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Volume        string                 `protobuf:"bytes,1,opt,name=volume,proto3" json:"volume,omitempty"`
-	Offset        uint64                 `protobuf:"varint,2,opt,name=offset,proto3" json:"offset,omitempty"`
-	Consistency   Consistency            `protobuf:"varint,3,opt,name=consistency,proto3,enum=ldm.v1.Consistency" json:"consistency,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Volume      string                 `protobuf:"bytes,1,opt,name=volume,proto3" json:"volume,omitempty"`
+	Offset      uint64                 `protobuf:"varint,2,opt,name=offset,proto3" json:"offset,omitempty"`
+	Consistency Consistency            `protobuf:"varint,3,opt,name=consistency,proto3,enum=ldm.v1.Consistency" json:"consistency,omitempty"`
+	// The volume's generation (Volume.generation); 0 means any. A different
+	// generation fails with FAILED_PRECONDITION: the volume was deleted and
+	// created again.
+	Generation    uint64 `protobuf:"varint,4,opt,name=generation,proto3" json:"generation,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -175,6 +191,13 @@ func (x *ReadTileRequest) GetConsistency() Consistency {
 		return x.Consistency
 	}
 	return Consistency_CONSISTENCY_UNSPECIFIED
+}
+
+func (x *ReadTileRequest) GetGeneration() uint64 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
 }
 
 type ReadTileResponse struct {
@@ -331,8 +354,12 @@ type WriteTileStreamRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The volume to append to. May be left empty after the first message to
 	// mean the same volume as the message before.
-	Volume        string `protobuf:"bytes,1,opt,name=volume,proto3" json:"volume,omitempty"`
-	Tile          *Tile  `protobuf:"bytes,2,opt,name=tile,proto3" json:"tile,omitempty"`
+	Volume string `protobuf:"bytes,1,opt,name=volume,proto3" json:"volume,omitempty"`
+	Tile   *Tile  `protobuf:"bytes,2,opt,name=tile,proto3" json:"tile,omitempty"`
+	// A client-chosen id of this tile's write, as WriteTileRequest.request_id:
+	// a message whose id the server already applied is answered with the
+	// original offset and not stored again.
+	RequestId     string `protobuf:"bytes,3,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -379,6 +406,13 @@ func (x *WriteTileStreamRequest) GetTile() *Tile {
 		return x.Tile
 	}
 	return nil
+}
+
+func (x *WriteTileStreamRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
 }
 
 type WriteTileStreamResponse struct {
@@ -429,16 +463,21 @@ var File_ldm_v1_tile_proto protoreflect.FileDescriptor
 
 const file_ldm_v1_tile_proto_rawDesc = "" +
 	"\n" +
-	"\x11ldm/v1/tile.proto\x12\x06ldm.v1\x1a\x12ldm/v1/types.proto\"L\n" +
+	"\x11ldm/v1/tile.proto\x12\x06ldm.v1\x1a\x12ldm/v1/types.proto\"k\n" +
 	"\x10WriteTileRequest\x12\x16\n" +
 	"\x06volume\x18\x01 \x01(\tR\x06volume\x12 \n" +
-	"\x04tile\x18\x02 \x01(\v2\f.ldm.v1.TileR\x04tile\"+\n" +
+	"\x04tile\x18\x02 \x01(\v2\f.ldm.v1.TileR\x04tile\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x03 \x01(\tR\trequestId\"+\n" +
 	"\x11WriteTileResponse\x12\x16\n" +
-	"\x06offset\x18\x01 \x01(\x04R\x06offset\"x\n" +
+	"\x06offset\x18\x01 \x01(\x04R\x06offset\"\x98\x01\n" +
 	"\x0fReadTileRequest\x12\x16\n" +
 	"\x06volume\x18\x01 \x01(\tR\x06volume\x12\x16\n" +
 	"\x06offset\x18\x02 \x01(\x04R\x06offset\x125\n" +
-	"\vconsistency\x18\x03 \x01(\x0e2\x13.ldm.v1.ConsistencyR\vconsistency\"4\n" +
+	"\vconsistency\x18\x03 \x01(\x0e2\x13.ldm.v1.ConsistencyR\vconsistency\x12\x1e\n" +
+	"\n" +
+	"generation\x18\x04 \x01(\x04R\n" +
+	"generation\"4\n" +
 	"\x10ReadTileResponse\x12 \n" +
 	"\x04tile\x18\x01 \x01(\v2\f.ldm.v1.TileR\x04tile\"_\n" +
 	"\x15ReadTileStreamRequest\x12\x16\n" +
@@ -446,10 +485,12 @@ const file_ldm_v1_tile_proto_rawDesc = "" +
 	"\x06offset\x18\x02 \x01(\x04R\x06offset\x12\x16\n" +
 	"\x06follow\x18\x03 \x01(\bR\x06follow\":\n" +
 	"\x16ReadTileStreamResponse\x12 \n" +
-	"\x04tile\x18\x01 \x01(\v2\f.ldm.v1.TileR\x04tile\"R\n" +
+	"\x04tile\x18\x01 \x01(\v2\f.ldm.v1.TileR\x04tile\"q\n" +
 	"\x16WriteTileStreamRequest\x12\x16\n" +
 	"\x06volume\x18\x01 \x01(\tR\x06volume\x12 \n" +
-	"\x04tile\x18\x02 \x01(\v2\f.ldm.v1.TileR\x04tile\"1\n" +
+	"\x04tile\x18\x02 \x01(\v2\f.ldm.v1.TileR\x04tile\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x03 \x01(\tR\trequestId\"1\n" +
 	"\x17WriteTileStreamResponse\x12\x16\n" +
 	"\x06offset\x18\x01 \x01(\x04R\x06offset2\xc4\x02\n" +
 	"\vTileService\x12B\n" +

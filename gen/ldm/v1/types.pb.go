@@ -477,7 +477,12 @@ type Volume struct {
 	// When the volume was created. Output only.
 	CreateTime *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
 	// Total tile bytes stored in the log. Output only.
-	SizeBytes     uint64 `protobuf:"varint,10,opt,name=size_bytes,json=sizeBytes,proto3" json:"size_bytes,omitempty"`
+	SizeBytes uint64 `protobuf:"varint,10,opt,name=size_bytes,json=sizeBytes,proto3" json:"size_bytes,omitempty"`
+	// Identifies this incarnation of the volume: it changes when the volume
+	// is deleted and created again under the same name, so caches never mix
+	// the two. Pass it to ReadTile and GetBrick (their generation field) to
+	// make GET URLs unique to it. Output only.
+	Generation    uint64 `protobuf:"varint,11,opt,name=generation,proto3" json:"generation,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -582,6 +587,13 @@ func (x *Volume) GetSizeBytes() uint64 {
 	return 0
 }
 
+func (x *Volume) GetGeneration() uint64 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
+}
+
 var File_ldm_v1_types_proto protoreflect.FileDescriptor
 
 const file_ldm_v1_types_proto_rawDesc = "" +
@@ -607,7 +619,7 @@ const file_ldm_v1_types_proto_rawDesc = "" +
 	"\x05value\x18\x01 \x01(\fR\x05value\x12\x16\n" +
 	"\x06offset\x18\x02 \x01(\x04R\x06offset\x12\"\n" +
 	"\x03key\x18\x03 \x01(\v2\x10.ldm.v1.BrickKeyR\x03key\x12\x16\n" +
-	"\x06crc32c\x18\x04 \x01(\rR\x06crc32c\"\xc3\x03\n" +
+	"\x06crc32c\x18\x04 \x01(\rR\x06crc32c\"\xe3\x03\n" +
 	"\x06Volume\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12#\n" +
 	"\x05shape\x18\x02 \x01(\v2\r.ldm.v1.ShapeR\x05shape\x12-\n" +
@@ -623,7 +635,10 @@ const file_ldm_v1_types_proto_rawDesc = "" +
 	"createTime\x12\x1d\n" +
 	"\n" +
 	"size_bytes\x18\n" +
-	" \x01(\x04R\tsizeBytes\x1a9\n" +
+	" \x01(\x04R\tsizeBytes\x12\x1e\n" +
+	"\n" +
+	"generation\x18\v \x01(\x04R\n" +
+	"generation\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01*\x92\x01\n" +

@@ -411,10 +411,13 @@ func (*DeleteVolumeResponse) Descriptor() ([]byte, []int) {
 }
 
 type GetBrickRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Volume        string                 `protobuf:"bytes,1,opt,name=volume,proto3" json:"volume,omitempty"`
-	Key           *BrickKey              `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`
-	Consistency   Consistency            `protobuf:"varint,3,opt,name=consistency,proto3,enum=ldm.v1.Consistency" json:"consistency,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Volume      string                 `protobuf:"bytes,1,opt,name=volume,proto3" json:"volume,omitempty"`
+	Key         *BrickKey              `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`
+	Consistency Consistency            `protobuf:"varint,3,opt,name=consistency,proto3,enum=ldm.v1.Consistency" json:"consistency,omitempty"`
+	// The volume's generation (Volume.generation); 0 means any. A different
+	// generation fails with FAILED_PRECONDITION.
+	Generation    uint64 `protobuf:"varint,4,opt,name=generation,proto3" json:"generation,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -468,6 +471,13 @@ func (x *GetBrickRequest) GetConsistency() Consistency {
 		return x.Consistency
 	}
 	return Consistency_CONSISTENCY_UNSPECIFIED
+}
+
+func (x *GetBrickRequest) GetGeneration() uint64 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
 }
 
 type GetBrickResponse struct {
@@ -684,11 +694,14 @@ const file_ldm_v1_volume_proto_rawDesc = "" +
 	"\avolumes\x18\x01 \x03(\v2\x0e.ldm.v1.VolumeR\avolumes\")\n" +
 	"\x13DeleteVolumeRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"\x16\n" +
-	"\x14DeleteVolumeResponse\"\x84\x01\n" +
+	"\x14DeleteVolumeResponse\"\xa4\x01\n" +
 	"\x0fGetBrickRequest\x12\x16\n" +
 	"\x06volume\x18\x01 \x01(\tR\x06volume\x12\"\n" +
 	"\x03key\x18\x02 \x01(\v2\x10.ldm.v1.BrickKeyR\x03key\x125\n" +
-	"\vconsistency\x18\x03 \x01(\x0e2\x13.ldm.v1.ConsistencyR\vconsistency\"4\n" +
+	"\vconsistency\x18\x03 \x01(\x0e2\x13.ldm.v1.ConsistencyR\vconsistency\x12\x1e\n" +
+	"\n" +
+	"generation\x18\x04 \x01(\x04R\n" +
+	"generation\"4\n" +
 	"\x10GetBrickResponse\x12 \n" +
 	"\x04tile\x18\x01 \x01(\v2\f.ldm.v1.TileR\x04tile\"\xf8\x01\n" +
 	"\x13StreamBricksRequest\x12\x16\n" +

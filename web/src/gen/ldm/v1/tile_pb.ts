@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file ldm/v1/tile.proto.
  */
 export const file_ldm_v1_tile: GenFile = /*@__PURE__*/
-  fileDesc("ChFsZG0vdjEvdGlsZS5wcm90bxIGbGRtLnYxIj4KEFdyaXRlVGlsZVJlcXVlc3QSDgoGdm9sdW1lGAEgASgJEhoKBHRpbGUYAiABKAsyDC5sZG0udjEuVGlsZSIjChFXcml0ZVRpbGVSZXNwb25zZRIOCgZvZmZzZXQYASABKAQiWwoPUmVhZFRpbGVSZXF1ZXN0Eg4KBnZvbHVtZRgBIAEoCRIOCgZvZmZzZXQYAiABKAQSKAoLY29uc2lzdGVuY3kYAyABKA4yEy5sZG0udjEuQ29uc2lzdGVuY3kiLgoQUmVhZFRpbGVSZXNwb25zZRIaCgR0aWxlGAEgASgLMgwubGRtLnYxLlRpbGUiRwoVUmVhZFRpbGVTdHJlYW1SZXF1ZXN0Eg4KBnZvbHVtZRgBIAEoCRIOCgZvZmZzZXQYAiABKAQSDgoGZm9sbG93GAMgASgIIjQKFlJlYWRUaWxlU3RyZWFtUmVzcG9uc2USGgoEdGlsZRgBIAEoCzIMLmxkbS52MS5UaWxlIkQKFldyaXRlVGlsZVN0cmVhbVJlcXVlc3QSDgoGdm9sdW1lGAEgASgJEhoKBHRpbGUYAiABKAsyDC5sZG0udjEuVGlsZSIpChdXcml0ZVRpbGVTdHJlYW1SZXNwb25zZRIOCgZvZmZzZXQYASABKAQyxAIKC1RpbGVTZXJ2aWNlEkIKCVdyaXRlVGlsZRIYLmxkbS52MS5Xcml0ZVRpbGVSZXF1ZXN0GhkubGRtLnYxLldyaXRlVGlsZVJlc3BvbnNlIgASQgoIUmVhZFRpbGUSFy5sZG0udjEuUmVhZFRpbGVSZXF1ZXN0GhgubGRtLnYxLlJlYWRUaWxlUmVzcG9uc2UiA5ACARJTCg5SZWFkVGlsZVN0cmVhbRIdLmxkbS52MS5SZWFkVGlsZVN0cmVhbVJlcXVlc3QaHi5sZG0udjEuUmVhZFRpbGVTdHJlYW1SZXNwb25zZSIAMAESWAoPV3JpdGVUaWxlU3RyZWFtEh4ubGRtLnYxLldyaXRlVGlsZVN0cmVhbVJlcXVlc3QaHy5sZG0udjEuV3JpdGVUaWxlU3RyZWFtUmVzcG9uc2UiACgBMAFCLVorZ2l0aHViLmNvbS94Y2hlbmc4NS9nby1sZG0vZ2VuL2xkbS92MTtsZG12MWIGcHJvdG8z", [file_ldm_v1_types]);
+  fileDesc("ChFsZG0vdjEvdGlsZS5wcm90bxIGbGRtLnYxIlIKEFdyaXRlVGlsZVJlcXVlc3QSDgoGdm9sdW1lGAEgASgJEhoKBHRpbGUYAiABKAsyDC5sZG0udjEuVGlsZRISCgpyZXF1ZXN0X2lkGAMgASgJIiMKEVdyaXRlVGlsZVJlc3BvbnNlEg4KBm9mZnNldBgBIAEoBCJvCg9SZWFkVGlsZVJlcXVlc3QSDgoGdm9sdW1lGAEgASgJEg4KBm9mZnNldBgCIAEoBBIoCgtjb25zaXN0ZW5jeRgDIAEoDjITLmxkbS52MS5Db25zaXN0ZW5jeRISCgpnZW5lcmF0aW9uGAQgASgEIi4KEFJlYWRUaWxlUmVzcG9uc2USGgoEdGlsZRgBIAEoCzIMLmxkbS52MS5UaWxlIkcKFVJlYWRUaWxlU3RyZWFtUmVxdWVzdBIOCgZ2b2x1bWUYASABKAkSDgoGb2Zmc2V0GAIgASgEEg4KBmZvbGxvdxgDIAEoCCI0ChZSZWFkVGlsZVN0cmVhbVJlc3BvbnNlEhoKBHRpbGUYASABKAsyDC5sZG0udjEuVGlsZSJYChZXcml0ZVRpbGVTdHJlYW1SZXF1ZXN0Eg4KBnZvbHVtZRgBIAEoCRIaCgR0aWxlGAIgASgLMgwubGRtLnYxLlRpbGUSEgoKcmVxdWVzdF9pZBgDIAEoCSIpChdXcml0ZVRpbGVTdHJlYW1SZXNwb25zZRIOCgZvZmZzZXQYASABKAQyxAIKC1RpbGVTZXJ2aWNlEkIKCVdyaXRlVGlsZRIYLmxkbS52MS5Xcml0ZVRpbGVSZXF1ZXN0GhkubGRtLnYxLldyaXRlVGlsZVJlc3BvbnNlIgASQgoIUmVhZFRpbGUSFy5sZG0udjEuUmVhZFRpbGVSZXF1ZXN0GhgubGRtLnYxLlJlYWRUaWxlUmVzcG9uc2UiA5ACARJTCg5SZWFkVGlsZVN0cmVhbRIdLmxkbS52MS5SZWFkVGlsZVN0cmVhbVJlcXVlc3QaHi5sZG0udjEuUmVhZFRpbGVTdHJlYW1SZXNwb25zZSIAMAESWAoPV3JpdGVUaWxlU3RyZWFtEh4ubGRtLnYxLldyaXRlVGlsZVN0cmVhbVJlcXVlc3QaHy5sZG0udjEuV3JpdGVUaWxlU3RyZWFtUmVzcG9uc2UiACgBMAFCLVorZ2l0aHViLmNvbS94Y2hlbmc4NS9nby1sZG0vZ2VuL2xkbS92MTtsZG12MWIGcHJvdG8z", [file_ldm_v1_types]);
 
 /**
  * @generated from message ldm.v1.WriteTileRequest
@@ -27,6 +27,16 @@ export type WriteTileRequest = Message<"ldm.v1.WriteTileRequest"> & {
    * @generated from field: ldm.v1.Tile tile = 2;
    */
   tile?: Tile | undefined;
+
+  /**
+   * A client-chosen id of this write (at most 64 bytes; the Go client and
+   * the CLI send 128 random bits). A retry with the same id and volume
+   * that the server already applied is not stored again: it answers the
+   * original offset. Empty: no deduplication.
+   *
+   * @generated from field: string request_id = 3;
+   */
+  requestId: string;
 };
 
 /**
@@ -71,6 +81,15 @@ export type ReadTileRequest = Message<"ldm.v1.ReadTileRequest"> & {
    * @generated from field: ldm.v1.Consistency consistency = 3;
    */
   consistency: Consistency;
+
+  /**
+   * The volume's generation (Volume.generation); 0 means any. A different
+   * generation fails with FAILED_PRECONDITION: the volume was deleted and
+   * created again.
+   *
+   * @generated from field: uint64 generation = 4;
+   */
+  generation: bigint;
 };
 
 /**
@@ -161,6 +180,15 @@ export type WriteTileStreamRequest = Message<"ldm.v1.WriteTileStreamRequest"> & 
    * @generated from field: ldm.v1.Tile tile = 2;
    */
   tile?: Tile | undefined;
+
+  /**
+   * A client-chosen id of this tile's write, as WriteTileRequest.request_id:
+   * a message whose id the server already applied is answered with the
+   * original offset and not stored again.
+   *
+   * @generated from field: string request_id = 3;
+   */
+  requestId: string;
 };
 
 /**
