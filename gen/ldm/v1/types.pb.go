@@ -81,6 +81,66 @@ func (DataType) EnumDescriptor() ([]byte, []int) {
 	return file_ldm_v1_types_proto_rawDescGZIP(), []int{0}
 }
 
+// Space names the world coordinate system of a volume's transform.
+type Space int32
+
+const (
+	// No anatomical meaning is known (a raw file without --orientation, a
+	// NIfTI file with neither sform nor qform, a NRRD file without a space
+	// field): viewers show the axes as stored.
+	Space_SPACE_UNSPECIFIED Space = 0
+	// x towards the patient's right, y anterior, z superior (NIfTI, RAS+).
+	Space_SPACE_RAS Space = 1
+	// x towards the patient's left, y posterior, z superior (DICOM, ITK).
+	Space_SPACE_LPS Space = 2
+	// Scanner or device coordinates with no anatomical meaning (NRRD
+	// scanner-xyz, 3D-right-handed, 3D-left-handed).
+	Space_SPACE_SCANNER Space = 3
+)
+
+// Enum value maps for Space.
+var (
+	Space_name = map[int32]string{
+		0: "SPACE_UNSPECIFIED",
+		1: "SPACE_RAS",
+		2: "SPACE_LPS",
+		3: "SPACE_SCANNER",
+	}
+	Space_value = map[string]int32{
+		"SPACE_UNSPECIFIED": 0,
+		"SPACE_RAS":         1,
+		"SPACE_LPS":         2,
+		"SPACE_SCANNER":     3,
+	}
+)
+
+func (x Space) Enum() *Space {
+	p := new(Space)
+	*p = x
+	return p
+}
+
+func (x Space) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Space) Descriptor() protoreflect.EnumDescriptor {
+	return file_ldm_v1_types_proto_enumTypes[1].Descriptor()
+}
+
+func (Space) Type() protoreflect.EnumType {
+	return &file_ldm_v1_types_proto_enumTypes[1]
+}
+
+func (x Space) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use Space.Descriptor instead.
+func (Space) EnumDescriptor() ([]byte, []int) {
+	return file_ldm_v1_types_proto_rawDescGZIP(), []int{1}
+}
+
 // Consistency chooses how a read is served in a cluster.
 type Consistency int32
 
@@ -119,11 +179,11 @@ func (x Consistency) String() string {
 }
 
 func (Consistency) Descriptor() protoreflect.EnumDescriptor {
-	return file_ldm_v1_types_proto_enumTypes[1].Descriptor()
+	return file_ldm_v1_types_proto_enumTypes[2].Descriptor()
 }
 
 func (Consistency) Type() protoreflect.EnumType {
-	return &file_ldm_v1_types_proto_enumTypes[1]
+	return &file_ldm_v1_types_proto_enumTypes[2]
 }
 
 func (x Consistency) Number() protoreflect.EnumNumber {
@@ -132,7 +192,7 @@ func (x Consistency) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Consistency.Descriptor instead.
 func (Consistency) EnumDescriptor() ([]byte, []int) {
-	return file_ldm_v1_types_proto_rawDescGZIP(), []int{1}
+	return file_ldm_v1_types_proto_rawDescGZIP(), []int{2}
 }
 
 // BrickKey says where a tile sits in a volume, in brick units at one level
@@ -482,7 +542,19 @@ type Volume struct {
 	// is deleted and created again under the same name, so caches never mix
 	// the two. Pass it to ReadTile and GetBrick (their generation field) to
 	// make GET URLs unique to it. Output only.
-	Generation    uint64 `protobuf:"varint,11,opt,name=generation,proto3" json:"generation,omitempty"`
+	Generation uint64 `protobuf:"varint,11,opt,name=generation,proto3" json:"generation,omitempty"`
+	// The voxel-to-world affine of LOD 0: 16 numbers, a 4x4 matrix in
+	// row-major order whose last row is 0 0 0 1. It maps the centre of voxel
+	// (i, j, k) to world coordinates in millimetres in the space named by
+	// space: world = transform * (i, j, k, 1). The lengths of its first three
+	// columns are the spacing (spacing may be left empty when transform is
+	// set). Level l's voxel (i, j, k) is the mean of LOD 0 voxels 2^l*i ..
+	// 2^l*i + 2^l - 1 in each axis, so its affine is transform times a
+	// scaling by 2^l and a shift of (2^l - 1) / 2 LOD 0 voxels. Unset on
+	// create means diag(spacing, 1); reads always return it.
+	Transform []float64 `protobuf:"fixed64,12,rep,packed,name=transform,proto3" json:"transform,omitempty"`
+	// The world space of transform.
+	Space         Space `protobuf:"varint,13,opt,name=space,proto3,enum=ldm.v1.Space" json:"space,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -594,6 +666,20 @@ func (x *Volume) GetGeneration() uint64 {
 	return 0
 }
 
+func (x *Volume) GetTransform() []float64 {
+	if x != nil {
+		return x.Transform
+	}
+	return nil
+}
+
+func (x *Volume) GetSpace() Space {
+	if x != nil {
+		return x.Space
+	}
+	return Space_SPACE_UNSPECIFIED
+}
+
 var File_ldm_v1_types_proto protoreflect.FileDescriptor
 
 const file_ldm_v1_types_proto_rawDesc = "" +
@@ -619,7 +705,7 @@ const file_ldm_v1_types_proto_rawDesc = "" +
 	"\x05value\x18\x01 \x01(\fR\x05value\x12\x16\n" +
 	"\x06offset\x18\x02 \x01(\x04R\x06offset\x12\"\n" +
 	"\x03key\x18\x03 \x01(\v2\x10.ldm.v1.BrickKeyR\x03key\x12\x16\n" +
-	"\x06crc32c\x18\x04 \x01(\rR\x06crc32c\"\xe3\x03\n" +
+	"\x06crc32c\x18\x04 \x01(\rR\x06crc32c\"\xa6\x04\n" +
 	"\x06Volume\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12#\n" +
 	"\x05shape\x18\x02 \x01(\v2\r.ldm.v1.ShapeR\x05shape\x12-\n" +
@@ -638,7 +724,9 @@ const file_ldm_v1_types_proto_rawDesc = "" +
 	" \x01(\x04R\tsizeBytes\x12\x1e\n" +
 	"\n" +
 	"generation\x18\v \x01(\x04R\n" +
-	"generation\x1a9\n" +
+	"generation\x12\x1c\n" +
+	"\ttransform\x18\f \x03(\x01R\ttransform\x12#\n" +
+	"\x05space\x18\r \x01(\x0e2\r.ldm.v1.SpaceR\x05space\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01*\x92\x01\n" +
@@ -648,7 +736,12 @@ const file_ldm_v1_types_proto_rawDesc = "" +
 	"\x10DATA_TYPE_UINT16\x10\x02\x12\x13\n" +
 	"\x0fDATA_TYPE_INT16\x10\x03\x12\x14\n" +
 	"\x10DATA_TYPE_UINT32\x10\x04\x12\x15\n" +
-	"\x11DATA_TYPE_FLOAT32\x10\x05*_\n" +
+	"\x11DATA_TYPE_FLOAT32\x10\x05*O\n" +
+	"\x05Space\x12\x15\n" +
+	"\x11SPACE_UNSPECIFIED\x10\x00\x12\r\n" +
+	"\tSPACE_RAS\x10\x01\x12\r\n" +
+	"\tSPACE_LPS\x10\x02\x12\x11\n" +
+	"\rSPACE_SCANNER\x10\x03*_\n" +
 	"\vConsistency\x12\x1b\n" +
 	"\x17CONSISTENCY_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11CONSISTENCY_LOCAL\x10\x01\x12\x1c\n" +
@@ -666,34 +759,36 @@ func file_ldm_v1_types_proto_rawDescGZIP() []byte {
 	return file_ldm_v1_types_proto_rawDescData
 }
 
-var file_ldm_v1_types_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_ldm_v1_types_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
 var file_ldm_v1_types_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
 var file_ldm_v1_types_proto_goTypes = []any{
 	(DataType)(0),                 // 0: ldm.v1.DataType
-	(Consistency)(0),              // 1: ldm.v1.Consistency
-	(*BrickKey)(nil),              // 2: ldm.v1.BrickKey
-	(*Shape)(nil),                 // 3: ldm.v1.Shape
-	(*Point)(nil),                 // 4: ldm.v1.Point
-	(*Region)(nil),                // 5: ldm.v1.Region
-	(*Tile)(nil),                  // 6: ldm.v1.Tile
-	(*Volume)(nil),                // 7: ldm.v1.Volume
-	nil,                           // 8: ldm.v1.Volume.LabelsEntry
-	(*timestamppb.Timestamp)(nil), // 9: google.protobuf.Timestamp
+	(Space)(0),                    // 1: ldm.v1.Space
+	(Consistency)(0),              // 2: ldm.v1.Consistency
+	(*BrickKey)(nil),              // 3: ldm.v1.BrickKey
+	(*Shape)(nil),                 // 4: ldm.v1.Shape
+	(*Point)(nil),                 // 5: ldm.v1.Point
+	(*Region)(nil),                // 6: ldm.v1.Region
+	(*Tile)(nil),                  // 7: ldm.v1.Tile
+	(*Volume)(nil),                // 8: ldm.v1.Volume
+	nil,                           // 9: ldm.v1.Volume.LabelsEntry
+	(*timestamppb.Timestamp)(nil), // 10: google.protobuf.Timestamp
 }
 var file_ldm_v1_types_proto_depIdxs = []int32{
-	3, // 0: ldm.v1.Region.min:type_name -> ldm.v1.Shape
-	3, // 1: ldm.v1.Region.max:type_name -> ldm.v1.Shape
-	2, // 2: ldm.v1.Tile.key:type_name -> ldm.v1.BrickKey
-	3, // 3: ldm.v1.Volume.shape:type_name -> ldm.v1.Shape
-	0, // 4: ldm.v1.Volume.data_type:type_name -> ldm.v1.DataType
-	3, // 5: ldm.v1.Volume.brick_shape:type_name -> ldm.v1.Shape
-	8, // 6: ldm.v1.Volume.labels:type_name -> ldm.v1.Volume.LabelsEntry
-	9, // 7: ldm.v1.Volume.create_time:type_name -> google.protobuf.Timestamp
-	8, // [8:8] is the sub-list for method output_type
-	8, // [8:8] is the sub-list for method input_type
-	8, // [8:8] is the sub-list for extension type_name
-	8, // [8:8] is the sub-list for extension extendee
-	0, // [0:8] is the sub-list for field type_name
+	4,  // 0: ldm.v1.Region.min:type_name -> ldm.v1.Shape
+	4,  // 1: ldm.v1.Region.max:type_name -> ldm.v1.Shape
+	3,  // 2: ldm.v1.Tile.key:type_name -> ldm.v1.BrickKey
+	4,  // 3: ldm.v1.Volume.shape:type_name -> ldm.v1.Shape
+	0,  // 4: ldm.v1.Volume.data_type:type_name -> ldm.v1.DataType
+	4,  // 5: ldm.v1.Volume.brick_shape:type_name -> ldm.v1.Shape
+	9,  // 6: ldm.v1.Volume.labels:type_name -> ldm.v1.Volume.LabelsEntry
+	10, // 7: ldm.v1.Volume.create_time:type_name -> google.protobuf.Timestamp
+	1,  // 8: ldm.v1.Volume.space:type_name -> ldm.v1.Space
+	9,  // [9:9] is the sub-list for method output_type
+	9,  // [9:9] is the sub-list for method input_type
+	9,  // [9:9] is the sub-list for extension type_name
+	9,  // [9:9] is the sub-list for extension extendee
+	0,  // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_ldm_v1_types_proto_init() }
@@ -706,7 +801,7 @@ func file_ldm_v1_types_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ldm_v1_types_proto_rawDesc), len(file_ldm_v1_types_proto_rawDesc)),
-			NumEnums:      2,
+			NumEnums:      3,
 			NumMessages:   7,
 			NumExtensions: 0,
 			NumServices:   0,

@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file ldm/v1/types.proto.
  */
 export const file_ldm_v1_types: GenFile = /*@__PURE__*/
-  fileDesc("ChJsZG0vdjEvdHlwZXMucHJvdG8SBmxkbS52MSI4CghCcmlja0tleRILCgNsb2QYASABKA0SCQoBeBgCIAEoDRIJCgF5GAMgASgNEgkKAXoYBCABKA0iKAoFU2hhcGUSCQoBeBgBIAEoDRIJCgF5GAIgASgNEgkKAXoYAyABKA0iKAoFUG9pbnQSCQoBeBgBIAEoARIJCgF5GAIgASgBEgkKAXoYAyABKAEiQAoGUmVnaW9uEhoKA21pbhgBIAEoCzINLmxkbS52MS5TaGFwZRIaCgNtYXgYAiABKAsyDS5sZG0udjEuU2hhcGUiVAoEVGlsZRINCgV2YWx1ZRgBIAEoDBIOCgZvZmZzZXQYAiABKAQSHQoDa2V5GAMgASgLMhAubGRtLnYxLkJyaWNrS2V5Eg4KBmNyYzMyYxgEIAEoDSLqAgoGVm9sdW1lEgwKBG5hbWUYASABKAkSHAoFc2hhcGUYAiABKAsyDS5sZG0udjEuU2hhcGUSIwoJZGF0YV90eXBlGAMgASgOMhAubGRtLnYxLkRhdGFUeXBlEiIKC2JyaWNrX3NoYXBlGAQgASgLMg0ubGRtLnYxLlNoYXBlEhEKCWxvZF9jb3VudBgFIAEoDRIPCgdzcGFjaW5nGAYgAygBEioKBmxhYmVscxgHIAMoCzIaLmxkbS52MS5Wb2x1bWUuTGFiZWxzRW50cnkSEwoLbmV4dF9vZmZzZXQYCCABKAQSLwoLY3JlYXRlX3RpbWUYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhIKCnNpemVfYnl0ZXMYCiABKAQSEgoKZ2VuZXJhdGlvbhgLIAEoBBotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBKpIBCghEYXRhVHlwZRIZChVEQVRBX1RZUEVfVU5TUEVDSUZJRUQQABITCg9EQVRBX1RZUEVfVUlOVDgQARIUChBEQVRBX1RZUEVfVUlOVDE2EAISEwoPREFUQV9UWVBFX0lOVDE2EAMSFAoQREFUQV9UWVBFX1VJTlQzMhAEEhUKEURBVEFfVFlQRV9GTE9BVDMyEAUqXwoLQ29uc2lzdGVuY3kSGwoXQ09OU0lTVEVOQ1lfVU5TUEVDSUZJRUQQABIVChFDT05TSVNURU5DWV9MT0NBTBABEhwKGENPTlNJU1RFTkNZX0xJTkVBUklaQUJMRRACQi1aK2dpdGh1Yi5jb20veGNoZW5nODUvZ28tbGRtL2dlbi9sZG0vdjE7bGRtdjFiBnByb3RvMw", [file_google_protobuf_timestamp]);
+  fileDesc("ChJsZG0vdjEvdHlwZXMucHJvdG8SBmxkbS52MSI4CghCcmlja0tleRILCgNsb2QYASABKA0SCQoBeBgCIAEoDRIJCgF5GAMgASgNEgkKAXoYBCABKA0iKAoFU2hhcGUSCQoBeBgBIAEoDRIJCgF5GAIgASgNEgkKAXoYAyABKA0iKAoFUG9pbnQSCQoBeBgBIAEoARIJCgF5GAIgASgBEgkKAXoYAyABKAEiQAoGUmVnaW9uEhoKA21pbhgBIAEoCzINLmxkbS52MS5TaGFwZRIaCgNtYXgYAiABKAsyDS5sZG0udjEuU2hhcGUiVAoEVGlsZRINCgV2YWx1ZRgBIAEoDBIOCgZvZmZzZXQYAiABKAQSHQoDa2V5GAMgASgLMhAubGRtLnYxLkJyaWNrS2V5Eg4KBmNyYzMyYxgEIAEoDSKbAwoGVm9sdW1lEgwKBG5hbWUYASABKAkSHAoFc2hhcGUYAiABKAsyDS5sZG0udjEuU2hhcGUSIwoJZGF0YV90eXBlGAMgASgOMhAubGRtLnYxLkRhdGFUeXBlEiIKC2JyaWNrX3NoYXBlGAQgASgLMg0ubGRtLnYxLlNoYXBlEhEKCWxvZF9jb3VudBgFIAEoDRIPCgdzcGFjaW5nGAYgAygBEioKBmxhYmVscxgHIAMoCzIaLmxkbS52MS5Wb2x1bWUuTGFiZWxzRW50cnkSEwoLbmV4dF9vZmZzZXQYCCABKAQSLwoLY3JlYXRlX3RpbWUYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhIKCnNpemVfYnl0ZXMYCiABKAQSEgoKZ2VuZXJhdGlvbhgLIAEoBBIRCgl0cmFuc2Zvcm0YDCADKAESHAoFc3BhY2UYDSABKA4yDS5sZG0udjEuU3BhY2UaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASqSAQoIRGF0YVR5cGUSGQoVREFUQV9UWVBFX1VOU1BFQ0lGSUVEEAASEwoPREFUQV9UWVBFX1VJTlQ4EAESFAoQREFUQV9UWVBFX1VJTlQxNhACEhMKD0RBVEFfVFlQRV9JTlQxNhADEhQKEERBVEFfVFlQRV9VSU5UMzIQBBIVChFEQVRBX1RZUEVfRkxPQVQzMhAFKk8KBVNwYWNlEhUKEVNQQUNFX1VOU1BFQ0lGSUVEEAASDQoJU1BBQ0VfUkFTEAESDQoJU1BBQ0VfTFBTEAISEQoNU1BBQ0VfU0NBTk5FUhADKl8KC0NvbnNpc3RlbmN5EhsKF0NPTlNJU1RFTkNZX1VOU1BFQ0lGSUVEEAASFQoRQ09OU0lTVEVOQ1lfTE9DQUwQARIcChhDT05TSVNURU5DWV9MSU5FQVJJWkFCTEUQAkItWitnaXRodWIuY29tL3hjaGVuZzg1L2dvLWxkbS9nZW4vbGRtL3YxO2xkbXYxYgZwcm90bzM", [file_google_protobuf_timestamp]);
 
 /**
  * BrickKey says where a tile sits in a volume, in brick units at one level
@@ -258,6 +258,28 @@ export type Volume = Message<"ldm.v1.Volume"> & {
    * @generated from field: uint64 generation = 11;
    */
   generation: bigint;
+
+  /**
+   * The voxel-to-world affine of LOD 0: 16 numbers, a 4x4 matrix in
+   * row-major order whose last row is 0 0 0 1. It maps the centre of voxel
+   * (i, j, k) to world coordinates in millimetres in the space named by
+   * space: world = transform * (i, j, k, 1). The lengths of its first three
+   * columns are the spacing (spacing may be left empty when transform is
+   * set). Level l's voxel (i, j, k) is the mean of LOD 0 voxels 2^l*i ..
+   * 2^l*i + 2^l - 1 in each axis, so its affine is transform times a
+   * scaling by 2^l and a shift of (2^l - 1) / 2 LOD 0 voxels. Unset on
+   * create means diag(spacing, 1); reads always return it.
+   *
+   * @generated from field: repeated double transform = 12;
+   */
+  transform: number[];
+
+  /**
+   * The world space of transform.
+   *
+   * @generated from field: ldm.v1.Space space = 13;
+   */
+  space: Space;
 };
 
 /**
@@ -311,6 +333,50 @@ export const DataTypeSchema: GenEnum<DataType> = /*@__PURE__*/
   enumDesc(file_ldm_v1_types, 0);
 
 /**
+ * Space names the world coordinate system of a volume's transform.
+ *
+ * @generated from enum ldm.v1.Space
+ */
+export enum Space {
+  /**
+   * No anatomical meaning is known (a raw file without --orientation, a
+   * NIfTI file with neither sform nor qform, a NRRD file without a space
+   * field): viewers show the axes as stored.
+   *
+   * @generated from enum value: SPACE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * x towards the patient's right, y anterior, z superior (NIfTI, RAS+).
+   *
+   * @generated from enum value: SPACE_RAS = 1;
+   */
+  RAS = 1,
+
+  /**
+   * x towards the patient's left, y posterior, z superior (DICOM, ITK).
+   *
+   * @generated from enum value: SPACE_LPS = 2;
+   */
+  LPS = 2,
+
+  /**
+   * Scanner or device coordinates with no anatomical meaning (NRRD
+   * scanner-xyz, 3D-right-handed, 3D-left-handed).
+   *
+   * @generated from enum value: SPACE_SCANNER = 3;
+   */
+  SCANNER = 3,
+}
+
+/**
+ * Describes the enum ldm.v1.Space.
+ */
+export const SpaceSchema: GenEnum<Space> = /*@__PURE__*/
+  enumDesc(file_ldm_v1_types, 1);
+
+/**
  * Consistency chooses how a read is served in a cluster.
  *
  * @generated from enum ldm.v1.Consistency
@@ -343,5 +409,5 @@ export enum Consistency {
  * Describes the enum ldm.v1.Consistency.
  */
 export const ConsistencySchema: GenEnum<Consistency> = /*@__PURE__*/
-  enumDesc(file_ldm_v1_types, 1);
+  enumDesc(file_ldm_v1_types, 2);
 
