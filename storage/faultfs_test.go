@@ -37,10 +37,12 @@ type faultFS struct {
 	root string
 
 	mu       sync.Mutex
-	capacity int64 // 0: unlimited
-	syncs    int   // sync calls (file and directory) so far
-	cutAt    int   // the sync call that cuts power (0: never)
-	cut      bool
+	capacity int64      // 0: unlimited
+	syncs    int        // sync calls (file and directory) so far
+	cutAt    int        // the sync call that cuts power (0: never)
+	cut      bool       // the power is off; frozen holds what survived
+	killOnly bool       // cutAt kills the process instead: syncs fail, nothing is frozen
+	dead     bool       // syncs fail
 	torn     *rand.Rand // non-nil: at the cut, unsynced writes may survive in part
 	frozen   *imgNode
 	files    map[uint64][]byte            // file inode -> content at its last sync
@@ -214,16 +216,32 @@ func (f *faultFS) recordDir(dir string) (uint64, error) {
 // syncPoint counts a sync call and cuts the power at cutAt. The caller
 // holds mu.
 func (f *faultFS) syncPoint() error {
-	if f.cut {
+	if f.dead {
 		return errPowerCut
 	}
 	f.syncs++
 	if f.cutAt > 0 && f.syncs >= f.cutAt {
-		f.frozen = f.snapshot()
-		f.cut = true
+		if !f.killOnly {
+			f.frozen = f.snapshot()
+			f.cut = true
+		}
+		f.dead = true
 		return errPowerCut
 	}
 	return nil
+}
+
+// revive lets syncs succeed again after a process kill (killOnly): the
+// next store that opens the directory is the restarted process, on a
+// machine that kept running, so the page cache (the current files) and the
+// durable state both carry over.
+func (f *faultFS) revive() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.cut {
+		panic("revive after a power cut")
+	}
+	f.dead, f.cutAt = false, 0
 }
 
 // imgNode is a file or directory of a frozen image.
@@ -272,7 +290,7 @@ func (f *faultFS) cutNow() {
 	defer f.mu.Unlock()
 	if !f.cut {
 		f.frozen = f.snapshot()
-		f.cut = true
+		f.cut, f.dead = true, true
 	}
 }
 

@@ -224,6 +224,15 @@ func (s *Store) load(removeTmp bool) (map[string]*volume, error) {
 		}
 		vols[name] = v
 	}
+	// A volume or applied marker that a crashed process renamed into
+	// place without fsyncing the directory is visible now: make it
+	// durable, so that it cannot vanish in a later power loss.
+	if err := syncDir(s.fs, s.dir); err != nil {
+		for _, v := range vols {
+			v.close()
+		}
+		return nil, err
+	}
 	return vols, nil
 }
 
