@@ -85,10 +85,12 @@ perf:
 	LDM_PERF=1 $(GO) test -count=1 -timeout 60m -run '^TestService_PerformanceReport$$' -v ./service/
 
 # soak runs the storage crash test for 500 SIGKILL rounds (the default suite
-# runs about 3 s of rounds) and kills the cluster leader 200 times during
+# runs about 3 s of rounds), the storage power-loss test for 2000 cut points
+# (the default suite: up to 60) and kills the cluster leader 200 times during
 # writes (the default suite: 2).
 soak:
 	LDM_CRASH_ROUNDS=500 $(GO) test -count=1 -timeout 30m -run 'CrashRecovery' ./storage/
+	LDM_POWERLOSS_ROUNDS=2000 $(GO) test -count=1 -timeout 30m -run 'PowerLoss' ./storage/
 	LDM_SOAK_ROUNDS=200 $(GO) test -race -count=1 -timeout 30m -run 'RepeatedLeaderKills' ./cluster/
 
 ci: lint breaking check-generated check-bundle test
