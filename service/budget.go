@@ -3,6 +3,8 @@ package service
 import (
 	"context"
 	"sync"
+
+	"github.com/xcheng85/go-ldm/storage"
 )
 
 // byteBudget is a server-wide count of bytes that calls hold (tile buffers
@@ -88,4 +90,53 @@ func (b *byteBudget) inUse() int64 {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.used
+}
+
+// readBuf is the tile buffer of one read call or stream and the bytes of
+// the read budget it holds for that buffer. A stream reads every tile into
+// the same buffer, so it holds budget for the largest tile it has read,
+// until it lets go of the buffer. It is not safe for concurrent use.
+type readBuf struct {
+	budget *byteBudget
+	buf    []byte
+	held   int64
+}
+
+// read reads a tile with read (into the buffer when it fits) and holds
+// budget for the array the tile uses. When the budget has no room, it lets
+// go of the tile, the buffer and the budget it held, waits for room until
+// ctx ends, and reads again: a call that waits holds nothing.
+func (r *readBuf) read(ctx context.Context, read func(buf []byte) (storage.Tile, error)) (storage.Tile, error) {
+	t, err := read(r.buf)
+	if err != nil {
+		return storage.Tile{}, err
+	}
+	need := int64(cap(t.Value))
+	if need > r.held {
+		n, ok := r.budget.tryAcquire(need - r.held)
+		if ok && r.held+n >= r.budget.clamp(need) {
+			r.held += n
+		} else {
+			if ok {
+				r.budget.release(n)
+			}
+			t = storage.Tile{}
+			r.release()
+			if r.held, err = r.budget.acquire(ctx, need); err != nil {
+				return storage.Tile{}, err
+			}
+			if t, err = read(nil); err != nil {
+				return storage.Tile{}, err
+			}
+		}
+	}
+	r.buf = t.Value[:0]
+	return t, nil
+}
+
+// release gives back the budget and lets go of the buffer.
+func (r *readBuf) release() {
+	r.budget.release(r.held)
+	r.held = 0
+	r.buf = nil
 }

@@ -139,18 +139,23 @@ func (h *tileHandler) ReadTile(ctx context.Context, req *connect.Request[ldmv1.R
 			return nil, connect.NewNotModifiedError(hdr)
 		}
 	}
-	// The tile is read into a pooled buffer that goes back to the pool
-	// once connect-go has written the response (see withBufferRelease).
+	// The tile is read into a pooled buffer that goes back to the pool,
+	// with the read budget it holds, once connect-go has written the
+	// response (see withCalls).
 	var t storage.Tile
 	var err error
 	if r, ok := h.s.store.(ReaderInto); ok {
 		buf, keep := borrowBuffer(ctx)
-		t, err = r.ReadInto(vol, off, buf)
+		rb := &readBuf{budget: h.s.reads, buf: buf}
+		t, err = rb.read(ctx, func(b []byte) (storage.Tile, error) { return r.ReadInto(vol, off, b) })
 		if err == nil {
 			keep(t.Value)
 		}
+		afterResponse(ctx, func() { rb.budget.release(rb.held) })
 	} else {
-		t, err = h.s.store.Read(vol, off)
+		rb := &readBuf{budget: h.s.reads}
+		t, err = rb.read(ctx, func([]byte) (storage.Tile, error) { return h.s.store.Read(vol, off) })
+		afterResponse(ctx, rb.release)
 	}
 	if err != nil {
 		return nil, connectError(withField("offset", err))
@@ -175,6 +180,7 @@ func (h *tileHandler) ReadTileStream(ctx context.Context, req *connect.Request[l
 	end := info.NextOffset // without follow, the stream ends here
 	ctx, release := h.s.streamContext(ctx)
 	defer release()
+	defer h.s.trackStream(ctx)()
 	if follow {
 		// Send the response headers now: a client's call returns once
 		// they arrive, and a follower may wait long for its first tile.
@@ -184,14 +190,17 @@ func (h *tileHandler) ReadTileStream(ctx context.Context, req *connect.Request[l
 	}
 	msg := &ldmv1.ReadTileStreamResponse{}
 	buf, done := h.s.streamBuffer() // reused for every tile: Send has copied the last one
-	defer func() { done(buf) }()
+	rb := &readBuf{budget: h.s.reads, buf: buf}
+	defer func() { done(rb.buf); rb.release() }()
 	for {
 		if !follow && off >= end {
 			return nil
 		}
-		t, err := h.s.readInto(vol, off, buf)
+		t, err := rb.read(ctx, func(b []byte) (storage.Tile, error) { return h.s.readInto(vol, off, b) })
 		if errors.Is(err, storage.ErrOutOfRange) && follow {
-			// Tail: sleep until the log grows past off, without polling.
+			// Tail: sleep until the log grows past off, without polling,
+			// holding no buffer and no read budget.
+			rb.release()
 			if err := h.s.store.Wait(ctx, vol, off); err != nil {
 				if ctx.Err() != nil || errors.Is(err, storage.ErrClosed) {
 					// The client went away or the server is draining:
@@ -203,6 +212,9 @@ func (h *tileHandler) ReadTileStream(ctx context.Context, req *connect.Request[l
 			continue
 		}
 		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
 			return connectError(err)
 		}
 		msg.Tile = apiconv.TileToAPI(t)
@@ -212,24 +224,45 @@ func (h *tileHandler) ReadTileStream(ctx context.Context, req *connect.Request[l
 			}
 			return connectError(err)
 		}
-		buf = t.Value[:0]
 		off++
 	}
 }
 
 func (h *tileHandler) WriteTileStream(ctx context.Context, stream *connect.BidiStream[ldmv1.WriteTileStreamRequest, ldmv1.WriteTileStreamResponse]) error {
-	// A receiver goroutine reads messages into a bounded queue; this
-	// goroutine appends whatever has queued up (same volume, up to
-	// ingestBatchBytes) in one Append, so the store commits many tiles per
-	// sync, then answers each tile with its offset, in order.
+	// A receiver goroutine reads messages into a queue bounded in messages
+	// and in bytes (per stream and server-wide: the receiver stops reading,
+	// and HTTP/2 flow control holds the client back, while the queue is
+	// full); this goroutine appends whatever has queued up (same volume, up
+	// to ingestBatchBytes) in one Append, so the store commits many tiles
+	// per sync, then answers each tile with its offset, in order.
+	defer h.s.trackStream(ctx)()
 	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	type item struct {
 		volume string
 		tile   storage.Tile
+		held   [2]int64 // bytes taken from the stream's and the server's budget
+	}
+	own := newByteBudget(h.s.streamIngest)
+	releaseItem := func(it item) {
+		own.release(it.held[0])
+		h.s.ingest.release(it.held[1])
 	}
 	queue := make(chan item, ingestQueue)
 	recvErr := make(chan error, 1)
+	var pending *item // taken from the queue, for the next batch
+	defer func() {
+		cancel()
+		if pending != nil {
+			releaseItem(*pending)
+		}
+		// Give back the budget of tiles still queued; the receiver closes
+		// the queue once connect has closed the request body.
+		go func() {
+			for it := range queue {
+				releaseItem(it)
+			}
+		}()
+	}()
 	go func() {
 		defer close(queue)
 		volume := ""
@@ -245,9 +278,22 @@ func (h *tileHandler) WriteTileStream(ctx context.Context, stream *connect.BidiS
 			if msg.GetVolume() != "" {
 				volume = msg.GetVolume()
 			}
+			it := item{volume: volume, tile: apiconv.TileFromAPI(msg.GetTile())}
+			n := int64(len(it.tile.Value))
+			var aerr error
+			if it.held[0], aerr = own.acquire(ctx, n); aerr == nil {
+				if it.held[1], aerr = h.s.ingest.acquire(ctx, n); aerr != nil {
+					own.release(it.held[0])
+				}
+			}
+			if aerr != nil {
+				recvErr <- nil
+				return
+			}
 			select {
-			case queue <- item{volume: volume, tile: apiconv.TileFromAPI(msg.GetTile())}:
+			case queue <- it:
 			case <-ctx.Done():
+				releaseItem(it)
 				recvErr <- nil
 				return
 			}
@@ -255,8 +301,8 @@ func (h *tileHandler) WriteTileStream(ctx context.Context, stream *connect.BidiS
 	}()
 
 	batch := make([]storage.Tile, 0, ingestQueue)
+	held := make([]item, 0, ingestQueue)
 	res := &ldmv1.WriteTileStreamResponse{}
-	var pending *item
 	for {
 		var first item
 		if pending != nil {
@@ -277,6 +323,7 @@ func (h *tileHandler) WriteTileStream(ctx context.Context, stream *connect.BidiS
 			first = it
 		}
 		batch = append(batch[:0], first.tile)
+		held = append(held[:0], first)
 		size := len(first.tile.Value)
 	fill:
 		for size < ingestBatchBytes {
@@ -290,12 +337,18 @@ func (h *tileHandler) WriteTileStream(ctx context.Context, stream *connect.BidiS
 					break fill
 				}
 				batch = append(batch, it.tile)
+				held = append(held, it)
 				size += len(it.tile.Value)
 			default:
 				break fill
 			}
 		}
 		off, err := h.s.store.Append(ctx, first.volume, batch...)
+		clear(batch) // drop references to tile bytes
+		for _, it := range held {
+			releaseItem(it)
+		}
+		clear(held)
 		if err != nil {
 			// The receiver may still be blocked in Receive; connect closes
 			// the request body when this handler returns, which ends it.
@@ -307,7 +360,6 @@ func (h *tileHandler) WriteTileStream(ctx context.Context, stream *connect.BidiS
 				return connectError(err)
 			}
 		}
-		clear(batch) // drop references to tile bytes
 	}
 	if err := <-recvErr; err != nil {
 		return connectError(err)

@@ -68,7 +68,13 @@ func (h *volumeHandler) GetBrick(ctx context.Context, req *connect.Request[ldmv1
 		}
 		created = info.CreatedAt.UnixNano()
 	}
-	t, err := h.s.store.Brick(vol, apiconv.KeyFromAPI(req.Msg.GetKey()))
+	// The brick's bytes count against the read budget until connect-go
+	// has written the response.
+	rb := &readBuf{budget: h.s.reads}
+	t, err := rb.read(ctx, func([]byte) (storage.Tile, error) {
+		return h.s.store.Brick(vol, apiconv.KeyFromAPI(req.Msg.GetKey()))
+	})
+	afterResponse(ctx, rb.release)
 	if err != nil {
 		return nil, connectError(err)
 	}
@@ -209,17 +215,22 @@ func (h *volumeHandler) StreamBricks(ctx context.Context, req *connect.Request[l
 	}
 	ctx, release := h.s.streamContext(ctx)
 	defer release()
+	defer h.s.trackStream(ctx)()
 	msg := &ldmv1.StreamBricksResponse{Total: uint32(len(plan))}
 	buf, done := h.s.streamBuffer() // reused for every brick: Send has copied the last one
-	defer func() { done(buf) }()
+	rb := &readBuf{budget: h.s.reads, buf: buf}
+	defer func() { done(rb.buf); rb.release() }()
 	for i, b := range plan {
 		if ctx.Err() != nil {
 			return nil // the client went away or the server is draining
 		}
 		// Each Send blocks while the client's flow-control window is
 		// full, so a slow reader holds at most one brick here.
-		t, err := h.s.readInto(info.Name, b.offset, buf)
+		t, err := rb.read(ctx, func(buf []byte) (storage.Tile, error) { return h.s.readInto(info.Name, b.offset, buf) })
 		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
 			return connectError(err)
 		}
 		msg.Tile = apiconv.TileToAPI(t)
@@ -230,7 +241,6 @@ func (h *volumeHandler) StreamBricks(ctx context.Context, req *connect.Request[l
 			}
 			return connectError(err)
 		}
-		buf = t.Value[:0]
 	}
 	return nil
 }
