@@ -30,6 +30,10 @@
 //     never returned: reads fail with ErrCorrupt.
 //   - Nothing depends on Close: files are never pre-grown, and new files
 //     and directories are written as tmp, fsync, rename, fsync directory.
+//   - A failed write or fsync (a full disk is ErrNoSpace) leaves the
+//     volume as if the failed appends had not started: their records are
+//     cut at once, their appenders get the error, and the next append goes
+//     on, with no restart.
 //
 // # Concurrency
 //
