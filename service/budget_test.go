@@ -145,3 +145,32 @@ func TestWriteTileStream_queue_is_bounded_in_bytes(t *testing.T) {
 	_ = stream.CloseResponse()
 	testkit.WaitFor(t, 10*time.Second, "the ingest budget to be free", func() bool { return service.IngestBytesHeld(ts.Server) == 0 })
 }
+
+// TestServer_Drain_ends_stream_blocked_on_client: a follow stream whose
+// client stops reading is blocked in Send on HTTP/2 flow control. Drain
+// must end it after DrainGrace (the handler returns and lets go of its
+// tile), not leave it to the shutdown timeout.
+func TestServer_Drain_ends_stream_blocked_on_client(t *testing.T) {
+	store, err := storage.Open(t.TempDir(), storage.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	ts := startServer(t, serverOptions{store: store, config: func(c *service.Config) { c.DrainGrace = 100 * time.Millisecond }})
+	c := ts.clients(t, protocols[0])
+	createVolume(t, c, "follow")
+	tc := ldmv1connect.NewTileServiceClient(smallWindowClient(t), ts.URL, connect.WithReadMaxBytes(1<<30))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	stream, err := tc.ReadTileStream(ctx, connect.NewRequest(&ldmv1.ReadTileStreamRequest{Volume: "follow", Follow: true}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stream.Close()
+	if _, err := c.tiles.WriteTile(context.Background(), connect.NewRequest(&ldmv1.WriteTileRequest{Volume: "follow", Tile: &ldmv1.Tile{Value: make([]byte, 4<<20)}})); err != nil {
+		t.Fatal(err)
+	}
+	testkit.WaitFor(t, 10*time.Second, "the stream to block on the client", func() bool { return service.ReadBytesHeld(ts.Server) > 0 })
+	ts.Server.Drain()
+	testkit.WaitFor(t, 10*time.Second, "the blocked stream to end after Drain", func() bool { return service.ReadBytesHeld(ts.Server) == 0 })
+}

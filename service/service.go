@@ -193,7 +193,7 @@ func New(cfg Config) (*Server, error) {
 
 	interceptors := []connect.Interceptor{logInterceptor{log: s.log}, recoverInterceptor{log: s.log}}
 	interceptors = append(interceptors, cfg.Interceptors...)
-	interceptors = append(interceptors, validateInterceptor{maxTile: s.maxTile})
+	interceptors = append(interceptors, validateInterceptor{maxTile: s.maxTile, lookup: s.store.Volume})
 	// Two sets of the same handlers, which differ only in the largest
 	// request message: full for authenticated callers (or every caller
 	// when there is no authentication), small for the others. The gate
