@@ -1,6 +1,8 @@
 package apiconv
 
 import (
+	"fmt"
+
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	ldmv1 "github.com/xcheng85/go-ldm/gen/ldm/v1"
@@ -30,7 +32,46 @@ func MetaToAPI(m storage.VolumeMeta) *ldmv1.Volume {
 		LodCount:   m.LODCount,
 		Spacing:    m.Spacing,
 		Labels:     m.Labels,
+		Transform:  affineToAPI(m),
+		Space:      SpaceToAPI(m.Space),
 	}
+}
+
+// affineToAPI returns the volume's transform, diag(spacing, 1) when it has
+// none (volumes created before transforms existed read as that).
+func affineToAPI(m storage.VolumeMeta) []float64 {
+	a := m.Affine()
+	return a[:]
+}
+
+// SpaceToAPI converts a store space name to its API enum; an unknown name
+// gives SPACE_UNSPECIFIED.
+func SpaceToAPI(s storage.Space) ldmv1.Space {
+	switch s {
+	case storage.SpaceRAS:
+		return ldmv1.Space_SPACE_RAS
+	case storage.SpaceLPS:
+		return ldmv1.Space_SPACE_LPS
+	case storage.SpaceScanner:
+		return ldmv1.Space_SPACE_SCANNER
+	}
+	return ldmv1.Space_SPACE_UNSPECIFIED
+}
+
+// SpaceFromAPI converts an API space to the store's name. A value the enum
+// does not define gives a name that storage.Space.Valid rejects.
+func SpaceFromAPI(s ldmv1.Space) storage.Space {
+	switch s {
+	case ldmv1.Space_SPACE_UNSPECIFIED:
+		return storage.SpaceUnspecified
+	case ldmv1.Space_SPACE_RAS:
+		return storage.SpaceRAS
+	case ldmv1.Space_SPACE_LPS:
+		return storage.SpaceLPS
+	case ldmv1.Space_SPACE_SCANNER:
+		return storage.SpaceScanner
+	}
+	return storage.Space(fmt.Sprintf("unknown space %d", int32(s)))
 }
 
 // MetaFromAPI converts an API volume to the store's metadata. Output-only
@@ -44,6 +85,8 @@ func MetaFromAPI(v *ldmv1.Volume) storage.VolumeMeta {
 		BrickShape: ShapeFromAPI(v.GetBrickShape()),
 		LODCount:   v.GetLodCount(),
 		Spacing:    v.GetSpacing(),
+		Transform:  v.GetTransform(),
+		Space:      SpaceFromAPI(v.GetSpace()),
 		Labels:     v.GetLabels(),
 	}
 }

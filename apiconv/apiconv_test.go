@@ -35,6 +35,8 @@ func TestVolume_roundTrip(t *testing.T) {
 		Name: "ct", Shape: &ldmv1.Shape{X: 512, Y: 256, Z: 300}, DataType: ldmv1.DataType(storage.Int16),
 		BrickShape: &ldmv1.Shape{X: 64, Y: 32, Z: 16}, LodCount: 4, Spacing: []float64{0.5, 0.5, 1.25},
 		Labels: map[string]string{"modality": "CT"}, NextOffset: 17, SizeBytes: 1 << 20, CreateTime: timestamppb.New(created),
+		// A volume without a transform reads as diag(spacing, 1).
+		Transform: []float64{0.5, 0, 0, 0, 0, 0.5, 0, 0, 0, 0, 1.25, 0, 0, 0, 0, 1},
 	}
 	if !proto.Equal(v, want) {
 		t.Fatalf("VolumeToAPI = %v, want %v", v, want)
@@ -117,4 +119,55 @@ func equalMeta(a, b storage.VolumeMeta) bool {
 		}
 	}
 	return true
+}
+
+func TestVolume_transformAndSpace(t *testing.T) {
+	t.Parallel()
+	oblique := []float64{
+		0.4330127018922193, -0.25, 0, -90.5,
+		0.25, 0.4330127018922193, 0, 12.25,
+		0, 0, 2, 33,
+		0, 0, 0, 1,
+	}
+	for _, tc := range []struct {
+		name  string
+		space storage.Space
+		api   ldmv1.Space
+	}{
+		{"ras", storage.SpaceRAS, ldmv1.Space_SPACE_RAS},
+		{"lps", storage.SpaceLPS, ldmv1.Space_SPACE_LPS},
+		{"scanner", storage.SpaceScanner, ldmv1.Space_SPACE_SCANNER},
+		{"unspecified", storage.SpaceUnspecified, ldmv1.Space_SPACE_UNSPECIFIED},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			meta := storage.VolumeMeta{Name: "v", Shape: storage.Shape{X: 4, Y: 4, Z: 4}, DataType: storage.Uint8, Transform: oblique, Space: tc.space}
+			v := apiconv.MetaToAPI(meta)
+			if v.GetSpace() != tc.api {
+				t.Fatalf("space %v, want %v", v.GetSpace(), tc.api)
+			}
+			if len(v.GetTransform()) != 16 {
+				t.Fatalf("transform %v", v.GetTransform())
+			}
+			for i := range oblique {
+				if v.GetTransform()[i] != oblique[i] {
+					t.Fatalf("transform[%d] = %v, want %v exactly", i, v.GetTransform()[i], oblique[i])
+				}
+			}
+			back := apiconv.MetaFromAPI(v)
+			if back.Space != tc.space || len(back.Transform) != 16 {
+				t.Fatalf("MetaFromAPI: space %q transform %v", back.Space, back.Transform)
+			}
+			if err := back.Normalize(); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+	t.Run("unknown_enum_refused", func(t *testing.T) {
+		t.Parallel()
+		m := apiconv.MetaFromAPI(&ldmv1.Volume{Name: "v", Shape: &ldmv1.Shape{X: 1, Y: 1, Z: 1}, DataType: ldmv1.DataType_DATA_TYPE_UINT8, Space: ldmv1.Space(42)})
+		if err := m.Normalize(); err == nil {
+			t.Fatalf("space %q accepted", m.Space)
+		}
+	})
 }

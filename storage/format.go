@@ -249,6 +249,8 @@ type metaJSON struct {
 	BrickShape [3]uint32         `json:"brick_shape"`
 	LODCount   uint32            `json:"lod_count"`
 	Spacing    []float64         `json:"spacing,omitempty"`
+	Transform  []float64         `json:"transform,omitempty"`
+	Space      string            `json:"space,omitempty"`
 	Labels     map[string]string `json:"labels,omitempty"`
 	CreatedAt  time.Time         `json:"created_at"`
 	Index      uint64            `json:"index"`
@@ -262,6 +264,8 @@ func encodeMeta(m VolumeMeta) ([]byte, error) {
 		BrickShape: [3]uint32{m.BrickShape.X, m.BrickShape.Y, m.BrickShape.Z},
 		LODCount:   m.LODCount,
 		Spacing:    m.Spacing,
+		Transform:  m.Transform,
+		Space:      string(m.Space),
 		Labels:     m.Labels,
 		CreatedAt:  m.CreatedAt,
 		Index:      m.Index,
@@ -308,6 +312,8 @@ func decodeMeta(b []byte) (VolumeMeta, error) {
 		BrickShape: Shape{j.BrickShape[0], j.BrickShape[1], j.BrickShape[2]},
 		LODCount:   j.LODCount,
 		Spacing:    j.Spacing,
+		Transform:  j.Transform,
+		Space:      Space(j.Space),
 		Labels:     j.Labels,
 		CreatedAt:  j.CreatedAt,
 		Index:      j.Index,

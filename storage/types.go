@@ -135,8 +135,13 @@ type VolumeMeta struct {
 	BrickShape Shape  // zero means DefaultBrickShape
 	LODCount   uint32 // zero means 1
 	Spacing    []float64
-	Labels     map[string]string
-	CreatedAt  time.Time // set by the store when zero
+	// Transform is the LOD 0 voxel-to-world affine in mm, 16 values
+	// row-major (see Affine); nil means diag(Spacing, 1). When set, Spacing
+	// is the lengths of its first three columns (Normalize fills it).
+	Transform []float64
+	Space     Space // the world space of the transform
+	Labels    map[string]string
+	CreatedAt time.Time // set by the store when zero
 	// Index is the replication (Raft) index of the command that created the
 	// volume. It follows the rule of Tile.Index: set by the layer that
 	// replicates, 0 on a single node, left zero by every other caller.
@@ -182,6 +187,7 @@ func Checksum(b []byte) uint32 { return crc32.Checksum(b, castagnoli) }
 // is never nil in the copy).
 func (m VolumeMeta) clone() VolumeMeta {
 	m.Spacing = slices.Clone(m.Spacing)
+	m.Transform = slices.Clone(m.Transform)
 	labels := make(map[string]string, len(m.Labels))
 	maps.Copy(labels, m.Labels)
 	m.Labels = labels
@@ -215,7 +221,7 @@ func (m *VolumeMeta) Normalize() error {
 	if len(m.Spacing) != 0 && len(m.Spacing) != 3 {
 		return fmt.Errorf("%w: spacing has %d values (want 0 or 3)", ErrInvalidArgument, len(m.Spacing))
 	}
-	return nil
+	return m.normalizeSpace()
 }
 
 // LODShape returns the volume's shape in voxels at level lod: each level
