@@ -30,7 +30,8 @@ import (
 //     on a dead machine, so nothing after the cut is acknowledged. image
 //     writes the frozen state into a new directory for the next Open.
 //
-// It never calls the real fsync: the real files are scratch, the
+// Once the power is cut (or the process killed), every change fails with
+// EIO too. It never calls the real fsync: the real files are scratch, the
 // durability is simulated. Every inode it records is held open, so its
 // number is not reused while the test runs.
 type faultFS struct {
@@ -350,9 +351,21 @@ func (f *faultFS) full(path string) error {
 	return &os.PathError{Op: "write", Path: path, Err: syscall.ENOSPC}
 }
 
+// gone fails every change once the power is cut or the process killed:
+// a dead machine or process writes nothing more. The caller holds mu.
+func (f *faultFS) gone(op, path string) error {
+	if f.dead {
+		return &os.PathError{Op: op, Path: path, Err: syscall.EIO}
+	}
+	return nil
+}
+
 func (f *faultFS) OpenFile(path string, flag int, perm os.FileMode) (*os.File, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if err := f.gone("open", path); err != nil {
+		return nil, err
+	}
 	if f.capacity > 0 && flag&os.O_CREATE != 0 && f.usage() >= f.capacity {
 		if _, err := os.Stat(path); err != nil {
 			return nil, f.full(path)
@@ -364,22 +377,51 @@ func (f *faultFS) OpenFile(path string, flag int, perm os.FileMode) (*os.File, e
 func (f *faultFS) Mkdir(path string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if err := f.gone("mkdir", path); err != nil {
+		return err
+	}
 	if f.capacity > 0 && f.usage() >= f.capacity {
 		return f.full(path)
 	}
 	return os.Mkdir(path, 0o755)
 }
 
-func (f *faultFS) MkdirAll(path string) error   { return os.MkdirAll(path, 0o755) }
-func (f *faultFS) Rename(from, to string) error { return os.Rename(from, to) }
-func (f *faultFS) Remove(path string) error     { return os.Remove(path) }
-func (f *faultFS) RemoveAll(path string) error  { return os.RemoveAll(path) }
+// do runs a change unless the power is cut or the process killed.
+func (f *faultFS) do(op, path string, fn func() error) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.gone(op, path); err != nil {
+		return err
+	}
+	return fn()
+}
 
-func (f *faultFS) Truncate(h *os.File, n int64) error { return h.Truncate(n) }
+func (f *faultFS) MkdirAll(path string) error {
+	return f.do("mkdir", path, func() error { return os.MkdirAll(path, 0o755) })
+}
+
+func (f *faultFS) Rename(from, to string) error {
+	return f.do("rename", from, func() error { return os.Rename(from, to) })
+}
+
+func (f *faultFS) Remove(path string) error {
+	return f.do("remove", path, func() error { return os.Remove(path) })
+}
+
+func (f *faultFS) RemoveAll(path string) error {
+	return f.do("remove", path, func() error { return os.RemoveAll(path) })
+}
+
+func (f *faultFS) Truncate(h *os.File, n int64) error {
+	return f.do("truncate", h.Name(), func() error { return h.Truncate(n) })
+}
 
 func (f *faultFS) Pwritev(h *os.File, bufs [][]byte, off int64) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if err := f.gone("write", h.Name()); err != nil {
+		return err
+	}
 	if f.capacity > 0 {
 		fi, err := h.Stat()
 		if err != nil {

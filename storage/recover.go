@@ -160,12 +160,6 @@ func openVolume(s *Store, name, dir string) (*volume, error) {
 	v.state.Store(st)
 	v.wblocks = blocks
 	v.wNext = st.next
-	// Entries a crashed process created without fsyncing the directory
-	// (a new block's files) may be in use now, so they must not vanish in
-	// a later power loss.
-	if err := syncDir(s.fs, dir); err != nil {
-		return fail(err)
-	}
 	return v, nil
 }
 
