@@ -443,14 +443,14 @@ func BenchmarkIngest(b *testing.B) {
 	}
 }
 
-// TestPerformanceReport runs the benchmarks above in alternating rounds
+// TestService_PerformanceReport runs the benchmarks above in alternating rounds
 // and prints the ratios the issue asks for (go-ldm over the grpc-go
 // baseline, binary over JSON, ingest over the store's own appends). It
 // runs only when LDM_PERF is set (it takes minutes): `make perf`.
 // LDM_PERF_ROUNDS sets the rounds (default 3); LDM_PERF_CASES, a regular
 // expression over "<rpc>/<size>K/c<concurrency>" (for example
 // "ReadTile/2048K/c64"), runs only the matching read cases and nothing else.
-func TestPerformanceReport(t *testing.T) {
+func TestService_PerformanceReport(t *testing.T) {
 	if os.Getenv("LDM_PERF") == "" {
 		t.Log("set LDM_PERF=1 (or run `make perf`) to measure; this test only reports")
 		return

@@ -13,11 +13,11 @@ import (
 	"github.com/xcheng85/go-ldm/storage"
 )
 
-// TestReadTile_pooled_buffers_under_concurrency reads tiles of different
+// TestReadTile_PooledBuffersUnderConcurrency reads tiles of different
 // sizes concurrently from the file store (whose reads use pooled buffers)
 // and checks every byte: a buffer must not be reused before its response
 // is written.
-func TestReadTile_pooled_buffers_under_concurrency(t *testing.T) {
+func TestReadTile_PooledBuffersUnderConcurrency(t *testing.T) {
 	t.Parallel()
 	store, err := storage.Open(t.TempDir(), storage.Config{Sync: storage.SyncNone})
 	if err != nil {

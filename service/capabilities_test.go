@@ -53,10 +53,10 @@ func (f *followerStore) TransferLeader(_ context.Context, id string) (string, er
 	return id, nil
 }
 
-// TestService_cluster_capabilities checks the optional capabilities of a
+// TestService_ClusterCapabilities checks the optional capabilities of a
 // Tiles value: NOT_LEADER errors carry the leader, linearizable reads call
 // ReadBarrier (local reads do not), and ClusterService uses Membership.
-func TestService_cluster_capabilities(t *testing.T) {
+func TestService_ClusterCapabilities(t *testing.T) {
 	t.Parallel()
 	mem := storage.NewMemory(0)
 	seedVolume(t, mem, 10)
@@ -112,8 +112,8 @@ func TestService_cluster_capabilities(t *testing.T) {
 	}
 }
 
-// TestNew_validates_config checks the errors of service.New.
-func TestNew_validates_config(t *testing.T) {
+// TestNew_ValidatesConfig checks the errors of service.New.
+func TestNew_ValidatesConfig(t *testing.T) {
 	t.Parallel()
 	bad := []service.Config{
 		{},

@@ -51,13 +51,13 @@ func volumeExists(tb testing.TB, store service.Tiles) bool {
 	return err == nil
 }
 
-// TestCORS_default_refuses_cross_origin_writes replays the attack of a page
+// TestCORS_DefaultRefusesCrossOriginWrites replays the attack of a page
 // from another origin that deletes a volume through the user's browser: a
 // preflighted Connect call, a "simple" text/plain POST and a form POST
 // that a browser sends without a preflight. The server refuses each itself
 // and the volume stays; the same call from the server's own origin, and
 // from a program that sends no Origin, works.
-func TestCORS_default_refuses_cross_origin_writes(t *testing.T) {
+func TestCORS_DefaultRefusesCrossOriginWrites(t *testing.T) {
 	t.Parallel()
 	ts := startServer(t, serverOptions{})
 	seedVolume(t, ts.Store, 10)
@@ -125,9 +125,9 @@ func TestCORS_default_refuses_cross_origin_writes(t *testing.T) {
 	})
 }
 
-// TestCORS_origins_list allows the listed origins, reads and writes, and
+// TestCORS_OriginsList allows the listed origins, reads and writes, and
 // refuses the others; "*" allows every origin.
-func TestCORS_origins_list(t *testing.T) {
+func TestCORS_OriginsList(t *testing.T) {
 	t.Parallel()
 	t.Run("listed", func(t *testing.T) {
 		ts := startServer(t, serverOptions{config: func(c *service.Config) { c.CORSOrigins = []string{"http://viewer.example"} }})

@@ -13,9 +13,9 @@ import (
 	"github.com/xcheng85/go-ldm/storage"
 )
 
-// TestConnectError_no_space: a full disk is ResourceExhausted with a
+// TestConnectError_NoSpace: a full disk is ResourceExhausted with a
 // message that tells the caller what to do and names no server path.
-func TestConnectError_no_space(t *testing.T) {
+func TestConnectError_NoSpace(t *testing.T) {
 	const path = "/srv/ldm/data/scan/00000000000000004096.data"
 	cause := &os.PathError{Op: "write", Path: path, Err: syscall.ENOSPC}
 	err := connectError(fmt.Errorf("volume %q: storage: %w (%w)", "scan", cause, storage.ErrNoSpace))

@@ -37,9 +37,9 @@ var (
 	bidiStreamDesc   = &grpc.StreamDesc{ServerStreams: true, ClientStreams: true}
 )
 
-// TestService_grpc_go calls every RPC with grpc-go and the generated
+// TestService_GRPCGo calls every RPC with grpc-go and the generated
 // messages, over h2c and over TLS.
-func TestService_grpc_go(t *testing.T) {
+func TestService_GRPCGo(t *testing.T) {
 	t.Parallel()
 	for _, useTLS := range []bool{false, true} {
 		name := "h2c"

@@ -2,16 +2,10 @@ package service_test
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"errors"
 	"io"
 	"log/slog"
-	"math/big"
 	"net"
 	"net/http"
 	"sync"
@@ -21,6 +15,7 @@ import (
 	"connectrpc.com/connect"
 
 	"github.com/xcheng85/go-ldm/gen/ldm/v1/ldmv1connect"
+	"github.com/xcheng85/go-ldm/internal/testutil/testkit"
 	"github.com/xcheng85/go-ldm/service"
 	"github.com/xcheng85/go-ldm/storage"
 )
@@ -62,7 +57,8 @@ func startServer(tb testing.TB, o serverOptions) *testServer {
 	ts := &testServer{Addr: l.Addr().String(), Store: o.store, Server: svc}
 	var serverTLS *tls.Config
 	if o.tls {
-		serverTLS, ts.TLS = testCertificates(tb)
+		p := testkit.NewPKI(tb)
+		serverTLS, ts.TLS = p.ServerConfig(p.ServerCert(tb, "127.0.0.1")), p.ClientConfig()
 	}
 	srv := service.NewHTTPServer(svc.Handler(), serverTLS, nil)
 	done := make(chan struct{})
@@ -88,40 +84,6 @@ func startServer(tb testing.TB, o serverOptions) *testServer {
 		ts.URL = "https://" + ts.Addr
 	}
 	return ts
-}
-
-// testCertificates returns a server TLS config with a fresh self-signed
-// certificate for 127.0.0.1 and a client config that trusts it.
-func testCertificates(tb testing.TB) (server, client *tls.Config) {
-	tb.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "go-ldm test"},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(time.Hour),
-		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1)},
-		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AddCert(cert)
-	server = &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key, Leaf: cert}}, MinVersion: tls.VersionTLS12}
-	client = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
-	return server, client
 }
 
 // protocol is a connect-go client configuration.
@@ -162,18 +124,6 @@ func (ts *testServer) clients(tb testing.TB, p protocol) apiClients {
 		volumes: ldmv1connect.NewVolumeServiceClient(hc, ts.URL, opts...),
 		cluster: ldmv1connect.NewClusterServiceClient(hc, ts.URL, opts...),
 		http:    hc,
-	}
-}
-
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(tb testing.TB, what string, cond func() bool) {
-	tb.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			tb.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
 	}
 }
 

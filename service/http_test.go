@@ -39,9 +39,9 @@ func getURL(base, procedure, jsonMsg string) string {
 	return base + procedure + "?encoding=json&message=" + url.QueryEscape(jsonMsg)
 }
 
-// TestReadTile_http_get_etag_and_304 reads a tile with a plain HTTP GET,
+// TestReadTile_HTTPGetETagAnd304 reads a tile with a plain HTTP GET,
 // checks the cache headers, and revalidates it with If-None-Match.
-func TestReadTile_http_get_etag_and_304(t *testing.T) {
+func TestReadTile_HTTPGetETagAnd304(t *testing.T) {
 	t.Parallel()
 	ts := startServer(t, serverOptions{})
 	seedVolume(t, ts.Store, 100, 200)
@@ -102,9 +102,9 @@ func TestReadTile_http_get_etag_and_304(t *testing.T) {
 	}
 }
 
-// TestGetBrick_http_get_revalidates checks GetBrick over GET: an ETag that
+// TestGetBrick_HTTPGetRevalidates checks GetBrick over GET: an ETag that
 // changes when the brick is written again.
-func TestGetBrick_http_get_revalidates(t *testing.T) {
+func TestGetBrick_HTTPGetRevalidates(t *testing.T) {
 	t.Parallel()
 	ts := startServer(t, serverOptions{})
 	seedVolume(t, ts.Store, 10)
@@ -140,9 +140,9 @@ func TestGetBrick_http_get_revalidates(t *testing.T) {
 	}
 }
 
-// TestService_compression_is_opt_in checks that tiles are not gzipped for
+// TestService_CompressionIsOptIn checks that tiles are not gzipped for
 // a client that accepts gzip, unless Config.Compress is set.
-func TestService_compression_is_opt_in(t *testing.T) {
+func TestService_CompressionIsOptIn(t *testing.T) {
 	t.Parallel()
 	for _, compress := range []bool{false, true} {
 		ts := startServer(t, serverOptions{config: func(c *service.Config) { c.Compress = compress }})
@@ -172,9 +172,9 @@ func TestService_compression_is_opt_in(t *testing.T) {
 	}
 }
 
-// TestService_malformed_requests checks the answers to bodies and content
+// TestService_MalformedRequests checks the answers to bodies and content
 // types that are not the protocol's.
-func TestService_malformed_requests(t *testing.T) {
+func TestService_MalformedRequests(t *testing.T) {
 	t.Parallel()
 	ts := startServer(t, serverOptions{})
 	seedVolume(t, ts.Store, 10)
@@ -204,8 +204,8 @@ func TestService_malformed_requests(t *testing.T) {
 	}
 }
 
-// TestService_cors checks a browser preflight and the exposed headers.
-func TestService_cors(t *testing.T) {
+// TestService_CORS checks a browser preflight and the exposed headers.
+func TestService_CORS(t *testing.T) {
 	t.Parallel()
 	ts := startServer(t, serverOptions{config: func(c *service.Config) { c.CORSOrigins = []string{"http://viewer.example"} }})
 	seedVolume(t, ts.Store, 10)
@@ -258,9 +258,9 @@ func TestService_cors(t *testing.T) {
 	}
 }
 
-// TestService_health_and_reflection checks grpc.health.v1 and both
+// TestService_HealthAndReflection checks grpc.health.v1 and both
 // reflection versions with their connect clients.
-func TestService_health_and_reflection(t *testing.T) {
+func TestService_HealthAndReflection(t *testing.T) {
 	t.Parallel()
 	ts := startServer(t, serverOptions{})
 	hc := ts.httpClient(t)
@@ -313,9 +313,9 @@ type panicStore struct{ service.Tiles }
 
 func (panicStore) Volume(string) (storage.VolumeInfo, error) { panic("boom") }
 
-// TestService_panic_is_internal_error checks that a panicking handler
+// TestService_PanicIsInternalError checks that a panicking handler
 // answers Internal and the server keeps serving.
-func TestService_panic_is_internal_error(t *testing.T) {
+func TestService_PanicIsInternalError(t *testing.T) {
 	t.Parallel()
 	ts := startServer(t, serverOptions{store: panicStore{storage.NewMemory(0)}})
 	for _, p := range protocols {

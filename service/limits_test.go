@@ -167,13 +167,13 @@ func allocatedDuring(f func()) uint64 {
 	return after.TotalAlloc - before.TotalAlloc
 }
 
-// TestGate_compressed_body_of_unauthenticated_caller sends a small gzip
+// TestGate_CompressedBodyOfUnauthenticatedCaller sends a small gzip
 // body that expands to 64 MiB, in every protocol, with a wrong token and
 // with none. Authentication decides from the headers before the body is
 // read: the wrong token is refused without reading it, and the anonymous
 // caller's body is decompressed no further than the unauthenticated limit.
 // Neither makes the server allocate what the body expands to.
-func TestGate_compressed_body_of_unauthenticated_caller(t *testing.T) {
+func TestGate_CompressedBodyOfUnauthenticatedCaller(t *testing.T) {
 	const expanded = 64 << 20
 	as := startAuthServer(t, map[string][]string{"w": {"writer"}}, "", nil)
 	bomb := gzipBomb(t, expanded)
@@ -257,9 +257,9 @@ func grpcCodeName(s string) string {
 	return "grpc-status " + s
 }
 
-// TestGate_authenticated_caller_sends_compressed_tiles: the gate keeps
+// TestGate_AuthenticatedCallerSendsCompressedTiles: the gate keeps
 // the full limit for callers with valid credentials, in every protocol.
-func TestGate_authenticated_caller_sends_compressed_tiles(t *testing.T) {
+func TestGate_AuthenticatedCallerSendsCompressedTiles(t *testing.T) {
 	as := startAuthServer(t, map[string][]string{"root": {"admin"}}, "", nil)
 	for _, p := range protocols {
 		t.Run(p.name, func(t *testing.T) {
@@ -278,11 +278,11 @@ func TestGate_authenticated_caller_sends_compressed_tiles(t *testing.T) {
 	}
 }
 
-// TestWriteTileStream_denied_message_acknowledges_stored_tiles: a writer
+// TestWriteTileStream_DeniedMessageAcknowledgesStoredTiles: a writer
 // may write volume a but not b. It streams a tile for a, then one for b:
 // it must receive a's offset (the tile is stored) before PermissionDenied,
 // or a retry would store a's tile twice.
-func TestWriteTileStream_denied_message_acknowledges_stored_tiles(t *testing.T) {
+func TestWriteTileStream_DeniedMessageAcknowledgesStoredTiles(t *testing.T) {
 	policy := "p, role:admin, *, *\ng, root, role:admin\np, writer-a, volumes/a, write\np, writer-a, volumes/a, read\n"
 	for _, p := range protocols {
 		t.Run(p.name, func(t *testing.T) {

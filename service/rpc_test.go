@@ -25,9 +25,9 @@ func tileBytes(n int, seed byte) []byte {
 	return b
 }
 
-// TestService_every_rpc calls every RPC with connect-go clients of each
+// TestService_EveryRPC calls every RPC with connect-go clients of each
 // protocol, over h2c and over TLS.
-func TestService_every_rpc(t *testing.T) {
+func TestService_EveryRPC(t *testing.T) {
 	t.Parallel()
 	for _, useTLS := range []bool{false, true} {
 		for _, p := range protocols {
@@ -252,9 +252,9 @@ func badRequestField(tb testing.TB, ce *connect.Error) string {
 	return ""
 }
 
-// TestService_bad_input_codes checks the code (and the field of the
+// TestService_BadInputCodes checks the code (and the field of the
 // BadRequest detail) of each bad input, with every protocol.
-func TestService_bad_input_codes(t *testing.T) {
+func TestService_BadInputCodes(t *testing.T) {
 	t.Parallel()
 	const maxTile = 1 << 20
 	ts := startServer(t, serverOptions{config: func(c *service.Config) { c.MaxTileBytes = maxTile }})

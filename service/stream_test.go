@@ -11,6 +11,7 @@ import (
 	"connectrpc.com/connect"
 
 	ldmv1 "github.com/xcheng85/go-ldm/gen/ldm/v1"
+	"github.com/xcheng85/go-ldm/internal/testutil/testkit"
 	"github.com/xcheng85/go-ldm/storage"
 )
 
@@ -24,11 +25,11 @@ func createVolume(tb testing.TB, c apiClients, name string) {
 	}
 }
 
-// TestReadTileStream_follow_sees_every_tile_of_8_writers starts a follow
+// TestReadTileStream_FollowSeesEveryTileOf8Writers starts a follow
 // stream, then 8 writers append concurrently; the stream must deliver
 // every tile in offset order, exactly once, and each writer's tiles in the
 // order it wrote them.
-func TestReadTileStream_follow_sees_every_tile_of_8_writers(t *testing.T) {
+func TestReadTileStream_FollowSeesEveryTileOf8Writers(t *testing.T) {
 	t.Parallel()
 	for _, p := range []protocol{protocols[0], protocols[2], protocols[3]} {
 		t.Run(p.name, func(t *testing.T) {
@@ -46,7 +47,7 @@ func TestReadTileStream_follow_sees_every_tile_of_8_writers(t *testing.T) {
 			}
 			defer follow.Close()
 			// Every tile is written after the server waits for offset 0.
-			waitFor(t, "the follower to wait", func() bool { w, _ := store.counts(); return w == 1 })
+			testkit.WaitFor(t, 10*time.Second, "the follower to wait", func() bool { w, _ := store.counts(); return w == 1 })
 			var wg sync.WaitGroup
 			errs := make(chan error, writers)
 			for w := range writers {
@@ -93,10 +94,10 @@ func TestReadTileStream_follow_sees_every_tile_of_8_writers(t *testing.T) {
 	}
 }
 
-// TestReadTileStream_follow_frees_stream_when_client_leaves checks that a
+// TestReadTileStream_FollowFreesStreamWhenClientLeaves checks that a
 // follower that goes away stops waiting on the store at once, and that
 // Drain ends followers cleanly.
-func TestReadTileStream_follow_frees_stream_when_client_leaves(t *testing.T) {
+func TestReadTileStream_FollowFreesStreamWhenClientLeaves(t *testing.T) {
 	t.Parallel()
 	store := &countingStore{Tiles: storage.NewMemory(0)}
 	ts := startServer(t, serverOptions{store: store})
@@ -108,9 +109,9 @@ func TestReadTileStream_follow_frees_stream_when_client_leaves(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the follower to wait on the store", func() bool { w, _ := store.counts(); return w == 1 })
+	testkit.WaitFor(t, 10*time.Second, "the follower to wait on the store", func() bool { w, _ := store.counts(); return w == 1 })
 	cancel()
-	waitFor(t, "the server to free the stream", func() bool { w, _ := store.counts(); return w == 0 })
+	testkit.WaitFor(t, 10*time.Second, "the server to free the stream", func() bool { w, _ := store.counts(); return w == 0 })
 	s.Close()
 
 	// Drain ends an open follower without error.
@@ -119,7 +120,7 @@ func TestReadTileStream_follow_frees_stream_when_client_leaves(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s2.Close()
-	waitFor(t, "the second follower to wait", func() bool { w, _ := store.counts(); return w == 1 })
+	testkit.WaitFor(t, 10*time.Second, "the second follower to wait", func() bool { w, _ := store.counts(); return w == 1 })
 	ts.Server.Drain()
 	if s2.Receive() {
 		t.Fatal("a drained follower received a tile")
@@ -129,9 +130,9 @@ func TestReadTileStream_follow_frees_stream_when_client_leaves(t *testing.T) {
 	}
 }
 
-// TestReadTileStream_follow_ends_when_volume_deleted checks that deleting
+// TestReadTileStream_FollowEndsWhenVolumeDeleted checks that deleting
 // the volume ends its followers with NotFound.
-func TestReadTileStream_follow_ends_when_volume_deleted(t *testing.T) {
+func TestReadTileStream_FollowEndsWhenVolumeDeleted(t *testing.T) {
 	t.Parallel()
 	store := &countingStore{Tiles: storage.NewMemory(0)}
 	ts := startServer(t, serverOptions{store: store})
@@ -142,7 +143,7 @@ func TestReadTileStream_follow_ends_when_volume_deleted(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	waitFor(t, "the follower to wait", func() bool { w, _ := store.counts(); return w == 1 })
+	testkit.WaitFor(t, 10*time.Second, "the follower to wait", func() bool { w, _ := store.counts(); return w == 1 })
 	if _, err := c.volumes.DeleteVolume(context.Background(), connect.NewRequest(&ldmv1.DeleteVolumeRequest{Name: "gone"})); err != nil {
 		t.Fatal(err)
 	}
@@ -152,10 +153,10 @@ func TestReadTileStream_follow_ends_when_volume_deleted(t *testing.T) {
 	assertCode(t, s.Err(), connect.CodeNotFound)
 }
 
-// TestStreamBricks_slow_reader_bounds_server_reads checks flow control: a
+// TestStreamBricks_SlowReaderBoundsServerReads checks flow control: a
 // client that stops reading stops the server after about one flow-control
 // window of bricks, not after the whole volume.
-func TestStreamBricks_slow_reader_bounds_server_reads(t *testing.T) {
+func TestStreamBricks_SlowReaderBoundsServerReads(t *testing.T) {
 	t.Parallel()
 	store := &countingStore{Tiles: storage.NewMemory(0)}
 	ts := startServer(t, serverOptions{store: store})
@@ -224,10 +225,10 @@ func TestStreamBricks_slow_reader_bounds_server_reads(t *testing.T) {
 	}
 }
 
-// TestWriteTileStream_ends_on_drain checks that Drain ends an open ingest
+// TestWriteTileStream_EndsOnDrain checks that Drain ends an open ingest
 // stream with Unavailable instead of holding shutdown until the client
 // closes it, and that the tiles acknowledged before are stored.
-func TestWriteTileStream_ends_on_drain(t *testing.T) {
+func TestWriteTileStream_EndsOnDrain(t *testing.T) {
 	t.Parallel()
 	ts := startServer(t, serverOptions{})
 	c := ts.clients(t, protocols[1])

@@ -51,7 +51,7 @@ func TestParseAuthorization(t *testing.T) {
 	}
 }
 
-func TestFormatRoundTrip(t *testing.T) {
+func TestParseAuthorization_RoundTrip(t *testing.T) {
 	t.Parallel()
 	c, err := ParseAuthorization(FormatBasic("alice", "pa:ss word"))
 	if err != nil || c.Username != "alice" || c.Password != "pa:ss word" {

@@ -9,9 +9,9 @@ import (
 	"github.com/xcheng85/go-ldm/internal/testutil/testkit"
 )
 
-// TestNodePeer checks that only node certificates reach node-to-node
+// TestNodePeer_NodeCertificatesOnly checks that only node certificates reach node-to-node
 // endpoints under TLS.
-func TestNodePeer(t *testing.T) {
+func TestNodePeer_NodeCertificatesOnly(t *testing.T) {
 	t.Parallel()
 	p := testkit.NewPKI(t)
 	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
