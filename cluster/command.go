@@ -12,8 +12,10 @@ package cluster
 //	  N   volume name
 //	  4   tile count T
 //	  T times:
-//	    1   flags (bit 0: the tile has a brick key)
+//	    1   flags (bit 0: the tile has a brick key; bit 1: a request id)
 //	    16  brick key lod, x, y, z (4 bytes each; present only with bit 0)
+//	    1   request id length R (1..MaxRequestIDBytes; only with bit 1)
+//	    R   request id (see dedup.go)
 //	    4   CRC-32C of the value (0: not given by the writer)
 //	    4   value length L
 //	    L   value
@@ -61,7 +63,8 @@ const (
 	crcWidth      = 4
 	valueLenWidth = 4
 
-	flagHasKey = 1 << 0
+	flagHasKey       = 1 << 0
+	flagHasRequestID = 1 << 1
 )
 
 // command is a decoded log entry.
@@ -69,18 +72,34 @@ type command struct {
 	typ    cmdType
 	volume string
 	tiles  []storage.Tile     // cmdAppend; values alias the entry's bytes
+	ids    []string           // cmdAppend: request id per tile ("" none); nil when no tile has one
 	meta   storage.VolumeMeta // cmdCreateVolume
 }
 
 func encodeAppend(volume string, tiles []storage.Tile) ([]byte, error) {
+	return encodeAppendIDs(volume, tiles, nil)
+}
+
+// encodeAppendIDs encodes an append whose tile i carries request id ids[i]
+// ("" for none); ids is nil or as long as tiles.
+func encodeAppendIDs(volume string, tiles []storage.Tile, ids []string) ([]byte, error) {
 	if len(volume) > 0xffff {
 		return nil, fmt.Errorf("%w: volume name of %d bytes", storage.ErrInvalidName, len(volume))
+	}
+	if ids != nil && len(ids) != len(tiles) {
+		return nil, fmt.Errorf("%w: %d request ids for %d tiles", storage.ErrInvalidArgument, len(ids), len(tiles))
 	}
 	n := typeWidth + nameLenWidth + len(volume) + countWidth
 	for i := range tiles {
 		n += flagsWidth + crcWidth + valueLenWidth + len(tiles[i].Value)
 		if tiles[i].HasKey {
 			n += keyWidth
+		}
+		if ids != nil && ids[i] != "" {
+			if err := validRequestID(ids[i]); err != nil {
+				return nil, err
+			}
+			n += 1 + len(ids[i])
 		}
 	}
 	b := make([]byte, 0, n)
@@ -94,12 +113,20 @@ func encodeAppend(volume string, tiles []storage.Tile) ([]byte, error) {
 		if t.HasKey {
 			flags |= flagHasKey
 		}
+		hasID := ids != nil && ids[i] != ""
+		if hasID {
+			flags |= flagHasRequestID
+		}
 		b = append(b, flags)
 		if t.HasKey {
 			b = binary.LittleEndian.AppendUint32(b, t.Key.LOD)
 			b = binary.LittleEndian.AppendUint32(b, t.Key.X)
 			b = binary.LittleEndian.AppendUint32(b, t.Key.Y)
 			b = binary.LittleEndian.AppendUint32(b, t.Key.Z)
+		}
+		if hasID {
+			b = append(b, byte(len(ids[i])))
+			b = append(b, ids[i]...)
 		}
 		b = binary.LittleEndian.AppendUint32(b, t.CRC32C)
 		b = binary.LittleEndian.AppendUint32(b, uint32(len(t.Value)))
@@ -176,12 +203,27 @@ func decodeCommand(b []byte) (command, error) {
 		for i := uint32(0); i < count && d.err == nil; i++ {
 			var t storage.Tile
 			flags := d.take(flagsWidth)
-			if flags != nil && flags[0]&^flagHasKey != 0 {
+			if flags != nil && flags[0]&^(flagHasKey|flagHasRequestID) != 0 {
 				return command{}, fmt.Errorf("%w: tile %d has unknown flags %#x", errMalformed, i, flags[0])
 			}
 			if flags != nil && flags[0]&flagHasKey != 0 {
 				t.HasKey = true
 				t.Key = storage.BrickKey{LOD: d.u32(), X: d.u32(), Y: d.u32(), Z: d.u32()}
+			}
+			if flags != nil && flags[0]&flagHasRequestID != 0 {
+				if c.ids == nil {
+					c.ids = make([]string, i, count)
+				}
+				var idLen int
+				if p := d.take(1); p != nil {
+					idLen = int(p[0])
+				}
+				if d.err == nil && (idLen == 0 || idLen > MaxRequestIDBytes) {
+					return command{}, fmt.Errorf("%w: tile %d: request id of %d bytes", errMalformed, i, idLen)
+				}
+				c.ids = append(c.ids, string(d.take(idLen)))
+			} else if c.ids != nil {
+				c.ids = append(c.ids, "")
 			}
 			t.CRC32C = d.u32()
 			t.Value = d.take(int(d.u32()))

@@ -52,6 +52,7 @@ type wireError struct {
 
 type reply struct {
 	First    uint64              `json:"first,omitempty"`
+	Offsets  []uint64            `json:"offsets,omitempty"` // per tile, for appends with request ids
 	Info     *storage.VolumeInfo `json:"info,omitempty"`
 	Index    uint64              `json:"index,omitempty"`
 	LeaderID string              `json:"leader_id,omitempty"`
@@ -201,7 +202,7 @@ func (n *Node) forwardApply(ctx context.Context, addr string, cmd []byte) (*appl
 	if r.Error != nil && r.Error.Kind == "not_leader" {
 		return nil, n.fromWire(r.Error)
 	}
-	res := &applyResult{first: r.First, err: n.fromWire(r.Error)}
+	res := &applyResult{first: r.First, offsets: r.Offsets, err: n.fromWire(r.Error)}
 	if r.Info != nil {
 		res.info = *r.Info
 	}
@@ -272,7 +273,7 @@ func (n *Node) handleApply(w http.ResponseWriter, r *http.Request) {
 		writeReply(w, &reply{Error: toWire(err)})
 		return
 	}
-	out := &reply{First: res.first, Error: toWire(res.err)}
+	out := &reply{First: res.first, Offsets: res.offsets, Error: toWire(res.err)}
 	if res.info.Name != "" {
 		info := res.info
 		out.Info = &info

@@ -7,7 +7,13 @@ package cluster
 //	8       4      version (snapVersion), little-endian
 //	12      8      last applied Raft index of a command, little-endian
 //	20      4      CRC-32C of bytes 0..19, little-endian
-//	24      ...    the store's own snapshot stream (Store.Capture)
+//	version 2 only:
+//	24      4      length D of the request id table, little-endian
+//	28      D      the request id table (dedup.go, dedupTable.encode)
+//	28+D    4      CRC-32C of the table
+//	...     ...    the store's own snapshot stream (Store.Capture)
+//
+// Version 1 (no request id table) is still read.
 
 import (
 	"bytes"
@@ -54,7 +60,7 @@ type StoreSnapshot interface {
 
 const (
 	snapMagic      = "LDMSNAP\x00"
-	snapVersion    = 1
+	snapVersion    = 2
 	snapHeaderSize = 24
 )
 
@@ -76,6 +82,11 @@ type fsm struct {
 	// may stay below them; see Node.leaderReadIndex.
 	through uint64
 	changed chan struct{} // closed and replaced when applied or through grows
+
+	// dedup and replay are used on the FSM goroutine only (and by New
+	// before Raft starts).
+	dedup  *dedupTable
+	replay replayCursor
 }
 
 var (
@@ -85,12 +96,20 @@ var (
 
 func newFSM(store Store, log *slog.Logger) *fsm {
 	applied := store.AppliedIndex()
-	return &fsm{store: store, log: log, applied: applied, through: applied, changed: make(chan struct{})}
+	return &fsm{
+		store: store, log: log, applied: applied, through: applied, changed: make(chan struct{}),
+		dedup:  newDedupTable(dedupEntries),
+		replay: replayCursor{store: store, next: map[string]uint64{}},
+	}
 }
 
 // applyResult is what Raft hands back to the proposer of a command.
 type applyResult struct {
 	first uint64             // cmdAppend: offset of the first tile
+	// offsets is the offset of every tile of an append whose tiles carry
+	// request ids: a tile whose id was applied before has its original
+	// offset, so they need not be contiguous. Nil otherwise.
+	offsets []uint64
 	info  storage.VolumeInfo // cmdCreateVolume
 	err   error
 }
@@ -167,7 +186,103 @@ func (f *fsm) Apply(l *raft.Log) any {
 type pendingAppend struct {
 	pos   int // position in the batch
 	index uint64
-	tiles []storage.Tile
+	tiles []storage.Tile // the tiles to store
+
+	// With request ids (all nil without):
+	ids     []string // request id of each tile to store ("" for none)
+	stored  []int    // position in the command of each tile to store
+	offsets []uint64 // per tile of the command; duplicates filled in by prepare
+	dupOf   []int    // per tile: an earlier tile of the command with its id, -2 for a known id, -1 for none
+}
+
+// prepareAppend sorts the tiles of an append into those to store and
+// duplicates of ids already applied (or repeated within the command).
+func (f *fsm) prepareAppend(pos int, index uint64, c command) pendingAppend {
+	for j := range c.tiles {
+		c.tiles[j].Index = index
+	}
+	p := pendingAppend{pos: pos, index: index}
+	if c.ids == nil {
+		p.tiles = c.tiles
+		return p
+	}
+	p.offsets = make([]uint64, len(c.tiles))
+	p.dupOf = make([]int, len(c.tiles))
+	var seen map[string]int
+	for j := range c.tiles {
+		p.dupOf[j] = -1
+		if id := c.ids[j]; id != "" {
+			if off, ok := f.dedup.get(c.volume, id); ok {
+				p.offsets[j], p.dupOf[j] = off, -2
+				continue
+			}
+			if k, ok := seen[id]; ok {
+				p.dupOf[j] = k
+				continue
+			}
+			if seen == nil {
+				seen = map[string]int{}
+			}
+			seen[id] = j
+		}
+		p.stored = append(p.stored, j)
+		p.tiles = append(p.tiles, c.tiles[j])
+		p.ids = append(p.ids, c.ids[j])
+	}
+	return p
+}
+
+// finishAppend records the ids of the tiles stored from first on and
+// returns the command's result.
+func (f *fsm) finishAppend(volume string, p pendingAppend, first uint64) *applyResult {
+	if p.offsets == nil {
+		return &applyResult{first: first}
+	}
+	for k, j := range p.stored {
+		p.offsets[j] = first + uint64(k)
+		if id := p.ids[k]; id != "" {
+			f.dedup.put(volume, id, first+uint64(k))
+		}
+	}
+	for j, d := range p.dupOf {
+		if d >= 0 {
+			p.offsets[j] = p.offsets[d]
+		}
+	}
+	res := &applyResult{offsets: p.offsets}
+	if len(p.offsets) > 0 {
+		res.first = p.offsets[0]
+	}
+	return res
+}
+
+// replaySkipped records the effect on the request id table of an entry
+// the store already holds (Raft replays the log after its latest snapshot
+// on start): the ids of the tiles it stored, found in the store by their
+// Raft index, and the deletion of a volume.
+func (f *fsm) replaySkipped(l *raft.Log) {
+	c, err := decodeCommand(l.Data)
+	if err != nil {
+		return
+	}
+	switch c.typ {
+	case cmdCreateVolume:
+		f.replay.reset(c.volume)
+	case cmdDeleteVolume:
+		f.dedup.dropVolume(c.volume)
+		f.replay.reset(c.volume)
+	case cmdAppend:
+		if c.ids == nil {
+			return
+		}
+		first, ok := f.replay.locate(c.volume, l.Index)
+		if !ok {
+			return
+		}
+		p := f.prepareAppend(0, l.Index, c)
+		f.finishAppend(c.volume, p, first)
+		f.replay.advance(c.volume, first, len(p.tiles))
+	}
 }
 
 // ApplyBatch implements raft.BatchingFSM. Consecutive appends to the same
@@ -182,10 +297,12 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 
 	var run []pendingAppend
 	var runVolume string
+	var runIDs map[string]bool // request ids of the run's tiles to store
 	flush := func() {
 		if len(run) > 0 {
 			f.applyAppends(runVolume, run, out)
 			run = run[:0]
+			clear(runIDs)
 		}
 	}
 	for i, l := range logs {
@@ -198,6 +315,7 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 		if l.Index <= applied {
 			// The store already holds this entry's effect (a restart
 			// replays the log after the last snapshot).
+			f.replaySkipped(l)
 			out[i] = &applyResult{err: fmt.Errorf("raft index %d: %w", l.Index, errAlreadyApplied)}
 			continue
 		}
@@ -212,11 +330,25 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 			if len(run) > 0 && runVolume != c.volume {
 				flush()
 			}
-			runVolume = c.volume
-			for j := range c.tiles {
-				c.tiles[j].Index = l.Index
+			// An id that a tile earlier in the run stores is recorded
+			// only once that run is written: write it first.
+			for _, id := range c.ids {
+				if id != "" && runIDs[id] {
+					flush()
+					break
+				}
 			}
-			run = append(run, pendingAppend{pos: i, index: l.Index, tiles: c.tiles})
+			runVolume = c.volume
+			p := f.prepareAppend(i, l.Index, c)
+			for _, id := range p.ids {
+				if id != "" {
+					if runIDs == nil {
+						runIDs = map[string]bool{}
+					}
+					runIDs[id] = true
+				}
+			}
+			run = append(run, p)
 			continue
 		}
 		flush()
@@ -237,19 +369,32 @@ func (f *fsm) applyAppends(volume string, run []pendingAppend, out []any) {
 		for _, p := range run {
 			all = append(all, p.tiles...)
 		}
-		first, err := f.store.Append(ctx, volume, all...)
+		var first uint64
+		var err error
+		if len(all) > 0 {
+			first, err = f.store.Append(ctx, volume, all...)
+		}
 		if err == nil {
 			for _, p := range run {
-				out[p.pos] = &applyResult{first: first}
+				out[p.pos] = f.finishAppend(volume, p, first)
 				first += uint64(len(p.tiles))
 			}
 			return
 		}
 	}
 	for _, p := range run {
+		if len(p.tiles) == 0 && p.offsets != nil {
+			// Every tile repeats an applied request id.
+			out[p.pos] = f.finishAppend(volume, p, 0)
+			continue
+		}
 		first, err := f.store.Append(ctx, volume, p.tiles...)
 		f.checkErr(p.index, err)
-		out[p.pos] = &applyResult{first: first, err: err}
+		if err != nil {
+			out[p.pos] = &applyResult{first: first, err: err}
+			continue
+		}
+		out[p.pos] = f.finishAppend(volume, p, first)
 	}
 }
 
@@ -266,6 +411,7 @@ func (f *fsm) applyOther(index uint64, c command) *applyResult {
 		err := f.store.DeleteVolume(ctx, c.volume)
 		f.checkErr(index, err)
 		if err == nil {
+			f.dedup.dropVolume(c.volume)
 			if err2 := f.store.SetAppliedIndex(index); err2 != nil {
 				f.log.Error("cannot record applied index", "index", index, "error", err2)
 			}
@@ -302,7 +448,7 @@ func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
 		return nil, fmt.Errorf("capture store: %w", err)
 	}
 	applied, _ := f.appliedIndex()
-	return &fsmSnapshot{snap: snap, applied: applied}, nil
+	return &fsmSnapshot{snap: snap, applied: applied, dedup: f.dedup.encode()}, nil
 }
 
 // Restore implements raft.FSM: it replaces the store with the snapshot.
@@ -312,9 +458,15 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 	if _, err := io.ReadFull(rc, h[:]); err != nil {
 		return fmt.Errorf("%w: header: %v", ErrBadSnapshot, err)
 	}
-	applied, err := parseSnapHeader(h[:])
+	applied, version, err := parseSnapHeader(h[:])
 	if err != nil {
 		return err
+	}
+	dedup := newDedupTable(dedupEntries)
+	if version >= 2 {
+		if dedup, err = readDedup(rc); err != nil {
+			return err
+		}
 	}
 	if err := f.store.Restore(rc); err != nil {
 		return fmt.Errorf("restore store: %w", err)
@@ -324,6 +476,8 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 			return fmt.Errorf("restore store: %w", err)
 		}
 	}
+	f.dedup = dedup
+	f.replay = replayCursor{store: f.store, next: map[string]uint64{}}
 	f.mu.Lock()
 	f.applied = f.store.AppliedIndex()
 	f.through = max(f.through, f.applied)
@@ -341,22 +495,51 @@ func snapHeader(applied uint64) []byte {
 	return binary.LittleEndian.AppendUint32(h, storage.Checksum(h))
 }
 
-func parseSnapHeader(h []byte) (uint64, error) {
+// parseSnapHeader returns the applied index and the version of a
+// snapshot header.
+func parseSnapHeader(h []byte) (applied uint64, version uint32, err error) {
 	if !bytes.Equal(h[:8], []byte(snapMagic)) {
-		return 0, fmt.Errorf("%w: magic %q", ErrBadSnapshot, h[:8])
+		return 0, 0, fmt.Errorf("%w: magic %q", ErrBadSnapshot, h[:8])
 	}
 	if sum := binary.LittleEndian.Uint32(h[20:24]); sum != storage.Checksum(h[:20]) {
-		return 0, fmt.Errorf("%w: header checksum", ErrBadSnapshot)
+		return 0, 0, fmt.Errorf("%w: header checksum", ErrBadSnapshot)
 	}
-	if v := binary.LittleEndian.Uint32(h[8:12]); v != snapVersion {
-		return 0, fmt.Errorf("%w: version %d (want %d)", ErrBadSnapshot, v, snapVersion)
+	if v := binary.LittleEndian.Uint32(h[8:12]); v != 1 && v != snapVersion {
+		return 0, 0, fmt.Errorf("%w: version %d (want 1 or %d)", ErrBadSnapshot, v, snapVersion)
 	}
-	return binary.LittleEndian.Uint64(h[12:20]), nil
+	return binary.LittleEndian.Uint64(h[12:20]), binary.LittleEndian.Uint32(h[8:12]), nil
+}
+
+// maxDedupBytes bounds the request id table of a snapshot when it is read.
+const maxDedupBytes = dedupEntries*(2+maxVolumeNameBytes+1+MaxRequestIDBytes+8) + 4
+
+// maxVolumeNameBytes is the longest volume name (storage.ValidateName).
+const maxVolumeNameBytes = 64
+
+// readDedup reads the request id table section of a version 2 snapshot.
+func readDedup(r io.Reader) (*dedupTable, error) {
+	var n [4]byte
+	if _, err := io.ReadFull(r, n[:]); err != nil {
+		return nil, fmt.Errorf("%w: request id table: %v", ErrBadSnapshot, err)
+	}
+	size := binary.LittleEndian.Uint32(n[:])
+	if size > maxDedupBytes {
+		return nil, fmt.Errorf("%w: request id table of %d bytes", ErrBadSnapshot, size)
+	}
+	b := make([]byte, size+4)
+	if _, err := io.ReadFull(r, b); err != nil {
+		return nil, fmt.Errorf("%w: request id table: %v", ErrBadSnapshot, err)
+	}
+	if binary.LittleEndian.Uint32(b[size:]) != storage.Checksum(b[:size]) {
+		return nil, fmt.Errorf("%w: request id table checksum", ErrBadSnapshot)
+	}
+	return decodeDedup(b[:size], dedupEntries)
 }
 
 type fsmSnapshot struct {
 	snap    StoreSnapshot
 	applied uint64
+	dedup   []byte // the encoded request id table
 }
 
 // Persist implements raft.FSMSnapshot.
@@ -364,6 +547,13 @@ func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
 	if _, err := sink.Write(snapHeader(s.applied)); err != nil {
 		sink.Cancel()
 		return fmt.Errorf("write snapshot header: %w", err)
+	}
+	sec := binary.LittleEndian.AppendUint32(nil, uint32(len(s.dedup)))
+	sec = append(sec, s.dedup...)
+	sec = binary.LittleEndian.AppendUint32(sec, storage.Checksum(s.dedup))
+	if _, err := sink.Write(sec); err != nil {
+		sink.Cancel()
+		return fmt.Errorf("write snapshot request ids: %w", err)
 	}
 	if _, err := s.snap.WriteTo(sink); err != nil {
 		sink.Cancel()

@@ -415,7 +415,7 @@ func (n *Node) restoreIfBehind(snaps *raft.FileSnapshotStore) error {
 	if err != nil {
 		return fmt.Errorf("list snapshots: %w", err)
 	}
-	if len(list) == 0 || list[0].Index <= n.store.AppliedIndex() {
+	if len(list) == 0 {
 		return nil
 	}
 	meta, rc, err := snaps.Open(list[0].ID)
@@ -432,12 +432,22 @@ func (n *Node) restoreIfBehind(snaps *raft.FileSnapshotStore) error {
 		rc.Close()
 		return fmt.Errorf("snapshot %s: %w: header: %v", meta.ID, ErrBadSnapshot, err)
 	}
-	applied, err := parseSnapHeader(h[:])
+	applied, version, err := parseSnapHeader(h[:])
 	if err != nil {
 		rc.Close()
 		return fmt.Errorf("snapshot %s: %w", meta.ID, err)
 	}
 	if applied <= n.store.AppliedIndex() {
+		// The store holds the snapshot; the request id table it carries
+		// is the FSM's from there on (Raft replays the entries after it).
+		if version >= 2 {
+			t, err := readDedup(rc)
+			if err != nil {
+				rc.Close()
+				return fmt.Errorf("snapshot %s: %w", meta.ID, err)
+			}
+			n.fsm.dedup = t
+		}
 		return rc.Close()
 	}
 	rc = readCloser{io.MultiReader(bytes.NewReader(h[:]), rc), rc}
@@ -693,31 +703,76 @@ func (n *Node) DeleteVolume(ctx context.Context, name string) error {
 // Append implements storage.LDM. It returns once the tiles are committed
 // by a majority and applied on the leader.
 func (n *Node) Append(ctx context.Context, volume string, tiles ...storage.Tile) (uint64, error) {
-	if err := storage.ValidateName(volume); err != nil {
-		return 0, err
-	}
-	for i := range tiles {
-		if n, limit := len(tiles[i].Value), n.cfg.MaxTileBytes; n > limit {
-			return 0, fmt.Errorf("tile of %d bytes, the limit is %d: %w", n, limit, storage.ErrTooLarge)
-		}
-		if c := tiles[i].CRC32C; c != 0 {
-			if sum := storage.Checksum(tiles[i].Value); sum != c {
-				return 0, fmt.Errorf("tile crc32c %08x does not match its bytes (%08x): %w", c, sum, storage.ErrCorrupt)
-			}
-		}
-	}
-	cmd, err := encodeAppend(volume, tiles)
-	if err != nil {
-		return 0, err
-	}
-	if len(cmd) > n.cfg.maxCommandBytes {
-		return 0, fmt.Errorf("a write of %d tiles encodes to %d bytes, the limit is %d: %w", len(tiles), len(cmd), n.cfg.maxCommandBytes, storage.ErrTooLarge)
-	}
-	res, err := n.apply(ctx, cmd)
+	res, err := n.appendCmd(ctx, volume, tiles, nil)
 	if err != nil {
 		return 0, err
 	}
 	return res.first, res.err
+}
+
+// AppendIdempotent appends tiles whose tile i carries the client request
+// id ids[i] ("" for none; ids is as long as tiles). A tile whose id was
+// applied to the volume before (within the most recent ids the FSM keeps,
+// see dedup.go) is not stored again; its offset is the original one. The
+// ids travel in the Raft command, so a retry after a leader change is
+// recognized too. It returns the offset of every tile, in order.
+func (n *Node) AppendIdempotent(ctx context.Context, volume string, tiles []storage.Tile, ids []string) ([]uint64, error) {
+	if len(ids) != len(tiles) {
+		return nil, fmt.Errorf("%w: %d request ids for %d tiles", storage.ErrInvalidArgument, len(ids), len(tiles))
+	}
+	res, err := n.appendCmd(ctx, volume, tiles, ids)
+	if err != nil {
+		return nil, err
+	}
+	if res.err != nil {
+		return nil, res.err
+	}
+	if res.offsets != nil {
+		return res.offsets, nil
+	}
+	out := make([]uint64, len(tiles))
+	for i := range out {
+		out[i] = res.first + uint64(i)
+	}
+	return out, nil
+}
+
+// appendCmd checks tiles, encodes them with ids (nil: none) and commits
+// the command.
+func (n *Node) appendCmd(ctx context.Context, volume string, tiles []storage.Tile, ids []string) (*applyResult, error) {
+	if err := storage.ValidateName(volume); err != nil {
+		return nil, err
+	}
+	for i := range tiles {
+		if n, limit := len(tiles[i].Value), n.cfg.MaxTileBytes; n > limit {
+			return nil, fmt.Errorf("tile of %d bytes, the limit is %d: %w", n, limit, storage.ErrTooLarge)
+		}
+		if c := tiles[i].CRC32C; c != 0 {
+			if sum := storage.Checksum(tiles[i].Value); sum != c {
+				return nil, fmt.Errorf("tile crc32c %08x does not match its bytes (%08x): %w", c, sum, storage.ErrCorrupt)
+			}
+		}
+	}
+	if allEmpty(ids) {
+		ids = nil
+	}
+	cmd, err := encodeAppendIDs(volume, tiles, ids)
+	if err != nil {
+		return nil, err
+	}
+	if len(cmd) > n.cfg.maxCommandBytes {
+		return nil, fmt.Errorf("a write of %d tiles encodes to %d bytes, the limit is %d: %w", len(tiles), len(cmd), n.cfg.maxCommandBytes, storage.ErrTooLarge)
+	}
+	return n.apply(ctx, cmd)
+}
+
+func allEmpty(ids []string) bool {
+	for _, id := range ids {
+		if id != "" {
+			return false
+		}
+	}
+	return true
 }
 
 // apply commits cmd: locally when this node leads, else through the
