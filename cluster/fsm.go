@@ -105,13 +105,13 @@ func newFSM(store Store, log *slog.Logger) *fsm {
 
 // applyResult is what Raft hands back to the proposer of a command.
 type applyResult struct {
-	first uint64             // cmdAppend: offset of the first tile
+	first uint64 // cmdAppend: offset of the first tile
 	// offsets is the offset of every tile of an append whose tiles carry
 	// request ids: a tile whose id was applied before has its original
 	// offset, so they need not be contiguous. Nil otherwise.
 	offsets []uint64
-	info  storage.VolumeInfo // cmdCreateVolume
-	err   error
+	info    storage.VolumeInfo // cmdCreateVolume
+	err     error
 }
 
 func (f *fsm) appliedIndex() (uint64, <-chan struct{}) {
