@@ -165,15 +165,24 @@ func isNotModified(err error) bool {
 
 // validateInterceptor checks each request message (every message of a
 // stream, too) before the handler sees it: volume names, required fields,
-// ranges and the tile size. A bad message fails with InvalidArgument (with
-// a google.rpc.BadRequest naming the field) or ResourceExhausted. It is the
-// innermost interceptor.
-type validateInterceptor struct{ maxTile int }
+// ranges, the tile size, and brick keys against the volume's levels and
+// brick grid (lookup finds the volume; nil skips that check). A bad
+// message fails with InvalidArgument (with a google.rpc.BadRequest naming
+// the field) or ResourceExhausted. It is the innermost interceptor.
+type validateInterceptor struct {
+	maxTile int
+	lookup  volumeLookup
+}
 
 func (i validateInterceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
 	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
 		if err := validateRequest(req.Any(), i.maxTile, true); err != nil {
 			return nil, connectError(err)
+		}
+		if i.lookup != nil {
+			if err := (&keyChecker{lookup: i.lookup}).check(req.Any()); err != nil {
+				return nil, connectError(err)
+			}
 		}
 		return next(ctx, req)
 	}
@@ -185,7 +194,7 @@ func (i validateInterceptor) WrapStreamingClient(next connect.StreamingClientFun
 
 func (i validateInterceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
 	return func(ctx context.Context, conn connect.StreamingHandlerConn) error {
-		return next(ctx, &validatingConn{StreamingHandlerConn: conn, maxTile: i.maxTile})
+		return next(ctx, &validatingConn{StreamingHandlerConn: conn, maxTile: i.maxTile, keys: keyChecker{lookup: i.lookup}})
 	}
 }
 
@@ -194,6 +203,7 @@ type validatingConn struct {
 	connect.StreamingHandlerConn
 	maxTile  int
 	received atomic.Int64
+	keys     keyChecker // used by Receive only, which one goroutine calls
 }
 
 func (c *validatingConn) Receive(m any) error {
@@ -202,6 +212,11 @@ func (c *validatingConn) Receive(m any) error {
 	}
 	if err := validateRequest(m, c.maxTile, c.received.Add(1) == 1); err != nil {
 		return connectError(err)
+	}
+	if c.keys.lookup != nil {
+		if err := c.keys.check(m); err != nil {
+			return connectError(err)
+		}
 	}
 	return nil
 }

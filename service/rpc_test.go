@@ -152,8 +152,12 @@ func exerciseEveryRPC(t *testing.T, c apiClients, addr string) {
 	if err != nil || b.Msg.GetTile().GetOffset() != 8 {
 		t.Fatalf("GetBrick: %v %v", b, err)
 	}
-	if _, err := c.volumes.GetBrick(ctx, connect.NewRequest(&ldmv1.GetBrickRequest{Volume: "ct-1", Key: &ldmv1.BrickKey{Lod: 0, X: 7}})); connect.CodeOf(err) != connect.CodeNotFound {
-		t.Fatalf("GetBrick of a missing brick: %v, want not_found", err)
+	if _, err := c.volumes.GetBrick(ctx, connect.NewRequest(&ldmv1.GetBrickRequest{Volume: "ct-2", Key: &ldmv1.BrickKey{Lod: 0}})); connect.CodeOf(err) != connect.CodeNotFound {
+		t.Fatalf("GetBrick of a missing volume: %v, want not_found", err)
+	}
+	// A key outside the volume's 2x2x2 grid is not a brick of it.
+	if _, err := c.volumes.GetBrick(ctx, connect.NewRequest(&ldmv1.GetBrickRequest{Volume: "ct-1", Key: &ldmv1.BrickKey{Lod: 0, X: 7}})); connect.CodeOf(err) != connect.CodeInvalidArgument {
+		t.Fatalf("GetBrick outside the grid: %v, want invalid_argument", err)
 	}
 
 	// StreamBricks: coarsest level first, then nearest to the focus.

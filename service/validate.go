@@ -35,7 +35,7 @@ func validateRequest(m any, maxTile int, first bool) error {
 	case *ldmv1.ReadTileStreamRequest:
 		return validateVolumeName("volume", r.GetVolume())
 	case *ldmv1.CreateVolumeRequest:
-		return validateNewVolume(r.GetVolume())
+		return validateNewVolume(r.GetVolume(), maxTile)
 	case *ldmv1.GetVolumeRequest:
 		return validateVolumeName("name", r.GetName())
 	case *ldmv1.DeleteVolumeRequest:
@@ -109,8 +109,10 @@ func validateTile(field string, t *ldmv1.Tile, maxTile int) error {
 }
 
 // validateNewVolume checks a CreateVolume request field by field, so each
-// problem names its field; the store normalizes and checks again.
-func validateNewVolume(v *ldmv1.Volume) error {
+// problem names its field; the store normalizes and checks again. A brick
+// whose voxels do not fit in one tile of maxTile bytes is refused: it could
+// never be written.
+func validateNewVolume(v *ldmv1.Volume, maxTile int) error {
 	if v == nil {
 		return invalidField("volume", "a volume is required")
 	}
@@ -128,9 +130,18 @@ func validateNewVolume(v *ldmv1.Volume) error {
 		if b.GetX() == 0 || b.GetY() == 0 || b.GetZ() == 0 || b.GetX() > 1024 || b.GetY() > 1024 || b.GetZ() > 1024 {
 			return invalidField("volume.brick_shape", "brick shape %dx%dx%d must be 1..1024 in x, y and z", b.GetX(), b.GetY(), b.GetZ())
 		}
+		size := uint64(storage.DataType(v.GetDataType()).Size())
+		if n := uint64(b.GetX()) * uint64(b.GetY()) * uint64(b.GetZ()) * size; n > uint64(maxTile) {
+			return invalidField("volume.brick_shape", "a %dx%dx%d brick of %v is %d bytes, above the largest tile (%d bytes): use a smaller brick shape",
+				b.GetX(), b.GetY(), b.GetZ(), v.GetDataType(), n, maxTile)
+		}
 	}
 	if v.GetLodCount() > 32 {
 		return invalidField("volume.lod_count", "lod_count %d (at most 32)", v.GetLodCount())
+	}
+	if n := maxLevels(s); v.GetLodCount() > n {
+		return invalidField("volume.lod_count", "lod_count %d: a %dx%dx%d volume has at most %d levels (each halves the shape, rounding up, down to one voxel)",
+			v.GetLodCount(), s.GetX(), s.GetY(), s.GetZ(), n)
 	}
 	if n := len(v.GetSpacing()); n != 0 && n != 3 {
 		return invalidField("volume.spacing", "spacing has %d values (want 0 or 3)", n)
@@ -142,4 +153,83 @@ func validateNewVolume(v *ldmv1.Volume) error {
 	}
 	m := apiconv.MetaFromAPI(v)
 	return withField("volume", m.Normalize())
+}
+
+// maxLevels returns how many levels of detail a volume of shape s can
+// have: level l has shape ceil(s/2^l) in each axis, and the last level is
+// the first that is one voxel in every axis (levels beyond it would repeat
+// it).
+func maxLevels(s *ldmv1.Shape) uint32 {
+	m := max(s.GetX(), s.GetY(), s.GetZ())
+	n := uint32(1)
+	for m > 1 {
+		m = m/2 + m%2
+		n++
+	}
+	return n
+}
+
+// volumeLookup finds a volume's metadata; Tiles.Volume satisfies it.
+type volumeLookup func(name string) (storage.VolumeInfo, error)
+
+// keyChecker checks the brick keys of WriteTile, WriteTileStream and
+// GetBrick requests against the volume they name: the level must be below
+// the volume's lod_count and x, y and z inside that level's brick grid
+// (ceil(shape/2^lod/brick_shape)). A volume that does not exist is left to
+// the handler (NotFound). It remembers the last volume it looked up, so a
+// stream looks each volume up once; it is not safe for concurrent use.
+type keyChecker struct {
+	lookup volumeLookup
+	name   string // the volume of the previous message of a stream
+	meta   *storage.VolumeMeta
+}
+
+// check validates the brick key of m, if it has one.
+func (c *keyChecker) check(m any) error {
+	var volume, field string
+	var key *ldmv1.BrickKey
+	switch r := m.(type) {
+	case *ldmv1.WriteTileRequest:
+		volume, key, field = r.GetVolume(), r.GetTile().GetKey(), "tile.key"
+	case *ldmv1.WriteTileStreamRequest:
+		volume, key, field = r.GetVolume(), r.GetTile().GetKey(), "tile.key"
+		if volume == "" {
+			volume = c.name // a later message of the stream
+		}
+	case *ldmv1.GetBrickRequest:
+		volume, key, field = r.GetVolume(), r.GetKey(), "key"
+	default:
+		return nil
+	}
+	if volume != c.name || c.meta == nil {
+		c.name, c.meta = volume, nil
+		info, err := c.lookup(volume)
+		if err != nil {
+			return nil // the handler answers NotFound (or the store's error)
+		}
+		c.meta = &info.VolumeMeta
+	}
+	if key == nil {
+		return nil
+	}
+	return validateBrickKey(field, c.meta, key)
+}
+
+// validateBrickKey checks that key names a brick of the volume m.
+func validateBrickKey(field string, m *storage.VolumeMeta, key *ldmv1.BrickKey) error {
+	lods := max(m.LODCount, 1)
+	if key.GetLod() >= lods {
+		return invalidField(field+".lod", "lod %d of volume %q, which has %d level(s) (0..%d)", key.GetLod(), m.Name, lods, lods-1)
+	}
+	g := m.BrickGrid(key.GetLod())
+	for _, a := range []struct {
+		axis    string
+		at, len uint32
+	}{{"x", key.GetX(), g.X}, {"y", key.GetY(), g.Y}, {"z", key.GetZ(), g.Z}} {
+		if a.at >= a.len {
+			return invalidField(field+"."+a.axis, "brick %s=%d is outside level %d of volume %q, whose brick grid is %dx%dx%d (indices from 0)",
+				a.axis, a.at, key.GetLod(), m.Name, g.X, g.Y, g.Z)
+		}
+	}
+	return nil
 }
