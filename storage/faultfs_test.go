@@ -52,6 +52,9 @@ type faultFS struct {
 	held     map[uint64]*os.File
 	rootIno  uint64
 	noSpace  int // ENOSPC errors returned
+	// failSync, if set, is asked before each file sync; an error it
+	// returns is the sync's result (nothing is recorded as durable).
+	failSync func(h *os.File) error
 }
 
 var errPowerCut = &os.PathError{Op: "fsync", Path: "(power cut)", Err: syscall.EIO}
@@ -460,6 +463,11 @@ func (f *faultFS) Sync(h *os.File) error { return f.Datasync(h) }
 func (f *faultFS) Datasync(h *os.File) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.failSync != nil && !f.dead {
+		if err := f.failSync(h); err != nil {
+			return err
+		}
+	}
 	if err := f.syncPoint(); err != nil {
 		return err
 	}

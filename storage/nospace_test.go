@@ -223,3 +223,94 @@ func testFullDisk(t *testing.T, policy SyncPolicy) {
 	}
 	check(s, "reopened")
 }
+
+// TestStore_FailedCommit fails some fdatasyncs of the data files with
+// EDQUOT (a quota, or a file system that reports a full disk at writeback)
+// while four appenders share group commits: every appender whose tiles
+// were in a failed commit gets ErrNoSpace, the others succeed, exactly the
+// acknowledged tiles are visible (once each), and so after a reopen.
+func TestStore_FailedCommit(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	root := filepath.Join(t.TempDir(), "store")
+	ffs := newFaultFS(t, root)
+	cfg := Config{BlockBytes: 16 << 10, Logger: slog.New(slog.DiscardHandler), fs: ffs}
+	s, err := Open(root, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { s.Close() }()
+	if _, err := s.CreateVolume(ctx, VolumeMeta{Name: "v", Shape: Shape{8, 8, 8}, DataType: Uint8}); err != nil {
+		t.Fatal(err)
+	}
+	syncs, failed := 0, 0
+	ffs.failSync = func(h *os.File) error {
+		if !strings.HasSuffix(h.Name(), ".data") {
+			return nil
+		}
+		syncs++
+		if syncs%4 != 0 {
+			return nil
+		}
+		failed++
+		return &os.PathError{Op: "fdatasync", Path: h.Name(), Err: syscall.EDQUOT}
+	}
+	var mu sync.Mutex
+	acked := map[uint64]int{}
+	refused := 0
+	var wg sync.WaitGroup
+	for a := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 40 {
+				n := a*1000 + i
+				off, err := s.Append(ctx, "v", Tile{Value: fullDiskValue(n)})
+				mu.Lock()
+				switch {
+				case err == nil:
+					if prev, ok := acked[off]; ok {
+						t.Errorf("offset %d acknowledged twice (values %d and %d)", off, prev, n)
+					}
+					acked[off] = n
+				case errors.Is(err, ErrNoSpace) && errors.Is(err, syscall.EDQUOT):
+					refused++
+				default:
+					t.Errorf("append: %v, want ErrNoSpace wrapping EDQUOT", err)
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	if failed == 0 || refused == 0 {
+		t.Fatalf("%d failed syncs, %d refused appends: the test did not fail a commit", failed, refused)
+	}
+	check := func(s *Store, when string) {
+		t.Helper()
+		info, err := s.Volume("v")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.NextOffset != uint64(len(acked)) {
+			t.Fatalf("%s: %d tiles visible, %d acknowledged (%d refused)", when, info.NextOffset, len(acked), refused)
+		}
+		for off, n := range acked {
+			if got, err := s.Read("v", off); err != nil || !bytes.Equal(got.Value, fullDiskValue(n)) {
+				t.Fatalf("%s: Read(%d): %v", when, off, err)
+			}
+		}
+		if d, err := s.Verify(ctx); err != nil || len(d) != 0 {
+			t.Fatalf("%s: Verify: %v, %v", when, d, err)
+		}
+	}
+	check(s, "after the failures")
+	ffs.failSync = nil
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if s, err = Open(root, Config{BlockBytes: 16 << 10, Logger: slog.New(slog.DiscardHandler)}); err != nil {
+		t.Fatal(err)
+	}
+	check(s, "reopened")
+}
