@@ -64,7 +64,7 @@ func TestNode_Conformance(t *testing.T) {
 }
 
 // The optional capabilities the service detects on the value it serves
-// (service.ReadBarrier, ReaderInto and Membership), spelled out here
+// (service.ReadBarrier, ReaderInto, Membership and IdempotentAppender), spelled out here
 // because cluster does not import service: a changed signature would
 // silently turn a capability off.
 var _ interface {
@@ -73,6 +73,7 @@ var _ interface {
 	Servers(ctx context.Context) ([]*ldmv1.Server, error)
 	RemoveServer(ctx context.Context, id string) error
 	TransferLeader(ctx context.Context, id string) (string, error)
+	AppendIdempotent(ctx context.Context, volume string, tiles []storage.Tile, ids []string) ([]uint64, error)
 } = (*Node)(nil)
 
 // TestNode_ReadInto checks that a Node forwards the file store's

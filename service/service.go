@@ -125,6 +125,9 @@ type Server struct {
 	streams    streams
 	drainGrace time.Duration
 
+	// ids deduplicates writes by request id when the store cannot (see
+	// IdempotentAppender).
+	ids requestIDs
 	handler http.Handler
 	paths   []string
 }

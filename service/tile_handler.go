@@ -50,7 +50,11 @@ func appendError(err error) error {
 }
 
 func (h *tileHandler) WriteTile(ctx context.Context, req *connect.Request[ldmv1.WriteTileRequest]) (*connect.Response[ldmv1.WriteTileResponse], error) {
-	off, err := h.s.store.Append(ctx, req.Msg.GetVolume(), apiconv.TileFromAPI(req.Msg.GetTile()))
+	var ids []string
+	if id := req.Msg.GetRequestId(); id != "" {
+		ids = []string{id}
+	}
+	off, _, err := h.s.appendTiles(ctx, req.Msg.GetVolume(), []storage.Tile{apiconv.TileFromAPI(req.Msg.GetTile())}, ids)
 	if err != nil {
 		return nil, connectError(appendError(err))
 	}
@@ -240,6 +244,7 @@ func (h *tileHandler) WriteTileStream(ctx context.Context, stream *connect.BidiS
 	type item struct {
 		volume string
 		tile   storage.Tile
+		id     string // request id
 		held   [2]int64 // bytes taken from the stream's and the server's budget
 	}
 	own := newByteBudget(h.s.streamIngest)
@@ -278,7 +283,7 @@ func (h *tileHandler) WriteTileStream(ctx context.Context, stream *connect.BidiS
 			if msg.GetVolume() != "" {
 				volume = msg.GetVolume()
 			}
-			it := item{volume: volume, tile: apiconv.TileFromAPI(msg.GetTile())}
+			it := item{volume: volume, tile: apiconv.TileFromAPI(msg.GetTile()), id: msg.GetRequestId()}
 			n := int64(len(it.tile.Value))
 			var aerr error
 			if it.held[0], aerr = own.acquire(ctx, n); aerr == nil {
@@ -301,6 +306,7 @@ func (h *tileHandler) WriteTileStream(ctx context.Context, stream *connect.BidiS
 	}()
 
 	batch := make([]storage.Tile, 0, ingestQueue)
+	batchIDs := make([]string, 0, ingestQueue)
 	held := make([]item, 0, ingestQueue)
 	res := &ldmv1.WriteTileStreamResponse{}
 	for {
@@ -323,6 +329,7 @@ func (h *tileHandler) WriteTileStream(ctx context.Context, stream *connect.BidiS
 			first = it
 		}
 		batch = append(batch[:0], first.tile)
+		batchIDs = append(batchIDs[:0], first.id)
 		held = append(held[:0], first)
 		size := len(first.tile.Value)
 	fill:
@@ -337,13 +344,14 @@ func (h *tileHandler) WriteTileStream(ctx context.Context, stream *connect.BidiS
 					break fill
 				}
 				batch = append(batch, it.tile)
+				batchIDs = append(batchIDs, it.id)
 				held = append(held, it)
 				size += len(it.tile.Value)
 			default:
 				break fill
 			}
 		}
-		off, err := h.s.store.Append(ctx, first.volume, batch...)
+		off, offs, err := h.s.appendTiles(ctx, first.volume, batch, batchIDs)
 		clear(batch) // drop references to tile bytes
 		for _, it := range held {
 			releaseItem(it)
@@ -356,6 +364,9 @@ func (h *tileHandler) WriteTileStream(ctx context.Context, stream *connect.BidiS
 		}
 		for i := range batch {
 			res.Offset = off + uint64(i)
+			if offs != nil {
+				res.Offset = offs[i]
+			}
 			if err := stream.Send(res); err != nil {
 				return connectError(err)
 			}
