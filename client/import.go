@@ -231,7 +231,9 @@ func importFile(ctx context.Context, path string, vol *ldmv1.Volume, opts Import
 // of base (nil means an empty volume) with the shape and data type of the
 // file's header, the header's spacing when base has none, the levels of
 // detail until the volume fits in one brick when base has none
-// (pyramid.LevelsToFit), and labels that record the source, each only
+// (pyramid.LevelsToFit), the header's transform and space when base has no
+// transform (its columns scaled to base's spacing when base sets one, so
+// the directions and origin stay the file's), and labels that record the source, each only
 // where base has none of that key: source.file (the file's base name),
 // source.format, source.byte_order (big-endian files), source.time_point
 // ("t of n", 4D files) and nifti.scl_slope and nifti.scl_inter when the
@@ -244,6 +246,22 @@ func VolumeFromFile(img *volfile.Image, base *ldmv1.Volume) *ldmv1.Volume {
 	}
 	v.Shape = apiconv.ShapeToAPI(img.Shape)
 	v.DataType = ldmv1.DataType(img.DataType)
+	if len(v.Transform) == 0 {
+		// The file's transform, its columns rescaled to base's spacing when
+		// base sets one (the directions and origin stay the file's).
+		a := img.Transform
+		if len(v.Spacing) == 3 {
+			for c := 0; c < 3; c++ {
+				if n := a.ColumnNorm(c); n > 0 {
+					for r := 0; r < 3; r++ {
+						a[4*r+c] *= v.Spacing[c] / n
+					}
+				}
+			}
+		}
+		v.Transform = a[:]
+		v.Space = apiconv.SpaceToAPI(img.Space)
+	}
 	if len(v.Spacing) == 0 {
 		v.Spacing = append([]float64(nil), img.Spacing[:]...)
 	}

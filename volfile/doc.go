@@ -3,7 +3,8 @@
 // headerless raw files with an explicit shape and data type.
 //
 // Open detects the format from the file's content, parses the header into a
-// Header (shape, data type, spacing, byte order, time points) and returns an
+// Header (shape, data type, spacing, voxel-to-world transform and its
+// space, byte order, time points) and returns an
 // Image whose ReadVoxels yields one 3D volume as little-endian voxels, x
 // fastest, which is the layout the tile store keeps.
 //
@@ -14,6 +15,11 @@
 //     ErrUnsupported and is a *FieldError naming the header field, the value
 //     found and what is supported. A malformed header wraps ErrFormat; voxel
 //     data shorter than the header promises wraps ErrTruncated.
+//   - Header.Transform is a usable affine whose column lengths are
+//     Header.Spacing: NIfTI's sform, else its qform, else diag(pixdim); NRRD's
+//     space directions and space origin (see orient.go). A degenerate
+//     transform (a zero, non-finite or parallel axis, a quaternion with
+//     b^2+c^2+d^2 above 1) fails with ErrFormat naming the field.
 //   - A 4D file is read only with a chosen time point (Options.TimePoint);
 //     without one Open fails, naming the field that holds the fourth axis.
 //

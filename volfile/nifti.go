@@ -13,6 +13,11 @@ package volfile
 //	108     float32     vox_offset    byte offset of the voxels in a .nii file
 //	112     float32     scl_slope     value = stored*scl_slope + scl_inter
 //	116     float32     scl_inter
+//	252     int16       qform_code    > 0: the qform is used (when sform_code is not)
+//	254     int16       sform_code    > 0: the sform is used
+//	256     float32[3]  quatern_b/c/d qform rotation (a = sqrt(1-b^2-c^2-d^2))
+//	268     float32[3]  qoffset_x/y/z qform translation (mm)
+//	280     float32[12] srow_x/y/z    sform rows (mm); see orient.go
 //	344     char[4]     magic         "n+1\0" (single .nii) or "ni1\0" (.hdr + .img)
 //
 // Voxels are stored x fastest, then y, z, t; a .nii file keeps them at
@@ -176,6 +181,10 @@ func ParseNIfTI1Header(b []byte) (Header, error) {
 	h := Header{Format: f, Shape: shape, DataType: dt, ByteOrder: bo, TimePoints: uint32(sizes[3])}
 	for i := 0; i < 3; i++ {
 		h.Spacing[i] = cleanSpacing(float64(math.Float32frombits(bo.Uint32(b[offPixdim+4*(i+1):]))))
+	}
+	qcode, scode := int16(bo.Uint16(b[offQformCode:])), int16(bo.Uint16(b[offSformCode:]))
+	if err := niftiTransform(&h, b, bo, qcode, scode); err != nil {
+		return Header{}, err
 	}
 	vox := float64(math.Float32frombits(bo.Uint32(b[offVoxOffset:])))
 	if magic == "n+1\x00" {

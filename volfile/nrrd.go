@@ -225,6 +225,10 @@ func ParseNRRDHeader(r *bufio.Reader) (Header, int64, error) {
 		}
 	}
 
+	if err := nrrdTransform(&h, fields, dim); err != nil {
+		return Header{}, 0, err
+	}
+
 	enc, ok := fields["encoding"]
 	if !ok {
 		return Header{}, 0, malformed(f, "encoding", "missing", "the field is required")

@@ -91,6 +91,16 @@ type Header struct {
 	// Spacing is the voxel size in x, y and z in the file's units (NIfTI:
 	// usually mm); 1 where the file gives none.
 	Spacing [3]float64
+	// Transform is the voxel-to-world affine in mm (see
+	// storage.VolumeMeta.Transform): NIfTI's sform when sform_code > 0,
+	// else its qform when qform_code > 0, else diag(Spacing); NRRD's space
+	// directions and space origin, else diag(Spacing); for raw files, from
+	// RawOptions. Its column lengths equal Spacing.
+	Transform storage.Affine
+	// Space is the world space of Transform: RAS for NIfTI with a sform or
+	// qform, the NRRD space (left-anterior-superior is converted to RAS),
+	// unspecified when the file gives no orientation.
+	Space storage.Space
 	// ByteOrder is the byte order of the voxels in the file. ReadVoxels
 	// always returns little-endian voxels.
 	ByteOrder binary.ByteOrder
@@ -391,6 +401,18 @@ type RawOptions struct {
 	Offset int64
 	// Gzip says the file is gzip-compressed.
 	Gzip bool
+	// Orientation is a three-letter code saying which way each voxel axis
+	// (x, y, z) points in patient terms, e.g. "RAS" (x towards the right,
+	// y anterior, z superior) or "LPS", "LPI", "PIR"; each of R/L, A/P and
+	// S/I once. Empty means no orientation is known (the volume's space is
+	// unspecified and its transform diag(Spacing) plus Origin).
+	Orientation string
+	// Space is the world space Origin is given in and the transform is
+	// stored in: storage.SpaceRAS (the default when Orientation is set) or
+	// storage.SpaceLPS.
+	Space storage.Space
+	// Origin is the world position in mm of the centre of voxel (0, 0, 0).
+	Origin [3]float64
 }
 
 // OpenRaw opens a headerless raw file described by o. The file must hold at
@@ -415,6 +437,11 @@ func OpenRaw(path string, o RawOptions) (*Image, error) {
 			h.Spacing[i] = 1
 		}
 	}
+	a, space, err := OrientationAffine(o.Orientation, o.Space, h.Spacing, o.Origin)
+	if err != nil {
+		return nil, err
+	}
+	h.Transform, h.Space = a, space
 	return newImage(h, path, Options{})
 }
 

@@ -28,12 +28,15 @@ func newImportCommand() *cobra.Command {
 		Use:   "import [FILE] --name NAME --shape XxYxZ --dtype T",
 		Short: "Import a volume file (NIfTI-1, NRRD or raw) or the demo phantom into a new volume",
 		Long: `import reads a volume file: raw (voxels little-endian, x fastest, then y, then z;
-give --shape and --dtype), NIfTI-1 or NRRD (shape, type, spacing and byte order come from
-the header; a file that cannot be read whole creates nothing), cuts it into bricks,
+give --shape and --dtype), NIfTI-1 or NRRD (shape, type, spacing, byte order and the
+voxel-to-world transform come from the header; a file that cannot be read whole creates nothing), cuts it into bricks,
 builds the levels of detail (each the mean of 2x2x2 voxels of the level below), and
 sends the bricks with WriteTileStream.
 
   ldm import ct.raw --name ct --shape 512x512x300 --dtype int16
+  ldm import ct.raw --name ct --shape 512x512x300 --dtype int16 --spacing 0.7,0.7,1 \
+      --orientation LPS --space LPS --origin -180,-200,-350
+                                    where the raw voxels sit: axis directions, world position of voxel 0
   ldm import brain.nii.gz           NIfTI-1 (.nii, .nii.gz, .hdr/.img): shape, type, spacing from the header
   ldm import scan.nhdr --name scan  NRRD (raw or gzip encoding, attached or detached header)
   ldm import fmri.nii --time 3      one time point of a 4D image

@@ -89,6 +89,11 @@ func importFile(cmd *cobra.Command, cf *clientFlags, spec *volumeSpec, ff *fileF
 			return usageError{fmt.Errorf("--%s: %s has a header that gives the shape and data type; leave --%s out", fl, path, fl)}
 		}
 	}
+	for _, fl := range []string{"origin", "orientation", "space"} {
+		if cmd.Flags().Changed(fl) {
+			return usageError{fmt.Errorf("--%s: %s has a header that gives where the voxels sit (its transform); leave --%s out", fl, path, fl)}
+		}
+	}
 	if ff.timePoint < -1 || int64(ff.timePoint) > math.MaxUint32 {
 		return usageError{fmt.Errorf("--time %d: want a time point from 0", ff.timePoint)}
 	}

@@ -15,8 +15,10 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/xcheng85/go-ldm/apiconv"
 	ldmv1 "github.com/xcheng85/go-ldm/gen/ldm/v1"
 	"github.com/xcheng85/go-ldm/storage"
+	"github.com/xcheng85/go-ldm/volfile"
 )
 
 func newVolumeCommand() *cobra.Command {
@@ -68,6 +70,8 @@ type volumeSpec struct {
 	shape, dtype, brick, spacing string
 	lods                         uint32
 	labels                       map[string]string
+	// Where the voxels sit in the world (raw volumes and volume create).
+	origin, orientation, space string
 }
 
 func (v *volumeSpec) register(cmd *cobra.Command, shapeRequired bool) {
@@ -78,6 +82,9 @@ func (v *volumeSpec) register(cmd *cobra.Command, shapeRequired bool) {
 	fs.Uint32Var(&v.lods, "lods", 0, "levels of detail (0: until the volume fits one brick)")
 	fs.StringVar(&v.spacing, "spacing", "", "voxel spacing x,y,z (for example 0.5,0.5,1.2)")
 	fs.StringToStringVar(&v.labels, "label", nil, "labels key=value (repeatable)")
+	fs.StringVar(&v.orientation, "orientation", "", "which way the voxel axes x, y, z point in the patient: three letters, one of R/L, A/P, S/I each (for example RAS, LPS, LPI); stored as a transform in --space")
+	fs.StringVar(&v.origin, "origin", "", "world position in mm of the centre of voxel (0,0,0), x,y,z in --space (default 0,0,0)")
+	fs.StringVar(&v.space, "space", "", "world space of --origin and of the stored transform: RAS or LPS (default RAS when --orientation is given)")
 	if shapeRequired {
 		_ = cmd.MarkFlagRequired("shape")
 	}
@@ -113,7 +120,61 @@ func (v *volumeSpec) volume(name string) (*ldmv1.Volume, error) {
 			return nil, usageError{fmt.Errorf("--spacing %q: want three positive numbers x,y,z", v.spacing)}
 		}
 	}
+	if err := v.transform(out); err != nil {
+		return nil, err
+	}
 	return out, nil
+}
+
+// placed reports whether any of --orientation, --origin and --space is set.
+func (v *volumeSpec) placed() bool {
+	return v.orientation != "" || v.origin != "" || v.space != ""
+}
+
+// transform sets out's transform and space from --orientation, --origin and
+// --space (and out's spacing); without them out is left as it is.
+func (v *volumeSpec) transform(out *ldmv1.Volume) error {
+	if !v.placed() {
+		return nil
+	}
+	var origin [3]float64
+	if v.origin != "" {
+		parts := strings.Split(v.origin, ",")
+		if len(parts) != 3 {
+			return usageError{fmt.Errorf("--origin %q: want three numbers x,y,z in mm", v.origin)}
+		}
+		for i, p := range parts {
+			f, err := strconv.ParseFloat(strings.TrimSpace(p), 64)
+			if err != nil || math.IsNaN(f) || math.IsInf(f, 0) {
+				return usageError{fmt.Errorf("--origin %q: want three numbers x,y,z in mm", v.origin)}
+			}
+			origin[i] = f
+		}
+	}
+	var space storage.Space
+	switch strings.ToUpper(v.space) {
+	case "":
+	case "RAS":
+		space = storage.SpaceRAS
+	case "LPS":
+		space = storage.SpaceLPS
+	default:
+		return usageError{fmt.Errorf("--space %q: want RAS or LPS", v.space)}
+	}
+	if space != "" && v.orientation == "" {
+		return usageError{fmt.Errorf("--space %s: give --orientation too (which way the voxel axes point, e.g. RAS or LPS)", v.space)}
+	}
+	spacing := [3]float64{1, 1, 1}
+	if len(out.Spacing) == 3 {
+		copy(spacing[:], out.Spacing)
+	}
+	a, sp, err := volfile.OrientationAffine(v.orientation, space, spacing, origin)
+	if err != nil {
+		return usageError{fmt.Errorf("--orientation: %w", err)}
+	}
+	out.Transform = a[:]
+	out.Space = apiconv.SpaceToAPI(sp)
+	return nil
 }
 
 // autoLODs returns the number of levels until the volume fits in one brick.
