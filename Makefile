@@ -8,7 +8,7 @@ STATICCHECK := $(GO) tool -modfile=tools/go.mod staticcheck
 # The viewer's browser tests (cmd/ldm) drive Debian's Chromium at this path.
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: all build test chromium deps generate check-generated check-bundle lint breaking bench perf soak ci
+.PHONY: all build test chromium deps generate check-generated check-bundle lint breaking bench perf soak load ci
 
 all: build
 
@@ -83,6 +83,14 @@ bench:
 # run (alternating rounds, medians) and prints the ratios (several minutes).
 perf:
 	LDM_PERF=1 $(GO) test -count=1 -timeout 60m -run '^TestService_PerformanceReport$$' -v ./service/
+
+# load runs the attacks of the hardening work at once against `ldm serve`
+# (compressed bodies from unauthenticated callers, clients that never read,
+# a stream of 64 MiB tiles, wrong Basic passwords) for LDM_LOAD_SECONDS
+# (default 20) and reports the server's peak resident memory and a
+# legitimate reader's latency against idle.
+load:
+	LDM_LOAD=1 $(GO) test -count=1 -timeout 10m -run '^TestLoad_attacks_report$$' -v ./service/
 
 # soak runs the storage crash test for 500 SIGKILL rounds (the default suite
 # runs about 3 s of rounds), the storage power-loss test for 2000 cut points

@@ -12,19 +12,33 @@ import (
 // acquires bytes before it holds them and releases them when it lets go.
 //
 // It is not FIFO: a small request that fits goes ahead of a large one that
-// waits, so a few large holders never block small reads (a large request
-// can wait long under a steady load of small ones). A request larger than
-// the limit is clamped to the limit, so it proceeds alone.
+// waits (a large request can wait long under a steady load of small
+// ones). Requests above smallBytes may together take only the limit less
+// a reserve (a quarter), so callers that hold large tiles, for example
+// clients that never read them, cannot keep small requests waiting. A
+// request larger than its share is clamped to it, so it proceeds alone.
 type byteBudget struct {
-	limit int64
+	limit   int64
+	reserve int64
 
 	mu   sync.Mutex
 	used int64
 	wake chan struct{} // closed (and replaced) whenever bytes are released
 }
 
+// smallBytes is the largest request that may use the budget's reserve.
+const smallBytes = 1 << 20
+
 func newByteBudget(limit int64) *byteBudget {
-	return &byteBudget{limit: limit, wake: make(chan struct{})}
+	return &byteBudget{limit: limit, reserve: limit / 4, wake: make(chan struct{})}
+}
+
+// share is how far the bytes in use may grow for a request of n bytes.
+func (b *byteBudget) share(n int64) int64 {
+	if n <= smallBytes {
+		return b.limit
+	}
+	return b.limit - b.reserve
 }
 
 // clamp returns what a request of n bytes actually takes from the budget.
@@ -32,7 +46,7 @@ func (b *byteBudget) clamp(n int64) int64 {
 	if n < 0 {
 		return 0
 	}
-	return min(n, b.limit)
+	return min(n, b.share(n))
 }
 
 // tryAcquire takes clamp(n) bytes if they are free and reports whether it
@@ -41,7 +55,7 @@ func (b *byteBudget) tryAcquire(n int64) (int64, bool) {
 	n = b.clamp(n)
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.used+n > b.limit {
+	if b.used+n > b.share(n) {
 		return 0, false
 	}
 	b.used += n
@@ -54,7 +68,7 @@ func (b *byteBudget) acquire(ctx context.Context, n int64) (int64, error) {
 	n = b.clamp(n)
 	for {
 		b.mu.Lock()
-		if b.used+n <= b.limit {
+		if b.used+n <= b.share(n) {
 			b.used += n
 			b.mu.Unlock()
 			return n, nil

@@ -77,8 +77,9 @@ type Config struct {
 	MaxUnauthenticatedBytes int
 	// MaxReadBytes bounds the tile bytes that reads in flight (ReadTile,
 	// GetBrick, ReadTileStream, StreamBricks) hold across the server, until
-	// the client has taken them; a read waits for room. A tile larger than
-	// the bound is read alone. Zero means DefaultMaxReadBytes.
+	// the client has taken them; a read waits for room. Tiles above 1 MiB
+	// may take three quarters of it, so small reads always find room; a
+	// tile larger than that is read alone. Zero means DefaultMaxReadBytes.
 	MaxReadBytes int64
 	// MaxIngestBytes bounds the tile bytes that WriteTileStream streams
 	// hold queued for the store, across the server; MaxStreamIngestBytes
@@ -95,8 +96,8 @@ type Config struct {
 // Defaults of the limits in Config.
 const (
 	DefaultMaxUnauthenticatedBytes       = 1 << 20
-	DefaultMaxReadBytes            int64 = 256 << 20
-	DefaultMaxIngestBytes          int64 = 256 << 20
+	DefaultMaxReadBytes            int64 = 128 << 20
+	DefaultMaxIngestBytes          int64 = 128 << 20
 	DefaultMaxStreamIngestBytes    int64 = 64 << 20
 )
 
@@ -124,10 +125,10 @@ type Server struct {
 	// not read; drainGrace is how long it waits first.
 	streams    streams
 	drainGrace time.Duration
-
 	// ids deduplicates writes by request id when the store cannot (see
 	// IdempotentAppender).
 	ids requestIDs
+
 	handler http.Handler
 	paths   []string
 }
@@ -224,6 +225,7 @@ func (s *Server) buildMux(cfg Config, interceptors []connect.Interceptor, readMa
 		connect.WithReadMaxBytes(readMax),
 		connect.WithSendMaxBytes(cfg.MaxTileBytes + messageOverhead),
 		connect.WithCompressMinBytes(compressMin),
+		limitedGzip(readMax),
 	}
 	mux := http.NewServeMux()
 	mount := func(path string, h http.Handler) {
@@ -248,6 +250,7 @@ func (s *Server) buildMux(cfg Config, interceptors []connect.Interceptor, readMa
 	plain := []connect.HandlerOption{
 		connect.WithInterceptors(plainInterceptors...),
 		connect.WithReadMaxBytes(min(readMax, cfg.MaxUnauthenticatedBytes)),
+		limitedGzip(min(readMax, cfg.MaxUnauthenticatedBytes)),
 	}
 	mount(grpchealth.NewHandler(grpchealth.NewStaticChecker(names...), plain...))
 	reflector := grpcreflect.NewStaticReflector(append(names, grpchealth.HealthV1ServiceName)...)
