@@ -10,6 +10,7 @@ import (
 
 	"github.com/xcheng85/go-ldm/cluster"
 	"github.com/xcheng85/go-ldm/service"
+	"github.com/xcheng85/go-ldm/service/auth"
 	"github.com/xcheng85/go-ldm/storage"
 )
 
@@ -128,6 +129,11 @@ type TLSConfig struct {
 	// RequireClientCert fails the handshake without a verified client
 	// certificate (--require-client-cert); needs ClientCAFile.
 	RequireClientCert bool
+	// ReloadInterval is how often, at most, a TLS handshake checks
+	// CertFile and KeyFile for a new pair (--auth-reload): zero means
+	// auth.DefaultReloadInterval, negative never. A pair that does not
+	// load keeps the previous certificate.
+	ReloadInterval time.Duration
 }
 
 // AuthConfig is where credentials and the authorization policy come from.
@@ -149,6 +155,10 @@ type AuthConfig struct {
 	// reflection); an empty non-nil slice makes every call need
 	// credentials.
 	Public []string
+	// BasicLimit bounds the bcrypt checks of Basic authentication (at
+	// once, and failures per client IP and per username); the zero value
+	// means the defaults of auth.BasicLimit.
+	BasicLimit auth.BasicLimit
 }
 
 // enabled reports whether any setting asks for authentication or

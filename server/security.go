@@ -19,7 +19,7 @@ func newAuth(cfg Config, log *slog.Logger) (*auth.Auth, error) {
 		authns = append(authns, t)
 	}
 	if cfg.Auth.UsersFile != "" {
-		u, err := auth.LoadUsers(cfg.Auth.UsersFile)
+		u, err := auth.LoadUsersLimit(cfg.Auth.UsersFile, cfg.Auth.BasicLimit)
 		if err != nil {
 			return nil, err
 		}

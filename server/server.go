@@ -100,7 +100,10 @@ func New(ctx context.Context, cfg Config) (s *Server, err error) {
 	var tlsConfig *tls.Config
 	if cfg.TLS.CertFile != "" {
 		t := cfg.TLS
-		tlsConfig, err = auth.ServerTLS{CertFile: t.CertFile, KeyFile: t.KeyFile, ClientCAFile: t.ClientCAFile, RequireClientCert: t.RequireClientCert}.Config()
+		tlsConfig, err = auth.ServerTLS{
+			CertFile: t.CertFile, KeyFile: t.KeyFile, ClientCAFile: t.ClientCAFile, RequireClientCert: t.RequireClientCert,
+			ReloadInterval: t.ReloadInterval, Logger: log,
+		}.Config()
 		if err != nil {
 			return s, err
 		}

@@ -31,18 +31,18 @@ func (f *securityFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&f.users, "users", "", "Basic users file with bcrypt hashes (made with 'ldm token user')")
 	fs.StringVar(&f.authzModel, "authz-model", "", "Casbin model file replacing the embedded one")
 	fs.StringVar(&f.authzPolicy, "authz-policy", "", "Casbin policy file replacing the embedded one (reloaded when it changes)")
-	fs.DurationVar(&f.reload, "auth-reload", auth.DefaultReloadInterval, "how often token, users and policy files are checked for changes (0 disables)")
+	fs.DurationVar(&f.reload, "auth-reload", auth.DefaultReloadInterval, "how often token, users and policy files, and the --tls-cert/--tls-key pair, are checked for changes (0 disables)")
 	fs.StringSliceVar(&f.public, "auth-public", auth.DefaultPublic, "procedure prefixes that answer without credentials when authentication is on (health and reflection by default; \"\" requires credentials everywhere)")
 	fs.BoolVar(&f.insecure, "insecure", false, "allow a non-loopback --addr without TLS and authentication")
 }
 
 // apply sets the TLS and authentication fields of cfg from the flags.
 func (f *securityFlags) apply(cfg *server.Config) {
-	cfg.TLS = server.TLSConfig{CertFile: f.tlsCert, KeyFile: f.tlsKey, ClientCAFile: f.clientCA, RequireClientCert: f.requireClientCert}
 	reload := f.reload
 	if reload == 0 {
 		reload = -1 // the flag's 0 disables reloading
 	}
+	cfg.TLS = server.TLSConfig{CertFile: f.tlsCert, KeyFile: f.tlsKey, ClientCAFile: f.clientCA, RequireClientCert: f.requireClientCert, ReloadInterval: reload}
 	cfg.Auth = server.AuthConfig{
 		TokensFile:     f.tokens,
 		UsersFile:      f.users,

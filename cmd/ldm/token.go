@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
@@ -21,8 +22,9 @@ func newTokenCommand() *cobra.Command {
 		Short: "Make bearer tokens and Basic users for `ldm serve --tokens/--users`",
 		Long: `token edits the credentials files of ldm serve:
 
-  ldm token create --file tokens.txt --subject alice --roles reader
-      prints a new token once and stores only its SHA-256 hash
+  ldm token create --file tokens.txt --subject alice --roles reader [--ttl 24h]
+      prints a new token once and stores only its SHA-256 hash (and, with
+      --ttl, when it expires)
   ldm token user --file users.txt --name bob --roles writer --password-stdin
       adds or replaces a user with a bcrypt hash of the password
 
@@ -37,20 +39,28 @@ func newTokenCreateCommand() *cobra.Command {
 	var (
 		file, subject string
 		roles         []string
+		ttl           time.Duration
 	)
 	cmd := &cobra.Command{
-		Use:   "create --file FILE --subject NAME [--roles ROLE,...]",
+		Use:   "create --file FILE --subject NAME [--roles ROLE,...] [--ttl DURATION]",
 		Short: "Create a token, store its hash in FILE and print it once",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if file == "" || subject == "" {
 				return usageError{errors.New("--file and --subject are required")}
 			}
+			if ttl < 0 {
+				return usageError{fmt.Errorf("--ttl %v: must not be negative (0 means the token never expires)", ttl)}
+			}
+			var expires time.Time
+			if ttl > 0 {
+				expires = time.Now().Add(ttl)
+			}
 			tok, err := auth.NewToken()
 			if err != nil {
 				return err
 			}
-			if err := auth.AppendToken(file, tok, subject, roles); err != nil {
+			if err := auth.AppendTokenExpiring(file, tok, subject, roles, expires); err != nil {
 				if errors.Is(err, auth.ErrMalformed) {
 					return usageError{err}
 				}
@@ -58,6 +68,9 @@ func newTokenCreateCommand() *cobra.Command {
 			}
 			fmt.Fprintln(cmd.OutOrStdout(), tok)
 			fmt.Fprintf(cmd.ErrOrStderr(), "token for %s stored in %s; it is shown only now (use it as LDM_TOKEN or --token)\n", subject, file)
+			if ttl > 0 {
+				fmt.Fprintf(cmd.ErrOrStderr(), "it expires at %s\n", expires.UTC().Truncate(time.Second).Format(time.RFC3339))
+			}
 			return nil
 		},
 	}
@@ -65,6 +78,7 @@ func newTokenCreateCommand() *cobra.Command {
 	fs.StringVar(&file, "file", "", "token file (created with mode 0600 if missing)")
 	fs.StringVar(&subject, "subject", "", "the identity the token stands for")
 	fs.StringSliceVar(&roles, "roles", nil, "roles of the subject (comma-separated), for example reader or writer")
+	fs.DurationVar(&ttl, "ttl", 0, "how long the token works, for example 24h or 720h (0: it never expires)")
 	return cmd
 }
 

@@ -254,7 +254,7 @@ func (a *Auth) authenticate(ctx context.Context, procedure string, h map[string]
 	if err != nil {
 		return a.unauthenticated(procedure, "", err)
 	}
-	req := &Request{Procedure: procedure, Header: h, TLS: TLSFrom(ctx), Credential: cred}
+	req := &Request{Procedure: procedure, Header: h, TLS: TLSFrom(ctx), Peer: PeerFrom(ctx), Credential: cred}
 	for _, x := range a.authns {
 		id, ok, err := x.Authenticate(ctx, req)
 		if err != nil {
@@ -272,5 +272,5 @@ func (a *Auth) authenticate(ctx context.Context, procedure string, h map[string]
 
 func (a *Auth) unauthenticated(procedure, method string, err error) (Identity, error) {
 	a.log.Info("authentication failed", logProcedure, procedure, logMethod, method, logReason, err.Error())
-	return Identity{}, connect.NewError(connect.CodeUnauthenticated, errors.New("invalid credentials"))
+	return Identity{}, authError(err)
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
+	"net"
 	"net/http"
 	"strings"
 )
@@ -94,6 +95,7 @@ func validateName(name string) error {
 
 type identityKey struct{}
 type tlsKey struct{}
+type peerKey struct{}
 
 // WithIdentity returns a copy of ctx carrying id.
 func WithIdentity(ctx context.Context, id Identity) context.Context {
@@ -108,17 +110,32 @@ func IdentityFrom(ctx context.Context) (Identity, bool) {
 }
 
 // Middleware returns next wrapped so that the request's TLS connection
-// state (r.TLS) is in the request context, where the ClientCert
-// authenticator finds it. It never rejects a request and does not touch
-// requests without TLS, so other endpoints on the same server (Raft,
+// state (r.TLS) and the client's IP address are in the request context,
+// where the ClientCert authenticator and the Basic rate limit find them.
+// It never rejects a request, so other endpoints on the same server (Raft,
 // static files) pass through unchanged.
 func Middleware(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ctx := context.WithValue(r.Context(), peerKey{}, peerHost(r.RemoteAddr))
 		if r.TLS != nil {
-			r = r.WithContext(context.WithValue(r.Context(), tlsKey{}, r.TLS))
+			ctx = context.WithValue(ctx, tlsKey{}, r.TLS)
 		}
-		next.ServeHTTP(w, r)
+		next.ServeHTTP(w, r.WithContext(ctx))
 	})
+}
+
+// peerHost returns the IP address of a host:port remote address.
+func peerHost(addr string) string {
+	if h, _, err := net.SplitHostPort(addr); err == nil {
+		return h
+	}
+	return addr
+}
+
+// PeerFrom returns the client IP address Middleware stored in ctx, or "".
+func PeerFrom(ctx context.Context) string {
+	p, _ := ctx.Value(peerKey{}).(string)
+	return p
 }
 
 // TLSFrom returns the TLS connection state Middleware stored in ctx, or nil.
@@ -132,6 +149,7 @@ type Request struct {
 	Procedure  string
 	Header     http.Header
 	TLS        *tls.ConnectionState // nil without TLS or without Middleware
+	Peer       string               // the client's IP address; "" without Middleware
 	Credential Credential           // the parsed Authorization header
 }
 

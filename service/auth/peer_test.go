@@ -24,6 +24,10 @@ func TestNodePeer_NodeCertificatesOnly(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// httptest serves its own certificate when Certificates is empty,
+	// which it is: the server certificate comes from GetCertificate.
+	cert, _ := cfg.GetCertificate(nil)
+	cfg.Certificates = []tls.Certificate{*cert}
 	srv.TLS = cfg
 	srv.StartTLS()
 	defer srv.Close()

@@ -6,8 +6,10 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"os"
+	"time"
 
 	"connectrpc.com/connect"
 )
@@ -25,24 +27,39 @@ type ServerTLS struct {
 	// RequireClientCert makes the handshake fail without a verified client
 	// certificate. It needs ClientCAFile.
 	RequireClientCert bool
+	// ReloadInterval is how often, at most, a handshake checks CertFile
+	// and KeyFile for a new pair: 0 means DefaultReloadInterval, a
+	// negative value never.
+	ReloadInterval time.Duration
+	// Logger receives certificate reloads and failed reloads; nil means
+	// slog.Default().
+	Logger *slog.Logger
 }
 
 // Config returns a tls.Config for an http.Server: TLS 1.2 or later (1.3
 // when the client offers it), HTTP/2 and HTTP/1.1 by ALPN, and client
 // certificates verified against ClientCAFile when it is set (expired
 // certificates and certificates of other CAs fail the handshake).
+//
+// The certificate is reloaded without a restart: a handshake that comes
+// ReloadInterval or more after the last check reads CertFile and KeyFile,
+// and when their content changed and the new pair loads, that handshake
+// and every later one present it. A pair that does not load (a key that
+// does not match, a file half written) keeps the previous certificate in
+// use and is logged as a warning; it is tried again when the files change
+// again. ClientCAFile is read once.
 func (s ServerTLS) Config() (*tls.Config, error) {
 	if s.CertFile == "" || s.KeyFile == "" {
 		return nil, fmt.Errorf("%w: a certificate and a key are both required", ErrTLSConfig)
 	}
-	cert, err := tls.LoadX509KeyPair(s.CertFile, s.KeyFile)
+	r, err := newCertReloader(s)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrTLSConfig, err)
+		return nil, err
 	}
 	cfg := &tls.Config{
-		MinVersion:   tls.VersionTLS12,
-		Certificates: []tls.Certificate{cert},
-		NextProtos:   []string{"h2", "http/1.1"},
+		MinVersion:     tls.VersionTLS12,
+		GetCertificate: r.get,
+		NextProtos:     []string{"h2", "http/1.1"},
 	}
 	if s.ClientCAFile != "" {
 		pool, err := LoadCertPool(s.ClientCAFile)

@@ -3,9 +3,11 @@ package auth
 // Token file format (text, UTF-8, one token per line):
 //
 //	# comment
-//	sha256:<64 lowercase hex digits> <subject> [<role>[,<role>...]]
+//	sha256:<64 lowercase hex digits> <subject> [<role>[,<role>...]] [expires=<RFC 3339 time>]
 //
-// Fields are separated by spaces or tabs. The hash is SHA-256 of the whole
+// Fields are separated by spaces or tabs. A line with an expires field
+// stops authenticating at that time (ErrExpired); a line without one never
+// expires, as in files written before expiry existed. The hash is SHA-256 of the whole
 // token string as presented in "Authorization: Bearer <token>"; the token
 // itself is never stored. Tokens made by NewToken carry 256 random bits, so
 // a fast hash is enough to make a stolen file useless. Several tokens may
@@ -19,11 +21,13 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // TokenPrefix starts every token made by NewToken, so that tokens are easy
@@ -32,17 +36,32 @@ const TokenPrefix = "ldm_"
 
 const tokenHashPrefix = "sha256:"
 
+// tokenExpiresPrefix starts the optional expiry field of a token line.
+const tokenExpiresPrefix = "expires="
+
+// ErrExpired is wrapped by the error of a token whose expiry has passed.
+// The interceptor maps it to connect.CodeUnauthenticated with a message
+// that says the token expired.
+var ErrExpired = errors.New("expired credentials")
+
+// tokenEntry is one line of a token file.
+type tokenEntry struct {
+	id      Identity
+	expires time.Time // zero: never
+}
+
 // Tokens authenticates bearer tokens against a token file. It is safe for
 // concurrent use; Reload swaps the whole table atomically.
 type Tokens struct {
 	path  string
-	table atomic.Pointer[map[[sha256.Size]byte]Identity]
+	table atomic.Pointer[map[[sha256.Size]byte]tokenEntry]
+	now   func() time.Time
 }
 
 // LoadTokens reads a token file. Every error wraps ErrMalformed or comes
 // from the file system.
 func LoadTokens(path string) (*Tokens, error) {
-	t := &Tokens{path: path}
+	t := &Tokens{path: path, now: time.Now}
 	if err := t.Reload(); err != nil {
 		return nil, err
 	}
@@ -59,7 +78,7 @@ func (t *Tokens) Reload() error {
 	if err != nil {
 		return fmt.Errorf("auth: read token file: %w", err)
 	}
-	m, err := ParseTokens(b)
+	m, err := parseTokenFile(b)
 	if err != nil {
 		return fmt.Errorf("auth: %s: %w", t.path, err)
 	}
@@ -70,24 +89,50 @@ func (t *Tokens) Reload() error {
 // Len returns the number of tokens.
 func (t *Tokens) Len() int { return len(*t.table.Load()) }
 
-// Authenticate implements Authenticator for SchemeBearer.
+// Authenticate implements Authenticator for SchemeBearer. A token past
+// its expiry fails with an error wrapping ErrExpired.
 func (t *Tokens) Authenticate(_ context.Context, r *Request) (Identity, bool, error) {
 	if r.Credential.Scheme != SchemeBearer {
 		return Identity{}, false, nil
 	}
-	id, ok := (*t.table.Load())[sha256.Sum256([]byte(r.Credential.Token))]
+	e, ok := (*t.table.Load())[sha256.Sum256([]byte(r.Credential.Token))]
 	if !ok {
 		return Identity{}, false, fmt.Errorf("%w: unknown bearer token", ErrBadCredentials)
 	}
-	return id, true, nil
+	if !e.expires.IsZero() && !t.now().Before(e.expires) {
+		return Identity{}, false, fmt.Errorf("%w: the token of %s expired at %s", ErrExpired, e.id.Subject, e.expires.UTC().Format(time.RFC3339))
+	}
+	return e.id, true, nil
 }
 
-// ParseTokens parses the content of a token file.
+// ParseTokens parses the content of a token file and returns the identity
+// of each token hash, expired or not (Tokens enforces the expiry).
 func ParseTokens(b []byte) (map[[sha256.Size]byte]Identity, error) {
-	m := make(map[[sha256.Size]byte]Identity)
+	m, err := parseTokenFile(b)
+	if err != nil {
+		return nil, err
+	}
+	ids := make(map[[sha256.Size]byte]Identity, len(m))
+	for k, e := range m {
+		ids[k] = e.id
+	}
+	return ids, nil
+}
+
+// parseTokenFile parses the content of a token file.
+func parseTokenFile(b []byte) (map[[sha256.Size]byte]tokenEntry, error) {
+	m := make(map[[sha256.Size]byte]tokenEntry)
 	err := eachLine(b, func(n int, f []string) error {
+		var expires time.Time
+		if last := f[len(f)-1]; len(f) > 2 && strings.HasPrefix(last, tokenExpiresPrefix) {
+			t, err := time.Parse(time.RFC3339, strings.TrimPrefix(last, tokenExpiresPrefix))
+			if err != nil {
+				return fmt.Errorf("%w: line %d: expires must be an RFC 3339 time such as 2030-01-02T15:04:05Z: %v", ErrMalformed, n, err)
+			}
+			expires, f = t, f[:len(f)-1]
+		}
 		if len(f) < 2 || len(f) > 3 {
-			return fmt.Errorf("%w: line %d: want 'sha256:HEX SUBJECT [ROLES]'", ErrMalformed, n)
+			return fmt.Errorf("%w: line %d: want 'sha256:HEX SUBJECT [ROLES] [expires=TIME]'", ErrMalformed, n)
 		}
 		h, ok := strings.CutPrefix(f[0], tokenHashPrefix)
 		if !ok || len(h) != 2*sha256.Size {
@@ -104,7 +149,7 @@ func ParseTokens(b []byte) (map[[sha256.Size]byte]Identity, error) {
 		if err != nil {
 			return fmt.Errorf("line %d: %w", n, err)
 		}
-		m[sum] = id
+		m[sum] = tokenEntry{id: id, expires: expires}
 		return nil
 	})
 	return m, err
@@ -181,19 +226,29 @@ func validateNames(subject string, roles []string) error {
 // SetUser); separate processes editing one file are not coordinated.
 var fileMu sync.Mutex
 
-// AppendToken adds a token line for token to the token file at path,
-// creating it if needed. The whole file is rewritten through a synced
+// AppendToken adds a token line for token, which never expires, to the
+// token file at path, creating it if needed. See AppendTokenExpiring.
+func AppendToken(path, token, subject string, roles []string) error {
+	return AppendTokenExpiring(path, token, subject, roles, time.Time{})
+}
+
+// AppendTokenExpiring adds a token line for token to the token file at
+// path, creating it if needed; a non-zero expires is written with the
+// line (in UTC, to the second) and the token stops working then. The whole file is rewritten through a synced
 // temporary file that is renamed into place (WriteFileAtomic, mode 0600),
 // so a crash never leaves a torn last line that would stop the file from
 // loading. It validates the subject and roles and refuses a token already
 // in the file.
-func AppendToken(path, token, subject string, roles []string) error {
+func AppendTokenExpiring(path, token, subject string, roles []string, expires time.Time) error {
 	if err := validateNames(subject, roles); err != nil {
 		return err
 	}
 	line := HashToken(token) + " " + subject
 	if len(roles) > 0 {
 		line += " " + strings.Join(roles, ",")
+	}
+	if !expires.IsZero() {
+		line += " " + tokenExpiresPrefix + expires.UTC().Truncate(time.Second).Format(time.RFC3339)
 	}
 	line += "\n"
 	fileMu.Lock()
@@ -207,7 +262,7 @@ func AppendToken(path, token, subject string, roles []string) error {
 		prefix = "\n"
 	}
 	if len(old) == 0 {
-		prefix = "# go-ldm tokens: sha256:HEX SUBJECT [ROLE,...]\n"
+		prefix = "# go-ldm tokens: sha256:HEX SUBJECT [ROLE,...] [expires=RFC3339]\n"
 	}
 	content := append(append(old, prefix...), line...)
 	if _, err := ParseTokens(content); err != nil {

@@ -50,17 +50,24 @@ const maxBasicCache = 4096
 // hashes. bcrypt is slow on purpose, so the result of a check is cached
 // under an HMAC of the username and password with a per-process random
 // key: a repeated request costs one HMAC, not one bcrypt. The cache holds
-// no passwords and is dropped when the file is reloaded. Users is safe for
-// concurrent use.
+// no passwords and is dropped when the file is reloaded. Checks that are
+// not cached run bcrypt within a BasicLimit: a bounded number at once, and
+// a bounded rate of failures per client IP address and per username;
+// beyond it a check is refused (ErrRateLimited) without running bcrypt.
+// Users is safe for concurrent use.
 type Users struct {
 	path  string
 	key   [32]byte
 	state atomic.Pointer[usersState]
+	limit *limiter
 }
 
-// LoadUsers reads a users file.
-func LoadUsers(path string) (*Users, error) {
-	u := &Users{path: path}
+// LoadUsers reads a users file, with the default BasicLimit.
+func LoadUsers(path string) (*Users, error) { return LoadUsersLimit(path, BasicLimit{}) }
+
+// LoadUsersLimit reads a users file; bcrypt checks run within limit.
+func LoadUsersLimit(path string, limit BasicLimit) (*Users, error) {
+	u := &Users{path: path, limit: newLimiter(limit)}
 	if _, err := rand.Read(u.key[:]); err != nil {
 		return nil, fmt.Errorf("auth: random key: %w", err)
 	}
@@ -102,8 +109,22 @@ func (u *Users) Reload() error {
 // Len returns the number of users.
 func (u *Users) Len() int { return len(u.state.Load().users) }
 
-// Authenticate implements Authenticator for SchemeBasic.
-func (u *Users) Authenticate(_ context.Context, r *Request) (Identity, bool, error) {
+// BasicStats are counters of a Users' bcrypt checks.
+type BasicStats struct {
+	Checks int64 // bcrypt checks run
+	Peak   int64 // the most that ran at once
+}
+
+// Stats returns the counters of bcrypt checks since LoadUsers.
+func (u *Users) Stats() BasicStats {
+	return BasicStats{Checks: u.limit.runs.Load(), Peak: u.limit.peak.Load()}
+}
+
+// Authenticate implements Authenticator for SchemeBasic. A check that is
+// not cached is refused with a *RateLimitError, without running bcrypt,
+// when the client (r.Peer) or the username has failed too often or too
+// many checks are waiting (see BasicLimit).
+func (u *Users) Authenticate(ctx context.Context, r *Request) (Identity, bool, error) {
 	if r.Credential.Scheme != SchemeBasic {
 		return Identity{}, false, nil
 	}
@@ -121,10 +142,25 @@ func (u *Users) Authenticate(_ context.Context, r *Request) (Identity, bool, err
 	ok, cached := st.cache[k]
 	st.mu.Unlock()
 	if !cached {
-		if known {
-			ok = bcrypt.CompareHashAndPassword(rec.hash, []byte(pass)) == nil
-		} else {
-			_ = bcrypt.CompareHashAndPassword(st.dummy, []byte(pass))
+		// Unknown names get buckets too, so that being refused does not
+		// tell which names exist.
+		keys := []string{"ip:" + r.Peer, "user:" + name}
+		if err := u.limit.take(keys...); err != nil {
+			return Identity{}, false, err
+		}
+		err := u.limit.run(ctx, func() {
+			if known {
+				ok = bcrypt.CompareHashAndPassword(rec.hash, []byte(pass)) == nil
+			} else {
+				_ = bcrypt.CompareHashAndPassword(st.dummy, []byte(pass))
+			}
+		})
+		if err != nil {
+			u.limit.refund(keys...) // nothing was checked
+			return Identity{}, false, err
+		}
+		if known && ok {
+			u.limit.refund(keys...)
 		}
 		st.mu.Lock()
 		if len(st.cache) >= maxBasicCache {
