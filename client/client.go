@@ -2,6 +2,8 @@ package client
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -288,8 +290,21 @@ func isTransport(err error) bool {
 	return errors.As(err, &op) || errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET)
 }
 
+// callMode says where a call goes and when it may be sent again.
+type callMode int
+
+const (
+	modeRead callMode = iota // any server; retried on Unavailable
+	modeWrite                // the leader; retried only when surely not applied
+	// modeIdempotentWrite is a write with a request id: the leader, and
+	// retried like a read, since the server answers a repeated id with the
+	// original result instead of applying it again.
+	modeIdempotentWrite
+)
+
 // call runs f on the right server, refreshing and retrying per retryable.
-func call[T any](ctx context.Context, c *Client, write bool, f func(e *endpoint) (*connect.Response[T], error)) (*T, error) {
+func call[T any](ctx context.Context, c *Client, mode callMode, f func(e *endpoint) (*connect.Response[T], error)) (*T, error) {
+	write := mode != modeRead
 	var last error
 	for attempt := 0; attempt < c.cfg.Attempts; attempt++ {
 		e := c.pick(write)
@@ -300,7 +315,7 @@ func call[T any](ctx context.Context, c *Client, write bool, f func(e *endpoint)
 			if err == nil {
 				return res.Msg, nil
 			}
-			if !retryable(err, write) {
+			if !retryable(err, mode == modeWrite) {
 				if connect.CodeOf(err) == connect.CodeUnavailable || isTransport(err) {
 					// The server may be gone: look again before the
 					// caller's next call.
@@ -328,51 +343,66 @@ func call[T any](ctx context.Context, c *Client, write bool, f func(e *endpoint)
 	return nil, last
 }
 
-// WriteTile appends a tile on the leader.
+// WriteTile appends a tile on the leader. When req.RequestId is empty it
+// sets a new random one (NewRequestID) on req, so the write is idempotent:
+// the client retries it also when its outcome is unknown (a leader change,
+// a broken connection), and sending req again is answered with the
+// original offset instead of storing the tile twice.
 func (c *Client) WriteTile(ctx context.Context, req *ldmv1.WriteTileRequest) (*ldmv1.WriteTileResponse, error) {
-	return call(ctx, c, true, func(e *endpoint) (*connect.Response[ldmv1.WriteTileResponse], error) {
+	if req.GetRequestId() == "" {
+		req.RequestId = NewRequestID()
+	}
+	return call(ctx, c, modeIdempotentWrite, func(e *endpoint) (*connect.Response[ldmv1.WriteTileResponse], error) {
 		return e.tiles.WriteTile(ctx, connect.NewRequest(req))
 	})
 }
 
 // ReadTile reads a tile from a follower (round-robin).
 func (c *Client) ReadTile(ctx context.Context, req *ldmv1.ReadTileRequest) (*ldmv1.ReadTileResponse, error) {
-	return call(ctx, c, false, func(e *endpoint) (*connect.Response[ldmv1.ReadTileResponse], error) {
+	return call(ctx, c, modeRead, func(e *endpoint) (*connect.Response[ldmv1.ReadTileResponse], error) {
 		return e.tiles.ReadTile(ctx, connect.NewRequest(req))
 	})
 }
 
 // CreateVolume creates a volume on the leader.
 func (c *Client) CreateVolume(ctx context.Context, req *ldmv1.CreateVolumeRequest) (*ldmv1.CreateVolumeResponse, error) {
-	return call(ctx, c, true, func(e *endpoint) (*connect.Response[ldmv1.CreateVolumeResponse], error) {
+	return call(ctx, c, modeWrite, func(e *endpoint) (*connect.Response[ldmv1.CreateVolumeResponse], error) {
 		return e.volumes.CreateVolume(ctx, connect.NewRequest(req))
 	})
 }
 
 // DeleteVolume deletes a volume on the leader.
 func (c *Client) DeleteVolume(ctx context.Context, req *ldmv1.DeleteVolumeRequest) (*ldmv1.DeleteVolumeResponse, error) {
-	return call(ctx, c, true, func(e *endpoint) (*connect.Response[ldmv1.DeleteVolumeResponse], error) {
+	return call(ctx, c, modeWrite, func(e *endpoint) (*connect.Response[ldmv1.DeleteVolumeResponse], error) {
 		return e.volumes.DeleteVolume(ctx, connect.NewRequest(req))
 	})
 }
 
 // GetVolume reads a volume's metadata from a follower.
 func (c *Client) GetVolume(ctx context.Context, req *ldmv1.GetVolumeRequest) (*ldmv1.GetVolumeResponse, error) {
-	return call(ctx, c, false, func(e *endpoint) (*connect.Response[ldmv1.GetVolumeResponse], error) {
+	return call(ctx, c, modeRead, func(e *endpoint) (*connect.Response[ldmv1.GetVolumeResponse], error) {
 		return e.volumes.GetVolume(ctx, connect.NewRequest(req))
 	})
 }
 
 // ListVolumes lists volumes from a follower.
 func (c *Client) ListVolumes(ctx context.Context, req *ldmv1.ListVolumesRequest) (*ldmv1.ListVolumesResponse, error) {
-	return call(ctx, c, false, func(e *endpoint) (*connect.Response[ldmv1.ListVolumesResponse], error) {
+	return call(ctx, c, modeRead, func(e *endpoint) (*connect.Response[ldmv1.ListVolumesResponse], error) {
 		return e.volumes.ListVolumes(ctx, connect.NewRequest(req))
 	})
 }
 
 // GetBrick reads a brick from a follower.
 func (c *Client) GetBrick(ctx context.Context, req *ldmv1.GetBrickRequest) (*ldmv1.GetBrickResponse, error) {
-	return call(ctx, c, false, func(e *endpoint) (*connect.Response[ldmv1.GetBrickResponse], error) {
+	return call(ctx, c, modeRead, func(e *endpoint) (*connect.Response[ldmv1.GetBrickResponse], error) {
 		return e.volumes.GetBrick(ctx, connect.NewRequest(req))
 	})
+}
+
+// NewRequestID returns a new random request id for WriteTile and
+// WriteTileStream messages: 128 random bits as 32 hex digits.
+func NewRequestID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:]) // never fails (crypto/rand, Go 1.24+)
+	return hex.EncodeToString(b[:])
 }

@@ -383,7 +383,7 @@ func send(ctx context.Context, tiles ldmv1connect.TileServiceClient, src io.Read
 	}()
 	first := true
 	sendErr := pyramid.Cut(src, meta, func(b pyramid.Brick) error {
-		req := &ldmv1.WriteTileStreamRequest{Tile: &ldmv1.Tile{Value: b.Value, Key: apiconv.KeyToAPI(b.Key)}}
+		req := &ldmv1.WriteTileStreamRequest{Tile: &ldmv1.Tile{Value: b.Value, Key: apiconv.KeyToAPI(b.Key)}, RequestId: NewRequestID()}
 		if first {
 			req.Volume = meta.Name
 			first = false

@@ -11,6 +11,7 @@ import (
 	"connectrpc.com/connect"
 	"github.com/spf13/cobra"
 
+	"github.com/xcheng85/go-ldm/client"
 	ldmv1 "github.com/xcheng85/go-ldm/gen/ldm/v1"
 )
 
@@ -69,7 +70,7 @@ func describeTile(t *ldmv1.Tile) string {
 }
 
 func newTileWriteCommand(cf *clientFlags) *cobra.Command {
-	var key string
+	var key, requestID string
 	cmd := &cobra.Command{
 		Use:   "write VOLUME FILE|-",
 		Short: "Append a file (or standard input) as one tile and print its offset",
@@ -86,7 +87,11 @@ func newTileWriteCommand(cf *clientFlags) *cobra.Command {
 				}
 			}
 			return cf.with(cmd.Context(), func(c *clients) error {
-				res, err := c.tiles.WriteTile(cmd.Context(), connect.NewRequest(&ldmv1.WriteTileRequest{Volume: args[0], Tile: tile}))
+				id := requestID
+				if id == "" {
+					id = client.NewRequestID()
+				}
+				res, err := c.tiles.WriteTile(cmd.Context(), connect.NewRequest(&ldmv1.WriteTileRequest{Volume: args[0], Tile: tile, RequestId: id}))
 				if err != nil {
 					return c.rpcError("write tile to "+args[0], err)
 				}
@@ -96,6 +101,7 @@ func newTileWriteCommand(cf *clientFlags) *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&key, "brick", "", "brick key lod,x,y,z of the tile")
+	cmd.Flags().StringVar(&requestID, "request-id", "", "id of this write (at most 64 bytes): running the command again with the same id stores the tile once and prints the original offset (default: a new random id)")
 	return cmd
 }
 
