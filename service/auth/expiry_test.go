@@ -11,6 +11,7 @@ import (
 
 	"connectrpc.com/connect"
 
+	"github.com/xcheng85/go-ldm/internal/testutil/testkit"
 	"github.com/xcheng85/go-ldm/service/auth"
 )
 
@@ -46,7 +47,7 @@ func TestTokens_Expiry(t *testing.T) {
 	if n := strings.Count(string(b), " expires="); n != 2 {
 		t.Fatalf("token file has %d expiry fields, want 2:\n%s", n, b)
 	}
-	s := startAuthServer(t, file, "", auth.BasicLimit{})
+	s := startAuthServer(t, file, "", auth.BasicLimit{}, -1)
 	ctx := context.Background()
 	for _, name := range []string{"forever", "tomorrow"} {
 		if _, err := s.list(ctx, auth.FormatBearer(tokens[name])); err != nil {
@@ -88,4 +89,38 @@ func TestParseTokens_ExpiryField(t *testing.T) {
 			t.Errorf("ParseTokens(%q) = %v, want ErrMalformed", bad, err)
 		}
 	}
+}
+
+// TestAuth_CredentialFilesReloadWithExpiry rewrites the files of a running
+// server: a token line rewritten with an expiry in the past stops working,
+// a new token with a future expiry starts working, and a user's new
+// password replaces the old one, without a restart.
+func TestAuth_CredentialFilesReloadWithExpiry(t *testing.T) {
+	t.Parallel()
+	tokensFile, usersFile, token := writeCredentials(t)
+	s := startAuthServer(t, tokensFile, usersFile, auth.BasicLimit{}, time.Millisecond)
+	ctx := context.Background()
+	if _, err := s.list(ctx, auth.FormatBearer(token)); err != nil {
+		t.Fatalf("token before the rewrite: %v", err)
+	}
+	fresh, err := auth.NewToken()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The same token hash, now with an expiry an hour ago, and a new token.
+	content := auth.HashToken(token) + " alice reader expires=" + time.Now().Add(-time.Hour).UTC().Format(time.RFC3339) + "\n" +
+		auth.HashToken(fresh) + " erin reader expires=" + time.Now().Add(time.Hour).UTC().Format(time.RFC3339) + "\n"
+	if err := auth.WriteFileAtomic(tokensFile, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := auth.SetUser(usersFile, "bob", "new-password", []string{"reader"}, 4); err != nil {
+		t.Fatal(err)
+	}
+	testkit.WaitFor(t, 10*time.Second, "the rewritten files to be in force", func() bool {
+		_, oldTok := s.list(ctx, auth.FormatBearer(token))
+		_, newTok := s.list(ctx, auth.FormatBearer(fresh))
+		_, oldPw := s.list(ctx, auth.FormatBasic("bob", "right"))
+		_, newPw := s.list(ctx, auth.FormatBasic("bob", "new-password"))
+		return oldTok != nil && strings.Contains(oldTok.Error(), "expired") && newTok == nil && oldPw != nil && newPw == nil
+	})
 }

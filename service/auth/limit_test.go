@@ -34,7 +34,8 @@ type authServer struct {
 	hc    *http.Client
 }
 
-func startAuthServer(tb testing.TB, tokensFile, usersFile string, limit auth.BasicLimit) *authServer {
+// reload is auth.Config.ReloadInterval (negative: never).
+func startAuthServer(tb testing.TB, tokensFile, usersFile string, limit auth.BasicLimit, reload time.Duration) *authServer {
 	tb.Helper()
 	var authns []auth.Authenticator
 	var users *auth.Users
@@ -53,7 +54,7 @@ func startAuthServer(tb testing.TB, tokensFile, usersFile string, limit auth.Bas
 		authns = append(authns, users)
 	}
 	log := slog.New(slog.DiscardHandler)
-	a, err := auth.New(auth.Config{Authenticators: authns, ReloadInterval: -1, Logger: log})
+	a, err := auth.New(auth.Config{Authenticators: authns, ReloadInterval: reload, Logger: log})
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -122,7 +123,7 @@ func TestUsers_FailedBasicIsLimited(t *testing.T) {
 	t.Parallel()
 	tokensFile, usersFile, token := writeCredentials(t)
 	const burst = 5
-	s := startAuthServer(t, tokensFile, usersFile, auth.BasicLimit{Concurrent: 1, Queue: 2, Burst: burst, PerSecond: 1e-6})
+	s := startAuthServer(t, tokensFile, usersFile, auth.BasicLimit{Concurrent: 1, Queue: 2, Burst: burst, PerSecond: 1e-6}, -1)
 	ctx := context.Background()
 	bob := auth.FormatBasic("bob", "right")
 	if _, err := s.list(ctx, bob); err != nil {
@@ -233,7 +234,7 @@ func TestUsers_FailedBasicIsLimited(t *testing.T) {
 func TestUsers_BasicLimitRefills(t *testing.T) {
 	t.Parallel()
 	tokensFile, usersFile, _ := writeCredentials(t)
-	s := startAuthServer(t, tokensFile, usersFile, auth.BasicLimit{Burst: 2, PerSecond: 20})
+	s := startAuthServer(t, tokensFile, usersFile, auth.BasicLimit{Burst: 2, PerSecond: 20}, -1)
 	ctx := context.Background()
 	for _, p := range []string{"wrong-a", "wrong-a", "wrong-a", "wrong-b"} {
 		if _, err := s.list(ctx, auth.FormatBasic("bob", p)); connect.CodeOf(err) != connect.CodeUnauthenticated {
