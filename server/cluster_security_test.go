@@ -20,7 +20,7 @@ import (
 	"github.com/xcheng85/go-ldm/client"
 	ldmv1 "github.com/xcheng85/go-ldm/gen/ldm/v1"
 	"github.com/xcheng85/go-ldm/gen/ldm/v1/ldmv1connect"
-	"github.com/xcheng85/go-ldm/internal/testutil/testkit"
+	"github.com/xcheng85/go-ldm/internal/testutil"
 	"github.com/xcheng85/go-ldm/server"
 	"github.com/xcheng85/go-ldm/service/auth"
 )
@@ -121,7 +121,7 @@ func TestServer_cluster_refuses_open_node_endpoints(t *testing.T) {
 		cc := ldmv1connect.NewClusterServiceClient(hc, s1.URL(), bearer(token))
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		testkit.WaitFor(t, 30*time.Second, "two voters with a leader", func() bool {
+		testutil.WaitFor(t, 30*time.Second, "two voters with a leader", func() bool {
 			ids, leader := voters(ctx, cc)
 			return leader && len(ids) == 2
 		})
@@ -174,12 +174,12 @@ func TestServer_cluster_refuses_open_node_endpoints(t *testing.T) {
 // made a voter, so the cluster keeps its quorum.
 func TestServer_cluster_peer_ca(t *testing.T) {
 	t.Parallel()
-	users, nodes, strangers := testkit.NewPKI(t), testkit.NewPKI(t), testkit.NewPKI(t)
+	users, nodes, strangers := testutil.NewPKI(t), testutil.NewPKI(t), testutil.NewPKI(t)
 	tokens, token := rootToken(t)
-	var logs testkit.SyncBuffer
+	var logs testutil.SyncBuffer
 	log := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	g1 := freeAddr(t)
-	node := func(id string, ca *testkit.PKI, gossip string, join []string) *server.Server {
+	node := func(id string, ca *testutil.PKI, gossip string, join []string) *server.Server {
 		cert, key := ca.WriteServerFiles(t, id, "127.0.0.1")
 		s, _ := serve(t, server.Config{
 			Addr: "127.0.0.1:0", DataDir: t.TempDir(), Logger: log.With("node", id),
@@ -198,7 +198,7 @@ func TestServer_cluster_peer_ca(t *testing.T) {
 	cc := ldmv1connect.NewClusterServiceClient(hc, s1.URL(), bearer(token))
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	testkit.WaitFor(t, 30*time.Second, "n1 and n2 voters with a leader", func() bool {
+	testutil.WaitFor(t, 30*time.Second, "n1 and n2 voters with a leader", func() bool {
 		ids, leader := voters(ctx, cc)
 		return leader && len(ids) == 2
 	})
@@ -206,7 +206,7 @@ func TestServer_cluster_peer_ca(t *testing.T) {
 	// A node whose certificate another CA signed joins gossip: its
 	// handshakes fail, and it must not become a voter.
 	node("n3", strangers, "127.0.0.1:0", []string{g1})
-	testkit.WaitFor(t, 30*time.Second, "the leader to refuse n3", func() bool {
+	testutil.WaitFor(t, 30*time.Second, "the leader to refuse n3", func() bool {
 		return strings.Contains(logs.String(), "could not prove it is a node") && strings.Contains(logs.String(), "id=n3")
 	})
 	ids, leader := voters(ctx, cc)

@@ -13,7 +13,7 @@ import (
 	ldmv1 "github.com/xcheng85/go-ldm/gen/ldm/v1"
 	"github.com/xcheng85/go-ldm/gen/ldm/v1/ldmv1connect"
 	"github.com/xcheng85/go-ldm/internal/h2conf"
-	"github.com/xcheng85/go-ldm/internal/testutil/testkit"
+	"github.com/xcheng85/go-ldm/internal/testutil"
 	"github.com/xcheng85/go-ldm/service"
 	"github.com/xcheng85/go-ldm/storage"
 )
@@ -72,7 +72,7 @@ func TestReadTileStream_clients_that_do_not_read_hold_at_most_the_read_budget(t 
 		wg.Add(1)
 		go func() { defer wg.Done(); <-ctx.Done(); stream.Close() }()
 	}
-	testkit.WaitFor(t, 10*time.Second, "the read budget to fill", func() bool { return service.ReadBytesHeld(ts.Server) >= budget/2 })
+	testutil.WaitFor(t, 10*time.Second, "the read budget to fill", func() bool { return service.ReadBytesHeld(ts.Server) >= budget/2 })
 	grown := int64(heapInUse()) - int64(base)
 	if grown > 48<<20 {
 		t.Errorf("%d clients that do not read grew the heap by %d MiB; want about twice the %d MiB read budget", clients, grown>>20, budget>>20)
@@ -124,7 +124,7 @@ func TestWriteTileStream_queue_is_bounded_in_bytes(t *testing.T) {
 		}
 		sent <- stream.CloseRequest()
 	}()
-	testkit.WaitFor(t, 10*time.Second, "the stream's queue to fill", func() bool { return service.IngestBytesHeld(ts.Server) >= perStream/2 })
+	testutil.WaitFor(t, 10*time.Second, "the stream's queue to fill", func() bool { return service.IngestBytesHeld(ts.Server) >= perStream/2 })
 	grown := int64(heapInUse()) - int64(base)
 	if grown > 64<<20 {
 		t.Errorf("one stream whose tiles the store does not take grew the heap by %d MiB; want about its %d MiB queue", grown>>20, perStream>>20)
@@ -146,7 +146,7 @@ func TestWriteTileStream_queue_is_bounded_in_bytes(t *testing.T) {
 		t.Fatal(err)
 	}
 	_ = stream.CloseResponse()
-	testkit.WaitFor(t, 10*time.Second, "the ingest budget to be free", func() bool { return service.IngestBytesHeld(ts.Server) == 0 })
+	testutil.WaitFor(t, 10*time.Second, "the ingest budget to be free", func() bool { return service.IngestBytesHeld(ts.Server) == 0 })
 }
 
 // TestServer_Drain_ends_stream_blocked_on_client: a follow stream whose
@@ -173,7 +173,7 @@ func TestServer_Drain_ends_stream_blocked_on_client(t *testing.T) {
 	if _, err := c.tiles.WriteTile(context.Background(), connect.NewRequest(&ldmv1.WriteTileRequest{Volume: "follow", Tile: &ldmv1.Tile{Value: make([]byte, 4<<20)}})); err != nil {
 		t.Fatal(err)
 	}
-	testkit.WaitFor(t, 10*time.Second, "the stream to block on the client", func() bool { return service.ReadBytesHeld(ts.Server) > 0 })
+	testutil.WaitFor(t, 10*time.Second, "the stream to block on the client", func() bool { return service.ReadBytesHeld(ts.Server) > 0 })
 	ts.Server.Drain()
-	testkit.WaitFor(t, 10*time.Second, "the blocked stream to end after Drain", func() bool { return service.ReadBytesHeld(ts.Server) == 0 })
+	testutil.WaitFor(t, 10*time.Second, "the blocked stream to end after Drain", func() bool { return service.ReadBytesHeld(ts.Server) == 0 })
 }

@@ -15,7 +15,7 @@ import (
 	"connectrpc.com/connect"
 
 	"github.com/xcheng85/go-ldm/gen/ldm/v1/ldmv1connect"
-	"github.com/xcheng85/go-ldm/internal/testutil/testkit"
+	"github.com/xcheng85/go-ldm/internal/testutil"
 	"github.com/xcheng85/go-ldm/service"
 	"github.com/xcheng85/go-ldm/storage"
 )
@@ -57,7 +57,7 @@ func startServer(tb testing.TB, o serverOptions) *testServer {
 	ts := &testServer{Addr: l.Addr().String(), Store: o.store, Server: svc}
 	var serverTLS *tls.Config
 	if o.tls {
-		p := testkit.NewPKI(tb)
+		p := testutil.NewPKI(tb)
 		serverTLS, ts.TLS = p.ServerConfig(p.ServerCert(tb, "127.0.0.1")), p.ClientConfig()
 	}
 	srv := service.NewHTTPServer(svc.Handler(), serverTLS, nil)

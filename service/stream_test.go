@@ -11,7 +11,7 @@ import (
 	"connectrpc.com/connect"
 
 	ldmv1 "github.com/xcheng85/go-ldm/gen/ldm/v1"
-	"github.com/xcheng85/go-ldm/internal/testutil/testkit"
+	"github.com/xcheng85/go-ldm/internal/testutil"
 	"github.com/xcheng85/go-ldm/storage"
 )
 
@@ -47,7 +47,7 @@ func TestReadTileStream_FollowSeesEveryTileOf8Writers(t *testing.T) {
 			}
 			defer follow.Close()
 			// Every tile is written after the server waits for offset 0.
-			testkit.WaitFor(t, 10*time.Second, "the follower to wait", func() bool { w, _ := store.counts(); return w == 1 })
+			testutil.WaitFor(t, 10*time.Second, "the follower to wait", func() bool { w, _ := store.counts(); return w == 1 })
 			var wg sync.WaitGroup
 			errs := make(chan error, writers)
 			for w := range writers {
@@ -109,9 +109,9 @@ func TestReadTileStream_FollowFreesStreamWhenClientLeaves(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	testkit.WaitFor(t, 10*time.Second, "the follower to wait on the store", func() bool { w, _ := store.counts(); return w == 1 })
+	testutil.WaitFor(t, 10*time.Second, "the follower to wait on the store", func() bool { w, _ := store.counts(); return w == 1 })
 	cancel()
-	testkit.WaitFor(t, 10*time.Second, "the server to free the stream", func() bool { w, _ := store.counts(); return w == 0 })
+	testutil.WaitFor(t, 10*time.Second, "the server to free the stream", func() bool { w, _ := store.counts(); return w == 0 })
 	s.Close()
 
 	// Drain ends an open follower without error.
@@ -120,7 +120,7 @@ func TestReadTileStream_FollowFreesStreamWhenClientLeaves(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s2.Close()
-	testkit.WaitFor(t, 10*time.Second, "the second follower to wait", func() bool { w, _ := store.counts(); return w == 1 })
+	testutil.WaitFor(t, 10*time.Second, "the second follower to wait", func() bool { w, _ := store.counts(); return w == 1 })
 	ts.Server.Drain()
 	if s2.Receive() {
 		t.Fatal("a drained follower received a tile")
@@ -143,7 +143,7 @@ func TestReadTileStream_FollowEndsWhenVolumeDeleted(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	testkit.WaitFor(t, 10*time.Second, "the follower to wait", func() bool { w, _ := store.counts(); return w == 1 })
+	testutil.WaitFor(t, 10*time.Second, "the follower to wait", func() bool { w, _ := store.counts(); return w == 1 })
 	if _, err := c.volumes.DeleteVolume(context.Background(), connect.NewRequest(&ldmv1.DeleteVolumeRequest{Name: "gone"})); err != nil {
 		t.Fatal(err)
 	}

@@ -11,7 +11,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/xcheng85/go-ldm/internal/testutil/testkit"
+	"github.com/xcheng85/go-ldm/internal/testutil"
 )
 
 func testValue(i int) []byte {
@@ -55,7 +55,7 @@ func fillStoreCfg(t testing.TB, dir string, cfg Config, n int) {
 // survive, intact, and that the next append gets offset want.
 func reopen(t *testing.T, dir string, cfg Config, want int) (*Store, string) {
 	t.Helper()
-	var logs testkit.SyncBuffer
+	var logs testutil.SyncBuffer
 	cfg.Logger = slog.New(slog.NewTextHandler(&logs, nil))
 	s, err := Open(dir, cfg)
 	if err != nil {

@@ -13,7 +13,7 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/xcheng85/go-ldm/internal/testutil/testkit"
+	"github.com/xcheng85/go-ldm/internal/testutil"
 )
 
 // fullDiskValue is tile i's value in the full-disk test: 1 to 5 KiB, so
@@ -47,7 +47,7 @@ func testFullDisk(t *testing.T, policy SyncPolicy) {
 	ctx := context.Background()
 	root := filepath.Join(t.TempDir(), "store")
 	ffs := newFaultFS(t, root)
-	var logs testkit.SyncBuffer
+	var logs testutil.SyncBuffer
 	cfg := Config{BlockBytes: 16 << 10, Sync: policy, Logger: slog.New(slog.NewTextHandler(&logs, nil)), fs: ffs}
 	s, err := Open(root, cfg)
 	if err != nil {

@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/xcheng85/go-ldm/internal/testutil/testkit"
+	"github.com/xcheng85/go-ldm/internal/testutil"
 )
 
 // The power-loss tests run a store on faultFS (faultfs_test.go), cut the
@@ -161,7 +161,7 @@ func (r *plRun) ingest(t *testing.T, s *Store, rng uint64) {
 // acknowledged.
 func (r *plRun) check(t *testing.T, dir string, ffs *faultFS, what string) {
 	t.Helper()
-	var logs testkit.SyncBuffer
+	var logs testutil.SyncBuffer
 	if ffs == nil {
 		ffs = newFaultFS(t, dir)
 	}
@@ -482,7 +482,7 @@ func TestStore_PowerLossRestore(t *testing.T) {
 		syncs = ffs.syncCount() - base
 		img := filepath.Join(t.TempDir(), "image")
 		ffs.image(t, img)
-		var logs testkit.SyncBuffer
+		var logs testutil.SyncBuffer
 		s2, err := Open(img, Config{BlockBytes: plBlock, Logger: slog.New(slog.NewTextHandler(&logs, nil)), fs: newFaultFS(t, img)})
 		if err != nil {
 			t.Fatalf("cut at restore sync %d: Open: %v", cutAfter, err)

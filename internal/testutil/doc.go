@@ -1,16 +1,20 @@
-// Package testutil starts whole go-ldm servers for tests: StartServer
-// builds a server.Config into a running server on a free loopback port and
-// stops it when the test ends.
+// Package testutil is the one home of go-ldm's shared test support. Every
+// package may use it, including from its internal tests: it imports the
+// standard library and internal/pki only, never a package of the server,
+// so importing it never makes a cycle. (A whole server is started with
+// server.New and Serve; Listen gives it a free loopback port.)
 //
-// It imports the server package and therefore every package a server is
-// made of, so the internal tests of those packages (package storage,
-// package cluster, package auth) cannot import it without an import cycle.
-// Helpers with no such dependency live in the leaf package
-// internal/testutil/testkit: waiting on a condition with a deadline
-// (WaitFor), a buffer safe for concurrent writers (SyncBuffer) and a test
-// certificate authority built on internal/pki (NewPKI). Any test in the
-// module may import testkit.
+//   - WaitFor polls a condition until it holds or a deadline passes (tests
+//     wait on conditions, never sleep for a fixed time).
+//   - SyncBuffer is a bytes.Buffer safe for concurrent writers, for
+//     collecting log output that goroutines write while the test reads it.
+//   - Listen opens a listener on a free loopback port, closed at cleanup.
+//   - PKI is a certificate authority in a temporary directory, made with
+//     internal/pki (the code that makes production certificates), that
+//     issues server, client and node certificates, writes them as files,
+//     and builds tls.Configs and pools that trust it.
 //
-// Helpers take a testing.TB, call tb.Helper, fail the test on error and
-// release what they start with tb.Cleanup.
+// Every helper takes a testing.TB, calls tb.Helper and fails the test
+// (tb.Fatal) on error, so call sites need no error handling. Helpers are
+// safe for concurrent use unless their documentation says otherwise.
 package testutil

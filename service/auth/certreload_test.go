@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/xcheng85/go-ldm/internal/testutil"
-	"github.com/xcheng85/go-ldm/internal/testutil/testkit"
+	"github.com/xcheng85/go-ldm/internal/testutil"
 	"github.com/xcheng85/go-ldm/server"
 	"github.com/xcheng85/go-ldm/service/auth"
 )
@@ -55,11 +55,11 @@ func serialOf(tb testing.TB, certFile, keyFile string) *big.Int {
 // keeps presenting the last good certificate.
 func TestServerTLS_ReloadsCertificate(t *testing.T) {
 	t.Parallel()
-	p := testkit.NewPKI(t)
+	p := testutil.NewPKI(t)
 	certFile, keyFile := p.WriteServerFiles(t)
 	newCert, newKey := p.WriteServerFiles(t)
 	oldSerial, newSerial := serialOf(t, certFile, keyFile), serialOf(t, newCert, newKey)
-	logs := &testkit.SyncBuffer{}
+	logs := &testutil.SyncBuffer{}
 	s := testutil.StartServer(t, server.Config{
 		TLS:    server.TLSConfig{CertFile: certFile, KeyFile: keyFile, ReloadInterval: time.Millisecond},
 		Logger: slog.New(slog.NewTextHandler(logs, nil)),
@@ -74,7 +74,7 @@ func TestServerTLS_ReloadsCertificate(t *testing.T) {
 	// handshake in between sees a mismatched pair and keeps the old one.
 	replaceFile(t, newCert, certFile)
 	replaceFile(t, newKey, keyFile)
-	testkit.WaitFor(t, 10*time.Second, "a handshake with the new certificate", func() bool {
+	testutil.WaitFor(t, 10*time.Second, "a handshake with the new certificate", func() bool {
 		return handshakeSerial(t, addr, client).Cmp(newSerial) == 0
 	})
 	if !strings.Contains(logs.String(), "certificate reloaded") {
@@ -85,7 +85,7 @@ func TestServerTLS_ReloadsCertificate(t *testing.T) {
 	if err := os.WriteFile(keyFile, []byte("-----BEGIN EC PRIVATE KEY-----\nbroken\n-----END EC PRIVATE KEY-----\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	testkit.WaitFor(t, 10*time.Second, "a warning about the broken pair", func() bool {
+	testutil.WaitFor(t, 10*time.Second, "a warning about the broken pair", func() bool {
 		if got := handshakeSerial(t, addr, client); got.Cmp(newSerial) != 0 {
 			t.Fatalf("handshake with a broken pair on disk presents serial %v, want %v", got, newSerial)
 		}
@@ -100,7 +100,7 @@ func TestServerTLS_ReloadsCertificate(t *testing.T) {
 // off (a negative interval).
 func TestServerTLS_NoReload(t *testing.T) {
 	t.Parallel()
-	p := testkit.NewPKI(t)
+	p := testutil.NewPKI(t)
 	certFile, keyFile := p.WriteServerFiles(t)
 	newCert, newKey := p.WriteServerFiles(t)
 	cfg, err := auth.ServerTLS{CertFile: certFile, KeyFile: keyFile, ReloadInterval: -1}.Config()

@@ -11,7 +11,7 @@ import (
 
 	"connectrpc.com/connect"
 
-	"github.com/xcheng85/go-ldm/internal/testutil/testkit"
+	"github.com/xcheng85/go-ldm/internal/testutil"
 	"github.com/xcheng85/go-ldm/service/auth"
 )
 
@@ -116,7 +116,7 @@ func TestAuth_CredentialFilesReloadWithExpiry(t *testing.T) {
 	if err := auth.SetUser(usersFile, "bob", "new-password", []string{"reader"}, 4); err != nil {
 		t.Fatal(err)
 	}
-	testkit.WaitFor(t, 10*time.Second, "the rewritten files to be in force", func() bool {
+	testutil.WaitFor(t, 10*time.Second, "the rewritten files to be in force", func() bool {
 		_, oldTok := s.list(ctx, auth.FormatBearer(token))
 		_, newTok := s.list(ctx, auth.FormatBearer(fresh))
 		_, oldPw := s.list(ctx, auth.FormatBasic("bob", "right"))

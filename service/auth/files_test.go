@@ -12,7 +12,7 @@ import (
 
 	"golang.org/x/crypto/bcrypt"
 
-	"github.com/xcheng85/go-ldm/internal/testutil/testkit"
+	"github.com/xcheng85/go-ldm/internal/testutil"
 )
 
 func TestTokens_AppendAndAuthenticate(t *testing.T) {
@@ -249,7 +249,7 @@ func TestAuthorizer_ReloadAndValidation(t *testing.T) {
 
 func TestCertIdentity_ReservedNames(t *testing.T) {
 	t.Parallel()
-	p := testkit.NewPKI(t)
+	p := testutil.NewPKI(t)
 	for _, cn := range []string{"anonymous", "role:admin", "a b"} {
 		c := p.Issue(t, &x509.Certificate{
 			Subject:     pkix.Name{CommonName: cn},

@@ -19,7 +19,7 @@ import (
 	"github.com/xcheng85/go-ldm/client"
 	ldmv1 "github.com/xcheng85/go-ldm/gen/ldm/v1"
 	"github.com/xcheng85/go-ldm/gen/ldm/v1/ldmv1connect"
-	"github.com/xcheng85/go-ldm/internal/testutil/testkit"
+	"github.com/xcheng85/go-ldm/internal/testutil"
 	"github.com/xcheng85/go-ldm/service"
 	"github.com/xcheng85/go-ldm/service/auth"
 	"github.com/xcheng85/go-ldm/storage"
@@ -244,7 +244,7 @@ func TestUsers_BasicLimitRefills(t *testing.T) {
 	if got := s.users.Stats().Checks; got != 2 {
 		t.Fatalf("%d bcrypt checks for two distinct wrong passwords, want 2", got)
 	}
-	testkit.WaitFor(t, 10*time.Second, "the right password after the bucket refills", func() bool {
+	testutil.WaitFor(t, 10*time.Second, "the right password after the bucket refills", func() bool {
 		_, err := s.list(ctx, auth.FormatBasic("bob", "right"))
 		if err != nil && connect.CodeOf(err) != connect.CodeResourceExhausted {
 			t.Fatalf("right password: %v", err)

@@ -13,14 +13,14 @@ import (
 
 	ldmv1 "github.com/xcheng85/go-ldm/gen/ldm/v1"
 	"github.com/xcheng85/go-ldm/gen/ldm/v1/ldmv1connect"
-	"github.com/xcheng85/go-ldm/internal/testutil/testkit"
+	"github.com/xcheng85/go-ldm/internal/testutil"
 )
 
 // TestAuth_DenialIsLogged checks that a denial is logged at info with the
 // subject, procedure, object and action, and that credentials are not.
 func TestAuth_DenialIsLogged(t *testing.T) {
 	t.Parallel()
-	var buf testkit.SyncBuffer
+	var buf testutil.SyncBuffer
 	ts := startServer(t, serverOptions{log: &buf})
 	c := ts.client(t, "grpc", cred{creds: Credentials{Token: ts.tokens["reader"]}})
 	_, err := c.tiles.WriteTile(context.Background(), connect.NewRequest(&ldmv1.WriteTileRequest{Volume: testVolume, Tile: tile(1)}))
@@ -71,12 +71,12 @@ func TestAuth_TokenFileReload(t *testing.T) {
 	if err := AppendToken(tokenFile, fresh, "newcomer", []string{"reader"}); err != nil {
 		t.Fatal(err)
 	}
-	testkit.WaitFor(t, 10*time.Second, "the new token", func() bool { return read() == nil })
+	testutil.WaitFor(t, 10*time.Second, "the new token", func() bool { return read() == nil })
 	// Revoke every token: an empty file.
 	if err := WriteFileAtomic(tokenFile, []byte("# revoked\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	testkit.WaitFor(t, 10*time.Second, "the revocation", func() bool { return connect.CodeOf(read()) == connect.CodeUnauthenticated })
+	testutil.WaitFor(t, 10*time.Second, "the revocation", func() bool { return connect.CodeOf(read()) == connect.CodeUnauthenticated })
 	if _, err := os.Stat(tokenFile); err != nil {
 		t.Fatal(err)
 	}

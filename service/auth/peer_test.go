@@ -6,14 +6,14 @@ import (
 	"net/http/httptest"
 	"testing"
 
-	"github.com/xcheng85/go-ldm/internal/testutil/testkit"
+	"github.com/xcheng85/go-ldm/internal/testutil"
 )
 
 // TestNodePeer_NodeCertificatesOnly checks that only node certificates reach node-to-node
 // endpoints under TLS.
 func TestNodePeer_NodeCertificatesOnly(t *testing.T) {
 	t.Parallel()
-	p := testkit.NewPKI(t)
+	p := testutil.NewPKI(t)
 	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if err := NodePeer(r); err != nil {
 			http.Error(w, err.Error(), http.StatusForbidden)

@@ -13,7 +13,7 @@ import (
 
 	ldmclient "github.com/xcheng85/go-ldm/client"
 	ldmv1 "github.com/xcheng85/go-ldm/gen/ldm/v1"
-	"github.com/xcheng85/go-ldm/internal/testutil/testkit"
+	"github.com/xcheng85/go-ldm/internal/testutil"
 	"github.com/xcheng85/go-ldm/storage"
 )
 
@@ -33,7 +33,7 @@ func TestAuth_PolicyReloadWithOpenStreams(t *testing.T) {
 			if err := WriteFileAtomic(ts.policyFile, []byte("p, role:writer, volumes/*, read\np, role:writer, volumes/*, write\n"), 0o600); err != nil {
 				t.Fatal(err)
 			}
-			testkit.WaitFor(t, 10*time.Second, "policy allowing writes", func() bool {
+			testutil.WaitFor(t, 10*time.Second, "policy allowing writes", func() bool {
 				d, _ := ts.auth.Authorizer().Allow(Identity{Subject: "x", Roles: []string{"writer"}}, VolumeObject(testVolume), ActionWrite)
 				return d.Allowed
 			})
@@ -65,7 +65,7 @@ func TestAuth_PolicyReloadWithOpenStreams(t *testing.T) {
 			if err := WriteFileAtomic(ts.policyFile, []byte("p, role:writer, volumes/other, read\n"), 0o600); err != nil {
 				t.Fatal(err)
 			}
-			testkit.WaitFor(t, 10*time.Second, "the policy reload", func() bool { return ts.auth.Authorizer().Generation() != gen })
+			testutil.WaitFor(t, 10*time.Second, "the policy reload", func() bool { return ts.auth.Authorizer().Generation() != gen })
 
 			before := ts.nextOffset(t)
 			_ = ingest.Send(&ldmv1.WriteTileStreamRequest{Volume: testVolume, Tile: tile(2)})
@@ -103,7 +103,7 @@ func TestAuth_BrokenPolicyKeepsOld(t *testing.T) {
 	if err := os.WriteFile(ts.policyFile, []byte("p, role:reader, volumes/*-x, read\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	testkit.WaitFor(t, 10*time.Second, "the failed reload", func() bool { return ts.logs.count("reload failed; keeping the previous version") > failures })
+	testutil.WaitFor(t, 10*time.Second, "the failed reload", func() bool { return ts.logs.count("reload failed; keeping the previous version") > failures })
 	c := ts.client(t, "connect", cred{creds: Credentials{Token: ts.tokens["reader"]}})
 	_, err := c.tiles.ReadTile(context.Background(), connect.NewRequest(&ldmv1.ReadTileRequest{Volume: testVolume}))
 	if err != nil {
@@ -115,7 +115,7 @@ func TestAuth_BrokenPolicyKeepsOld(t *testing.T) {
 	if err := WriteFileAtomic(ts.policyFile, []byte("p, role:reader, volumes/zzz, read\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	testkit.WaitFor(t, 10*time.Second, "the valid policy", func() bool { return ts.auth.Authorizer().Generation() != gen })
+	testutil.WaitFor(t, 10*time.Second, "the valid policy", func() bool { return ts.auth.Authorizer().Generation() != gen })
 	_, err = c.tiles.ReadTile(context.Background(), connect.NewRequest(&ldmv1.ReadTileRequest{Volume: testVolume}))
 	if connect.CodeOf(err) != connect.CodePermissionDenied {
 		t.Fatalf("read under the new policy: %v, want PermissionDenied", err)
@@ -198,7 +198,7 @@ func TestAuth_EmptyFileKeepsOld(t *testing.T) {
 		}
 	}
 	const msg = "file is empty or missing; keeping the previous version"
-	testkit.WaitFor(t, 10*time.Second, "both empty files noticed", func() bool { return ts.logs.count(msg) >= 2 })
+	testutil.WaitFor(t, 10*time.Second, "both empty files noticed", func() bool { return ts.logs.count(msg) >= 2 })
 	// Reads keep working over a window of 40 check intervals while the
 	// files stay empty (a window to observe that nothing happens, not a
 	// wait for something: on a slow machine fewer checks fit in it, which
@@ -224,7 +224,7 @@ func TestAuth_EmptyFileKeepsOld(t *testing.T) {
 	if err := os.WriteFile(ts.policyFile, []byte("p, role:reader, volumes/zzz, read\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	testkit.WaitFor(t, 10*time.Second, "the new policy", func() bool { return ts.auth.Authorizer().Generation() != gen })
+	testutil.WaitFor(t, 10*time.Second, "the new policy", func() bool { return ts.auth.Authorizer().Generation() != gen })
 	if err := read(); connect.CodeOf(err) != connect.CodePermissionDenied {
 		t.Fatalf("read under the new policy: %v, want PermissionDenied", err)
 	}

@@ -19,7 +19,7 @@ import (
 	ldmclient "github.com/xcheng85/go-ldm/client"
 	ldmv1 "github.com/xcheng85/go-ldm/gen/ldm/v1"
 	"github.com/xcheng85/go-ldm/gen/ldm/v1/ldmv1connect"
-	"github.com/xcheng85/go-ldm/internal/testutil/testkit"
+	"github.com/xcheng85/go-ldm/internal/testutil"
 	"github.com/xcheng85/go-ldm/service"
 	"github.com/xcheng85/go-ldm/storage"
 )
@@ -32,7 +32,7 @@ type testServer struct {
 	addr       string
 	store      *storage.Memory
 	auth       *Auth
-	pki        *testkit.PKI
+	pki        *testutil.PKI
 	tokens     map[string]string // role name -> token
 	policyFile string
 	dir        string // holds the tokens and users files
@@ -77,7 +77,7 @@ type serverOptions struct {
 func startServer(tb testing.TB, o serverOptions) *testServer {
 	tb.Helper()
 	dir := tb.TempDir()
-	ts := &testServer{pki: testkit.NewPKI(tb), tokens: map[string]string{}, logs: &logCounter{n: map[string]int{}}, dir: dir}
+	ts := &testServer{pki: testutil.NewPKI(tb), tokens: map[string]string{}, logs: &logCounter{n: map[string]int{}}, dir: dir}
 	tokenFile := filepath.Join(dir, "tokens")
 	for _, role := range []string{"reader", "writer"} {
 		tok, err := NewToken()

@@ -20,7 +20,7 @@ import (
 	ldmclient "github.com/xcheng85/go-ldm/client"
 	ldmv1 "github.com/xcheng85/go-ldm/gen/ldm/v1"
 	"github.com/xcheng85/go-ldm/gen/ldm/v1/ldmv1connect"
-	"github.com/xcheng85/go-ldm/internal/testutil/testkit"
+	"github.com/xcheng85/go-ldm/internal/testutil"
 	"github.com/xcheng85/go-ldm/service"
 )
 
@@ -37,7 +37,7 @@ func readTile(ctx context.Context, hc *http.Client, url string, opts ...connect.
 func TestTLS_Rejections(t *testing.T) {
 	t.Parallel()
 	ts := startServer(t, serverOptions{})
-	other := testkit.NewPKI(t)
+	other := testutil.NewPKI(t)
 	foreign := other.ClientCert(t, "root")
 	expired := ts.pki.ExpiredClientCert(t, "root")
 	good := ts.pki.ClientCert(t, "root")
@@ -272,7 +272,7 @@ func TestAuth_UnknownProcedureDenied(t *testing.T) {
 	h := connect.NewUnaryHandler(proc, func(context.Context, *connect.Request[ldmv1.GetServersRequest]) (*connect.Response[ldmv1.GetServersResponse], error) {
 		return connect.NewResponse(&ldmv1.GetServersResponse{}), nil
 	}, connect.WithInterceptors(a.Interceptors()...))
-	p := testkit.NewPKI(t)
+	p := testutil.NewPKI(t)
 	certFile, keyFile := p.WriteServerFiles(t)
 	cfg, err := ServerTLS{CertFile: certFile, KeyFile: keyFile, ClientCAFile: p.CAFile}.Config()
 	if err != nil {

@@ -1,4 +1,4 @@
-package testkit
+package testutil
 
 import (
 	"crypto/ecdsa"
@@ -47,7 +47,7 @@ func NewPKI(tb testing.TB) *PKI {
 	dir := tb.TempDir()
 	ca, err := pki.InitCA(dir, "go-ldm test CA", pki.Options{}, false)
 	if err != nil {
-		tb.Fatalf("testkit: make CA: %v", err)
+		tb.Fatalf("testutil: make CA: %v", err)
 	}
 	return &PKI{CA: ca, Dir: dir, CAFile: filepath.Join(dir, pki.CACertFile)}
 }
@@ -83,7 +83,7 @@ func (p *PKI) ClientCert(tb testing.TB, name string, uris ...string) tls.Certifi
 	tb.Helper()
 	certPEM, keyPEM, err := p.CA.IssueClient(name, pki.Options{URIs: uris})
 	if err != nil {
-		tb.Fatalf("testkit: issue client certificate %q: %v", name, err)
+		tb.Fatalf("testutil: issue client certificate %q: %v", name, err)
 	}
 	return keyPair(tb, certPEM, keyPEM)
 }
@@ -95,7 +95,7 @@ func (p *PKI) ExpiredClientCert(tb testing.TB, name string) tls.Certificate {
 	o := pki.Options{NotBefore: time.Now().Add(-2 * time.Hour), ValidFor: time.Hour}
 	certPEM, keyPEM, err := p.CA.IssueClient(name, o)
 	if err != nil {
-		tb.Fatalf("testkit: issue expired client certificate %q: %v", name, err)
+		tb.Fatalf("testutil: issue expired client certificate %q: %v", name, err)
 	}
 	return keyPair(tb, certPEM, keyPEM)
 }
@@ -109,12 +109,12 @@ func (p *PKI) Issue(tb testing.TB, tmpl *x509.Certificate) tls.Certificate {
 	tb.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
-		tb.Fatalf("testkit: generate key: %v", err)
+		tb.Fatalf("testutil: generate key: %v", err)
 	}
 	if tmpl.SerialNumber == nil {
 		tmpl.SerialNumber, err = rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
 		if err != nil {
-			tb.Fatalf("testkit: serial: %v", err)
+			tb.Fatalf("testutil: serial: %v", err)
 		}
 	}
 	if tmpl.NotBefore.IsZero() {
@@ -128,11 +128,11 @@ func (p *PKI) Issue(tb testing.TB, tmpl *x509.Certificate) tls.Certificate {
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, p.CA.Cert, key.Public(), p.CA.Key)
 	if err != nil {
-		tb.Fatalf("testkit: sign %q: %v", tmpl.Subject.CommonName, err)
+		tb.Fatalf("testutil: sign %q: %v", tmpl.Subject.CommonName, err)
 	}
 	leaf, err := x509.ParseCertificate(der)
 	if err != nil {
-		tb.Fatalf("testkit: parse: %v", err)
+		tb.Fatalf("testutil: parse: %v", err)
 	}
 	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}
 }
@@ -146,7 +146,7 @@ func (p *PKI) WriteServerFiles(tb testing.TB, hosts ...string) (certFile, keyFil
 	name := fmt.Sprintf("server-%d", p.files.Add(1))
 	certFile, keyFile, err := pki.WritePair(p.Dir, name, certPEM, keyPEM, false)
 	if err != nil {
-		tb.Fatalf("testkit: write %s: %v", name, err)
+		tb.Fatalf("testutil: write %s: %v", name, err)
 	}
 	return certFile, keyFile
 }
@@ -177,7 +177,7 @@ func (p *PKI) serverPEM(tb testing.TB, hosts []string) (certPEM, keyPEM []byte) 
 	}
 	certPEM, keyPEM, err := p.CA.IssueServer(hosts, pki.Options{})
 	if err != nil {
-		tb.Fatalf("testkit: issue server certificate for %v: %v", hosts, err)
+		tb.Fatalf("testutil: issue server certificate for %v: %v", hosts, err)
 	}
 	return certPEM, keyPEM
 }
@@ -186,7 +186,7 @@ func keyPair(tb testing.TB, certPEM, keyPEM []byte) tls.Certificate {
 	tb.Helper()
 	c, err := tls.X509KeyPair(certPEM, keyPEM)
 	if err != nil {
-		tb.Fatalf("testkit: load key pair: %v", err)
+		tb.Fatalf("testutil: load key pair: %v", err)
 	}
 	return c
 }

@@ -1,4 +1,4 @@
-package testkit_test
+package testutil_test
 
 import (
 	"crypto/tls"
@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/xcheng85/go-ldm/internal/testutil/testkit"
+	"github.com/xcheng85/go-ldm/internal/testutil"
 )
 
 func TestWaitFor(t *testing.T) {
@@ -25,12 +25,12 @@ func TestWaitFor(t *testing.T) {
 			n.Add(1)
 		}
 	}()
-	testkit.WaitFor(t, 10*time.Second, "three increments", func() bool { return n.Load() == 3 })
+	testutil.WaitFor(t, 10*time.Second, "three increments", func() bool { return n.Load() == 3 })
 }
 
 func TestSyncBuffer_Write(t *testing.T) {
 	t.Parallel()
-	var b testkit.SyncBuffer
+	var b testutil.SyncBuffer
 	var wg sync.WaitGroup
 	for i := range 8 {
 		wg.Go(func() { fmt.Fprintf(&b, "line %d\n", i) })
@@ -89,7 +89,7 @@ func handshake(server, client *tls.Config) (peer *x509.Certificate, err error) {
 
 func TestPKI_ServerConfig(t *testing.T) {
 	t.Parallel()
-	p := testkit.NewPKI(t)
+	p := testutil.NewPKI(t)
 	srv := p.ServerConfig(p.ServerCert(t))
 	t.Run("no_client_certificate", func(t *testing.T) {
 		cfg := p.ClientConfig()
@@ -124,7 +124,7 @@ func TestPKI_ServerConfig(t *testing.T) {
 		}
 	})
 	t.Run("other_ca", func(t *testing.T) {
-		cfg := testkit.NewPKI(t).ClientConfig()
+		cfg := testutil.NewPKI(t).ClientConfig()
 		cfg.ServerName = "localhost"
 		if _, err := handshake(srv, cfg); err == nil {
 			t.Fatal("a client trusting another CA accepted the server")
@@ -134,7 +134,7 @@ func TestPKI_ServerConfig(t *testing.T) {
 
 func TestPKI_WriteServerFiles(t *testing.T) {
 	t.Parallel()
-	p := testkit.NewPKI(t)
+	p := testutil.NewPKI(t)
 	c1, k1 := p.WriteServerFiles(t)
 	c2, k2 := p.WriteServerFiles(t, "example.test")
 	if c1 == c2 || k1 == k2 {
@@ -150,11 +150,11 @@ func TestPKI_WriteServerFiles(t *testing.T) {
 	}
 }
 
-var _ io.Writer = (*testkit.SyncBuffer)(nil)
+var _ io.Writer = (*testutil.SyncBuffer)(nil)
 
 func TestPKI_Issue(t *testing.T) {
 	t.Parallel()
-	p := testkit.NewPKI(t)
+	p := testutil.NewPKI(t)
 	c := p.Issue(t, &x509.Certificate{Subject: pkix.Name{CommonName: "a b"}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
 	opts := x509.VerifyOptions{Roots: p.Pool(), KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
 	if _, err := c.Leaf.Verify(opts); err != nil || c.Leaf.Subject.CommonName != "a b" {
