@@ -17,8 +17,20 @@ func VolumeToAPI(v storage.VolumeInfo) *ldmv1.Volume {
 	out.SizeBytes = v.SizeBytes
 	if !v.CreatedAt.IsZero() {
 		out.CreateTime = timestamppb.New(v.CreatedAt)
+		out.Generation = Generation(v)
 	}
 	return out
+}
+
+// Generation is a volume's generation (Volume.generation): its creation
+// time in nanoseconds since 1970, which every replica stores alike and a
+// volume deleted and created again under the same name does not share. 0
+// for a volume without a creation time.
+func Generation(v storage.VolumeInfo) uint64 {
+	if v.CreatedAt.IsZero() {
+		return 0
+	}
+	return uint64(v.CreatedAt.UnixNano())
 }
 
 // MetaToAPI converts a volume's metadata (what a caller chooses when it

@@ -35,6 +35,7 @@ func TestVolume_roundTrip(t *testing.T) {
 		Name: "ct", Shape: &ldmv1.Shape{X: 512, Y: 256, Z: 300}, DataType: ldmv1.DataType(storage.Int16),
 		BrickShape: &ldmv1.Shape{X: 64, Y: 32, Z: 16}, LodCount: 4, Spacing: []float64{0.5, 0.5, 1.25},
 		Labels: map[string]string{"modality": "CT"}, NextOffset: 17, SizeBytes: 1 << 20, CreateTime: timestamppb.New(created),
+		Generation: uint64(created.UnixNano()),
 		// A volume without a transform reads as diag(spacing, 1).
 		Transform: []float64{0.5, 0, 0, 0, 0, 0.5, 0, 0, 0, 0, 1.25, 0, 0, 0, 0, 1},
 	}
@@ -46,7 +47,7 @@ func TestVolume_roundTrip(t *testing.T) {
 		t.Fatalf("MetaFromAPI(VolumeToAPI) = %+v, want %+v", got, meta)
 	}
 	// No creation time: create_time stays unset.
-	if v := apiconv.VolumeToAPI(storage.VolumeInfo{VolumeMeta: meta}); v.CreateTime != nil {
+	if v := apiconv.VolumeToAPI(storage.VolumeInfo{VolumeMeta: meta}); v.CreateTime != nil || v.Generation != 0 {
 		t.Fatalf("create_time %v for a zero CreatedAt", v.CreateTime)
 	}
 	// nil converts like an empty message.

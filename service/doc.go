@@ -19,6 +19,12 @@
 //     (authentication and authorization), request validation, then the
 //     handler.
 //   - Tile bytes are never gzip-compressed unless Config.Compress is set.
-//   - A tile at an offset never changes, so GET reads of ReadTile carry an
-//     ETag and immutable cache headers, and If-None-Match answers 304.
+//   - A tile at an offset of one generation of a volume never changes, so
+//     GET reads of ReadTile carry an ETag with the volume's generation, are
+//     immutable when the request names the generation (otherwise
+//     revalidated), and If-None-Match answers 304. A read that names
+//     another generation than the volume's is FailedPrecondition.
+//   - WriteTile and WriteTileStream deduplicate by request id: through
+//     IdempotentAppender when the store has it (a cluster node, where the
+//     ids are replicated), else in memory (requestIDs).
 package service

@@ -104,6 +104,8 @@ func connectError(err error) error {
 		return badRequest(connect.CodeInvalidArgument)
 	case errors.Is(err, storage.ErrNotFound):
 		return connect.NewError(connect.CodeNotFound, err)
+	case errors.Is(err, errGenerationMismatch):
+		return badRequest(connect.CodeFailedPrecondition)
 	case errors.Is(err, storage.ErrExists):
 		return connect.NewError(connect.CodeAlreadyExists, err)
 	case errors.Is(err, storage.ErrOutOfRange):

@@ -16,10 +16,13 @@ import (
 	"github.com/xcheng85/go-ldm/storage"
 )
 
-// Cache headers of GET reads. A tile at an offset never changes (the
-// volume's creation time is part of the ETag, so a volume deleted and
-// created again under the same name gets new ETags); a brick key's latest
-// tile may change, so GetBrick responses must be revalidated.
+// Cache headers of GET reads. A tile at an offset of one generation of a
+// volume never changes: the generation is part of the ETag, so a volume
+// deleted and created again under the same name gets new ETags, and a GET
+// that names the generation (so its URL is unique to it) is immutable. A
+// GET without one may be answered by another generation of the volume at
+// the same URL later, so it is revalidated. A brick key's latest tile may
+// change, so GetBrick responses are always revalidated.
 const (
 	cacheImmutable  = "public, max-age=31536000, immutable"
 	cacheRevalidate = "no-cache"
@@ -127,19 +130,26 @@ func (h *tileHandler) ReadTile(ctx context.Context, req *connect.Request[ldmv1.R
 	if err := h.s.readBarrier(ctx, req.Msg.GetConsistency()); err != nil {
 		return nil, connectError(err)
 	}
-	vol, off := req.Msg.GetVolume(), req.Msg.GetOffset()
+	vol, off, gen := req.Msg.GetVolume(), req.Msg.GetOffset(), req.Msg.GetGeneration()
 	get := req.HTTPMethod() == http.MethodGet
 	var etag string
-	if get {
+	cache := cacheRevalidate
+	if gen != 0 {
+		cache = cacheImmutable
+	}
+	if get || gen != 0 {
 		info, err := h.s.store.Volume(vol)
 		if err != nil {
 			return nil, connectError(err)
 		}
+		if err := checkGeneration(info, gen); err != nil {
+			return nil, connectError(err)
+		}
 		etag = tileETag(info.CreatedAt.UnixNano(), off)
-		if off < info.NextOffset && etagMatches(req.Header().Get("If-None-Match"), etag) {
+		if get && off < info.NextOffset && etagMatches(req.Header().Get("If-None-Match"), etag) {
 			hdr := http.Header{}
 			hdr.Set("ETag", etag)
-			hdr.Set("Cache-Control", cacheImmutable)
+			hdr.Set("Cache-Control", cache)
 			return nil, connect.NewNotModifiedError(hdr)
 		}
 	}
@@ -167,7 +177,7 @@ func (h *tileHandler) ReadTile(ctx context.Context, req *connect.Request[ldmv1.R
 	res := connect.NewResponse(&ldmv1.ReadTileResponse{Tile: apiconv.TileToAPI(t)})
 	if get {
 		res.Header().Set("ETag", etag)
-		res.Header().Set("Cache-Control", cacheImmutable)
+		res.Header().Set("Cache-Control", cache)
 	}
 	return res, nil
 }

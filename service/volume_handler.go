@@ -61,9 +61,12 @@ func (h *volumeHandler) GetBrick(ctx context.Context, req *connect.Request[ldmv1
 	vol := req.Msg.GetVolume()
 	get := req.HTTPMethod() == http.MethodGet
 	var created int64
-	if get {
+	if get || req.Msg.GetGeneration() != 0 {
 		info, err := h.s.store.Volume(vol)
 		if err != nil {
+			return nil, connectError(err)
+		}
+		if err := checkGeneration(info, req.Msg.GetGeneration()); err != nil {
 			return nil, connectError(err)
 		}
 		created = info.CreatedAt.UnixNano()
