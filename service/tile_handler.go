@@ -254,7 +254,7 @@ func (h *tileHandler) WriteTileStream(ctx context.Context, stream *connect.BidiS
 	type item struct {
 		volume string
 		tile   storage.Tile
-		id     string // request id
+		id     string   // request id
 		held   [2]int64 // bytes taken from the stream's and the server's budget
 	}
 	own := newByteBudget(h.s.streamIngest)
