@@ -7,8 +7,8 @@ import (
 
 	"github.com/xcheng85/go-ldm/client"
 	ldmv1 "github.com/xcheng85/go-ldm/gen/ldm/v1"
-	"github.com/xcheng85/go-ldm/internal/testutil"
 	ldmserver "github.com/xcheng85/go-ldm/server"
+	"github.com/xcheng85/go-ldm/server/servertest"
 )
 
 // TestClient_WriteTile_request_id: WriteTile gives a request without one a
@@ -16,7 +16,7 @@ import (
 // tile once and answers the original offset; a new request is a new tile.
 func TestClient_WriteTile_request_id(t *testing.T) {
 	t.Parallel()
-	s := testutil.StartServer(t, ldmserver.Config{})
+	s := servertest.Start(t, ldmserver.Config{})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	c, err := client.New(ctx, client.Config{Seeds: []string{s.URL()}})

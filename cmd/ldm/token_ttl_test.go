@@ -6,9 +6,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/xcheng85/go-ldm/internal/testutil"
-	"github.com/xcheng85/go-ldm/server"
 )
 
 // TestTokenCreate_TTL creates a token with --ttl 24h: the file records
@@ -39,8 +36,11 @@ func TestTokenCreate_TTL(t *testing.T) {
 		t.Fatalf("stderr does not say when it expires: %q", stderr)
 	}
 
-	s := testutil.StartServer(t, server.Config{Auth: server.AuthConfig{TokensFile: tokens}})
-	if _, stderr, err := ldmCmd(t, "", "volume", "list", "--server", s.URL(), "--token", token); err != nil {
+	addr, err := startSecureServer(t, "--addr", "127.0.0.1:0", "--tokens", tokens)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, stderr, err := ldmCmd(t, "", "volume", "list", "--server", "http://"+addr, "--token", token); err != nil {
 		t.Fatalf("volume list with a token that expires tomorrow: %v %s", err, stderr)
 	}
 
