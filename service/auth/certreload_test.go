@@ -1,6 +1,7 @@
 package auth_test
 
 import (
+	"context"
 	"crypto/tls"
 	"log/slog"
 	"math/big"
@@ -9,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/xcheng85/go-ldm/internal/testutil"
 	"github.com/xcheng85/go-ldm/internal/testutil"
 	"github.com/xcheng85/go-ldm/server"
 	"github.com/xcheng85/go-ldm/service/auth"
@@ -60,9 +60,22 @@ func TestServerTLS_ReloadsCertificate(t *testing.T) {
 	newCert, newKey := p.WriteServerFiles(t)
 	oldSerial, newSerial := serialOf(t, certFile, keyFile), serialOf(t, newCert, newKey)
 	logs := &testutil.SyncBuffer{}
-	s := testutil.StartServer(t, server.Config{
+	s, err := server.New(context.Background(), server.Config{
+		Listener: testutil.Listen(t), DataDir: t.TempDir(),
 		TLS:    server.TLSConfig{CertFile: certFile, KeyFile: keyFile, ReloadInterval: time.Millisecond},
 		Logger: slog.New(slog.NewTextHandler(logs, nil)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("serve: %v", err)
+		}
 	})
 	addr := s.Addr().String()
 	client := p.ClientConfig()
