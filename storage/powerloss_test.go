@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -317,7 +318,7 @@ func powerLossIngest(t *testing.T, seed uint64, cutAt int, mode cutMode) int {
 	s, err := Open(root, Config{BlockBytes: plBlock, Logger: slog.New(slog.DiscardHandler), fs: ffs})
 	if err == nil {
 		r.ingest(t, s, seed)
-	} else if !errors.Is(err, errPowerCut) {
+	} else if !errors.Is(err, syscall.EIO) {
 		t.Fatal(err)
 	}
 	n := ffs.syncCount()
@@ -338,8 +339,31 @@ func powerLossIngest(t *testing.T, seed uint64, cutAt int, mode cutMode) int {
 	}
 	img := filepath.Join(t.TempDir(), "image")
 	ffs.image(t, img)
+	if seed%2 == 0 {
+		// The power goes again during the recovery of the first cut.
+		img = recoveryCut(t, img, 1+int(seed/2%8))
+		what += fmt.Sprintf(", cut again at sync %d of the recovery", 1+seed/2%8)
+	}
 	r.check(t, img, nil, what)
 	return n
+}
+
+// recoveryCut opens dir with the power cut at sync call cutAt of the
+// recovery (Open may fail or succeed), and returns the image of what
+// survived.
+func recoveryCut(t *testing.T, dir string, cutAt int) string {
+	t.Helper()
+	ffs := newFaultFS(t, dir)
+	ffs.cutAt = cutAt
+	s, err := Open(dir, Config{BlockBytes: plBlock, Logger: slog.New(slog.DiscardHandler), fs: ffs})
+	if err == nil {
+		s.Close()
+	} else if !errors.Is(err, syscall.EIO) {
+		t.Fatalf("Open with the power cut at sync %d of the recovery: %v", cutAt, err)
+	}
+	img := dir + "-recovery-cut"
+	ffs.image(t, img)
+	return img
 }
 
 func powerLossRounds(t *testing.T) (rounds int, budget time.Duration) {
