@@ -294,8 +294,8 @@ func isTransport(err error) bool {
 type callMode int
 
 const (
-	modeRead callMode = iota // any server; retried on Unavailable
-	modeWrite                // the leader; retried only when surely not applied
+	modeRead  callMode = iota // any server; retried on Unavailable
+	modeWrite                 // the leader; retried only when surely not applied
 	// modeIdempotentWrite is a write with a request id: the leader, and
 	// retried like a read, since the server answers a repeated id with the
 	// original result instead of applying it again.
