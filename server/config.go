@@ -116,6 +116,12 @@ type Limits struct {
 	// hold queued, across the server (--max-ingest-bytes), and
 	// MaxStreamIngestBytes those of one stream (--max-stream-ingest-bytes).
 	MaxIngestBytes, MaxStreamIngestBytes int64
+	// MemoryLimit, when positive, is the Go runtime's soft memory limit
+	// for the whole process (runtime/debug.SetMemoryLimit), set by New
+	// (--memory-limit): the collector works harder as the heap nears it,
+	// so the garbage of large messages does not double the resident
+	// memory. Zero leaves the runtime's limit (GOMEMLIMIT) alone.
+	MemoryLimit int64
 }
 
 // TLSConfig is the server's certificate and the CA of its clients.
@@ -241,8 +247,8 @@ func (c Config) validate() error {
 	if c.MaxTileBytes < 0 {
 		return invalid("--max-tile-bytes %d: must be positive", c.MaxTileBytes)
 	}
-	if l := c.Limits; l.MaxUnauthenticatedBytes < 0 || l.MaxReadBytes < 0 || l.MaxIngestBytes < 0 || l.MaxStreamIngestBytes < 0 {
-		return invalid("--max-unauthenticated-bytes, --max-read-bytes, --max-ingest-bytes and --max-stream-ingest-bytes must not be negative")
+	if l := c.Limits; l.MaxUnauthenticatedBytes < 0 || l.MaxReadBytes < 0 || l.MaxIngestBytes < 0 || l.MaxStreamIngestBytes < 0 || l.MemoryLimit < 0 {
+		return invalid("--max-unauthenticated-bytes, --max-read-bytes, --max-ingest-bytes, --max-stream-ingest-bytes and --memory-limit must not be negative")
 	}
 	if c.ShutdownTimeout < 0 {
 		return invalid("shutdown timeout %v: must not be negative", c.ShutdownTimeout)

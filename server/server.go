@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"runtime/debug"
 	"slices"
 	"time"
 
@@ -79,6 +80,10 @@ func New(ctx context.Context, cfg Config) (s *Server, err error) {
 			s = nil
 		}
 	}()
+
+	if cfg.Limits.MemoryLimit > 0 {
+		debug.SetMemoryLimit(cfg.Limits.MemoryLimit)
+	}
 
 	// 1. The store.
 	if cfg.Tiles != nil {

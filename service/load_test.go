@@ -40,7 +40,8 @@ import (
 //   - wrong Basic passwords in a loop (4 at a time).
 //
 // It runs only when LDM_LOAD is set (`make load`); LDM_LOAD_SECONDS sets
-// the attack time (default 20). It only reports; the goals are a peak
+// the attack time (default 20), LDM_LOAD_ATTACKS a subset of the attacks
+// (comma-separated: 2, 5r for the reads, 5w for the ingest stream, 7). It only reports; the goals are a peak
 // resident memory under 1 GiB and a p99 under three times the idle p99.
 func TestLoad_attacks_report(t *testing.T) {
 	if os.Getenv("LDM_LOAD") == "" {
@@ -150,13 +151,26 @@ func TestLoad_attacks_report(t *testing.T) {
 	actx, stop := context.WithTimeout(ctx, time.Duration(seconds)*time.Second)
 	defer stop()
 	var wg sync.WaitGroup
-	var counts [4]atomic.Int64 // bombs, stalled reads, ingest tiles, wrong passwords
+	var counts [4]atomic.Int64               // bombs, stalled reads, ingest tiles, wrong passwords
+	attacks := os.Getenv("LDM_LOAD_ATTACKS") // a subset, for example "2,5r": 2, 5r (reads), 5w (ingest), 7
+	if attacks == "" {
+		attacks = "2,5r,5w,7"
+	}
+	on := map[string]bool{}
+	for _, a := range strings.Split(attacks, ",") {
+		on[strings.TrimSpace(a)] = true
+	}
+	attack := ""
 	run := func(n int, f func(i int)) {
+		if !on[attack] {
+			return
+		}
 		for i := range n {
 			wg.Go(func() { f(i) })
 		}
 	}
 	// Attack 2: compressed bodies that expand to 250 MiB.
+	attack = "2"
 	bomb := gzipBomb(t, 250<<20)
 	h2 := &http.Client{Transport: h2conf.Transport(nil)}
 	run(12, func(i int) {
@@ -184,6 +198,7 @@ func TestLoad_attacks_report(t *testing.T) {
 		req.Header.Set("Authorization", "Bearer "+tokens["reader"])
 		return req
 	}
+	attack = "5r"
 	run(100, func(int) {
 		tr := h2conf.Transport(nil)
 		tr.HTTP2.MaxReceiveBufferPerConnection = 64 << 10
@@ -199,6 +214,7 @@ func TestLoad_attacks_report(t *testing.T) {
 	})
 	// Attack 5: one WriteTileStream of 64 MiB tiles.
 	writerTiles, _ := client(tokens["writer"])
+	attack = "5w"
 	run(1, func(int) {
 		stream := writerTiles.WriteTileStream(actx)
 		value := make([]byte, 64<<20)
@@ -218,6 +234,7 @@ func TestLoad_attacks_report(t *testing.T) {
 		_ = stream.CloseRequest()
 	})
 	// Attack 7: wrong Basic passwords in a loop.
+	attack = "7"
 	run(4, func(int) {
 		tr := h2conf.Transport(nil)
 		defer tr.CloseIdleConnections()
@@ -243,8 +260,8 @@ func TestLoad_attacks_report(t *testing.T) {
 		slices.Sort(s)
 		return s[min(len(s)-1, int(q*float64(len(s))))]
 	}
-	t.Logf("attacks for %ds: %d compressed bodies answered, %d stalled 16 MiB reads, %d ingest tiles of 64 MiB sent, %d wrong Basic passwords refused",
-		seconds, counts[0].Load(), counts[1].Load(), counts[2].Load(), counts[3].Load())
+	t.Logf("attacks %s for %ds: %d compressed bodies answered, %d stalled 16 MiB reads, %d ingest tiles of 64 MiB sent, %d wrong Basic passwords refused",
+		attacks, seconds, counts[0].Load(), counts[1].Load(), counts[2].Load(), counts[3].Load())
 	t.Logf("server resident memory: %d MiB before the attacks, peak (VmHWM) %d MiB (goal < 1024 MiB)", rssBefore>>10, hwm>>10)
 	i50, i99, a50, a99 := p(idle, 0.5), p(idle, 0.99), p(attacked, 0.5), p(attacked, 0.99)
 	t.Logf("legitimate ReadTile of 64 KiB: idle p50 %v p99 %v (%d calls); under attack p50 %v p99 %v (%d calls); ratio p50 %.1fx p99 %.1fx (goal < 3x)",

@@ -95,7 +95,7 @@ type Config struct {
 
 // Defaults of the limits in Config.
 const (
-	DefaultMaxUnauthenticatedBytes       = 1 << 20
+	DefaultMaxUnauthenticatedBytes       = 64 << 10
 	DefaultMaxReadBytes            int64 = 128 << 20
 	DefaultMaxIngestBytes          int64 = 128 << 20
 	DefaultMaxStreamIngestBytes    int64 = 64 << 20

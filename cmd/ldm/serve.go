@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -13,6 +14,11 @@ import (
 	"github.com/xcheng85/go-ldm/service"
 	"github.com/xcheng85/go-ldm/storage"
 )
+
+// defaultMemoryLimit is the default of --memory-limit: room for the
+// default read and ingest budgets, the copies connect-go makes of the
+// messages in flight, and the rest of the server.
+const defaultMemoryLimit = 768 << 20
 
 // demoVolume is the name of the volume `ldm serve --demo` creates.
 const demoVolume = server.DemoVolume
@@ -80,6 +86,7 @@ func (f *serveFlags) register(fs *pflag.FlagSet) {
 	fs.Int64Var(&f.limits.MaxReadBytes, "max-read-bytes", service.DefaultMaxReadBytes, "tile bytes that reads in flight may hold across the server; more reads wait")
 	fs.Int64Var(&f.limits.MaxIngestBytes, "max-ingest-bytes", service.DefaultMaxIngestBytes, "tile bytes that write streams may hold queued across the server; streams wait beyond it")
 	fs.Int64Var(&f.limits.MaxStreamIngestBytes, "max-stream-ingest-bytes", service.DefaultMaxStreamIngestBytes, "tile bytes that one write stream may hold queued")
+	fs.Int64Var(&f.limits.MemoryLimit, "memory-limit", defaultMemoryLimit, "soft limit of the server's Go heap, in bytes: garbage is collected harder near it (0 leaves it to GOMEMLIMIT, which also wins when set)")
 	f.log.register(fs)
 	f.security.register(fs)
 	f.cluster.register(fs)
@@ -99,6 +106,9 @@ func (f *serveFlags) config(fs *pflag.FlagSet, logOut io.Writer) (server.Config,
 	sync, err := storage.ParseSyncPolicy(f.sync)
 	if err != nil {
 		return server.Config{}, usageError{fmt.Errorf("--sync: %w", err)}
+	}
+	if _, set := os.LookupEnv("GOMEMLIMIT"); set && !fs.Changed("memory-limit") {
+		f.limits.MemoryLimit = 0 // the environment decides
 	}
 	cfg := server.Config{
 		Addr:         f.addr,
