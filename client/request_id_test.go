@@ -51,7 +51,7 @@ func TestClient_WriteTile_request_id(t *testing.T) {
 	if other.GetOffset() != 1 {
 		t.Fatalf("a new request at %d, want 1", other.GetOffset())
 	}
-	if client.NewRequestID() == client.NewRequestID() {
-		t.Fatal("two request ids are equal")
+	if a, b := client.NewRequestID(), client.NewRequestID(); a == b {
+		t.Fatalf("two request ids are equal: %s", a)
 	}
 }

@@ -93,7 +93,6 @@ func (r *requestIDs) append(ctx context.Context, store Tiles, volume string, til
 	// tile of this batch with the same id.
 	src := make([]int, len(tiles))
 	waits := map[int]*requestEntry{}
-	var owned []*requestEntry
 	ownedAt := map[int]*requestEntry{}
 	seen := map[string]int{}
 
@@ -118,7 +117,6 @@ func (r *requestIDs) append(ctx context.Context, store Tiles, volume string, til
 		}
 		e := &requestEntry{done: make(chan struct{})}
 		r.insertLocked(k, e)
-		owned = append(owned, e)
 		ownedAt[i] = e
 	}
 	r.mu.Unlock()
