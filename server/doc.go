@@ -27,4 +27,7 @@
 //     writes to it.
 //   - A non-loopback address is refused without TLS and authentication
 //     unless Config.Insecure is set.
+//   - The cluster's node-to-node endpoints are never more open than the
+//     API: with authentication on, a node needs TLS (node certificates,
+//     verified against --client-ca and --peer-ca) or Config.Cluster.Key.
 package server
