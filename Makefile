@@ -40,10 +40,12 @@ chromium:
 		fi; \
 	fi
 
-# test runs every test: vet, the Go tests with the race detector (storage
-# crash rounds, every RPC over real sockets, the browser end-to-end test).
+# test runs every test: the viewer's unit tests (node:test), vet, the Go
+# tests with the race detector (storage crash rounds, every RPC over real
+# sockets, the browser end-to-end test).
 # It installs what the tests need first (the viewer's npm packages, Chromium).
 test: web/node_modules/.installed chromium
+	cd web && npm test --silent
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout 20m ./...
 
