@@ -4,10 +4,11 @@
 
 import { timestampDate } from "@bufbuild/protobuf/wkt";
 import { BrickStreamer } from "./bricks";
-import type { Volume } from "./gen/ldm/v1/types_pb";
+import { Space, type Volume } from "./gen/ldm/v1/types_pb";
 import { connect, describe, isCanceled, isNotFound, retriable, type Clients, type Protocol } from "./api";
 import { colormapNames, lut, type ColormapName, type Window } from "./colormap";
 import { SliceView, type Axis } from "./slice";
+import { affineOf, layout, orient, world, type Convention, type Orientation, type Role, type SpaceName } from "./orient";
 import { View3D } from "./render3d";
 import { bytesPerVoxel, dataTypeName, VolumeData, type Vec3 } from "./volume";
 
@@ -40,6 +41,11 @@ class App {
   private data: VolumeData | null = null;
   private volumes: Volume[] = [];
   private views: Record<Axis, SliceView>;
+  // The open volume's LOD 0 voxel-to-world affine, its space and how the views lay it out.
+  private affine: number[] = [];
+  private space: SpaceName = "";
+  private orientation: Orientation | null = null;
+  private convention: Convention = "radiological";
   private view3d: View3D;
   private win: Window = { level: 127.5, width: 255 };
   private cmap: ColormapName = "gray";
@@ -121,6 +127,7 @@ class App {
         v.draw();
       }
     });
+    $<HTMLSelectElement>("convention").addEventListener("change", (e) => this.setConvention((e.target as HTMLSelectElement).value as Convention));
     $<HTMLInputElement>("live").addEventListener("change", (e) => {
       // Resume where live mode stopped, so writes made meanwhile appear.
       if ((e.target as HTMLInputElement).checked) void this.follow(this.followNext ?? undefined);
@@ -198,6 +205,8 @@ class App {
       ["bricks", `${b?.x} × ${b?.y} × ${b?.z}`],
       ["LODs", String(v.lodCount)],
       ["spacing", v.spacing.length ? v.spacing.join(" × ") : "1 × 1 × 1"],
+      ["space", this.space || "unknown"],
+      ["transform", fmtAffine(this.affine)],
       ["tiles", String(v.nextOffset)],
       ["size", fmtBytes(Number(v.sizeBytes))],
       ["created", v.createTime ? timestampDate(v.createTime).toISOString() : "-"],
@@ -238,13 +247,17 @@ class App {
     const d = new VolumeData(v);
     this.data = d;
     this.autoWindow = true;
+    this.affine = affineOf(v.transform, v.spacing);
+    this.space = spaceName(v.space);
+    this.orientation = orient(this.affine, this.space);
     this.showMeta(v);
+    this.showOrientation();
     this.renderList();
     for (const view of Object.values(this.views)) {
-      view.setVolume(d);
+      view.setVolume(d, layout(this.orientation, roles[view.axis], this.convention));
       view.draw();
     }
-    this.focus = { x: this.views.x.pos, y: this.views.y.pos, z: this.views.z.pos };
+    this.focus = this.cursor();
     this.setCross();
     this.markAll();
     void this.load();
@@ -393,8 +406,10 @@ class App {
     const r = d.apply(lod, x, y, z, offset, value);
     this.stats.applyMs += performance.now() - t0;
     if (!r.applied) return;
-    const f = { x: this.views.x.pos, y: this.views.y.pos, z: this.views.z.pos };
-    for (const a of ["x", "y", "z"] as Axis[]) if (f[a] >= r.min[a] && f[a] < r.max[a]) this.dirty.add(a);
+    for (const a of ["x", "y", "z"] as Axis[]) {
+      const v = this.views[a], dp = v.depth;
+      if (v.pos >= r.min[dp] && v.pos < r.max[dp]) this.dirty.add(a);
+    }
     this.dirty3d = true;
     if (this.autoWindow && lod === d.levels.length - 1 && d.complete(lod)) this.applyAutoWindow(false);
     this.schedule();
@@ -502,20 +517,52 @@ class App {
     this.markAll();
   }
 
+  /** cursor returns the voxel where the three slices meet. */
+  private cursor(): Vec3 {
+    const c = { x: 0, y: 0, z: 0 };
+    for (const v of Object.values(this.views)) c[v.depth] = v.pos;
+    return c;
+  }
+
   private setCross(): void {
-    const c = { x: this.views.x.pos, y: this.views.y.pos, z: this.views.z.pos };
+    const c = this.cursor();
     for (const v of Object.values(this.views)) v.cross = c;
   }
 
   /** pick moves all three slices to a voxel. */
   private pick(p: Vec3): void {
     for (const a of ["x", "y", "z"] as Axis[]) {
-      if (this.views[a].pos !== p[a]) {
-        this.views[a].setPos(p[a], false);
+      const v = this.views[a];
+      if (v.pos !== p[v.depth]) {
+        v.setPos(p[v.depth], false);
         this.dirty.add(a);
       }
     }
     this.afterMove();
+  }
+
+  /** setConvention shows the axial and coronal views in the radiological (patient's left on the right) or neurological convention. */
+  setConvention(c: Convention): void {
+    this.convention = c;
+    $<HTMLSelectElement>("convention").value = c;
+    const o = this.orientation;
+    if (!this.data || !o) return;
+    for (const v of Object.values(this.views)) v.setLayout(layout(o, roles[v.axis], c));
+    this.setCross();
+    this.markAll();
+  }
+
+  /** showOrientation says how the volume is placed: its space, and whether it is oblique or of unknown orientation. */
+  private showOrientation(): void {
+    const o = this.orientation, note = $("orient-note");
+    let text = "";
+    if (o && !o.known) {
+      text = "Orientation unknown: the volume has no patient space (RAS or LPS), so its axes are shown as stored and the views are not labelled.";
+    } else if (o?.oblique) {
+      text = `Oblique volume: its axes are up to ${o.obliqueDegrees.toFixed(1)}° off the patient's axes; each view shows the nearest anatomical orientation (not resampled).`;
+    }
+    note.textContent = text;
+    note.hidden = text === "";
   }
 
   private moved(axis: Axis, _pos: number): void {
@@ -528,7 +575,7 @@ class App {
     this.setCross();
     for (const v of Object.values(this.views)) v.draw();
     this.schedule(true);
-    this.focus = { x: this.views.x.pos, y: this.views.y.pos, z: this.views.z.pos };
+    this.focus = this.cursor();
     // A stream that failed is started again around the new focus too.
     if (!this.streaming && !(this.streamError && this.data && !this.data.complete(0))) return;
     // Browsers cannot send on an open stream: cancel it and start one around
@@ -545,7 +592,10 @@ class App {
     }
     const v = d.value(p.x, p.y, p.z);
     const l = d.lodAt(p.x, p.y, p.z);
-    $("cursor").textContent = `voxel (${p.x}, ${p.y}, ${p.z})\nvalue ${l < 0 ? "not loaded" : v}` + (l >= 0 ? `  (LOD ${l})` : "");
+    const w = world(this.affine, p).map((c) => (Math.abs(c) < 5e-7 ? 0 : c).toFixed(2));
+    const sp = this.space === "RAS" || this.space === "LPS" ? ` ${this.space}` : "";
+    $("cursor").textContent =
+      `voxel (${p.x}, ${p.y}, ${p.z})\nworld (${w.join(", ")}) mm${sp}\nvalue ${l < 0 ? "not loaded" : v}` + (l >= 0 ? `  (LOD ${l})` : "");
   }
 
   private layout(): void {
@@ -573,7 +623,7 @@ class App {
         window: { ...this.win },
         colormap: this.cmap,
         error: $("message").hidden ? "" : $("message").textContent,
-        slices: { x: this.views.x.pos, y: this.views.y.pos, z: this.views.z.pos },
+        slices: this.cursor(),
         worker: this.streamer.usesWorker,
       }),
       setWindow: (level: number, width: number) => {
@@ -587,7 +637,22 @@ class App {
         c.checked = on;
         c.dispatchEvent(new Event("change"));
       },
-      /** voxelToCanvas gives the device pixel of a voxel in a slice view ("x", "y" or "z" = the fixed axis). */
+      /** setConvention switches the axial and coronal views between "radiological" and "neurological". */
+      setConvention: (c: Convention) => this.setConvention(c),
+      /**
+       * orientation reports how the open volume is shown: its space, whether
+       * it is oblique, the note shown, and per view (axial, coronal,
+       * sagittal) the voxel axis it slices and the letters on each side.
+       */
+      orientation: () => ({
+        space: this.space,
+        convention: this.convention,
+        oblique: this.orientation?.oblique ?? false,
+        known: this.orientation?.known ?? false,
+        note: $("orient-note").hidden ? "" : $("orient-note").textContent,
+        views: Object.fromEntries(Object.values(this.views).map((v) => [roles[v.axis], { depth: v.depth, ...v.sideLabels() }])),
+      }),
+      /** voxelToCanvas gives the device pixel of a voxel in a slice view ("z" axial, "y" coronal, "x" sagittal). */
       voxelToCanvas: (axis: Axis, p: Vec3) => this.views[axis].voxelToCanvas(p),
       /** project3D gives the device pixel where a voxel appears in the 3D view. */
       project3D: (p: Vec3) => (this.data ? this.view3d.project(this.data, p) : null),
@@ -610,6 +675,19 @@ class App {
       value: (p: Vec3) => this.data?.value(p.x, p.y, p.z) ?? NaN,
     };
   }
+}
+
+/** roles names the view of each key. */
+const roles: Record<Axis, Role> = { z: "axial", y: "coronal", x: "sagittal" };
+
+function spaceName(s: Space): SpaceName {
+  return s === Space.RAS ? "RAS" : s === Space.LPS ? "LPS" : s === Space.SCANNER ? "scanner" : "";
+}
+
+/** fmtAffine shows the three rows of an affine. */
+function fmtAffine(a: number[]): string {
+  const f = (v: number) => String(+v.toPrecision(6));
+  return [0, 1, 2].map((r) => `[${a.slice(4 * r, 4 * r + 4).map(f).join(" ")}]`).join(" ");
 }
 
 function fmtBytes(n: number): string {

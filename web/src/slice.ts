@@ -1,12 +1,30 @@
 // SliceView draws one orthogonal slice of a volume on a 2D canvas with
 // nearest-neighbour scaling, so each voxel's centre shows exactly its
-// colour-mapped value. Axial shows x right, y down at a fixed z; coronal x
-// right, z up at a fixed y; sagittal y right, z up at a fixed x.
+// colour-mapped value. Which voxel axis is the slice's depth and which way
+// the others run on screen come from the volume's orientation (orient.ts):
+// the axial view is always a slice across the patient's S/I axis, and so on,
+// whatever the storage order. With no known orientation (or an identity LPS
+// transform) axial shows x right, y down at a fixed z; coronal x right, z up
+// at a fixed y; sagittal y right, z up at a fixed x. Letters on each side
+// name the patient direction that way.
 
 import { lutIndex, type Window } from "./colormap";
+import type { Axis, ViewLayout } from "./orient";
 import type { Vec3, VolumeData } from "./volume";
 
-export type Axis = "x" | "y" | "z";
+export type { Axis } from "./orient";
+
+/** storageLayout is the layout of a view key with no known orientation. */
+export function storageLayout(key: Axis): ViewLayout {
+  if (key === "z") return { depth: "z", u: "x", v: "y", flipU: false, flipV: false, left: "", right: "", top: "", bottom: "" };
+  if (key === "y") return { depth: "y", u: "x", v: "z", flipU: false, flipV: true, left: "", right: "", top: "", bottom: "" };
+  return { depth: "x", u: "y", v: "z", flipU: false, flipV: true, left: "", right: "", top: "", bottom: "" };
+}
+
+/** natural returns the (first, second) voxel axes of VolumeData.slice for a depth axis. */
+function natural(depth: Axis): [Axis, Axis] {
+  return depth === "z" ? ["x", "y"] : depth === "y" ? ["x", "z"] : ["y", "z"];
+}
 
 export interface SliceHost {
   /** pick moves the crosshair (and the other views' slices) to a voxel. */
@@ -18,10 +36,14 @@ export interface SliceHost {
 }
 
 export class SliceView {
+  /** axis is the view's key: "z" axial, "y" coronal, "x" sagittal. */
   readonly axis: Axis;
   readonly canvas: HTMLCanvasElement;
   readonly slider: HTMLInputElement;
   private readonly label: HTMLElement;
+  private readonly sides: Record<"left" | "right" | "top" | "bottom", HTMLElement>;
+  /** map says how voxels map to this view's screen image. */
+  map: ViewLayout;
   private readonly title: string;
   private readonly host: SliceHost;
   private readonly off = document.createElement("canvas");
@@ -40,6 +62,7 @@ export class SliceView {
 
   constructor(root: HTMLElement, axis: Axis, title: string, host: SliceHost) {
     this.axis = axis;
+    this.map = storageLayout(axis);
     this.title = title;
     this.host = host;
     root.classList.add("view");
@@ -56,32 +79,44 @@ export class SliceView {
     this.slider.min = "0";
     this.slider.max = "0";
     this.slider.setAttribute("aria-label", `${title} slice position`);
-    root.append(head, this.canvas, this.slider);
+    const wrap = document.createElement("div");
+    wrap.className = "canvas-wrap";
+    wrap.append(this.canvas);
+    const side = (k: string) => {
+      const e = document.createElement("span");
+      e.className = `orient-label ${k}`;
+      e.dataset.side = k;
+      wrap.append(e);
+      return e;
+    };
+    this.sides = { left: side("left"), right: side("right"), top: side("top"), bottom: side("bottom") };
+    root.append(head, wrap, this.slider);
     this.slider.addEventListener("input", () => this.setPos(Number(this.slider.value)));
     this.bindPointer();
     this.bindKeys();
     this.updateLabel();
   }
 
-  /** flip reports whether rows run bottom-up (z up). */
-  private get flip(): boolean {
-    return this.axis !== "z";
+  /** depth is the voxel axis this view's slider moves along. */
+  get depth(): Axis {
+    return this.map.depth;
   }
 
   /** dims returns the slice's width and height in voxels and the voxel sizes along them. */
   private dims(): { w: number; h: number; su: number; sv: number; depth: number } {
     const d = this.data!;
-    const S = d.shape, P = d.spacing;
-    if (this.axis === "z") return { w: S.x, h: S.y, su: P.x, sv: P.y, depth: S.z };
-    if (this.axis === "y") return { w: S.x, h: S.z, su: P.x, sv: P.z, depth: S.y };
-    return { w: S.y, h: S.z, su: P.y, sv: P.z, depth: S.x };
+    const S = d.shape, P = d.spacing, m = this.map;
+    return { w: S[m.u], h: S[m.v], su: P[m.u], sv: P[m.v], depth: S[m.depth] };
   }
 
-  setVolume(d: VolumeData | null): void {
+  /** setVolume shows a volume laid out by map (see orient.ts). */
+  setVolume(d: VolumeData | null, map: ViewLayout = storageLayout(this.axis)): void {
     this.data = d;
     this.zoom = 1;
     this.panX = this.panY = 0;
+    this.setSides(d ? map : storageLayout(this.axis));
     if (!d) return;
+    this.map = map;
     const { w, h, depth } = this.dims();
     this.w = w;
     this.h = h;
@@ -93,6 +128,35 @@ export class SliceView {
     this.pos = Math.floor(depth / 2);
     this.slider.value = String(this.pos);
     this.updateLabel();
+  }
+
+  /** setLayout changes how the volume is laid out (e.g. the convention), keeping the slice. */
+  setLayout(map: ViewLayout): void {
+    if (!this.data) return;
+    const pos = map.depth === this.map.depth ? this.pos : -1;
+    const { zoom, panX, panY } = this;
+    this.setVolume(this.data, map);
+    if (pos >= 0) {
+      this.pos = pos;
+      this.slider.value = String(pos);
+      this.zoom = zoom;
+      this.panX = panX;
+      this.panY = panY;
+      this.updateLabel();
+    }
+  }
+
+  private setSides(map: ViewLayout): void {
+    for (const k of ["left", "right", "top", "bottom"] as const) {
+      this.sides[k].textContent = map[k];
+      this.sides[k].hidden = map[k] === "";
+    }
+  }
+
+  /** sideLabels returns the letters shown on each side. */
+  sideLabels(): { left: string; right: string; top: string; bottom: string } {
+    const s = this.sides;
+    return { left: s.left.textContent ?? "", right: s.right.textContent ?? "", top: s.top.textContent ?? "", bottom: s.bottom.textContent ?? "" };
   }
 
   setPos(p: number, notify = true): void {
@@ -108,7 +172,7 @@ export class SliceView {
 
   private updateLabel(): void {
     const depth = this.data ? this.dims().depth : 0;
-    this.label.textContent = `${this.title}  ${this.axis} = ${this.pos} / ${Math.max(0, depth - 1)}`;
+    this.label.textContent = `${this.title}  ${this.map.depth} = ${this.pos} / ${Math.max(0, depth - 1)}`;
   }
 
   /** scale returns canvas pixels per voxel along u and v, and the image's top-left corner. */
@@ -120,32 +184,33 @@ export class SliceView {
     return { ku, kv, ox: cw / 2 + this.panX - (w * ku) / 2, oy: ch / 2 + this.panY - (h * kv) / 2 };
   }
 
-  /** toUV maps a LOD 0 voxel to this view's (u, v). */
-  private toUV(p: Vec3): [number, number] {
-    if (this.axis === "z") return [p.x, p.y];
-    if (this.axis === "y") return [p.x, p.z];
-    return [p.y, p.z];
+  /** toScreen maps a LOD 0 voxel to this view's image column and row. */
+  private toScreen(p: Vec3): [number, number] {
+    const m = this.map;
+    const u = p[m.u], v = p[m.v];
+    return [m.flipU ? this.w - 1 - u : u, m.flipV ? this.h - 1 - v : v];
   }
 
-  /** voxelToCanvas returns the canvas pixel (device pixels) at the centre of voxel p's (u, v). */
+  /** voxelToCanvas returns the canvas pixel (device pixels) at the centre of voxel p. */
   voxelToCanvas(p: Vec3): { x: number; y: number } {
-    const [u, v] = this.toUV(p);
+    const [sx, sy] = this.toScreen(p);
     const { ku, kv, ox, oy } = this.layout();
-    const y = this.flip ? oy + (this.h - v - 0.5) * kv : oy + (v + 0.5) * kv;
-    return { x: ox + (u + 0.5) * ku, y };
+    return { x: ox + (sx + 0.5) * ku, y: oy + (sy + 0.5) * kv };
   }
 
   /** canvasToVoxel returns the voxel under a canvas pixel, or null outside the image. */
   canvasToVoxel(cx: number, cy: number): Vec3 | null {
     if (!this.data) return null;
     const { ku, kv, ox, oy } = this.layout();
-    const u = Math.floor((cx - ox) / ku);
-    let v = Math.floor((cy - oy) / kv);
-    if (this.flip) v = this.h - 1 - v;
-    if (u < 0 || v < 0 || u >= this.w || v >= this.h) return null;
-    if (this.axis === "z") return { x: u, y: v, z: this.pos };
-    if (this.axis === "y") return { x: u, y: this.pos, z: v };
-    return { x: this.pos, y: u, z: v };
+    const sx = Math.floor((cx - ox) / ku);
+    const sy = Math.floor((cy - oy) / kv);
+    if (sx < 0 || sy < 0 || sx >= this.w || sy >= this.h) return null;
+    const m = this.map;
+    const p = { x: 0, y: 0, z: 0 };
+    p[m.u] = m.flipU ? this.w - 1 - sx : sx;
+    p[m.v] = m.flipV ? this.h - 1 - sy : sy;
+    p[m.depth] = this.pos;
+    return p;
   }
 
   /** resize matches the canvas's pixel size to its box. */
@@ -162,15 +227,25 @@ export class SliceView {
   /** render recomputes the slice image from the volume and draws it. */
   render(win: Window, table: Uint8Array): void {
     if (!this.data || !this.image) return;
-    this.data.slice(this.axis, this.pos, this.values);
+    const m = this.map;
+    this.data.slice(m.depth, this.pos, this.values);
     const px = this.image.data;
     const vals = this.values;
-    for (let i = 0; i < vals.length; i++) {
-      const v = vals[i];
+    // The slice comes in VolumeData.slice's order (natural first axis
+    // fastest); screen pixel (sx, sy) reads voxel (u, v) of the layout.
+    const [first] = natural(m.depth);
+    const nw = first === m.u ? this.w : this.h; // length of the natural first axis
+    const W = this.w, H = this.h;
+    for (let i = 0, n = W * H; i < n; i++) {
+      const sx = i % W, sy = (i / W) | 0;
+      const u = m.flipU ? W - 1 - sx : sx;
+      const vv = m.flipV ? H - 1 - sy : sy;
+      const a = first === m.u ? u : vv, b = first === m.u ? vv : u;
+      const v = vals[b * nw + a];
       const o = i * 4;
       if (v !== v) {
-        // Not streamed yet: a dark checkerboard.
-        const c = ((i % this.w) >> 3) + ((i / this.w) >> 3);
+        // Not streamed yet: a dark checkerboard (in voxel coordinates).
+        const c = (a >> 3) + (b >> 3);
         px[o] = px[o + 1] = px[o + 2] = c & 1 ? 28 : 18;
       } else {
         const k = lutIndex(v, win) * 4;
@@ -193,13 +268,7 @@ export class SliceView {
     if (!this.data) return;
     const { ku, kv, ox, oy } = this.layout();
     ctx.imageSmoothingEnabled = false;
-    if (this.flip) {
-      ctx.setTransform(1, 0, 0, -1, 0, oy + this.h * kv + oy);
-      ctx.drawImage(this.off, ox, oy, this.w * ku, this.h * kv);
-      ctx.setTransform(1, 0, 0, 1, 0, 0);
-    } else {
-      ctx.drawImage(this.off, ox, oy, this.w * ku, this.h * kv);
-    }
+    ctx.drawImage(this.off, ox, oy, this.w * ku, this.h * kv);
     if (this.showCross && this.cross) {
       const c = this.voxelToCanvas(this.cross);
       ctx.strokeStyle = "rgba(80, 220, 120, 0.8)";
