@@ -35,7 +35,7 @@ func validateRequest(m any, maxTile int, first bool) error {
 	case *ldmv1.ReadTileStreamRequest:
 		return validateVolumeName("volume", r.GetVolume())
 	case *ldmv1.CreateVolumeRequest:
-		return validateNewVolume(r.GetVolume(), maxTile)
+		return validateNewVolume(r.GetVolume())
 	case *ldmv1.GetVolumeRequest:
 		return validateVolumeName("name", r.GetName())
 	case *ldmv1.DeleteVolumeRequest:
@@ -109,10 +109,8 @@ func validateTile(field string, t *ldmv1.Tile, maxTile int) error {
 }
 
 // validateNewVolume checks a CreateVolume request field by field, so each
-// problem names its field; the store normalizes and checks again. A brick
-// whose voxels do not fit in one tile of maxTile bytes is refused: it could
-// never be written.
-func validateNewVolume(v *ldmv1.Volume, maxTile int) error {
+// problem names its field; the store normalizes and checks again.
+func validateNewVolume(v *ldmv1.Volume) error {
 	if v == nil {
 		return invalidField("volume", "a volume is required")
 	}
@@ -129,11 +127,6 @@ func validateNewVolume(v *ldmv1.Volume, maxTile int) error {
 	if b := v.GetBrickShape(); b != nil && (b.GetX() != 0 || b.GetY() != 0 || b.GetZ() != 0) {
 		if b.GetX() == 0 || b.GetY() == 0 || b.GetZ() == 0 || b.GetX() > 1024 || b.GetY() > 1024 || b.GetZ() > 1024 {
 			return invalidField("volume.brick_shape", "brick shape %dx%dx%d must be 1..1024 in x, y and z", b.GetX(), b.GetY(), b.GetZ())
-		}
-		size := uint64(storage.DataType(v.GetDataType()).Size())
-		if n := uint64(b.GetX()) * uint64(b.GetY()) * uint64(b.GetZ()) * size; n > uint64(maxTile) {
-			return invalidField("volume.brick_shape", "a %dx%dx%d brick of %v is %d bytes, above the largest tile (%d bytes): use a smaller brick shape",
-				b.GetX(), b.GetY(), b.GetZ(), v.GetDataType(), n, maxTile)
 		}
 	}
 	if v.GetLodCount() > 32 {

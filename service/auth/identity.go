@@ -208,8 +208,10 @@ func CertIdentity(c *x509.Certificate) (Identity, error) {
 // Middleware returns next wrapped with the package Middleware (the TLS
 // state in the request context) and one more rule for an authenticating
 // server: GET responses (Connect's cacheable unary reads) that say
-// "Cache-Control: public" say "private" instead, so a shared cache never
-// hands a response fetched with one caller's credentials to another.
+// "Cache-Control: public" say "private" instead, and any other
+// Cache-Control of a GET (for example "no-cache") gets "private" added
+// unless it says "no-store", so a shared cache never hands a response
+// fetched with one caller's credentials to another.
 func (a *Auth) Middleware(next http.Handler) http.Handler {
 	return Middleware(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method == http.MethodGet {
@@ -234,10 +236,18 @@ func (p *privateCache) fix() {
 	h := p.ResponseWriter.Header()
 	if cc := h.Get("Cache-Control"); cc != "" {
 		parts := strings.Split(cc, ",")
+		private := false
 		for i, part := range parts {
-			if strings.EqualFold(strings.TrimSpace(part), "public") {
+			switch d := strings.ToLower(strings.TrimSpace(part)); d {
+			case "public":
 				parts[i] = "private"
+				private = true
+			case "private", "no-store":
+				private = true
 			}
+		}
+		if !private {
+			parts = append(parts, " private")
 		}
 		h.Set("Cache-Control", strings.Join(parts, ","))
 	}
