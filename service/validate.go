@@ -144,8 +144,37 @@ func validateNewVolume(v *ldmv1.Volume) error {
 			return invalidField("volume.spacing", "spacing %v must be positive and finite in x, y and z", v.GetSpacing())
 		}
 	}
+	if err := validateTransform(v); err != nil {
+		return err
+	}
 	m := apiconv.MetaFromAPI(v)
 	return withField("volume", m.Normalize())
+}
+
+// validateTransform checks a new volume's transform (none, or a usable 4x4
+// affine whose column lengths match any spacing given) and space, naming
+// volume.transform, volume.spacing or volume.space.
+func validateTransform(v *ldmv1.Volume) error {
+	if _, ok := ldmv1.Space_name[int32(v.GetSpace())]; !ok {
+		return invalidField("volume.space", "space %d (want SPACE_UNSPECIFIED, SPACE_RAS, SPACE_LPS or SPACE_SCANNER)", int32(v.GetSpace()))
+	}
+	t := v.GetTransform()
+	if len(t) == 0 {
+		return nil
+	}
+	if len(t) != 16 {
+		return invalidField("volume.transform", "transform has %d values (want 16: a 4x4 voxel-to-world affine in mm, row-major, or none)", len(t))
+	}
+	a := storage.Affine(t)
+	if err := storage.CheckAffine("transform", a); err != nil {
+		return withField("volume.transform", err)
+	}
+	for c, sp := range v.GetSpacing() {
+		if n := a.ColumnNorm(c); math.Abs(sp-n) > 1e-6*n {
+			return invalidField("volume.spacing", "spacing[%d] = %v but transform column %d has length %v: leave spacing empty or make it the column lengths", c, sp, c, n)
+		}
+	}
+	return nil
 }
 
 // maxLevels returns how many levels of detail a volume of shape s can
