@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/memberlist"
@@ -175,7 +176,9 @@ func (n *Node) reconcile() error {
 		voters[string(s.ID)] = s
 	}
 	var errs []error
-	for _, m := range n.serf.Members() {
+	members := n.serf.Members()
+	proofs := n.identifyNew(members, voters)
+	for _, m := range members {
 		if m.Tags[tagRole] != "ldm" || m.Tags[tagID] == "" {
 			continue
 		}
@@ -189,7 +192,11 @@ func (n *Node) reconcile() error {
 			// Only a member that proves it is a node of this cluster
 			// (node transport, matching identity) becomes a voter:
 			// anyone who reaches the gossip port can announce tags.
-			if err := n.identify(context.Background(), id, addr); err != nil {
+			err, checked := proofs[id+"\x00"+addr]
+			if !checked {
+				err = errors.New("not checked")
+			}
+			if err != nil {
 				n.log.Warn("not adding a gossip member that could not prove it is a node of this cluster", "id", id, "addr", addr, "error", err)
 				continue
 			}
@@ -208,6 +215,47 @@ func (n *Node) reconcile() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// identifyNew checks, concurrently (a few at a time, each bounded by
+// identifyTimeout), the identity of every alive member that reconcile
+// would make a voter, so members that never answer cannot hold up the
+// others. It returns each one's result by id and address (NUL between).
+func (n *Node) identifyNew(members []serf.Member, voters map[string]raft.Server) map[string]error {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		select {
+		case <-n.shutdown:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	var mu sync.Mutex
+	out := map[string]error{}
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 16)
+	for _, m := range members {
+		id, addr := m.Tags[tagID], m.Tags[tagAddr]
+		if m.Tags[tagRole] != "ldm" || id == "" || m.Status != serf.StatusAlive {
+			continue
+		}
+		if cur, ok := voters[id]; ok && string(cur.Address) == addr && cur.Suffrage == raft.Voter {
+			continue
+		}
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			err := n.identify(ctx, id, addr)
+			mu.Lock()
+			out[id+"\x00"+addr] = err
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	return out
 }
 
 // Member is one member of the cluster as this node sees it: a server in
