@@ -3,12 +3,14 @@ package service_test
 import (
 	"bytes"
 	"compress/gzip"
+	"context"
 	"encoding/binary"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"runtime"
 	"testing"
+	"time"
 
 	"google.golang.org/protobuf/proto"
 
@@ -84,7 +86,11 @@ func FuzzHandler_body(f *testing.F) {
 	h := svc.Handler()
 	f.Fuzz(func(t *testing.T, target uint8, body []byte) {
 		ft := fuzzTargets[int(target)%len(fuzzTargets)]
-		req := httptest.NewRequest(http.MethodPost, ft.procedure, bytes.NewReader(body))
+		// A follow stream waits for tiles until its client leaves: the
+		// request's context ends it.
+		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+		defer cancel()
+		req := httptest.NewRequestWithContext(ctx, http.MethodPost, ft.procedure, bytes.NewReader(body))
 		for k, v := range ft.header {
 			req.Header.Set(k, v)
 		}
