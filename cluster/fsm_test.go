@@ -56,12 +56,14 @@ func FuzzDecodeCommand(f *testing.F) {
 	f.Add(b)
 	d, _ := encodeDelete("v")
 	f.Add(d)
+	ids, _ := encodeAppendIDs("vol", []storage.Tile{{Value: []byte("x")}, {Value: []byte("y"), HasKey: true}}, []string{"", "request-1"})
+	f.Add(ids)
 	f.Fuzz(func(t *testing.T, data []byte) {
 		c, err := decodeCommand(data)
 		if err != nil || c.typ != cmdAppend {
 			return
 		}
-		again, err := encodeAppend(c.volume, c.tiles)
+		again, err := encodeAppendIDs(c.volume, c.tiles, c.ids)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -140,4 +142,78 @@ func TestFSM_BatchOutcomeIndependentOfGrouping(t *testing.T) {
 	if info, _ := batched.Volume("vol"); info.NextOffset != 4 {
 		t.Fatalf("replay appended: next offset %d", info.NextOffset)
 	}
+}
+
+// TestFSM_RequestIDsIndependentOfGrouping applies appends with request ids
+// (repeated across commands of one batch, within a command, and after a
+// failed command) as one batch and one by one: both give every tile the
+// same offset and store the same tiles, and a replay after a restart
+// rebuilds the same table.
+func TestFSM_RequestIDsIndependentOfGrouping(t *testing.T) {
+	entry := func(idx uint64, values []string, ids ...string) *raft.Log {
+		tiles := make([]storage.Tile, len(values))
+		for i, v := range values {
+			tiles[i] = storage.Tile{Value: []byte(v)}
+			if v == "bad" {
+				tiles[i].CRC32C = 1
+			}
+		}
+		b, err := encodeAppendIDs("vol", tiles, ids)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return &raft.Log{Index: idx, Type: raft.LogCommand, Data: b}
+	}
+	create, _ := encodeCreate(storage.VolumeMeta{Name: "vol", Shape: storage.Shape{X: 8, Y: 8, Z: 8}, DataType: storage.Uint8})
+	logs := []*raft.Log{
+		{Index: 1, Type: raft.LogCommand, Data: create},
+		entry(2, []string{"a", "b"}, "ra", "rb"),
+		entry(3, []string{"a", "c"}, "ra", "rc"),            // ra repeats a tile of the same batch
+		entry(4, []string{"d", "d"}, "rd", "rd"),            // repeated within the command
+		entry(5, []string{"bad"}, "re"),                     // fails: re is not recorded
+		entry(6, []string{"e", "x"}, "re", ""),              // so re is stored here
+		entry(7, []string{"b", "e", "f"}, "rb", "re", "rf"), // two known, one new
+	}
+	want := [][]uint64{nil, {0, 1}, {0, 2}, {3, 3}, nil, {4, 5}, {1, 4, 6}}
+	batched, single := NewMemoryStore(), NewMemoryStore()
+	fb, fs := newFSM(batched, testLogger()), newFSM(single, testLogger())
+	rb := fb.ApplyBatch(logs)
+	for i, l := range logs {
+		rs := fs.Apply(l).(*applyResult)
+		a := rb[i].(*applyResult)
+		if want[i] == nil {
+			continue
+		}
+		for name, r := range map[string]*applyResult{"batched": a, "single": rs} {
+			if r.err != nil || !equalU64(r.offsets, want[i]) {
+				t.Fatalf("entry %d %s: offsets %v err %v, want %v", l.Index, name, r.offsets, r.err, want[i])
+			}
+		}
+	}
+	for _, st := range []*MemoryStore{batched, single} {
+		if info, _ := st.Volume("vol"); info.NextOffset != 7 {
+			t.Fatalf("%d tiles stored, want 7", info.NextOffset)
+		}
+	}
+	if got, want := fb.dedup.encode(), fs.dedup.encode(); !bytes.Equal(got, want) {
+		t.Fatal("the request id tables differ between batched and single application")
+	}
+	// A restart replays the entries the store holds: the table is rebuilt.
+	again := newFSM(batched, testLogger())
+	again.ApplyBatch(logs)
+	if got, want := again.dedup.encode(), fb.dedup.encode(); !bytes.Equal(got, want) {
+		t.Fatal("replay rebuilt another request id table")
+	}
+}
+
+func equalU64(a, b []uint64) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
 }
