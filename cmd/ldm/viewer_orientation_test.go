@@ -247,6 +247,12 @@ func TestViewer_orientation(t *testing.T) {
 				t.Errorf("space %q, want %q", rep.Space, f.space)
 			}
 
+			png, err := chromedp.Run(ctx, chromedp.CaptureScreenshot())
+			if err != nil {
+				t.Fatal(err)
+			}
+			saveArtifact(t, "viewer-orientation-"+f.name+".png", png)
+
 			// The readout under the pointer: the marker's voxel and world
 			// position.
 			ax := spots["axial"]

@@ -204,7 +204,7 @@ class App {
       ["type", dataTypeName(v.dataType)],
       ["bricks", `${b?.x} × ${b?.y} × ${b?.z}`],
       ["LODs", String(v.lodCount)],
-      ["spacing", v.spacing.length ? v.spacing.join(" × ") : "1 × 1 × 1"],
+      ["spacing", v.spacing.length ? v.spacing.map((x) => +x.toPrecision(6)).join(" × ") : "1 × 1 × 1"],
       ["space", this.space || "unknown"],
       ["transform", fmtAffine(this.affine)],
       ["tiles", String(v.nextOffset)],
