@@ -69,6 +69,14 @@ func TestCLI_import_orientation(t *testing.T) {
 		t.Fatalf("transform %v space %q", tr, space)
 	}
 
+	// volume create takes the same flags.
+	if _, errOut, err := ldmCmd(t, "", "volume", "create", "pir", "--shape", "4x4x4", "--spacing", "1,2,3", "--orientation", "PIR", "--origin", "5,6,7", "--server", base); err != nil {
+		t.Fatalf("volume create: %v\n%s", err, errOut)
+	}
+	if tr, space := get("pir"); !equal(tr, []float64{0, 0, 3, 5, -1, 0, 0, 6, 0, -2, 0, 7, 0, 0, 0, 1}) || space != "SPACE_RAS" {
+		t.Fatalf("pir: transform %v space %s", tr, space)
+	}
+
 	nii := "../../volfile/testdata/nibabel/oblique_sform.nii"
 	if _, errOut, err := ldmCmd(t, "", "import", nii, "--name", "oblique", "-q", "--server", base); err != nil {
 		t.Fatalf("import: %v\n%s", err, errOut)
