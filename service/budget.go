@@ -24,13 +24,17 @@ type byteBudget struct {
 	mu   sync.Mutex
 	used int64
 	wake chan struct{} // closed (and replaced) whenever bytes are released
+
+	// probe lets one reader at a time read a tile of unknown size while
+	// large tiles fill their share (see readBuf.read).
+	probe chan struct{}
 }
 
 // smallBytes is the largest request that may use the budget's reserve.
 const smallBytes = 1 << 20
 
 func newByteBudget(limit int64) *byteBudget {
-	return &byteBudget{limit: limit, reserve: limit / 4, wake: make(chan struct{})}
+	return &byteBudget{limit: limit, reserve: limit / 4, wake: make(chan struct{}), probe: make(chan struct{}, 1)}
 }
 
 // share is how far the bytes in use may grow for a request of n bytes.
@@ -99,6 +103,13 @@ func (b *byteBudget) release(n int64) {
 	b.mu.Unlock()
 }
 
+// congested reports whether large requests have filled their share.
+func (b *byteBudget) congested() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.used+smallBytes > b.limit-b.reserve
+}
+
 // inUse returns the bytes currently taken.
 func (b *byteBudget) inUse() int64 {
 	b.mu.Lock()
@@ -120,7 +131,28 @@ type readBuf struct {
 // budget for the array the tile uses. When the budget has no room, it lets
 // go of the tile, the buffer and the budget it held, waits for room until
 // ctx ends, and reads again: a call that waits holds nothing.
+//
+// The size of a tile is known only once it is read. While large tiles
+// fill their share, readers that hold nothing read one at a time (the
+// probe), so the reads the budget then turns away hold one tile at a time,
+// not one per waiting caller.
 func (r *readBuf) read(ctx context.Context, read func(buf []byte) (storage.Tile, error)) (storage.Tile, error) {
+	probing := false
+	unprobe := func() {
+		if probing {
+			probing = false
+			<-r.budget.probe
+		}
+	}
+	defer unprobe()
+	if r.held == 0 && r.budget.congested() {
+		select {
+		case r.budget.probe <- struct{}{}:
+			probing = true
+		case <-ctx.Done():
+			return storage.Tile{}, ctx.Err()
+		}
+	}
 	t, err := read(r.buf)
 	if err != nil {
 		return storage.Tile{}, err
@@ -128,6 +160,7 @@ func (r *readBuf) read(ctx context.Context, read func(buf []byte) (storage.Tile,
 	need := int64(cap(t.Value))
 	if need > r.held {
 		n, ok := r.budget.tryAcquire(need - r.held)
+		unprobe()
 		if ok && r.held+n >= r.budget.clamp(need) {
 			r.held += n
 		} else {
