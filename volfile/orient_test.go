@@ -70,11 +70,12 @@ func TestOpen_nibabelTransforms(t *testing.T) {
 	}
 }
 
-// The fuzz seed corpus holds NIfTI and NRRD files the other tests read; each
-// that parses has a usable transform, and the LPS NRRD seeds carry theirs.
+// The fuzz seed corpus holds the NIfTI and NRRD headers and files the other
+// tests read; each opens with a usable transform, and the LPS NRRD seeds
+// carry theirs.
 func TestParse_corpusTransforms(t *testing.T) {
 	t.Parallel()
-	for _, dir := range []string{"FuzzParseNRRDHeader", "FuzzParseNIfTI1Header"} {
+	for _, dir := range []string{"FuzzParseNRRDHeader", "FuzzParseNIfTI1Header", "FuzzOpen"} {
 		ents, err := os.ReadDir(filepath.Join("testdata/fuzz", dir))
 		if err != nil {
 			t.Fatal(err)
@@ -91,10 +92,20 @@ func TestParse_corpusTransforms(t *testing.T) {
 				t.Fatalf("%s/%s: %v", dir, e.Name(), err)
 			}
 			var h Header
-			if dir == "FuzzParseNRRDHeader" {
+			switch dir {
+			case "FuzzParseNRRDHeader":
 				h, _, err = ParseNRRDHeader(bufio.NewReader(strings.NewReader(data)))
-			} else {
+			case "FuzzParseNIfTI1Header":
 				h, err = ParseNIfTI1Header([]byte(data))
+			default: // whole files, opened as ldm import opens them
+				p := filepath.Join(t.TempDir(), e.Name())
+				if err := os.WriteFile(p, []byte(data), 0o644); err != nil {
+					t.Fatal(err)
+				}
+				var im *Image
+				if im, err = Open(p, Options{HasTimePoint: true}); err == nil {
+					h = im.Header
+				}
 			}
 			if err != nil {
 				t.Fatalf("%s/%s: %v", dir, e.Name(), err)
