@@ -220,3 +220,30 @@ func TestServer_cluster_peer_ca(t *testing.T) {
 		t.Fatalf("the cluster lost its quorum: %v", err)
 	}
 }
+
+// TestServer_cluster_open_node_endpoints_warning: without authentication,
+// TLS or a cluster key (a trusted network), a node starts, and says so
+// when peers reach it on an address that is not loopback.
+func TestServer_cluster_open_node_endpoints_warning(t *testing.T) {
+	t.Parallel()
+	for name, advertise := range map[string]string{"loopback": "", "network": "192.0.2.1:8080"} {
+		t.Run(name, func(t *testing.T) {
+			var logs testutil.SyncBuffer
+			s, err := server.New(context.Background(), server.Config{
+				Addr: "127.0.0.1:0", DataDir: t.TempDir(),
+				Logger:  slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn})),
+				Cluster: server.ClusterConfig{NodeID: "n1", Advertise: advertise, GossipAddr: "127.0.0.1:0", LocalGossip: true},
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Close(); err != nil {
+				t.Fatal(err)
+			}
+			warned := strings.Contains(logs.String(), "--cluster-key")
+			if warned != (advertise != "") {
+				t.Fatalf("warning logged: %v, want %v; logs:\n%s", warned, advertise != "", logs.String())
+			}
+		})
+	}
+}
