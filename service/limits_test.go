@@ -21,7 +21,6 @@ import (
 	"github.com/xcheng85/go-ldm/gen/ldm/v1/ldmv1connect"
 	"github.com/xcheng85/go-ldm/service"
 	"github.com/xcheng85/go-ldm/service/auth"
-	"github.com/xcheng85/go-ldm/storage"
 )
 
 // authServer is a test server with token authentication (service/auth) in
@@ -319,5 +318,3 @@ func TestWriteTileStream_DeniedMessageAcknowledgesStoredTiles(t *testing.T) {
 		})
 	}
 }
-
-var _ = storage.ErrClosed
