@@ -18,6 +18,12 @@
 //     code, panics included), panic recovery, Config.Interceptors
 //     (authentication and authorization), request validation, then the
 //     handler.
+//   - With Config.Authenticate, every call is authenticated from its headers
+//     before any byte of its body is read or decompressed (gate.go); callers
+//     that are not authenticated get the smaller message limit.
+//   - Tile bytes that calls hold (reads in flight, ingest queues) are
+//     counted against server-wide byte budgets (budget.go); a call waiting
+//     for room holds nothing.
 //   - Tile bytes are never gzip-compressed unless Config.Compress is set.
 //   - A tile at an offset of one generation of a volume never changes, so
 //     GET reads of ReadTile carry an ETag with the volume's generation, are
