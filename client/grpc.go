@@ -152,7 +152,7 @@ func (r *ldmResolver) resolve() {
 				leader = s.GetRpcAddr()
 			}
 			known = append(known, s.GetRpcAddr())
-			addrs = append(addrs, resolver.Address{Addr: s.GetRpcAddr(), BalancerAttributes: attributes.New(resolverKey{}, r)})
+			addrs = append(addrs, resolver.Address{Addr: s.GetRpcAddr(), Attributes: attributes.New(resolverKey{}, r)})
 		}
 		r.leader.Store(leader)
 		r.known = known
@@ -178,7 +178,7 @@ func (pickerBuilder) Build(info base.PickerBuildInfo) balancer.Picker {
 	for sc, ci := range info.ReadySCs {
 		p.byAddr[ci.Address.Addr] = sc
 		p.all = append(p.all, ci.Address.Addr)
-		if r, ok := ci.Address.BalancerAttributes.Value(resolverKey{}).(*ldmResolver); ok {
+		if r, ok := ci.Address.Attributes.Value(resolverKey{}).(*ldmResolver); ok {
 			p.r = r
 		}
 	}

@@ -435,7 +435,7 @@ func (s *Store) Append(ctx context.Context, name string, tiles ...Tile) (uint64,
 			// Restore is swapping the volume (it holds s.mu until the new
 			// one is published); nothing was acknowledged, so retry there.
 			s.mu.Lock()
-			s.mu.Unlock()
+			s.mu.Unlock() //lint:ignore SA2001 taking and releasing s.mu waits for Restore to publish the new volume
 			continue
 		}
 		return first, err

@@ -330,7 +330,6 @@ type nrrdFile struct {
 	detached bool
 	extra    string // more header lines
 	prefix   []byte // bytes before the voxels (for byte/line skip)
-	suffixOK bool   // voxels at the end of the data file (byte skip -1)
 }
 
 func (n nrrdFile) write(tb testing.TB, dir string) string {

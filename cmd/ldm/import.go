@@ -107,7 +107,7 @@ sends the bricks with WriteTileStream.
 // error says so, so that the same command can be run again.
 func importVolume(ctx context.Context, c *clients, v *ldmv1.Volume, src io.ReaderAt, w io.Writer, quiet bool) error {
 	err := runImport(ctx, c, v, src, w, quiet)
-	msg, ie := explainImport(c, err)
+	ie, msg := explainImport(c, err)
 	if ie == nil || !ie.Created {
 		return msg
 	}
@@ -160,18 +160,19 @@ func runImport(ctx context.Context, c *clients, v *ldmv1.Volume, src io.ReaderAt
 // explainImport turns an import error into a message for a user: RPC
 // errors get their hints (and an unreachable server its exit code), bricks
 // over the server's limit the flags that change that. It also returns the
-// *client.ImportError, if err has one, for what happened to the volume.
-func explainImport(c *clients, err error) (error, *client.ImportError) {
+// *client.ImportError, if err has one, for what happened to the volume,
+// before the message.
+func explainImport(c *clients, err error) (*client.ImportError, error) {
 	var ie *client.ImportError
 	if !errors.As(err, &ie) {
-		return err, nil
+		return nil, err
 	}
 	if !ie.Created {
-		return c.rpcError("create volume "+ie.Volume, ie.Err), ie
+		return ie, c.rpcError("create volume "+ie.Volume, ie.Err)
 	}
 	if errors.Is(err, client.ErrBrickTooLarge) {
-		return fmt.Errorf("import %s: %w\n(bricks of %dx%dx%d voxels are %d bytes, above the server's limit: choose a smaller --brick, or raise --max-tile-bytes of ldm serve)",
-			ie.Volume, ie.Err, ie.BrickShape.X, ie.BrickShape.Y, ie.BrickShape.Z, ie.BrickBytes), ie
+		return ie, fmt.Errorf("import %s: %w\n(bricks of %dx%dx%d voxels are %d bytes, above the server's limit: choose a smaller --brick, or raise --max-tile-bytes of ldm serve)",
+			ie.Volume, ie.Err, ie.BrickShape.X, ie.BrickShape.Y, ie.BrickShape.Z, ie.BrickBytes)
 	}
-	return c.rpcError("import "+ie.Volume, ie.Err), ie
+	return ie, c.rpcError("import "+ie.Volume, ie.Err)
 }

@@ -139,7 +139,7 @@ func importFile(cmd *cobra.Command, cf *clientFlags, spec *volumeSpec, ff *fileF
 		return c.rpcError("import "+name, err)
 	}
 	err = runImport(ctx, c, v, bytes.NewReader(data), cmd.ErrOrStderr(), quiet)
-	msg, ie := explainImport(c, err)
+	ie, msg := explainImport(c, err)
 	if ie == nil || !ie.Created {
 		return msg
 	}

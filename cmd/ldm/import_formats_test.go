@@ -74,8 +74,6 @@ func encodeVoxels(dt storage.DataType, bo binary.ByteOrder, s storage.Shape, tim
 	return out
 }
 
-var testNIfTICodes = map[storage.DataType]int16{storage.Uint8: 2, storage.Int16: 4, storage.Float32: 16, storage.Uint16: 512, storage.Uint32: 768}
-
 // niftiBytes builds a NIfTI-1 header (magic "n+1" with the voxels at 352, or
 // "ni1" for a .hdr file) in byte order bo.
 func niftiBytes(bo binary.ByteOrder, sizeofHdr int32, code int16, dims []int16, spacing [3]float32, pair bool) []byte {

@@ -590,7 +590,7 @@ func testReplicationIndex(t *testing.T, l storage.LDM) {
 	defer cancel()
 	if err := storage.Iterate(ctx, l, "v", 0, false, func(tile storage.Tile) error {
 		if tile.Index != index[tile.Offset] {
-			return fmt.Errorf("Iterate: offset %d index %d; Read says %d", tile.Offset, tile.Index, index[tile.Offset])
+			return fmt.Errorf("iterate: offset %d index %d; Read says %d", tile.Offset, tile.Index, index[tile.Offset])
 		}
 		return nil
 	}); err != nil {
