@@ -288,5 +288,3 @@ func (s *Server) streamContext(ctx context.Context) (context.Context, context.Ca
 	return ctx, func() { stop(); cancel() }
 }
 
-// draining reports whether Drain has been called.
-func (s *Server) draining() bool { return s.drain.Err() != nil }
