@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -315,6 +316,7 @@ type partitionNet struct {
 	addrs   map[string]string // address -> node id
 	blocked map[[2]string]bool
 	conns   map[*netConn]struct{}
+	refused atomic.Int64 // dials refused across a partition
 }
 
 type netConn struct {
@@ -353,6 +355,7 @@ func (p *partitionNet) dialer(from string) DialFunc {
 		blocked := p.blocked[[2]string{from, to}]
 		p.mu.Unlock()
 		if blocked {
+			p.refused.Add(1)
 			return nil, fmt.Errorf("dial %s -> %s: %w", from, to, errPartitioned)
 		}
 		conn, err := d.DialContext(ctx, network, addr)

@@ -243,3 +243,18 @@ func mustCreateRet(t *testing.T, n *Node, name string) string {
 	mustCreate(t, n, name)
 	return name
 }
+
+// TestNode_VoterRetriesIdentity: a member that could not be reached when
+// it joined (its server did not answer yet) is checked again after a short
+// backoff, so it becomes a voter long before the next periodic reconcile.
+func TestNode_VoterRetriesIdentity(t *testing.T) {
+	c := newTestCluster(t)
+	c.tune = func(cfg *Config) { cfg.ReconcileInterval = time.Hour }
+	c.add("n1")
+	c.leader(10 * time.Second)
+	c.net.partition([]string{"n1"}, []string{"n2"})
+	c.add("n2")
+	waitFor(t, 10*time.Second, "the leader to fail to reach n2", func() bool { return c.net.refused.Load() > 0 })
+	c.net.heal()
+	c.waitVoters(10*time.Second, "n1", "n2")
+}

@@ -146,30 +146,58 @@ func (n *Node) triggerReconcile() {
 // reconcileLoop makes the leader's Raft configuration follow Serf: alive
 // members become voters, members that left gracefully are removed. A failed
 // member stays a voter until an operator removes it.
+//
+// A pass in which a member could not prove its identity (it may not serve
+// yet: a node joins gossip before its HTTP server runs) is followed by
+// another after a backoff that starts at identifyRetryMin and doubles up
+// to ReconcileInterval.
 func (n *Node) reconcileLoop() {
 	defer n.wg.Done()
 	t := time.NewTicker(n.cfg.ReconcileInterval)
 	defer t.Stop()
+	retry := time.NewTimer(time.Hour)
+	retry.Stop()
+	defer retry.Stop()
+	backoff := identifyRetryMin
 	for {
 		select {
 		case <-n.shutdown:
 			return
 		case <-t.C:
 		case <-n.reconcileCh:
+		case <-retry.C:
 		}
 		if n.serf == nil || n.raft.State() != raft.Leader {
 			continue
 		}
-		if err := n.reconcile(); err != nil {
+		unproven, err := n.reconcilePass()
+		if err != nil {
 			n.log.Warn("reconcile failed", "error", err)
 		}
+		if unproven == 0 {
+			backoff = identifyRetryMin
+			continue
+		}
+		retry.Reset(backoff)
+		backoff = min(2*backoff, n.cfg.ReconcileInterval)
 	}
 }
 
+// identifyRetryMin is the first delay before a member that failed to
+// prove its identity is checked again.
+const identifyRetryMin = 500 * time.Millisecond
+
 func (n *Node) reconcile() error {
+	_, err := n.reconcilePass()
+	return err
+}
+
+// reconcilePass reconciles once and returns how many alive members could
+// not prove they are nodes.
+func (n *Node) reconcilePass() (unproven int, _ error) {
 	f := n.raft.GetConfiguration()
 	if err := f.Error(); err != nil {
-		return err
+		return 0, err
 	}
 	voters := map[string]raft.Server{}
 	for _, s := range f.Configuration().Servers {
@@ -198,6 +226,7 @@ func (n *Node) reconcile() error {
 			}
 			if err != nil {
 				n.log.Warn("not adding a gossip member that could not prove it is a node of this cluster", "id", id, "addr", addr, "error", err)
+				unproven++
 				continue
 			}
 			n.log.Info("adding voter", "id", id, "addr", addr)
@@ -214,7 +243,7 @@ func (n *Node) reconcile() error {
 			}
 		}
 	}
-	return errors.Join(errs...)
+	return unproven, errors.Join(errs...)
 }
 
 // identifyNew checks, concurrently (a few at a time, each bounded by
