@@ -8,6 +8,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"maps"
 	"math/big"
 	"net"
 	"net/http"
@@ -124,7 +125,8 @@ func TestNode_MutualTLS(t *testing.T) {
 	sameLogs(t, c, "vol")
 
 	mu.Lock()
-	raftCNs, applyCNs := seen[RaftPath], seen[pathApply]
+	// Copies: the handlers go on adding to the maps.
+	raftCNs, applyCNs := maps.Clone(seen[RaftPath]), maps.Clone(seen[pathApply])
 	mu.Unlock()
 	if len(raftCNs) == 0 || raftCNs["<none>"] {
 		t.Fatalf("raft streams came from %v, want node certificates only", raftCNs)
