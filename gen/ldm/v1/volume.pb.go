@@ -9,6 +9,8 @@ package ldmv1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	durationpb "google.golang.org/protobuf/types/known/durationpb"
+	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -676,11 +678,300 @@ func (x *StreamBricksResponse) GetIndex() uint32 {
 	return 0
 }
 
+type ReadRegionRequest struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Volume string                 `protobuf:"bytes,1,opt,name=volume,proto3" json:"volume,omitempty"`
+	// The level of detail (0 is full resolution).
+	Lod uint32 `protobuf:"varint,2,opt,name=lod,proto3" json:"lod,omitempty"`
+	// The box in voxels of that level: min inclusive, max exclusive. Unset
+	// means the whole level.
+	Box         *Region     `protobuf:"bytes,3,opt,name=box,proto3" json:"box,omitempty"`
+	Consistency Consistency `protobuf:"varint,4,opt,name=consistency,proto3,enum=ldm.v1.Consistency" json:"consistency,omitempty"`
+	// The volume's generation (Volume.generation); 0 means any. A different
+	// generation fails with FAILED_PRECONDITION.
+	Generation    uint64 `protobuf:"varint,5,opt,name=generation,proto3" json:"generation,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReadRegionRequest) Reset() {
+	*x = ReadRegionRequest{}
+	mi := &file_ldm_v1_volume_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReadRegionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReadRegionRequest) ProtoMessage() {}
+
+func (x *ReadRegionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ldm_v1_volume_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReadRegionRequest.ProtoReflect.Descriptor instead.
+func (*ReadRegionRequest) Descriptor() ([]byte, []int) {
+	return file_ldm_v1_volume_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *ReadRegionRequest) GetVolume() string {
+	if x != nil {
+		return x.Volume
+	}
+	return ""
+}
+
+func (x *ReadRegionRequest) GetLod() uint32 {
+	if x != nil {
+		return x.Lod
+	}
+	return 0
+}
+
+func (x *ReadRegionRequest) GetBox() *Region {
+	if x != nil {
+		return x.Box
+	}
+	return nil
+}
+
+func (x *ReadRegionRequest) GetConsistency() Consistency {
+	if x != nil {
+		return x.Consistency
+	}
+	return Consistency_CONSISTENCY_UNSPECIFIED
+}
+
+func (x *ReadRegionRequest) GetGeneration() uint64 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
+}
+
+type ReadRegionResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Where data goes in the dense box, in voxels from its first voxel
+	// (x fastest): data holds voxels offset .. offset + len(data)/voxel size.
+	// Pieces may come in any order; together they cover the box exactly once.
+	Offset uint64 `protobuf:"varint,1,opt,name=offset,proto3" json:"offset,omitempty"`
+	// The voxels, little-endian.
+	Data []byte `protobuf:"bytes,2,opt,name=data,proto3" json:"data,omitempty"`
+	// Set in the first message only: the volume (its data type, spacing and
+	// transform of LOD 0), the box read (in voxels of the level, clipped to
+	// the level's size) and the total number of bytes the stream sends.
+	Volume        *Volume `protobuf:"bytes,3,opt,name=volume,proto3" json:"volume,omitempty"`
+	Box           *Region `protobuf:"bytes,4,opt,name=box,proto3" json:"box,omitempty"`
+	TotalBytes    uint64  `protobuf:"varint,5,opt,name=total_bytes,json=totalBytes,proto3" json:"total_bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReadRegionResponse) Reset() {
+	*x = ReadRegionResponse{}
+	mi := &file_ldm_v1_volume_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReadRegionResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReadRegionResponse) ProtoMessage() {}
+
+func (x *ReadRegionResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ldm_v1_volume_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReadRegionResponse.ProtoReflect.Descriptor instead.
+func (*ReadRegionResponse) Descriptor() ([]byte, []int) {
+	return file_ldm_v1_volume_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *ReadRegionResponse) GetOffset() uint64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+func (x *ReadRegionResponse) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+func (x *ReadRegionResponse) GetVolume() *Volume {
+	if x != nil {
+		return x.Volume
+	}
+	return nil
+}
+
+func (x *ReadRegionResponse) GetBox() *Region {
+	if x != nil {
+		return x.Box
+	}
+	return nil
+}
+
+func (x *ReadRegionResponse) GetTotalBytes() uint64 {
+	if x != nil {
+		return x.TotalBytes
+	}
+	return 0
+}
+
+type CreateShareRequest struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Volume string                 `protobuf:"bytes,1,opt,name=volume,proto3" json:"volume,omitempty"`
+	// How long the token is valid; unset or zero means the server's default
+	// (24 hours). At most the server's maximum (30 days by default).
+	Ttl           *durationpb.Duration `protobuf:"bytes,2,opt,name=ttl,proto3" json:"ttl,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateShareRequest) Reset() {
+	*x = CreateShareRequest{}
+	mi := &file_ldm_v1_volume_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateShareRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateShareRequest) ProtoMessage() {}
+
+func (x *CreateShareRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ldm_v1_volume_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateShareRequest.ProtoReflect.Descriptor instead.
+func (*CreateShareRequest) Descriptor() ([]byte, []int) {
+	return file_ldm_v1_volume_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *CreateShareRequest) GetVolume() string {
+	if x != nil {
+		return x.Volume
+	}
+	return ""
+}
+
+func (x *CreateShareRequest) GetTtl() *durationpb.Duration {
+	if x != nil {
+		return x.Ttl
+	}
+	return nil
+}
+
+type CreateShareResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The share's id, for revoking it (ldm share revoke ID).
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// The token: send it as "Authorization: Bearer TOKEN", in the query
+	// parameter share=TOKEN, or as the path prefix /share/TOKEN/.
+	Token         string                 `protobuf:"bytes,2,opt,name=token,proto3" json:"token,omitempty"`
+	ExpireTime    *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
+	Volume        string                 `protobuf:"bytes,4,opt,name=volume,proto3" json:"volume,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateShareResponse) Reset() {
+	*x = CreateShareResponse{}
+	mi := &file_ldm_v1_volume_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateShareResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateShareResponse) ProtoMessage() {}
+
+func (x *CreateShareResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ldm_v1_volume_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateShareResponse.ProtoReflect.Descriptor instead.
+func (*CreateShareResponse) Descriptor() ([]byte, []int) {
+	return file_ldm_v1_volume_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *CreateShareResponse) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *CreateShareResponse) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
+}
+
+func (x *CreateShareResponse) GetExpireTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpireTime
+	}
+	return nil
+}
+
+func (x *CreateShareResponse) GetVolume() string {
+	if x != nil {
+		return x.Volume
+	}
+	return ""
+}
+
 var File_ldm_v1_volume_proto protoreflect.FileDescriptor
 
 const file_ldm_v1_volume_proto_rawDesc = "" +
 	"\n" +
-	"\x13ldm/v1/volume.proto\x12\x06ldm.v1\x1a\x12ldm/v1/types.proto\"=\n" +
+	"\x13ldm/v1/volume.proto\x12\x06ldm.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x12ldm/v1/types.proto\"=\n" +
 	"\x13CreateVolumeRequest\x12&\n" +
 	"\x06volume\x18\x01 \x01(\v2\x0e.ldm.v1.VolumeR\x06volume\">\n" +
 	"\x14CreateVolumeResponse\x12&\n" +
@@ -718,19 +1009,46 @@ const file_ldm_v1_volume_proto_rawDesc = "" +
 	"\x14StreamBricksResponse\x12 \n" +
 	"\x04tile\x18\x01 \x01(\v2\f.ldm.v1.TileR\x04tile\x12\x14\n" +
 	"\x05total\x18\x02 \x01(\rR\x05total\x12\x14\n" +
-	"\x05index\x18\x03 \x01(\rR\x05index*i\n" +
+	"\x05index\x18\x03 \x01(\rR\x05index\"\xb6\x01\n" +
+	"\x11ReadRegionRequest\x12\x16\n" +
+	"\x06volume\x18\x01 \x01(\tR\x06volume\x12\x10\n" +
+	"\x03lod\x18\x02 \x01(\rR\x03lod\x12 \n" +
+	"\x03box\x18\x03 \x01(\v2\x0e.ldm.v1.RegionR\x03box\x125\n" +
+	"\vconsistency\x18\x04 \x01(\x0e2\x13.ldm.v1.ConsistencyR\vconsistency\x12\x1e\n" +
+	"\n" +
+	"generation\x18\x05 \x01(\x04R\n" +
+	"generation\"\xab\x01\n" +
+	"\x12ReadRegionResponse\x12\x16\n" +
+	"\x06offset\x18\x01 \x01(\x04R\x06offset\x12\x12\n" +
+	"\x04data\x18\x02 \x01(\fR\x04data\x12&\n" +
+	"\x06volume\x18\x03 \x01(\v2\x0e.ldm.v1.VolumeR\x06volume\x12 \n" +
+	"\x03box\x18\x04 \x01(\v2\x0e.ldm.v1.RegionR\x03box\x12\x1f\n" +
+	"\vtotal_bytes\x18\x05 \x01(\x04R\n" +
+	"totalBytes\"Y\n" +
+	"\x12CreateShareRequest\x12\x16\n" +
+	"\x06volume\x18\x01 \x01(\tR\x06volume\x12+\n" +
+	"\x03ttl\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x03ttl\"\x90\x01\n" +
+	"\x13CreateShareResponse\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
+	"\x05token\x18\x02 \x01(\tR\x05token\x12;\n" +
+	"\vexpire_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"expireTime\x12\x16\n" +
+	"\x06volume\x18\x04 \x01(\tR\x06volume*i\n" +
 	"\n" +
 	"BrickOrder\x12\x1b\n" +
 	"\x17BRICK_ORDER_UNSPECIFIED\x10\x00\x12\x1e\n" +
 	"\x1aBRICK_ORDER_COARSE_TO_FINE\x10\x01\x12\x1e\n" +
-	"\x1aBRICK_ORDER_FINE_TO_COARSE\x10\x022\xca\x03\n" +
+	"\x1aBRICK_ORDER_FINE_TO_COARSE\x10\x022\xdd\x04\n" +
 	"\rVolumeService\x12K\n" +
 	"\fCreateVolume\x12\x1b.ldm.v1.CreateVolumeRequest\x1a\x1c.ldm.v1.CreateVolumeResponse\"\x00\x12B\n" +
 	"\tGetVolume\x12\x18.ldm.v1.GetVolumeRequest\x1a\x19.ldm.v1.GetVolumeResponse\"\x00\x12H\n" +
 	"\vListVolumes\x12\x1a.ldm.v1.ListVolumesRequest\x1a\x1b.ldm.v1.ListVolumesResponse\"\x00\x12K\n" +
 	"\fDeleteVolume\x12\x1b.ldm.v1.DeleteVolumeRequest\x1a\x1c.ldm.v1.DeleteVolumeResponse\"\x00\x12B\n" +
 	"\bGetBrick\x12\x17.ldm.v1.GetBrickRequest\x1a\x18.ldm.v1.GetBrickResponse\"\x03\x90\x02\x01\x12M\n" +
-	"\fStreamBricks\x12\x1b.ldm.v1.StreamBricksRequest\x1a\x1c.ldm.v1.StreamBricksResponse\"\x000\x01B-Z+github.com/xcheng85/go-ldm/gen/ldm/v1;ldmv1b\x06proto3"
+	"\fStreamBricks\x12\x1b.ldm.v1.StreamBricksRequest\x1a\x1c.ldm.v1.StreamBricksResponse\"\x000\x01\x12G\n" +
+	"\n" +
+	"ReadRegion\x12\x19.ldm.v1.ReadRegionRequest\x1a\x1a.ldm.v1.ReadRegionResponse\"\x000\x01\x12H\n" +
+	"\vCreateShare\x12\x1a.ldm.v1.CreateShareRequest\x1a\x1b.ldm.v1.CreateShareResponse\"\x00B-Z+github.com/xcheng85/go-ldm/gen/ldm/v1;ldmv1b\x06proto3"
 
 var (
 	file_ldm_v1_volume_proto_rawDescOnce sync.Once
@@ -745,57 +1063,73 @@ func file_ldm_v1_volume_proto_rawDescGZIP() []byte {
 }
 
 var file_ldm_v1_volume_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_ldm_v1_volume_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_ldm_v1_volume_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_ldm_v1_volume_proto_goTypes = []any{
-	(BrickOrder)(0),              // 0: ldm.v1.BrickOrder
-	(*CreateVolumeRequest)(nil),  // 1: ldm.v1.CreateVolumeRequest
-	(*CreateVolumeResponse)(nil), // 2: ldm.v1.CreateVolumeResponse
-	(*GetVolumeRequest)(nil),     // 3: ldm.v1.GetVolumeRequest
-	(*GetVolumeResponse)(nil),    // 4: ldm.v1.GetVolumeResponse
-	(*ListVolumesRequest)(nil),   // 5: ldm.v1.ListVolumesRequest
-	(*ListVolumesResponse)(nil),  // 6: ldm.v1.ListVolumesResponse
-	(*DeleteVolumeRequest)(nil),  // 7: ldm.v1.DeleteVolumeRequest
-	(*DeleteVolumeResponse)(nil), // 8: ldm.v1.DeleteVolumeResponse
-	(*GetBrickRequest)(nil),      // 9: ldm.v1.GetBrickRequest
-	(*GetBrickResponse)(nil),     // 10: ldm.v1.GetBrickResponse
-	(*StreamBricksRequest)(nil),  // 11: ldm.v1.StreamBricksRequest
-	(*StreamBricksResponse)(nil), // 12: ldm.v1.StreamBricksResponse
-	(*Volume)(nil),               // 13: ldm.v1.Volume
-	(*BrickKey)(nil),             // 14: ldm.v1.BrickKey
-	(Consistency)(0),             // 15: ldm.v1.Consistency
-	(*Tile)(nil),                 // 16: ldm.v1.Tile
-	(*Region)(nil),               // 17: ldm.v1.Region
-	(*Point)(nil),                // 18: ldm.v1.Point
+	(BrickOrder)(0),               // 0: ldm.v1.BrickOrder
+	(*CreateVolumeRequest)(nil),   // 1: ldm.v1.CreateVolumeRequest
+	(*CreateVolumeResponse)(nil),  // 2: ldm.v1.CreateVolumeResponse
+	(*GetVolumeRequest)(nil),      // 3: ldm.v1.GetVolumeRequest
+	(*GetVolumeResponse)(nil),     // 4: ldm.v1.GetVolumeResponse
+	(*ListVolumesRequest)(nil),    // 5: ldm.v1.ListVolumesRequest
+	(*ListVolumesResponse)(nil),   // 6: ldm.v1.ListVolumesResponse
+	(*DeleteVolumeRequest)(nil),   // 7: ldm.v1.DeleteVolumeRequest
+	(*DeleteVolumeResponse)(nil),  // 8: ldm.v1.DeleteVolumeResponse
+	(*GetBrickRequest)(nil),       // 9: ldm.v1.GetBrickRequest
+	(*GetBrickResponse)(nil),      // 10: ldm.v1.GetBrickResponse
+	(*StreamBricksRequest)(nil),   // 11: ldm.v1.StreamBricksRequest
+	(*StreamBricksResponse)(nil),  // 12: ldm.v1.StreamBricksResponse
+	(*ReadRegionRequest)(nil),     // 13: ldm.v1.ReadRegionRequest
+	(*ReadRegionResponse)(nil),    // 14: ldm.v1.ReadRegionResponse
+	(*CreateShareRequest)(nil),    // 15: ldm.v1.CreateShareRequest
+	(*CreateShareResponse)(nil),   // 16: ldm.v1.CreateShareResponse
+	(*Volume)(nil),                // 17: ldm.v1.Volume
+	(*BrickKey)(nil),              // 18: ldm.v1.BrickKey
+	(Consistency)(0),              // 19: ldm.v1.Consistency
+	(*Tile)(nil),                  // 20: ldm.v1.Tile
+	(*Region)(nil),                // 21: ldm.v1.Region
+	(*Point)(nil),                 // 22: ldm.v1.Point
+	(*durationpb.Duration)(nil),   // 23: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 24: google.protobuf.Timestamp
 }
 var file_ldm_v1_volume_proto_depIdxs = []int32{
-	13, // 0: ldm.v1.CreateVolumeRequest.volume:type_name -> ldm.v1.Volume
-	13, // 1: ldm.v1.CreateVolumeResponse.volume:type_name -> ldm.v1.Volume
-	13, // 2: ldm.v1.GetVolumeResponse.volume:type_name -> ldm.v1.Volume
-	13, // 3: ldm.v1.ListVolumesResponse.volumes:type_name -> ldm.v1.Volume
-	14, // 4: ldm.v1.GetBrickRequest.key:type_name -> ldm.v1.BrickKey
-	15, // 5: ldm.v1.GetBrickRequest.consistency:type_name -> ldm.v1.Consistency
-	16, // 6: ldm.v1.GetBrickResponse.tile:type_name -> ldm.v1.Tile
-	17, // 7: ldm.v1.StreamBricksRequest.region:type_name -> ldm.v1.Region
-	18, // 8: ldm.v1.StreamBricksRequest.focus:type_name -> ldm.v1.Point
+	17, // 0: ldm.v1.CreateVolumeRequest.volume:type_name -> ldm.v1.Volume
+	17, // 1: ldm.v1.CreateVolumeResponse.volume:type_name -> ldm.v1.Volume
+	17, // 2: ldm.v1.GetVolumeResponse.volume:type_name -> ldm.v1.Volume
+	17, // 3: ldm.v1.ListVolumesResponse.volumes:type_name -> ldm.v1.Volume
+	18, // 4: ldm.v1.GetBrickRequest.key:type_name -> ldm.v1.BrickKey
+	19, // 5: ldm.v1.GetBrickRequest.consistency:type_name -> ldm.v1.Consistency
+	20, // 6: ldm.v1.GetBrickResponse.tile:type_name -> ldm.v1.Tile
+	21, // 7: ldm.v1.StreamBricksRequest.region:type_name -> ldm.v1.Region
+	22, // 8: ldm.v1.StreamBricksRequest.focus:type_name -> ldm.v1.Point
 	0,  // 9: ldm.v1.StreamBricksRequest.order:type_name -> ldm.v1.BrickOrder
-	16, // 10: ldm.v1.StreamBricksResponse.tile:type_name -> ldm.v1.Tile
-	1,  // 11: ldm.v1.VolumeService.CreateVolume:input_type -> ldm.v1.CreateVolumeRequest
-	3,  // 12: ldm.v1.VolumeService.GetVolume:input_type -> ldm.v1.GetVolumeRequest
-	5,  // 13: ldm.v1.VolumeService.ListVolumes:input_type -> ldm.v1.ListVolumesRequest
-	7,  // 14: ldm.v1.VolumeService.DeleteVolume:input_type -> ldm.v1.DeleteVolumeRequest
-	9,  // 15: ldm.v1.VolumeService.GetBrick:input_type -> ldm.v1.GetBrickRequest
-	11, // 16: ldm.v1.VolumeService.StreamBricks:input_type -> ldm.v1.StreamBricksRequest
-	2,  // 17: ldm.v1.VolumeService.CreateVolume:output_type -> ldm.v1.CreateVolumeResponse
-	4,  // 18: ldm.v1.VolumeService.GetVolume:output_type -> ldm.v1.GetVolumeResponse
-	6,  // 19: ldm.v1.VolumeService.ListVolumes:output_type -> ldm.v1.ListVolumesResponse
-	8,  // 20: ldm.v1.VolumeService.DeleteVolume:output_type -> ldm.v1.DeleteVolumeResponse
-	10, // 21: ldm.v1.VolumeService.GetBrick:output_type -> ldm.v1.GetBrickResponse
-	12, // 22: ldm.v1.VolumeService.StreamBricks:output_type -> ldm.v1.StreamBricksResponse
-	17, // [17:23] is the sub-list for method output_type
-	11, // [11:17] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	20, // 10: ldm.v1.StreamBricksResponse.tile:type_name -> ldm.v1.Tile
+	21, // 11: ldm.v1.ReadRegionRequest.box:type_name -> ldm.v1.Region
+	19, // 12: ldm.v1.ReadRegionRequest.consistency:type_name -> ldm.v1.Consistency
+	17, // 13: ldm.v1.ReadRegionResponse.volume:type_name -> ldm.v1.Volume
+	21, // 14: ldm.v1.ReadRegionResponse.box:type_name -> ldm.v1.Region
+	23, // 15: ldm.v1.CreateShareRequest.ttl:type_name -> google.protobuf.Duration
+	24, // 16: ldm.v1.CreateShareResponse.expire_time:type_name -> google.protobuf.Timestamp
+	1,  // 17: ldm.v1.VolumeService.CreateVolume:input_type -> ldm.v1.CreateVolumeRequest
+	3,  // 18: ldm.v1.VolumeService.GetVolume:input_type -> ldm.v1.GetVolumeRequest
+	5,  // 19: ldm.v1.VolumeService.ListVolumes:input_type -> ldm.v1.ListVolumesRequest
+	7,  // 20: ldm.v1.VolumeService.DeleteVolume:input_type -> ldm.v1.DeleteVolumeRequest
+	9,  // 21: ldm.v1.VolumeService.GetBrick:input_type -> ldm.v1.GetBrickRequest
+	11, // 22: ldm.v1.VolumeService.StreamBricks:input_type -> ldm.v1.StreamBricksRequest
+	13, // 23: ldm.v1.VolumeService.ReadRegion:input_type -> ldm.v1.ReadRegionRequest
+	15, // 24: ldm.v1.VolumeService.CreateShare:input_type -> ldm.v1.CreateShareRequest
+	2,  // 25: ldm.v1.VolumeService.CreateVolume:output_type -> ldm.v1.CreateVolumeResponse
+	4,  // 26: ldm.v1.VolumeService.GetVolume:output_type -> ldm.v1.GetVolumeResponse
+	6,  // 27: ldm.v1.VolumeService.ListVolumes:output_type -> ldm.v1.ListVolumesResponse
+	8,  // 28: ldm.v1.VolumeService.DeleteVolume:output_type -> ldm.v1.DeleteVolumeResponse
+	10, // 29: ldm.v1.VolumeService.GetBrick:output_type -> ldm.v1.GetBrickResponse
+	12, // 30: ldm.v1.VolumeService.StreamBricks:output_type -> ldm.v1.StreamBricksResponse
+	14, // 31: ldm.v1.VolumeService.ReadRegion:output_type -> ldm.v1.ReadRegionResponse
+	16, // 32: ldm.v1.VolumeService.CreateShare:output_type -> ldm.v1.CreateShareResponse
+	25, // [25:33] is the sub-list for method output_type
+	17, // [17:25] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_ldm_v1_volume_proto_init() }
@@ -811,7 +1145,7 @@ func file_ldm_v1_volume_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ldm_v1_volume_proto_rawDesc), len(file_ldm_v1_volume_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   12,
+			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

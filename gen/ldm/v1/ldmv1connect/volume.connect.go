@@ -49,6 +49,12 @@ const (
 	// VolumeServiceStreamBricksProcedure is the fully-qualified name of the VolumeService's
 	// StreamBricks RPC.
 	VolumeServiceStreamBricksProcedure = "/ldm.v1.VolumeService/StreamBricks"
+	// VolumeServiceReadRegionProcedure is the fully-qualified name of the VolumeService's ReadRegion
+	// RPC.
+	VolumeServiceReadRegionProcedure = "/ldm.v1.VolumeService/ReadRegion"
+	// VolumeServiceCreateShareProcedure is the fully-qualified name of the VolumeService's CreateShare
+	// RPC.
+	VolumeServiceCreateShareProcedure = "/ldm.v1.VolumeService/CreateShare"
 )
 
 // VolumeServiceClient is a client for the ldm.v1.VolumeService service.
@@ -64,6 +70,15 @@ type VolumeServiceClient interface {
 	// detail: coarsest level first and, within a level, nearest to the focus
 	// point first. Bricks never written are skipped.
 	StreamBricks(context.Context, *connect.Request[v1.StreamBricksRequest]) (*connect.ServerStreamForClient[v1.StreamBricksResponse], error)
+	// ReadRegion streams the dense voxels of a box at one level of detail,
+	// little-endian, x fastest, as pieces of at most 4 MiB that each say where
+	// they go in the box. Voxels of bricks never written are zero. A box
+	// larger than the server's cap fails with RESOURCE_EXHAUSTED.
+	ReadRegion(context.Context, *connect.Request[v1.ReadRegionRequest]) (*connect.ServerStreamForClient[v1.ReadRegionResponse], error)
+	// CreateShare makes a signed, expiring, read-only token for one volume,
+	// to put in a URL (share links). It needs admin on the volume and a
+	// server started with a share key.
+	CreateShare(context.Context, *connect.Request[v1.CreateShareRequest]) (*connect.Response[v1.CreateShareResponse], error)
 }
 
 // NewVolumeServiceClient constructs a client for the ldm.v1.VolumeService service. By default, it
@@ -114,6 +129,18 @@ func NewVolumeServiceClient(httpClient connect.HTTPClient, baseURL string, opts 
 			connect.WithSchema(volumeServiceMethods.ByName("StreamBricks")),
 			connect.WithClientOptions(opts...),
 		),
+		readRegion: connect.NewClient[v1.ReadRegionRequest, v1.ReadRegionResponse](
+			httpClient,
+			baseURL+VolumeServiceReadRegionProcedure,
+			connect.WithSchema(volumeServiceMethods.ByName("ReadRegion")),
+			connect.WithClientOptions(opts...),
+		),
+		createShare: connect.NewClient[v1.CreateShareRequest, v1.CreateShareResponse](
+			httpClient,
+			baseURL+VolumeServiceCreateShareProcedure,
+			connect.WithSchema(volumeServiceMethods.ByName("CreateShare")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -125,6 +152,8 @@ type volumeServiceClient struct {
 	deleteVolume *connect.Client[v1.DeleteVolumeRequest, v1.DeleteVolumeResponse]
 	getBrick     *connect.Client[v1.GetBrickRequest, v1.GetBrickResponse]
 	streamBricks *connect.Client[v1.StreamBricksRequest, v1.StreamBricksResponse]
+	readRegion   *connect.Client[v1.ReadRegionRequest, v1.ReadRegionResponse]
+	createShare  *connect.Client[v1.CreateShareRequest, v1.CreateShareResponse]
 }
 
 // CreateVolume calls ldm.v1.VolumeService.CreateVolume.
@@ -157,6 +186,16 @@ func (c *volumeServiceClient) StreamBricks(ctx context.Context, req *connect.Req
 	return c.streamBricks.CallServerStream(ctx, req)
 }
 
+// ReadRegion calls ldm.v1.VolumeService.ReadRegion.
+func (c *volumeServiceClient) ReadRegion(ctx context.Context, req *connect.Request[v1.ReadRegionRequest]) (*connect.ServerStreamForClient[v1.ReadRegionResponse], error) {
+	return c.readRegion.CallServerStream(ctx, req)
+}
+
+// CreateShare calls ldm.v1.VolumeService.CreateShare.
+func (c *volumeServiceClient) CreateShare(ctx context.Context, req *connect.Request[v1.CreateShareRequest]) (*connect.Response[v1.CreateShareResponse], error) {
+	return c.createShare.CallUnary(ctx, req)
+}
+
 // VolumeServiceHandler is an implementation of the ldm.v1.VolumeService service.
 type VolumeServiceHandler interface {
 	CreateVolume(context.Context, *connect.Request[v1.CreateVolumeRequest]) (*connect.Response[v1.CreateVolumeResponse], error)
@@ -170,6 +209,15 @@ type VolumeServiceHandler interface {
 	// detail: coarsest level first and, within a level, nearest to the focus
 	// point first. Bricks never written are skipped.
 	StreamBricks(context.Context, *connect.Request[v1.StreamBricksRequest], *connect.ServerStream[v1.StreamBricksResponse]) error
+	// ReadRegion streams the dense voxels of a box at one level of detail,
+	// little-endian, x fastest, as pieces of at most 4 MiB that each say where
+	// they go in the box. Voxels of bricks never written are zero. A box
+	// larger than the server's cap fails with RESOURCE_EXHAUSTED.
+	ReadRegion(context.Context, *connect.Request[v1.ReadRegionRequest], *connect.ServerStream[v1.ReadRegionResponse]) error
+	// CreateShare makes a signed, expiring, read-only token for one volume,
+	// to put in a URL (share links). It needs admin on the volume and a
+	// server started with a share key.
+	CreateShare(context.Context, *connect.Request[v1.CreateShareRequest]) (*connect.Response[v1.CreateShareResponse], error)
 }
 
 // NewVolumeServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -216,6 +264,18 @@ func NewVolumeServiceHandler(svc VolumeServiceHandler, opts ...connect.HandlerOp
 		connect.WithSchema(volumeServiceMethods.ByName("StreamBricks")),
 		connect.WithHandlerOptions(opts...),
 	)
+	volumeServiceReadRegionHandler := connect.NewServerStreamHandler(
+		VolumeServiceReadRegionProcedure,
+		svc.ReadRegion,
+		connect.WithSchema(volumeServiceMethods.ByName("ReadRegion")),
+		connect.WithHandlerOptions(opts...),
+	)
+	volumeServiceCreateShareHandler := connect.NewUnaryHandler(
+		VolumeServiceCreateShareProcedure,
+		svc.CreateShare,
+		connect.WithSchema(volumeServiceMethods.ByName("CreateShare")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/ldm.v1.VolumeService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case VolumeServiceCreateVolumeProcedure:
@@ -230,6 +290,10 @@ func NewVolumeServiceHandler(svc VolumeServiceHandler, opts ...connect.HandlerOp
 			volumeServiceGetBrickHandler.ServeHTTP(w, r)
 		case VolumeServiceStreamBricksProcedure:
 			volumeServiceStreamBricksHandler.ServeHTTP(w, r)
+		case VolumeServiceReadRegionProcedure:
+			volumeServiceReadRegionHandler.ServeHTTP(w, r)
+		case VolumeServiceCreateShareProcedure:
+			volumeServiceCreateShareHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -261,4 +325,12 @@ func (UnimplementedVolumeServiceHandler) GetBrick(context.Context, *connect.Requ
 
 func (UnimplementedVolumeServiceHandler) StreamBricks(context.Context, *connect.Request[v1.StreamBricksRequest], *connect.ServerStream[v1.StreamBricksResponse]) error {
 	return connect.NewError(connect.CodeUnimplemented, errors.New("ldm.v1.VolumeService.StreamBricks is not implemented"))
+}
+
+func (UnimplementedVolumeServiceHandler) ReadRegion(context.Context, *connect.Request[v1.ReadRegionRequest], *connect.ServerStream[v1.ReadRegionResponse]) error {
+	return connect.NewError(connect.CodeUnimplemented, errors.New("ldm.v1.VolumeService.ReadRegion is not implemented"))
+}
+
+func (UnimplementedVolumeServiceHandler) CreateShare(context.Context, *connect.Request[v1.CreateShareRequest]) (*connect.Response[v1.CreateShareResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("ldm.v1.VolumeService.CreateShare is not implemented"))
 }

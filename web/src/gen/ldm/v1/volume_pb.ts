@@ -4,6 +4,8 @@
 
 import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import type { Duration, Timestamp } from "@bufbuild/protobuf/wkt";
+import { file_google_protobuf_duration, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { BrickKey, Consistency, Point, Region, Tile, Volume } from "./types_pb";
 import { file_ldm_v1_types } from "./types_pb";
 import type { Message } from "@bufbuild/protobuf";
@@ -12,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file ldm/v1/volume.proto.
  */
 export const file_ldm_v1_volume: GenFile = /*@__PURE__*/
-  fileDesc("ChNsZG0vdjEvdm9sdW1lLnByb3RvEgZsZG0udjEiNQoTQ3JlYXRlVm9sdW1lUmVxdWVzdBIeCgZ2b2x1bWUYASABKAsyDi5sZG0udjEuVm9sdW1lIjYKFENyZWF0ZVZvbHVtZVJlc3BvbnNlEh4KBnZvbHVtZRgBIAEoCzIOLmxkbS52MS5Wb2x1bWUiIAoQR2V0Vm9sdW1lUmVxdWVzdBIMCgRuYW1lGAEgASgJIjMKEUdldFZvbHVtZVJlc3BvbnNlEh4KBnZvbHVtZRgBIAEoCzIOLmxkbS52MS5Wb2x1bWUiFAoSTGlzdFZvbHVtZXNSZXF1ZXN0IjYKE0xpc3RWb2x1bWVzUmVzcG9uc2USHwoHdm9sdW1lcxgBIAMoCzIOLmxkbS52MS5Wb2x1bWUiIwoTRGVsZXRlVm9sdW1lUmVxdWVzdBIMCgRuYW1lGAEgASgJIhYKFERlbGV0ZVZvbHVtZVJlc3BvbnNlIn4KD0dldEJyaWNrUmVxdWVzdBIOCgZ2b2x1bWUYASABKAkSHQoDa2V5GAIgASgLMhAubGRtLnYxLkJyaWNrS2V5EigKC2NvbnNpc3RlbmN5GAMgASgOMhMubGRtLnYxLkNvbnNpc3RlbmN5EhIKCmdlbmVyYXRpb24YBCABKAQiLgoQR2V0QnJpY2tSZXNwb25zZRIaCgR0aWxlGAEgASgLMgwubGRtLnYxLlRpbGUiygEKE1N0cmVhbUJyaWNrc1JlcXVlc3QSDgoGdm9sdW1lGAEgASgJEh4KBnJlZ2lvbhgCIAEoCzIOLmxkbS52MS5SZWdpb24SFAoHbWluX2xvZBgDIAEoDUgAiAEBEhQKB21heF9sb2QYBCABKA1IAYgBARIcCgVmb2N1cxgFIAEoCzINLmxkbS52MS5Qb2ludBIhCgVvcmRlchgGIAEoDjISLmxkbS52MS5Ccmlja09yZGVyQgoKCF9taW5fbG9kQgoKCF9tYXhfbG9kIlAKFFN0cmVhbUJyaWNrc1Jlc3BvbnNlEhoKBHRpbGUYASABKAsyDC5sZG0udjEuVGlsZRINCgV0b3RhbBgCIAEoDRINCgVpbmRleBgDIAEoDSppCgpCcmlja09yZGVyEhsKF0JSSUNLX09SREVSX1VOU1BFQ0lGSUVEEAASHgoaQlJJQ0tfT1JERVJfQ09BUlNFX1RPX0ZJTkUQARIeChpCUklDS19PUkRFUl9GSU5FX1RPX0NPQVJTRRACMsoDCg1Wb2x1bWVTZXJ2aWNlEksKDENyZWF0ZVZvbHVtZRIbLmxkbS52MS5DcmVhdGVWb2x1bWVSZXF1ZXN0GhwubGRtLnYxLkNyZWF0ZVZvbHVtZVJlc3BvbnNlIgASQgoJR2V0Vm9sdW1lEhgubGRtLnYxLkdldFZvbHVtZVJlcXVlc3QaGS5sZG0udjEuR2V0Vm9sdW1lUmVzcG9uc2UiABJICgtMaXN0Vm9sdW1lcxIaLmxkbS52MS5MaXN0Vm9sdW1lc1JlcXVlc3QaGy5sZG0udjEuTGlzdFZvbHVtZXNSZXNwb25zZSIAEksKDERlbGV0ZVZvbHVtZRIbLmxkbS52MS5EZWxldGVWb2x1bWVSZXF1ZXN0GhwubGRtLnYxLkRlbGV0ZVZvbHVtZVJlc3BvbnNlIgASQgoIR2V0QnJpY2sSFy5sZG0udjEuR2V0QnJpY2tSZXF1ZXN0GhgubGRtLnYxLkdldEJyaWNrUmVzcG9uc2UiA5ACARJNCgxTdHJlYW1Ccmlja3MSGy5sZG0udjEuU3RyZWFtQnJpY2tzUmVxdWVzdBocLmxkbS52MS5TdHJlYW1Ccmlja3NSZXNwb25zZSIAMAFCLVorZ2l0aHViLmNvbS94Y2hlbmc4NS9nby1sZG0vZ2VuL2xkbS92MTtsZG12MWIGcHJvdG8z", [file_ldm_v1_types]);
+  fileDesc("ChNsZG0vdjEvdm9sdW1lLnByb3RvEgZsZG0udjEiNQoTQ3JlYXRlVm9sdW1lUmVxdWVzdBIeCgZ2b2x1bWUYASABKAsyDi5sZG0udjEuVm9sdW1lIjYKFENyZWF0ZVZvbHVtZVJlc3BvbnNlEh4KBnZvbHVtZRgBIAEoCzIOLmxkbS52MS5Wb2x1bWUiIAoQR2V0Vm9sdW1lUmVxdWVzdBIMCgRuYW1lGAEgASgJIjMKEUdldFZvbHVtZVJlc3BvbnNlEh4KBnZvbHVtZRgBIAEoCzIOLmxkbS52MS5Wb2x1bWUiFAoSTGlzdFZvbHVtZXNSZXF1ZXN0IjYKE0xpc3RWb2x1bWVzUmVzcG9uc2USHwoHdm9sdW1lcxgBIAMoCzIOLmxkbS52MS5Wb2x1bWUiIwoTRGVsZXRlVm9sdW1lUmVxdWVzdBIMCgRuYW1lGAEgASgJIhYKFERlbGV0ZVZvbHVtZVJlc3BvbnNlIn4KD0dldEJyaWNrUmVxdWVzdBIOCgZ2b2x1bWUYASABKAkSHQoDa2V5GAIgASgLMhAubGRtLnYxLkJyaWNrS2V5EigKC2NvbnNpc3RlbmN5GAMgASgOMhMubGRtLnYxLkNvbnNpc3RlbmN5EhIKCmdlbmVyYXRpb24YBCABKAQiLgoQR2V0QnJpY2tSZXNwb25zZRIaCgR0aWxlGAEgASgLMgwubGRtLnYxLlRpbGUiygEKE1N0cmVhbUJyaWNrc1JlcXVlc3QSDgoGdm9sdW1lGAEgASgJEh4KBnJlZ2lvbhgCIAEoCzIOLmxkbS52MS5SZWdpb24SFAoHbWluX2xvZBgDIAEoDUgAiAEBEhQKB21heF9sb2QYBCABKA1IAYgBARIcCgVmb2N1cxgFIAEoCzINLmxkbS52MS5Qb2ludBIhCgVvcmRlchgGIAEoDjISLmxkbS52MS5Ccmlja09yZGVyQgoKCF9taW5fbG9kQgoKCF9tYXhfbG9kIlAKFFN0cmVhbUJyaWNrc1Jlc3BvbnNlEhoKBHRpbGUYASABKAsyDC5sZG0udjEuVGlsZRINCgV0b3RhbBgCIAEoDRINCgVpbmRleBgDIAEoDSKLAQoRUmVhZFJlZ2lvblJlcXVlc3QSDgoGdm9sdW1lGAEgASgJEgsKA2xvZBgCIAEoDRIbCgNib3gYAyABKAsyDi5sZG0udjEuUmVnaW9uEigKC2NvbnNpc3RlbmN5GAQgASgOMhMubGRtLnYxLkNvbnNpc3RlbmN5EhIKCmdlbmVyYXRpb24YBSABKAQihAEKElJlYWRSZWdpb25SZXNwb25zZRIOCgZvZmZzZXQYASABKAQSDAoEZGF0YRgCIAEoDBIeCgZ2b2x1bWUYAyABKAsyDi5sZG0udjEuVm9sdW1lEhsKA2JveBgEIAEoCzIOLmxkbS52MS5SZWdpb24SEwoLdG90YWxfYnl0ZXMYBSABKAQiTAoSQ3JlYXRlU2hhcmVSZXF1ZXN0Eg4KBnZvbHVtZRgBIAEoCRImCgN0dGwYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24icQoTQ3JlYXRlU2hhcmVSZXNwb25zZRIKCgJpZBgBIAEoCRINCgV0b2tlbhgCIAEoCRIvCgtleHBpcmVfdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDgoGdm9sdW1lGAQgASgJKmkKCkJyaWNrT3JkZXISGwoXQlJJQ0tfT1JERVJfVU5TUEVDSUZJRUQQABIeChpCUklDS19PUkRFUl9DT0FSU0VfVE9fRklORRABEh4KGkJSSUNLX09SREVSX0ZJTkVfVE9fQ09BUlNFEAIy3QQKDVZvbHVtZVNlcnZpY2USSwoMQ3JlYXRlVm9sdW1lEhsubGRtLnYxLkNyZWF0ZVZvbHVtZVJlcXVlc3QaHC5sZG0udjEuQ3JlYXRlVm9sdW1lUmVzcG9uc2UiABJCCglHZXRWb2x1bWUSGC5sZG0udjEuR2V0Vm9sdW1lUmVxdWVzdBoZLmxkbS52MS5HZXRWb2x1bWVSZXNwb25zZSIAEkgKC0xpc3RWb2x1bWVzEhoubGRtLnYxLkxpc3RWb2x1bWVzUmVxdWVzdBobLmxkbS52MS5MaXN0Vm9sdW1lc1Jlc3BvbnNlIgASSwoMRGVsZXRlVm9sdW1lEhsubGRtLnYxLkRlbGV0ZVZvbHVtZVJlcXVlc3QaHC5sZG0udjEuRGVsZXRlVm9sdW1lUmVzcG9uc2UiABJCCghHZXRCcmljaxIXLmxkbS52MS5HZXRCcmlja1JlcXVlc3QaGC5sZG0udjEuR2V0QnJpY2tSZXNwb25zZSIDkAIBEk0KDFN0cmVhbUJyaWNrcxIbLmxkbS52MS5TdHJlYW1Ccmlja3NSZXF1ZXN0GhwubGRtLnYxLlN0cmVhbUJyaWNrc1Jlc3BvbnNlIgAwARJHCgpSZWFkUmVnaW9uEhkubGRtLnYxLlJlYWRSZWdpb25SZXF1ZXN0GhoubGRtLnYxLlJlYWRSZWdpb25SZXNwb25zZSIAMAESSAoLQ3JlYXRlU2hhcmUSGi5sZG0udjEuQ3JlYXRlU2hhcmVSZXF1ZXN0GhsubGRtLnYxLkNyZWF0ZVNoYXJlUmVzcG9uc2UiAEItWitnaXRodWIuY29tL3hjaGVuZzg1L2dvLWxkbS9nZW4vbGRtL3YxO2xkbXYxYgZwcm90bzM", [file_google_protobuf_duration, file_google_protobuf_timestamp, file_ldm_v1_types]);
 
 /**
  * @generated from message ldm.v1.CreateVolumeRequest
@@ -278,6 +280,160 @@ export const StreamBricksResponseSchema: GenMessage<StreamBricksResponse> = /*@_
   messageDesc(file_ldm_v1_volume, 11);
 
 /**
+ * @generated from message ldm.v1.ReadRegionRequest
+ */
+export type ReadRegionRequest = Message<"ldm.v1.ReadRegionRequest"> & {
+  /**
+   * @generated from field: string volume = 1;
+   */
+  volume: string;
+
+  /**
+   * The level of detail (0 is full resolution).
+   *
+   * @generated from field: uint32 lod = 2;
+   */
+  lod: number;
+
+  /**
+   * The box in voxels of that level: min inclusive, max exclusive. Unset
+   * means the whole level.
+   *
+   * @generated from field: ldm.v1.Region box = 3;
+   */
+  box?: Region | undefined;
+
+  /**
+   * @generated from field: ldm.v1.Consistency consistency = 4;
+   */
+  consistency: Consistency;
+
+  /**
+   * The volume's generation (Volume.generation); 0 means any. A different
+   * generation fails with FAILED_PRECONDITION.
+   *
+   * @generated from field: uint64 generation = 5;
+   */
+  generation: bigint;
+};
+
+/**
+ * Describes the message ldm.v1.ReadRegionRequest.
+ * Use `create(ReadRegionRequestSchema)` to create a new message.
+ */
+export const ReadRegionRequestSchema: GenMessage<ReadRegionRequest> = /*@__PURE__*/
+  messageDesc(file_ldm_v1_volume, 12);
+
+/**
+ * @generated from message ldm.v1.ReadRegionResponse
+ */
+export type ReadRegionResponse = Message<"ldm.v1.ReadRegionResponse"> & {
+  /**
+   * Where data goes in the dense box, in voxels from its first voxel
+   * (x fastest): data holds voxels offset .. offset + len(data)/voxel size.
+   * Pieces may come in any order; together they cover the box exactly once.
+   *
+   * @generated from field: uint64 offset = 1;
+   */
+  offset: bigint;
+
+  /**
+   * The voxels, little-endian.
+   *
+   * @generated from field: bytes data = 2;
+   */
+  data: Uint8Array;
+
+  /**
+   * Set in the first message only: the volume (its data type, spacing and
+   * transform of LOD 0), the box read (in voxels of the level, clipped to
+   * the level's size) and the total number of bytes the stream sends.
+   *
+   * @generated from field: ldm.v1.Volume volume = 3;
+   */
+  volume?: Volume | undefined;
+
+  /**
+   * @generated from field: ldm.v1.Region box = 4;
+   */
+  box?: Region | undefined;
+
+  /**
+   * @generated from field: uint64 total_bytes = 5;
+   */
+  totalBytes: bigint;
+};
+
+/**
+ * Describes the message ldm.v1.ReadRegionResponse.
+ * Use `create(ReadRegionResponseSchema)` to create a new message.
+ */
+export const ReadRegionResponseSchema: GenMessage<ReadRegionResponse> = /*@__PURE__*/
+  messageDesc(file_ldm_v1_volume, 13);
+
+/**
+ * @generated from message ldm.v1.CreateShareRequest
+ */
+export type CreateShareRequest = Message<"ldm.v1.CreateShareRequest"> & {
+  /**
+   * @generated from field: string volume = 1;
+   */
+  volume: string;
+
+  /**
+   * How long the token is valid; unset or zero means the server's default
+   * (24 hours). At most the server's maximum (30 days by default).
+   *
+   * @generated from field: google.protobuf.Duration ttl = 2;
+   */
+  ttl?: Duration | undefined;
+};
+
+/**
+ * Describes the message ldm.v1.CreateShareRequest.
+ * Use `create(CreateShareRequestSchema)` to create a new message.
+ */
+export const CreateShareRequestSchema: GenMessage<CreateShareRequest> = /*@__PURE__*/
+  messageDesc(file_ldm_v1_volume, 14);
+
+/**
+ * @generated from message ldm.v1.CreateShareResponse
+ */
+export type CreateShareResponse = Message<"ldm.v1.CreateShareResponse"> & {
+  /**
+   * The share's id, for revoking it (ldm share revoke ID).
+   *
+   * @generated from field: string id = 1;
+   */
+  id: string;
+
+  /**
+   * The token: send it as "Authorization: Bearer TOKEN", in the query
+   * parameter share=TOKEN, or as the path prefix /share/TOKEN/.
+   *
+   * @generated from field: string token = 2;
+   */
+  token: string;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp expire_time = 3;
+   */
+  expireTime?: Timestamp | undefined;
+
+  /**
+   * @generated from field: string volume = 4;
+   */
+  volume: string;
+};
+
+/**
+ * Describes the message ldm.v1.CreateShareResponse.
+ * Use `create(CreateShareResponseSchema)` to create a new message.
+ */
+export const CreateShareResponseSchema: GenMessage<CreateShareResponse> = /*@__PURE__*/
+  messageDesc(file_ldm_v1_volume, 15);
+
+/**
  * BrickOrder is the order in which StreamBricks sends bricks.
  *
  * @generated from enum ldm.v1.BrickOrder
@@ -371,6 +527,31 @@ export const VolumeService: GenService<{
     methodKind: "server_streaming";
     input: typeof StreamBricksRequestSchema;
     output: typeof StreamBricksResponseSchema;
+  },
+  /**
+   * ReadRegion streams the dense voxels of a box at one level of detail,
+   * little-endian, x fastest, as pieces of at most 4 MiB that each say where
+   * they go in the box. Voxels of bricks never written are zero. A box
+   * larger than the server's cap fails with RESOURCE_EXHAUSTED.
+   *
+   * @generated from rpc ldm.v1.VolumeService.ReadRegion
+   */
+  readRegion: {
+    methodKind: "server_streaming";
+    input: typeof ReadRegionRequestSchema;
+    output: typeof ReadRegionResponseSchema;
+  },
+  /**
+   * CreateShare makes a signed, expiring, read-only token for one volume,
+   * to put in a URL (share links). It needs admin on the volume and a
+   * server started with a share key.
+   *
+   * @generated from rpc ldm.v1.VolumeService.CreateShare
+   */
+  createShare: {
+    methodKind: "unary";
+    input: typeof CreateShareRequestSchema;
+    output: typeof CreateShareResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_ldm_v1_volume, 0);
