@@ -122,6 +122,9 @@ type Limits struct {
 	// so the garbage of large messages does not double the resident
 	// memory. Zero leaves the runtime's limit (GOMEMLIMIT) alone.
 	MemoryLimit int64
+	// MaxRegionBytes caps the bytes of one ReadRegion box
+	// (--max-region-bytes); zero means service.DefaultMaxRegionBytes.
+	MaxRegionBytes int64
 }
 
 // TLSConfig is the server's certificate and the CA of its clients.
@@ -165,6 +168,17 @@ type AuthConfig struct {
 	// once, and failures per client IP and per username); the zero value
 	// means the defaults of auth.BasicLimit.
 	BasicLimit auth.BasicLimit
+	// ShareKeyFile turns on share links (--share-key): the 32-byte key that
+	// signs share tokens, created (mode 0600) when the file does not exist.
+	// Every node of a cluster needs the same key.
+	ShareKeyFile string
+	// ShareRevocationsFile lists revoked share ids (--share-revocations,
+	// written by `ldm share revoke`), reloaded when it changes; empty means
+	// ShareKeyFile + ".revoked".
+	ShareRevocationsFile string
+	// MaxShareTTL bounds the life of a share (--share-max-ttl); zero means
+	// auth.DefaultMaxShareTTL.
+	MaxShareTTL time.Duration
 }
 
 // enabled reports whether any setting asks for authentication or
@@ -172,7 +186,7 @@ type AuthConfig struct {
 // everyone, which the loopback rule confines.
 func (c Config) authEnabled() bool {
 	a := c.Auth
-	return a.TokensFile != "" || a.UsersFile != "" || c.TLS.ClientCAFile != "" || a.ModelFile != "" || a.PolicyFile != ""
+	return a.TokensFile != "" || a.UsersFile != "" || c.TLS.ClientCAFile != "" || a.ModelFile != "" || a.PolicyFile != "" || a.ShareKeyFile != ""
 }
 
 // Bootstrap says whether a cluster node forms a new cluster.
@@ -247,8 +261,8 @@ func (c Config) validate() error {
 	if c.MaxTileBytes < 0 {
 		return invalid("--max-tile-bytes %d: must be positive", c.MaxTileBytes)
 	}
-	if l := c.Limits; l.MaxUnauthenticatedBytes < 0 || l.MaxReadBytes < 0 || l.MaxIngestBytes < 0 || l.MaxStreamIngestBytes < 0 || l.MemoryLimit < 0 {
-		return invalid("--max-unauthenticated-bytes, --max-read-bytes, --max-ingest-bytes, --max-stream-ingest-bytes and --memory-limit must not be negative")
+	if l := c.Limits; l.MaxUnauthenticatedBytes < 0 || l.MaxReadBytes < 0 || l.MaxIngestBytes < 0 || l.MaxStreamIngestBytes < 0 || l.MemoryLimit < 0 || l.MaxRegionBytes < 0 {
+		return invalid("--max-unauthenticated-bytes, --max-read-bytes, --max-ingest-bytes, --max-stream-ingest-bytes, --memory-limit and --max-region-bytes must not be negative")
 	}
 	if c.ShutdownTimeout < 0 {
 		return invalid("shutdown timeout %v: must not be negative", c.ShutdownTimeout)

@@ -119,8 +119,9 @@ func New(ctx context.Context, cfg Config) (s *Server, err error) {
 	var interceptors []connect.Interceptor
 	var middleware []func(http.Handler) http.Handler // the first innermost
 	var authenticate func(*http.Request) (context.Context, bool, error)
+	var shares service.ShareIssuer
 	if cfg.authEnabled() {
-		a, err := newAuth(cfg, log)
+		a, sh, err := newAuth(cfg, log)
 		if err != nil {
 			return s, err
 		}
@@ -128,6 +129,12 @@ func New(ctx context.Context, cfg Config) (s *Server, err error) {
 		interceptors = append(interceptors, a.Interceptors()...)
 		middleware = append(middleware, a.Middleware)
 		authenticate = a.AuthenticateHTTP
+		if sh != nil {
+			shares = shareIssuer{sh}
+			// Outermost: a share token in the URL becomes the bearer
+			// credentials of everything inside.
+			middleware = append(middleware, auth.ShareMiddleware)
+		}
 	} else if tlsConfig != nil {
 		// Client certificates still reach the handlers (cluster peers).
 		middleware = append(middleware, auth.Middleware)
@@ -160,6 +167,8 @@ func New(ctx context.Context, cfg Config) (s *Server, err error) {
 		MaxReadBytes:            cfg.Limits.MaxReadBytes,
 		MaxIngestBytes:          cfg.Limits.MaxIngestBytes,
 		MaxStreamIngestBytes:    cfg.Limits.MaxStreamIngestBytes,
+		MaxRegionBytes:          cfg.Limits.MaxRegionBytes,
+		Shares:                  shares,
 	})
 	if err != nil {
 		return s, err

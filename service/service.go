@@ -91,6 +91,14 @@ type Config struct {
 	// reach its client before resetting the stream. Zero means
 	// DefaultDrainGrace.
 	DrainGrace time.Duration
+
+	// MaxRegionBytes caps the bytes of one ReadRegion box; a larger box
+	// fails with ResourceExhausted naming the cap. Zero means
+	// DefaultMaxRegionBytes.
+	MaxRegionBytes int64
+	// Shares issues the tokens of CreateShare; nil makes CreateShare fail
+	// with FailedPrecondition (share links are not configured).
+	Shares ShareIssuer
 }
 
 // Defaults of the limits in Config.
@@ -128,6 +136,9 @@ type Server struct {
 	// ids deduplicates writes by request id when the store cannot (see
 	// IdempotentAppender).
 	ids requestIDs
+	// maxRegion is Config.MaxRegionBytes; shares is Config.Shares.
+	maxRegion int64
+	shares    ShareIssuer
 
 	handler http.Handler
 	paths   []string
@@ -170,6 +181,12 @@ func New(cfg Config) (*Server, error) {
 	if cfg.DrainGrace == 0 {
 		cfg.DrainGrace = DefaultDrainGrace
 	}
+	if cfg.MaxRegionBytes < 0 {
+		return nil, errors.New("service: Config.MaxRegionBytes must not be negative")
+	}
+	if cfg.MaxRegionBytes == 0 {
+		cfg.MaxRegionBytes = DefaultMaxRegionBytes
+	}
 	if err := checkCORSOrigins(cfg.CORSOrigins); err != nil {
 		return nil, err
 	}
@@ -189,6 +206,8 @@ func New(cfg Config) (*Server, error) {
 		ingest:       newByteBudget(cfg.MaxIngestBytes),
 		streamIngest: cfg.MaxStreamIngestBytes,
 		drainGrace:   cfg.DrainGrace,
+		maxRegion:    cfg.MaxRegionBytes,
+		shares:       cfg.Shares,
 	}
 	if s.id == "" {
 		s.id = s.addr
@@ -287,4 +306,3 @@ func (s *Server) streamContext(ctx context.Context) (context.Context, context.Ca
 	stop := context.AfterFunc(s.drain, cancel)
 	return ctx, func() { stop(); cancel() }
 }
-

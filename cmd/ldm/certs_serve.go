@@ -20,6 +20,9 @@ type securityFlags struct {
 	reload            time.Duration
 	public            []string
 	insecure          bool
+	shareKey          string
+	shareRevocations  string
+	shareMaxTTL       time.Duration
 }
 
 func (f *securityFlags) register(fs *pflag.FlagSet) {
@@ -33,6 +36,9 @@ func (f *securityFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&f.authzPolicy, "authz-policy", "", "Casbin policy file replacing the embedded one (reloaded when it changes)")
 	fs.DurationVar(&f.reload, "auth-reload", auth.DefaultReloadInterval, "how often token, users and policy files, and the --tls-cert/--tls-key pair, are checked for changes (0 disables)")
 	fs.StringSliceVar(&f.public, "auth-public", auth.DefaultPublic, "procedure prefixes that answer without credentials when authentication is on (health and reflection by default; \"\" requires credentials everywhere)")
+	fs.StringVar(&f.shareKey, "share-key", "", "key file that signs share links (ldm share); created with 32 random bytes, mode 0600, if missing; enables authentication")
+	fs.StringVar(&f.shareRevocations, "share-revocations", "", "file of revoked share ids, written by 'ldm share revoke' and reloaded when it changes (default: the --share-key file + .revoked)")
+	fs.DurationVar(&f.shareMaxTTL, "share-max-ttl", auth.DefaultMaxShareTTL, "longest life of a share link")
 	fs.BoolVar(&f.insecure, "insecure", false, "allow a non-loopback --addr without TLS and authentication")
 }
 
@@ -50,6 +56,10 @@ func (f *securityFlags) apply(cfg *server.Config) {
 		PolicyFile:     f.authzPolicy,
 		ReloadInterval: reload,
 		Public:         append([]string{}, f.public...), // non-nil: empty means nothing is public
+
+		ShareKeyFile:         f.shareKey,
+		ShareRevocationsFile: f.shareRevocations,
+		MaxShareTTL:          f.shareMaxTTL,
 	}
 	cfg.Insecure = f.insecure
 }

@@ -50,6 +50,7 @@ LDM_MAX_TILE_BYTES.`,
 	root.AddCommand(newClusterCommand())
 	root.AddCommand(newCertsCommand())
 	root.AddCommand(newTokenCommand())
+	root.AddCommand(newShareCommand())
 	return root
 }
 

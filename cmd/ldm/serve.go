@@ -86,6 +86,7 @@ func (f *serveFlags) register(fs *pflag.FlagSet) {
 	fs.Int64Var(&f.limits.MaxReadBytes, "max-read-bytes", service.DefaultMaxReadBytes, "tile bytes that reads in flight may hold across the server; more reads wait")
 	fs.Int64Var(&f.limits.MaxIngestBytes, "max-ingest-bytes", service.DefaultMaxIngestBytes, "tile bytes that write streams may hold queued across the server; streams wait beyond it")
 	fs.Int64Var(&f.limits.MaxStreamIngestBytes, "max-stream-ingest-bytes", service.DefaultMaxStreamIngestBytes, "tile bytes that one write stream may hold queued")
+	fs.Int64Var(&f.limits.MaxRegionBytes, "max-region-bytes", service.DefaultMaxRegionBytes, "largest box one ReadRegion call (ldm region get) may read, in bytes; larger boxes fail with ResourceExhausted")
 	fs.Int64Var(&f.limits.MemoryLimit, "memory-limit", defaultMemoryLimit, "soft limit of the server's Go heap, in bytes: garbage is collected harder near it (0 leaves it to GOMEMLIMIT, which also wins when set)")
 	f.log.register(fs)
 	f.security.register(fs)

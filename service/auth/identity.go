@@ -38,8 +38,12 @@ type Identity struct {
 	Aliases []string
 	// Roles come from the token or users file, without RolePrefix.
 	Roles []string
-	// Method is one of the Method constants.
+	// Method is one of the Method constants (or MethodShare).
 	Method string
+	// ShareVolume is set for a share token (Method MethodShare): the one
+	// volume the identity may read. Such an identity may do nothing else,
+	// whatever the policy says.
+	ShareVolume string
 }
 
 // Anonymous reports whether the identity carries no credentials.

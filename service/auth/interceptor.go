@@ -75,7 +75,7 @@ func callerFrom(ctx context.Context) caller {
 // return to the client (logged at info). It also returns the policy
 // generation that decided.
 func (x *authzInterceptor) check(c caller, procedure, obj, act string) (uint64, error) {
-	d, err := x.a.authz.allow(c.subjects, c.key, obj, act)
+	d, err := x.a.authz.allowCaller(c, obj, act)
 	if err != nil {
 		x.a.log.Error("authorization failed", logSubject, c.id.Subject, logProcedure, procedure, logObject, obj, logAction, act, "error", err)
 		return d.Generation, connect.NewError(connect.CodeInternal, errors.New("authorization failed"))
@@ -138,7 +138,7 @@ func (x *authzInterceptor) listVolumes(ctx context.Context, c caller, proc strin
 	}
 	kept := lr.Volumes[:0]
 	for _, v := range lr.GetVolumes() {
-		d, err := x.a.authz.allow(c.subjects, c.key, VolumeObject(v.GetName()), ActionRead)
+		d, err := x.a.authz.allowCaller(c, VolumeObject(v.GetName()), ActionRead)
 		if err != nil {
 			return nil, connect.NewError(connect.CodeInternal, errors.New("authorization failed"))
 		}
@@ -188,6 +188,15 @@ func (x *authzInterceptor) WrapStreamingHandler(next connect.StreamingHandlerFun
 		}
 		return err
 	}
+}
+
+// allowCaller decides for one call's caller: a share identity by its one
+// volume, any other by the policy.
+func (a *Authorizer) allowCaller(c caller, obj, act string) (Decision, error) {
+	if allowed, ok := shareDecision(c.id, obj, act); ok {
+		return Decision{Allowed: allowed, Generation: a.Generation()}, nil
+	}
+	return a.allow(c.subjects, c.key, obj, act)
 }
 
 // authzConn authorizes every message a stream receives before the handler

@@ -229,7 +229,12 @@ func (a *Authorizer) allow(subjects []string, subjectsKey, obj, act string) (Dec
 }
 
 // Allow reports whether id may do act on obj under the current policy.
+// A share identity (Method MethodShare) may read its one volume and
+// nothing else; the policy is not consulted for it.
 func (a *Authorizer) Allow(id Identity, obj, act string) (Decision, error) {
+	if allowed, ok := shareDecision(id, obj, act); ok {
+		return Decision{Allowed: allowed, Generation: a.Generation()}, nil
+	}
 	s := id.subjects()
 	return a.allow(s, strings.Join(s, "\x1f"), obj, act)
 }

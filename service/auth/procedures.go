@@ -32,6 +32,8 @@ var rules = map[string]rule{
 	ldmv1connect.VolumeServiceGetVolumeProcedure:       {action: ActionRead, object: volumeOf},
 	ldmv1connect.VolumeServiceGetBrickProcedure:        {action: ActionRead, object: volumeOf},
 	ldmv1connect.VolumeServiceStreamBricksProcedure:    {action: ActionRead, object: volumeOf},
+	ldmv1connect.VolumeServiceReadRegionProcedure:      {action: ActionRead, object: volumeOf},
+	ldmv1connect.VolumeServiceCreateShareProcedure:     {action: ActionAdmin, object: volumeOf},
 	ldmv1connect.VolumeServiceCreateVolumeProcedure:    {action: ActionAdmin, object: volumeOf},
 	ldmv1connect.VolumeServiceDeleteVolumeProcedure:    {action: ActionAdmin, object: volumeOf},
 	ldmv1connect.VolumeServiceListVolumesProcedure:     {action: ActionRead, list: true},
@@ -64,6 +66,10 @@ func volumeName(msg any) (string, bool) {
 	case *ldmv1.GetBrickRequest:
 		return m.GetVolume(), true
 	case *ldmv1.StreamBricksRequest:
+		return m.GetVolume(), true
+	case *ldmv1.ReadRegionRequest:
+		return m.GetVolume(), true
+	case *ldmv1.CreateShareRequest:
 		return m.GetVolume(), true
 	case *ldmv1.CreateVolumeRequest:
 		return m.GetVolume().GetName(), true

@@ -89,6 +89,13 @@ class App {
     proto.value = params.get("protocol") === "grpc-web" ? "grpc-web" : "connect";
     const token = $<HTMLInputElement>("token");
     token.value = sessionStorage.getItem("ldm-token") ?? "";
+    // A share link (ldm share) carries its token as ?share=...: it is sent
+    // as the bearer token, like one typed in.
+    const share = params.get("share");
+    if (share) {
+      token.value = share;
+      sessionStorage.setItem("ldm-token", share);
+    }
     // A token is applied once: the input's own change event on blur must not
     // reload the list again (re-rendering it under a click swallows the click).
     let appliedToken = token.value;
