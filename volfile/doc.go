@@ -1,6 +1,7 @@
-// Package volfile reads volume files: NIfTI-1 (.nii, .nii.gz, .hdr/.img
-// pairs), NRRD (attached or detached .nhdr headers, raw or gzip encoding) and
-// headerless raw files with an explicit shape and data type.
+// Package volfile reads and writes volume files. It reads NIfTI-1 (.nii,
+// .nii.gz, .hdr/.img pairs), NRRD (attached or detached .nhdr headers, raw
+// or gzip encoding) and headerless raw files with an explicit shape and data
+// type; it writes NIfTI-1 (.nii) and NRRD (.nrrd).
 //
 // Open detects the format from the file's content, parses the header into a
 // Header (shape, data type, spacing, voxel-to-world transform and its
@@ -25,6 +26,11 @@
 //
 // client.ImportFile uses the package to import a file into a server.
 //
-// The package never writes files and holds no global state; an Image is not
-// safe for concurrent use.
+// Create writes NIfTI-1 (.nii) and NRRD (.nrrd) files with the transform in
+// each format's own fields (see write.go), for region reads and exports: a
+// file read by Open and written by Create reads back with the same voxels
+// and the same affine.
+//
+// The package holds no global state; an Image is not safe for concurrent
+// use.
 package volfile

@@ -51,6 +51,7 @@ LDM_MAX_TILE_BYTES.`,
 	root.AddCommand(newCertsCommand())
 	root.AddCommand(newTokenCommand())
 	root.AddCommand(newShareCommand())
+	root.AddCommand(newRegionCommand())
 	return root
 }
 
