@@ -8,7 +8,7 @@ STATICCHECK := $(GO) tool -modfile=tools/go.mod staticcheck
 # The viewer's browser tests (cmd/ldm) drive Debian's Chromium at this path.
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: all build test chromium deps generate check-generated check-bundle lint breaking bench perf soak load ci
+.PHONY: all build test chromium python deps generate check-generated check-bundle lint breaking bench perf soak load ci
 
 all: build
 
@@ -40,11 +40,28 @@ chromium:
 		fi; \
 	fi
 
+# python makes sure Debian's Python has numpy and zarr-python, the real
+# clients of the region-read and OME-Zarr export tests (cmd/ldm) and of the
+# README's Python snippet; as root it installs them with apt-get.
+PYTHON := /usr/bin/python3
+python:
+	@if ! $(PYTHON) -c 'import numpy, zarr' >/dev/null 2>&1; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			echo "installing python3-numpy and python3-zarr (apt-get)"; \
+			export DEBIAN_FRONTEND=noninteractive; \
+			apt-get update -qq && apt-get install -y -qq python3-numpy python3-zarr >/dev/null || exit 1; \
+		else \
+			echo "the export tests need numpy and zarr for $(PYTHON); install them with:"; \
+			echo "  sudo apt-get update && sudo apt-get install -y python3-numpy python3-zarr"; \
+			exit 1; \
+		fi; \
+	fi
+
 # test runs every test: the viewer's unit tests (node:test), vet, the Go
 # tests with the race detector (storage crash rounds, every RPC over real
 # sockets, the browser end-to-end test).
 # It installs what the tests need first (the viewer's npm packages, Chromium).
-test: web/node_modules/.installed chromium
+test: web/node_modules/.installed chromium python
 	cd web && npm test --silent
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout 20m ./...

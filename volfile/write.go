@@ -21,7 +21,13 @@ package volfile
 //   - NRRD: "space" (right-anterior-superior, left-posterior-superior or
 //     scanner-xyz), "space directions" (the columns) and "space origin" (the
 //     translation), written with the shortest decimal that reads back to
-//     the same float64; in no space, "spacings" only.
+//     the same float64. In no space: "spacings" only when the affine is
+//     diag(spacing); otherwise (a box, or a coarser level) "space
+//     dimension: 3" without a space, with the directions and origin, which
+//     readers take as scanner coordinates (no anatomical meaning). NIfTI
+//     has no such form: a volume in no space is written without a position
+//     (codes 0, spacing in pixdim) rather than with an orientation it does
+//     not have.
 //
 // The header layout of each format is described in nifti.go and nrrd.go.
 //
@@ -332,13 +338,21 @@ func nrrdFileHeader(h Header) string {
 	sb.WriteString("NRRD0004\n# Complete NRRD file format specification at:\n# http://teem.sourceforge.net/nrrd/format.html\n# written by go-ldm\n")
 	fmt.Fprintf(&sb, "type: %s\ndimension: 3\n", nrrdTypeNames[h.DataType])
 	a := h.Transform
-	switch h.Space {
-	case storage.SpaceUnspecified:
+	diag := storage.DiagonalAffine([3]float64{a.ColumnNorm(0), a.ColumnNorm(1), a.ColumnNorm(2)})
+	switch {
+	case h.Space == storage.SpaceUnspecified && a == diag:
 		fmt.Fprintf(&sb, "sizes: %d %d %d\n", h.Shape.X, h.Shape.Y, h.Shape.Z)
 		fmt.Fprintf(&sb, "spacings: %s %s %s\n", num(a.ColumnNorm(0)), num(a.ColumnNorm(1)), num(a.ColumnNorm(2)))
 	default:
-		space := map[storage.Space]string{storage.SpaceRAS: "right-anterior-superior", storage.SpaceLPS: "left-posterior-superior", storage.SpaceScanner: "scanner-xyz"}[h.Space]
-		fmt.Fprintf(&sb, "space: %s\nsizes: %d %d %d\n", space, h.Shape.X, h.Shape.Y, h.Shape.Z)
+		if h.Space == storage.SpaceUnspecified {
+			// Placed but in no named space (a box or a coarser level of
+			// such a volume): a space dimension without a space.
+			sb.WriteString("space dimension: 3\n")
+		} else {
+			space := map[storage.Space]string{storage.SpaceRAS: "right-anterior-superior", storage.SpaceLPS: "left-posterior-superior", storage.SpaceScanner: "scanner-xyz"}[h.Space]
+			fmt.Fprintf(&sb, "space: %s\n", space)
+		}
+		fmt.Fprintf(&sb, "sizes: %d %d %d\n", h.Shape.X, h.Shape.Y, h.Shape.Z)
 		var cols [3]string
 		for c := 0; c < 3; c++ {
 			cols[c] = vec([3]float64{a[c], a[4+c], a[8+c]})

@@ -52,6 +52,7 @@ LDM_MAX_TILE_BYTES.`,
 	root.AddCommand(newTokenCommand())
 	root.AddCommand(newShareCommand())
 	root.AddCommand(newRegionCommand())
+	root.AddCommand(newExportCommand())
 	return root
 }
 

@@ -1,0 +1,171 @@
+// Package omezarr describes a go-ldm volume as OME-Zarr: Zarr v2 arrays
+// (one per level of detail) under a group with OME-NGFF 0.4 multiscales
+// metadata. It builds the JSON documents only; `ldm export --format zarr`
+// writes them beside the chunks, and an HTTP view may serve them.
+//
+// The layout, for a volume with levels 0..n-1:
+//
+//	.zgroup         {"zarr_format": 2}
+//	.zattrs         multiscales (axes z, y, x; one dataset per level) and
+//	                "go-ldm" (the full transform, its space, notes)
+//	L/.zarray       level L: shape and chunks in z, y, x order, the voxel
+//	                type, no compressor, fill value 0, "/" separator
+//	L/KZ/KY/KX      chunk (KX, KY, KZ) of level L: brick (L, KX, KY, KZ) as
+//	                stored (little-endian, x fastest, zero-padded at edges)
+//
+// Chunks are the bricks byte for byte. A brick never written has no chunk,
+// which Zarr readers read as the fill value, as go-ldm does.
+//
+// Placement: each dataset has a scale and a translation (z, y, x). When
+// the volume's transform is axis-aligned with positive axes (a diagonal
+// 3x3 part), they are the level's affine (storage.VolumeMeta.LODAffine):
+// scale 2^l times the spacing, translation the world position of the
+// level's voxel (0,0,0), which the 2x2x2 mean puts half a finer voxel
+// further at each level. OME-NGFF 0.4 has no rotation or flip: for any
+// other transform the scale and translation place the grid in its own
+// axes (origin at the centre of LOD 0 voxel 0), and "go-ldm"."transform"
+// holds the affine, with a note saying so.
+package omezarr
+
+import (
+	"fmt"
+	"math"
+	"strconv"
+
+	"github.com/xcheng85/go-ldm/storage"
+)
+
+// Version is the OME-NGFF version of the metadata.
+const Version = "0.4"
+
+// DType returns the Zarr v2 dtype of a voxel type ("<u2" for uint16), and
+// false for a type Zarr cannot name.
+func DType(d storage.DataType) (string, bool) {
+	switch d {
+	case storage.Uint8:
+		return "|u1", true
+	case storage.Int16:
+		return "<i2", true
+	case storage.Uint16:
+		return "<u2", true
+	case storage.Uint32:
+		return "<u4", true
+	case storage.Float32:
+		return "<f4", true
+	}
+	return "", false
+}
+
+// Group is the .zgroup document.
+func Group() map[string]any { return map[string]any{"zarr_format": 2} }
+
+// Array is the .zarray document of level lod. It fails for a level past
+// the volume's levels or a voxel type Zarr cannot name.
+func Array(m storage.VolumeMeta, lod uint32) (map[string]any, error) {
+	if lod >= max(m.LODCount, 1) {
+		return nil, fmt.Errorf("%w: level %d, the volume has %d", storage.ErrInvalidArgument, lod, max(m.LODCount, 1))
+	}
+	dt, ok := DType(m.DataType)
+	if !ok {
+		return nil, fmt.Errorf("%w: data type %v has no Zarr dtype", storage.ErrInvalidArgument, m.DataType)
+	}
+	s, b := m.LODShape(lod), brickShape(m)
+	return map[string]any{
+		"zarr_format":         2,
+		"shape":               []uint32{s.Z, s.Y, s.X},
+		"chunks":              []uint32{b.Z, b.Y, b.X},
+		"dtype":               dt,
+		"compressor":          nil,
+		"fill_value":          0,
+		"order":               "C",
+		"filters":             nil,
+		"dimension_separator": "/",
+	}, nil
+}
+
+// ChunkPath returns the path of a brick's chunk below the group:
+// "L/KZ/KY/KX".
+func ChunkPath(k storage.BrickKey) string {
+	return strconv.FormatUint(uint64(k.LOD), 10) + "/" + strconv.FormatUint(uint64(k.Z), 10) + "/" +
+		strconv.FormatUint(uint64(k.Y), 10) + "/" + strconv.FormatUint(uint64(k.X), 10)
+}
+
+// Attrs is the group's .zattrs document: OME-NGFF 0.4 multiscales and the
+// go-ldm placement (see the package documentation).
+func Attrs(m storage.VolumeMeta) map[string]any {
+	lods := max(m.LODCount, 1)
+	a := m.Affine()
+	aligned := axisAligned(a)
+	unit := map[string]any{}
+	if m.Space != storage.SpaceUnspecified {
+		unit["unit"] = "millimeter"
+	}
+	axes := make([]map[string]any, 0, 3)
+	for _, n := range []string{"z", "y", "x"} {
+		ax := map[string]any{"name": n, "type": "space"}
+		for k, v := range unit {
+			ax[k] = v
+		}
+		axes = append(axes, ax)
+	}
+	datasets := make([]map[string]any, 0, lods)
+	for l := range lods {
+		var scale, trans [3]float64 // x, y, z
+		if aligned {
+			la := m.LODAffine(l)
+			scale = [3]float64{la[0], la[5], la[10]}
+			trans = [3]float64{la[3], la[7], la[11]}
+		} else {
+			f := math.Ldexp(1, int(l))
+			for i := range 3 {
+				s := a.ColumnNorm(i)
+				scale[i], trans[i] = s*f, s*(f-1)/2
+			}
+		}
+		datasets = append(datasets, map[string]any{
+			"path": strconv.FormatUint(uint64(l), 10),
+			"coordinateTransformations": []map[string]any{
+				{"type": "scale", "scale": []float64{scale[2], scale[1], scale[0]}},
+				{"type": "translation", "translation": []float64{trans[2], trans[1], trans[0]}},
+			},
+		})
+	}
+	ldm := map[string]any{
+		"transform": a[:],
+		"space":     string(m.Space),
+		"levels":    "each level is the mean of 2x2x2 voxels of the level below",
+	}
+	if !aligned {
+		ldm["note"] = "the volume's axes are rotated or flipped in its world space, which OME-NGFF 0.4 cannot express: the datasets' scale and translation place the voxel grid in its own axes; transform (row-major 4x4, voxel (i,j,k) with i along x to world mm) places it in the world"
+	}
+	return map[string]any{
+		"multiscales": []map[string]any{{
+			"version":  Version,
+			"name":     m.Name,
+			"axes":     axes,
+			"datasets": datasets,
+			"type":     "mean",
+		}},
+		"go-ldm": ldm,
+	}
+}
+
+// axisAligned reports whether the 3x3 part of a is diagonal with positive
+// entries.
+func axisAligned(a storage.Affine) bool {
+	for r := 0; r < 3; r++ {
+		for c := 0; c < 3; c++ {
+			if v := a[4*r+c]; (r == c && v <= 0) || (r != c && v != 0) {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+func brickShape(m storage.VolumeMeta) storage.Shape {
+	if m.BrickShape.X == 0 || m.BrickShape.Y == 0 || m.BrickShape.Z == 0 {
+		return storage.DefaultBrickShape
+	}
+	return m.BrickShape
+}
