@@ -19,9 +19,16 @@ build:
 # packages of the viewer (buf, protoc-gen-es, esbuild, playwright-core).
 deps:
 	cd web && npm ci --no-audit --no-fund
+	cd web/test/formats && npm ci --no-audit --no-fund
 
 web/node_modules/.installed: web/package.json web/package-lock.json
 	cd web && npm ci --no-audit --no-fund
+	touch $@
+
+# The third-party clients of the open-format views (zarrita, Neuroglancer),
+# which the server tests drive; test-only, never bundled into the viewer.
+web/test/formats/node_modules/.installed: web/test/formats/package.json web/test/formats/package-lock.json
+	cd web/test/formats && npm ci --no-audit --no-fund
 	touch $@
 
 # chromium makes sure the browser the viewer tests drive is installed: as
@@ -61,7 +68,7 @@ python:
 # tests with the race detector (storage crash rounds, every RPC over real
 # sockets, the browser end-to-end test).
 # It installs what the tests need first (the viewer's npm packages, Chromium).
-test: web/node_modules/.installed chromium python
+test: web/node_modules/.installed web/test/formats/node_modules/.installed chromium python
 	cd web && npm test --silent
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout 20m ./...

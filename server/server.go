@@ -119,6 +119,7 @@ func New(ctx context.Context, cfg Config) (s *Server, err error) {
 	var interceptors []connect.Interceptor
 	var middleware []func(http.Handler) http.Handler // the first innermost
 	var authenticate func(*http.Request) (context.Context, bool, error)
+	var authorizeView func(*http.Request, string) (context.Context, error) // reads of the open-format views
 	var shares service.ShareIssuer
 	if cfg.authEnabled() {
 		a, sh, err := newAuth(cfg, log)
@@ -129,6 +130,9 @@ func New(ctx context.Context, cfg Config) (s *Server, err error) {
 		interceptors = append(interceptors, a.Interceptors()...)
 		middleware = append(middleware, a.Middleware)
 		authenticate = a.AuthenticateHTTP
+		authorizeView = func(r *http.Request, volume string) (context.Context, error) {
+			return a.AuthorizeHTTP(r, auth.VolumeObject(volume), auth.ActionRead)
+		}
 		if sh != nil {
 			shares = shareIssuer{sh}
 			// Outermost: a share token in the URL becomes the bearer
@@ -181,11 +185,18 @@ func New(ctx context.Context, cfg Config) (s *Server, err error) {
 		}
 	}
 
-	// 7. The handlers: the API, the cluster's node-to-node endpoints, the
-	// viewer.
+	// 7. The handlers: the API, the OME-Zarr and Neuroglancer views, the
+	// cluster's node-to-node endpoints, the viewer.
 	mux := http.NewServeMux()
 	for _, p := range s.svc.Paths() {
 		mux.Handle(p, s.svc.Handler())
+	}
+	views, err := s.svc.Views(service.ViewConfig{Authorize: authorizeView, CORSOrigins: cfg.CORSOrigins})
+	if err != nil {
+		return s, err
+	}
+	for _, p := range service.ViewPaths() {
+		mux.Handle(p, views)
 	}
 	if s.node != nil {
 		mux.Handle(cluster.HandlerPrefix, s.node.Handler())

@@ -1,0 +1,275 @@
+package server_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+
+	"connectrpc.com/connect"
+
+	"github.com/xcheng85/go-ldm/client"
+	ldmv1 "github.com/xcheng85/go-ldm/gen/ldm/v1"
+	"github.com/xcheng85/go-ldm/gen/ldm/v1/ldmv1connect"
+	"github.com/xcheng85/go-ldm/server"
+	"github.com/xcheng85/go-ldm/server/servertest"
+	"github.com/xcheng85/go-ldm/storage"
+)
+
+// viewVolume is a volume the view tests write and the dense voxels of each
+// of its levels, x fastest, little-endian.
+type viewVolume struct {
+	meta   storage.VolumeMeta
+	levels [][]byte
+}
+
+// formatsDir is the test-only npm package of third-party clients
+// (zarrita, Neuroglancer).
+func formatsDir(tb testing.TB) string {
+	tb.Helper()
+	_, file, _, _ := runtime.Caller(0)
+	dir := filepath.Join(filepath.Dir(file), "..", "web", "test", "formats")
+	if _, err := os.Stat(filepath.Join(dir, "node_modules", "zarrita")); err != nil {
+		tb.Fatalf("the open-format tests need the npm packages of %s (%v): run `make deps` (or `cd web/test/formats && npm ci`)", dir, err)
+	}
+	if _, err := exec.LookPath("node"); err != nil {
+		tb.Fatalf("the open-format tests need node: %v", err)
+	}
+	return dir
+}
+
+var viewTypes = []struct {
+	name string
+	dt   storage.DataType
+	api  ldmv1.DataType
+}{
+	{"u8", storage.Uint8, ldmv1.DataType_DATA_TYPE_UINT8},
+	{"u16", storage.Uint16, ldmv1.DataType_DATA_TYPE_UINT16},
+	{"i16", storage.Int16, ldmv1.DataType_DATA_TYPE_INT16},
+	{"u32", storage.Uint32, ldmv1.DataType_DATA_TYPE_UINT32},
+	{"f32", storage.Float32, ldmv1.DataType_DATA_TYPE_FLOAT32},
+}
+
+// writeViewVolumes creates one volume per voxel type, 100x70x40 voxels
+// in 64^3 bricks over three levels (edge bricks in every axis at level 0),
+// and writes every brick with random bytes, padding included, except brick
+// (1, 1, 0) of level 0, which stays missing (zeros). opts authorize the
+// writes.
+func writeViewVolumes(t *testing.T, url, prefix string, opts ...connect.ClientOption) []viewVolume {
+	t.Helper()
+	ctx := context.Background()
+	hc := &http.Client{Transport: client.NewTransport(nil)}
+	opts = append(opts, connect.WithSendMaxBytes(1<<30))
+	vc := ldmv1connect.NewVolumeServiceClient(hc, url, opts...)
+	tc := ldmv1connect.NewTileServiceClient(hc, url, opts...)
+	rng := rand.New(rand.NewPCG(1, 2))
+	var out []viewVolume
+	for _, vt := range viewTypes {
+		m := storage.VolumeMeta{Name: prefix + vt.name, Shape: storage.Shape{X: 100, Y: 70, Z: 40}, DataType: vt.dt, LODCount: 3, Spacing: []float64{0.5, 0.75, 2}}
+		if err := m.Normalize(); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := vc.CreateVolume(ctx, connect.NewRequest(&ldmv1.CreateVolumeRequest{Volume: &ldmv1.Volume{
+			Name: m.Name, Shape: &ldmv1.Shape{X: 100, Y: 70, Z: 40}, DataType: vt.api, LodCount: 3, Spacing: m.Spacing,
+		}})); err != nil {
+			t.Fatal(err)
+		}
+		vs := vt.dt.Size()
+		v := viewVolume{meta: m}
+		for l := range m.LODCount {
+			ls, g := m.LODShape(l), m.BrickGrid(l)
+			dense := make([]byte, int(ls.X)*int(ls.Y)*int(ls.Z)*vs)
+			for bz := range g.Z {
+				for by := range g.Y {
+					for bx := range g.X {
+						if l == 0 && bx == 1 && by == 1 && bz == 0 {
+							continue
+						}
+						brick := make([]byte, 64*64*64*vs)
+						for i := range brick {
+							brick[i] = byte(rng.Uint32())
+						}
+						if vt.dt == storage.Float32 {
+							// Keep floats finite and comparable: clear the top exponent bit.
+							for i := 3; i < len(brick); i += 4 {
+								brick[i] &= 0x3f
+							}
+						}
+						if _, err := tc.WriteTile(ctx, connect.NewRequest(&ldmv1.WriteTileRequest{Volume: m.Name, Tile: &ldmv1.Tile{
+							Value: brick, Key: &ldmv1.BrickKey{Lod: l, X: bx, Y: by, Z: bz},
+						}})); err != nil {
+							t.Fatal(err)
+						}
+						for z := bz * 64; z < min((bz+1)*64, ls.Z); z++ {
+							for y := by * 64; y < min((by+1)*64, ls.Y); y++ {
+								x0, x1 := bx*64, min((bx+1)*64, ls.X)
+								src := ((int(z-bz*64)*64+int(y-by*64))*64 + 0) * vs
+								dst := ((int(z)*int(ls.Y)+int(y))*int(ls.X) + int(x0)) * vs
+								copy(dense[dst:dst+int(x1-x0)*vs], brick[src:src+int(x1-x0)*vs])
+							}
+						}
+					}
+				}
+			}
+			v.levels = append(v.levels, dense)
+		}
+		out = append(out, v)
+	}
+	return out
+}
+
+// zarritaLevel is one line of zarr_read.mjs's output.
+type zarritaLevel struct {
+	Volume, Version, Lod, Dtype, Axes string
+	Shape, Chunks                     []int
+	Transforms                        []struct {
+		Type        string
+		Scale       []float64
+		Translation []float64
+	}
+}
+
+// runZarrita reads every level of volumes through Zarr version (v2 or v3)
+// with zarrita and compares the voxels with the volumes'.
+func runZarrita(t *testing.T, base, version string, vols []viewVolume, header string) {
+	t.Helper()
+	dir := formatsDir(t)
+	out := t.TempDir()
+	args := []string{filepath.Join(dir, "zarr_read.mjs"), base, out, version}
+	for _, v := range vols {
+		args = append(args, v.meta.Name)
+	}
+	if header != "" {
+		args = append(args, "--header", header)
+	}
+	cmd := exec.Command("node", args...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	stdout, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("zarrita %s: %v\n%s", version, err, stderr.String())
+	}
+	var got []zarritaLevel
+	sc := bufio.NewScanner(bytes.NewReader(stdout))
+	for sc.Scan() {
+		var l zarritaLevel
+		if err := json.Unmarshal(sc.Bytes(), &l); err != nil {
+			t.Fatalf("zarrita output %q: %v", sc.Text(), err)
+		}
+		got = append(got, l)
+	}
+	if len(got) != 3*len(vols) {
+		t.Fatalf("zarrita %s read %d levels, want %d:\n%s", version, len(got), 3*len(vols), stdout)
+	}
+	dtypes := map[storage.DataType]string{storage.Uint8: "uint8", storage.Uint16: "uint16", storage.Int16: "int16", storage.Uint32: "uint32", storage.Float32: "float32"}
+	i := 0
+	for _, v := range vols {
+		for l, want := range v.levels {
+			g := got[i]
+			i++
+			ls := v.meta.LODShape(uint32(l))
+			f := float64(int(1) << l)
+			wantScale := []float64{2 * f, 0.75 * f, 0.5 * f}
+			wantTrans := []float64{2 * (f - 1) / 2, 0.75 * (f - 1) / 2, 0.5 * (f - 1) / 2}
+			if g.Volume != v.meta.Name || g.Lod != fmt.Sprint(l) || g.Dtype != dtypes[v.meta.DataType] ||
+				fmt.Sprint(g.Shape) != fmt.Sprint([]uint32{ls.Z, ls.Y, ls.X}) || fmt.Sprint(g.Chunks) != "[64 64 64]" ||
+				g.Axes != "z:space:millimeter,y:space:millimeter,x:space:millimeter" || len(g.Transforms) != 2 ||
+				fmt.Sprint(g.Transforms[0].Scale) != fmt.Sprint(wantScale) || fmt.Sprint(g.Transforms[1].Translation) != fmt.Sprint(wantTrans) {
+				t.Fatalf("zarrita %s level %+v; want volume %s lod %d %s shape %v scale %v translation %v", version, g, v.meta.Name, l, dtypes[v.meta.DataType], ls, wantScale, wantTrans)
+			}
+			b, err := os.ReadFile(filepath.Join(out, fmt.Sprintf("%s.%s.%d.bin", v.meta.Name, version, l)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(b, want) {
+				n := 0
+				for n < min(len(b), len(want)) && b[n] == want[n] {
+					n++
+				}
+				vs := v.meta.DataType.Size()
+				x, y, z := (n/vs)%int(ls.X), (n/vs/int(ls.X))%int(ls.Y), n/vs/int(ls.X)/int(ls.Y)
+				t.Fatalf("zarrita %s %s level %d: %d bytes, want %d; first difference at voxel x=%d y=%d z=%d", version, v.meta.Name, l, len(b), len(want), x, y, z)
+			}
+		}
+	}
+}
+
+// TestServer_zarr_zarrita reads every level of a volume of every voxel
+// type with zarrita through Zarr v2 (OME-NGFF 0.4) and Zarr v3 (OME-NGFF
+// 0.5), voxel-exact, edge chunks and a missing brick included.
+func TestServer_zarr_zarrita(t *testing.T) {
+	t.Parallel()
+	formatsDir(t)
+	s := servertest.Start(t, server.Config{})
+	vols := writeViewVolumes(t, s.URL(), "z-")
+	for _, version := range []string{"v2", "v3"} {
+		t.Run(version, func(t *testing.T) {
+			t.Parallel()
+			runZarrita(t, s.URL(), version, vols, "")
+		})
+	}
+}
+
+// get sends a GET with an optional Authorization header and returns the
+// status and body.
+func viewGet(t *testing.T, url, authz string) (int, []byte, http.Header) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if authz != "" {
+		req.Header.Set("Authorization", authz)
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	var buf bytes.Buffer
+	_, _ = buf.ReadFrom(res.Body)
+	return res.StatusCode, buf.Bytes(), res.Header
+}
+
+// TestServer_unknown_paths_404 checks that paths outside the API, the
+// views and the viewer's own files answer 404, not the viewer's page.
+func TestServer_unknown_paths_404(t *testing.T) {
+	t.Parallel()
+	s := servertest.Start(t, server.Config{})
+	for _, tc := range []struct {
+		path   string
+		status int
+		body   string
+	}{
+		{"/", 200, "go-ldm viewer"},
+		{"/?volume=demo", 200, "go-ldm viewer"},
+		{"/index.html", 200, "go-ldm viewer"},
+		{"/nope", 404, "not found"},
+		{"/volumes/demo", 404, "not found"},
+		{"/info", 404, "not found"},
+		{"/demo/.zattrs", 404, "not found"},
+		{"/precomputed/nope/info", 404, "no volume"},
+		{"/zarr/nope/.zattrs", 404, "no volume"},
+		{"/zarr/Bad_Name/.zattrs", 404, "no volume"},
+		{"/zarr", 404, "not found"},
+	} {
+		status, body, hdr := viewGet(t, s.URL()+tc.path, "")
+		if status != tc.status || !strings.Contains(strings.ToLower(string(body)), strings.ToLower(tc.body)) {
+			t.Errorf("GET %s: %d %q, want %d containing %q", tc.path, status, body, tc.status, tc.body)
+		}
+		if strings.HasPrefix(tc.path, "/zarr/") || strings.HasPrefix(tc.path, "/precomputed/") {
+			if hdr.Get("Access-Control-Allow-Origin") != "*" {
+				t.Errorf("GET %s: no CORS header on %d: %v", tc.path, status, hdr)
+			}
+		}
+	}
+}
