@@ -96,17 +96,11 @@ func Attrs(m storage.VolumeMeta) map[string]any {
 	lods := max(m.LODCount, 1)
 	a := m.Affine()
 	aligned := axisAligned(a)
-	unit := map[string]any{}
-	if m.Space != storage.SpaceUnspecified {
-		unit["unit"] = "millimeter"
-	}
+	// Units: millimetres, as the transform's (a volume in no space keeps
+	// its source's units, usually millimetres too).
 	axes := make([]map[string]any, 0, 3)
 	for _, n := range []string{"z", "y", "x"} {
-		ax := map[string]any{"name": n, "type": "space"}
-		for k, v := range unit {
-			ax[k] = v
-		}
-		axes = append(axes, ax)
+		axes = append(axes, map[string]any{"name": n, "type": "space", "unit": "millimeter"})
 	}
 	datasets := make([]map[string]any, 0, lods)
 	for l := range lods {
