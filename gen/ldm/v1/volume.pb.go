@@ -761,18 +761,20 @@ func (x *ReadRegionRequest) GetGeneration() uint64 {
 
 type ReadRegionResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Where data goes in the dense box, in voxels from its first voxel
-	// (x fastest): data holds voxels offset .. offset + len(data)/voxel size.
-	// Pieces may come in any order; together they cover the box exactly once.
+	// The index in the dense box (x fastest, from its first voxel) of the
+	// first voxel of piece.
 	Offset uint64 `protobuf:"varint,1,opt,name=offset,proto3" json:"offset,omitempty"`
-	// The voxels, little-endian.
+	// The voxels of piece, little-endian, x fastest.
 	Data []byte `protobuf:"bytes,2,opt,name=data,proto3" json:"data,omitempty"`
 	// Set in the first message only: the volume (its data type, spacing and
 	// transform of LOD 0), the box read (in voxels of the level, clipped to
 	// the level's size) and the total number of bytes the stream sends.
-	Volume        *Volume `protobuf:"bytes,3,opt,name=volume,proto3" json:"volume,omitempty"`
-	Box           *Region `protobuf:"bytes,4,opt,name=box,proto3" json:"box,omitempty"`
-	TotalBytes    uint64  `protobuf:"varint,5,opt,name=total_bytes,json=totalBytes,proto3" json:"total_bytes,omitempty"`
+	Volume     *Volume `protobuf:"bytes,3,opt,name=volume,proto3" json:"volume,omitempty"`
+	Box        *Region `protobuf:"bytes,4,opt,name=box,proto3" json:"box,omitempty"`
+	TotalBytes uint64  `protobuf:"varint,5,opt,name=total_bytes,json=totalBytes,proto3" json:"total_bytes,omitempty"`
+	// The sub-box of box that data holds (in voxels of the level, like box).
+	// Pieces come in any order; together they cover the box exactly once.
+	Piece         *Region `protobuf:"bytes,6,opt,name=piece,proto3" json:"piece,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -840,6 +842,13 @@ func (x *ReadRegionResponse) GetTotalBytes() uint64 {
 		return x.TotalBytes
 	}
 	return 0
+}
+
+func (x *ReadRegionResponse) GetPiece() *Region {
+	if x != nil {
+		return x.Piece
+	}
+	return nil
 }
 
 type CreateShareRequest struct {
@@ -1017,14 +1026,15 @@ const file_ldm_v1_volume_proto_rawDesc = "" +
 	"\vconsistency\x18\x04 \x01(\x0e2\x13.ldm.v1.ConsistencyR\vconsistency\x12\x1e\n" +
 	"\n" +
 	"generation\x18\x05 \x01(\x04R\n" +
-	"generation\"\xab\x01\n" +
+	"generation\"\xd1\x01\n" +
 	"\x12ReadRegionResponse\x12\x16\n" +
 	"\x06offset\x18\x01 \x01(\x04R\x06offset\x12\x12\n" +
 	"\x04data\x18\x02 \x01(\fR\x04data\x12&\n" +
 	"\x06volume\x18\x03 \x01(\v2\x0e.ldm.v1.VolumeR\x06volume\x12 \n" +
 	"\x03box\x18\x04 \x01(\v2\x0e.ldm.v1.RegionR\x03box\x12\x1f\n" +
 	"\vtotal_bytes\x18\x05 \x01(\x04R\n" +
-	"totalBytes\"Y\n" +
+	"totalBytes\x12$\n" +
+	"\x05piece\x18\x06 \x01(\v2\x0e.ldm.v1.RegionR\x05piece\"Y\n" +
 	"\x12CreateShareRequest\x12\x16\n" +
 	"\x06volume\x18\x01 \x01(\tR\x06volume\x12+\n" +
 	"\x03ttl\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x03ttl\"\x90\x01\n" +
@@ -1107,29 +1117,30 @@ var file_ldm_v1_volume_proto_depIdxs = []int32{
 	19, // 12: ldm.v1.ReadRegionRequest.consistency:type_name -> ldm.v1.Consistency
 	17, // 13: ldm.v1.ReadRegionResponse.volume:type_name -> ldm.v1.Volume
 	21, // 14: ldm.v1.ReadRegionResponse.box:type_name -> ldm.v1.Region
-	23, // 15: ldm.v1.CreateShareRequest.ttl:type_name -> google.protobuf.Duration
-	24, // 16: ldm.v1.CreateShareResponse.expire_time:type_name -> google.protobuf.Timestamp
-	1,  // 17: ldm.v1.VolumeService.CreateVolume:input_type -> ldm.v1.CreateVolumeRequest
-	3,  // 18: ldm.v1.VolumeService.GetVolume:input_type -> ldm.v1.GetVolumeRequest
-	5,  // 19: ldm.v1.VolumeService.ListVolumes:input_type -> ldm.v1.ListVolumesRequest
-	7,  // 20: ldm.v1.VolumeService.DeleteVolume:input_type -> ldm.v1.DeleteVolumeRequest
-	9,  // 21: ldm.v1.VolumeService.GetBrick:input_type -> ldm.v1.GetBrickRequest
-	11, // 22: ldm.v1.VolumeService.StreamBricks:input_type -> ldm.v1.StreamBricksRequest
-	13, // 23: ldm.v1.VolumeService.ReadRegion:input_type -> ldm.v1.ReadRegionRequest
-	15, // 24: ldm.v1.VolumeService.CreateShare:input_type -> ldm.v1.CreateShareRequest
-	2,  // 25: ldm.v1.VolumeService.CreateVolume:output_type -> ldm.v1.CreateVolumeResponse
-	4,  // 26: ldm.v1.VolumeService.GetVolume:output_type -> ldm.v1.GetVolumeResponse
-	6,  // 27: ldm.v1.VolumeService.ListVolumes:output_type -> ldm.v1.ListVolumesResponse
-	8,  // 28: ldm.v1.VolumeService.DeleteVolume:output_type -> ldm.v1.DeleteVolumeResponse
-	10, // 29: ldm.v1.VolumeService.GetBrick:output_type -> ldm.v1.GetBrickResponse
-	12, // 30: ldm.v1.VolumeService.StreamBricks:output_type -> ldm.v1.StreamBricksResponse
-	14, // 31: ldm.v1.VolumeService.ReadRegion:output_type -> ldm.v1.ReadRegionResponse
-	16, // 32: ldm.v1.VolumeService.CreateShare:output_type -> ldm.v1.CreateShareResponse
-	25, // [25:33] is the sub-list for method output_type
-	17, // [17:25] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	21, // 15: ldm.v1.ReadRegionResponse.piece:type_name -> ldm.v1.Region
+	23, // 16: ldm.v1.CreateShareRequest.ttl:type_name -> google.protobuf.Duration
+	24, // 17: ldm.v1.CreateShareResponse.expire_time:type_name -> google.protobuf.Timestamp
+	1,  // 18: ldm.v1.VolumeService.CreateVolume:input_type -> ldm.v1.CreateVolumeRequest
+	3,  // 19: ldm.v1.VolumeService.GetVolume:input_type -> ldm.v1.GetVolumeRequest
+	5,  // 20: ldm.v1.VolumeService.ListVolumes:input_type -> ldm.v1.ListVolumesRequest
+	7,  // 21: ldm.v1.VolumeService.DeleteVolume:input_type -> ldm.v1.DeleteVolumeRequest
+	9,  // 22: ldm.v1.VolumeService.GetBrick:input_type -> ldm.v1.GetBrickRequest
+	11, // 23: ldm.v1.VolumeService.StreamBricks:input_type -> ldm.v1.StreamBricksRequest
+	13, // 24: ldm.v1.VolumeService.ReadRegion:input_type -> ldm.v1.ReadRegionRequest
+	15, // 25: ldm.v1.VolumeService.CreateShare:input_type -> ldm.v1.CreateShareRequest
+	2,  // 26: ldm.v1.VolumeService.CreateVolume:output_type -> ldm.v1.CreateVolumeResponse
+	4,  // 27: ldm.v1.VolumeService.GetVolume:output_type -> ldm.v1.GetVolumeResponse
+	6,  // 28: ldm.v1.VolumeService.ListVolumes:output_type -> ldm.v1.ListVolumesResponse
+	8,  // 29: ldm.v1.VolumeService.DeleteVolume:output_type -> ldm.v1.DeleteVolumeResponse
+	10, // 30: ldm.v1.VolumeService.GetBrick:output_type -> ldm.v1.GetBrickResponse
+	12, // 31: ldm.v1.VolumeService.StreamBricks:output_type -> ldm.v1.StreamBricksResponse
+	14, // 32: ldm.v1.VolumeService.ReadRegion:output_type -> ldm.v1.ReadRegionResponse
+	16, // 33: ldm.v1.VolumeService.CreateShare:output_type -> ldm.v1.CreateShareResponse
+	26, // [26:34] is the sub-list for method output_type
+	18, // [18:26] is the sub-list for method input_type
+	18, // [18:18] is the sub-list for extension type_name
+	18, // [18:18] is the sub-list for extension extendee
+	0,  // [0:18] is the sub-list for field type_name
 }
 
 func init() { file_ldm_v1_volume_proto_init() }

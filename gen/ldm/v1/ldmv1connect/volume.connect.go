@@ -71,8 +71,8 @@ type VolumeServiceClient interface {
 	// point first. Bricks never written are skipped.
 	StreamBricks(context.Context, *connect.Request[v1.StreamBricksRequest]) (*connect.ServerStreamForClient[v1.StreamBricksResponse], error)
 	// ReadRegion streams the dense voxels of a box at one level of detail,
-	// little-endian, x fastest, as pieces of at most 4 MiB that each say where
-	// they go in the box. Voxels of bricks never written are zero. A box
+	// little-endian, x fastest, as pieces of at most 4 MiB: each is a sub-box
+	// with its voxels, x fastest. Voxels of bricks never written are zero. A box
 	// larger than the server's cap fails with RESOURCE_EXHAUSTED.
 	ReadRegion(context.Context, *connect.Request[v1.ReadRegionRequest]) (*connect.ServerStreamForClient[v1.ReadRegionResponse], error)
 	// CreateShare makes a signed, expiring, read-only token for one volume,
@@ -210,8 +210,8 @@ type VolumeServiceHandler interface {
 	// point first. Bricks never written are skipped.
 	StreamBricks(context.Context, *connect.Request[v1.StreamBricksRequest], *connect.ServerStream[v1.StreamBricksResponse]) error
 	// ReadRegion streams the dense voxels of a box at one level of detail,
-	// little-endian, x fastest, as pieces of at most 4 MiB that each say where
-	// they go in the box. Voxels of bricks never written are zero. A box
+	// little-endian, x fastest, as pieces of at most 4 MiB: each is a sub-box
+	// with its voxels, x fastest. Voxels of bricks never written are zero. A box
 	// larger than the server's cap fails with RESOURCE_EXHAUSTED.
 	ReadRegion(context.Context, *connect.Request[v1.ReadRegionRequest], *connect.ServerStream[v1.ReadRegionResponse]) error
 	// CreateShare makes a signed, expiring, read-only token for one volume,
