@@ -91,12 +91,7 @@ func (e Exporter) ReadRegion(ctx context.Context, req *ldmv1.ReadRegionRequest, 
 				return reg, err
 			}
 		}
-		vs := int64(reg.DataType.Size())
-		off := int64(m.GetOffset()) * vs
-		if off < 0 || off+int64(len(m.GetData())) > reg.Bytes || int64(len(m.GetData()))%vs != 0 {
-			return reg, fmt.Errorf("ReadRegion: a piece of %d bytes at voxel %d lies outside the %d-byte box", len(m.GetData()), m.GetOffset(), reg.Bytes)
-		}
-		if _, err := dst.WriteAt(m.GetData(), off); err != nil {
+		if err := placePiece(reg, m, dst); err != nil {
 			return reg, err
 		}
 		done += int64(len(m.GetData()))
@@ -114,6 +109,49 @@ func (e Exporter) ReadRegion(ctx context.Context, req *ldmv1.ReadRegionRequest, 
 		return reg, fmt.Errorf("ReadRegion: the server sent %d of the box's %d bytes", done, reg.Bytes)
 	}
 	return reg, nil
+}
+
+// placePiece writes the voxels of one ReadRegion piece to their places in
+// dst: runs of whole lines, rows or slices at once where the piece spans
+// the box's width, or width and height.
+func placePiece(reg *Region, m *ldmv1.ReadRegionResponse, dst io.WriterAt) error {
+	vs := int64(reg.DataType.Size())
+	p := m.GetPiece()
+	lo := [3]uint32{p.GetMin().GetX(), p.GetMin().GetY(), p.GetMin().GetZ()}
+	hi := [3]uint32{p.GetMax().GetX(), p.GetMax().GetY(), p.GetMax().GetZ()}
+	var n [3]int64
+	for i := range 3 {
+		if p == nil || lo[i] < reg.Min[i] || hi[i] > reg.Max[i] || lo[i] >= hi[i] {
+			return fmt.Errorf("ReadRegion: piece %v..%v lies outside the box %v..%v", lo, hi, reg.Min, reg.Max)
+		}
+		n[i] = int64(hi[i] - lo[i])
+	}
+	data := m.GetData()
+	if int64(len(data)) != n[0]*n[1]*n[2]*vs {
+		return fmt.Errorf("ReadRegion: piece %v..%v holds %d bytes, want %d", lo, hi, len(data), n[0]*n[1]*n[2]*vs)
+	}
+	s := reg.Shape()
+	w, h := int64(s.X), int64(s.Y)
+	at := func(y, z int64) int64 { // byte offset of voxel (lo.x, y, z) in the box
+		return ((z-int64(reg.Min[2]))*h+(y-int64(reg.Min[1])))*w*vs + (int64(lo[0])-int64(reg.Min[0]))*vs
+	}
+	run, rows := n[0]*vs, n[1] // one line per write
+	if n[0] == w {
+		run, rows = n[0]*n[1]*vs, 1 // whole rows of a slice are contiguous
+		if n[1] == h {
+			run = int64(len(data)) // and so are whole slices
+		}
+	}
+	for i := int64(0); i*run < int64(len(data)); i++ {
+		y, z := int64(lo[1]), int64(lo[2])+i
+		if rows > 1 {
+			y, z = int64(lo[1])+i%rows, int64(lo[2])+i/rows
+		}
+		if _, err := dst.WriteAt(data[i*run:(i+1)*run], at(y, z)); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // regionOf describes the box of the first ReadRegion message.

@@ -15,8 +15,11 @@ import (
 // box (Config.MaxRegionBytes).
 const DefaultMaxRegionBytes int64 = 4 << 30
 
-// maxRegionPiece bounds the data of one ReadRegion message.
-const maxRegionPiece = 4 << 20
+// maxRegionPiece bounds the data of one ReadRegion message (the API allows
+// 4 MiB). 512 KiB, the size of a 64^3 uint16 brick, keeps reading bricks
+// and sending pieces overlapped: BenchmarkReadRegion measured 0.95x the
+// throughput of StreamBricks with it, 0.77x with 4 MiB pieces.
+const maxRegionPiece = 512 << 10
 
 // regionBox is a box in voxels of one level: min inclusive, max exclusive.
 type regionBox struct{ min, max [3]uint32 }
@@ -61,11 +64,12 @@ func regionPlan(info storage.VolumeInfo, req *ldmv1.ReadRegionRequest, maxBytes 
 
 // ReadRegion streams the dense voxels of a box. It goes through the box one
 // row of bricks at a time (the bricks at one brick y and z that the box
-// crosses, along x): it reads them, then sends for each z of the row the
-// voxels of the row's y range across the whole box width, which are
-// contiguous in the dense box. So the server holds one brick row (box
-// width x brick height x brick depth voxels) and one message, whatever the
-// box's height and depth. Bricks never written read as zeros.
+// crosses, along x): it reads them, then sends the part of the box they
+// cover as pieces (sub-boxes of whole lines, rows and slices) of at most
+// maxRegionPiece bytes; for a box 512 voxels wide of 64^3 uint16 bricks a
+// row is eight pieces of 8 slices. So the server holds one brick row (box width x
+// brick height x brick depth voxels) and one message, whatever the box's
+// height and depth. Bricks never written read as zeros.
 func (h *volumeHandler) ReadRegion(ctx context.Context, req *connect.Request[ldmv1.ReadRegionRequest], stream *connect.ServerStream[ldmv1.ReadRegionResponse]) error {
 	if err := h.s.readBarrier(ctx, req.Msg.GetConsistency()); err != nil {
 		return connectError(err)
@@ -153,44 +157,50 @@ func (h *volumeHandler) ReadRegion(ctx context.Context, req *connect.Request[ldm
 				}
 				row[i] = t.Value
 			}
-			for z := z0; z < z1; z++ {
-				// Rows y0..y1 of slice z, across the box: contiguous in the box.
-				offset := ((uint64(z-box.min[2])*size[1] + uint64(y0-box.min[1])) * size[0])
-				for y := y0; y < y1; y++ {
-					for i := range nbx {
-						bx := lo[0] + uint32(i)
-						x0, x1 := max(box.min[0], bx*bsz[0]), min(box.max[0], (bx+1)*bsz[0])
-						n := int(x1-x0) * vs
-						if len(piece)+n > cap(piece) {
-							// The message is full: send it.
-							if err := send(offset, piece); err != nil {
-								if ctx.Err() != nil {
-									return nil
+			// Pieces: sub-boxes of the row, as many whole lines, then rows,
+			// then slices as fit in one message.
+			xw := min(int(size[0]), maxRegionPiece/vs)
+			yn := min(int(y1-y0), max(1, maxRegionPiece/(xw*vs)))
+			zn := min(int(z1-z0), max(1, maxRegionPiece/(xw*yn*vs)))
+			if yn < int(y1-y0) {
+				zn = 1
+			}
+			for pz := z0; pz < z1; pz += uint32(zn) {
+				pz1 := min(z1, pz+uint32(zn))
+				for py := y0; py < y1; py += uint32(yn) {
+					py1 := min(y1, py+uint32(yn))
+					for px := box.min[0]; px < box.max[0]; px += uint32(xw) {
+						px1 := min(box.max[0], px+uint32(xw))
+						piece = piece[:0]
+						for z := pz; z < pz1; z++ {
+							for y := py; y < py1; y++ {
+								for bx := px / bsz[0]; bx <= (px1-1)/bsz[0]; bx++ {
+									i := int(bx - lo[0])
+									x0, x1 := max(px, bx*bsz[0]), min(px1, (bx+1)*bsz[0])
+									n := int(x1-x0) * vs
+									if !present[i] {
+										piece = piece[:len(piece)+n]
+										clear(piece[len(piece)-n:])
+										continue
+									}
+									src := ((int(z-bz*bsz[2])*int(bsz[1])+int(y-by*bsz[1]))*int(bsz[0]) + int(x0-bx*bsz[0])) * vs
+									piece = append(piece, row[i][src:src+n]...)
 								}
-								return connectError(err)
 							}
-							sent += int64(len(piece))
-							offset += uint64(len(piece) / vs)
-							piece = piece[:0]
 						}
-						if !present[i] {
-							piece = piece[:len(piece)+n]
-							clear(piece[len(piece)-n:])
-						} else {
-							src := ((int(z-bz*bsz[2])*int(bsz[1])+int(y-by*bsz[1]))*int(bsz[0]) + int(x0-bx*bsz[0])) * vs
-							piece = append(piece, row[i][src:src+n]...)
+						msg.Piece = &ldmv1.Region{
+							Min: &ldmv1.Shape{X: px, Y: py, Z: pz},
+							Max: &ldmv1.Shape{X: px1, Y: py1, Z: pz1},
 						}
+						offset := (uint64(pz-box.min[2])*size[1]+uint64(py-box.min[1]))*size[0] + uint64(px-box.min[0])
+						if err := send(offset, piece); err != nil {
+							if ctx.Err() != nil {
+								return nil
+							}
+							return connectError(err)
+						}
+						sent += int64(len(piece))
 					}
-				}
-				if len(piece) > 0 {
-					if err := send(offset, piece); err != nil {
-						if ctx.Err() != nil {
-							return nil
-						}
-						return connectError(err)
-					}
-					sent += int64(len(piece))
-					piece = piece[:0]
 				}
 			}
 		}

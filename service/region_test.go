@@ -83,20 +83,43 @@ func readRegion(tb testing.TB, c regionReader, req *ldmv1.ReadRegionRequest) (*l
 		} else if m.GetVolume() != nil || m.GetBox() != nil {
 			tb.Fatalf("a later message repeats the metadata")
 		}
-		if len(m.GetData()) > 4<<20 || len(m.GetData()) == 0 || len(m.GetData())%2 != 0 {
+		if len(m.GetData()) > 4<<20 || len(m.GetData()) == 0 {
 			tb.Fatalf("piece of %d bytes", len(m.GetData()))
 		}
-		off := m.GetOffset()
-		if off*2+uint64(len(m.GetData())) > uint64(len(out)) {
-			tb.Fatalf("piece at %d of %d bytes past the box's %d bytes", off, len(m.GetData()), len(out))
-		}
-		for i := range uint64(len(m.GetData()) / 2) {
-			if covered[off+i] {
-				tb.Fatalf("voxel %d sent twice", off+i)
+		b, p := first.GetBox(), m.GetPiece()
+		w, h := uint64(b.GetMax().GetX()-b.GetMin().GetX()), uint64(b.GetMax().GetY()-b.GetMin().GetY())
+		lo := [3]uint32{p.GetMin().GetX(), p.GetMin().GetY(), p.GetMin().GetZ()}
+		hi := [3]uint32{p.GetMax().GetX(), p.GetMax().GetY(), p.GetMax().GetZ()}
+		bl := [3]uint32{b.GetMin().GetX(), b.GetMin().GetY(), b.GetMin().GetZ()}
+		bh := [3]uint32{b.GetMax().GetX(), b.GetMax().GetY(), b.GetMax().GetZ()}
+		for i := range 3 {
+			if lo[i] < bl[i] || hi[i] > bh[i] || lo[i] >= hi[i] {
+				tb.Fatalf("piece %v..%v outside the box %v..%v", lo, hi, bl, bh)
 			}
-			covered[off+i] = true
 		}
-		copy(out[off*2:], m.GetData())
+		if uint64(len(m.GetData())) != uint64(hi[0]-lo[0])*uint64(hi[1]-lo[1])*uint64(hi[2]-lo[2])*2 {
+			tb.Fatalf("piece %v..%v with %d bytes", lo, hi, len(m.GetData()))
+		}
+		idx := func(x, y, z uint32) uint64 {
+			return (uint64(z-bl[2])*h+uint64(y-bl[1]))*w + uint64(x-bl[0])
+		}
+		if m.GetOffset() != idx(lo[0], lo[1], lo[2]) {
+			tb.Fatalf("piece offset %d, its first voxel is %d", m.GetOffset(), idx(lo[0], lo[1], lo[2]))
+		}
+		d := m.GetData()
+		for z := lo[2]; z < hi[2]; z++ {
+			for y := lo[1]; y < hi[1]; y++ {
+				for x := lo[0]; x < hi[0]; x++ {
+					v := idx(x, y, z)
+					if covered[v] {
+						tb.Fatalf("voxel %d sent twice", v)
+					}
+					covered[v] = true
+					copy(out[v*2:v*2+2], d[:2])
+					d = d[2:]
+				}
+			}
+		}
 	}
 	if err := stream.Err(); err != nil {
 		return nil, nil, err
@@ -217,9 +240,9 @@ func TestVolumeHandler_ReadRegion(t *testing.T) {
 	}
 }
 
-// TestVolumeHandler_ReadRegion_pieces reads a box whose rows of one brick
-// row are wider than a message: they are split into pieces of at most
-// 4 MiB.
+// TestVolumeHandler_ReadRegion_pieces reads boxes whose brick rows, and
+// whose lines, are larger than a message: they are split into pieces of
+// rows and of parts of lines.
 func TestVolumeHandler_ReadRegion_pieces(t *testing.T) {
 	t.Parallel()
 	ts := startServer(t, serverOptions{})
@@ -235,6 +258,18 @@ func TestVolumeHandler_ReadRegion_pieces(t *testing.T) {
 	for _, p := range [][3]uint32{{0, 0, 0}, {33791, 63, 1}, {4096, 17, 1}} {
 		i := (p[2]*64+p[1])*33792 + p[0]
 		if v := binary.LittleEndian.Uint16(data[i*2:]); v != regionVoxel(0, p[0], p[1], p[2]) {
+			t.Fatalf("voxel %v = %d", p, v)
+		}
+	}
+	// Lines longer than a piece are split along x.
+	regionVolume(t, ts.Store, "long", storage.Shape{X: 300000, Y: 2, Z: 1}, storage.Shape{X: 1024, Y: 1, Z: 1}, nil)
+	_, data, err = readRegion(t, ts.clients(t, protocols[0]).volumes, &ldmv1.ReadRegionRequest{Volume: "long", Box: box(5, 0, 0, 299999, 2, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range [][2]uint32{{5, 0}, {262150, 0}, {299998, 1}} {
+		i := p[1]*(299999-5) + p[0] - 5
+		if v := binary.LittleEndian.Uint16(data[i*2:]); v != regionVoxel(0, p[0], p[1], 0) {
 			t.Fatalf("voxel %v = %d", p, v)
 		}
 	}
