@@ -5,6 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"time"
@@ -29,10 +32,11 @@ type ExportStats struct {
 
 // ExportZarr writes a local OME-Zarr copy of a volume into dir (which must
 // not exist, or be empty): every level of detail as a Zarr v2 array with
-// OME-NGFF 0.4 metadata (package omezarr), one chunk file per stored
-// brick, written as StreamBricks delivers them (the client holds one brick
-// at a time). The metadata is written last, so a directory without
-// .zattrs is an export that did not finish.
+// OME-NGFF 0.4 metadata, one chunk file per stored brick, written as
+// StreamBricks delivers them (the client holds one brick at a time). The
+// metadata is the server's OME-Zarr view's (Exporter.View), or package
+// omezarr's for a server without the view; it is written last, so a
+// directory without .zattrs is an export that did not finish.
 func (e Exporter) ExportZarr(ctx context.Context, volume, dir string) (ExportStats, error) {
 	var st ExportStats
 	res, err := e.Volumes.GetVolume(ctx, connect.NewRequest(&ldmv1.GetVolumeRequest{Name: volume}))
@@ -99,38 +103,108 @@ func (e Exporter) ExportZarr(ctx context.Context, volume, dir string) (ExportSta
 	if err := stream.Err(); err != nil {
 		return st, err
 	}
-	// The metadata: the group and every level's array, then .zattrs.
-	if err := writeJSON(filepath.Join(dir, ".zgroup"), omezarr.Group()); err != nil {
-		return st, err
-	}
+	// The metadata: the group and every level's array, then .zattrs; the
+	// server's own view's documents when it has the view.
+	names := []string{".zgroup"}
 	for l := range max(meta.LODCount, 1) {
-		a, err := omezarr.Array(meta, l)
-		if err != nil {
+		names = append(names, fmt.Sprint(l)+"/.zarray")
+	}
+	names = append(names, ".zattrs")
+	docs, err := e.viewMetadata(ctx, volume, names)
+	if err != nil {
+		return st, err
+	}
+	if docs == nil {
+		docs = map[string][]byte{}
+		add := func(name string, doc any) error {
+			b, err := json.MarshalIndent(doc, "", "  ")
+			docs[name] = append(b, '\n')
+			return err
+		}
+		if err := add(".zgroup", omezarr.Group()); err != nil {
 			return st, err
 		}
-		if err := writeJSON(filepath.Join(dir, fmt.Sprint(l), ".zarray"), a); err != nil {
+		for l := range max(meta.LODCount, 1) {
+			a, err := omezarr.Array(meta, l)
+			if err != nil {
+				return st, err
+			}
+			if err := add(fmt.Sprint(l)+"/.zarray", a); err != nil {
+				return st, err
+			}
+		}
+		if err := add(".zattrs", omezarr.Attrs(meta)); err != nil {
 			return st, err
 		}
 	}
-	if err := writeJSON(filepath.Join(dir, ".zattrs"), omezarr.Attrs(meta)); err != nil {
-		return st, err
+	for _, name := range names {
+		if err := writeFileAtomic(filepath.Join(dir, filepath.FromSlash(name)), docs[name]); err != nil {
+			return st, err
+		}
 	}
 	st.Elapsed = time.Since(start)
 	return st, nil
 }
 
-// writeJSON writes doc as indented JSON to path, through a temporary file
-// renamed into place.
-func writeJSON(path string, doc any) error {
-	b, err := json.MarshalIndent(doc, "", "  ")
-	if err != nil {
-		return err
+// ZarrView is where a server serves its OME-Zarr view (/zarr/VOLUME/) and
+// how to reach it: the export writes the view's metadata documents as
+// they are, so a local copy and the view describe a volume alike.
+type ZarrView struct {
+	BaseURL string       // the server, without a trailing slash
+	HTTP    *http.Client // nil means http.DefaultClient
+	// Authorization is the request's Authorization header ("" for none).
+	Authorization string
+}
+
+// viewMetadata fetches the documents names (paths below /zarr/VOLUME/)
+// from the server's view. It returns nil, nil when the Exporter has no
+// view or the server has none (404 for the first document).
+func (e Exporter) viewMetadata(ctx context.Context, volume string, names []string) (map[string][]byte, error) {
+	if e.View == nil {
+		return nil, nil
 	}
+	hc := e.View.HTTP
+	if hc == nil {
+		hc = http.DefaultClient
+	}
+	docs := map[string][]byte{}
+	for i, name := range names {
+		u := e.View.BaseURL + "/zarr/" + url.PathEscape(volume) + "/" + name
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+		if err != nil {
+			return nil, err
+		}
+		if e.View.Authorization != "" {
+			req.Header.Set("Authorization", e.View.Authorization)
+		}
+		resp, err := hc.Do(req)
+		if err != nil {
+			return nil, err
+		}
+		b, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+		resp.Body.Close()
+		if err != nil {
+			return nil, err
+		}
+		if resp.StatusCode == http.StatusNotFound && i == 0 {
+			return nil, nil // a server without the views
+		}
+		if resp.StatusCode != http.StatusOK || !json.Valid(b) {
+			return nil, fmt.Errorf("GET %s: %s: %.200s", u, resp.Status, b)
+		}
+		docs[name] = b
+	}
+	return docs, nil
+}
+
+// writeFileAtomic writes b to path through a temporary file renamed into
+// place.
+func writeFileAtomic(path string, b []byte) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return err
 	}
 	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, append(b, '\n'), 0o644); err != nil {
+	if err := os.WriteFile(tmp, b, 0o644); err != nil {
 		return err
 	}
 	return os.Rename(tmp, path)

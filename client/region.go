@@ -26,6 +26,9 @@ type Exporter struct {
 	// one call at a time, from the goroutine of the call. Bricks counts
 	// bricks for ExportZarr and is zero for region reads.
 	Progress func(Progress)
+	// View, when set, is the server's OME-Zarr view, whose metadata
+	// ExportZarr copies.
+	View *ZarrView
 }
 
 // Region describes a box read by ReadRegion.

@@ -124,13 +124,26 @@ func Attrs(m storage.VolumeMeta) map[string]any {
 			},
 		})
 	}
-	ldm := map[string]any{
-		"transform": a[:],
-		"space":     string(m.Space),
-		"levels":    "each level is the mean of 2x2x2 voxels of the level below",
+	// The go-ldm attributes, as the server's view writes them.
+	space := string(m.Space)
+	if m.Space == storage.SpaceUnspecified {
+		space = "unspecified"
 	}
+	expressed, notExpressed := "exact", []string{}
 	if !aligned {
-		ldm["note"] = "the volume's axes are rotated or flipped in its world space, which OME-NGFF 0.4 cannot express: the datasets' scale and translation place the voxel grid in its own axes; transform (row-major 4x4, voxel (i,j,k) with i along x to world mm) places it in the world"
+		expressed = "spacing only"
+		notExpressed = append(notExpressed, "the rotation, axis order and flips of the voxel-to-world transform: OME-Zarr has a scale and a translation per axis only, so its axes are the voxel axes scaled by the spacing with the origin at the centre of voxel (0, 0, 0) of level 0; the full transform (4x4, row-major, mm, voxel centres) is in transform")
+	}
+	if m.Space == storage.SpaceRAS || m.Space == storage.SpaceLPS {
+		notExpressed = append(notExpressed, "the anatomical space "+string(m.Space)+": OME-Zarr axes have names and units but no patient direction (RAS: +x right, +y anterior, +z superior; LPS: +x left, +y posterior, +z superior)")
+	}
+	ldm := map[string]any{
+		"volume":             m.Name,
+		"dataType":           m.DataType.String(),
+		"space":              space,
+		"transform":          a[:],
+		"transformExpressed": expressed,
+		"notExpressed":       notExpressed,
 	}
 	return map[string]any{
 		"multiscales": []map[string]any{{
@@ -139,6 +152,9 @@ func Attrs(m storage.VolumeMeta) map[string]any {
 			"axes":     axes,
 			"datasets": datasets,
 			"type":     "mean",
+			"metadata": map[string]any{
+				"description": "each level is the mean of 2x2x2 voxels of the level below (go-ldm pyramid); translations place voxel centres",
+			},
 		}},
 		"go-ldm": ldm,
 	}

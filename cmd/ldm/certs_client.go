@@ -57,6 +57,7 @@ func (f *clientSecurityFlags) configure(c *clientSetup) error {
 	}
 	if creds != (auth.Credentials{}) {
 		c.Options = append(c.Options, connect.WithInterceptors(creds.Interceptor()))
+		c.Authorization = creds.Header()
 	}
 	return nil
 }

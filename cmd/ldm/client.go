@@ -34,6 +34,9 @@ type clientSetup struct {
 	// Options are the connect client options: the protocol, message
 	// limits and credentials.
 	Options []connect.ClientOption
+	// Authorization is the credentials' Authorization header, for plain
+	// HTTP requests ("" for none).
+	Authorization string
 }
 
 // register adds the client flags to fs (the persistent flags of a command
@@ -51,6 +54,8 @@ type clients struct {
 	volumes ldmv1connect.VolumeServiceClient
 	cluster ldmv1connect.ClusterServiceClient
 	http    *http.Client
+	// authz is the Authorization header of plain HTTP requests.
+	authz string
 }
 
 // close releases idle connections.
@@ -83,6 +88,7 @@ func (f *clientFlags) connect(ctx context.Context) (*clients, error) {
 		volumes: ldmv1connect.NewVolumeServiceClient(hc, setup.BaseURL, setup.Options...),
 		cluster: ldmv1connect.NewClusterServiceClient(hc, setup.BaseURL, setup.Options...),
 		http:    hc,
+		authz:   setup.Authorization,
 	}, nil
 }
 

@@ -30,7 +30,7 @@ For one box of one level as NIfTI or NRRD, use 'ldm region get'.`,
 				return usageError{fmt.Errorf("--format %q: only zarr is supported (for NIfTI or NRRD files use 'ldm region get')", format)}
 			}
 			return cf.with(cmd.Context(), func(c *clients) error {
-				ex := client.Exporter{Volumes: c.volumes}
+				ex := client.Exporter{Volumes: c.volumes, View: &client.ZarrView{BaseURL: c.baseURL, HTTP: c.http, Authorization: c.authz}}
 				if !quiet {
 					ex.Progress = progressPrinter(cmd.ErrOrStderr(), "exported")
 				}

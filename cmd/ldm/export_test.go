@@ -119,7 +119,7 @@ print(json.dumps({"multiscales": ms, "go-ldm": g.attrs["go-ldm"]}))
 				} `json:"multiscales"`
 				LDM struct {
 					Transform []float64 `json:"transform"`
-					Note      string    `json:"note"`
+					Expressed string    `json:"transformExpressed"`
 				} `json:"go-ldm"`
 			}
 			if err := json.Unmarshal(pyOut, &got); err != nil {
@@ -129,7 +129,7 @@ print(json.dumps({"multiscales": ms, "go-ldm": g.attrs["go-ldm"]}))
 			if ms.Version != "0.4" || len(ms.Axes) != 3 || ms.Axes[0].Name != "z" || ms.Axes[2].Name != "x" || len(ms.Datasets) < c.levels {
 				t.Fatalf("multiscales %+v", ms)
 			}
-			if (got.LDM.Note == "") != c.aligned || len(got.LDM.Transform) != 16 {
+			if (got.LDM.Expressed == "exact") != c.aligned || len(got.LDM.Transform) != 16 {
 				t.Fatalf("go-ldm metadata %+v (aligned %v)", got.LDM, c.aligned)
 			}
 			for lod, d := range ms.Datasets {

@@ -134,6 +134,10 @@ type Credentials struct {
 	Username, Password string
 }
 
+// Header returns the Authorization header value of the credentials, or ""
+// for none.
+func (c Credentials) Header() string { return c.header() }
+
 // header returns the Authorization value, or "" for none.
 func (c Credentials) header() string {
 	switch {
