@@ -50,7 +50,7 @@ func TestServer_share_links(t *testing.T) {
 	ctx := context.Background()
 	hc := &http.Client{Transport: client.NewTransport(nil)}
 	vc := func(tok string) ldmv1connect.VolumeServiceClient {
-		return ldmv1connect.NewVolumeServiceClient(hc, s.URL(), bearer(tok))
+		return ldmv1connect.NewVolumeServiceClient(hc, s.URL(), connect.WithInterceptors(auth.Credentials{Token: tok}.Interceptor()))
 	}
 	root := vc(rootTok)
 	for _, name := range []string{"a", "b"} {
@@ -99,6 +99,25 @@ func TestServer_share_links(t *testing.T) {
 		return resp.StatusCode
 	}
 
+	// getView fetches a path of the OME-Zarr or precomputed views with the
+	// token placed by how, as getBrick does.
+	getView := func(t *testing.T, path, token, how string) int {
+		t.Helper()
+		u := s.URL() + path
+		switch how {
+		case "path":
+			u = s.URL() + auth.SharePathPrefix + token + path
+		case "query":
+			u += "?" + auth.ShareQueryParam + "=" + token
+		}
+		resp, err := hc.Get(u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+
 	t.Run("only_an_admin_creates_shares", func(t *testing.T) {
 		_, err := vc(readerTok).CreateShare(ctx, connect.NewRequest(&ldmv1.CreateShareRequest{Volume: "a"}))
 		if connect.CodeOf(err) != connect.CodePermissionDenied {
@@ -132,6 +151,20 @@ func TestServer_share_links(t *testing.T) {
 		if _, err := c.DeleteVolume(ctx, connect.NewRequest(&ldmv1.DeleteVolumeRequest{Name: "a"})); connect.CodeOf(err) != connect.CodePermissionDenied {
 			t.Fatalf("DeleteVolume: %v", err)
 		}
+		for vol, want := range map[string]connect.Code{"a": 0, "b": connect.CodePermissionDenied} {
+			rs, err := c.ReadRegion(ctx, connect.NewRequest(&ldmv1.ReadRegionRequest{Volume: vol}))
+			if err != nil {
+				t.Fatal(err)
+			}
+			n := 0
+			for rs.Receive() {
+				n += len(rs.Msg().GetData())
+			}
+			if ok := rs.Err() == nil && n == 8*8*8; (want == 0) != ok || (want != 0 && connect.CodeOf(rs.Err()) != want) {
+				t.Errorf("ReadRegion of %s: %d bytes, %v; want code %v", vol, n, rs.Err(), want)
+			}
+			rs.Close()
+		}
 		wc := ldmv1connect.NewTileServiceClient(hc, s.URL(), bearer(sh.GetToken()))
 		if _, err := wc.WriteTile(ctx, connect.NewRequest(&ldmv1.WriteTileRequest{Volume: "a", Tile: &ldmv1.Tile{Value: []byte{1}}})); connect.CodeOf(err) != connect.CodePermissionDenied {
 			t.Fatalf("WriteTile: %v", err)
@@ -147,6 +180,20 @@ func TestServer_share_links(t *testing.T) {
 		if code := getBrick(t, "a", "", ""); code != http.StatusUnauthorized {
 			t.Errorf("GET without credentials: %d", code)
 		}
+		// The open-format views: a chunk and the metadata of its volume.
+		for _, how := range []string{"path", "query"} {
+			for _, p := range []string{"/zarr/a/.zattrs", "/zarr/a/0/0/0/0", "/zarr/a/zarr.json", "/precomputed/a/info"} {
+				if code := getView(t, p, sh.GetToken(), how); code != http.StatusOK {
+					t.Errorf("GET %s with the token in the %s: %d", p, how, code)
+				}
+			}
+			if code := getView(t, "/zarr/b/.zattrs", sh.GetToken(), how); code != http.StatusForbidden {
+				t.Errorf("GET of another volume's view with the token in the %s: %d", how, code)
+			}
+		}
+		if code := getView(t, "/zarr/a/.zattrs", "", ""); code != http.StatusUnauthorized {
+			t.Errorf("view without credentials: %d", code)
+		}
 	})
 	t.Run("a_share_stops_at_its_expiry", func(t *testing.T) {
 		sh := share(t, time.Second)
@@ -157,6 +204,9 @@ func TestServer_share_links(t *testing.T) {
 		})
 		if code := getBrick(t, "a", sh.GetToken(), "path"); code != http.StatusUnauthorized {
 			t.Errorf("expired share in the path: %d", code)
+		}
+		if code := getView(t, "/zarr/a/.zattrs", sh.GetToken(), "path"); code != http.StatusUnauthorized {
+			t.Errorf("expired share on the view: %d", code)
 		}
 	})
 	t.Run("a_revoked_share_stops_without_a_restart", func(t *testing.T) {
@@ -172,6 +222,9 @@ func TestServer_share_links(t *testing.T) {
 		})
 		if code := getBrick(t, "a", keep.GetToken(), "query"); code != http.StatusOK {
 			t.Errorf("another share after the revocation: %d", code)
+		}
+		if code := getView(t, "/zarr/a/.zattrs", sh.GetToken(), "query"); code != http.StatusUnauthorized {
+			t.Errorf("revoked share on the view: %d", code)
 		}
 	})
 }
