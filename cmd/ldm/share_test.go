@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"net/http"
 	"net/url"
 	"path/filepath"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"github.com/chromedp/chromedp"
 
 	"github.com/xcheng85/go-ldm/internal/testutil"
 )
@@ -66,4 +68,43 @@ func TestShare_create_and_revoke(t *testing.T) {
 		t.Fatalf("ldm share revoke: %v %s %s", err, out, stderr)
 	}
 	testutil.WaitFor(t, 10*time.Second, "the revocation to load", func() bool { return get() == http.StatusUnauthorized })
+}
+
+// TestViewer_shareLink opens the viewer link that `ldm share` prints in
+// headless Chromium: with no token typed, the page sends the link's share
+// token and loads its volume; the volume list shows that volume only.
+func TestViewer_shareLink(t *testing.T) {
+	dir := t.TempDir()
+	tokens := filepath.Join(dir, "tokens")
+	out, stderr, err := ldmCmd(t, "", "token", "create", "--file", tokens, "--subject", "root")
+	if err != nil {
+		t.Fatalf("token create: %v %s", err, stderr)
+	}
+	base := startTestServer(t, "--demo", "--tokens", tokens, "--share-key", filepath.Join(dir, "share.key"))
+	root := strings.TrimSpace(out)
+	if _, stderr, err := ldmCmd(t, "", "import", "--demo", "--name", "other", "-q", "--server", base, "--token", root); err != nil {
+		t.Fatalf("import: %v %s", err, stderr)
+	}
+	out, stderr, err = ldmCmd(t, "", "share", "demo", "--ttl", "1h", "--server", base, "--token", root)
+	if err != nil {
+		t.Fatalf("ldm share: %v %s", err, stderr)
+	}
+	link := strings.TrimSpace(strings.TrimPrefix(strings.SplitN(out, "\n", 2)[0], "viewer:"))
+	ctx := newBrowser(t, 1280, 800)
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	if err := chromedp.Do(ctx, chromedp.EmulateViewport(1280, 800), chromedp.Navigate(link)); err != nil {
+		t.Fatal(err)
+	}
+	st := waitLoaded(t, ctx, "demo", time.Minute)
+	if st.Error != "" || st.Stats.Bricks == 0 {
+		t.Fatalf("through the share link: error %q, %d bricks", st.Error, st.Stats.Bricks)
+	}
+	listed, err := chromedp.Run(ctx, chromedp.Evaluate[[]string](`[...document.querySelectorAll("#volumes button[data-volume]")].map(b => b.dataset.volume)`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(listed) != 1 || listed[0] != "demo" {
+		t.Fatalf("the share link lists %v, want [demo]", listed)
+	}
 }
