@@ -17,16 +17,20 @@ import (
 // Read-only views of every volume in the open layouts that other tools
 // read over plain HTTP, served by Server.Views:
 //
-//	/zarr/VOLUME/          OME-Zarr in one hierarchy, both versions:
-//	  .zgroup, .zattrs       Zarr v2 group with OME-NGFF 0.4 multiscales
-//	  LOD/.zarray, .zattrs   one v2 array per level of detail
-//	  LOD/Z/Y/X              a v2 chunk ("/" separator)
-//	  zarr.json              Zarr v3 group with OME-NGFF 0.5 ("ome")
-//	  LOD/zarr.json          one v3 array per level
-//	  LOD/c/Z/Y/X            a v3 chunk (default key encoding, "/")
+//	/zarr/VOLUME/          OME-Zarr, Zarr v2 with OME-NGFF 0.4:
+//	  .zgroup, .zattrs       the group and its multiscales
+//	  LOD/.zarray, .zattrs   one array per level of detail
+//	  LOD/Z/Y/X              a chunk ("/" separator)
+//	/zarr3/VOLUME/         OME-Zarr, Zarr v3 with OME-NGFF 0.5:
+//	  zarr.json              the group, attributes.ome.multiscales
+//	  LOD/zarr.json          one array per level
+//	  LOD/c/Z/Y/X            a chunk (default key encoding, "/")
 //	/precomputed/VOLUME/   Neuroglancer precomputed:
 //	  info                   one scale per level, raw encoding
 //	  LOD/x0-x1_y0-y1_z0-z1  a chunk, cut to the level's true size
+//
+// The two Zarr versions are separate hierarchies: a client that finds both
+// zarr.json and .zgroup in one may refuse it (Neuroglancer does).
 //
 // A Zarr chunk is a stored brick as it is: the brick shape, zero-padded at
 // the edge, little-endian, x fastest, which is Zarr's C order for the
@@ -47,7 +51,8 @@ import (
 
 // View path prefixes.
 const (
-	ZarrPrefix        = "/zarr/"
+	ZarrPrefix        = "/zarr/"  // Zarr v2, OME-NGFF 0.4
+	Zarr3Prefix       = "/zarr3/" // Zarr v3, OME-NGFF 0.5
 	PrecomputedPrefix = "/precomputed/"
 )
 
@@ -69,7 +74,7 @@ type ViewConfig struct {
 }
 
 // ViewPaths are the path prefixes the handler of Views serves.
-func ViewPaths() []string { return []string{ZarrPrefix, PrecomputedPrefix} }
+func ViewPaths() []string { return []string{ZarrPrefix, Zarr3Prefix, PrecomputedPrefix} }
 
 // views serves the OME-Zarr and precomputed views.
 type views struct {
@@ -216,7 +221,7 @@ const readProcedure = "/ldm.v1.VolumeService/GetBrick"
 
 // viewPath is a parsed view path.
 type viewPath struct {
-	zarr   bool     // else precomputed
+	zarr   int      // 2 or 3 for Zarr, 0 for precomputed
 	volume string   // a valid volume name
 	rest   []string // the segments after the volume
 }
@@ -229,14 +234,16 @@ func parseViewPath(p string) (viewPath, error) {
 	var vp viewPath
 	switch {
 	case strings.HasPrefix(p, ZarrPrefix):
-		vp.zarr, p = true, p[len(ZarrPrefix):]
+		vp.zarr, p = 2, p[len(ZarrPrefix):]
+	case strings.HasPrefix(p, Zarr3Prefix):
+		vp.zarr, p = 3, p[len(Zarr3Prefix):]
 	case strings.HasPrefix(p, PrecomputedPrefix):
 		p = p[len(PrecomputedPrefix):]
 	default:
-		return vp, notFound("%s is not a view path (/zarr/VOLUME/... or /precomputed/VOLUME/...)", p)
+		return vp, notFound("%s is not a view path (/zarr/VOLUME/..., /zarr3/VOLUME/... or /precomputed/VOLUME/...)", p)
 	}
 	if p == "" {
-		return vp, notFound("no volume named: the views are /zarr/VOLUME/ and /precomputed/VOLUME/")
+		return vp, notFound("no volume named: the views are /zarr/VOLUME/, /zarr3/VOLUME/ and /precomputed/VOLUME/")
 	}
 	segs := strings.Split(p, "/")
 	if len(segs) > 1 && segs[len(segs)-1] == "" && len(segs) == 2 {
@@ -277,8 +284,8 @@ func (v *views) serve(w http.ResponseWriter, r *http.Request) error {
 	if info.DataType.Size() == 0 {
 		return &viewError{status: http.StatusInternalServerError, msg: fmt.Sprintf("volume %q has data type %v, which the views do not know", info.Name, info.DataType)}
 	}
-	if vp.zarr {
-		return v.serveZarr(w, r, info, vp.rest)
+	if vp.zarr != 0 {
+		return v.serveZarr(w, r, info, vp.zarr, vp.rest)
 	}
 	return v.servePrecomputed(w, r, info, vp.rest)
 }

@@ -66,26 +66,30 @@ func ngffMultiscale(info storage.VolumeInfo, version string) map[string]any {
 	return m
 }
 
-// serveZarr answers a path under /zarr/VOLUME/.
-func (v *views) serveZarr(w http.ResponseWriter, r *http.Request, info storage.VolumeInfo, rest []string) error {
+// serveZarr answers a path under /zarr/VOLUME/ (version 2) or
+// /zarr3/VOLUME/ (version 3).
+func (v *views) serveZarr(w http.ResponseWriter, r *http.Request, info storage.VolumeInfo, version int, rest []string) error {
 	v2, v3, err := zarrDtype(info.DataType)
 	if err != nil {
 		return err
 	}
 	attrs := attrsOf(info, transformOf(info), "OME-Zarr")
 	if len(rest) == 0 {
-		return notFound("/zarr/%s/ is an OME-Zarr group: read .zattrs (Zarr v2, OME-NGFF 0.4) or zarr.json (Zarr v3, OME-NGFF 0.5)", info.Name)
+		if version == 2 {
+			return notFound("/zarr/%s/ is an OME-Zarr group (Zarr v2, OME-NGFF 0.4): read its .zattrs", info.Name)
+		}
+		return notFound("/zarr3/%s/ is an OME-Zarr group (Zarr v3, OME-NGFF 0.5): read its zarr.json", info.Name)
 	}
 	if len(rest) == 1 {
-		switch rest[0] {
-		case ".zgroup":
+		switch {
+		case version == 2 && rest[0] == ".zgroup":
 			return writeJSON(w, r, metaETag(info, "zgroup"), map[string]any{"zarr_format": 2})
-		case ".zattrs":
+		case version == 2 && rest[0] == ".zattrs":
 			return writeJSON(w, r, metaETag(info, "zattrs"), map[string]any{
 				"multiscales": []any{ngffMultiscale(info, "0.4")},
 				"go-ldm":      attrs,
 			})
-		case "zarr.json":
+		case version == 3 && rest[0] == "zarr.json":
 			return writeJSON(w, r, metaETag(info, "group3"), map[string]any{
 				"zarr_format": 3,
 				"node_type":   "group",
@@ -95,7 +99,7 @@ func (v *views) serveZarr(w http.ResponseWriter, r *http.Request, info storage.V
 				},
 			})
 		}
-		return notFound("no %q in the OME-Zarr group of volume %q", rest[0], info.Name)
+		return notFound("no %q in the Zarr v%d group of volume %q", rest[0], version, info.Name)
 	}
 	lod, err := parseLevel(info, rest[0])
 	if err != nil {
@@ -104,8 +108,8 @@ func (v *views) serveZarr(w http.ResponseWriter, r *http.Request, info storage.V
 	shape := info.LODShape(lod)
 	bs := brickShape(info)
 	if len(rest) == 2 {
-		switch rest[1] {
-		case ".zarray":
+		switch {
+		case version == 2 && rest[1] == ".zarray":
 			return writeJSON(w, r, metaETag(info, "zarray"+rest[0]), map[string]any{
 				"zarr_format":         2,
 				"shape":               []uint32{shape.Z, shape.Y, shape.X},
@@ -117,11 +121,11 @@ func (v *views) serveZarr(w http.ResponseWriter, r *http.Request, info storage.V
 				"filters":             nil,
 				"dimension_separator": "/",
 			})
-		case ".zattrs":
+		case version == 2 && rest[1] == ".zattrs":
 			return writeJSON(w, r, metaETag(info, "azattrs"+rest[0]), map[string]any{
 				"_ARRAY_DIMENSIONS": []string{"z", "y", "x"},
 			})
-		case "zarr.json":
+		case version == 3 && rest[1] == "zarr.json":
 			codec := map[string]any{"name": "bytes", "configuration": map[string]any{"endian": "little"}}
 			return writeJSON(w, r, metaETag(info, "array3"+rest[0]), map[string]any{
 				"zarr_format": 3,
@@ -141,11 +145,13 @@ func (v *views) serveZarr(w http.ResponseWriter, r *http.Request, info storage.V
 	}
 	// A chunk: LOD/Z/Y/X (v2) or LOD/c/Z/Y/X (v3).
 	idx := rest[1:]
-	if len(idx) == 4 && idx[0] == "c" {
+	if version == 3 {
+		if len(idx) != 4 || idx[0] != "c" {
+			return notFound("no %q in level %d of volume %q: a Zarr v3 chunk is LOD/c/Z/Y/X", strings.Join(rest, "/"), lod, info.Name)
+		}
 		idx = idx[1:]
-	}
-	if len(idx) != 3 {
-		return notFound("no %q in level %d of volume %q: a chunk is LOD/Z/Y/X (Zarr v2) or LOD/c/Z/Y/X (Zarr v3)", strings.Join(rest, "/"), lod, info.Name)
+	} else if len(idx) != 3 {
+		return notFound("no %q in level %d of volume %q: a Zarr v2 chunk is LOD/Z/Y/X", strings.Join(rest, "/"), lod, info.Name)
 	}
 	key, err := zarrChunkKey(info, lod, idx)
 	if err != nil {

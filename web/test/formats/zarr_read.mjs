@@ -25,7 +25,7 @@ if (!base || !outdir || (version !== "v2" && version !== "v3") || volumes.length
 const open = version === "v2" ? zarr.open.v2 : zarr.open.v3;
 
 for (const volume of volumes) {
-  const store = new zarr.FetchStore(`${base}/zarr/${volume}/`, { overrides: { headers } });
+  const store = new zarr.FetchStore(`${base}/${version === "v2" ? "zarr" : "zarr3"}/${volume}/`, { overrides: { headers } });
   const root = zarr.root(store);
   const group = await open(root, { kind: "group" });
   const ms = version === "v2" ? group.attrs.multiscales : group.attrs.ome.multiscales;
