@@ -182,7 +182,7 @@ func TestServer_share_links(t *testing.T) {
 		}
 		// The open-format views: a chunk and the metadata of its volume.
 		for _, how := range []string{"path", "query"} {
-			for _, p := range []string{"/zarr/a/.zattrs", "/zarr/a/0/0/0/0", "/zarr/a/zarr.json", "/precomputed/a/info"} {
+			for _, p := range []string{"/zarr/a/.zattrs", "/zarr/a/0/0/0/0", "/zarr3/a/zarr.json", "/precomputed/a/info"} {
 				if code := getView(t, p, sh.GetToken(), how); code != http.StatusOK {
 					t.Errorf("GET %s with the token in the %s: %d", p, how, code)
 				}
