@@ -23,9 +23,10 @@ func newShareCommand() *cobra.Command {
 volume, and a server started with --share-key) and prints links that carry it:
 
   viewer        the go-ldm viewer, token in ?share=
-  zarr          an OME-Zarr base URL with the token as a path prefix
-                (/share/TOKEN/zarr/VOLUME/): every chunk URL a Zarr client
-                appends to it carries the token
+  zarr          an OME-Zarr (Zarr v2) base URL with the token as a path
+                prefix (/share/TOKEN/zarr/VOLUME/): every chunk URL a Zarr
+                client appends to it carries the token
+  zarr3         the same for Zarr v3 (OME-NGFF 0.5)
   precomputed   the same for Neuroglancer (precomputed://...)
 
 The token reads VOLUME and nothing else, until it expires (--ttl) or is
@@ -46,6 +47,7 @@ revoked with 'ldm share revoke ID' on the server's host.`,
 				base := c.baseURL
 				fmt.Fprintf(w, "viewer:      %s/?share=%s&volume=%s\n", base, m.GetToken(), url.QueryEscape(m.GetVolume()))
 				fmt.Fprintf(w, "zarr:        %s%s%s/zarr/%s/\n", base, auth.SharePathPrefix, m.GetToken(), m.GetVolume())
+				fmt.Fprintf(w, "zarr3:       %s%s%s/zarr3/%s/\n", base, auth.SharePathPrefix, m.GetToken(), m.GetVolume())
 				fmt.Fprintf(w, "precomputed: precomputed://%s%s%s/precomputed/%s\n", base, auth.SharePathPrefix, m.GetToken(), m.GetVolume())
 				fmt.Fprintf(w, "token:       %s\n", m.GetToken())
 				fmt.Fprintf(w, "id:          %s\n", m.GetId())

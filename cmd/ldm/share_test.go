@@ -40,7 +40,7 @@ func TestShare_create_and_revoke(t *testing.T) {
 		fields[k] = strings.TrimSpace(v)
 	}
 	tok, id := fields["token"], fields["id"]
-	if !strings.HasPrefix(fields["viewer"], base+"/?share="+tok) || fields["zarr"] != base+"/share/"+tok+"/zarr/demo/" || id == "" {
+	if !strings.HasPrefix(fields["viewer"], base+"/?share="+tok) || fields["zarr"] != base+"/share/"+tok+"/zarr/demo/" || fields["zarr3"] != base+"/share/"+tok+"/zarr3/demo/" || id == "" {
 		t.Fatalf("ldm share printed %q", out)
 	}
 	exp, err := time.Parse(time.RFC3339, fields["expires"])
@@ -57,6 +57,16 @@ func TestShare_create_and_revoke(t *testing.T) {
 	}
 	if code := get(); code != http.StatusOK {
 		t.Fatalf("GetBrick through the share path: %d", code)
+	}
+	for _, u := range []string{fields["zarr"] + ".zattrs", fields["zarr3"] + "zarr.json", strings.TrimPrefix(fields["precomputed"], "precomputed://") + "/info"} {
+		resp, err := http.Get(u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("GET %s: %d", u, resp.StatusCode)
+		}
 	}
 	if _, stderr, err := ldmCmd(t, "", "share", "demo", "--server", base, "--token", tok); connect.CodeOf(err) != connect.CodePermissionDenied {
 		t.Fatalf("a share making a share: %v %s", err, stderr)
