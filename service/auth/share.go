@@ -353,14 +353,21 @@ func RevokeShare(path, id string, expires time.Time) error {
 //
 // A request that also carries an Authorization header, or a share token in
 // both forms, is refused with 400: it is not clear which credentials
-// count. A malformed path form is 404.
+// count. A malformed path form is 404. These answers allow any origin
+// (Access-Control-Allow-Origin: *), so browser clients can read them.
 func ShareMiddleware(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fail := func(msg string, code int) {
+			// Readable by the browser clients that use share links (no
+			// credentials are involved in the answer).
+			w.Header().Set("Access-Control-Allow-Origin", "*")
+			http.Error(w, msg, code)
+		}
 		var token string
 		if rest, ok := strings.CutPrefix(r.URL.Path, SharePathPrefix); ok {
 			tok, tail, _ := strings.Cut(rest, "/")
 			if !strings.HasPrefix(tok, ShareTokenPrefix) {
-				http.Error(w, "404 page not found: a share path is /share/TOKEN/... with a token from ldm share", http.StatusNotFound)
+				fail("404 page not found: a share path is /share/TOKEN/... with a token from ldm share", http.StatusNotFound)
 				return
 			}
 			token = tok
@@ -372,14 +379,14 @@ func ShareMiddleware(next http.Handler) http.Handler {
 		}
 		if q := r.URL.Query().Get(ShareQueryParam); q != "" {
 			if token != "" && q != token {
-				http.Error(w, "400 bad request: a share token both in the path and in the query", http.StatusBadRequest)
+				fail("400 bad request: a share token both in the path and in the query", http.StatusBadRequest)
 				return
 			}
 			token = q
 		}
 		if token != "" {
 			if r.Header.Get("Authorization") != "" {
-				http.Error(w, "400 bad request: a share token and an Authorization header; send one of them", http.StatusBadRequest)
+				fail("400 bad request: a share token and an Authorization header; send one of them", http.StatusBadRequest)
 				return
 			}
 			r2 := r.Clone(r.Context()) // Clone copies the header

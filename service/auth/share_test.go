@@ -235,6 +235,9 @@ func TestShareMiddleware(t *testing.T) {
 			if w.Code != c.code || got.path != c.path || got.authz != c.authz {
 				t.Fatalf("code %d path %q authz %q; want %d %q %q", w.Code, got.path, got.authz, c.code, c.path, c.authz)
 			}
+			if c.code != 200 && w.Header().Get("Access-Control-Allow-Origin") != "*" {
+				t.Fatalf("a %d without CORS headers", c.code)
+			}
 		})
 	}
 }
