@@ -22,6 +22,7 @@ import (
 	"github.com/xcheng85/go-ldm/gen/ldm/v1/ldmv1connect"
 	"github.com/xcheng85/go-ldm/server"
 	"github.com/xcheng85/go-ldm/server/servertest"
+	"github.com/xcheng85/go-ldm/service/auth"
 	"github.com/xcheng85/go-ldm/storage"
 )
 
@@ -272,4 +273,70 @@ func TestServer_unknown_paths_404(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestServer_views_authorization serves the views with tokens and a share
+// key: without credentials every view path is 401, a reader token reads
+// (zarrita sends it as a header), a token whose policy does not cover the
+// volume is 403, and zarrita reads through a share link's path form.
+func TestServer_views_authorization(t *testing.T) {
+	t.Parallel()
+	formatsDir(t)
+	dir := t.TempDir()
+	rootTok, readerTok, otherTok := newTok(t), newTok(t), newTok(t)
+	tokens := filepath.Join(dir, "tokens")
+	if err := os.WriteFile(tokens, []byte(auth.HashToken(rootTok)+" root\n"+auth.HashToken(readerTok)+" ann reader\n"+auth.HashToken(otherTok)+" bob\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	policy := filepath.Join(dir, "policy.csv")
+	if err := os.WriteFile(policy, []byte("p, role:admin, *, *\np, role:reader, volumes/*, read\ng, root, role:admin\np, bob, volumes/other, read\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s := servertest.Start(t, server.Config{Auth: server.AuthConfig{TokensFile: tokens, PolicyFile: policy, ShareKeyFile: filepath.Join(dir, "share.key")}})
+	vols := writeViewVolumes(t, s.URL(), "a-", bearer(rootTok))[:2]
+
+	for _, p := range []string{"/zarr/a-u8/.zattrs", "/zarr/a-u8/0/0/0/0", "/zarr3/a-u16/zarr.json", "/zarr3/a-u16/0/c/0/0/0", "/precomputed/a-u8/info", "/precomputed/a-u8/0/0-64_0-64_0-40", "/zarr/nope/.zattrs"} {
+		status, body, hdr := viewGet(t, s.URL()+p, "")
+		if status != http.StatusUnauthorized || hdr.Get("Access-Control-Allow-Origin") != "*" {
+			t.Errorf("GET %s without credentials: %d %q", p, status, body)
+		}
+		if status, body, _ := viewGet(t, s.URL()+p, "Bearer "+otherTok); status != http.StatusForbidden {
+			t.Errorf("GET %s by a token without read on it: %d %q", p, status, body)
+		}
+		want := http.StatusOK
+		if strings.Contains(p, "nope") {
+			want = http.StatusNotFound
+		}
+		if status, body, _ := viewGet(t, s.URL()+p, "Bearer "+readerTok); status != want {
+			t.Errorf("GET %s by a reader: %d %q, want %d", p, status, body, want)
+		}
+		if status, _, _ := viewGet(t, s.URL()+p, "Bearer ldm_wrong"); status != http.StatusUnauthorized {
+			t.Errorf("GET %s with a wrong token: %d", p, status)
+		}
+	}
+	t.Run("zarrita_with_a_reader_token", func(t *testing.T) {
+		runZarrita(t, s.URL(), "v2", vols, "Authorization: Bearer "+readerTok)
+		runZarrita(t, s.URL(), "v3", vols, "Authorization: Bearer "+readerTok)
+	})
+	t.Run("zarrita_through_a_share_link", func(t *testing.T) {
+		hc := &http.Client{Transport: client.NewTransport(nil)}
+		res, err := ldmv1connect.NewVolumeServiceClient(hc, s.URL(), bearer(rootTok)).CreateShare(context.Background(),
+			connect.NewRequest(&ldmv1.CreateShareRequest{Volume: vols[0].meta.Name}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		runZarrita(t, s.URL()+auth.SharePathPrefix+res.Msg.GetToken(), "v3", vols[:1], "")
+		if status, _, _ := viewGet(t, s.URL()+auth.SharePathPrefix+res.Msg.GetToken()+"/zarr/"+vols[1].meta.Name+"/.zattrs", ""); status != http.StatusForbidden {
+			t.Fatalf("a share link on another volume: %d, want 403", status)
+		}
+	})
+}
+
+func newTok(t *testing.T) string {
+	t.Helper()
+	tok, err := auth.NewToken()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
 }
