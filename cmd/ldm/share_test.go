@@ -118,3 +118,14 @@ func TestViewer_shareLink(t *testing.T) {
 		t.Fatalf("the share link lists %v, want [demo]", listed)
 	}
 }
+
+// TestShare_not_configured: a server without --share-key refuses to make
+// share links and says how to turn them on.
+func TestShare_not_configured(t *testing.T) {
+	t.Parallel()
+	base := startTestServer(t, "--demo")
+	_, stderr, err := ldmCmd(t, "", "share", "demo", "--server", base)
+	if connect.CodeOf(err) != connect.CodeFailedPrecondition || !strings.Contains(err.Error(), "--share-key") {
+		t.Fatalf("ldm share without a share key: %v %s", err, stderr)
+	}
+}
