@@ -47,19 +47,20 @@ chromium:
 		fi; \
 	fi
 
-# python makes sure Debian's Python has numpy and zarr-python, the real
-# clients of the region-read and OME-Zarr export tests (cmd/ldm) and of the
-# README's Python snippet; as root it installs them with apt-get.
+# python makes sure Debian's Python has numpy and zarr-python (with aiohttp
+# for fsspec's HTTP), the real clients of the region-read and OME-Zarr export
+# tests (cmd/ldm), of the OME-Zarr views (server) and of the README's Python
+# snippet; as root it installs them with apt-get.
 PYTHON := /usr/bin/python3
 python:
-	@if ! $(PYTHON) -c 'import numpy, zarr' >/dev/null 2>&1; then \
+	@if ! $(PYTHON) -c 'import numpy, zarr, fsspec, aiohttp' >/dev/null 2>&1; then \
 		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-			echo "installing python3-numpy and python3-zarr (apt-get)"; \
+			echo "installing python3-numpy, python3-zarr and python3-aiohttp (apt-get)"; \
 			export DEBIAN_FRONTEND=noninteractive; \
-			apt-get update -qq && apt-get install -y -qq python3-numpy python3-zarr >/dev/null || exit 1; \
+			apt-get update -qq && apt-get install -y -qq python3-numpy python3-zarr python3-fsspec python3-aiohttp >/dev/null || exit 1; \
 		else \
 			echo "the export tests need numpy and zarr for $(PYTHON); install them with:"; \
-			echo "  sudo apt-get update && sudo apt-get install -y python3-numpy python3-zarr"; \
+			echo "  sudo apt-get update && sudo apt-get install -y python3-numpy python3-zarr python3-fsspec python3-aiohttp"; \
 			exit 1; \
 		fi; \
 	fi

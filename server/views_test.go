@@ -340,3 +340,38 @@ func newTok(t *testing.T) string {
 	}
 	return tok
 }
+
+// TestServer_zarr_python reads the views with zarr-python (Debian's
+// python3-zarr over fsspec's HTTP), as the README's line does: every level
+// of two volumes, voxel-exact, through /zarr/ (Zarr v2, OME-NGFF 0.4).
+func TestServer_zarr_python(t *testing.T) {
+	t.Parallel()
+	const python = "/usr/bin/python3"
+	if out, err := exec.Command(python, "-c", "import zarr, fsspec, aiohttp").CombinedOutput(); err != nil {
+		t.Fatalf("%s cannot import zarr, fsspec and aiohttp (run `make python`, or apt-get install -y python3-zarr python3-fsspec python3-aiohttp): %v\n%s", python, err, out)
+	}
+	s := servertest.Start(t, server.Config{})
+	vols := writeViewVolumes(t, s.URL(), "p-")
+	vols = []viewVolume{vols[1], vols[4]} // uint16 and float32
+	script := `
+import sys, zarr
+base, name, lod = sys.argv[1], sys.argv[2], sys.argv[3]
+g = zarr.open_group(base + "/zarr/" + name + "/", mode="r")
+assert g.attrs["multiscales"][0]["version"] == "0.4"
+sys.stdout.buffer.write(g[lod][:].tobytes())
+`
+	for _, v := range vols {
+		for l, want := range v.levels {
+			cmd := exec.Command(python, "-c", script, s.URL(), v.meta.Name, fmt.Sprint(l))
+			var stderr bytes.Buffer
+			cmd.Stderr = &stderr
+			got, err := cmd.Output()
+			if err != nil {
+				t.Fatalf("zarr-python %s level %d: %v\n%s", v.meta.Name, l, err, stderr.String())
+			}
+			if !bytes.Equal(got, want) {
+				t.Fatalf("zarr-python %s level %d: %d bytes differ from the volume's %d", v.meta.Name, l, len(got), len(want))
+			}
+		}
+	}
+}
