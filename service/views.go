@@ -202,6 +202,12 @@ func (v *views) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			h.Set("Access-Control-Allow-Methods", "GET, HEAD, OPTIONS")
 			h.Set("Access-Control-Allow-Headers", viewCORSHeaders)
 			h.Set("Access-Control-Max-Age", "7200")
+			// A page on a public origin (a hosted Neuroglancer or vizarr)
+			// reading a server on a private address or loopback: Chromium
+			// asks first (Private Network Access).
+			if r.Header.Get("Access-Control-Request-Private-Network") == "true" {
+				h.Set("Access-Control-Allow-Private-Network", "true")
+			}
 		}
 		w.WriteHeader(http.StatusNoContent)
 		return

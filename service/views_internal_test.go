@@ -266,6 +266,10 @@ func TestViews_paths(t *testing.T) {
 			!strings.Contains(res.Header.Get("Access-Control-Allow-Methods"), "GET") {
 			t.Fatalf("preflight: %d %v", res.StatusCode, res.Header)
 		}
+		res, _ = vs.do(t, "OPTIONS", "/precomputed/a/info", "Origin", "https://public.example", "Access-Control-Request-Method", "GET", "Access-Control-Request-Private-Network", "true")
+		if res.StatusCode != 204 || res.Header.Get("Access-Control-Allow-Private-Network") != "true" {
+			t.Fatalf("private network preflight: %d %v", res.StatusCode, res.Header)
+		}
 		res, _ = vs.do(t, "OPTIONS", "/precomputed/a/info")
 		if res.StatusCode != 204 || res.Header.Get("Allow") != "GET, HEAD, OPTIONS" {
 			t.Fatalf("OPTIONS: %d %v", res.StatusCode, res.Header)
