@@ -30,6 +30,12 @@
 //     immutable when the request names the generation (otherwise
 //     revalidated), and If-None-Match answers 304. A read that names
 //     another generation than the volume's is FailedPrecondition.
+//   - The OME-Zarr and Neuroglancer precomputed views (views.go, mounted
+//     by the server at ViewPaths) are plain HTTP reads of the same store:
+//     each request is authorized as a read of its volume
+//     (ViewConfig.Authorize) before anything of the volume is looked at,
+//     gets the CORS headers of reads on every response, counts its brick
+//     against the read budget, and never serves a corrupt brick.
 //   - WriteTile and WriteTileStream deduplicate by request id: through
 //     IdempotentAppender when the store has it (a cluster node, where the
 //     ids are replicated), else in memory (requestIDs).
