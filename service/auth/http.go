@@ -29,10 +29,9 @@ func (a *Auth) AuthorizeHTTP(r *http.Request, obj, act string) (context.Context,
 	if r.TLS != nil && TLSFrom(ctx) == nil {
 		ctx = context.WithValue(ctx, tlsKey{}, r.TLS)
 	}
-	id, ok := IdentityFrom(ctx)
-	if !ok {
-		var err error
-		if id, err = a.authenticate(ctx, r.URL.Path, r.Header); err != nil {
+	if _, ok := IdentityFrom(ctx); !ok {
+		id, err := a.authenticate(ctx, r.URL.Path, r.Header)
+		if err != nil {
 			return nil, err
 		}
 		ctx = WithIdentity(ctx, id)
