@@ -76,6 +76,7 @@ var errorKinds = []struct {
 	{"invalid_argument", storage.ErrInvalidArgument},
 	{"out_of_range", storage.ErrOutOfRange},
 	{"too_large", storage.ErrTooLarge},
+	{"no_space", storage.ErrNoSpace},
 	{"corrupt", storage.ErrCorrupt},
 	{"closed", storage.ErrClosed},
 	{"not_leader", storage.ErrNotLeader},
