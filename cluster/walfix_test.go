@@ -9,9 +9,9 @@ import (
 	"github.com/hashicorp/raft-wal/metadb"
 )
 
-// TestSealedTailFiler reproduces hashicorp/raft-wal#31: truncate the tail,
+// TestSealedTailFiler_Restart reproduces hashicorp/raft-wal#31: truncate the tail,
 // append again, reopen, read every entry.
-func TestSealedTailFiler(t *testing.T) {
+func TestSealedTailFiler_Restart(t *testing.T) {
 	for _, fixed := range []bool{false, true} {
 		t.Run(fmt.Sprintf("fixed=%v", fixed), func(t *testing.T) {
 			dir := t.TempDir()

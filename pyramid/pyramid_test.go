@@ -158,7 +158,7 @@ func TestPhantom_structures_at_documented_coordinates(t *testing.T) {
 	}
 }
 
-func TestLevelsToFit(t *testing.T) {
+func TestLevelsToFit_Shapes(t *testing.T) {
 	t.Parallel()
 	b := storage.Shape{X: 32, Y: 32, Z: 16}
 	for _, tc := range []struct {

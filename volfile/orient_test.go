@@ -336,7 +336,7 @@ func TestParseNRRDHeader_space(t *testing.T) {
 	}
 }
 
-func TestOrientationAffine(t *testing.T) {
+func TestOrientation_Affine(t *testing.T) {
 	t.Parallel()
 	sp, o := [3]float64{0.5, 2, 3}, [3]float64{1, 2, 3}
 	for _, tc := range []struct {

@@ -508,7 +508,7 @@ func TestOpen_nrrd_malformed(t *testing.T) {
 	})
 }
 
-func TestOpenRaw(t *testing.T) {
+func TestOpen_raw(t *testing.T) {
 	t.Parallel()
 	shape := storage.Shape{X: 7, Y: 3, Z: 2}
 	for _, bo := range []binary.ByteOrder{binary.LittleEndian, binary.BigEndian} {

@@ -8,7 +8,7 @@ import (
 	"testing"
 )
 
-func TestHandler(t *testing.T) {
+func TestHandler_Serve(t *testing.T) {
 	t.Parallel()
 	srv := httptest.NewServer(Handler())
 	t.Cleanup(srv.Close)

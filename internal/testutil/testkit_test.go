@@ -17,7 +17,7 @@ import (
 	"github.com/xcheng85/go-ldm/internal/testutil"
 )
 
-func TestWaitFor(t *testing.T) {
+func TestWaitFor_Condition(t *testing.T) {
 	t.Parallel()
 	var n atomic.Int32
 	go func() {

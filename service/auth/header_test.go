@@ -7,7 +7,7 @@ import (
 	"testing"
 )
 
-func TestParseAuthorization(t *testing.T) {
+func TestParseAuthorization_Cases(t *testing.T) {
 	t.Parallel()
 	b64 := func(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
 	tests := []struct {

@@ -33,7 +33,7 @@ func bearerRequest(token string) *Request {
 	return &Request{Credential: Credential{Scheme: SchemeBearer, Token: token}}
 }
 
-func TestLoadShareKey(t *testing.T) {
+func TestLoadShareKey_File(t *testing.T) {
 	t.Parallel()
 	path := filepath.Join(t.TempDir(), "k")
 	k1, err := LoadShareKey(path)
@@ -203,7 +203,7 @@ func TestShares_Reload_bad_file_keeps_list(t *testing.T) {
 	}
 }
 
-func TestShareMiddleware(t *testing.T) {
+func TestShareMiddleware_Forms(t *testing.T) {
 	t.Parallel()
 	var got struct{ path, authz, query string }
 	h := ShareMiddleware(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
