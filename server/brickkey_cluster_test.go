@@ -22,7 +22,7 @@ import (
 // nowhere, while a valid key is forwarded and stored.
 func TestServer_ClusterFollowerValidatesBrickKeys(t *testing.T) {
 	t.Parallel()
-	g1 := freeAddr(t)
+	g1 := testutil.FixedAddr(t)
 	n1, _ := serve(t, server.Config{Addr: "127.0.0.1:0", DataDir: t.TempDir(), Cluster: server.ClusterConfig{NodeID: "n1", GossipAddr: g1, LocalGossip: true}})
 	n2, _ := serve(t, server.Config{Addr: "127.0.0.1:0", DataDir: t.TempDir(), Cluster: server.ClusterConfig{NodeID: "n2", GossipAddr: "127.0.0.1:0", Join: []string{g1}, LocalGossip: true}})
 	hc := &http.Client{Transport: client.NewTransport(nil)}

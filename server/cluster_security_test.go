@@ -25,17 +25,6 @@ import (
 	"github.com/xcheng85/go-ldm/service/auth"
 )
 
-// freeAddr returns a 127.0.0.1 address whose port was free.
-func freeAddr(tb testing.TB) string {
-	tb.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
 // rootToken writes a token file with one token of the administrator root
 // and returns its path and the token.
 func rootToken(tb testing.TB) (file, token string) {
@@ -103,7 +92,7 @@ func TestServer_cluster_refuses_open_node_endpoints(t *testing.T) {
 
 	t.Run("cluster_key", func(t *testing.T) {
 		key := []byte("a cluster key of at least 16 bytes")
-		g1 := freeAddr(t)
+		g1 := testutil.FixedAddr(t)
 		node := func(id string, join []string) *server.Server {
 			s, _ := serve(t, server.Config{
 				Addr: "127.0.0.1:0", DataDir: t.TempDir(), Logger: quiet,
@@ -178,7 +167,7 @@ func TestServer_cluster_peer_ca(t *testing.T) {
 	tokens, token := rootToken(t)
 	var logs testutil.SyncBuffer
 	log := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	g1 := freeAddr(t)
+	g1 := testutil.FixedAddr(t)
 	node := func(id string, ca *testutil.PKI, gossip string, join []string) *server.Server {
 		cert, key := ca.WriteServerFiles(t, id, "127.0.0.1")
 		s, _ := serve(t, server.Config{

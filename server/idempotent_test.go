@@ -21,7 +21,7 @@ import (
 // the original offset, and every surviving node holds the tile once.
 func TestServer_cluster_WriteTile_request_id(t *testing.T) {
 	t.Parallel()
-	g1 := freeAddr(t)
+	g1 := testutil.FixedAddr(t)
 	type node struct {
 		s    *server.Server
 		stop func() error

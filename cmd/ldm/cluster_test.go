@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -22,6 +21,7 @@ import (
 
 	ldmv1 "github.com/xcheng85/go-ldm/gen/ldm/v1"
 	"github.com/xcheng85/go-ldm/gen/ldm/v1/ldmv1connect"
+	"github.com/xcheng85/go-ldm/internal/testutil"
 )
 
 // childArgsEnv carries the `ldm` arguments of a child process started by
@@ -49,17 +49,6 @@ func TestClusterHelperProcess(t *testing.T) {
 		os.Exit(exitCode(err))
 	}
 	os.Exit(0)
-}
-
-// freeAddr returns a 127.0.0.1 address with a port that was free.
-func freeAddr(tb testing.TB) string {
-	tb.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
 }
 
 // child is one `ldm serve` process of a cluster.
@@ -114,19 +103,6 @@ func (c *child) stop() {
 	}
 }
 
-func waitUntil(tb testing.TB, timeout time.Duration, what string, cond func() bool) {
-	tb.Helper()
-	deadline := time.Now().Add(timeout)
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			tb.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		<-tick.C
-	}
-}
-
 // leaderOf asks c for the servers; it returns the leader's address.
 func (c *child) leader(ctx context.Context) (string, int) {
 	res, err := c.cluster.GetServers(ctx, connect.NewRequest(&ldmv1.GetServersRequest{}))
@@ -154,7 +130,7 @@ func TestCluster_SIGKILL_leader_real_processes(t *testing.T) {
 	base := t.TempDir()
 	var nodes []*child
 	for i := range 3 {
-		c := &child{id: fmt.Sprint("n", i+1), addr: freeAddr(t), gossip: freeAddr(t), dir: filepath.Join(base, fmt.Sprint("n", i+1))}
+		c := &child{id: fmt.Sprint("n", i+1), addr: testutil.FixedAddr(t), gossip: testutil.FixedAddr(t), dir: filepath.Join(base, fmt.Sprint("n", i+1))}
 		if err := os.MkdirAll(c.dir, 0o755); err != nil {
 			t.Fatal(err)
 		}
@@ -183,10 +159,10 @@ func TestCluster_SIGKILL_leader_real_processes(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	nodes[0].start(t)
-	waitUntil(t, 30*time.Second, "n1 to lead", func() bool { l, _ := nodes[0].leader(ctx); return l == nodes[0].addr })
+	testutil.WaitFor(t, 30*time.Second, "n1 to lead", func() bool { l, _ := nodes[0].leader(ctx); return l == nodes[0].addr })
 	nodes[1].start(t)
 	nodes[2].start(t)
-	waitUntil(t, 30*time.Second, "three voters", func() bool {
+	testutil.WaitFor(t, 30*time.Second, "three voters", func() bool {
 		for _, c := range nodes {
 			if l, v := c.leader(ctx); l == "" || v != 3 {
 				return false
@@ -239,7 +215,7 @@ func TestCluster_SIGKILL_leader_real_processes(t *testing.T) {
 			}
 		})
 	}
-	waitUntil(t, 30*time.Second, "30 acknowledged writes", func() bool { return nAcks.Load() >= 30 })
+	testutil.WaitFor(t, 30*time.Second, "30 acknowledged writes", func() bool { return nAcks.Load() >= 30 })
 	leaderAddr, _ := nodes[0].leader(ctx)
 	var victim *child
 	for _, c := range nodes {
@@ -252,7 +228,7 @@ func TestCluster_SIGKILL_leader_real_processes(t *testing.T) {
 	}
 	before := nAcks.Load()
 	victim.kill() // SIGKILL
-	waitUntil(t, 30*time.Second, "30 more acknowledged writes after SIGKILL", func() bool { return nAcks.Load() >= before+30 })
+	testutil.WaitFor(t, 30*time.Second, "30 more acknowledged writes after SIGKILL", func() bool { return nAcks.Load() >= before+30 })
 	close(stop)
 	wg.Wait()
 	if t.Failed() {
@@ -274,7 +250,7 @@ func TestCluster_SIGKILL_leader_real_processes(t *testing.T) {
 		maxAck = max(maxAck, a.offset)
 	}
 	var want int
-	waitUntil(t, 30*time.Second, "every node to serve the whole log", func() bool {
+	testutil.WaitFor(t, 30*time.Second, "every node to serve the whole log", func() bool {
 		res, err := survivor.volumes.GetVolume(ctx, connect.NewRequest(&ldmv1.GetVolumeRequest{Name: "kill"}))
 		if err != nil || res.Msg.GetVolume().GetNextOffset() <= maxAck {
 			return false
