@@ -22,53 +22,10 @@ import (
 	"github.com/xcheng85/go-ldm/client"
 	ldmv1 "github.com/xcheng85/go-ldm/gen/ldm/v1"
 	"github.com/xcheng85/go-ldm/gen/ldm/v1/ldmv1connect"
+	"github.com/xcheng85/go-ldm/internal/testutil"
 	"github.com/xcheng85/go-ldm/server"
 	"github.com/xcheng85/go-ldm/server/servertest"
 )
-
-// chromiumPath is the browser the tests drive (Debian's chromium).
-const chromiumPath = "/usr/bin/chromium"
-
-// startChromium starts headless Chromium with a w x h window and returns a
-// tab's context; the browser stops at the end of the test.
-func startChromium(tb testing.TB, w, h int) context.Context {
-	tb.Helper()
-	if _, err := os.Stat(chromiumPath); err != nil {
-		tb.Fatalf("the browser tests need %s (%v): run `apt-get install -y chromium`", chromiumPath, err)
-	}
-	dir, err := os.MkdirTemp("", "ldm-chromium-")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { _ = os.RemoveAll(dir) })
-	opts := []chromedp.ExecAllocatorOption{
-		chromedp.ExecPath(chromiumPath),
-		chromedp.Headless,
-		chromedp.NoSandbox,
-		chromedp.DisableGPU,
-		chromedp.NoFirstRun,
-		chromedp.NoDefaultBrowserCheck,
-		chromedp.UserDataDir(dir),
-		chromedp.WindowSize(w, h),
-		chromedp.Flag("disable-quic", true),
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.Flag("disable-extensions", true),
-		chromedp.Flag("hide-scrollbars", true),
-		chromedp.Flag("mute-audio", true),
-	}
-	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
-	ctx, cancelTab := chromedp.NewContext(actx)
-	tb.Cleanup(func() {
-		cancelTab()
-		cancelAlloc()
-	})
-	if err := chromedp.Do(ctx); err != nil {
-		tb.Fatalf("start %s: %v", chromiumPath, err)
-	}
-	return ctx
-}
 
 // ngQuadrants is the pattern of the Neuroglancer test volume (uint8,
 // 100x70x40): in the slices z = 19..21 each quadrant around (50, 35) has
@@ -137,7 +94,7 @@ func TestServer_views_neuroglancer(t *testing.T) {
 	}
 
 	const w, h = 800, 600
-	bctx := startChromium(t, w, h)
+	bctx := testutil.NewBrowser(t, w, h)
 	for _, src := range []struct{ name, source string }{
 		{"precomputed", "precomputed://" + s.URL() + "/precomputed/ng"},
 		{"zarr2", "zarr2://" + s.URL() + "/zarr/ng/"},

@@ -100,7 +100,7 @@ func TestViewer_shareLink(t *testing.T) {
 		t.Fatalf("ldm share: %v %s", err, stderr)
 	}
 	link := strings.TrimSpace(strings.TrimPrefix(strings.SplitN(out, "\n", 2)[0], "viewer:"))
-	ctx := newBrowser(t, 1280, 800)
+	ctx := testutil.NewBrowser(t, 1280, 800)
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
 	if err := chromedp.Do(ctx, chromedp.EmulateViewport(1280, 800), chromedp.Navigate(link)); err != nil {

@@ -12,6 +12,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	ldmv1 "github.com/xcheng85/go-ldm/gen/ldm/v1"
+	"github.com/xcheng85/go-ldm/internal/testutil"
 	"github.com/xcheng85/go-ldm/pyramid"
 	"github.com/xcheng85/go-ldm/storage"
 )
@@ -44,7 +45,7 @@ func BenchmarkViewer_load(b *testing.B) {
 			if err := importVolume(context.Background(), c, v, src, io.Discard, true); err != nil {
 				b.Fatal(err)
 			}
-			ctx := newBrowser(b, 1280, 800)
+			ctx := testutil.NewBrowser(b, 1280, 800)
 			if err := chromedp.Do(ctx, chromedp.EmulateViewport(1280, 800)); err != nil {
 				b.Fatal(err)
 			}

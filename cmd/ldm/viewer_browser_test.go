@@ -21,58 +21,13 @@ import (
 	"github.com/chromedp/chromedp/kb"
 
 	ldmv1 "github.com/xcheng85/go-ldm/gen/ldm/v1"
+	"github.com/xcheng85/go-ldm/internal/testutil"
 	"github.com/xcheng85/go-ldm/pyramid"
 	"github.com/xcheng85/go-ldm/server"
 	"github.com/xcheng85/go-ldm/service"
 	"github.com/xcheng85/go-ldm/storage"
 	"github.com/xcheng85/go-ldm/web"
 )
-
-// chromiumPath is the browser the viewer tests drive (Debian's chromium).
-const chromiumPath = "/usr/bin/chromium"
-
-// newBrowser starts headless Chromium with a window of w x h and returns a
-// tab's context. The browser stops at the end of the test.
-func newBrowser(tb testing.TB, w, h int) context.Context {
-	tb.Helper()
-	if _, err := os.Stat(chromiumPath); err != nil {
-		tb.Fatalf("the viewer tests need %s (%v): run `apt-get install -y chromium`", chromiumPath, err)
-	}
-	dir, err := os.MkdirTemp("", "ldm-chromium-")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	// Chromium's helpers may still write the profile briefly after the
-	// browser exits; a leftover directory in the temp dir is harmless.
-	tb.Cleanup(func() { _ = os.RemoveAll(dir) })
-	opts := []chromedp.ExecAllocatorOption{
-		chromedp.ExecPath(chromiumPath),
-		chromedp.Headless,
-		chromedp.NoSandbox,
-		chromedp.DisableGPU,
-		chromedp.NoFirstRun,
-		chromedp.NoDefaultBrowserCheck,
-		chromedp.UserDataDir(dir),
-		chromedp.WindowSize(w, h),
-		chromedp.Flag("disable-quic", true),
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.Flag("disable-extensions", true),
-		chromedp.Flag("hide-scrollbars", true),
-		chromedp.Flag("mute-audio", true),
-	}
-	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
-	ctx, cancelTab := chromedp.NewContext(actx)
-	tb.Cleanup(func() {
-		cancelTab()
-		cancelAlloc()
-	})
-	if err := chromedp.Do(ctx); err != nil { // starts the browser
-		tb.Fatalf("start %s: %v", chromiumPath, err)
-	}
-	return ctx
-}
 
 // pageState is window.ldm.state() in the viewer.
 type pageState struct {
@@ -196,7 +151,7 @@ func repoPath(p string) string { return filepath.Join("..", "..", p) }
 func TestViewer_browser(t *testing.T) {
 	base := startTestServer(t, "--demo")
 	c := testClients(t, base)
-	ctx := newBrowser(t, 1280, 800)
+	ctx := testutil.NewBrowser(t, 1280, 800)
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
 	defer cancel()
 
@@ -458,7 +413,7 @@ func TestViewer_browser(t *testing.T) {
 // that served it stops answering.
 func TestViewer_serverDown(t *testing.T) {
 	srv := httptest.NewServer(web.Handler())
-	ctx := newBrowser(t, 1280, 800)
+	ctx := testutil.NewBrowser(t, 1280, 800)
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	if err := chromedp.Do(ctx, chromedp.Navigate(srv.URL+"/"), chromedp.WaitVisible(`#refresh`)); err != nil {
@@ -499,7 +454,7 @@ func saveArtifact(tb testing.TB, name string, b []byte) {
 func TestViewer_dataTypes(t *testing.T) {
 	base := startTestServer(t)
 	c := testClients(t, base)
-	ctx := newBrowser(t, 1280, 800)
+	ctx := testutil.NewBrowser(t, 1280, 800)
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
 	defer cancel()
 	if err := chromedp.Do(ctx, chromedp.EmulateViewport(1280, 800)); err != nil {
@@ -593,7 +548,7 @@ func TestViewer_token(t *testing.T) {
 		t.Fatal(err)
 	}
 	base := startTestServer(t, "--demo", "--tokens", tokens)
-	ctx := newBrowser(t, 1280, 800)
+	ctx := testutil.NewBrowser(t, 1280, 800)
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
 	if err := chromedp.Do(ctx, chromedp.EmulateViewport(1280, 800), chromedp.Navigate(base+"/")); err != nil {
@@ -646,7 +601,7 @@ func TestViewer_reprioritise(t *testing.T) {
 	base := startTestServerWith(t, func(c *server.Config) {
 		c.Tiles = &gatedTiles{Tiles: openTestStore(t, c), gate: gate}
 	}, "--demo")
-	ctx := newBrowser(t, 1280, 800)
+	ctx := testutil.NewBrowser(t, 1280, 800)
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
 	if err := chromedp.Do(ctx, chromedp.EmulateViewport(1280, 800), chromedp.Navigate(base+"/?volume=demo")); err != nil {
@@ -697,7 +652,7 @@ func TestViewer_reprioritise(t *testing.T) {
 func TestViewer_floatNonFinite(t *testing.T) {
 	base := startTestServer(t)
 	c := testClients(t, base)
-	ctx := newBrowser(t, 1280, 800)
+	ctx := testutil.NewBrowser(t, 1280, 800)
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
 	shape := storage.Shape{X: 20, Y: 20, Z: 20}
@@ -779,7 +734,7 @@ func TestViewer_liveRecovers(t *testing.T) {
 		c.Tiles = &failingWaitTiles{Tiles: openTestStore(t, c), f: faults}
 	})
 	c := testClients(t, base)
-	ctx := newBrowser(t, 1280, 800)
+	ctx := testutil.NewBrowser(t, 1280, 800)
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
 	const name = "live-recovers"
@@ -808,7 +763,7 @@ func TestViewer_liveRecovers(t *testing.T) {
 func TestViewer_liveResumes(t *testing.T) {
 	base := startTestServer(t)
 	c := testClients(t, base)
-	ctx := newBrowser(t, 1280, 800)
+	ctx := testutil.NewBrowser(t, 1280, 800)
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
 	const name = "live-resumes"
@@ -838,7 +793,7 @@ func TestViewer_liveResumes(t *testing.T) {
 func TestViewer_uint32Precision(t *testing.T) {
 	base := startTestServer(t)
 	c := testClients(t, base)
-	ctx := newBrowser(t, 1280, 800)
+	ctx := testutil.NewBrowser(t, 1280, 800)
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
 	const name = "uint32-precision"
@@ -895,7 +850,7 @@ func TestViewer_streamRecovers(t *testing.T) {
 		c.Tiles = &failingReadTiles{Tiles: openTestStore(t, c), f: faults}
 	}, "--demo")
 	faults.errs <- fmt.Errorf("leader changing: %w", storage.ErrNotLeader) // armed once the demo is written
-	ctx := newBrowser(t, 1280, 800)
+	ctx := testutil.NewBrowser(t, 1280, 800)
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
 	if err := chromedp.Do(ctx, chromedp.Navigate(base+"/?volume=demo")); err != nil {

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+
+	"github.com/xcheng85/go-ldm/internal/testutil"
 )
 
 // orientFile is a volume file with one bright marker voxel (200) in a
@@ -176,7 +178,7 @@ func TestViewer_orientation(t *testing.T) {
 			t.Fatalf("import %s: %v", f.path, err)
 		}
 	}
-	ctx := newBrowser(t, 1280, 800)
+	ctx := testutil.NewBrowser(t, 1280, 800)
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
 	defer cancel()
 	if err := chromedp.Do(ctx, chromedp.EmulateViewport(1280, 800)); err != nil {

@@ -1,7 +1,7 @@
 // Package testutil is the one home of go-ldm's shared test support. Every
 // package may use it, including from its internal tests: it imports the
-// standard library and internal/pki only, never a package of the server,
-// so importing it never makes a cycle. (A whole server is started with
+// standard library, internal/pki and chromedp only, never a package of the
+// server, so importing it never makes a cycle. (A whole server is started with
 // server.New and Serve; Listen gives it a free loopback port.)
 //
 //   - WaitFor polls a condition until it holds or a deadline passes (tests
@@ -13,6 +13,8 @@
 //     internal/pki (the code that makes production certificates), that
 //     issues server, client and node certificates, writes them as files,
 //     and builds tls.Configs and pools that trust it.
+//   - NewBrowser starts headless Chromium (ChromiumPath) through chromedp
+//     for the browser tests and returns a tab's context.
 //
 // Every helper takes a testing.TB, calls tb.Helper and fails the test
 // (tb.Fatal) on error, so call sites need no error handling. Helpers are
