@@ -1,7 +1,9 @@
 // Package omezarr describes a go-ldm volume as OME-Zarr: Zarr v2 arrays
 // (one per level of detail) under a group with OME-NGFF 0.4 multiscales
-// metadata. It builds the JSON documents only; `ldm export --format zarr`
-// writes them beside the chunks, and an HTTP view may serve them.
+// metadata, or the same as Zarr v3 with OME-NGFF 0.5 (GroupV3, ArrayV3).
+// It builds the JSON documents only; `ldm export --format zarr` writes
+// them beside the chunks, and the server's HTTP views (/zarr/, /zarr3/)
+// serve them.
 //
 // The layout, for a volume with levels 0..n-1:
 //
@@ -35,8 +37,11 @@ import (
 	"github.com/xcheng85/go-ldm/storage"
 )
 
-// Version is the OME-NGFF version of the metadata.
+// Version is the OME-NGFF version of the Zarr v2 metadata.
 const Version = "0.4"
+
+// VersionV3 is the OME-NGFF version of the Zarr v3 metadata.
+const VersionV3 = "0.5"
 
 // DType returns the Zarr v2 dtype of a voxel type ("<u2" for uint16), and
 // false for a type Zarr cannot name.
@@ -56,14 +61,32 @@ func DType(d storage.DataType) (string, bool) {
 	return "", false
 }
 
+// DTypeV3 returns the Zarr v3 data_type of a voxel type ("uint16"), and
+// false for a type Zarr cannot name.
+func DTypeV3(d storage.DataType) (string, bool) {
+	switch d {
+	case storage.Uint8:
+		return "uint8", true
+	case storage.Int16:
+		return "int16", true
+	case storage.Uint16:
+		return "uint16", true
+	case storage.Uint32:
+		return "uint32", true
+	case storage.Float32:
+		return "float32", true
+	}
+	return "", false
+}
+
 // Group is the .zgroup document.
 func Group() map[string]any { return map[string]any{"zarr_format": 2} }
 
 // Array is the .zarray document of level lod. It fails for a level past
 // the volume's levels or a voxel type Zarr cannot name.
 func Array(m storage.VolumeMeta, lod uint32) (map[string]any, error) {
-	if lod >= max(m.LODCount, 1) {
-		return nil, fmt.Errorf("%w: level %d, the volume has %d", storage.ErrInvalidArgument, lod, max(m.LODCount, 1))
+	if err := checkLevel(m, lod); err != nil {
+		return nil, err
 	}
 	dt, ok := DType(m.DataType)
 	if !ok {
@@ -83,6 +106,43 @@ func Array(m storage.VolumeMeta, lod uint32) (map[string]any, error) {
 	}, nil
 }
 
+// ArrayV3 is the zarr.json document of level lod as a Zarr v3 array:
+// the same shape, chunks and bytes as Array, chunk keys "L/c/KZ/KY/KX".
+// It fails for a level past the volume's levels or a voxel type Zarr
+// cannot name.
+func ArrayV3(m storage.VolumeMeta, lod uint32) (map[string]any, error) {
+	if err := checkLevel(m, lod); err != nil {
+		return nil, err
+	}
+	dt, ok := DTypeV3(m.DataType)
+	if !ok {
+		return nil, fmt.Errorf("%w: data type %v has no Zarr data_type", storage.ErrInvalidArgument, m.DataType)
+	}
+	s, b := m.LODShape(lod), brickShape(m)
+	codec := map[string]any{"name": "bytes", "configuration": map[string]any{"endian": "little"}}
+	return map[string]any{
+		"zarr_format": 3,
+		"node_type":   "array",
+		"shape":       []uint32{s.Z, s.Y, s.X},
+		"data_type":   dt,
+		"chunk_grid": map[string]any{"name": "regular", "configuration": map[string]any{
+			"chunk_shape": []uint32{b.Z, b.Y, b.X},
+		}},
+		"chunk_key_encoding": map[string]any{"name": "default", "configuration": map[string]any{"separator": "/"}},
+		"fill_value":         0,
+		"codecs":             []any{codec},
+		"dimension_names":    []string{"z", "y", "x"},
+		"attributes":         map[string]any{},
+	}, nil
+}
+
+func checkLevel(m storage.VolumeMeta, lod uint32) error {
+	if lod >= max(m.LODCount, 1) {
+		return fmt.Errorf("%w: level %d, the volume has %d", storage.ErrInvalidArgument, lod, max(m.LODCount, 1))
+	}
+	return nil
+}
+
 // ChunkPath returns the path of a brick's chunk below the group:
 // "L/KZ/KY/KX".
 func ChunkPath(k storage.BrickKey) string {
@@ -93,6 +153,37 @@ func ChunkPath(k storage.BrickKey) string {
 // Attrs is the group's .zattrs document: OME-NGFF 0.4 multiscales and the
 // go-ldm placement (see the package documentation).
 func Attrs(m storage.VolumeMeta) map[string]any {
+	return AttrsWith(m, ldmAttrs(m))
+}
+
+// AttrsWith is the group's .zattrs document with ldm as its "go-ldm"
+// attributes, for a writer that says more about the volume than Attrs.
+func AttrsWith(m storage.VolumeMeta, ldm any) map[string]any {
+	return map[string]any{
+		"multiscales": []map[string]any{Multiscale(m, Version)},
+		"go-ldm":      ldm,
+	}
+}
+
+// GroupV3 is the group's zarr.json document as a Zarr v3 group with
+// OME-NGFF 0.5 metadata ("ome") and ldm as its "go-ldm" attributes.
+func GroupV3(m storage.VolumeMeta, ldm any) map[string]any {
+	return map[string]any{
+		"zarr_format": 3,
+		"node_type":   "group",
+		"attributes": map[string]any{
+			"ome":    map[string]any{"version": VersionV3, "multiscales": []map[string]any{Multiscale(m, "")}},
+			"go-ldm": ldm,
+		},
+	}
+}
+
+// Multiscale is the OME-NGFF multiscales entry of a volume: axes z, y, x
+// in millimetres and one dataset per level of detail, path "L", with its
+// scale and translation (z, y, x; see the package documentation). version
+// is set for 0.4 and left out when empty, as 0.5 moves it to the "ome"
+// object.
+func Multiscale(m storage.VolumeMeta, version string) map[string]any {
 	lods := max(m.LODCount, 1)
 	a := m.Affine()
 	aligned := axisAligned(a)
@@ -124,7 +215,26 @@ func Attrs(m storage.VolumeMeta) map[string]any {
 			},
 		})
 	}
-	// The go-ldm attributes, as the server's view writes them.
+	ms := map[string]any{
+		"name":     m.Name,
+		"axes":     axes,
+		"datasets": datasets,
+		"type":     "mean",
+		"metadata": map[string]any{
+			"description": "each level is the mean of 2x2x2 voxels of the level below (go-ldm pyramid); translations place voxel centres",
+		},
+	}
+	if version != "" {
+		ms["version"] = version
+	}
+	return ms
+}
+
+// ldmAttrs is the "go-ldm" attributes of Attrs: the volume, its voxel
+// type, space and full transform, and what OME-Zarr does not express.
+func ldmAttrs(m storage.VolumeMeta) map[string]any {
+	a := m.Affine()
+	aligned := axisAligned(a)
 	space := string(m.Space)
 	if m.Space == storage.SpaceUnspecified {
 		space = "unspecified"
@@ -137,26 +247,13 @@ func Attrs(m storage.VolumeMeta) map[string]any {
 	if m.Space == storage.SpaceRAS || m.Space == storage.SpaceLPS {
 		notExpressed = append(notExpressed, "the anatomical space "+string(m.Space)+": OME-Zarr axes have names and units but no patient direction (RAS: +x right, +y anterior, +z superior; LPS: +x left, +y posterior, +z superior)")
 	}
-	ldm := map[string]any{
+	return map[string]any{
 		"volume":             m.Name,
 		"dataType":           m.DataType.String(),
 		"space":              space,
 		"transform":          a[:],
 		"transformExpressed": expressed,
 		"notExpressed":       notExpressed,
-	}
-	return map[string]any{
-		"multiscales": []map[string]any{{
-			"version":  Version,
-			"name":     m.Name,
-			"axes":     axes,
-			"datasets": datasets,
-			"type":     "mean",
-			"metadata": map[string]any{
-				"description": "each level is the mean of 2x2x2 voxels of the level below (go-ldm pyramid); translations place voxel centres",
-			},
-		}},
-		"go-ldm": ldm,
 	}
 }
 

@@ -58,9 +58,6 @@ func (t viewTransform) level(lod uint32) (scale, translation [3]float64) {
 	return scale, translation
 }
 
-// zyx reverses an x, y, z triple into the z, y, x order of the views.
-func zyx[T any](v [3]T) []T { return []T{v[2], v[1], v[0]} }
-
 // viewAttrs is the "go-ldm" metadata of a view: what the volume's
 // transform is and what of it the format does not express.
 type viewAttrs struct {
