@@ -345,7 +345,13 @@ func writeJSON(w http.ResponseWriter, r *http.Request, etag string, doc any) err
 	if err != nil {
 		return err
 	}
-	b = append(b, '\n')
+	return writeBody(w, r, etag, "application/json", append(b, '\n'))
+}
+
+// writeBody answers body with its content type and entity tag, revalidated
+// on every use (304 when the request already has the tag; no body for
+// HEAD).
+func writeBody(w http.ResponseWriter, r *http.Request, etag, contentType string, body []byte) error {
 	h := w.Header()
 	h.Set("ETag", etag)
 	h.Set("Cache-Control", cacheRevalidate)
@@ -353,11 +359,11 @@ func writeJSON(w http.ResponseWriter, r *http.Request, etag string, doc any) err
 		w.WriteHeader(http.StatusNotModified)
 		return nil
 	}
-	h.Set("Content-Type", "application/json")
-	h.Set("Content-Length", strconv.Itoa(len(b)))
+	h.Set("Content-Type", contentType)
+	h.Set("Content-Length", strconv.Itoa(len(body)))
 	w.WriteHeader(http.StatusOK)
 	if r.Method != http.MethodHead {
-		_, _ = w.Write(b)
+		_, _ = w.Write(body)
 	}
 	return nil
 }
@@ -386,19 +392,5 @@ func (v *views) readBrick(r *http.Request, info storage.VolumeInfo, key storage.
 // writeChunk answers chunk bytes of the brick tile t with the tile's ETag
 // (304 when the request already has it).
 func writeChunk(w http.ResponseWriter, r *http.Request, info storage.VolumeInfo, t storage.Tile, data []byte) error {
-	etag := tileETag(info.CreatedAt.UnixNano(), t.Offset)
-	h := w.Header()
-	h.Set("ETag", etag)
-	h.Set("Cache-Control", cacheRevalidate)
-	if etagMatches(r.Header.Get("If-None-Match"), etag) {
-		w.WriteHeader(http.StatusNotModified)
-		return nil
-	}
-	h.Set("Content-Type", "application/octet-stream")
-	h.Set("Content-Length", strconv.Itoa(len(data)))
-	w.WriteHeader(http.StatusOK)
-	if r.Method != http.MethodHead {
-		_, _ = w.Write(data)
-	}
-	return nil
+	return writeBody(w, r, tileETag(info.CreatedAt.UnixNano(), t.Offset), "application/octet-stream", data)
 }
