@@ -23,15 +23,15 @@ import (
 func TestServer_ClusterFollowerValidatesBrickKeys(t *testing.T) {
 	t.Parallel()
 	g1 := testutil.FixedAddr(t)
-	n1, _ := serve(t, server.Config{Addr: "127.0.0.1:0", DataDir: t.TempDir(), Cluster: server.ClusterConfig{NodeID: "n1", GossipAddr: g1, LocalGossip: true}})
-	n2, _ := serve(t, server.Config{Addr: "127.0.0.1:0", DataDir: t.TempDir(), Cluster: server.ClusterConfig{NodeID: "n2", GossipAddr: "127.0.0.1:0", Join: []string{g1}, LocalGossip: true}})
+	n1, _ := startNode(t, "n1", g1, true, server.Config{})
+	n2, _ := startNode(t, "n2", g1, false, server.Config{})
 	hc := &http.Client{Transport: client.NewTransport(nil)}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	cc := ldmv1connect.NewClusterServiceClient(hc, n1.URL())
 	testutil.WaitFor(t, 30*time.Second, "n1 and n2 voters with a leader", func() bool {
-		ids, leader := voters(ctx, cc)
-		return leader && len(ids) == 2
+		ids, leader := clusterView(ctx, cc)
+		return leader != "" && len(ids) == 2
 	})
 	// Find the follower.
 	leader, follower := n1, n2

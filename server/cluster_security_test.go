@@ -50,23 +50,6 @@ func bearer(token string) connect.ClientOption {
 	}))
 }
 
-// voters asks a server for its servers and returns the voters' ids.
-func voters(ctx context.Context, cc ldmv1connect.ClusterServiceClient) ([]string, bool) {
-	res, err := cc.GetServers(ctx, connect.NewRequest(&ldmv1.GetServersRequest{}))
-	if err != nil {
-		return nil, false
-	}
-	var ids []string
-	leader := false
-	for _, s := range res.Msg.GetServers() {
-		if s.GetVoter() {
-			ids = append(ids, s.GetId())
-		}
-		leader = leader || s.GetIsLeader()
-	}
-	return ids, leader
-}
-
 // TestServer_cluster_refuses_open_node_endpoints: a plaintext cluster with
 // authentication on needs a cluster key; with one, an anonymous caller can
 // neither apply a command nor open a Raft stream, while the nodes form the
@@ -93,26 +76,22 @@ func TestServer_cluster_refuses_open_node_endpoints(t *testing.T) {
 	t.Run("cluster_key", func(t *testing.T) {
 		key := []byte("a cluster key of at least 16 bytes")
 		g1 := testutil.FixedAddr(t)
-		node := func(id string, join []string) *server.Server {
-			s, _ := serve(t, server.Config{
-				Addr: "127.0.0.1:0", DataDir: t.TempDir(), Logger: quiet,
-				Auth: server.AuthConfig{TokensFile: tokens},
-				Cluster: server.ClusterConfig{
-					NodeID: id, GossipAddr: map[bool]string{true: g1, false: "127.0.0.1:0"}[id == "n1"],
-					Join: join, LocalGossip: true, Key: key,
-				},
+		node := func(id string) *server.Server {
+			s, _ := startNode(t, id, g1, id == "n1", server.Config{
+				Auth:    server.AuthConfig{TokensFile: tokens},
+				Cluster: server.ClusterConfig{Key: key},
 			})
 			return s
 		}
-		s1 := node("n1", nil)
-		node("n2", []string{g1})
+		s1 := node("n1")
+		node("n2")
 		hc := &http.Client{Transport: client.NewTransport(nil)}
 		cc := ldmv1connect.NewClusterServiceClient(hc, s1.URL(), bearer(token))
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		testutil.WaitFor(t, 30*time.Second, "two voters with a leader", func() bool {
-			ids, leader := voters(ctx, cc)
-			return leader && len(ids) == 2
+			ids, leader := clusterView(ctx, cc)
+			return leader != "" && len(ids) == 2
 		})
 
 		// An anonymous apply of a volume creation (command type 2).
@@ -168,39 +147,36 @@ func TestServer_cluster_peer_ca(t *testing.T) {
 	var logs testutil.SyncBuffer
 	log := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	g1 := testutil.FixedAddr(t)
-	node := func(id string, ca *testutil.PKI, gossip string, join []string) *server.Server {
+	node := func(id string, ca *testutil.PKI) *server.Server {
 		cert, key := ca.WriteServerFiles(t, id, "127.0.0.1")
-		s, _ := serve(t, server.Config{
-			Addr: "127.0.0.1:0", DataDir: t.TempDir(), Logger: log.With("node", id),
-			TLS:  server.TLSConfig{CertFile: cert, KeyFile: key, ClientCAFile: users.CAFile},
-			Auth: server.AuthConfig{TokensFile: tokens},
-			Cluster: server.ClusterConfig{
-				NodeID: id, GossipAddr: gossip, Join: join, LocalGossip: true,
-				PeerCAFile: nodes.CAFile,
-			},
+		s, _ := startNode(t, id, g1, id == "n1", server.Config{
+			Logger:  log.With("node", id),
+			TLS:     server.TLSConfig{CertFile: cert, KeyFile: key, ClientCAFile: users.CAFile},
+			Auth:    server.AuthConfig{TokensFile: tokens},
+			Cluster: server.ClusterConfig{PeerCAFile: nodes.CAFile},
 		})
 		return s
 	}
-	s1 := node("n1", nodes, g1, nil)
-	node("n2", nodes, "127.0.0.1:0", []string{g1})
+	s1 := node("n1", nodes)
+	node("n2", nodes)
 	hc := &http.Client{Transport: client.NewTransport(&tls.Config{RootCAs: nodes.Pool(), MinVersion: tls.VersionTLS12})}
 	cc := ldmv1connect.NewClusterServiceClient(hc, s1.URL(), bearer(token))
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	testutil.WaitFor(t, 30*time.Second, "n1 and n2 voters with a leader", func() bool {
-		ids, leader := voters(ctx, cc)
-		return leader && len(ids) == 2
+		ids, leader := clusterView(ctx, cc)
+		return leader != "" && len(ids) == 2
 	})
 
 	// A node whose certificate another CA signed joins gossip: its
 	// handshakes fail, and it must not become a voter.
-	node("n3", strangers, "127.0.0.1:0", []string{g1})
+	node("n3", strangers)
 	testutil.WaitFor(t, 30*time.Second, "the leader to refuse n3", func() bool {
 		return strings.Contains(logs.String(), "could not prove it is a node") && strings.Contains(logs.String(), "id=n3")
 	})
-	ids, leader := voters(ctx, cc)
-	if !leader || len(ids) != 2 {
-		t.Fatalf("voters %v (leader known: %v), want n1 and n2 with a leader", ids, leader)
+	ids, leader := clusterView(ctx, cc)
+	if leader == "" || len(ids) != 2 {
+		t.Fatalf("voters %v (leader %q), want n1 and n2 with a leader", ids, leader)
 	}
 	vc := ldmv1connect.NewVolumeServiceClient(hc, s1.URL(), bearer(token))
 	if _, err := vc.CreateVolume(ctx, connect.NewRequest(&ldmv1.CreateVolumeRequest{Volume: &ldmv1.Volume{

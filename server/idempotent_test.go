@@ -28,34 +28,15 @@ func TestServer_cluster_WriteTile_request_id(t *testing.T) {
 	}
 	var nodes []node
 	for i, id := range []string{"n1", "n2", "n3"} {
-		gossip, join := "127.0.0.1:0", []string{g1}
-		if i == 0 {
-			gossip, join = g1, nil
-		}
-		s, stop := serve(t, server.Config{
-			Addr: "127.0.0.1:0", DataDir: t.TempDir(), Logger: quiet,
-			Cluster: server.ClusterConfig{NodeID: id, GossipAddr: gossip, Join: join, LocalGossip: true},
-		})
+		s, stop := startNode(t, id, g1, i == 0, server.Config{})
 		nodes = append(nodes, node{s, stop})
 	}
 	hc := &http.Client{Transport: client.NewTransport(nil)}
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	leaderOf := func(s *server.Server) (string, int) {
-		res, err := ldmv1connect.NewClusterServiceClient(hc, s.URL()).GetServers(ctx, connect.NewRequest(&ldmv1.GetServersRequest{}))
-		if err != nil {
-			return "", 0
-		}
-		leader, voters := "", 0
-		for _, sv := range res.Msg.GetServers() {
-			if sv.GetIsLeader() {
-				leader = sv.GetRpcAddr()
-			}
-			if sv.GetVoter() {
-				voters++
-			}
-		}
-		return leader, voters
+		ids, leader := clusterView(ctx, ldmv1connect.NewClusterServiceClient(hc, s.URL()))
+		return leader, len(ids)
 	}
 	var leader string
 	testutil.WaitFor(t, 60*time.Second, "three voters and a leader", func() bool {
