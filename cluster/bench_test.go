@@ -82,6 +82,17 @@ func mustCreateStore(tb testing.TB, s storage.LDM, name string) {
 // replicated returns an append function over a three-node cluster (through
 // the leader's Node).
 func replicated(tb testing.TB) func(context.Context, []byte) error {
+	l := benchLeader(tb)
+	return func(ctx context.Context, v []byte) error {
+		_, err := l.Append(ctx, "bench", storage.Tile{Value: v})
+		return err
+	}
+}
+
+// benchLeader starts a three-node cluster tuned for ingest and returns the
+// leader's Node with the volume "bench" created.
+func benchLeader(tb testing.TB) *Node {
+	tb.Helper()
 	c := newTestCluster(tb)
 	c.tune = func(cfg *Config) {
 		cfg.HeartbeatTimeout = time.Second
@@ -96,10 +107,7 @@ func replicated(tb testing.TB) func(context.Context, []byte) error {
 	c.waitVoters(15*time.Second, "n1", "n2", "n3")
 	l := c.leader(10 * time.Second)
 	mustCreate(tb, l.node, "bench")
-	return func(ctx context.Context, v []byte) error {
-		_, err := l.node.Append(ctx, "bench", storage.Tile{Value: v})
-		return err
-	}
+	return l.node
 }
 
 // discardFSM is the FSM of raw Raft: it keeps nothing.

@@ -5,7 +5,6 @@ import (
 	"encoding/hex"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/xcheng85/go-ldm/storage"
 )
@@ -15,23 +14,10 @@ import (
 // leader) without and with a request id per tile, alternating in rounds
 // within one run (b.N tiles per path), and reports the ratio (with ids over without).
 func BenchmarkAppendRequestIDs(b *testing.B) {
-	c := newTestCluster(b)
-	c.tune = func(cfg *Config) {
-		cfg.HeartbeatTimeout = time.Second
-		cfg.ElectionTimeout = time.Second
-		cfg.LeaderLeaseTimeout = 500 * time.Millisecond
-		cfg.CommitTimeout = 0
-	}
-	c.add("n1")
-	c.leader(10 * time.Second)
-	c.add("n2")
-	c.add("n3")
-	c.waitVoters(15*time.Second, "n1", "n2", "n3")
-	l := c.leader(10 * time.Second)
-	mustCreate(b, l.node, "bench")
+	l := benchLeader(b)
 	var seq atomic.Uint64
 	plain := func(ctx context.Context, v []byte) error {
-		_, err := l.node.Append(ctx, "bench", storage.Tile{Value: v})
+		_, err := l.Append(ctx, "bench", storage.Tile{Value: v})
 		return err
 	}
 	withID := func(ctx context.Context, v []byte) error {
@@ -40,7 +26,7 @@ func BenchmarkAppendRequestIDs(b *testing.B) {
 		for i := range 8 {
 			id[i] = byte(n >> (8 * i))
 		}
-		_, err := l.node.AppendIdempotent(ctx, "bench", []storage.Tile{{Value: v}}, []string{hex.EncodeToString(id[:])})
+		_, err := l.AppendIdempotent(ctx, "bench", []storage.Tile{{Value: v}}, []string{hex.EncodeToString(id[:])})
 		return err
 	}
 	b.SetBytes(benchTileBytes)
