@@ -25,6 +25,7 @@ import (
 	ldmv1 "github.com/xcheng85/go-ldm/gen/ldm/v1"
 	"github.com/xcheng85/go-ldm/gen/ldm/v1/ldmv1connect"
 	"github.com/xcheng85/go-ldm/internal/h2conf"
+	"github.com/xcheng85/go-ldm/internal/testutil"
 	"github.com/xcheng85/go-ldm/service/auth"
 )
 
@@ -103,17 +104,10 @@ func TestLoad_attacks_report(t *testing.T) {
 	}
 	adminTiles, adminVolumes := client(tokens["root"])
 	ctx := context.Background()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	testutil.WaitFor(t, 30*time.Second, "the server to answer ListVolumes", func() bool {
 		_, err := adminVolumes.ListVolumes(ctx, connect.NewRequest(&ldmv1.ListVolumesRequest{}))
-		if err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the server did not answer: %v", err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return err == nil
+	})
 	for _, v := range []string{"big", "small", "ingest"} {
 		if _, err := adminVolumes.CreateVolume(ctx, connect.NewRequest(&ldmv1.CreateVolumeRequest{Volume: &ldmv1.Volume{
 			Name: v, Shape: &ldmv1.Shape{X: 1024, Y: 1024, Z: 1024}, DataType: ldmv1.DataType_DATA_TYPE_UINT8,
