@@ -297,9 +297,7 @@ func (v *volume) repairLocked() error {
 	v.wblocks = v.wblocks[:keep+1]
 	last.b.wEnd, last.b.wCount, last.b.idxCount = last.end, last.count, last.count
 	for _, pe := range v.pending {
-		if pe.batch != nil {
-			pe.batch.err = cause
-		}
+		pe.batch.err = cause
 	}
 	v.pending = nil
 	v.wNext = st.next
@@ -358,9 +356,6 @@ func (v *volume) append(tiles []Tile, sums []uint32) (uint64, error) {
 	if err := v.commitLocked(); err != nil {
 		v.repairLocked()
 		return 0, err
-	}
-	if wb.err != nil {
-		return 0, wb.err
 	}
 	return first, nil
 }
@@ -540,9 +535,7 @@ func (v *volume) commitLocked() error {
 	failPend := func(err error) error {
 		err = v.fail(err)
 		for _, p := range pend {
-			if p.batch != nil {
-				p.batch.err = err
-			}
+			p.batch.err = err
 		}
 		return err
 	}
