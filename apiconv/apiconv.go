@@ -56,32 +56,27 @@ func affineToAPI(m storage.VolumeMeta) []float64 {
 	return a[:]
 }
 
+// spaces pairs each store space name with its API enum.
+var spaces = map[storage.Space]ldmv1.Space{
+	storage.SpaceUnspecified: ldmv1.Space_SPACE_UNSPECIFIED,
+	storage.SpaceRAS:         ldmv1.Space_SPACE_RAS,
+	storage.SpaceLPS:         ldmv1.Space_SPACE_LPS,
+	storage.SpaceScanner:     ldmv1.Space_SPACE_SCANNER,
+}
+
 // SpaceToAPI converts a store space name to its API enum; an unknown name
 // gives SPACE_UNSPECIFIED.
 func SpaceToAPI(s storage.Space) ldmv1.Space {
-	switch s {
-	case storage.SpaceRAS:
-		return ldmv1.Space_SPACE_RAS
-	case storage.SpaceLPS:
-		return ldmv1.Space_SPACE_LPS
-	case storage.SpaceScanner:
-		return ldmv1.Space_SPACE_SCANNER
-	}
-	return ldmv1.Space_SPACE_UNSPECIFIED
+	return spaces[s] // the zero value is SPACE_UNSPECIFIED
 }
 
 // SpaceFromAPI converts an API space to the store's name. A value the enum
 // does not define gives a name that storage.Space.Valid rejects.
 func SpaceFromAPI(s ldmv1.Space) storage.Space {
-	switch s {
-	case ldmv1.Space_SPACE_UNSPECIFIED:
-		return storage.SpaceUnspecified
-	case ldmv1.Space_SPACE_RAS:
-		return storage.SpaceRAS
-	case ldmv1.Space_SPACE_LPS:
-		return storage.SpaceLPS
-	case ldmv1.Space_SPACE_SCANNER:
-		return storage.SpaceScanner
+	for name, api := range spaces {
+		if api == s {
+			return name
+		}
 	}
 	return storage.Space(fmt.Sprintf("unknown space %d", int32(s)))
 }
