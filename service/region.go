@@ -31,7 +31,7 @@ func (b regionBox) size() [3]uint64 {
 // regionPlan checks a ReadRegion request against the volume and returns
 // the box clipped to the level and its size in bytes.
 func regionPlan(info storage.VolumeInfo, req *ldmv1.ReadRegionRequest, maxBytes int64) (regionBox, int64, error) {
-	lods := max(info.LODCount, 1)
+	lods := lodCount(info)
 	if req.GetLod() >= lods {
 		return regionBox{}, 0, withField("lod", fmt.Errorf("%w: lod %d, the volume %q has %d levels (0 to %d)", storage.ErrInvalidArgument, req.GetLod(), info.Name, lods, lods-1))
 	}
@@ -94,10 +94,7 @@ func (h *volumeHandler) ReadRegion(ctx context.Context, req *connect.Request[ldm
 	defer release()
 	defer h.s.trackStream(ctx)()
 
-	bs := info.BrickShape
-	if bs.X == 0 || bs.Y == 0 || bs.Z == 0 {
-		bs = storage.DefaultBrickShape
-	}
+	bs := brickShape(info)
 	vs := info.DataType.Size()
 	bsz := [3]uint32{bs.X, bs.Y, bs.Z}
 	brickBytes := int(bs.X) * int(bs.Y) * int(bs.Z) * vs
