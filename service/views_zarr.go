@@ -26,7 +26,6 @@ func (v *views) serveZarr(w http.ResponseWriter, r *http.Request, info storage.V
 	if _, _, err := zarrDtype(info.DataType); err != nil {
 		return err
 	}
-	attrs := attrsOf(info, transformOf(info), "OME-Zarr")
 	if len(rest) == 0 {
 		if version == 2 {
 			return notFound("/zarr/%s/ is an OME-Zarr group (Zarr v2, OME-NGFF 0.4): read its .zattrs", info.Name)
@@ -34,6 +33,7 @@ func (v *views) serveZarr(w http.ResponseWriter, r *http.Request, info storage.V
 		return notFound("/zarr3/%s/ is an OME-Zarr group (Zarr v3, OME-NGFF 0.5): read its zarr.json", info.Name)
 	}
 	if len(rest) == 1 {
+		attrs := attrsOf(info, transformOf(info), "OME-Zarr")
 		switch {
 		case version == 2 && rest[0] == ".zgroup":
 			return writeJSON(w, r, metaETag(info, "zgroup"), omezarr.Group())
