@@ -18,6 +18,7 @@ import (
 	raftwal "github.com/hashicorp/raft-wal"
 	"github.com/hashicorp/raft-wal/metadb"
 
+	"github.com/xcheng85/go-ldm/internal/testutil"
 	"github.com/xcheng85/go-ldm/storage"
 )
 
@@ -184,7 +185,7 @@ func rawRaft(tb testing.TB) func(context.Context, []byte) error {
 		}
 	})
 	var leader *raft.Raft
-	waitFor(tb, 20*time.Second, "a raw raft leader", func() bool {
+	testutil.WaitFor(tb, 20*time.Second, "a raw raft leader", func() bool {
 		for _, n := range nodes {
 			if n.r.State() == raft.Leader {
 				leader = n.r

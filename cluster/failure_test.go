@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/xcheng85/go-ldm/internal/testutil"
 	"github.com/xcheng85/go-ldm/storage"
 )
 
@@ -127,7 +128,7 @@ func TestNode_LeaderKilledDuringWrites(t *testing.T) {
 			}
 		})
 	}
-	waitFor(t, 30*time.Second, "30 acknowledged writes", func() bool { return nAcks.Load() >= 30 })
+	testutil.WaitFor(t, 30*time.Second, "30 acknowledged writes", func() bool { return nAcks.Load() >= 30 })
 	old := c.leader(10 * time.Second)
 	before := nAcks.Load()
 	c.stop(old)
@@ -135,7 +136,7 @@ func TestNode_LeaderKilledDuringWrites(t *testing.T) {
 	if newLeader == old {
 		t.Fatalf("the killed node %s still leads", old.id)
 	}
-	waitFor(t, 30*time.Second, "30 more acknowledged writes after the kill", func() bool { return nAcks.Load() >= before+30 })
+	testutil.WaitFor(t, 30*time.Second, "30 more acknowledged writes after the kill", func() bool { return nAcks.Load() >= before+30 })
 	close(stop)
 	wg.Wait()
 
@@ -190,7 +191,7 @@ func TestNode_PartitionedMinority(t *testing.T) {
 	if !errors.Is(err, storage.ErrNotLeader) && !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("write to the isolated leader: %v, want ErrNotLeader", err)
 	}
-	waitFor(t, 15*time.Second, "a new leader in the majority", func() bool {
+	testutil.WaitFor(t, 15*time.Second, "a new leader in the majority", func() bool {
 		for _, n := range majority {
 			if n.node.IsLeader() {
 				return true
@@ -288,7 +289,7 @@ func TestNode_LateNodeCatchesUpFromSnapshot(t *testing.T) {
 	}
 	// Both nodes compact, so whichever leads when n3 joins (leadership
 	// may move on a loaded machine) no longer holds the log's start.
-	waitFor(t, 20*time.Second, "a snapshot and a compacted log on n1 and n2", func() bool {
+	testutil.WaitFor(t, 20*time.Second, "a snapshot and a compacted log on n1 and n2", func() bool {
 		for _, n := range []*testNode{n1, n2} {
 			first, err := n.node.wal.FirstIndex()
 			if err != nil || first <= 1 || n.node.Raft().Stats()["last_snapshot_index"] == "0" {
@@ -339,7 +340,7 @@ func TestNode_WipedStoreRestoresFromSnapshot(t *testing.T) {
 	if victim.node.IsLeader() {
 		victim = n2
 	}
-	waitFor(t, 20*time.Second, "a snapshot on "+victim.id, func() bool {
+	testutil.WaitFor(t, 20*time.Second, "a snapshot on "+victim.id, func() bool {
 		return victim.node.Raft().Stats()["last_snapshot_index"] != "0"
 	})
 	c.stop(victim)

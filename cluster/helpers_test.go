@@ -19,6 +19,7 @@ import (
 
 	"github.com/hashicorp/raft"
 
+	"github.com/xcheng85/go-ldm/internal/testutil"
 	"github.com/xcheng85/go-ldm/storage"
 )
 
@@ -215,27 +216,12 @@ func (c *testCluster) running() []*testNode {
 	return out
 }
 
-// waitFor polls cond every few milliseconds until it holds or the deadline
-// passes.
-func waitFor(tb testing.TB, timeout time.Duration, what string, cond func() bool) {
-	tb.Helper()
-	deadline := time.Now().Add(timeout)
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			tb.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		<-tick.C
-	}
-}
-
 // leader waits until exactly one running node leads and every running node
 // agrees on it.
 func (c *testCluster) leader(timeout time.Duration) *testNode {
 	c.tb.Helper()
 	var l *testNode
-	waitFor(c.tb, timeout, "a leader all running nodes agree on", func() bool {
+	testutil.WaitFor(c.tb, timeout, "a leader all running nodes agree on", func() bool {
 		l = nil
 		nodes := c.running()
 		for _, n := range nodes {
@@ -262,7 +248,7 @@ func (c *testCluster) leader(timeout time.Duration) *testNode {
 // voters waits until the leader's configuration holds exactly ids.
 func (c *testCluster) waitVoters(timeout time.Duration, ids ...string) {
 	c.tb.Helper()
-	waitFor(c.tb, timeout, fmt.Sprintf("voters %v", ids), func() bool {
+	testutil.WaitFor(c.tb, timeout, fmt.Sprintf("voters %v", ids), func() bool {
 		for _, n := range c.running() {
 			if !n.node.IsLeader() {
 				continue

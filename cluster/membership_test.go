@@ -8,6 +8,7 @@ import (
 
 	"github.com/hashicorp/serf/serf"
 
+	"github.com/xcheng85/go-ldm/internal/testutil"
 	"github.com/xcheng85/go-ldm/storage"
 )
 
@@ -33,7 +34,7 @@ func TestNode_Membership(t *testing.T) {
 	// n3 crashes: gossip marks it failed, yet it stays a voter.
 	c.stop(n3)
 	l := c.leader(15 * time.Second)
-	waitFor(t, 20*time.Second, "gossip to mark n3 failed", func() bool { return memberStatus(l.node, "n3") == serf.StatusFailed })
+	testutil.WaitFor(t, 20*time.Second, "gossip to mark n3 failed", func() bool { return memberStatus(l.node, "n3") == serf.StatusFailed })
 	if err := l.node.reconcile(); err != nil {
 		t.Fatalf("reconcile: %v", err)
 	}

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/xcheng85/go-ldm/internal/testutil"
 	"github.com/xcheng85/go-ldm/storage"
 )
 
@@ -125,7 +126,7 @@ func TestNode_CloseEndsPendingWrites(t *testing.T) {
 			}
 		})
 	}
-	waitFor(t, 20*time.Second, "some acknowledged writes", func() bool { return acked.Load() >= writers })
+	testutil.WaitFor(t, 20*time.Second, "some acknowledged writes", func() bool { return acked.Load() >= writers })
 	c.stop(n1)
 	done := make(chan struct{})
 	go func() { wg.Wait(); close(done) }()

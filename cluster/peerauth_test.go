@@ -18,6 +18,7 @@ import (
 	"github.com/hashicorp/raft"
 	"github.com/hashicorp/serf/serf"
 
+	"github.com/xcheng85/go-ldm/internal/testutil"
 	"github.com/xcheng85/go-ldm/storage"
 )
 
@@ -199,7 +200,7 @@ func TestNode_VoterProvesIdentity(t *testing.T) {
 		l := c.leader(10 * time.Second)
 		// Two identity checks mean a whole reconcile pass ran after the
 		// first one.
-		waitFor(t, 15*time.Second, "two identity checks of the impostor", func() bool { return conns.Load() >= 2 })
+		testutil.WaitFor(t, 15*time.Second, "two identity checks of the impostor", func() bool { return conns.Load() >= 2 })
 		if hasServer(t, l.node, "evil") {
 			t.Fatal("a gossip member without a node certificate was made a voter")
 		}
@@ -212,7 +213,7 @@ func TestNode_VoterProvesIdentity(t *testing.T) {
 		c.leader(10 * time.Second)
 		addr, conns := impostor(t, "evil", nil)
 		fakeMember(t, "evil", addr, n1.gossipAddr)
-		waitFor(t, 15*time.Second, "two identity checks of the impostor", func() bool { return conns.Load() >= 2 })
+		testutil.WaitFor(t, 15*time.Second, "two identity checks of the impostor", func() bool { return conns.Load() >= 2 })
 		if hasServer(t, n1.node, "evil") {
 			t.Fatal("a gossip member that does not hold the cluster key was made a voter")
 		}
@@ -254,7 +255,7 @@ func TestNode_VoterRetriesIdentity(t *testing.T) {
 	c.leader(10 * time.Second)
 	c.net.partition([]string{"n1"}, []string{"n2"})
 	c.add("n2")
-	waitFor(t, 10*time.Second, "the leader to fail to reach n2", func() bool { return c.net.refused.Load() > 0 })
+	testutil.WaitFor(t, 10*time.Second, "the leader to fail to reach n2", func() bool { return c.net.refused.Load() > 0 })
 	c.net.heal()
 	c.waitVoters(10*time.Second, "n1", "n2")
 }

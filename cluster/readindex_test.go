@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/xcheng85/go-ldm/internal/testutil"
 	"github.com/xcheng85/go-ldm/storage"
 )
 
@@ -69,7 +70,7 @@ func TestNode_ReadIndex(t *testing.T) {
 		t.Fatalf("transfer leadership: %v", err)
 	}
 	var next *testNode
-	waitFor(t, 15*time.Second, "a new leader", func() bool {
+	testutil.WaitFor(t, 15*time.Second, "a new leader", func() bool {
 		next = c.leader(10 * time.Second)
 		return next != l
 	})

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/xcheng85/go-ldm/internal/testutil"
 	"github.com/xcheng85/go-ldm/storage"
 )
 
@@ -75,7 +76,7 @@ func TestNode_RepeatedLeaderKills(t *testing.T) {
 	}
 	for round := range soakRounds() {
 		target := nAcks.Load() + 20
-		waitFor(t, 30*time.Second, fmt.Sprintf("round %d: 20 more acknowledged writes", round), func() bool { return nAcks.Load() >= target })
+		testutil.WaitFor(t, 30*time.Second, fmt.Sprintf("round %d: 20 more acknowledged writes", round), func() bool { return nAcks.Load() >= target })
 		victim := c.leader(15 * time.Second)
 		c.stop(victim)
 		c.leader(15 * time.Second)
