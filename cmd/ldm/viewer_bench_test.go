@@ -40,7 +40,7 @@ func BenchmarkViewer_load(b *testing.B) {
 			src := benchVolume(tc.n, tc.dt)
 			v := &ldmv1.Volume{
 				Name: name, DataType: ldmv1.DataType(tc.dt), Shape: &ldmv1.Shape{X: tc.n, Y: tc.n, Z: tc.n},
-				BrickShape: &ldmv1.Shape{X: 64, Y: 64, Z: 64}, LodCount: autoLODs(&ldmv1.Shape{X: tc.n, Y: tc.n, Z: tc.n}, &ldmv1.Shape{X: 64, Y: 64, Z: 64}),
+				BrickShape: &ldmv1.Shape{X: 64, Y: 64, Z: 64}, LodCount: pyramid.LevelsToFit(storage.Shape{X: tc.n, Y: tc.n, Z: tc.n}, storage.Shape{X: 64, Y: 64, Z: 64}),
 			}
 			if err := importVolume(context.Background(), c, v, src, io.Discard, true); err != nil {
 				b.Fatal(err)

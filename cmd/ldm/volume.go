@@ -17,6 +17,7 @@ import (
 
 	"github.com/xcheng85/go-ldm/apiconv"
 	ldmv1 "github.com/xcheng85/go-ldm/gen/ldm/v1"
+	"github.com/xcheng85/go-ldm/pyramid"
 	"github.com/xcheng85/go-ldm/storage"
 	"github.com/xcheng85/go-ldm/volfile"
 )
@@ -106,7 +107,7 @@ func (v *volumeSpec) volume(name string) (*ldmv1.Volume, error) {
 	}
 	out := &ldmv1.Volume{Name: name, Shape: shape, DataType: ldmv1.DataType(dt), BrickShape: brick, LodCount: v.lods, Labels: v.labels}
 	if out.LodCount == 0 {
-		out.LodCount = autoLODs(shape, brick)
+		out.LodCount = pyramid.LevelsToFit(apiconv.ShapeFromAPI(shape), apiconv.ShapeFromAPI(brick))
 	}
 	if v.spacing != "" {
 		for _, p := range strings.Split(v.spacing, ",") {
@@ -175,17 +176,6 @@ func (v *volumeSpec) transform(out *ldmv1.Volume) error {
 	out.Transform = a[:]
 	out.Space = apiconv.SpaceToAPI(sp)
 	return nil
-}
-
-// autoLODs returns the number of levels until the volume fits in one brick.
-func autoLODs(shape, brick *ldmv1.Shape) uint32 {
-	n := uint32(1)
-	x, y, z := shape.X, shape.Y, shape.Z
-	for (x > brick.X || y > brick.Y || z > brick.Z) && n < 32 {
-		x, y, z = (x+1)/2, (y+1)/2, (z+1)/2
-		n++
-	}
-	return n
 }
 
 func newVolumeCreateCommand(cf *clientFlags) *cobra.Command {
