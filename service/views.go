@@ -163,7 +163,6 @@ func (v *views) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		}
 	}
 	h.Del("ETag")
-	h.Del("Cache-Control")
 	h.Set("Content-Type", "text/plain; charset=utf-8")
 	h.Set("Cache-Control", "no-store")
 	w.WriteHeader(status)
