@@ -18,9 +18,7 @@ func (a *Auth) AuthenticateHTTP(r *http.Request) (context.Context, bool, error) 
 	if a.isPublic(procedure) {
 		return ctx, false, nil
 	}
-	if r.TLS != nil && TLSFrom(ctx) == nil {
-		ctx = context.WithValue(ctx, tlsKey{}, r.TLS)
-	}
+	ctx = withRequestTLS(ctx, r)
 	id, err := a.authenticate(ctx, procedure, r.Header)
 	if err != nil {
 		return nil, false, err

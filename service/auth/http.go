@@ -26,9 +26,7 @@ func (a *Auth) AuthorizeHTTP(r *http.Request, obj, act string) (context.Context,
 	if a.isPublic(r.URL.Path) {
 		return ctx, nil
 	}
-	if r.TLS != nil && TLSFrom(ctx) == nil {
-		ctx = context.WithValue(ctx, tlsKey{}, r.TLS)
-	}
+	ctx = withRequestTLS(ctx, r)
 	if _, ok := IdentityFrom(ctx); !ok {
 		id, err := a.authenticate(ctx, r.URL.Path, r.Header)
 		if err != nil {
@@ -47,4 +45,13 @@ func (a *Auth) AuthorizeHTTP(r *http.Request, obj, act string) (context.Context,
 		return nil, denial(c.id, obj, act)
 	}
 	return ctx, nil
+}
+
+// withRequestTLS returns ctx with r's TLS connection state where
+// Middleware puts it, unless ctx already has one.
+func withRequestTLS(ctx context.Context, r *http.Request) context.Context {
+	if r.TLS != nil && TLSFrom(ctx) == nil {
+		ctx = context.WithValue(ctx, tlsKey{}, r.TLS)
+	}
+	return ctx
 }
