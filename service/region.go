@@ -149,8 +149,8 @@ func (h *volumeHandler) ReadRegion(ctx context.Context, req *connect.Request[ldm
 					}
 					return connectError(err)
 				}
-				if len(t.Value) != brickBytes {
-					return connectError(fmt.Errorf("%w: brick %v of volume %q has %d bytes, a %dx%dx%d %s brick has %d", storage.ErrCorrupt, key, info.Name, len(t.Value), bs.X, bs.Y, bs.Z, info.DataType, brickBytes))
+				if err := checkBrickBytes(info, key, len(t.Value)); err != nil {
+					return connectError(err)
 				}
 				row[i] = t.Value
 			}

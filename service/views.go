@@ -381,11 +381,20 @@ func (v *views) readBrick(r *http.Request, info storage.VolumeInfo, key storage.
 	if err != nil {
 		return err
 	}
-	bs := brickShape(info)
-	if want := int(bs.X) * int(bs.Y) * int(bs.Z) * info.DataType.Size(); len(t.Value) != want {
-		return fmt.Errorf("%w: brick %v of volume %q has %d bytes, a %dx%dx%d %s brick has %d", storage.ErrCorrupt, key, info.Name, len(t.Value), bs.X, bs.Y, bs.Z, info.DataType, want)
+	if err := checkBrickBytes(info, key, len(t.Value)); err != nil {
+		return err
 	}
 	return write(t)
+}
+
+// checkBrickBytes returns an ErrCorrupt error when brick key of info's
+// volume has n bytes, not the size of a brick of its shape.
+func checkBrickBytes(info storage.VolumeInfo, key storage.BrickKey, n int) error {
+	bs := brickShape(info)
+	if want := int(bs.X) * int(bs.Y) * int(bs.Z) * info.DataType.Size(); n != want {
+		return fmt.Errorf("%w: brick %v of volume %q has %d bytes, a %dx%dx%d %s brick has %d", storage.ErrCorrupt, key, info.Name, n, bs.X, bs.Y, bs.Z, info.DataType, want)
+	}
+	return nil
 }
 
 // writeChunk answers chunk bytes of the brick tile t with the tile's ETag
