@@ -52,7 +52,7 @@ type testCluster struct {
 	net       *partitionNet
 	newStore  func(tb testing.TB, dir string) Store
 	tune      func(*Config)
-	pki       *testPKI                         // non-nil: TLS with client certificates
+	pki       *testutil.PKI                    // non-nil: TLS with client certificates
 	observe   func(id string, r *http.Request) // sees every request a node serves
 	mu        sync.Mutex
 	nodes     map[string]*testNode
@@ -102,7 +102,7 @@ func (c *testCluster) config(n *testNode, bootstrap bool, join []string) Config 
 		Logger:             testLogger().With("test_node", n.id),
 	}
 	if c.pki != nil {
-		cfg.TLS = c.pki.clientConfig(c.tb, n.id)
+		cfg.TLS = c.pki.ClientConfig(c.pki.NodeCert(c.tb, n.id))
 	}
 	if c.tune != nil {
 		c.tune(&cfg)
@@ -167,7 +167,7 @@ func (c *testCluster) start(n *testNode, bootstrap bool, join []string) {
 	}
 	n.srv = &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
 	if c.pki != nil {
-		n.srv.TLSConfig = c.pki.serverConfig(c.tb, n.id)
+		n.srv.TLSConfig = c.pki.ServerConfig(c.pki.NodeCert(c.tb, n.id))
 		ln = tls.NewListener(ln, n.srv.TLSConfig)
 	}
 	n.srvDone = make(chan struct{})

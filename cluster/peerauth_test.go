@@ -191,11 +191,11 @@ func hasServer(t *testing.T, n *Node, id string) bool {
 func TestNode_VoterProvesIdentity(t *testing.T) {
 	t.Run("tls_without_gossip_key", func(t *testing.T) {
 		c := newTestCluster(t)
-		c.pki = newTestPKI(t)
+		c.pki = testutil.NewPKI(t)
 		n1, n2, _ := startThree(t, c)
 		// A TLS server whose certificate no node trusts.
-		other := newTestPKI(t)
-		addr, conns := impostor(t, "evil", other.serverConfig(t, "evil"))
+		other := testutil.NewPKI(t)
+		addr, conns := impostor(t, "evil", other.ServerConfig(other.NodeCert(t, "evil")))
 		fakeMember(t, "evil", addr, n1.gossipAddr)
 		l := c.leader(10 * time.Second)
 		// Two identity checks mean a whole reconcile pass ran after the
