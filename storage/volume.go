@@ -116,8 +116,9 @@ type volume struct {
 	replaced atomic.Bool           // set by Restore before it stops writes
 
 	cmu           sync.Mutex
-	idxDirty      *block // block whose index has entries not yet fsynced (cmu)
-	idxDirtyBytes int64  // data bytes those entries describe (cmu)
+	idxDirty      *block    // block whose index has entries not yet fsynced (cmu)
+	idxDirtyBytes int64     // data bytes those entries describe (cmu)
+	idxIOV        [1][]byte // the buffer list of an index write, kept so a commit does not allocate one (cmu)
 
 	wmu     sync.Mutex
 	wblocks []*block // every block, the last is active
@@ -571,7 +572,10 @@ func (v *volume) commitLocked() error {
 			putIndexEntry(buf[len(buf)-indexEntryLen:], pend[j].e)
 			v.idxDirtyBytes += recordHeaderLen + int64(pend[j].e.Length)
 		}
-		if err := v.s.fs.Pwritev(b.index, [][]byte{buf}, indexHeaderLen+int64(b.idxCount)*indexEntryLen); err != nil {
+		v.idxIOV[0] = buf
+		err := v.s.fs.Pwritev(b.index, v.idxIOV[:], indexHeaderLen+int64(b.idxCount)*indexEntryLen)
+		v.idxIOV[0] = nil
+		if err != nil {
 			return failPend(fmt.Errorf("storage: write index: %w", err))
 		}
 		b.idxCount += uint64(j - i)
