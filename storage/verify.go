@@ -66,6 +66,7 @@ func (s *Store) VerifyVolume(ctx context.Context, name string) ([]Damage, error)
 			off := b.base + i
 			if err := bv.verifyTile(i, &buf); err != nil {
 				out = append(out, Damage{Volume: name, Offset: off, Err: err})
+				b.view.forget(i) // the next ReadView checks it again
 			}
 		}
 	}
