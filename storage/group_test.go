@@ -254,7 +254,7 @@ func TestStore_ResumeAfterFailedStop(t *testing.T) {
 	for _, v := range []*volume{idle, busy} {
 		v.stopWrites()
 	}
-	if err := busy.commitLocked(); !errors.Is(err, ErrNotFound) {
+	if err := busy.commitLocked(durableNow); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("commit while stopped: %v, want the stopped error", err)
 	}
 	for _, v := range []*volume{idle, busy} {

@@ -82,6 +82,9 @@ type Config struct {
 	Sync SyncPolicy
 	// Logger receives recovery and repair reports (nil: slog.Default()).
 	Logger *slog.Logger
+	// Observer, when set, receives the fsync latencies and group-commit
+	// batch sizes of the store (see Observer); nil reports nothing.
+	Observer Observer
 
 	// fs is the file system the store changes its directory through
 	// (nil: the real one). Tests inject full disks and power cuts here.
@@ -104,6 +107,7 @@ func (c *Config) normalize() error {
 	if c.fs == nil {
 		c.fs = osFS{}
 	}
+	c.fs = observe(c.fs, c.Observer)
 	switch {
 	case c.BlockBytes < 0:
 		return fmt.Errorf("%w: BlockBytes %d", ErrInvalidArgument, c.BlockBytes)
@@ -147,6 +151,8 @@ type Store struct {
 	vols    atomic.Pointer[map[string]*volume]
 	closed  atomic.Bool
 	applied atomic.Uint64 // the durable marker's value
+	syncMu  sync.Mutex    // serializes Sync
+	syncErr error         // sticky failure of Sync (syncMu)
 	seq     atomic.Uint64 // unique suffixes for temporary names
 }
 
@@ -411,6 +417,22 @@ func (s *Store) DeleteVolume(ctx context.Context, name string) error {
 
 // Append implements LDM.
 func (s *Store) Append(ctx context.Context, name string, tiles ...Tile) (uint64, error) {
+	return s.append(ctx, name, false, tiles)
+}
+
+// AppendDeferred is Append without waiting for the disk, whatever the sync
+// policy: when it returns the tiles are written and readable, and a
+// process crash loses none of them (the kernel holds them), but a machine
+// crash may lose a tail of them until the next Sync makes them durable.
+// Recovery keeps a prefix of each volume's log, so what survives a machine
+// crash is every tile up to some offset, never a gap. A replication layer
+// that keeps its own durable log (the Raft log) uses it and replays what
+// Sync has not yet covered (see Sync and DurableIndex).
+func (s *Store) AppendDeferred(ctx context.Context, name string, tiles ...Tile) (uint64, error) {
+	return s.append(ctx, name, true, tiles)
+}
+
+func (s *Store) append(ctx context.Context, name string, deferred bool, tiles []Tile) (uint64, error) {
 	sums := make([]uint32, len(tiles))
 	for i := range tiles {
 		if len(tiles[i].Value) > s.cfg.MaxTileBytes {
@@ -430,7 +452,7 @@ func (s *Store) Append(ctx context.Context, name string, tiles ...Tile) (uint64,
 		if err != nil {
 			return 0, err
 		}
-		first, err := v.append(tiles, sums)
+		first, err := v.append(tiles, sums, deferred)
 		if errors.Is(err, errReplaced) && attempt < 3 {
 			// Restore is swapping the volume (it holds s.mu until the new
 			// one is published); nothing was acknowledged, so retry there.
@@ -577,3 +599,48 @@ func (s *Store) SetAppliedIndex(idx uint64) (err error) {
 	s.applied.Store(idx)
 	return nil
 }
+
+// Sync makes every tile appended so far durable (those of AppendDeferred
+// included: the data and index files they dirtied are fdatasynced) and
+// then records idx durably as DurableIndex, like SetAppliedIndex. The
+// caller promises that every replicated command up to idx had been applied
+// to the store before it called Sync. Appends go on while it fsyncs: it
+// holds no volume's commit lock during the IO.
+//
+// A failed fsync is sticky: the kernel may have dropped the pages it could
+// not write, so a later fsync proves nothing. Every later Sync returns the
+// first failure and DurableIndex stops growing; reopening the store (a
+// restart, which replays the replication log from DurableIndex) clears it.
+func (s *Store) Sync(idx uint64) (err error) {
+	defer s.noSpace(&err, "sync")
+	s.syncMu.Lock()
+	defer s.syncMu.Unlock()
+	if s.syncErr != nil {
+		return s.syncErr
+	}
+	if s.closed.Load() {
+		return ErrClosed
+	}
+	for _, v := range s.volumes() {
+		if !v.acquire() {
+			continue // closed: deleted or replaced, nothing to keep
+		}
+		for _, f := range v.takeDirty() {
+			if err := fdatasync(s.fs, f); err != nil {
+				v.release()
+				s.syncErr = fmt.Errorf("storage: sync: %w (reopen the store to recover)", err)
+				return s.syncErr
+			}
+		}
+		v.release()
+	}
+	return s.SetAppliedIndex(idx)
+}
+
+// DurableIndex returns the replication index last recorded durably by
+// Sync, SetAppliedIndex or Restore. Every command up to it is durable in
+// the store; commands after it may be missing, partly present (a prefix of
+// a volume's log survives a machine crash) or whole (a process crash keeps
+// what the kernel holds). AppliedIndex, the largest index the store holds,
+// is at least DurableIndex.
+func (s *Store) DurableIndex() uint64 { return s.applied.Load() }

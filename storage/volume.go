@@ -122,6 +122,7 @@ type volume struct {
 	idxDirty      *block    // block whose index has entries not yet fsynced (cmu)
 	idxDirtyBytes int64     // data bytes those entries describe (cmu)
 	idxIOV        [1][]byte // the buffer list of an index write, kept so a commit does not allocate one (cmu)
+	dataDirty     []*block  // blocks whose data has committed records not yet fsynced (cmu); see Store.Sync
 
 	wmu     sync.Mutex
 	wblocks []*block // every block, the last is active
@@ -298,6 +299,7 @@ func (v *volume) repairLocked() error {
 	for _, b := range v.wblocks[keep+1:] {
 		b.release()
 	}
+	v.dataDirty = slices.DeleteFunc(v.dataDirty, func(b *block) bool { return slices.Index(v.wblocks[keep+1:], b) >= 0 })
 	v.wblocks = v.wblocks[:keep+1]
 	last.b.wEnd, last.b.wCount, last.b.idxCount = last.end, last.count, last.count
 	for _, pe := range v.pending {
@@ -319,10 +321,20 @@ func (v *volume) failure() error {
 	return nil
 }
 
-// append writes tiles and makes them durable under the sync policy. A
-// failed write or commit is repaired at once (repairLocked), so the volume
-// is left as if the failed append had never started.
-func (v *volume) append(tiles []Tile, sums []uint32) (uint64, error) {
+// durability says when a commit makes its records durable.
+type durability int
+
+const (
+	durableNow   durability = iota // fsync before publishing (SyncBatch, SyncAlways)
+	durableLater                   // at the next Store.Sync (AppendDeferred)
+	durableNever                   // never (SyncNone); Store.Sync still can
+)
+
+// append writes tiles and makes them durable under the sync policy, or
+// only at the next Store.Sync when deferred. A failed write or commit is
+// repaired at once (repairLocked), so the volume is left as if the failed
+// append had never started.
+func (v *volume) append(tiles []Tile, sums []uint32, deferred bool) (uint64, error) {
 	if v.failed.Load() != nil {
 		v.cmu.Lock()
 		err := v.repairLocked()
@@ -331,12 +343,19 @@ func (v *volume) append(tiles []Tile, sums []uint32) (uint64, error) {
 			return 0, err
 		}
 	}
-	if v.s.cfg.Sync == SyncAlways {
+	d := durableNow
+	switch {
+	case deferred:
+		d = durableLater
+	case v.s.cfg.Sync == SyncNone:
+		d = durableNever
+	}
+	if v.s.cfg.Sync == SyncAlways && !deferred {
 		v.cmu.Lock()
 		defer v.cmu.Unlock()
 		first, _, _, err := v.write(tiles, sums)
 		if err == nil {
-			err = v.commitLocked()
+			err = v.commitLocked(d)
 		}
 		if err != nil {
 			v.repairLocked()
@@ -357,7 +376,7 @@ func (v *volume) append(tiles []Tile, sums []uint32) (uint64, error) {
 	if v.state.Load().next >= end {
 		return first, nil // a commit by another appender covered these tiles
 	}
-	if err := v.commitLocked(); err != nil {
+	if err := v.commitLocked(d); err != nil {
 		v.repairLocked()
 		return 0, err
 	}
@@ -508,8 +527,8 @@ func (v *volume) openBlockFiles(base uint64, active bool) (*block, error) {
 // (plus what the kernel had not written back) from the data file.
 const indexSyncBytes = 64 << 20
 
-// commitLocked makes every pending record durable, writes its index
-// entries, and publishes them. The caller holds cmu.
+// commitLocked makes every pending record durable (under d), writes its
+// index entries, and publishes them. The caller holds cmu.
 //
 // The records (whose headers carry every index field) are made durable by
 // fdatasync of the data files; that is what an acknowledgement means.
@@ -519,7 +538,13 @@ const indexSyncBytes = 64 << 20
 // entry of the next block is written, so every sealed block's index is
 // complete; only the active block's index can lag its data, and recovery
 // rebuilds the lag from the record headers.
-func (v *volume) commitLocked() error {
+//
+// A deferred commit (durableLater) fsyncs nothing on the way: it notes the
+// blocks whose data is not durable in dataDirty, for Store.Sync. It keeps
+// the sealing rule (a block's data and index are fsynced before the first
+// entry of the next block is written), which costs one fsync per sealed
+// block.
+func (v *volume) commitLocked(d durability) error {
 	if err := v.failure(); err != nil {
 		return err
 	}
@@ -543,7 +568,7 @@ func (v *volume) commitLocked() error {
 		}
 		return err
 	}
-	doSync := v.s.cfg.Sync != SyncNone
+	doSync := d == durableNow
 	if doSync {
 		var last *block
 		for _, p := range pend {
@@ -554,6 +579,12 @@ func (v *volume) commitLocked() error {
 				}
 			}
 		}
+	} else {
+		for _, p := range pend {
+			if n := len(v.dataDirty); n == 0 || v.dataDirty[n-1] != p.b {
+				v.dataDirty = append(v.dataDirty, p.b)
+			}
+		}
 	}
 	buf := make([]byte, 0, min(len(pend), 1<<16)*indexEntryLen)
 	for i := 0; i < len(pend); {
@@ -561,7 +592,12 @@ func (v *volume) commitLocked() error {
 		if v.idxDirty != nil && v.idxDirty != b {
 			// Seal: the previous block's index is complete and durable
 			// before the next block's first entry is written.
-			if doSync {
+			if doSync || d == durableLater {
+				if d == durableLater {
+					if err := v.syncDataLocked(v.idxDirty); err != nil {
+						return failPend(err)
+					}
+				}
 				if err := fdatasync(v.s.fs, v.idxDirty.index); err != nil {
 					return failPend(err)
 				}
@@ -596,6 +632,37 @@ func (v *volume) commitLocked() error {
 	v.publish(pend)
 	v.commits.Add(1)
 	return nil
+}
+
+// syncDataLocked fsyncs the data of every block in dataDirty up to and
+// including b, and drops them from it. The caller holds cmu.
+func (v *volume) syncDataLocked(b *block) error {
+	i := slices.Index(v.dataDirty, b)
+	for _, db := range v.dataDirty[:i+1] {
+		if err := fdatasync(v.s.fs, db.data); err != nil {
+			return err
+		}
+	}
+	v.dataDirty = slices.Delete(v.dataDirty, 0, i+1)
+	return nil
+}
+
+// takeDirty returns the files a Store.Sync must fsync so that every
+// committed record of the volume is durable, and forgets them. The caller
+// holds a reference (acquire), which keeps the files open.
+func (v *volume) takeDirty() []*os.File {
+	v.cmu.Lock()
+	defer v.cmu.Unlock()
+	var fs []*os.File
+	for _, b := range v.dataDirty {
+		fs = append(fs, b.data)
+	}
+	v.dataDirty = nil
+	if v.idxDirty != nil {
+		fs = append(fs, v.idxDirty.index)
+		v.idxDirtyBytes = 0
+	}
+	return fs
 }
 
 // syncIndex fsyncs the active block's index if it has unsynced entries, so
