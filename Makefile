@@ -8,12 +8,23 @@ STATICCHECK := $(GO) tool -modfile=tools/go.mod staticcheck
 # The viewer's browser tests (cmd/ldm) drive Debian's Chromium at this path.
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: all build test chromium python deps generate check-generated check-bundle lint breaking bench perf soak load ci
+.PHONY: all build image test chromium python deps generate check-generated check-bundle lint breaking bench perf soak load ci
 
 all: build
 
 build:
 	$(GO) build -o bin/ldm ./cmd/ldm
+
+# image builds the container image without a Docker daemon or registry
+# (deploy/image, a module of its own so go-containerregistry stays out of
+# the main go.mod): bin/ldm-image/ (an OCI image layout) and
+# bin/ldm-image.tar (for docker load, podman load, kind load image-archive,
+# ctr images import). Reproducible: the same commit gives the same digest.
+IMAGE_TAG ?= go-ldm/ldm:dev
+image:
+	cd deploy/image && SOURCE_DATE_EPOCH=$$(git log -1 --format=%ct 2>/dev/null || echo 0) \
+		$(GO) run . -src ../.. -out ../../bin -tag $(IMAGE_TAG) \
+		-revision "$$(git rev-parse HEAD 2>/dev/null)"
 
 # deps installs what the tests need that go.mod does not fetch: the npm
 # packages of the viewer (buf, protoc-gen-es, esbuild, playwright-core).
@@ -73,6 +84,7 @@ test: web/node_modules/.installed web/test/formats/node_modules/.installed chrom
 	cd web && npm test --silent
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout 20m ./...
+	cd deploy/image && $(GO) vet ./... && $(GO) test -race -count=1 -timeout 10m ./...
 
 generate: web/node_modules/.installed
 	$(BUF) generate
