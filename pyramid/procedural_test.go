@@ -136,4 +136,3 @@ func BenchmarkProcedural_Fill(b *testing.B) {
 		})
 	}
 }
-
