@@ -42,6 +42,16 @@ type Config struct {
 	// state yet. A node with existing state ignores it, so restarting the
 	// bootstrap node is safe.
 	Bootstrap bool
+	// BootstrapExpect, when positive, forms a cluster of that many voters
+	// from nodes started in parallel: a node without Raft state waits until
+	// the gossip pool holds BootstrapExpect members that have no Raft state
+	// either (and expect the same number), and the one of them with the
+	// lowest NodeID bootstraps with them all as voters; the others wait to
+	// be contacted by its leader. A node with Raft state never bootstraps,
+	// nor does an empty one that sees a member with state: that cluster's
+	// leader adds it. Needs GossipAddr; excludes Bootstrap. See
+	// bootstrap.go.
+	BootstrapExpect int
 
 	// GossipAddr is the host:port Serf binds (UDP and TCP); empty disables
 	// Serf, and membership changes only through Raft. Port 0 picks one.
@@ -49,9 +59,15 @@ type Config struct {
 	// GossipAdvertiseAddr is the gossip address peers use, when it differs
 	// from GossipAddr.
 	GossipAdvertiseAddr string
-	// Join lists gossip addresses of existing members. The node retries in
-	// the background until one answers.
+	// Join lists gossip addresses of existing members: host:port, or a
+	// host alone (then the port is this node's gossip port). A host name is
+	// resolved again before every attempt and each of its addresses (A and
+	// AAAA) is a peer, as a Kubernetes headless service lists its pods. The
+	// node retries in the background, with backoff, until a member answers.
 	Join []string
+	// LookupHost resolves the host names in Join; nil means
+	// net.DefaultResolver.LookupHost.
+	LookupHost LookupHostFunc
 	// GossipKey encrypts and authenticates gossip (AES-GCM; 16, 24 or 32
 	// bytes, the same on every member). The leader makes every alive
 	// member with go-ldm's tags a Raft voter, so without a key anyone who
@@ -107,6 +123,15 @@ type Config struct {
 	// LeaderWait bounds how long a write waits for a leader to be elected
 	// before it fails with storage.ErrNotLeader (default 5s).
 	LeaderWait time.Duration
+	// StoreSyncInterval is how often the store is made durable in the
+	// background (default DefaultStoreSyncInterval; negative: only past
+	// StoreSyncBytes, before snapshots and at Close). Writes never wait
+	// for it: the Raft log is the durable copy, and a restart replays the
+	// log from the store's last durable index.
+	StoreSyncInterval time.Duration
+	// StoreSyncBytes of tile values applied since the last sync also
+	// start one (default DefaultStoreSyncBytes; negative: never).
+	StoreSyncBytes int64
 	// MaxTileBytes is the largest tile value a write may carry; zero means
 	// storage.DefaultMaxTileBytes. It must equal the store's
 	// storage.Config.MaxTileBytes and be the same on every node. A larger
@@ -150,6 +175,12 @@ func (c *Config) validate() error {
 	if k := len(c.Key); k != 0 && k < MinKeyBytes {
 		return fmt.Errorf("%w: cluster Key of %d bytes, want at least %d", storage.ErrInvalidArgument, k, MinKeyBytes)
 	}
+	if c.BootstrapExpect < 0 {
+		return fmt.Errorf("%w: BootstrapExpect %d is negative", storage.ErrInvalidArgument, c.BootstrapExpect)
+	}
+	if c.BootstrapExpect > 0 && (c.Bootstrap || c.GossipAddr == "") {
+		return fmt.Errorf("%w: BootstrapExpect needs GossipAddr and excludes Bootstrap", storage.ErrInvalidArgument)
+	}
 	if c.ReconcileInterval == 0 {
 		c.ReconcileInterval = 30 * time.Second
 	}
@@ -158,6 +189,12 @@ func (c *Config) validate() error {
 	}
 	if c.LeaderWait == 0 {
 		c.LeaderWait = 5 * time.Second
+	}
+	if c.StoreSyncInterval == 0 {
+		c.StoreSyncInterval = DefaultStoreSyncInterval
+	}
+	if c.StoreSyncBytes == 0 {
+		c.StoreSyncBytes = DefaultStoreSyncBytes
 	}
 	if c.MaxTileBytes < 0 {
 		return fmt.Errorf("%w: MaxTileBytes %d is negative", storage.ErrInvalidArgument, c.MaxTileBytes)
@@ -254,6 +291,9 @@ type Node struct {
 	shutdown    chan struct{}
 	closed      atomic.Bool // set by the first Close
 
+	hadState        bool        // the node had Raft state when it started
+	raftStateTagged atomic.Bool // gossip announces that the node has Raft state
+
 	readBase   atomic.Pointer[termBarrier] // the barrier of the latest term with a read
 	readBaseMu chan struct{}               // held (one slot) while a term barrier commits
 	wg         sync.WaitGroup
@@ -281,6 +321,7 @@ func New(cfg Config, store Store) (*Node, error) {
 		n.cfg.Authorize = n.authorizeMember
 	}
 	n.fsm = newFSM(store, log)
+	n.fsm.syncBytes = cfg.StoreSyncBytes
 	n.stream = newStreamLayer(cfg.AdvertiseAddr, cfg.TLS, cfg.Dial, n.authorizePeer)
 	if len(cfg.Key) > 0 {
 		n.stream.sign = func(method, path string) string {
@@ -310,6 +351,16 @@ func New(cfg Config, store Store) (*Node, error) {
 	}
 	n.wg.Add(1)
 	go n.reconcileLoop()
+	n.wg.Add(1)
+	go n.syncLoop()
+	if n.serf != nil && !n.hadState {
+		n.wg.Add(1)
+		go n.raftStateLoop()
+		if cfg.BootstrapExpect > 0 {
+			n.wg.Add(1)
+			go n.bootstrapLoop()
+		}
+	}
 	return n, nil
 }
 
@@ -367,14 +418,15 @@ func (n *Node) startRaft() error {
 		Timeout: 10 * time.Second,
 		Logger:  hl.Named("net"),
 	})
+	has, err := raft.HasExistingState(wal, wal, snaps)
+	if err != nil {
+		trans.Close()
+		wal.Close()
+		meta.Close()
+		return fmt.Errorf("raft state: %w", err)
+	}
+	n.hadState = has
 	if cfg.Bootstrap {
-		has, err := raft.HasExistingState(wal, wal, snaps)
-		if err != nil {
-			trans.Close()
-			wal.Close()
-			meta.Close()
-			return fmt.Errorf("raft state: %w", err)
-		}
 		if !has {
 			boot := raft.Configuration{Servers: []raft.Server{{
 				Suffrage: raft.Voter, ID: rc.LocalID, Address: raft.ServerAddress(cfg.AdvertiseAddr),
@@ -386,6 +438,7 @@ func (n *Node) startRaft() error {
 				return fmt.Errorf("bootstrap: %w", err)
 			}
 			n.log.Info("bootstrapped a new cluster")
+			n.hadState = true
 		}
 	}
 	r, err := raft.NewRaft(rc, n.fsm, wal, wal, snaps, trans)
@@ -437,7 +490,7 @@ func (n *Node) restoreIfBehind(snaps *raft.FileSnapshotStore) error {
 		rc.Close()
 		return fmt.Errorf("snapshot %s: %w", meta.ID, err)
 	}
-	if applied <= n.store.AppliedIndex() {
+	if applied <= n.store.DurableIndex() {
 		// The store holds the snapshot; the request id table it carries
 		// is the FSM's from there on (Raft replays the entries after it).
 		if version >= 2 {
@@ -451,7 +504,7 @@ func (n *Node) restoreIfBehind(snaps *raft.FileSnapshotStore) error {
 		return rc.Close()
 	}
 	rc = readCloser{io.MultiReader(bytes.NewReader(h[:]), rc), rc}
-	n.log.Info("restoring the store from a snapshot", "snapshot", meta.ID, "index", meta.Index, "applied", applied, "store_index", n.store.AppliedIndex())
+	n.log.Info("restoring the store from a snapshot", "snapshot", meta.ID, "index", meta.Index, "applied", applied, "store_index", n.store.DurableIndex())
 	if err := n.fsm.Restore(rc); err != nil {
 		return fmt.Errorf("restore snapshot %s: %w", meta.ID, err)
 	}
@@ -569,6 +622,7 @@ func (n *Node) Close() error {
 	close(n.shutdown)
 	n.wg.Wait()
 	n.http.CloseIdleConnections()
+	n.finalSync()
 	if err := n.store.Close(); err != nil && !errors.Is(err, storage.ErrClosed) {
 		errs = append(errs, err)
 	}

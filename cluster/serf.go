@@ -40,7 +40,12 @@ func (n *Node) startSerf() error {
 	sc := serf.DefaultConfig()
 	sc.Init()
 	sc.NodeName = cfg.NodeID
-	sc.Tags = map[string]string{tagRole: "ldm", tagID: cfg.NodeID, tagAddr: cfg.AdvertiseAddr}
+	sc.Tags = map[string]string{tagRole: "ldm", tagID: cfg.NodeID, tagAddr: cfg.AdvertiseAddr,
+		tagRaft: "0", tagExpect: strconv.Itoa(cfg.BootstrapExpect)}
+	if n.hadState {
+		sc.Tags[tagRaft] = "1"
+		n.raftStateTagged.Store(true)
+	}
 	events := make(chan serf.Event, 256)
 	sc.EventCh = events
 	logger := log.New(&slogWriter{log: cfg.Logger.With("component", "serf", "node", cfg.NodeID)}, "", 0)
@@ -79,7 +84,7 @@ func (n *Node) startSerf() error {
 	go n.serfEvents(events)
 	if len(cfg.Join) > 0 {
 		n.wg.Add(1)
-		go n.joinLoop(cfg.Join)
+		go n.joinLoop()
 	}
 	return nil
 }
@@ -92,29 +97,6 @@ func (n *Node) GossipAddr() string {
 	}
 	m := n.serf.Memberlist().LocalNode()
 	return net.JoinHostPort(m.Addr.String(), strconv.Itoa(int(m.Port)))
-}
-
-// joinLoop joins the gossip pool, retrying with backoff until a member
-// answers or the node shuts down.
-func (n *Node) joinLoop(addrs []string) {
-	defer n.wg.Done()
-	backoff := 200 * time.Millisecond
-	for {
-		joined, err := n.serf.Join(addrs, true)
-		if joined > 0 {
-			n.log.Info("joined the gossip pool", "contacted", joined)
-			return
-		}
-		n.log.Warn("cannot join the gossip pool yet", "join", addrs, "error", err)
-		t := time.NewTimer(backoff)
-		select {
-		case <-n.shutdown:
-			t.Stop()
-			return
-		case <-t.C:
-		}
-		backoff = min(2*backoff, 10*time.Second)
-	}
 }
 
 // serfEvents drains Serf's event channel (never blocking Serf) and asks

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -94,6 +95,11 @@ type Config struct {
 
 	// Limits bound the memory that callers can make the server hold.
 	Limits Limits
+
+	// Telemetry configures /metrics, tracing and readiness; the zero
+	// value serves metrics and traces calls without exporting spans (see
+	// docs/observability.md).
+	Telemetry TelemetryConfig
 
 	// Logger receives the server's logs; nil means slog.Default().
 	Logger *slog.Logger
@@ -226,6 +232,18 @@ type ClusterConfig struct {
 	RaftDir string
 	// Bootstrap says whether this node forms a new cluster (--bootstrap).
 	Bootstrap Bootstrap
+	// BootstrapExpect, when positive, forms one cluster of that many
+	// voters from nodes started in parallel (--bootstrap-expect): once the
+	// gossip pool holds that many members without Raft state, the one with
+	// the lowest NodeID bootstraps with them all; a node with Raft state,
+	// or that sees a member with state, never bootstraps (the leader adds
+	// it). Every node needs the same value and Join (for example a
+	// headless service's DNS name); Bootstrap must stay BootstrapAuto.
+	BootstrapExpect int
+	// LookupHost resolves the host names in Join (a name may stand for
+	// many members: each of its addresses is one); nil means
+	// net.DefaultResolver.LookupHost.
+	LookupHost func(ctx context.Context, host string) ([]string, error)
 	// PeerCertFile and PeerKeyFile are the node certificate presented to
 	// peers under TLS (--peer-cert, --peer-key); empty means TLS.CertFile
 	// and TLS.KeyFile. PeerCAFile verifies the peers (--peer-ca); empty
@@ -280,8 +298,8 @@ func (c Config) validate() error {
 	cl := c.Cluster
 	if cl.NodeID == "" {
 		if cl.Advertise != "" || len(cl.GossipKey) > 0 || len(cl.Key) > 0 || len(cl.Join) > 0 || cl.RaftDir != "" || cl.Bootstrap != BootstrapAuto ||
-			cl.PeerCertFile != "" || cl.PeerKeyFile != "" || cl.PeerCAFile != "" {
-			return invalid("cluster settings (--join, --gossip-key, --cluster-key, --raft-dir, --bootstrap, --advertise, --peer-*) need --node-id")
+			cl.BootstrapExpect != 0 || cl.PeerCertFile != "" || cl.PeerKeyFile != "" || cl.PeerCAFile != "" {
+			return invalid("cluster settings (--join, --gossip-key, --cluster-key, --raft-dir, --bootstrap, --bootstrap-expect, --advertise, --peer-*) need --node-id")
 		}
 		return nil
 	}
@@ -300,8 +318,31 @@ func (c Config) validate() error {
 	if cl.Bootstrap < BootstrapAuto || cl.Bootstrap > BootstrapNever {
 		return invalid("bootstrap mode %d: want auto, always or never", cl.Bootstrap)
 	}
+	if err := cl.validateExpect(); err != nil {
+		return err
+	}
 	if t.CertFile == "" && (cl.PeerCertFile != "" || cl.PeerKeyFile != "" || cl.PeerCAFile != "") {
 		return invalid("--peer-cert, --peer-key and --peer-ca need TLS (--tls-cert and --tls-key)")
+	}
+	return nil
+}
+
+// validateExpect checks BootstrapExpect against the other settings.
+func (cl ClusterConfig) validateExpect() error {
+	n := cl.BootstrapExpect
+	switch {
+	case n == 0:
+		return nil
+	case n < 0:
+		return invalid("--bootstrap-expect %d: want the number of servers that form the cluster (3 or 5), or 0 for none", n)
+	case cl.Bootstrap == BootstrapAlways:
+		return invalid("--bootstrap-expect %d and --bootstrap=true contradict each other: with --bootstrap-expect the nodes decide together which one forms the cluster; drop --bootstrap", n)
+	case cl.Bootstrap == BootstrapNever:
+		return invalid("--bootstrap-expect %d and --bootstrap=false contradict each other: a node that must never form a cluster needs no --bootstrap-expect; drop one of them", n)
+	case cl.GossipAddr == "":
+		return invalid("--bootstrap-expect needs gossip: set --gossip-addr")
+	case n > 1 && len(cl.Join) == 0:
+		return invalid("--bootstrap-expect %d needs --join with the other servers' gossip addresses or a DNS name that resolves to them (for example a headless service)", n)
 	}
 	return nil
 }

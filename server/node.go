@@ -33,7 +33,7 @@ func startNode(cfg Config, dataDir, advertise string, useTLS bool, store storage
 	if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
 		return nil, "", invalid("the server listens on %s: set --advertise to the address peers should use", advertise)
 	}
-	bootstrap := c.Bootstrap == BootstrapAlways || (c.Bootstrap == BootstrapAuto && len(c.Join) == 0)
+	bootstrap := c.Bootstrap == BootstrapAlways || (c.Bootstrap == BootstrapAuto && len(c.Join) == 0 && c.BootstrapExpect == 0)
 	raftDir := c.RaftDir
 	if raftDir == "" {
 		// Not inside the data directory: the store owns every name there.
@@ -55,6 +55,8 @@ func startNode(cfg Config, dataDir, advertise string, useTLS bool, store storage
 		GossipKey:           c.GossipKey,
 		LocalGossip:         c.LocalGossip,
 		Join:                c.Join,
+		BootstrapExpect:     c.BootstrapExpect,
+		LookupHost:          c.LookupHost,
 		MaxTileBytes:        cfg.MaxTileBytes,
 		TLS:                 peerTLS,
 		Key:                 c.Key,
@@ -70,7 +72,7 @@ func startNode(cfg Config, dataDir, advertise string, useTLS bool, store storage
 		log.Warn("cluster node endpoints (/_ldm/raft, /_ldm/cluster/*) are open to anyone who reaches "+advertise+": without TLS and --cluster-key any caller can write, replicate or change membership; set --cluster-key or TLS",
 			"node", c.NodeID, "advertise", advertise)
 	}
-	log.Info("cluster node started", "node", c.NodeID, "advertise", advertise, "gossip", node.GossipAddr(), "join", c.Join, "bootstrap", bootstrap, "raft_dir", raftDir)
+	log.Info("cluster node started", "node", c.NodeID, "advertise", advertise, "gossip", node.GossipAddr(), "join", c.Join, "bootstrap", bootstrap, "bootstrap_expect", c.BootstrapExpect, "raft_dir", raftDir)
 	return node, advertise, nil
 }
 
