@@ -39,6 +39,9 @@ type Server struct {
 	svc   *service.Server
 	http  *http.Server
 
+	tel    *telemetry // metrics and tracing
+	health *health    // readiness: /readyz and grpc.health.v1
+
 	// closers release what New built, in reverse order, after the HTTP
 	// server has stopped (the store is closed after them).
 	closers []func() error
@@ -85,11 +88,21 @@ func New(ctx context.Context, cfg Config) (s *Server, err error) {
 		debug.SetMemoryLimit(cfg.Limits.MemoryLimit)
 	}
 
+	// 0. Metrics and tracing (see telemetry.go): logs carry the trace id.
+	if s.tel, err = newTelemetry(cfg); err != nil {
+		return s, err
+	}
+	s.closers = append(s.closers, s.tel.close)
+	if s.tel.otel != nil {
+		log = slog.New(traceHandler{log.Handler()})
+		s.log = log
+	}
+
 	// 1. The store.
 	if cfg.Tiles != nil {
 		s.tiles = cfg.Tiles
 	} else {
-		if s.store, err = openStore(s.dataDir, cfg, log); err != nil {
+		if s.store, err = openStore(s.dataDir, cfg, log, s.tel.storeObserver()); err != nil {
 			return s, err
 		}
 		s.tiles = s.store
@@ -121,18 +134,28 @@ func New(ctx context.Context, cfg Config) (s *Server, err error) {
 	var authenticate func(*http.Request) (context.Context, bool, error)
 	var authorizeView func(*http.Request, string) (context.Context, error) // reads of the open-format views
 	var shares service.ShareIssuer
+	var authorizeMetrics func(*http.Request) error // nil: /metrics is open
 	if cfg.authEnabled() {
 		a, sh, err := newAuth(cfg, log)
 		if err != nil {
 			return s, err
 		}
 		s.closers = append(s.closers, a.Close)
-		interceptors = append(interceptors, a.Interceptors()...)
-		middleware = append(middleware, a.Middleware)
-		authenticate = a.AuthenticateHTTP
-		authorizeView = func(r *http.Request, volume string) (context.Context, error) {
-			return a.AuthorizeHTTP(r, auth.VolumeObject(volume), auth.ActionRead)
+		for _, ic := range a.Interceptors() {
+			interceptors = append(interceptors, countDenials{inner: ic, t: s.tel})
 		}
+		middleware = append(middleware, a.Middleware)
+		authenticate = func(r *http.Request) (context.Context, bool, error) {
+			ctx, ok, err := a.AuthenticateHTTP(r)
+			s.tel.deny(err)
+			return ctx, ok, err
+		}
+		authorizeView = func(r *http.Request, volume string) (context.Context, error) {
+			ctx, err := a.AuthorizeHTTP(r, auth.VolumeObject(volume), auth.ActionRead)
+			s.tel.deny(err)
+			return ctx, err
+		}
+		authorizeMetrics = metricsAuthorizer(a)
 		if sh != nil {
 			shares = shareIssuer{sh}
 			// Outermost: a share token in the URL becomes the bearer
@@ -154,6 +177,13 @@ func New(ctx context.Context, cfg Config) (s *Server, err error) {
 		}
 		s.closers = append(s.closers, s.node.Close)
 		s.tiles = s.node
+		if s.tel.reg != nil {
+			s.closers = append(s.closers, registerNodeMetrics(s.tel.reg, s.node))
+		}
+	}
+	s.health = newHealth(cfg.Telemetry, s.tiles, s.node, s.tel.registerer())
+	if s.tel.otel != nil && cfg.Tiles == nil {
+		s.tiles = traceWrites(s.tiles, s.tel.tracer)
 	}
 
 	// 5. The ldm.v1 service.
@@ -173,6 +203,8 @@ func New(ctx context.Context, cfg Config) (s *Server, err error) {
 		MaxStreamIngestBytes:    cfg.Limits.MaxStreamIngestBytes,
 		MaxRegionBytes:          cfg.Limits.MaxRegionBytes,
 		Shares:                  shares,
+		Telemetry:               s.tel.interceptors(),
+		Health:                  s.health.checker,
 	})
 	if err != nil {
 		return s, err
@@ -200,6 +232,11 @@ func New(ctx context.Context, cfg Config) (s *Server, err error) {
 	}
 	if s.node != nil {
 		mux.Handle(cluster.HandlerPrefix, s.node.Handler())
+	}
+	mux.HandleFunc(LivezPath, s.health.livez)
+	mux.HandleFunc(ReadyzPath, s.health.readyz)
+	if s.tel.reg != nil {
+		mux.Handle(MetricsPath, s.tel.metricsHandler(authorizeMetrics))
 	}
 	viewer := cfg.Viewer
 	if viewer == nil {
@@ -243,6 +280,9 @@ func (s *Server) Serve(ctx context.Context) (err error) {
 		}
 	}()
 	s.log.Info("serving", "url", s.url+"/", "data", s.dataDir, "tls", s.tls)
+	hctx, stopHealth := context.WithCancel(ctx)
+	defer stopHealth()
+	go s.health.run(hctx)
 
 	select {
 	case err := <-errc:
@@ -250,6 +290,7 @@ func (s *Server) Serve(ctx context.Context) (err error) {
 	case <-ctx.Done():
 	}
 	s.log.Info("shutting down: draining streams and waiting for open calls", "timeout", s.timeout)
+	s.health.stop()
 	s.svc.Drain()
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.timeout)
 	defer cancel()
@@ -291,8 +332,8 @@ func (s *Server) release() error {
 }
 
 // openStore opens the tile store in dir.
-func openStore(dir string, cfg Config, log *slog.Logger) (*storage.Store, error) {
-	store, err := storage.Open(dir, storage.Config{MaxTileBytes: cfg.MaxTileBytes, Sync: cfg.Sync, Logger: log})
+func openStore(dir string, cfg Config, log *slog.Logger, obs storage.Observer) (*storage.Store, error) {
+	store, err := storage.Open(dir, storage.Config{MaxTileBytes: cfg.MaxTileBytes, Sync: cfg.Sync, Logger: log, Observer: obs})
 	if errors.Is(err, storage.ErrLocked) {
 		return nil, fmt.Errorf("%w\n(another ldm serve uses %s: stop it, or give this one its own --data)", err, dir)
 	}

@@ -99,6 +99,15 @@ type Config struct {
 	// Shares issues the tokens of CreateShare; nil makes CreateShare fail
 	// with FailedPrecondition (share links are not configured).
 	Shares ShareIssuer
+
+	// Telemetry interceptors run first on every call of every service
+	// (health and reflection too), before the access log and panic
+	// recovery, so the access log sees what they put in the context (the
+	// trace of the call). The first is the outermost.
+	Telemetry []connect.Interceptor
+	// Health answers grpc.health.v1 Check and Watch; nil reports every
+	// service SERVING for the server's life.
+	Health grpchealth.Checker
 }
 
 // Defaults of the limits in Config.
@@ -214,7 +223,8 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.drain, s.cancelDrain = context.WithCancel(context.Background())
 
-	interceptors := []connect.Interceptor{logInterceptor{log: s.log}, recoverInterceptor{log: s.log}}
+	interceptors := append([]connect.Interceptor(nil), cfg.Telemetry...)
+	interceptors = append(interceptors, logInterceptor{log: s.log}, recoverInterceptor{log: s.log})
 	interceptors = append(interceptors, cfg.Interceptors...)
 	interceptors = append(interceptors, validateInterceptor{maxTile: s.maxTile, lookup: s.store.Volume})
 	// Two sets of the same handlers, which differ only in the largest
@@ -256,6 +266,11 @@ func (s *Server) buildMux(cfg Config, interceptors []connect.Interceptor, readMa
 	mount(ldmv1connect.NewTileServiceHandler(&tileHandler{s: s}, opts...))
 	mount(ldmv1connect.NewVolumeServiceHandler(&volumeHandler{s: s}, opts...))
 	mount(ldmv1connect.NewClusterServiceHandler(&clusterHandler{s: s}, opts...))
+	// The tile reads answer with each tile's kept encoding (encoded.go),
+	// on their own paths, which take precedence over the services' above.
+	for path, h := range s.tileReadHandlers(opts) {
+		mux.Handle(path, h)
+	}
 	names := []string{
 		ldmv1connect.TileServiceName,
 		ldmv1connect.VolumeServiceName,
@@ -265,13 +280,19 @@ func (s *Server) buildMux(cfg Config, interceptors []connect.Interceptor, readMa
 	// validation. Probes and tools call them without credentials: the
 	// authentication interceptors of service/auth let them through unless
 	// configured otherwise (auth.Config.Public).
-	plainInterceptors := append([]connect.Interceptor{logInterceptor{log: s.log}, recoverInterceptor{log: s.log}}, cfg.Interceptors...)
+	plainInterceptors := append([]connect.Interceptor(nil), cfg.Telemetry...)
+	plainInterceptors = append(plainInterceptors, logInterceptor{log: s.log}, recoverInterceptor{log: s.log})
+	plainInterceptors = append(plainInterceptors, cfg.Interceptors...)
 	plain := []connect.HandlerOption{
 		connect.WithInterceptors(plainInterceptors...),
 		connect.WithReadMaxBytes(min(readMax, cfg.MaxUnauthenticatedBytes)),
 		limitedGzip(min(readMax, cfg.MaxUnauthenticatedBytes)),
 	}
-	mount(grpchealth.NewHandler(grpchealth.NewStaticChecker(names...), plain...))
+	var checker grpchealth.Checker = grpchealth.NewStaticChecker(names...)
+	if cfg.Health != nil {
+		checker = cfg.Health
+	}
+	mount(grpchealth.NewHandler(checker, plain...))
 	reflector := grpcreflect.NewStaticReflector(append(names, grpchealth.HealthV1ServiceName)...)
 	mount(grpcreflect.NewHandlerV1(reflector, plain...))
 	mount(grpcreflect.NewHandlerV1Alpha(reflector, plain...))
