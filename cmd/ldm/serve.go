@@ -41,6 +41,7 @@ type serveFlags struct {
 	log          logFlags
 	security     securityFlags
 	cluster      clusterFlags
+	telemetry    telemetryFlags
 }
 
 func newServeCommand() *cobra.Command {
@@ -91,6 +92,7 @@ func (f *serveFlags) register(fs *pflag.FlagSet) {
 	f.log.register(fs)
 	f.security.register(fs)
 	f.cluster.register(fs)
+	f.telemetry.register(fs)
 }
 
 // config maps the parsed flags in fs to a server.Config, with the logger
@@ -121,6 +123,7 @@ func (f *serveFlags) config(fs *pflag.FlagSet, logOut io.Writer) (server.Config,
 		CORSOrigins:  f.corsOrigins,
 		Limits:       f.limits,
 		Logger:       logger,
+		Telemetry:    f.telemetry.config(),
 	}
 	f.security.apply(&cfg)
 	if err := f.cluster.apply(fs, &cfg); err != nil {
