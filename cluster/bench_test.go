@@ -83,18 +83,45 @@ func mustCreateStore(tb testing.TB, s storage.LDM, name string) {
 // replicated returns an append function over a three-node cluster (through
 // the leader's Node).
 func replicated(tb testing.TB) func(context.Context, []byte) error {
-	l := benchLeader(tb)
+	return appendVia(benchLeader(tb))
+}
+
+// replicatedStoreSync is replicated with the store fsynced on every apply
+// (the FSM's group commit), as before the store's sync left the commit
+// path: the same cluster otherwise, for a before/after in one run.
+func replicatedStoreSync(tb testing.TB) func(context.Context, []byte) error {
+	return appendVia(benchLeaderWith(tb, func(tb testing.TB, dir string) Store {
+		return syncedStore{openFileStore(tb, dir).(fileStore)}
+	}))
+}
+
+func appendVia(l *Node) func(context.Context, []byte) error {
 	return func(ctx context.Context, v []byte) error {
 		_, err := l.Append(ctx, "bench", storage.Tile{Value: v})
 		return err
 	}
 }
 
+// syncedStore is a file store whose appends are durable before they
+// return (storage.Store.Append under its sync policy).
+type syncedStore struct{ fileStore }
+
+func (s syncedStore) Append(ctx context.Context, name string, tiles ...storage.Tile) (uint64, error) {
+	return s.Store.Append(ctx, name, tiles...)
+}
+
 // benchLeader starts a three-node cluster tuned for ingest and returns the
 // leader's Node with the volume "bench" created.
-func benchLeader(tb testing.TB) *Node {
+func benchLeader(tb testing.TB) *Node { return benchLeaderWith(tb, nil) }
+
+// benchLeaderWith is benchLeader over stores from newStore (nil: file
+// stores).
+func benchLeaderWith(tb testing.TB, newStore func(testing.TB, string) Store) *Node {
 	tb.Helper()
 	c := newTestCluster(tb)
+	if newStore != nil {
+		c.newStore = newStore
+	}
 	c.tune = func(cfg *Config) {
 		cfg.HeartbeatTimeout = time.Second
 		cfg.ElectionTimeout = time.Second
@@ -208,7 +235,7 @@ func BenchmarkIngest(b *testing.B) {
 	for _, bc := range []struct {
 		name  string
 		setup func(testing.TB) func(context.Context, []byte) error
-	}{{"single", singleNode}, {"replicated3", replicated}, {"rawraft3", rawRaft}} {
+	}{{"single", singleNode}, {"replicated3", replicated}, {"replicated3_storesync", replicatedStoreSync}, {"rawraft3", rawRaft}} {
 		b.Run(bc.name, func(b *testing.B) {
 			appendTile := bc.setup(b)
 			b.SetBytes(benchTileBytes)
@@ -220,24 +247,30 @@ func BenchmarkIngest(b *testing.B) {
 	}
 }
 
-// BenchmarkIngestRatio measures the three paths in the same run and
+// BenchmarkIngestRatio measures the paths in the same run, in turn, and
 // reports replicated ingest as a ratio of single-node ingest and of raw
-// Raft with the same entry size and transport.
+// Raft with the same entry size and transport; storesync is the
+// replicated path with the store fsynced in the commit path (the model
+// before the background sync), for a before/after in one run.
 func BenchmarkIngestRatio(b *testing.B) {
-	single, repl, raw := singleNode(b), replicated(b), rawRaft(b)
-	var s, r, w float64
+	single, repl, old, raw := singleNode(b), replicated(b), replicatedStoreSync(b), rawRaft(b)
+	var s, r, o, w float64
 	rounds := 0
 	for b.Loop() {
 		s += ingest(b, benchTiles, single)
 		r += ingest(b, benchTiles, repl)
+		o += ingest(b, benchTiles, old)
 		w += ingest(b, benchTiles, raw)
 		rounds++
 	}
 	b.ReportMetric(s/float64(rounds)/(1<<20), "single_MiB/s")
 	b.ReportMetric(r/float64(rounds)/(1<<20), "replicated_MiB/s")
+	b.ReportMetric(o/float64(rounds)/(1<<20), "storesync_MiB/s")
 	b.ReportMetric(w/float64(rounds)/(1<<20), "rawraft_MiB/s")
 	b.ReportMetric(r/s, "replicated/single")
 	b.ReportMetric(r/w, "replicated/rawraft")
+	b.ReportMetric(o/s, "storesync/single")
+	b.ReportMetric(o/w, "storesync/rawraft")
 }
 
 // readLeader returns the leader of a three-node cluster that holds one

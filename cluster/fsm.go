@@ -24,6 +24,7 @@ import (
 	"io"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 
 	"github.com/hashicorp/raft"
 
@@ -36,11 +37,21 @@ import (
 // implementation for tests and demos.
 type Store interface {
 	storage.LDM
-	// AppliedIndex returns the Raft index of the last command whose effect
-	// the store holds durably (0 for an empty store).
+	// AppliedIndex returns the largest Raft index the store holds the
+	// effect of (a tile's, a volume's, or the durable marker's), durable
+	// or not; 0 for an empty store.
 	AppliedIndex() uint64
-	// SetAppliedIndex records idx durably for commands that leave no
-	// indexed data behind (a volume deletion).
+	// DurableIndex returns the Raft index through which every command's
+	// effect is durable in the store (the idx of the last Sync, or of a
+	// restored snapshot). Commands after it may be missing, partly present
+	// or whole after a crash; the FSM re-applies them idempotently.
+	DurableIndex() uint64
+	// Sync makes every command applied so far durable and records idx as
+	// DurableIndex. The FSM's appends need not be durable before it (the
+	// Raft log is the durable copy until then).
+	Sync(idx uint64) error
+	// SetAppliedIndex records idx durably as DurableIndex (after a
+	// restored snapshot).
 	SetAppliedIndex(idx uint64) error
 	// Capture takes a point-in-time snapshot. It is called on the FSM
 	// goroutine, so no append runs concurrently; it must be quick and must
@@ -87,6 +98,18 @@ type fsm struct {
 	// before Raft starts).
 	dedup  *dedupTable
 	replay replayCursor
+	// present is the store's AppliedIndex when the FSM started (or last
+	// restored): commands above applied (the durable index) and up to
+	// present may have left their effect in the store before a crash, so
+	// they are re-applied idempotently (reapply). FSM goroutine only.
+	present uint64
+
+	// unsynced counts the tile bytes applied since the last store sync;
+	// past syncBytes the FSM wakes the syncer (syncNow).
+	unsynced  atomic.Int64
+	syncBytes int64
+	syncNow   chan struct{}
+	syncMu    sync.Mutex // serializes syncStore
 }
 
 var (
@@ -95,11 +118,40 @@ var (
 )
 
 func newFSM(store Store, log *slog.Logger) *fsm {
-	applied := store.AppliedIndex()
+	applied := store.DurableIndex()
 	return &fsm{
 		store: store, log: log, applied: applied, through: applied, changed: make(chan struct{}),
-		dedup:  newDedupTable(dedupEntries),
-		replay: replayCursor{store: store, next: map[string]uint64{}},
+		dedup:   newDedupTable(dedupEntries),
+		replay:  replayCursor{store: store, next: map[string]uint64{}},
+		present: store.AppliedIndex(),
+		syncNow: make(chan struct{}, 1),
+	}
+}
+
+// syncStore makes the store durable through every command applied so far
+// and records that index in it (Store.Sync), so a restart replays the
+// Raft log from there. It runs off the FSM goroutine: the store takes no
+// commit lock during its fsyncs, so applies go on.
+func (f *fsm) syncStore() error {
+	f.syncMu.Lock()
+	defer f.syncMu.Unlock()
+	applied, _ := f.appliedIndex()
+	pending := f.unsynced.Swap(0)
+	if err := f.store.Sync(applied); err != nil {
+		f.unsynced.Add(pending)
+		return err
+	}
+	return nil
+}
+
+// noteApplied counts applied tile bytes and wakes the syncer past
+// syncBytes.
+func (f *fsm) noteApplied(n int64) {
+	if f.syncBytes > 0 && f.unsynced.Add(n) >= f.syncBytes {
+		select {
+		case f.syncNow <- struct{}{}:
+		default:
+		}
 	}
 }
 
@@ -313,8 +365,8 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 			continue
 		}
 		if l.Index <= applied {
-			// The store already holds this entry's effect (a restart
-			// replays the log after the last snapshot).
+			// The store already holds this entry's effect durably (a
+			// restart replays the log after the last snapshot).
 			f.replaySkipped(l)
 			out[i] = &applyResult{err: fmt.Errorf("raft index %d: %w", l.Index, errAlreadyApplied)}
 			continue
@@ -324,6 +376,13 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 		if err != nil {
 			f.log.Error("cannot apply raft entry", "index", l.Index, "error", err)
 			out[i] = &applyResult{err: err}
+			continue
+		}
+		if l.Index <= f.present {
+			// Applied before a crash, maybe only in part, and not
+			// synced: re-apply what is missing.
+			flush()
+			out[i] = f.reapply(i, l.Index, c)
 			continue
 		}
 		if c.typ == cmdAppend {
@@ -379,6 +438,7 @@ func (f *fsm) applyAppends(volume string, run []pendingAppend, out []any) {
 				out[p.pos] = f.finishAppend(volume, p, first)
 				first += uint64(len(p.tiles))
 			}
+			f.noteApplied(tileBytes(all))
 			return
 		}
 	}
@@ -395,7 +455,16 @@ func (f *fsm) applyAppends(volume string, run []pendingAppend, out []any) {
 			continue
 		}
 		out[p.pos] = f.finishAppend(volume, p, first)
+		f.noteApplied(tileBytes(p.tiles))
 	}
+}
+
+func tileBytes(tiles []storage.Tile) int64 {
+	var n int64
+	for _, t := range tiles {
+		n += int64(len(t.Value))
+	}
+	return n
 }
 
 func (f *fsm) applyOther(index uint64, c command) *applyResult {
@@ -410,11 +479,11 @@ func (f *fsm) applyOther(index uint64, c command) *applyResult {
 	case cmdDeleteVolume:
 		err := f.store.DeleteVolume(ctx, c.volume)
 		f.checkErr(index, err)
-		if err == nil {
+		if err == nil || errors.Is(err, storage.ErrNotFound) {
+			// A volume that does not exist has no ids either, unless this
+			// deletion was applied before a crash and is replayed (a
+			// deletion leaves no index in the store): drop them alike.
 			f.dedup.dropVolume(c.volume)
-			if err2 := f.store.SetAppliedIndex(index); err2 != nil {
-				f.log.Error("cannot record applied index", "index", index, "error", err2)
-			}
 		}
 		return &applyResult{err: err}
 	}
@@ -448,7 +517,7 @@ func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
 		return nil, fmt.Errorf("capture store: %w", err)
 	}
 	applied, _ := f.appliedIndex()
-	return &fsmSnapshot{snap: snap, applied: applied, dedup: f.dedup.encode()}, nil
+	return &fsmSnapshot{snap: snap, applied: applied, dedup: f.dedup.encode(), sync: f.syncStore}, nil
 }
 
 // Restore implements raft.FSM: it replaces the store with the snapshot.
@@ -478,8 +547,9 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 	}
 	f.dedup = dedup
 	f.replay = replayCursor{store: f.store, next: map[string]uint64{}}
+	f.present = f.store.AppliedIndex()
 	f.mu.Lock()
-	f.applied = f.store.AppliedIndex()
+	f.applied = f.store.DurableIndex()
 	f.through = max(f.through, f.applied)
 	close(f.changed)
 	f.changed = make(chan struct{})
@@ -539,11 +609,19 @@ func readDedup(r io.Reader) (*dedupTable, error) {
 type fsmSnapshot struct {
 	snap    StoreSnapshot
 	applied uint64
-	dedup   []byte // the encoded request id table
+	dedup   []byte       // the encoded request id table
+	sync    func() error // makes the store durable through applied
 }
 
-// Persist implements raft.FSMSnapshot.
+// Persist implements raft.FSMSnapshot. It first makes the store durable
+// through the snapshot's index (at least): once the snapshot is stored,
+// Raft may drop the log before it, and the log must keep every entry the
+// store has not made durable, for the replay after a crash.
 func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
+	if err := s.sync(); err != nil {
+		sink.Cancel()
+		return fmt.Errorf("sync the store before the snapshot: %w", err)
+	}
 	if _, err := sink.Write(snapHeader(s.applied)); err != nil {
 		sink.Cancel()
 		return fmt.Errorf("write snapshot header: %w", err)

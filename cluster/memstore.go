@@ -100,6 +100,16 @@ func (m *MemoryStore) AppliedIndex() uint64 {
 	return m.applied
 }
 
+// DurableIndex implements Store: what a MemoryStore holds lasts as long as
+// the process, so everything applied counts.
+func (m *MemoryStore) DurableIndex() uint64 { return m.AppliedIndex() }
+
+// Sync implements Store; there is nothing to write.
+func (m *MemoryStore) Sync(idx uint64) error {
+	m.noteIndex(idx)
+	return nil
+}
+
 // SetAppliedIndex implements Store.
 func (m *MemoryStore) SetAppliedIndex(idx uint64) error {
 	m.noteIndex(idx)
