@@ -148,6 +148,9 @@ type Config struct {
 	// linearizable read instead of using read-index; only the benchmark
 	// that compares the two sets it.
 	barrierReads bool
+	// raftTune changes the Raft configuration after every other setting;
+	// only benchmarks of Raft's knobs set it.
+	raftTune func(*raft.Config)
 
 	// Logger receives the node's logs; nil means slog.Default().
 	Logger *slog.Logger
@@ -384,6 +387,9 @@ func (n *Node) startRaft() error {
 	}
 	if cfg.TrailingLogs > 0 {
 		rc.TrailingLogs = cfg.TrailingLogs
+	}
+	if cfg.raftTune != nil {
+		cfg.raftTune(rc)
 	}
 	if err := raft.ValidateConfig(rc); err != nil {
 		return fmt.Errorf("%w: raft config: %v", storage.ErrInvalidArgument, err)
