@@ -399,6 +399,18 @@ func TestImage_runs(t *testing.T) {
 		url := serveURL(t, stderr, 30*time.Second)
 		go io.Copy(io.Discard, stderr)
 
+		// The probes the Kubernetes manifests use.
+		for _, path := range []string{"/livez", "/readyz"} {
+			res, err := http.Get(url + path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			res.Body.Close()
+			if res.StatusCode != http.StatusOK {
+				t.Errorf("GET %s: %s", path, res.Status)
+			}
+		}
+
 		post := func(procedure, body string) (int, string) {
 			t.Helper()
 			res, err := http.Post(url+"/ldm.v1."+procedure, "application/json", strings.NewReader(body))
