@@ -33,6 +33,7 @@ var rules = map[string]rule{
 	ldmv1connect.VolumeServiceGetBrickProcedure:        {action: ActionRead, object: volumeOf},
 	ldmv1connect.VolumeServiceStreamBricksProcedure:    {action: ActionRead, object: volumeOf},
 	ldmv1connect.VolumeServiceReadRegionProcedure:      {action: ActionRead, object: volumeOf},
+	ldmv1connect.VolumeServiceListBricksProcedure:      {action: ActionRead, object: volumeOf},
 	ldmv1connect.VolumeServiceCreateShareProcedure:     {action: ActionAdmin, object: volumeOf},
 	ldmv1connect.VolumeServiceCreateVolumeProcedure:    {action: ActionAdmin, object: volumeOf},
 	ldmv1connect.VolumeServiceDeleteVolumeProcedure:    {action: ActionAdmin, object: volumeOf},
@@ -68,6 +69,8 @@ func volumeName(msg any) (string, bool) {
 	case *ldmv1.StreamBricksRequest:
 		return m.GetVolume(), true
 	case *ldmv1.ReadRegionRequest:
+		return m.GetVolume(), true
+	case *ldmv1.ListBricksRequest:
 		return m.GetVolume(), true
 	case *ldmv1.CreateShareRequest:
 		return m.GetVolume(), true

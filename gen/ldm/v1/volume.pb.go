@@ -537,8 +537,16 @@ type StreamBricksRequest struct {
 	MaxLod *uint32 `protobuf:"varint,4,opt,name=max_lod,json=maxLod,proto3,oneof" json:"max_lod,omitempty"`
 	// Bricks nearer to this point (LOD 0 voxels) come first. Unset means the
 	// centre of the region.
-	Focus         *Point     `protobuf:"bytes,5,opt,name=focus,proto3" json:"focus,omitempty"`
-	Order         BrickOrder `protobuf:"varint,6,opt,name=order,proto3,enum=ldm.v1.BrickOrder" json:"order,omitempty"`
+	Focus *Point     `protobuf:"bytes,5,opt,name=focus,proto3" json:"focus,omitempty"`
+	Order BrickOrder `protobuf:"varint,6,opt,name=order,proto3,enum=ldm.v1.BrickOrder" json:"order,omitempty"`
+	// An exact set of bricks to send, in this order (a client lists what it
+	// needs first and leaves out the bricks it already holds). When set,
+	// region, min_lod, max_lod, focus and order are ignored. At most 4096
+	// keys per request (more is INVALID_ARGUMENT: split the set); a key whose
+	// lod is not a level of the volume is INVALID_ARGUMENT. A key with no
+	// brick (outside the level's grid, or never written) is not an error:
+	// its place in the stream is a response with missing set and no tile.
+	Keys          []*BrickKey `protobuf:"bytes,7,rep,name=keys,proto3" json:"keys,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -615,14 +623,25 @@ func (x *StreamBricksRequest) GetOrder() BrickOrder {
 	return BrickOrder_BRICK_ORDER_UNSPECIFIED
 }
 
+func (x *StreamBricksRequest) GetKeys() []*BrickKey {
+	if x != nil {
+		return x.Keys
+	}
+	return nil
+}
+
 type StreamBricksResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Tile  *Tile                  `protobuf:"bytes,1,opt,name=tile,proto3" json:"tile,omitempty"`
 	// The number of bricks this stream will send in all (bricks that exist in
-	// the requested region and level range when the stream started).
+	// the requested region and level range when the stream started; with
+	// keys, the number of keys).
 	Total uint32 `protobuf:"varint,2,opt,name=total,proto3" json:"total,omitempty"`
 	// The position of this brick in the stream, from 0.
-	Index         uint32 `protobuf:"varint,3,opt,name=index,proto3" json:"index,omitempty"`
+	Index uint32 `protobuf:"varint,3,opt,name=index,proto3" json:"index,omitempty"`
+	// With StreamBricksRequest.keys: a key that has no brick, sent in its
+	// place in the stream instead of a tile.
+	Missing       *BrickKey `protobuf:"bytes,4,opt,name=missing,proto3" json:"missing,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -676,6 +695,13 @@ func (x *StreamBricksResponse) GetIndex() uint32 {
 		return x.Index
 	}
 	return 0
+}
+
+func (x *StreamBricksResponse) GetMissing() *BrickKey {
+	if x != nil {
+		return x.Missing
+	}
+	return nil
 }
 
 type ReadRegionRequest struct {
@@ -976,6 +1002,131 @@ func (x *CreateShareResponse) GetVolume() string {
 	return ""
 }
 
+type ListBricksRequest struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Volume string                 `protobuf:"bytes,1,opt,name=volume,proto3" json:"volume,omitempty"`
+	// The finest level to list (default 0, full resolution).
+	MinLod *uint32 `protobuf:"varint,2,opt,name=min_lod,json=minLod,proto3,oneof" json:"min_lod,omitempty"`
+	// The coarsest level to list (default the volume's coarsest).
+	MaxLod        *uint32     `protobuf:"varint,3,opt,name=max_lod,json=maxLod,proto3,oneof" json:"max_lod,omitempty"`
+	Consistency   Consistency `protobuf:"varint,4,opt,name=consistency,proto3,enum=ldm.v1.Consistency" json:"consistency,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListBricksRequest) Reset() {
+	*x = ListBricksRequest{}
+	mi := &file_ldm_v1_volume_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListBricksRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListBricksRequest) ProtoMessage() {}
+
+func (x *ListBricksRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ldm_v1_volume_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListBricksRequest.ProtoReflect.Descriptor instead.
+func (*ListBricksRequest) Descriptor() ([]byte, []int) {
+	return file_ldm_v1_volume_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *ListBricksRequest) GetVolume() string {
+	if x != nil {
+		return x.Volume
+	}
+	return ""
+}
+
+func (x *ListBricksRequest) GetMinLod() uint32 {
+	if x != nil && x.MinLod != nil {
+		return *x.MinLod
+	}
+	return 0
+}
+
+func (x *ListBricksRequest) GetMaxLod() uint32 {
+	if x != nil && x.MaxLod != nil {
+		return *x.MaxLod
+	}
+	return 0
+}
+
+func (x *ListBricksRequest) GetConsistency() Consistency {
+	if x != nil {
+		return x.Consistency
+	}
+	return Consistency_CONSISTENCY_UNSPECIFIED
+}
+
+type ListBricksResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Keys  []*BrickKey            `protobuf:"bytes,1,rep,name=keys,proto3" json:"keys,omitempty"`
+	// The number of bricks the volume's levels min_lod..max_lod have in all
+	// (written or not), in the first response only; a volume holds them all
+	// when the keys listed add up to it.
+	Expected      uint64 `protobuf:"varint,2,opt,name=expected,proto3" json:"expected,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListBricksResponse) Reset() {
+	*x = ListBricksResponse{}
+	mi := &file_ldm_v1_volume_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListBricksResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListBricksResponse) ProtoMessage() {}
+
+func (x *ListBricksResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ldm_v1_volume_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListBricksResponse.ProtoReflect.Descriptor instead.
+func (*ListBricksResponse) Descriptor() ([]byte, []int) {
+	return file_ldm_v1_volume_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *ListBricksResponse) GetKeys() []*BrickKey {
+	if x != nil {
+		return x.Keys
+	}
+	return nil
+}
+
+func (x *ListBricksResponse) GetExpected() uint64 {
+	if x != nil {
+		return x.Expected
+	}
+	return 0
+}
+
 var File_ldm_v1_volume_proto protoreflect.FileDescriptor
 
 const file_ldm_v1_volume_proto_rawDesc = "" +
@@ -1003,22 +1154,24 @@ const file_ldm_v1_volume_proto_rawDesc = "" +
 	"generation\x18\x04 \x01(\x04R\n" +
 	"generation\"4\n" +
 	"\x10GetBrickResponse\x12 \n" +
-	"\x04tile\x18\x01 \x01(\v2\f.ldm.v1.TileR\x04tile\"\xf8\x01\n" +
+	"\x04tile\x18\x01 \x01(\v2\f.ldm.v1.TileR\x04tile\"\x9e\x02\n" +
 	"\x13StreamBricksRequest\x12\x16\n" +
 	"\x06volume\x18\x01 \x01(\tR\x06volume\x12&\n" +
 	"\x06region\x18\x02 \x01(\v2\x0e.ldm.v1.RegionR\x06region\x12\x1c\n" +
 	"\amin_lod\x18\x03 \x01(\rH\x00R\x06minLod\x88\x01\x01\x12\x1c\n" +
 	"\amax_lod\x18\x04 \x01(\rH\x01R\x06maxLod\x88\x01\x01\x12#\n" +
 	"\x05focus\x18\x05 \x01(\v2\r.ldm.v1.PointR\x05focus\x12(\n" +
-	"\x05order\x18\x06 \x01(\x0e2\x12.ldm.v1.BrickOrderR\x05orderB\n" +
+	"\x05order\x18\x06 \x01(\x0e2\x12.ldm.v1.BrickOrderR\x05order\x12$\n" +
+	"\x04keys\x18\a \x03(\v2\x10.ldm.v1.BrickKeyR\x04keysB\n" +
 	"\n" +
 	"\b_min_lodB\n" +
 	"\n" +
-	"\b_max_lod\"d\n" +
+	"\b_max_lod\"\x90\x01\n" +
 	"\x14StreamBricksResponse\x12 \n" +
 	"\x04tile\x18\x01 \x01(\v2\f.ldm.v1.TileR\x04tile\x12\x14\n" +
 	"\x05total\x18\x02 \x01(\rR\x05total\x12\x14\n" +
-	"\x05index\x18\x03 \x01(\rR\x05index\"\xb6\x01\n" +
+	"\x05index\x18\x03 \x01(\rR\x05index\x12*\n" +
+	"\amissing\x18\x04 \x01(\v2\x10.ldm.v1.BrickKeyR\amissing\"\xb6\x01\n" +
 	"\x11ReadRegionRequest\x12\x16\n" +
 	"\x06volume\x18\x01 \x01(\tR\x06volume\x12\x10\n" +
 	"\x03lod\x18\x02 \x01(\rR\x03lod\x12 \n" +
@@ -1043,12 +1196,24 @@ const file_ldm_v1_volume_proto_rawDesc = "" +
 	"\x05token\x18\x02 \x01(\tR\x05token\x12;\n" +
 	"\vexpire_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"expireTime\x12\x16\n" +
-	"\x06volume\x18\x04 \x01(\tR\x06volume*i\n" +
+	"\x06volume\x18\x04 \x01(\tR\x06volume\"\xb6\x01\n" +
+	"\x11ListBricksRequest\x12\x16\n" +
+	"\x06volume\x18\x01 \x01(\tR\x06volume\x12\x1c\n" +
+	"\amin_lod\x18\x02 \x01(\rH\x00R\x06minLod\x88\x01\x01\x12\x1c\n" +
+	"\amax_lod\x18\x03 \x01(\rH\x01R\x06maxLod\x88\x01\x01\x125\n" +
+	"\vconsistency\x18\x04 \x01(\x0e2\x13.ldm.v1.ConsistencyR\vconsistencyB\n" +
+	"\n" +
+	"\b_min_lodB\n" +
+	"\n" +
+	"\b_max_lod\"V\n" +
+	"\x12ListBricksResponse\x12$\n" +
+	"\x04keys\x18\x01 \x03(\v2\x10.ldm.v1.BrickKeyR\x04keys\x12\x1a\n" +
+	"\bexpected\x18\x02 \x01(\x04R\bexpected*i\n" +
 	"\n" +
 	"BrickOrder\x12\x1b\n" +
 	"\x17BRICK_ORDER_UNSPECIFIED\x10\x00\x12\x1e\n" +
 	"\x1aBRICK_ORDER_COARSE_TO_FINE\x10\x01\x12\x1e\n" +
-	"\x1aBRICK_ORDER_FINE_TO_COARSE\x10\x022\xdd\x04\n" +
+	"\x1aBRICK_ORDER_FINE_TO_COARSE\x10\x022\xa6\x05\n" +
 	"\rVolumeService\x12K\n" +
 	"\fCreateVolume\x12\x1b.ldm.v1.CreateVolumeRequest\x1a\x1c.ldm.v1.CreateVolumeResponse\"\x00\x12B\n" +
 	"\tGetVolume\x12\x18.ldm.v1.GetVolumeRequest\x1a\x19.ldm.v1.GetVolumeResponse\"\x00\x12H\n" +
@@ -1058,7 +1223,9 @@ const file_ldm_v1_volume_proto_rawDesc = "" +
 	"\fStreamBricks\x12\x1b.ldm.v1.StreamBricksRequest\x1a\x1c.ldm.v1.StreamBricksResponse\"\x000\x01\x12G\n" +
 	"\n" +
 	"ReadRegion\x12\x19.ldm.v1.ReadRegionRequest\x1a\x1a.ldm.v1.ReadRegionResponse\"\x000\x01\x12H\n" +
-	"\vCreateShare\x12\x1a.ldm.v1.CreateShareRequest\x1a\x1b.ldm.v1.CreateShareResponse\"\x00B-Z+github.com/xcheng85/go-ldm/gen/ldm/v1;ldmv1b\x06proto3"
+	"\vCreateShare\x12\x1a.ldm.v1.CreateShareRequest\x1a\x1b.ldm.v1.CreateShareResponse\"\x00\x12G\n" +
+	"\n" +
+	"ListBricks\x12\x19.ldm.v1.ListBricksRequest\x1a\x1a.ldm.v1.ListBricksResponse\"\x000\x01B-Z+github.com/xcheng85/go-ldm/gen/ldm/v1;ldmv1b\x06proto3"
 
 var (
 	file_ldm_v1_volume_proto_rawDescOnce sync.Once
@@ -1073,7 +1240,7 @@ func file_ldm_v1_volume_proto_rawDescGZIP() []byte {
 }
 
 var file_ldm_v1_volume_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_ldm_v1_volume_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_ldm_v1_volume_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_ldm_v1_volume_proto_goTypes = []any{
 	(BrickOrder)(0),               // 0: ldm.v1.BrickOrder
 	(*CreateVolumeRequest)(nil),   // 1: ldm.v1.CreateVolumeRequest
@@ -1092,55 +1259,63 @@ var file_ldm_v1_volume_proto_goTypes = []any{
 	(*ReadRegionResponse)(nil),    // 14: ldm.v1.ReadRegionResponse
 	(*CreateShareRequest)(nil),    // 15: ldm.v1.CreateShareRequest
 	(*CreateShareResponse)(nil),   // 16: ldm.v1.CreateShareResponse
-	(*Volume)(nil),                // 17: ldm.v1.Volume
-	(*BrickKey)(nil),              // 18: ldm.v1.BrickKey
-	(Consistency)(0),              // 19: ldm.v1.Consistency
-	(*Tile)(nil),                  // 20: ldm.v1.Tile
-	(*Region)(nil),                // 21: ldm.v1.Region
-	(*Point)(nil),                 // 22: ldm.v1.Point
-	(*durationpb.Duration)(nil),   // 23: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 24: google.protobuf.Timestamp
+	(*ListBricksRequest)(nil),     // 17: ldm.v1.ListBricksRequest
+	(*ListBricksResponse)(nil),    // 18: ldm.v1.ListBricksResponse
+	(*Volume)(nil),                // 19: ldm.v1.Volume
+	(*BrickKey)(nil),              // 20: ldm.v1.BrickKey
+	(Consistency)(0),              // 21: ldm.v1.Consistency
+	(*Tile)(nil),                  // 22: ldm.v1.Tile
+	(*Region)(nil),                // 23: ldm.v1.Region
+	(*Point)(nil),                 // 24: ldm.v1.Point
+	(*durationpb.Duration)(nil),   // 25: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 26: google.protobuf.Timestamp
 }
 var file_ldm_v1_volume_proto_depIdxs = []int32{
-	17, // 0: ldm.v1.CreateVolumeRequest.volume:type_name -> ldm.v1.Volume
-	17, // 1: ldm.v1.CreateVolumeResponse.volume:type_name -> ldm.v1.Volume
-	17, // 2: ldm.v1.GetVolumeResponse.volume:type_name -> ldm.v1.Volume
-	17, // 3: ldm.v1.ListVolumesResponse.volumes:type_name -> ldm.v1.Volume
-	18, // 4: ldm.v1.GetBrickRequest.key:type_name -> ldm.v1.BrickKey
-	19, // 5: ldm.v1.GetBrickRequest.consistency:type_name -> ldm.v1.Consistency
-	20, // 6: ldm.v1.GetBrickResponse.tile:type_name -> ldm.v1.Tile
-	21, // 7: ldm.v1.StreamBricksRequest.region:type_name -> ldm.v1.Region
-	22, // 8: ldm.v1.StreamBricksRequest.focus:type_name -> ldm.v1.Point
+	19, // 0: ldm.v1.CreateVolumeRequest.volume:type_name -> ldm.v1.Volume
+	19, // 1: ldm.v1.CreateVolumeResponse.volume:type_name -> ldm.v1.Volume
+	19, // 2: ldm.v1.GetVolumeResponse.volume:type_name -> ldm.v1.Volume
+	19, // 3: ldm.v1.ListVolumesResponse.volumes:type_name -> ldm.v1.Volume
+	20, // 4: ldm.v1.GetBrickRequest.key:type_name -> ldm.v1.BrickKey
+	21, // 5: ldm.v1.GetBrickRequest.consistency:type_name -> ldm.v1.Consistency
+	22, // 6: ldm.v1.GetBrickResponse.tile:type_name -> ldm.v1.Tile
+	23, // 7: ldm.v1.StreamBricksRequest.region:type_name -> ldm.v1.Region
+	24, // 8: ldm.v1.StreamBricksRequest.focus:type_name -> ldm.v1.Point
 	0,  // 9: ldm.v1.StreamBricksRequest.order:type_name -> ldm.v1.BrickOrder
-	20, // 10: ldm.v1.StreamBricksResponse.tile:type_name -> ldm.v1.Tile
-	21, // 11: ldm.v1.ReadRegionRequest.box:type_name -> ldm.v1.Region
-	19, // 12: ldm.v1.ReadRegionRequest.consistency:type_name -> ldm.v1.Consistency
-	17, // 13: ldm.v1.ReadRegionResponse.volume:type_name -> ldm.v1.Volume
-	21, // 14: ldm.v1.ReadRegionResponse.box:type_name -> ldm.v1.Region
-	21, // 15: ldm.v1.ReadRegionResponse.piece:type_name -> ldm.v1.Region
-	23, // 16: ldm.v1.CreateShareRequest.ttl:type_name -> google.protobuf.Duration
-	24, // 17: ldm.v1.CreateShareResponse.expire_time:type_name -> google.protobuf.Timestamp
-	1,  // 18: ldm.v1.VolumeService.CreateVolume:input_type -> ldm.v1.CreateVolumeRequest
-	3,  // 19: ldm.v1.VolumeService.GetVolume:input_type -> ldm.v1.GetVolumeRequest
-	5,  // 20: ldm.v1.VolumeService.ListVolumes:input_type -> ldm.v1.ListVolumesRequest
-	7,  // 21: ldm.v1.VolumeService.DeleteVolume:input_type -> ldm.v1.DeleteVolumeRequest
-	9,  // 22: ldm.v1.VolumeService.GetBrick:input_type -> ldm.v1.GetBrickRequest
-	11, // 23: ldm.v1.VolumeService.StreamBricks:input_type -> ldm.v1.StreamBricksRequest
-	13, // 24: ldm.v1.VolumeService.ReadRegion:input_type -> ldm.v1.ReadRegionRequest
-	15, // 25: ldm.v1.VolumeService.CreateShare:input_type -> ldm.v1.CreateShareRequest
-	2,  // 26: ldm.v1.VolumeService.CreateVolume:output_type -> ldm.v1.CreateVolumeResponse
-	4,  // 27: ldm.v1.VolumeService.GetVolume:output_type -> ldm.v1.GetVolumeResponse
-	6,  // 28: ldm.v1.VolumeService.ListVolumes:output_type -> ldm.v1.ListVolumesResponse
-	8,  // 29: ldm.v1.VolumeService.DeleteVolume:output_type -> ldm.v1.DeleteVolumeResponse
-	10, // 30: ldm.v1.VolumeService.GetBrick:output_type -> ldm.v1.GetBrickResponse
-	12, // 31: ldm.v1.VolumeService.StreamBricks:output_type -> ldm.v1.StreamBricksResponse
-	14, // 32: ldm.v1.VolumeService.ReadRegion:output_type -> ldm.v1.ReadRegionResponse
-	16, // 33: ldm.v1.VolumeService.CreateShare:output_type -> ldm.v1.CreateShareResponse
-	26, // [26:34] is the sub-list for method output_type
-	18, // [18:26] is the sub-list for method input_type
-	18, // [18:18] is the sub-list for extension type_name
-	18, // [18:18] is the sub-list for extension extendee
-	0,  // [0:18] is the sub-list for field type_name
+	20, // 10: ldm.v1.StreamBricksRequest.keys:type_name -> ldm.v1.BrickKey
+	22, // 11: ldm.v1.StreamBricksResponse.tile:type_name -> ldm.v1.Tile
+	20, // 12: ldm.v1.StreamBricksResponse.missing:type_name -> ldm.v1.BrickKey
+	23, // 13: ldm.v1.ReadRegionRequest.box:type_name -> ldm.v1.Region
+	21, // 14: ldm.v1.ReadRegionRequest.consistency:type_name -> ldm.v1.Consistency
+	19, // 15: ldm.v1.ReadRegionResponse.volume:type_name -> ldm.v1.Volume
+	23, // 16: ldm.v1.ReadRegionResponse.box:type_name -> ldm.v1.Region
+	23, // 17: ldm.v1.ReadRegionResponse.piece:type_name -> ldm.v1.Region
+	25, // 18: ldm.v1.CreateShareRequest.ttl:type_name -> google.protobuf.Duration
+	26, // 19: ldm.v1.CreateShareResponse.expire_time:type_name -> google.protobuf.Timestamp
+	21, // 20: ldm.v1.ListBricksRequest.consistency:type_name -> ldm.v1.Consistency
+	20, // 21: ldm.v1.ListBricksResponse.keys:type_name -> ldm.v1.BrickKey
+	1,  // 22: ldm.v1.VolumeService.CreateVolume:input_type -> ldm.v1.CreateVolumeRequest
+	3,  // 23: ldm.v1.VolumeService.GetVolume:input_type -> ldm.v1.GetVolumeRequest
+	5,  // 24: ldm.v1.VolumeService.ListVolumes:input_type -> ldm.v1.ListVolumesRequest
+	7,  // 25: ldm.v1.VolumeService.DeleteVolume:input_type -> ldm.v1.DeleteVolumeRequest
+	9,  // 26: ldm.v1.VolumeService.GetBrick:input_type -> ldm.v1.GetBrickRequest
+	11, // 27: ldm.v1.VolumeService.StreamBricks:input_type -> ldm.v1.StreamBricksRequest
+	13, // 28: ldm.v1.VolumeService.ReadRegion:input_type -> ldm.v1.ReadRegionRequest
+	15, // 29: ldm.v1.VolumeService.CreateShare:input_type -> ldm.v1.CreateShareRequest
+	17, // 30: ldm.v1.VolumeService.ListBricks:input_type -> ldm.v1.ListBricksRequest
+	2,  // 31: ldm.v1.VolumeService.CreateVolume:output_type -> ldm.v1.CreateVolumeResponse
+	4,  // 32: ldm.v1.VolumeService.GetVolume:output_type -> ldm.v1.GetVolumeResponse
+	6,  // 33: ldm.v1.VolumeService.ListVolumes:output_type -> ldm.v1.ListVolumesResponse
+	8,  // 34: ldm.v1.VolumeService.DeleteVolume:output_type -> ldm.v1.DeleteVolumeResponse
+	10, // 35: ldm.v1.VolumeService.GetBrick:output_type -> ldm.v1.GetBrickResponse
+	12, // 36: ldm.v1.VolumeService.StreamBricks:output_type -> ldm.v1.StreamBricksResponse
+	14, // 37: ldm.v1.VolumeService.ReadRegion:output_type -> ldm.v1.ReadRegionResponse
+	16, // 38: ldm.v1.VolumeService.CreateShare:output_type -> ldm.v1.CreateShareResponse
+	18, // 39: ldm.v1.VolumeService.ListBricks:output_type -> ldm.v1.ListBricksResponse
+	31, // [31:40] is the sub-list for method output_type
+	22, // [22:31] is the sub-list for method input_type
+	22, // [22:22] is the sub-list for extension type_name
+	22, // [22:22] is the sub-list for extension extendee
+	0,  // [0:22] is the sub-list for field type_name
 }
 
 func init() { file_ldm_v1_volume_proto_init() }
@@ -1150,13 +1325,14 @@ func file_ldm_v1_volume_proto_init() {
 	}
 	file_ldm_v1_types_proto_init()
 	file_ldm_v1_volume_proto_msgTypes[10].OneofWrappers = []any{}
+	file_ldm_v1_volume_proto_msgTypes[16].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ldm_v1_volume_proto_rawDesc), len(file_ldm_v1_volume_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   16,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -55,6 +55,9 @@ const (
 	// VolumeServiceCreateShareProcedure is the fully-qualified name of the VolumeService's CreateShare
 	// RPC.
 	VolumeServiceCreateShareProcedure = "/ldm.v1.VolumeService/CreateShare"
+	// VolumeServiceListBricksProcedure is the fully-qualified name of the VolumeService's ListBricks
+	// RPC.
+	VolumeServiceListBricksProcedure = "/ldm.v1.VolumeService/ListBricks"
 )
 
 // VolumeServiceClient is a client for the ldm.v1.VolumeService service.
@@ -79,6 +82,12 @@ type VolumeServiceClient interface {
 	// to put in a URL (share links). It needs admin on the volume and a
 	// server started with a share key.
 	CreateShare(context.Context, *connect.Request[v1.CreateShareRequest]) (*connect.Response[v1.CreateShareResponse], error)
+	// ListBricks streams the keys of the bricks a volume holds (every key
+	// written at least once) over a range of levels: level by level from
+	// min_lod, then by z, y and x; at most 4096 keys per response. An import
+	// resumed after an interruption sends only the bricks it does not list; a
+	// volume is complete when it lists every brick of every level.
+	ListBricks(context.Context, *connect.Request[v1.ListBricksRequest]) (*connect.ServerStreamForClient[v1.ListBricksResponse], error)
 }
 
 // NewVolumeServiceClient constructs a client for the ldm.v1.VolumeService service. By default, it
@@ -141,6 +150,12 @@ func NewVolumeServiceClient(httpClient connect.HTTPClient, baseURL string, opts 
 			connect.WithSchema(volumeServiceMethods.ByName("CreateShare")),
 			connect.WithClientOptions(opts...),
 		),
+		listBricks: connect.NewClient[v1.ListBricksRequest, v1.ListBricksResponse](
+			httpClient,
+			baseURL+VolumeServiceListBricksProcedure,
+			connect.WithSchema(volumeServiceMethods.ByName("ListBricks")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -154,6 +169,7 @@ type volumeServiceClient struct {
 	streamBricks *connect.Client[v1.StreamBricksRequest, v1.StreamBricksResponse]
 	readRegion   *connect.Client[v1.ReadRegionRequest, v1.ReadRegionResponse]
 	createShare  *connect.Client[v1.CreateShareRequest, v1.CreateShareResponse]
+	listBricks   *connect.Client[v1.ListBricksRequest, v1.ListBricksResponse]
 }
 
 // CreateVolume calls ldm.v1.VolumeService.CreateVolume.
@@ -196,6 +212,11 @@ func (c *volumeServiceClient) CreateShare(ctx context.Context, req *connect.Requ
 	return c.createShare.CallUnary(ctx, req)
 }
 
+// ListBricks calls ldm.v1.VolumeService.ListBricks.
+func (c *volumeServiceClient) ListBricks(ctx context.Context, req *connect.Request[v1.ListBricksRequest]) (*connect.ServerStreamForClient[v1.ListBricksResponse], error) {
+	return c.listBricks.CallServerStream(ctx, req)
+}
+
 // VolumeServiceHandler is an implementation of the ldm.v1.VolumeService service.
 type VolumeServiceHandler interface {
 	CreateVolume(context.Context, *connect.Request[v1.CreateVolumeRequest]) (*connect.Response[v1.CreateVolumeResponse], error)
@@ -218,6 +239,12 @@ type VolumeServiceHandler interface {
 	// to put in a URL (share links). It needs admin on the volume and a
 	// server started with a share key.
 	CreateShare(context.Context, *connect.Request[v1.CreateShareRequest]) (*connect.Response[v1.CreateShareResponse], error)
+	// ListBricks streams the keys of the bricks a volume holds (every key
+	// written at least once) over a range of levels: level by level from
+	// min_lod, then by z, y and x; at most 4096 keys per response. An import
+	// resumed after an interruption sends only the bricks it does not list; a
+	// volume is complete when it lists every brick of every level.
+	ListBricks(context.Context, *connect.Request[v1.ListBricksRequest], *connect.ServerStream[v1.ListBricksResponse]) error
 }
 
 // NewVolumeServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -276,6 +303,12 @@ func NewVolumeServiceHandler(svc VolumeServiceHandler, opts ...connect.HandlerOp
 		connect.WithSchema(volumeServiceMethods.ByName("CreateShare")),
 		connect.WithHandlerOptions(opts...),
 	)
+	volumeServiceListBricksHandler := connect.NewServerStreamHandler(
+		VolumeServiceListBricksProcedure,
+		svc.ListBricks,
+		connect.WithSchema(volumeServiceMethods.ByName("ListBricks")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/ldm.v1.VolumeService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case VolumeServiceCreateVolumeProcedure:
@@ -294,6 +327,8 @@ func NewVolumeServiceHandler(svc VolumeServiceHandler, opts ...connect.HandlerOp
 			volumeServiceReadRegionHandler.ServeHTTP(w, r)
 		case VolumeServiceCreateShareProcedure:
 			volumeServiceCreateShareHandler.ServeHTTP(w, r)
+		case VolumeServiceListBricksProcedure:
+			volumeServiceListBricksHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -333,4 +368,8 @@ func (UnimplementedVolumeServiceHandler) ReadRegion(context.Context, *connect.Re
 
 func (UnimplementedVolumeServiceHandler) CreateShare(context.Context, *connect.Request[v1.CreateShareRequest]) (*connect.Response[v1.CreateShareResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("ldm.v1.VolumeService.CreateShare is not implemented"))
+}
+
+func (UnimplementedVolumeServiceHandler) ListBricks(context.Context, *connect.Request[v1.ListBricksRequest], *connect.ServerStream[v1.ListBricksResponse]) error {
+	return connect.NewError(connect.CodeUnimplemented, errors.New("ldm.v1.VolumeService.ListBricks is not implemented"))
 }

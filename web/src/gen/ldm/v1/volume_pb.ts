@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file ldm/v1/volume.proto.
  */
 export const file_ldm_v1_volume: GenFile = /*@__PURE__*/
-  fileDesc("ChNsZG0vdjEvdm9sdW1lLnByb3RvEgZsZG0udjEiNQoTQ3JlYXRlVm9sdW1lUmVxdWVzdBIeCgZ2b2x1bWUYASABKAsyDi5sZG0udjEuVm9sdW1lIjYKFENyZWF0ZVZvbHVtZVJlc3BvbnNlEh4KBnZvbHVtZRgBIAEoCzIOLmxkbS52MS5Wb2x1bWUiIAoQR2V0Vm9sdW1lUmVxdWVzdBIMCgRuYW1lGAEgASgJIjMKEUdldFZvbHVtZVJlc3BvbnNlEh4KBnZvbHVtZRgBIAEoCzIOLmxkbS52MS5Wb2x1bWUiFAoSTGlzdFZvbHVtZXNSZXF1ZXN0IjYKE0xpc3RWb2x1bWVzUmVzcG9uc2USHwoHdm9sdW1lcxgBIAMoCzIOLmxkbS52MS5Wb2x1bWUiIwoTRGVsZXRlVm9sdW1lUmVxdWVzdBIMCgRuYW1lGAEgASgJIhYKFERlbGV0ZVZvbHVtZVJlc3BvbnNlIn4KD0dldEJyaWNrUmVxdWVzdBIOCgZ2b2x1bWUYASABKAkSHQoDa2V5GAIgASgLMhAubGRtLnYxLkJyaWNrS2V5EigKC2NvbnNpc3RlbmN5GAMgASgOMhMubGRtLnYxLkNvbnNpc3RlbmN5EhIKCmdlbmVyYXRpb24YBCABKAQiLgoQR2V0QnJpY2tSZXNwb25zZRIaCgR0aWxlGAEgASgLMgwubGRtLnYxLlRpbGUiygEKE1N0cmVhbUJyaWNrc1JlcXVlc3QSDgoGdm9sdW1lGAEgASgJEh4KBnJlZ2lvbhgCIAEoCzIOLmxkbS52MS5SZWdpb24SFAoHbWluX2xvZBgDIAEoDUgAiAEBEhQKB21heF9sb2QYBCABKA1IAYgBARIcCgVmb2N1cxgFIAEoCzINLmxkbS52MS5Qb2ludBIhCgVvcmRlchgGIAEoDjISLmxkbS52MS5Ccmlja09yZGVyQgoKCF9taW5fbG9kQgoKCF9tYXhfbG9kIlAKFFN0cmVhbUJyaWNrc1Jlc3BvbnNlEhoKBHRpbGUYASABKAsyDC5sZG0udjEuVGlsZRINCgV0b3RhbBgCIAEoDRINCgVpbmRleBgDIAEoDSKLAQoRUmVhZFJlZ2lvblJlcXVlc3QSDgoGdm9sdW1lGAEgASgJEgsKA2xvZBgCIAEoDRIbCgNib3gYAyABKAsyDi5sZG0udjEuUmVnaW9uEigKC2NvbnNpc3RlbmN5GAQgASgOMhMubGRtLnYxLkNvbnNpc3RlbmN5EhIKCmdlbmVyYXRpb24YBSABKAQiowEKElJlYWRSZWdpb25SZXNwb25zZRIOCgZvZmZzZXQYASABKAQSDAoEZGF0YRgCIAEoDBIeCgZ2b2x1bWUYAyABKAsyDi5sZG0udjEuVm9sdW1lEhsKA2JveBgEIAEoCzIOLmxkbS52MS5SZWdpb24SEwoLdG90YWxfYnl0ZXMYBSABKAQSHQoFcGllY2UYBiABKAsyDi5sZG0udjEuUmVnaW9uIkwKEkNyZWF0ZVNoYXJlUmVxdWVzdBIOCgZ2b2x1bWUYASABKAkSJgoDdHRsGAIgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uInEKE0NyZWF0ZVNoYXJlUmVzcG9uc2USCgoCaWQYASABKAkSDQoFdG9rZW4YAiABKAkSLwoLZXhwaXJlX3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg4KBnZvbHVtZRgEIAEoCSppCgpCcmlja09yZGVyEhsKF0JSSUNLX09SREVSX1VOU1BFQ0lGSUVEEAASHgoaQlJJQ0tfT1JERVJfQ09BUlNFX1RPX0ZJTkUQARIeChpCUklDS19PUkRFUl9GSU5FX1RPX0NPQVJTRRACMt0ECg1Wb2x1bWVTZXJ2aWNlEksKDENyZWF0ZVZvbHVtZRIbLmxkbS52MS5DcmVhdGVWb2x1bWVSZXF1ZXN0GhwubGRtLnYxLkNyZWF0ZVZvbHVtZVJlc3BvbnNlIgASQgoJR2V0Vm9sdW1lEhgubGRtLnYxLkdldFZvbHVtZVJlcXVlc3QaGS5sZG0udjEuR2V0Vm9sdW1lUmVzcG9uc2UiABJICgtMaXN0Vm9sdW1lcxIaLmxkbS52MS5MaXN0Vm9sdW1lc1JlcXVlc3QaGy5sZG0udjEuTGlzdFZvbHVtZXNSZXNwb25zZSIAEksKDERlbGV0ZVZvbHVtZRIbLmxkbS52MS5EZWxldGVWb2x1bWVSZXF1ZXN0GhwubGRtLnYxLkRlbGV0ZVZvbHVtZVJlc3BvbnNlIgASQgoIR2V0QnJpY2sSFy5sZG0udjEuR2V0QnJpY2tSZXF1ZXN0GhgubGRtLnYxLkdldEJyaWNrUmVzcG9uc2UiA5ACARJNCgxTdHJlYW1Ccmlja3MSGy5sZG0udjEuU3RyZWFtQnJpY2tzUmVxdWVzdBocLmxkbS52MS5TdHJlYW1Ccmlja3NSZXNwb25zZSIAMAESRwoKUmVhZFJlZ2lvbhIZLmxkbS52MS5SZWFkUmVnaW9uUmVxdWVzdBoaLmxkbS52MS5SZWFkUmVnaW9uUmVzcG9uc2UiADABEkgKC0NyZWF0ZVNoYXJlEhoubGRtLnYxLkNyZWF0ZVNoYXJlUmVxdWVzdBobLmxkbS52MS5DcmVhdGVTaGFyZVJlc3BvbnNlIgBCLVorZ2l0aHViLmNvbS94Y2hlbmc4NS9nby1sZG0vZ2VuL2xkbS92MTtsZG12MWIGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_timestamp, file_ldm_v1_types]);
+  fileDesc("ChNsZG0vdjEvdm9sdW1lLnByb3RvEgZsZG0udjEiNQoTQ3JlYXRlVm9sdW1lUmVxdWVzdBIeCgZ2b2x1bWUYASABKAsyDi5sZG0udjEuVm9sdW1lIjYKFENyZWF0ZVZvbHVtZVJlc3BvbnNlEh4KBnZvbHVtZRgBIAEoCzIOLmxkbS52MS5Wb2x1bWUiIAoQR2V0Vm9sdW1lUmVxdWVzdBIMCgRuYW1lGAEgASgJIjMKEUdldFZvbHVtZVJlc3BvbnNlEh4KBnZvbHVtZRgBIAEoCzIOLmxkbS52MS5Wb2x1bWUiFAoSTGlzdFZvbHVtZXNSZXF1ZXN0IjYKE0xpc3RWb2x1bWVzUmVzcG9uc2USHwoHdm9sdW1lcxgBIAMoCzIOLmxkbS52MS5Wb2x1bWUiIwoTRGVsZXRlVm9sdW1lUmVxdWVzdBIMCgRuYW1lGAEgASgJIhYKFERlbGV0ZVZvbHVtZVJlc3BvbnNlIn4KD0dldEJyaWNrUmVxdWVzdBIOCgZ2b2x1bWUYASABKAkSHQoDa2V5GAIgASgLMhAubGRtLnYxLkJyaWNrS2V5EigKC2NvbnNpc3RlbmN5GAMgASgOMhMubGRtLnYxLkNvbnNpc3RlbmN5EhIKCmdlbmVyYXRpb24YBCABKAQiLgoQR2V0QnJpY2tSZXNwb25zZRIaCgR0aWxlGAEgASgLMgwubGRtLnYxLlRpbGUi6gEKE1N0cmVhbUJyaWNrc1JlcXVlc3QSDgoGdm9sdW1lGAEgASgJEh4KBnJlZ2lvbhgCIAEoCzIOLmxkbS52MS5SZWdpb24SFAoHbWluX2xvZBgDIAEoDUgAiAEBEhQKB21heF9sb2QYBCABKA1IAYgBARIcCgVmb2N1cxgFIAEoCzINLmxkbS52MS5Qb2ludBIhCgVvcmRlchgGIAEoDjISLmxkbS52MS5Ccmlja09yZGVyEh4KBGtleXMYByADKAsyEC5sZG0udjEuQnJpY2tLZXlCCgoIX21pbl9sb2RCCgoIX21heF9sb2QicwoUU3RyZWFtQnJpY2tzUmVzcG9uc2USGgoEdGlsZRgBIAEoCzIMLmxkbS52MS5UaWxlEg0KBXRvdGFsGAIgASgNEg0KBWluZGV4GAMgASgNEiEKB21pc3NpbmcYBCABKAsyEC5sZG0udjEuQnJpY2tLZXkiiwEKEVJlYWRSZWdpb25SZXF1ZXN0Eg4KBnZvbHVtZRgBIAEoCRILCgNsb2QYAiABKA0SGwoDYm94GAMgASgLMg4ubGRtLnYxLlJlZ2lvbhIoCgtjb25zaXN0ZW5jeRgEIAEoDjITLmxkbS52MS5Db25zaXN0ZW5jeRISCgpnZW5lcmF0aW9uGAUgASgEIqMBChJSZWFkUmVnaW9uUmVzcG9uc2USDgoGb2Zmc2V0GAEgASgEEgwKBGRhdGEYAiABKAwSHgoGdm9sdW1lGAMgASgLMg4ubGRtLnYxLlZvbHVtZRIbCgNib3gYBCABKAsyDi5sZG0udjEuUmVnaW9uEhMKC3RvdGFsX2J5dGVzGAUgASgEEh0KBXBpZWNlGAYgASgLMg4ubGRtLnYxLlJlZ2lvbiJMChJDcmVhdGVTaGFyZVJlcXVlc3QSDgoGdm9sdW1lGAEgASgJEiYKA3R0bBgCIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiJxChNDcmVhdGVTaGFyZVJlc3BvbnNlEgoKAmlkGAEgASgJEg0KBXRva2VuGAIgASgJEi8KC2V4cGlyZV90aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIOCgZ2b2x1bWUYBCABKAkikQEKEUxpc3RCcmlja3NSZXF1ZXN0Eg4KBnZvbHVtZRgBIAEoCRIUCgdtaW5fbG9kGAIgASgNSACIAQESFAoHbWF4X2xvZBgDIAEoDUgBiAEBEigKC2NvbnNpc3RlbmN5GAQgASgOMhMubGRtLnYxLkNvbnNpc3RlbmN5QgoKCF9taW5fbG9kQgoKCF9tYXhfbG9kIkYKEkxpc3RCcmlja3NSZXNwb25zZRIeCgRrZXlzGAEgAygLMhAubGRtLnYxLkJyaWNrS2V5EhAKCGV4cGVjdGVkGAIgASgEKmkKCkJyaWNrT3JkZXISGwoXQlJJQ0tfT1JERVJfVU5TUEVDSUZJRUQQABIeChpCUklDS19PUkRFUl9DT0FSU0VfVE9fRklORRABEh4KGkJSSUNLX09SREVSX0ZJTkVfVE9fQ09BUlNFEAIypgUKDVZvbHVtZVNlcnZpY2USSwoMQ3JlYXRlVm9sdW1lEhsubGRtLnYxLkNyZWF0ZVZvbHVtZVJlcXVlc3QaHC5sZG0udjEuQ3JlYXRlVm9sdW1lUmVzcG9uc2UiABJCCglHZXRWb2x1bWUSGC5sZG0udjEuR2V0Vm9sdW1lUmVxdWVzdBoZLmxkbS52MS5HZXRWb2x1bWVSZXNwb25zZSIAEkgKC0xpc3RWb2x1bWVzEhoubGRtLnYxLkxpc3RWb2x1bWVzUmVxdWVzdBobLmxkbS52MS5MaXN0Vm9sdW1lc1Jlc3BvbnNlIgASSwoMRGVsZXRlVm9sdW1lEhsubGRtLnYxLkRlbGV0ZVZvbHVtZVJlcXVlc3QaHC5sZG0udjEuRGVsZXRlVm9sdW1lUmVzcG9uc2UiABJCCghHZXRCcmljaxIXLmxkbS52MS5HZXRCcmlja1JlcXVlc3QaGC5sZG0udjEuR2V0QnJpY2tSZXNwb25zZSIDkAIBEk0KDFN0cmVhbUJyaWNrcxIbLmxkbS52MS5TdHJlYW1Ccmlja3NSZXF1ZXN0GhwubGRtLnYxLlN0cmVhbUJyaWNrc1Jlc3BvbnNlIgAwARJHCgpSZWFkUmVnaW9uEhkubGRtLnYxLlJlYWRSZWdpb25SZXF1ZXN0GhoubGRtLnYxLlJlYWRSZWdpb25SZXNwb25zZSIAMAESSAoLQ3JlYXRlU2hhcmUSGi5sZG0udjEuQ3JlYXRlU2hhcmVSZXF1ZXN0GhsubGRtLnYxLkNyZWF0ZVNoYXJlUmVzcG9uc2UiABJHCgpMaXN0QnJpY2tzEhkubGRtLnYxLkxpc3RCcmlja3NSZXF1ZXN0GhoubGRtLnYxLkxpc3RCcmlja3NSZXNwb25zZSIAMAFCLVorZ2l0aHViLmNvbS94Y2hlbmc4NS9nby1sZG0vZ2VuL2xkbS92MTtsZG12MWIGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_timestamp, file_ldm_v1_types]);
 
 /**
  * @generated from message ldm.v1.CreateVolumeRequest
@@ -238,6 +238,19 @@ export type StreamBricksRequest = Message<"ldm.v1.StreamBricksRequest"> & {
    * @generated from field: ldm.v1.BrickOrder order = 6;
    */
   order: BrickOrder;
+
+  /**
+   * An exact set of bricks to send, in this order (a client lists what it
+   * needs first and leaves out the bricks it already holds). When set,
+   * region, min_lod, max_lod, focus and order are ignored. At most 4096
+   * keys per request (more is INVALID_ARGUMENT: split the set); a key whose
+   * lod is not a level of the volume is INVALID_ARGUMENT. A key with no
+   * brick (outside the level's grid, or never written) is not an error:
+   * its place in the stream is a response with missing set and no tile.
+   *
+   * @generated from field: repeated ldm.v1.BrickKey keys = 7;
+   */
+  keys: BrickKey[];
 };
 
 /**
@@ -258,7 +271,8 @@ export type StreamBricksResponse = Message<"ldm.v1.StreamBricksResponse"> & {
 
   /**
    * The number of bricks this stream will send in all (bricks that exist in
-   * the requested region and level range when the stream started).
+   * the requested region and level range when the stream started; with
+   * keys, the number of keys).
    *
    * @generated from field: uint32 total = 2;
    */
@@ -270,6 +284,14 @@ export type StreamBricksResponse = Message<"ldm.v1.StreamBricksResponse"> & {
    * @generated from field: uint32 index = 3;
    */
   index: number;
+
+  /**
+   * With StreamBricksRequest.keys: a key that has no brick, sent in its
+   * place in the stream instead of a tile.
+   *
+   * @generated from field: ldm.v1.BrickKey missing = 4;
+   */
+  missing?: BrickKey | undefined;
 };
 
 /**
@@ -441,6 +463,68 @@ export const CreateShareResponseSchema: GenMessage<CreateShareResponse> = /*@__P
   messageDesc(file_ldm_v1_volume, 15);
 
 /**
+ * @generated from message ldm.v1.ListBricksRequest
+ */
+export type ListBricksRequest = Message<"ldm.v1.ListBricksRequest"> & {
+  /**
+   * @generated from field: string volume = 1;
+   */
+  volume: string;
+
+  /**
+   * The finest level to list (default 0, full resolution).
+   *
+   * @generated from field: optional uint32 min_lod = 2;
+   */
+  minLod?: number | undefined;
+
+  /**
+   * The coarsest level to list (default the volume's coarsest).
+   *
+   * @generated from field: optional uint32 max_lod = 3;
+   */
+  maxLod?: number | undefined;
+
+  /**
+   * @generated from field: ldm.v1.Consistency consistency = 4;
+   */
+  consistency: Consistency;
+};
+
+/**
+ * Describes the message ldm.v1.ListBricksRequest.
+ * Use `create(ListBricksRequestSchema)` to create a new message.
+ */
+export const ListBricksRequestSchema: GenMessage<ListBricksRequest> = /*@__PURE__*/
+  messageDesc(file_ldm_v1_volume, 16);
+
+/**
+ * @generated from message ldm.v1.ListBricksResponse
+ */
+export type ListBricksResponse = Message<"ldm.v1.ListBricksResponse"> & {
+  /**
+   * @generated from field: repeated ldm.v1.BrickKey keys = 1;
+   */
+  keys: BrickKey[];
+
+  /**
+   * The number of bricks the volume's levels min_lod..max_lod have in all
+   * (written or not), in the first response only; a volume holds them all
+   * when the keys listed add up to it.
+   *
+   * @generated from field: uint64 expected = 2;
+   */
+  expected: bigint;
+};
+
+/**
+ * Describes the message ldm.v1.ListBricksResponse.
+ * Use `create(ListBricksResponseSchema)` to create a new message.
+ */
+export const ListBricksResponseSchema: GenMessage<ListBricksResponse> = /*@__PURE__*/
+  messageDesc(file_ldm_v1_volume, 17);
+
+/**
  * BrickOrder is the order in which StreamBricks sends bricks.
  *
  * @generated from enum ldm.v1.BrickOrder
@@ -559,6 +643,20 @@ export const VolumeService: GenService<{
     methodKind: "unary";
     input: typeof CreateShareRequestSchema;
     output: typeof CreateShareResponseSchema;
+  },
+  /**
+   * ListBricks streams the keys of the bricks a volume holds (every key
+   * written at least once) over a range of levels: level by level from
+   * min_lod, then by z, y and x; at most 4096 keys per response. An import
+   * resumed after an interruption sends only the bricks it does not list; a
+   * volume is complete when it lists every brick of every level.
+   *
+   * @generated from rpc ldm.v1.VolumeService.ListBricks
+   */
+  listBricks: {
+    methodKind: "server_streaming";
+    input: typeof ListBricksRequestSchema;
+    output: typeof ListBricksResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_ldm_v1_volume, 0);
