@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -122,9 +123,10 @@ func (c *child) leader(ctx context.Context) (string, int) {
 }
 
 // TestCluster_SIGKILL_leader_real_processes runs three `ldm serve`
-// processes, SIGKILLs the leader during concurrent writes, and checks that
-// every acknowledged write is on every node, once, at its offset,
-// including the killed node after it restarts.
+// processes and, round after round (sigkillRounds), SIGKILLs the leader
+// during concurrent writes and restarts it; then it checks that every
+// acknowledged write is on every node, once, at its offset, the killed
+// nodes included.
 func TestCluster_SIGKILL_leader_real_processes(t *testing.T) {
 	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 16}}
 	base := t.TempDir()
@@ -156,7 +158,7 @@ func TestCluster_SIGKILL_leader_real_processes(t *testing.T) {
 			}
 		}
 	})
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(60+30*sigkillRounds(t))*time.Second)
 	defer cancel()
 	nodes[0].start(t)
 	testutil.WaitFor(t, 30*time.Second, "n1 to lead", func() bool { l, _ := nodes[0].leader(ctx); return l == nodes[0].addr })
@@ -215,20 +217,51 @@ func TestCluster_SIGKILL_leader_real_processes(t *testing.T) {
 			}
 		})
 	}
-	testutil.WaitFor(t, 30*time.Second, "30 acknowledged writes", func() bool { return nAcks.Load() >= 30 })
-	leaderAddr, _ := nodes[0].leader(ctx)
+	// Each round SIGKILLs whichever process leads, waits for 30 more
+	// acknowledged writes without it, restarts it and waits until every
+	// node sees three voters and a leader again, so the next kill keeps a
+	// quorum.
+	rounds := sigkillRounds(t)
 	var victim *child
-	for _, c := range nodes {
-		if c.addr == leaderAddr {
-			victim = c
+	for round := range rounds {
+		before := nAcks.Load()
+		testutil.WaitFor(t, 30*time.Second, fmt.Sprintf("round %d: 30 acknowledged writes", round), func() bool { return nAcks.Load() >= before+30 })
+		leaderAddr, _ := nodes[0].leader(ctx)
+		if leaderAddr == "" {
+			leaderAddr, _ = nodes[1].leader(ctx)
 		}
+		victim = nil
+		for _, c := range nodes {
+			if c.addr == leaderAddr {
+				victim = c
+			}
+		}
+		if victim == nil {
+			t.Fatalf("round %d: no leader among %s", round, leaderAddr)
+		}
+		before = nAcks.Load()
+		victim.kill() // SIGKILL
+		testutil.WaitFor(t, 30*time.Second, fmt.Sprintf("round %d: 30 more acknowledged writes after SIGKILL of %s", round, victim.id), func() bool { return nAcks.Load() >= before+30 })
+		var survivor *child
+		for _, c := range nodes {
+			if c != victim {
+				survivor = c
+				break
+			}
+		}
+		if l, _ := survivor.leader(ctx); l == "" || l == victim.addr {
+			t.Fatalf("round %d: leader after SIGKILL: %q (killed %s)", round, l, victim.addr)
+		}
+		victim.start(t)
+		testutil.WaitFor(t, 30*time.Second, fmt.Sprintf("round %d: %s back, three voters and a leader on every node", round, victim.id), func() bool {
+			for _, c := range nodes {
+				if l, v := c.leader(ctx); l == "" || v != 3 {
+					return false
+				}
+			}
+			return true
+		})
 	}
-	if victim == nil {
-		t.Fatalf("no leader among %s", leaderAddr)
-	}
-	before := nAcks.Load()
-	victim.kill() // SIGKILL
-	testutil.WaitFor(t, 30*time.Second, "30 more acknowledged writes after SIGKILL", func() bool { return nAcks.Load() >= before+30 })
 	close(stop)
 	wg.Wait()
 	if t.Failed() {
@@ -238,11 +271,7 @@ func TestCluster_SIGKILL_leader_real_processes(t *testing.T) {
 	if survivor == victim {
 		survivor = nodes[1]
 	}
-	if l, _ := survivor.leader(ctx); l == "" || l == victim.addr {
-		t.Fatalf("leader after SIGKILL: %q (killed %s)", l, victim.addr)
-	}
 
-	victim.start(t)
 	// A local GetVolume on a follower may lag the last acknowledged write,
 	// so the log must reach past every acknowledged offset.
 	var maxAck uint64
@@ -297,7 +326,7 @@ func TestCluster_SIGKILL_leader_real_processes(t *testing.T) {
 			t.Fatalf("acknowledged write %q at offset %d: found %v at %d", a.value, a.offset, ok, off)
 		}
 	}
-	t.Logf("%d acknowledged writes, %d tiles, killed %s", len(acks), len(ref), victim.id)
+	t.Logf("%d rounds, %d acknowledged writes, %d tiles, last killed %s", rounds, len(acks), len(ref), victim.id)
 
 	// The operator commands, against a follower.
 	server := "http://" + victim.addr
@@ -316,6 +345,21 @@ func TestCluster_SIGKILL_leader_real_processes(t *testing.T) {
 	for _, c := range nodes {
 		c.stop()
 	}
+}
+
+// sigkillRounds is the number of leader kills of
+// TestCluster_SIGKILL_leader_real_processes: 3 by default,
+// LDM_SIGKILL_ROUNDS for a longer run.
+func sigkillRounds(t *testing.T) int {
+	v := os.Getenv("LDM_SIGKILL_ROUNDS")
+	if v == "" {
+		return 3
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 {
+		t.Fatalf("LDM_SIGKILL_ROUNDS=%q: want a positive number", v)
+	}
+	return n
 }
 
 func lastLines(b []byte, n int) string {
