@@ -74,6 +74,7 @@ func bootstrapPlan(self string, expect int, members []bootCandidate) ([]bootCand
 		for _, m := range fresh {
 			ids = append(ids, m.id)
 		}
+		slices.Sort(ids)
 		return nil, fmt.Sprintf("%d of %d expected servers in the gossip pool (%s)", len(fresh), expect, strings.Join(ids, ", "))
 	}
 	slices.SortFunc(fresh, func(a, b bootCandidate) int { return strings.Compare(a.id, b.id) })

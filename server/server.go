@@ -289,6 +289,7 @@ func (s *Server) Serve(ctx context.Context) (err error) {
 		return fmt.Errorf("serve: %w", err)
 	case <-ctx.Done():
 	}
+	s.handOffLeadership(context.WithoutCancel(ctx))
 	s.log.Info("shutting down: draining streams and waiting for open calls", "timeout", s.timeout)
 	s.health.stop()
 	s.svc.Drain()
