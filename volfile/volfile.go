@@ -267,8 +267,31 @@ func readVolume(r io.Reader, n int64) ([]byte, int64, error) {
 
 // ReadVoxels reads the chosen 3D volume: VolumeBytes little-endian voxels,
 // x fastest. It fails with ErrTruncated if the data ends early and ErrFormat
-// if compressed data is corrupt.
+// if compressed data is corrupt. It reads through Voxels, allocating as
+// the data arrives.
 func (im *Image) ReadVoxels() ([]byte, error) {
+	r, err := im.Voxels()
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	buf, _, err := readVolume(r, im.VolumeBytes())
+	if err != nil {
+		return nil, err
+	}
+	return buf, nil
+}
+
+// Voxels opens the chosen 3D volume as a stream of VolumeBytes
+// little-endian voxels, x fastest, then io.EOF: one sequential pass over
+// the file (gzip included), with memory of a few buffers whatever the
+// volume's size. Errors are those of ReadVoxels: an uncompressed file too
+// short for the volume fails here, before any voxel is read; data that ends
+// early fails the Read that reaches the end with ErrTruncated, corrupt
+// compressed data with ErrFormat, and data longer than the header declares
+// (NIfTI-1, NRRD) fails the Read that would deliver the last voxels. The
+// caller closes the stream; it is not safe for concurrent use.
+func (im *Image) Voxels() (io.ReadCloser, error) {
 	name := im.path
 	if im.DataFile != "" {
 		name = im.DataFile
@@ -277,7 +300,15 @@ func (im *Image) ReadVoxels() ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
+	s, err := im.openVoxels(f, name)
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+func (im *Image) openVoxels(f *os.File, name string) (*voxelStream, error) {
 	n := im.VolumeBytes()
 	skip := im.dataOffset
 	if im.fileOffset > 0 {
@@ -327,43 +358,109 @@ func (im *Image) ReadVoxels() ([]byte, error) {
 	have := int64(-1) // bytes from the voxels to the end of the data, when known
 	if !im.Gzip && im.lineSkip == 0 {
 		// Uncompressed: the file must hold the volume after the skipped
-		// bytes; check before allocating it.
+		// bytes; check before reading it.
 		if st, err := f.Stat(); err == nil && st.Mode().IsRegular() {
 			if have = st.Size() - im.fileOffset - skip; have < n {
 				return nil, fmt.Errorf("%s: %d voxel bytes, want %d: %w", name, max(have, 0), n, ErrTruncated)
 			}
 		}
 	}
-	buf, m, err := readVolume(br, n)
+	return &voxelStream{im: im, f: f, r: br, name: name, n: n, have: have}, nil
+}
+
+// voxelStream is the stream Voxels returns.
+type voxelStream struct {
+	im   *Image
+	f    *os.File
+	r    *bufio.Reader
+	name string
+	n    int64  // voxel bytes of the volume
+	got  int64  // voxel bytes read so far
+	have int64  // bytes from the voxels to the end of the data; -1 unknown
+	part []byte // swapped bytes of a voxel split by a short read
+	err  error
+}
+
+func (s *voxelStream) Close() error { return s.f.Close() }
+
+func (s *voxelStream) Read(p []byte) (int, error) {
+	if len(s.part) > 0 {
+		c := copy(p, s.part)
+		s.part = s.part[c:]
+		return c, nil
+	}
+	if s.err != nil {
+		return 0, s.err
+	}
+	left := s.n - s.got
+	if left == 0 {
+		return 0, io.EOF
+	}
+	if len(p) == 0 {
+		return 0, nil
+	}
+	vs := s.im.DataType.Size()
+	buf := p
+	if int64(len(buf)) > left {
+		buf = buf[:left]
+	}
+	short := len(buf) < vs
+	if short {
+		buf = make([]byte, vs) // one voxel, so it can be swapped whole
+	} else {
+		buf = buf[:len(buf)/vs*vs]
+	}
+	m, err := io.ReadFull(s.r, buf)
+	s.got += int64(m)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %d voxel bytes, want %d: %w", name, m, n, readErr(err))
+		s.err = fmt.Errorf("%s: %d voxel bytes, want %d: %w", s.name, s.got, s.n, readErr(err))
+		return 0, s.err
 	}
-	if im.Format != FormatRaw && !im.skipToEnd {
-		// More data than the header declares (e.g. a data type or shape
-		// that does not match the voxels): the header cannot be trusted.
-		tp := int64(0)
-		if im.opts.HasTimePoint {
-			tp = int64(im.opts.TimePoint)
-		}
-		rest := (int64(im.TimePoints) - 1 - tp) * n
-		extra := have - n - rest
-		if have < 0 {
-			k, _ := io.CopyN(io.Discard, br, rest+1)
-			extra = k - rest
-		}
-		if extra > 0 {
-			field := "dim"
-			if im.Format == FormatNRRD {
-				field = "sizes"
-			}
-			return nil, fmt.Errorf("%s: %w", name, malformed(im.Format, field, fmt.Sprintf("%dx%dx%dx%d %s", im.Shape.X, im.Shape.Y, im.Shape.Z, im.TimePoints, im.DataType),
-				"the data holds more bytes than the header declares"))
+	if s.got == s.n {
+		if err := s.checkEnd(); err != nil {
+			s.err = err
+			return 0, err
 		}
 	}
-	if im.ByteOrder == binary.BigEndian {
-		swap(buf, im.DataType.Size())
+	if s.im.ByteOrder == binary.BigEndian {
+		swap(buf, vs)
 	}
-	return buf, nil
+	if short {
+		c := copy(p, buf)
+		s.part = buf[c:]
+		return c, nil
+	}
+	return m, nil
+}
+
+// checkEnd fails when the data holds more bytes than the header declares
+// (e.g. a data type or shape that does not match the voxels): the header
+// cannot be trusted.
+func (s *voxelStream) checkEnd() error {
+	im := s.im
+	if im.Format == FormatRaw || im.skipToEnd {
+		return nil
+	}
+	n := s.n
+	tp := int64(0)
+	if im.opts.HasTimePoint {
+		tp = int64(im.opts.TimePoint)
+	}
+	rest := (int64(im.TimePoints) - 1 - tp) * n
+	extra := s.have - n - rest
+	if s.have < 0 {
+		k, _ := io.CopyN(io.Discard, s.r, rest+1)
+		extra = k - rest
+	}
+	if extra > 0 {
+		field := "dim"
+		if im.Format == FormatNRRD {
+			field = "sizes"
+		}
+		return fmt.Errorf("%s: %w", s.name, malformed(im.Format, field, fmt.Sprintf("%dx%dx%dx%d %s", im.Shape.X, im.Shape.Y, im.Shape.Z, im.TimePoints, im.DataType),
+			"the data holds more bytes than the header declares"))
+	}
+	return nil
 }
 
 func readErr(err error) error {
