@@ -1,0 +1,113 @@
+package server_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+
+	"github.com/xcheng85/go-ldm/client"
+	ldmv1 "github.com/xcheng85/go-ldm/gen/ldm/v1"
+	"github.com/xcheng85/go-ldm/gen/ldm/v1/ldmv1connect"
+	"github.com/xcheng85/go-ldm/server"
+)
+
+// BenchmarkTelemetry_overhead measures what metrics and tracing (exporter
+// off, the default) cost: two servers in the same process, one with
+// telemetry off and one with it on, serve the same workload in
+// alternating rounds, and the benchmark reports the throughput of each
+// and their ratio (on_over_off: 1 means free; 0.97 is the 3% budget).
+//
+//	go test -run '^$' -bench BenchmarkTelemetry_overhead -benchtime 16x -count 3 ./server/
+func BenchmarkTelemetry_overhead(b *testing.B) {
+	const tileBytes = 256 << 10
+	const tiles = 64
+	type target struct {
+		name string
+		tc   ldmv1connect.TileServiceClient
+	}
+	var targets [2]target
+	for i, tel := range []server.TelemetryConfig{{DisableMetrics: true, DisableTracing: true}, {}} {
+		s, _ := serve(b, server.Config{Addr: "127.0.0.1:0", DataDir: b.TempDir(), Logger: quiet, Telemetry: tel})
+		createVolume(b, volumeClient(s), "v")
+		hc := &http.Client{Transport: client.NewTransport(nil)}
+		tc := ldmv1connect.NewTileServiceClient(hc, s.URL(), connect.WithGRPC())
+		for range tiles {
+			if _, err := tc.WriteTile(context.Background(), connect.NewRequest(&ldmv1.WriteTileRequest{Volume: "v", Tile: &ldmv1.Tile{Value: make([]byte, tileBytes)}})); err != nil {
+				b.Fatal(err)
+			}
+		}
+		targets[i] = target{[]string{"off", "on"}[i], tc}
+	}
+	value := make([]byte, tileBytes)
+	read := func(tc ldmv1connect.TileServiceClient, i int64) error {
+		res, err := tc.ReadTile(context.Background(), connect.NewRequest(&ldmv1.ReadTileRequest{Volume: "v", Offset: uint64(i % tiles)}))
+		if err == nil && len(res.Msg.GetTile().GetValue()) != tileBytes {
+			err = fmt.Errorf("tile of %d bytes", len(res.Msg.GetTile().GetValue()))
+		}
+		return err
+	}
+	write := func(tc ldmv1connect.TileServiceClient, _ int64) error {
+		_, err := tc.WriteTile(context.Background(), connect.NewRequest(&ldmv1.WriteTileRequest{Volume: "v", Tile: &ldmv1.Tile{Value: value}}))
+		return err
+	}
+	for _, w := range []struct {
+		name        string
+		concurrency int
+		ops         int // per round and server
+		op          func(ldmv1connect.TileServiceClient, int64) error
+	}{
+		{"ReadTile_256KiB/c=16", 16, 500, read},
+		{"ReadTile_256KiB/c=64", 64, 500, read},
+		{"WriteTile_256KiB/c=16", 16, 100, write},
+	} {
+		b.Run(w.name, func(b *testing.B) {
+			var elapsed [2]time.Duration
+			var ops int64
+			for b.Loop() {
+				// One round: off, then on (the next round starts with
+				// off again), so drift in the machine's load hits both.
+				for i, t := range targets {
+					elapsed[i] += runConcurrent(b, w.concurrency, w.ops, func(n int64) error { return w.op(t.tc, n) })
+				}
+				ops += int64(w.ops)
+			}
+			mbps := func(d time.Duration) float64 {
+				return float64(ops) * tileBytes / d.Seconds() / 1e6
+			}
+			b.ReportMetric(mbps(elapsed[0]), "off_MB/s")
+			b.ReportMetric(mbps(elapsed[1]), "on_MB/s")
+			b.ReportMetric(elapsed[0].Seconds()/elapsed[1].Seconds(), "on_over_off")
+		})
+	}
+}
+
+// runConcurrent runs op n times from c goroutines and returns how long
+// that took.
+func runConcurrent(b *testing.B, c, n int, op func(int64) error) time.Duration {
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	var once sync.Once
+	start := time.Now()
+	for range c {
+		wg.Go(func() {
+			for {
+				i := next.Add(1)
+				if i > int64(n) {
+					return
+				}
+				if err := op(i); err != nil {
+					once.Do(func() { b.Error(err) })
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	return time.Since(start)
+}
