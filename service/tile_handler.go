@@ -127,63 +127,147 @@ func splitComma(s string) []string {
 }
 
 func (h *tileHandler) ReadTile(ctx context.Context, req *connect.Request[ldmv1.ReadTileRequest]) (*connect.Response[ldmv1.ReadTileResponse], error) {
-	if err := h.s.readBarrier(ctx, req.Msg.GetConsistency()); err != nil {
-		return nil, connectError(err)
-	}
-	vol, off, gen := req.Msg.GetVolume(), req.Msg.GetOffset(), req.Msg.GetGeneration()
-	get := req.HTTPMethod() == http.MethodGet
-	var etag string
-	cache := cacheRevalidate
-	if gen != 0 {
-		cache = cacheImmutable
-	}
-	if get || gen != 0 {
-		info, err := h.s.store.Volume(vol)
-		if err != nil {
-			return nil, connectError(err)
-		}
-		if err := checkGeneration(info, gen); err != nil {
-			return nil, connectError(err)
-		}
-		etag = tileETag(info.CreatedAt.UnixNano(), off)
-		if get && off < info.NextOffset && etagMatches(req.Header().Get("If-None-Match"), etag) {
-			hdr := http.Header{}
-			hdr.Set("ETag", etag)
-			hdr.Set("Cache-Control", cache)
-			return nil, connect.NewNotModifiedError(hdr)
-		}
-	}
-	// The tile is read into a pooled buffer that goes back to the pool,
-	// with the read budget it holds, once connect-go has written the
-	// response (see withCalls).
-	var t storage.Tile
-	var err error
-	if r, ok := h.s.store.(ReaderInto); ok {
-		buf, keep := borrowBuffer(ctx)
-		rb := &readBuf{budget: h.s.reads, buf: buf}
-		t, err = rb.read(ctx, func(b []byte) (storage.Tile, error) { return r.ReadInto(vol, off, b) })
-		if err == nil {
-			keep(t.Value)
-		}
-		afterResponse(ctx, func() { rb.budget.release(rb.held) })
-	} else {
-		rb := &readBuf{budget: h.s.reads}
-		t, err = rb.read(ctx, func([]byte) (storage.Tile, error) { return h.s.store.Read(vol, off) })
-		afterResponse(ctx, rb.release)
-	}
+	e, etag, cache, err := h.readTile(ctx, req)
 	if err != nil {
-		return nil, connectError(withField("offset", err))
+		return nil, err
 	}
-	res := connect.NewResponse(&ldmv1.ReadTileResponse{Tile: apiconv.TileToAPI(t)})
-	if get {
+	res := connect.NewResponse(e.Message.(*ldmv1.ReadTileResponse))
+	if etag != "" {
 		res.Header().Set("ETag", etag)
 		res.Header().Set("Cache-Control", cache)
 	}
 	return res, nil
 }
 
+// readTileEncoded is ReadTile answered with the tile's kept encoding (see
+// encodedTile).
+func (h *tileHandler) readTileEncoded(ctx context.Context, req *connect.Request[ldmv1.ReadTileRequest]) (*connect.Response[encodedTile], error) {
+	e, etag, cache, err := h.readTile(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	res := connect.NewResponse(e)
+	if etag != "" {
+		res.Header().Set("ETag", etag)
+		res.Header().Set("Cache-Control", cache)
+	}
+	return res, nil
+}
+
+// readTile reads the tile of a ReadTile request. Every error (a missing
+// volume, an offset past the end, a checksum that fails) is decided here,
+// before connect-go writes any byte of the response. A GET's response
+// headers are the entity tag and cache control it returns (etag is empty
+// otherwise).
+func (h *tileHandler) readTile(ctx context.Context, req *connect.Request[ldmv1.ReadTileRequest]) (e *encodedTile, etag, cache string, err error) {
+	if err := h.s.readBarrier(ctx, req.Msg.GetConsistency()); err != nil {
+		return nil, "", "", connectError(err)
+	}
+	vol, off, gen := req.Msg.GetVolume(), req.Msg.GetOffset(), req.Msg.GetGeneration()
+	get := req.HTTPMethod() == http.MethodGet
+	cache = cacheRevalidate
+	if gen != 0 {
+		cache = cacheImmutable
+	}
+	if get || gen != 0 {
+		info, err := h.s.store.Volume(vol)
+		if err != nil {
+			return nil, "", "", connectError(err)
+		}
+		if err := checkGeneration(info, gen); err != nil {
+			return nil, "", "", connectError(err)
+		}
+		etag = tileETag(info.CreatedAt.UnixNano(), off)
+		if get && off < info.NextOffset && etagMatches(req.Header().Get("If-None-Match"), etag) {
+			hdr := http.Header{}
+			hdr.Set("ETag", etag)
+			hdr.Set("Cache-Control", cache)
+			return nil, "", "", connect.NewNotModifiedError(hdr)
+		}
+	}
+	if !get {
+		etag = ""
+	}
+	t, err := h.s.readForResponse(ctx, func(v TileViewer) (storage.Tile, func(), error) { return v.ReadView(vol, off) },
+		func(r ReaderInto, buf []byte) (storage.Tile, error) { return r.ReadInto(vol, off, buf) },
+		func() (storage.Tile, error) { return h.s.store.Read(vol, off) })
+	if errors.Is(err, storage.ErrOutOfRange) {
+		err = withField("offset", err)
+	}
+	if err != nil {
+		// A damaged tile is DataLoss, not a bad offset.
+		return nil, "", "", connectError(err)
+	}
+	return encodeReadTile(t), etag, cache, nil
+}
+
+// readForResponse reads the tile of a unary read, which connect-go writes
+// after the handler returns: the tile's bytes stay valid, and count against
+// the read budget, until the response is written (see afterResponse). It
+// takes a view of the store's memory when the store has them (view),
+// otherwise it reads into a pooled buffer (into) or a new one (read).
+func (s *Server) readForResponse(ctx context.Context,
+	view func(TileViewer) (storage.Tile, func(), error),
+	into func(ReaderInto, []byte) (storage.Tile, error),
+	read func() (storage.Tile, error),
+) (storage.Tile, error) {
+	if v := s.viewer(ctx); v != nil {
+		t, release, err := view(v)
+		if err != nil {
+			return storage.Tile{}, err
+		}
+		afterResponse(ctx, release)
+		// The view holds no memory of ours; the budget bounds connect-go's
+		// encoded copies of the responses in flight.
+		held, err := s.reads.acquire(ctx, int64(len(t.Value)))
+		if err != nil {
+			return storage.Tile{}, err
+		}
+		afterResponse(ctx, func() { s.reads.release(held) })
+		return t, nil
+	}
+	// The tile is read into a pooled buffer that goes back to the pool,
+	// with the read budget it holds, once connect-go has written the
+	// response (see withCalls).
+	if r, ok := s.store.(ReaderInto); ok && into != nil {
+		buf, keep := borrowBuffer(ctx)
+		rb := &readBuf{budget: s.reads, buf: buf}
+		t, err := rb.read(ctx, func(b []byte) (storage.Tile, error) { return into(r, b) })
+		if err == nil {
+			keep(t.Value)
+		}
+		afterResponse(ctx, func() { rb.budget.release(rb.held) })
+		return t, err
+	}
+	rb := &readBuf{budget: s.reads}
+	t, err := rb.read(ctx, func([]byte) (storage.Tile, error) { return read() })
+	afterResponse(ctx, rb.release)
+	return t, err
+}
+
 func (h *tileHandler) ReadTileStream(ctx context.Context, req *connect.Request[ldmv1.ReadTileStreamRequest], stream *connect.ServerStream[ldmv1.ReadTileStreamResponse]) error {
-	vol, off, follow := req.Msg.GetVolume(), req.Msg.GetOffset(), req.Msg.GetFollow()
+	msg := &ldmv1.ReadTileStreamResponse{}
+	return h.readTileStream(ctx, req.Msg, func() error { return stream.Send(nil) }, func(t storage.Tile) error {
+		msg.Tile = apiconv.TileToAPI(t)
+		return stream.Send(msg)
+	})
+}
+
+// readTileStreamEncoded is ReadTileStream answered with each tile's kept
+// encoding (see encodedTile).
+func (h *tileHandler) readTileStreamEncoded(ctx context.Context, req *connect.Request[ldmv1.ReadTileStreamRequest], stream *connect.ServerStream[encodedTile]) error {
+	e := new(encodedTile)
+	return h.readTileStream(ctx, req.Msg, func() error { return stream.Send(nil) }, func(t storage.Tile) error {
+		e.setTile(&ldmv1.ReadTileStreamResponse{Tile: apiconv.TileToAPI(t)}, t)
+		return stream.Send(e)
+	})
+}
+
+// readTileStream serves a ReadTileStream request: sendHeaders sends the
+// response headers, send one tile (whose bytes are valid until send
+// returns).
+func (h *tileHandler) readTileStream(ctx context.Context, req *ldmv1.ReadTileStreamRequest, sendHeaders func() error, send func(storage.Tile) error) error {
+	vol, off, follow := req.GetVolume(), req.GetOffset(), req.GetFollow()
 	info, err := h.s.store.Volume(vol)
 	if err != nil {
 		return connectError(err)
@@ -198,23 +282,49 @@ func (h *tileHandler) ReadTileStream(ctx context.Context, req *connect.Request[l
 	if follow {
 		// Send the response headers now: a client's call returns once
 		// they arrive, and a follower may wait long for its first tile.
-		if err := stream.Send(nil); err != nil {
+		if err := sendHeaders(); err != nil {
 			return nil // the client went away
 		}
 	}
-	msg := &ldmv1.ReadTileStreamResponse{}
-	buf, done := h.s.streamBuffer() // reused for every tile: Send has copied the last one
-	rb := &readBuf{budget: h.s.reads, buf: buf}
-	defer func() { done(rb.buf); rb.release() }()
+	// next reads the tile at off and returns a function that lets go of
+	// it once it is sent; letGo gives back what the stream holds before
+	// it waits for new tiles.
+	var next func() (storage.Tile, func(), error)
+	letGo := func() {}
+	if v := h.s.viewer(ctx); v != nil {
+		// A view of the store's memory per tile, and budget for
+		// connect-go's encoded copy while it is sent.
+		next = func() (storage.Tile, func(), error) {
+			t, done, err := v.ReadView(vol, off)
+			if err != nil {
+				return storage.Tile{}, nil, err
+			}
+			held, err := h.s.reads.acquire(ctx, int64(len(t.Value)))
+			if err != nil {
+				done()
+				return storage.Tile{}, nil, err
+			}
+			return t, func() { done(); h.s.reads.release(held) }, nil
+		}
+	} else {
+		buf, done := h.s.streamBuffer() // reused for every tile: Send has copied the last one
+		rb := &readBuf{budget: h.s.reads, buf: buf}
+		defer func() { done(rb.buf); rb.release() }()
+		next = func() (storage.Tile, func(), error) {
+			t, err := rb.read(ctx, func(b []byte) (storage.Tile, error) { return h.s.readInto(vol, off, b) })
+			return t, func() {}, err
+		}
+		letGo = rb.release
+	}
 	for {
 		if !follow && off >= end {
 			return nil
 		}
-		t, err := rb.read(ctx, func(b []byte) (storage.Tile, error) { return h.s.readInto(vol, off, b) })
+		t, sent, err := next()
 		if errors.Is(err, storage.ErrOutOfRange) && follow {
 			// Tail: sleep until the log grows past off, without polling,
 			// holding no buffer and no read budget.
-			rb.release()
+			letGo()
 			if err := h.s.store.Wait(ctx, vol, off); err != nil {
 				if ctx.Err() != nil || errors.Is(err, storage.ErrClosed) {
 					// The client went away or the server is draining:
@@ -231,8 +341,9 @@ func (h *tileHandler) ReadTileStream(ctx context.Context, req *connect.Request[l
 			}
 			return connectError(err)
 		}
-		msg.Tile = apiconv.TileToAPI(t)
-		if err := stream.Send(msg); err != nil {
+		err = send(t)
+		sent()
+		if err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
