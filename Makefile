@@ -118,10 +118,12 @@ breaking: web/node_modules/.installed
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime 2x ./...
 
-# perf measures serving throughput against a grpc-go baseline in the same
-# run (alternating rounds, medians) and prints the ratios (several minutes).
+# perf measures serving throughput against grpc-go baselines in the same
+# run (alternating rounds, medians) and prints the ratios (several minutes):
+# one that marshals per call, and one that answers ReadTile with pre-encoded
+# responses, each server in its own process, with server CPU per GB.
 perf:
-	LDM_PERF=1 $(GO) test -count=1 -timeout 60m -run '^TestService_PerformanceReport$$' -v ./service/
+	LDM_PERF=1 $(GO) test -count=1 -timeout 60m -run '^TestService_(PerformanceReport|PreencodedReport)$$' -v ./service/
 
 # load runs the attacks of the hardening work at once against `ldm serve`
 # (compressed bodies from unauthenticated callers, clients that never read,
