@@ -1,7 +1,6 @@
 package client
 
 import (
-	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -47,12 +46,21 @@ type ImportOptions struct {
 	// File chooses what ImportFile reads from a file: the time point of a
 	// 4D image. Import ignores it.
 	File volfile.Options
+	// Resume continues an import into a volume that exists already (an
+	// earlier import of the same source that was interrupted): the volume
+	// must have the shape, data type, brick shape and levels of detail the
+	// import would create. The bricks it holds (VolumeService.ListBricks,
+	// asked of the leader) are neither cut nor sent, so the import ends
+	// with the volume an uninterrupted import makes, and a failure never
+	// deletes it. When no volume of that name exists, Resume imports as
+	// usual.
+	Resume bool
 }
 
 // Progress is a snapshot of an import, given to ImportOptions.Progress.
 type Progress struct {
 	Volume     string
-	Bricks     int   // bricks of the whole import, all levels of detail
+	Bricks     int   // bricks this import sends, all levels of detail (less those a resumed volume holds)
 	BricksDone int   // bricks the server has acknowledged (stored)
 	Bytes      int64 // Bricks times the bytes of one brick
 	BytesDone  int64 // BricksDone times the bytes of one brick
@@ -69,6 +77,9 @@ type ImportStats struct {
 	// every level of detail after a successful import.
 	Bricks int
 	Bytes  int64
+	// Skipped counts the bricks a resumed volume held already, which the
+	// import did not send.
+	Skipped int
 	// Levels is the number of levels of detail.
 	Levels uint32
 	// BrickBytes is the size of one brick (every brick has the full brick
@@ -80,15 +91,28 @@ type ImportStats struct {
 }
 
 // ImportError is the error of an import that failed at or after
-// CreateVolume. Import deletes a volume it created before it returns one.
-// Errors.Is matches ErrBrickTooLarge when the server refused a brick as too
-// large, and connect.CodeOf gives the code of an RPC failure.
+// CreateVolume. An import deletes a volume it created before it returns
+// one, unless it was interrupted (Kept). Errors.Is matches ErrBrickTooLarge
+// when the server refused a brick as too large, and connect.CodeOf gives
+// the code of an RPC failure.
+//
+// A volume is complete when it holds every brick of every level; one that
+// an interrupted import kept is not (ListBricks lists fewer keys than its
+// expected count), and an import with ImportOptions.Resume completes it.
 type ImportError struct {
 	// Volume is the name of the volume.
 	Volume string
-	// Created says this import created the volume. When false,
-	// CreateVolume failed: nothing was written and nothing deleted.
+	// Created says this import created the volume. When false and Resumed
+	// is false, CreateVolume failed (or a resumed volume did not match):
+	// nothing was written and nothing deleted.
 	Created bool
+	// Resumed says the import continued a volume that existed
+	// (ImportOptions.Resume); such a volume is never deleted.
+	Resumed bool
+	// Kept says the incomplete volume was left with the bricks stored so
+	// far, to be resumed: the import was interrupted (its context ended or
+	// the server became unreachable), or it was resumed.
+	Kept bool
 	// Err is the cause: the error of CreateVolume, of reading the source,
 	// or of WriteTileStream.
 	Err error
@@ -105,13 +129,16 @@ type ImportError struct {
 // Error describes the failure, what was left behind and, for bricks over
 // the server's limit, their size.
 func (e *ImportError) Error() string {
-	if !e.Created {
+	if !e.Created && !e.Resumed {
 		return fmt.Sprintf("create volume %s: %v", e.Volume, e.Err)
 	}
 	s := fmt.Sprintf("import %s: %v", e.Volume, e.Err)
 	if e.tooLarge() {
 		s += fmt.Sprintf(" (bricks of %dx%dx%d voxels are %d bytes, above the server's limit: use a smaller brick shape, or raise the server's tile limit)",
 			e.BrickShape.X, e.BrickShape.Y, e.BrickShape.Z, e.BrickBytes)
+	}
+	if e.Kept {
+		return s + fmt.Sprintf("; the incomplete volume %q keeps the bricks stored so far: resume the import to complete it, or delete the volume", e.Volume)
 	}
 	if e.DeleteErr != nil {
 		return s + fmt.Sprintf("; removing the incomplete volume %q failed: %v", e.Volume, e.DeleteErr)
@@ -129,7 +156,7 @@ func (e *ImportError) Unwrap() []error {
 }
 
 func (e *ImportError) tooLarge() bool {
-	return e.Created && connect.CodeOf(e.Err) == connect.CodeResourceExhausted
+	return (e.Created || e.Resumed) && connect.CodeOf(e.Err) == connect.CodeResourceExhausted
 }
 
 // Importer imports volumes through the generated clients of one server:
@@ -145,21 +172,51 @@ type Importer struct {
 // its tiles with one WriteTileStream (bricks are sent while earlier ones are
 // acknowledged). src holds the volume's voxels at full resolution:
 // little-endian, x fastest, then y, then z, exactly shape.x*shape.y*shape.z
-// voxels of vol's data type (see pyramid.Cut); it is read with ReadAt, a
-// slab of z-planes at a time. When src has a Size method (*bytes.Reader,
-// *io.SectionReader, ...), a wrong size fails before anything is created,
-// with an error wrapping storage.ErrInvalidArgument.
+// voxels of vol's data type; it is read once, front to back, through an
+// io.SectionReader (see ImportReader). When src has a Size method
+// (*bytes.Reader, *io.SectionReader, *os.File does not), a wrong size fails
+// before anything is created, with an error wrapping
+// storage.ErrInvalidArgument.
 //
 // vol's LodCount and BrickShape are used as given (zero means the server's
 // defaults: one level, 64^3 bricks); VolumeFromFile picks levels for a
 // file. Import returns nil only when the server acknowledged every brick.
-// Any later failure, ctx ending included, deletes the volume Import created
-// and returns an *ImportError (so the same import can run again); the stats
-// count what the server acknowledged.
+// A failure deletes the volume Import created and returns an *ImportError
+// (so the same import can run again), except when the import was
+// interrupted: its context ended or the server became unreachable. Then
+// the volume keeps what the server stored (ImportError.Kept) and an import
+// with ImportOptions.Resume sends the rest. The stats count what the
+// server acknowledged.
 func (im Importer) Import(ctx context.Context, src io.ReaderAt, vol *ldmv1.Volume, opts ImportOptions) (ImportStats, error) {
-	return runImport(ctx, importTarget{
+	r, err := sectionOf(src, vol)
+	if err != nil {
+		return ImportStats{}, err
+	}
+	return im.ImportReader(ctx, r, vol, opts)
+}
+
+// ImportReader is Import from a stream: src is read once, sequentially (a
+// gzip stream, a pipe, a pyramid.Procedural's Reader), and must hold
+// exactly the volume's voxels; a src that ends early fails the import with
+// an error wrapping io.ErrUnexpectedEOF. The pyramid is built with a
+// pyramid.Builder, so memory stays bounded by about one brick row of each
+// level (Builder.MemoryBound) plus the bricks in flight, whatever the
+// volume's size.
+func (im Importer) ImportReader(ctx context.Context, src io.Reader, vol *ldmv1.Volume, opts ImportOptions) (ImportStats, error) {
+	return runImport(ctx, im.target(), src, vol, opts)
+}
+
+func (im Importer) target() importTarget {
+	return importTarget{
 		create: func(ctx context.Context, v *ldmv1.Volume) (*ldmv1.Volume, error) {
 			res, err := im.Volumes.CreateVolume(ctx, connect.NewRequest(&ldmv1.CreateVolumeRequest{Volume: v}))
+			if err != nil {
+				return nil, err
+			}
+			return res.Msg.GetVolume(), nil
+		},
+		get: func(ctx context.Context, name string) (*ldmv1.Volume, error) {
+			res, err := im.Volumes.GetVolume(ctx, connect.NewRequest(&ldmv1.GetVolumeRequest{Name: name}))
 			if err != nil {
 				return nil, err
 			}
@@ -169,29 +226,50 @@ func (im Importer) Import(ctx context.Context, src io.ReaderAt, vol *ldmv1.Volum
 			_, err := im.Volumes.DeleteVolume(ctx, connect.NewRequest(&ldmv1.DeleteVolumeRequest{Name: name}))
 			return err
 		},
-		tiles: func() ldmv1connect.TileServiceClient { return im.Tiles },
-	}, src, vol, opts)
+		volumes: func() ldmv1connect.VolumeServiceClient { return im.Volumes },
+		tiles:   func() ldmv1connect.TileServiceClient { return im.Tiles },
+	}
 }
 
 // ImportFile reads the volume file at path (NIfTI-1 or NRRD; see
 // volfile.Open, and opts.File for a 4D file) and imports it as a new
 // volume: vol gives the name and may give brick shape, levels of detail,
 // spacing and labels; the rest comes from the file's header (see
-// VolumeFromFile). The whole file is read and checked before the volume is
-// created, so an unreadable file leaves nothing behind; its errors are
-// volfile's (ErrFormat, ErrUnsupported, ErrTruncated). Otherwise it behaves
-// as Import.
+// VolumeFromFile). The voxels are streamed (volfile.Image.Voxels), gzip
+// included, in one pass. A header that cannot be read, or an uncompressed
+// file too short for its header, fails before the volume is created; data
+// found short or corrupt while streaming (a truncated gzip file) fails the
+// import, which then deletes the volume it created. Errors are volfile's
+// (ErrFormat, ErrUnsupported, ErrTruncated), wrapped in an *ImportError
+// once the volume exists. Otherwise it behaves as Import.
 func (im Importer) ImportFile(ctx context.Context, path string, vol *ldmv1.Volume, opts ImportOptions) (ImportStats, error) {
-	return importFile(ctx, path, vol, opts, im.Import)
+	return importFile(ctx, path, vol, opts, im.ImportReader)
 }
 
 // Import is Importer.Import through the Client: CreateVolume and
 // DeleteVolume are routed and retried as by the methods of the same name,
 // and the bricks go to the leader.
 func (c *Client) Import(ctx context.Context, src io.ReaderAt, vol *ldmv1.Volume, opts ImportOptions) (ImportStats, error) {
+	r, err := sectionOf(src, vol)
+	if err != nil {
+		return ImportStats{}, err
+	}
+	return c.ImportReader(ctx, r, vol, opts)
+}
+
+// ImportReader is Importer.ImportReader through the Client (see
+// Client.Import); a resumed import lists the volume's bricks on the leader.
+func (c *Client) ImportReader(ctx context.Context, src io.Reader, vol *ldmv1.Volume, opts ImportOptions) (ImportStats, error) {
 	return runImport(ctx, importTarget{
 		create: func(ctx context.Context, v *ldmv1.Volume) (*ldmv1.Volume, error) {
 			res, err := c.CreateVolume(ctx, &ldmv1.CreateVolumeRequest{Volume: v})
+			if err != nil {
+				return nil, err
+			}
+			return res.GetVolume(), nil
+		},
+		get: func(ctx context.Context, name string) (*ldmv1.Volume, error) {
+			res, err := c.GetVolume(ctx, &ldmv1.GetVolumeRequest{Name: name})
 			if err != nil {
 				return nil, err
 			}
@@ -201,17 +279,34 @@ func (c *Client) Import(ctx context.Context, src io.ReaderAt, vol *ldmv1.Volume,
 			_, err := c.DeleteVolume(ctx, &ldmv1.DeleteVolumeRequest{Name: name})
 			return err
 		},
+		volumes: func() ldmv1connect.VolumeServiceClient {
+			if e := c.pick(true); e != nil {
+				return e.volumes
+			}
+			return nil
+		},
 		tiles: c.LeaderTiles,
 	}, src, vol, opts)
 }
 
 // ImportFile is Importer.ImportFile through the Client (see Client.Import).
 func (c *Client) ImportFile(ctx context.Context, path string, vol *ldmv1.Volume, opts ImportOptions) (ImportStats, error) {
-	return importFile(ctx, path, vol, opts, c.Import)
+	return importFile(ctx, path, vol, opts, c.ImportReader)
+}
+
+// sectionOf returns src as a stream of vol's voxel bytes, checking its size
+// first when src knows it.
+func sectionOf(src io.ReaderAt, vol *ldmv1.Volume) (io.Reader, error) {
+	want := int64(vol.GetShape().GetX()) * int64(vol.GetShape().GetY()) * int64(vol.GetShape().GetZ()) * int64(storage.DataType(vol.GetDataType()).Size())
+	if s, ok := src.(sized); ok && s.Size() != want {
+		return nil, fmt.Errorf("import %s: %w: the source has %d bytes, a %dx%dx%d %s volume %d", vol.GetName(), storage.ErrInvalidArgument,
+			s.Size(), vol.GetShape().GetX(), vol.GetShape().GetY(), vol.GetShape().GetZ(), storage.DataType(vol.GetDataType()), want)
+	}
+	return io.NewSectionReader(src, 0, want), nil
 }
 
 func importFile(ctx context.Context, path string, vol *ldmv1.Volume, opts ImportOptions,
-	imp func(context.Context, io.ReaderAt, *ldmv1.Volume, ImportOptions) (ImportStats, error)) (ImportStats, error) {
+	imp func(context.Context, io.Reader, *ldmv1.Volume, ImportOptions) (ImportStats, error)) (ImportStats, error) {
 	if vol.GetName() == "" {
 		return ImportStats{}, fmt.Errorf("import %s: %w: the volume needs a name", path, storage.ErrInvalidArgument)
 	}
@@ -220,11 +315,12 @@ func importFile(ctx context.Context, path string, vol *ldmv1.Volume, opts Import
 		return ImportStats{}, err
 	}
 	v := VolumeFromFile(img, vol)
-	data, err := img.ReadVoxels()
+	r, err := img.Voxels()
 	if err != nil {
 		return ImportStats{}, err
 	}
-	return imp(ctx, bytes.NewReader(data), v, opts)
+	defer r.Close()
+	return imp(ctx, r, v, opts)
 }
 
 // VolumeFromFile returns the volume to create for an opened file: a copy
@@ -298,119 +394,12 @@ func VolumeFromFile(img *volfile.Image, base *ldmv1.Volume) *ldmv1.Volume {
 // importTarget is where an import goes: a server through its generated
 // clients, or a cluster through a Client.
 type importTarget struct {
-	create func(context.Context, *ldmv1.Volume) (*ldmv1.Volume, error)
-	remove func(ctx context.Context, name string) error
-	tiles  func() ldmv1connect.TileServiceClient
+	create  func(context.Context, *ldmv1.Volume) (*ldmv1.Volume, error)
+	get     func(context.Context, string) (*ldmv1.Volume, error)
+	remove  func(ctx context.Context, name string) error
+	volumes func() ldmv1connect.VolumeServiceClient // of the leader, for ListBricks
+	tiles   func() ldmv1connect.TileServiceClient
 }
 
 // sized is what a source with a known size offers.
 type sized interface{ Size() int64 }
-
-func runImport(ctx context.Context, t importTarget, src io.ReaderAt, vol *ldmv1.Volume, opts ImportOptions) (ImportStats, error) {
-	var stats ImportStats
-	if s, ok := src.(sized); ok {
-		want := int64(vol.GetShape().GetX()) * int64(vol.GetShape().GetY()) * int64(vol.GetShape().GetZ()) * int64(storage.DataType(vol.GetDataType()).Size())
-		if s.Size() != want {
-			return stats, fmt.Errorf("import %s: %w: the source has %d bytes, a %dx%dx%d %s volume %d", vol.GetName(), storage.ErrInvalidArgument,
-				s.Size(), vol.GetShape().GetX(), vol.GetShape().GetY(), vol.GetShape().GetZ(), storage.DataType(vol.GetDataType()), want)
-		}
-	}
-	created, err := t.create(ctx, vol)
-	if err != nil {
-		return stats, &ImportError{Volume: vol.GetName(), Err: err}
-	}
-	stats.Volume = created
-	meta := apiconv.MetaFromAPI(created)
-	err = meta.Normalize()
-	if err == nil {
-		err = send(ctx, t.tiles(), src, meta, opts.Progress, &stats)
-	}
-	if err == nil {
-		return stats, nil
-	}
-	ie := &ImportError{Volume: meta.Name, Created: true, Err: err, BrickShape: meta.BrickShape, BrickBytes: stats.BrickBytes}
-	timeout := opts.CleanupTimeout
-	if timeout <= 0 {
-		timeout = DefaultCleanupTimeout
-	}
-	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
-	defer cancel()
-	if derr := t.remove(dctx, meta.Name); derr != nil && connect.CodeOf(derr) != connect.CodeNotFound {
-		ie.DeleteErr = derr
-	}
-	return stats, ie
-}
-
-// send cuts src into the bricks of meta and sends them with one
-// WriteTileStream, counting acknowledgements into stats.
-func send(ctx context.Context, tiles ldmv1connect.TileServiceClient, src io.ReaderAt, meta storage.VolumeMeta, progress func(Progress), stats *ImportStats) error {
-	if tiles == nil {
-		return ErrNoServers
-	}
-	count := pyramid.BrickCount(meta)
-	brickBytes := int64(meta.BrickShape.X) * int64(meta.BrickShape.Y) * int64(meta.BrickShape.Z) * int64(meta.DataType.Size())
-	stats.Levels = meta.LODCount
-	stats.BrickBytes = brickBytes
-	if progress == nil {
-		progress = func(Progress) {}
-	}
-	progress(Progress{Volume: meta.Name, Bricks: count, Bytes: int64(count) * brickBytes})
-
-	sctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	stream := tiles.WriteTileStream(sctx)
-	start := time.Now()
-	// Acknowledgements arrive while bricks are sent; the receiver owns the
-	// counts until it reports on done.
-	type result struct {
-		n       int
-		elapsed time.Duration
-		err     error
-	}
-	done := make(chan result, 1)
-	go func() {
-		n := 0
-		for n < count {
-			if _, err := stream.Receive(); err != nil {
-				done <- result{n, time.Since(start), fmt.Errorf("after %d of %d bricks: %w", n, count, err)}
-				return
-			}
-			n++
-			progress(Progress{Volume: meta.Name, Bricks: count, BricksDone: n, Bytes: int64(count) * brickBytes,
-				BytesDone: int64(n) * brickBytes, Elapsed: time.Since(start)})
-		}
-		done <- result{n, time.Since(start), nil}
-	}()
-	first := true
-	sendErr := pyramid.Cut(src, meta, func(b pyramid.Brick) error {
-		req := &ldmv1.WriteTileStreamRequest{Tile: &ldmv1.Tile{Value: b.Value, Key: apiconv.KeyToAPI(b.Key)}, RequestId: NewRequestID()}
-		if first {
-			req.Volume = meta.Name
-			first = false
-		}
-		return stream.Send(req)
-	})
-	if errors.Is(sendErr, io.EOF) {
-		sendErr = nil // the server ended the stream; Receive has its error
-	}
-	// Half-close in any case: the server acknowledges what it received and
-	// ends the stream, so the receiver does not wait for bricks that were
-	// never sent, and the stats count every brick the server stored.
-	if err := stream.CloseRequest(); sendErr == nil {
-		sendErr = err
-	}
-	// The receiver always finishes: every brick acknowledged, or Receive
-	// failed (the server ended the stream, or the context ended).
-	res := <-done
-	_ = stream.CloseResponse()
-	stats.Bricks = res.n
-	stats.Bytes = int64(res.n) * brickBytes
-	stats.Elapsed = res.elapsed
-	switch {
-	case sendErr != nil:
-		return sendErr
-	case ctx.Err() != nil:
-		return ctx.Err()
-	}
-	return res.err
-}

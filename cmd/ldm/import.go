@@ -8,6 +8,7 @@ import (
 	"os"
 	"time"
 
+	"connectrpc.com/connect"
 	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
 
@@ -22,16 +23,22 @@ func newImportCommand() *cobra.Command {
 	cf := &clientFlags{}
 	spec := &volumeSpec{}
 	var name string
-	var demo, quiet bool
+	var demo, quiet, resume bool
 	ff := &fileFlags{}
 	cmd := &cobra.Command{
 		Use:   "import [FILE] --name NAME --shape XxYxZ --dtype T",
-		Short: "Import a volume file (NIfTI-1, NRRD or raw) or the demo phantom into a new volume",
+		Short: "Import a volume file (NIfTI-1, NRRD or raw), the demo phantom or a procedural volume of any size into a new volume",
 		Long: `import reads a volume file: raw (voxels little-endian, x fastest, then y, then z;
 give --shape and --dtype), NIfTI-1 or NRRD (shape, type, spacing, byte order and the
 voxel-to-world transform come from the header; a file that cannot be read whole creates nothing), cuts it into bricks,
 builds the levels of detail (each the mean of 2x2x2 voxels of the level below), and
-sends the bricks with WriteTileStream.
+sends the bricks with WriteTileStream. The file is read once, as a stream (gzip
+included), with memory of about one row of bricks per level whatever its size.
+
+An import that is interrupted (Ctrl-C, a lost connection) keeps the bricks stored so
+far; the volume is incomplete (it holds fewer bricks than its levels need) until the
+same command is run again with --resume, which sends only the missing bricks. Any
+other failure (a truncated or corrupt file, a refused brick) removes the volume.
 
   ldm import ct.raw --name ct --shape 512x512x300 --dtype int16
   ldm import ct.raw --name ct --shape 512x512x300 --dtype int16 --spacing 0.7,0.7,1 \
@@ -40,25 +47,55 @@ sends the bricks with WriteTileStream.
   ldm import brain.nii.gz           NIfTI-1 (.nii, .nii.gz, .hdr/.img): shape, type, spacing from the header
   ldm import scan.nhdr --name scan  NRRD (raw or gzip encoding, attached or detached header)
   ldm import fmri.nii --time 3      one time point of a 4D image
-  ldm import --demo                 the 256^3 demo phantom as volume "demo"`,
+  ldm import --demo                 the 256^3 demo phantom as volume "demo"
+  ldm import --demo --shape 4096x4096x2560 big
+                                    a procedural phantom of any shape and --dtype, generated
+                                    slab by slab (40 GiB here, no source file)
+  ldm import ct.raw --name ct --shape 512x512x300 --dtype int16 --resume
+                                    complete an interrupted import`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if !demo && len(args) == 1 {
 				if ok, err := ff.headered(args[0]); err != nil {
 					return err
 				} else if ok {
-					return importFile(cmd, cf, spec, ff, args[0], name, quiet)
+					return importFile(cmd, cf, spec, ff, args[0], name, quiet, resume)
 				}
 			}
-			var src io.ReaderAt
+			var src io.Reader
 			var v *ldmv1.Volume
 			switch {
+			case demo && spec.shape != "":
+				if len(args) == 1 {
+					if name != "" && name != args[0] {
+						return usageError{fmt.Errorf("the volume is named twice (%q and --name %q): give one", args[0], name)}
+					}
+					name = args[0]
+				}
+				if name == "" {
+					return usageError{errors.New("name the procedural volume: ldm import --demo --shape XxYxZ NAME")}
+				}
+				var err error
+				if v, err = spec.volume(name); err != nil {
+					return err
+				}
+				p, err := pyramid.NewProcedural(apiconv.ShapeFromAPI(v.Shape), storage.DataType(v.DataType))
+				if err != nil {
+					return usageError{fmt.Errorf("--shape %s: %w", spec.shape, err)}
+				}
+				if v.Labels == nil {
+					v.Labels = map[string]string{}
+				}
+				if _, ok := v.Labels["source"]; !ok {
+					v.Labels["source"] = "go-ldm procedural phantom"
+				}
+				src = p.Reader()
 			case demo && len(args) == 0:
 				if name == "" {
 					name = demoVolume
 				}
 				v = apiconv.MetaToAPI(pyramid.PhantomMeta(name))
-				src = pyramid.Phantom()
+				src = io.NewSectionReader(pyramid.Phantom(), 0, pyramid.PhantomSize*pyramid.PhantomSize*pyramid.PhantomSize)
 			case !demo && len(args) == 1:
 				if name == "" {
 					return usageError{errors.New("--name is required: the name of the new volume")}
@@ -88,7 +125,7 @@ sends the bricks with WriteTileStream.
 				return usageError{errors.New("give either a FILE or --demo (see 'ldm import --help')")}
 			}
 			return cf.with(cmd.Context(), func(c *clients) error {
-				return importVolume(cmd.Context(), c, v, src, cmd.ErrOrStderr(), quiet)
+				return importStream(cmd.Context(), c, v, src, cmd.ErrOrStderr(), quiet, resume)
 			})
 		},
 	}
@@ -96,20 +133,32 @@ sends the bricks with WriteTileStream.
 	spec.register(cmd, false)
 	ff.register(cmd)
 	cmd.Flags().StringVar(&name, "name", "", "name of the new volume (default \"demo\" with --demo)")
-	cmd.Flags().BoolVar(&demo, "demo", false, "import the synthetic 256^3 demo phantom instead of a file")
+	cmd.Flags().BoolVar(&demo, "demo", false, "import the synthetic 256^3 demo phantom instead of a file; with --shape (and --dtype), a procedural phantom of that size, named by NAME")
+	cmd.Flags().BoolVar(&resume, "resume", false, "complete an interrupted import of the same source: send only the bricks the volume lacks")
 	cmd.Flags().BoolVarP(&quiet, "quiet", "q", false, "no progress bar")
 	return cmd
 }
 
-// importVolume imports src as the new volume v with the client package,
-// showing a progress bar on w (unless quiet) and a summary line. When the
-// import fails after creating the volume, the volume is deleted and the
-// error says so, so that the same command can be run again.
+// importVolume imports the voxels src holds (read once, front to back) as
+// the new volume v; see importStream.
 func importVolume(ctx context.Context, c *clients, v *ldmv1.Volume, src io.ReaderAt, w io.Writer, quiet bool) error {
-	err := runImport(ctx, c, v, src, w, quiet)
+	n := int64(v.GetShape().GetX()) * int64(v.GetShape().GetY()) * int64(v.GetShape().GetZ()) * int64(storage.DataType(v.GetDataType()).Size())
+	return importStream(ctx, c, v, io.NewSectionReader(src, 0, n), w, quiet, false)
+}
+
+// importStream imports src as the new volume v with the client package
+// (or completes it, with resume), showing a progress bar on w (unless
+// quiet) and a summary line. When the import fails after creating the
+// volume, the volume is deleted and the error says so, so that the same
+// command can be run again; an interrupted import keeps it for --resume.
+func importStream(ctx context.Context, c *clients, v *ldmv1.Volume, src io.Reader, w io.Writer, quiet, resume bool) error {
+	err := runImport(ctx, c, v, src, w, quiet, resume)
 	ie, msg := explainImport(c, err)
-	if ie == nil || !ie.Created {
+	if ie == nil || !ie.Created && !ie.Resumed {
 		return msg
+	}
+	if ie.Kept {
+		return fmt.Errorf("%w\n(the incomplete volume %q keeps the bricks stored so far: run the same command with --resume to complete it, or delete it with 'ldm volume delete %s')", msg, ie.Volume, ie.Volume)
 	}
 	if ie.DeleteErr != nil {
 		return fmt.Errorf("%w\n(removing the incomplete volume %q failed: %v; delete it with 'ldm volume delete %s' before importing again)", msg, ie.Volume, ie.DeleteErr, ie.Volume)
@@ -119,7 +168,7 @@ func importVolume(ctx context.Context, c *clients, v *ldmv1.Volume, src io.Reade
 
 // runImport runs client.Importer.Import with a progress bar on w (unless
 // quiet) as its Progress callback, and prints a summary line on success.
-func runImport(ctx context.Context, c *clients, v *ldmv1.Volume, src io.ReaderAt, w io.Writer, quiet bool) error {
+func runImport(ctx context.Context, c *clients, v *ldmv1.Volume, src io.Reader, w io.Writer, quiet, resume bool) error {
 	out := w
 	if quiet {
 		out = io.Discard
@@ -130,7 +179,8 @@ func runImport(ctx context.Context, c *clients, v *ldmv1.Volume, src io.ReaderAt
 		if bar == nil {
 			bar = progressbar.NewOptions64(p.Bytes,
 				progressbar.OptionSetWriter(out),
-				progressbar.OptionSetDescription("import "+p.Volume),
+				progressbar.OptionSetDescription(fmt.Sprintf("import %s: 0/%d bricks", p.Volume, p.Bricks)),
+				progressbar.OptionShowElapsedTimeOnFinish(),
 				progressbar.OptionShowBytes(true),
 				progressbar.OptionShowCount(),
 				progressbar.OptionSetPredictTime(true),
@@ -139,12 +189,16 @@ func runImport(ctx context.Context, c *clients, v *ldmv1.Volume, src io.ReaderAt
 				progressbar.OptionFullWidth(),
 			)
 		}
-		// The bar shows bytes the server has stored.
+		// The bar shows bricks and bytes the server has stored, the rate and
+		// the time left.
+		if p.BricksDone%64 == 0 || p.BricksDone == p.Bricks {
+			bar.Describe(fmt.Sprintf("import %s: %d/%d bricks", p.Volume, p.BricksDone, p.Bricks))
+		}
 		_ = bar.Add64(p.BytesDone - shown)
 		shown = p.BytesDone
 	}
 	im := client.Importer{Tiles: c.tiles, Volumes: c.volumes}
-	st, err := im.Import(ctx, src, v, client.ImportOptions{Progress: progress, CleanupTimeout: shutdownTimeout})
+	st, err := im.ImportReader(ctx, src, v, client.ImportOptions{Progress: progress, CleanupTimeout: shutdownTimeout, Resume: resume})
 	if err != nil {
 		if bar != nil {
 			fmt.Fprintln(out) // end the progress bar's line
@@ -152,8 +206,16 @@ func runImport(ctx context.Context, c *clients, v *ldmv1.Volume, src io.ReaderAt
 		return err
 	}
 	_ = bar.Finish()
-	fmt.Fprintf(w, "imported %s: %d bricks, %d levels, %.1f MB in %s (%.0f MB/s)\n", st.Volume.GetName(), st.Bricks, st.Levels,
-		float64(st.Bytes)/1e6, st.Elapsed.Round(time.Millisecond), float64(st.Bytes)/1e6/st.Elapsed.Seconds())
+	if st.Bricks == 0 && st.Skipped > 0 {
+		fmt.Fprintf(w, "%s is complete already: %d bricks, %d levels\n", st.Volume.GetName(), st.Skipped, st.Levels)
+		return nil
+	}
+	resumed := ""
+	if st.Skipped > 0 {
+		resumed = fmt.Sprintf(" (resumed: %d bricks were stored already)", st.Skipped)
+	}
+	fmt.Fprintf(w, "imported %s: %d bricks, %d levels, %.1f MB in %s (%.0f MB/s)%s\n", st.Volume.GetName(), st.Bricks, st.Levels,
+		float64(st.Bytes)/1e6, st.Elapsed.Round(time.Millisecond), float64(st.Bytes)/1e6/st.Elapsed.Seconds(), resumed)
 	return nil
 }
 
@@ -167,7 +229,13 @@ func explainImport(c *clients, err error) (*client.ImportError, error) {
 	if !errors.As(err, &ie) {
 		return nil, err
 	}
-	if !ie.Created {
+	if !ie.Created && !ie.Resumed {
+		if errors.Is(ie.Err, storage.ErrInvalidArgument) {
+			return ie, usageError{fmt.Errorf("import %s: %w", ie.Volume, ie.Err)}
+		}
+		if connect.CodeOf(ie.Err) == connect.CodeAlreadyExists {
+			return ie, fmt.Errorf("import %s: volume %q already exists (if an earlier import of it was interrupted, run the same command with --resume; otherwise delete it with 'ldm volume delete %s' or choose another --name)", ie.Volume, ie.Volume, ie.Volume)
+		}
 		return ie, c.rpcError("create volume "+ie.Volume, ie.Err)
 	}
 	if errors.Is(err, client.ErrBrickTooLarge) {

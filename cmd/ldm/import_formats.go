@@ -79,11 +79,12 @@ func sniff(path string) (volfile.Format, error) {
 	return volfile.FormatRaw, nil
 }
 
-// importFile imports a NIfTI-1 or NRRD file as a new volume. The whole file
-// is read and checked before anything is created, so a truncated or corrupt
-// file leaves nothing behind; if sending the bricks fails, the volume this
-// call created is deleted.
-func importFile(cmd *cobra.Command, cf *clientFlags, spec *volumeSpec, ff *fileFlags, path, name string, quiet bool) error {
+// importFile imports a NIfTI-1 or NRRD file as a new volume (or completes
+// it, with resume), streaming its voxels. A header that cannot be read, or
+// an uncompressed file too short for its header, fails before anything is
+// created; data found short or corrupt while streaming (a truncated gzip
+// file) fails the import, and the volume this call created is deleted.
+func importFile(cmd *cobra.Command, cf *clientFlags, spec *volumeSpec, ff *fileFlags, path, name string, quiet, resume bool) error {
 	for _, fl := range []string{"shape", "dtype"} {
 		if cmd.Flags().Changed(fl) {
 			return usageError{fmt.Errorf("--%s: %s has a header that gives the shape and data type; leave --%s out", fl, path, fl)}
@@ -120,10 +121,11 @@ func importFile(cmd *cobra.Command, cf *clientFlags, spec *volumeSpec, ff *fileF
 	if err != nil {
 		return err
 	}
-	data, err := im.ReadVoxels()
+	voxels, err := im.Voxels()
 	if err != nil {
 		return fileError(err)
 	}
+	defer voxels.Close()
 	ctx := cmd.Context()
 	c, err := cf.connect(ctx)
 	if err != nil {
@@ -133,15 +135,18 @@ func importFile(cmd *cobra.Command, cf *clientFlags, spec *volumeSpec, ff *fileF
 	// Only a volume this call creates is removed on failure: check first
 	// that the name is free (CreateVolume fails with AlreadyExists if a
 	// volume appears in between).
-	if _, err := c.volumes.GetVolume(ctx, connect.NewRequest(&ldmv1.GetVolumeRequest{Name: name})); err == nil {
-		return fmt.Errorf("import %s: volume %q already exists (delete it with 'ldm volume delete %s' or choose another --name)", path, name, name)
-	} else if connect.CodeOf(err) != connect.CodeNotFound {
+	if _, err := c.volumes.GetVolume(ctx, connect.NewRequest(&ldmv1.GetVolumeRequest{Name: name})); err == nil && !resume {
+		return fmt.Errorf("import %s: volume %q already exists (if an earlier import of it was interrupted, run the same command with --resume; otherwise delete it with 'ldm volume delete %s' or choose another --name)", path, name, name)
+	} else if err != nil && connect.CodeOf(err) != connect.CodeNotFound {
 		return c.rpcError("import "+name, err)
 	}
-	err = runImport(ctx, c, v, bytes.NewReader(data), cmd.ErrOrStderr(), quiet)
+	err = runImport(ctx, c, v, voxels, cmd.ErrOrStderr(), quiet, resume)
 	ie, msg := explainImport(c, err)
-	if ie == nil || !ie.Created {
+	if ie == nil || !ie.Created && !ie.Resumed {
 		return msg
+	}
+	if ie.Kept {
+		return fmt.Errorf("%w (the incomplete volume %q keeps the bricks stored so far: run the same command with --resume to complete it, or delete it with 'ldm volume delete %s')", msg, name, name)
 	}
 	if ie.DeleteErr != nil {
 		return fmt.Errorf("%w (and removing the incomplete volume %q failed: %v; delete it with 'ldm volume delete %s')", msg, name, ie.DeleteErr, name)
