@@ -656,8 +656,11 @@ func (n *Node) stopRaft() error {
 // Leave hands leadership away if this node leads, asks the leader to
 // remove it from the Raft configuration, then leaves the gossip pool
 // gracefully (so the leader's reconcile loop also sees it as left, not
-// failed). Call Close after.
+// failed). Call Close after. On a node that left, it does nothing.
 func (n *Node) Leave(ctx context.Context) error {
+	if n.serf != nil && n.serf.State() == serf.SerfLeft {
+		return nil
+	}
 	if n.IsLeader() {
 		if _, err := n.transferLocal(ctx, ""); err != nil {
 			n.log.Warn("leadership transfer before leave failed", "error", err)

@@ -21,10 +21,11 @@ out by the leader.
   ldm cluster status                  the leader and how many members are alive
   ldm cluster members                 every member: id, address, leader, voter, status
   ldm cluster remove ID               remove a member (a failed node stays a voter until removed)
-  ldm cluster transfer-leader [ID]    hand leadership to ID (or to any voter)`,
+  ldm cluster transfer-leader [ID]    hand leadership to ID (or to any voter)
+  ldm cluster leave                   take the server at --server out of the cluster`,
 	}
 	cf.register(cmd.PersistentFlags())
-	cmd.AddCommand(newClusterStatusCommand(cf), newClusterMembersCommand(cf), newClusterRemoveCommand(cf), newClusterTransferCommand(cf))
+	cmd.AddCommand(newClusterStatusCommand(cf), newClusterMembersCommand(cf), newClusterRemoveCommand(cf), newClusterTransferCommand(cf), newClusterLeaveCommand(cf))
 	return cmd
 }
 
@@ -134,6 +135,35 @@ func newClusterTransferCommand(cf *clientFlags) *cobra.Command {
 					return c.rpcError("transfer leadership", err)
 				}
 				fmt.Fprintf(cmd.OutOrStdout(), "leader: %s\n", res.Msg.GetLeaderId())
+				return nil
+			})
+		},
+	}
+}
+
+func newClusterLeaveCommand(cf *clientFlags) *cobra.Command {
+	return &cobra.Command{
+		Use:   "leave",
+		Short: "Take the server at --server out of the cluster for good (a scale-down)",
+		Long: `leave takes the server that --server names out of the cluster: if it leads,
+it hands leadership to another voter first; then the leader removes it from
+the Raft configuration, and it leaves the gossip pool. Run it on the node
+that goes away, before stopping it (a Kubernetes preStop hook:
+ldm cluster leave --server https://127.0.0.1:8443 ...). The process keeps
+serving until it is stopped; started again, the node is added back by the
+leader. Running it again on a node that left succeeds.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return cf.with(cmd.Context(), func(c *clients) error {
+				res, err := c.cluster.Leave(cmd.Context(), connect.NewRequest(&ldmv1.LeaveRequest{}))
+				if err != nil {
+					return c.rpcError("leave the cluster", err)
+				}
+				leader := res.Msg.GetLeaderId()
+				if leader == "" {
+					leader = "unknown"
+				}
+				fmt.Fprintf(cmd.ErrOrStderr(), "%s left the cluster (leader: %s)\n", res.Msg.GetId(), leader)
 				return nil
 			})
 		},

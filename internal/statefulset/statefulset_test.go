@@ -166,24 +166,26 @@ type sts struct {
 	bin  string
 	nw   *network
 	dns  *dnsServer
-	pods []*pod
+	all  []*pod // every pod the test may run
+	pods []*pod // the StatefulSet's replicas: all[:replicas]
 	hc   *http.Client
 }
 
 func newSTS(t *testing.T) *sts {
 	requireNetAdmin(t)
-	s := &sts{t: t, bin: buildLDM(t), nw: newNetwork(t, pods)}
+	s := &sts{t: t, bin: buildLDM(t), nw: newNetwork(t, pods+1)}
 	s.dns = startDNS(t, s.nw)
 	tr := client.NewTransport(nil)
 	tr.Proxy = nil
 	tr.DialContext = s.nw.dial
 	s.hc = &http.Client{Transport: tr}
 	t.Cleanup(tr.CloseIdleConnections)
-	for i := range pods {
-		s.pods = append(s.pods, &pod{i: i, id: fmt.Sprintf("ldm-%d", i), ip: hostIP(i), ns: s.nw.hosts[i]})
+	for i := range pods + 1 {
+		s.all = append(s.all, &pod{i: i, id: fmt.Sprintf("ldm-%d", i), ip: hostIP(i), ns: s.nw.hosts[i]})
 	}
+	s.pods = s.all[:pods]
 	t.Cleanup(func() {
-		for _, p := range s.pods {
+		for _, p := range s.all {
 			p.kill()
 		}
 	})
@@ -193,7 +195,7 @@ func newSTS(t *testing.T) *sts {
 // reset gives every pod an empty volume (a new StatefulSet).
 func (s *sts) reset(round int) {
 	dir := filepath.Join(s.t.TempDir(), fmt.Sprintf("round%d", round))
-	for _, p := range s.pods {
+	for _, p := range s.all {
 		p.dataDir = filepath.Join(dir, p.id, "data")
 		p.logPath = filepath.Join(dir, p.id+".log")
 		if err := os.MkdirAll(filepath.Dir(p.dataDir), 0o755); err != nil {
@@ -321,7 +323,9 @@ func rounds(t *testing.T) int {
 // 3 and a headless service's DNS name form exactly one cluster every round;
 // then a rolling restart under a steady write load keeps every
 // acknowledged write and never leaves writes unavailable for longer than
-// maxGapElections election timeouts.
+// maxGapElections election timeouts; then a fourth replica joins through
+// DNS as a voter, and `ldm cluster leave` (the preStop hook), run on it
+// while it leads, takes it out again.
 func TestStatefulSet(t *testing.T) {
 	s := newSTS(t)
 	n := rounds(t)
@@ -351,4 +355,5 @@ func TestStatefulSet(t *testing.T) {
 		pods, n, formed[0].Round(time.Millisecond), formed[len(formed)/2].Round(time.Millisecond), formed[len(formed)-1].Round(time.Millisecond), runtime.GOMAXPROCS(0))
 
 	t.Run("rolling_restart", func(t *testing.T) { s.rollingRestart(t) })
+	t.Run("scale_up_and_down", func(t *testing.T) { s.scale(t) })
 }

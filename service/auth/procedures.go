@@ -41,6 +41,7 @@ var rules = map[string]rule{
 	ldmv1connect.ClusterServiceGetServersProcedure:     {action: ActionRead, obj: ObjectCluster},
 	ldmv1connect.ClusterServiceRemoveServerProcedure:   {action: ActionAdmin, obj: ObjectCluster},
 	ldmv1connect.ClusterServiceTransferLeaderProcedure: {action: ActionAdmin, obj: ObjectCluster},
+	ldmv1connect.ClusterServiceLeaveProcedure:          {action: ActionAdmin, obj: ObjectCluster},
 
 	// Health and reflection describe the server, like GetServers. They are
 	// public by default (DefaultPublic); these rules apply when they are not.

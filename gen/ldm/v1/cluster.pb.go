@@ -360,6 +360,97 @@ func (x *TransferLeaderResponse) GetLeaderId() string {
 	return ""
 }
 
+type LeaveRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LeaveRequest) Reset() {
+	*x = LeaveRequest{}
+	mi := &file_ldm_v1_cluster_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LeaveRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LeaveRequest) ProtoMessage() {}
+
+func (x *LeaveRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ldm_v1_cluster_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LeaveRequest.ProtoReflect.Descriptor instead.
+func (*LeaveRequest) Descriptor() ([]byte, []int) {
+	return file_ldm_v1_cluster_proto_rawDescGZIP(), []int{7}
+}
+
+type LeaveResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The id of the server that left.
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// The leader after the leave, as the leaving server last knew it (empty
+	// when unknown).
+	LeaderId      string `protobuf:"bytes,2,opt,name=leader_id,json=leaderId,proto3" json:"leader_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LeaveResponse) Reset() {
+	*x = LeaveResponse{}
+	mi := &file_ldm_v1_cluster_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LeaveResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LeaveResponse) ProtoMessage() {}
+
+func (x *LeaveResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ldm_v1_cluster_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LeaveResponse.ProtoReflect.Descriptor instead.
+func (*LeaveResponse) Descriptor() ([]byte, []int) {
+	return file_ldm_v1_cluster_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *LeaveResponse) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *LeaveResponse) GetLeaderId() string {
+	if x != nil {
+		return x.LeaderId
+	}
+	return ""
+}
+
 var File_ldm_v1_cluster_proto protoreflect.FileDescriptor
 
 const file_ldm_v1_cluster_proto_rawDesc = "" +
@@ -381,12 +472,17 @@ const file_ldm_v1_cluster_proto_rawDesc = "" +
 	"\x15TransferLeaderRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"5\n" +
 	"\x16TransferLeaderResponse\x12\x1b\n" +
-	"\tleader_id\x18\x01 \x01(\tR\bleaderId2\xfa\x01\n" +
+	"\tleader_id\x18\x01 \x01(\tR\bleaderId\"\x0e\n" +
+	"\fLeaveRequest\"<\n" +
+	"\rLeaveResponse\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
+	"\tleader_id\x18\x02 \x01(\tR\bleaderId2\xb2\x02\n" +
 	"\x0eClusterService\x12H\n" +
 	"\n" +
 	"GetServers\x12\x19.ldm.v1.GetServersRequest\x1a\x1a.ldm.v1.GetServersResponse\"\x03\x90\x02\x01\x12K\n" +
 	"\fRemoveServer\x12\x1b.ldm.v1.RemoveServerRequest\x1a\x1c.ldm.v1.RemoveServerResponse\"\x00\x12Q\n" +
-	"\x0eTransferLeader\x12\x1d.ldm.v1.TransferLeaderRequest\x1a\x1e.ldm.v1.TransferLeaderResponse\"\x00B-Z+github.com/xcheng85/go-ldm/gen/ldm/v1;ldmv1b\x06proto3"
+	"\x0eTransferLeader\x12\x1d.ldm.v1.TransferLeaderRequest\x1a\x1e.ldm.v1.TransferLeaderResponse\"\x00\x126\n" +
+	"\x05Leave\x12\x14.ldm.v1.LeaveRequest\x1a\x15.ldm.v1.LeaveResponse\"\x00B-Z+github.com/xcheng85/go-ldm/gen/ldm/v1;ldmv1b\x06proto3"
 
 var (
 	file_ldm_v1_cluster_proto_rawDescOnce sync.Once
@@ -400,7 +496,7 @@ func file_ldm_v1_cluster_proto_rawDescGZIP() []byte {
 	return file_ldm_v1_cluster_proto_rawDescData
 }
 
-var file_ldm_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
+var file_ldm_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
 var file_ldm_v1_cluster_proto_goTypes = []any{
 	(*Server)(nil),                 // 0: ldm.v1.Server
 	(*GetServersRequest)(nil),      // 1: ldm.v1.GetServersRequest
@@ -409,17 +505,21 @@ var file_ldm_v1_cluster_proto_goTypes = []any{
 	(*RemoveServerResponse)(nil),   // 4: ldm.v1.RemoveServerResponse
 	(*TransferLeaderRequest)(nil),  // 5: ldm.v1.TransferLeaderRequest
 	(*TransferLeaderResponse)(nil), // 6: ldm.v1.TransferLeaderResponse
+	(*LeaveRequest)(nil),           // 7: ldm.v1.LeaveRequest
+	(*LeaveResponse)(nil),          // 8: ldm.v1.LeaveResponse
 }
 var file_ldm_v1_cluster_proto_depIdxs = []int32{
 	0, // 0: ldm.v1.GetServersResponse.servers:type_name -> ldm.v1.Server
 	1, // 1: ldm.v1.ClusterService.GetServers:input_type -> ldm.v1.GetServersRequest
 	3, // 2: ldm.v1.ClusterService.RemoveServer:input_type -> ldm.v1.RemoveServerRequest
 	5, // 3: ldm.v1.ClusterService.TransferLeader:input_type -> ldm.v1.TransferLeaderRequest
-	2, // 4: ldm.v1.ClusterService.GetServers:output_type -> ldm.v1.GetServersResponse
-	4, // 5: ldm.v1.ClusterService.RemoveServer:output_type -> ldm.v1.RemoveServerResponse
-	6, // 6: ldm.v1.ClusterService.TransferLeader:output_type -> ldm.v1.TransferLeaderResponse
-	4, // [4:7] is the sub-list for method output_type
-	1, // [1:4] is the sub-list for method input_type
+	7, // 4: ldm.v1.ClusterService.Leave:input_type -> ldm.v1.LeaveRequest
+	2, // 5: ldm.v1.ClusterService.GetServers:output_type -> ldm.v1.GetServersResponse
+	4, // 6: ldm.v1.ClusterService.RemoveServer:output_type -> ldm.v1.RemoveServerResponse
+	6, // 7: ldm.v1.ClusterService.TransferLeader:output_type -> ldm.v1.TransferLeaderResponse
+	8, // 8: ldm.v1.ClusterService.Leave:output_type -> ldm.v1.LeaveResponse
+	5, // [5:9] is the sub-list for method output_type
+	1, // [1:5] is the sub-list for method input_type
 	1, // [1:1] is the sub-list for extension type_name
 	1, // [1:1] is the sub-list for extension extendee
 	0, // [0:1] is the sub-list for field type_name
@@ -436,7 +536,7 @@ func file_ldm_v1_cluster_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ldm_v1_cluster_proto_rawDesc), len(file_ldm_v1_cluster_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   7,
+			NumMessages:   9,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -42,6 +42,8 @@ const (
 	// ClusterServiceTransferLeaderProcedure is the fully-qualified name of the ClusterService's
 	// TransferLeader RPC.
 	ClusterServiceTransferLeaderProcedure = "/ldm.v1.ClusterService/TransferLeader"
+	// ClusterServiceLeaveProcedure is the fully-qualified name of the ClusterService's Leave RPC.
+	ClusterServiceLeaveProcedure = "/ldm.v1.ClusterService/Leave"
 )
 
 // ClusterServiceClient is a client for the ldm.v1.ClusterService service.
@@ -52,6 +54,13 @@ type ClusterServiceClient interface {
 	RemoveServer(context.Context, *connect.Request[v1.RemoveServerRequest]) (*connect.Response[v1.RemoveServerResponse], error)
 	// TransferLeader hands leadership to another voter (any, if id is empty).
 	TransferLeader(context.Context, *connect.Request[v1.TransferLeaderRequest]) (*connect.Response[v1.TransferLeaderResponse], error)
+	// Leave takes the server that answers out of the cluster, for good (a
+	// scale-down): if it leads, it hands leadership to another voter first;
+	// then the leader removes it from the Raft configuration and it leaves
+	// the gossip pool gracefully. The process keeps serving until it is
+	// stopped; a restarted node is added again by the leader. Calling it
+	// again on a server that left succeeds.
+	Leave(context.Context, *connect.Request[v1.LeaveRequest]) (*connect.Response[v1.LeaveResponse], error)
 }
 
 // NewClusterServiceClient constructs a client for the ldm.v1.ClusterService service. By default, it
@@ -84,6 +93,12 @@ func NewClusterServiceClient(httpClient connect.HTTPClient, baseURL string, opts
 			connect.WithSchema(clusterServiceMethods.ByName("TransferLeader")),
 			connect.WithClientOptions(opts...),
 		),
+		leave: connect.NewClient[v1.LeaveRequest, v1.LeaveResponse](
+			httpClient,
+			baseURL+ClusterServiceLeaveProcedure,
+			connect.WithSchema(clusterServiceMethods.ByName("Leave")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -92,6 +107,7 @@ type clusterServiceClient struct {
 	getServers     *connect.Client[v1.GetServersRequest, v1.GetServersResponse]
 	removeServer   *connect.Client[v1.RemoveServerRequest, v1.RemoveServerResponse]
 	transferLeader *connect.Client[v1.TransferLeaderRequest, v1.TransferLeaderResponse]
+	leave          *connect.Client[v1.LeaveRequest, v1.LeaveResponse]
 }
 
 // GetServers calls ldm.v1.ClusterService.GetServers.
@@ -109,6 +125,11 @@ func (c *clusterServiceClient) TransferLeader(ctx context.Context, req *connect.
 	return c.transferLeader.CallUnary(ctx, req)
 }
 
+// Leave calls ldm.v1.ClusterService.Leave.
+func (c *clusterServiceClient) Leave(ctx context.Context, req *connect.Request[v1.LeaveRequest]) (*connect.Response[v1.LeaveResponse], error) {
+	return c.leave.CallUnary(ctx, req)
+}
+
 // ClusterServiceHandler is an implementation of the ldm.v1.ClusterService service.
 type ClusterServiceHandler interface {
 	// GetServers lists every member with its address and whether it leads.
@@ -117,6 +138,13 @@ type ClusterServiceHandler interface {
 	RemoveServer(context.Context, *connect.Request[v1.RemoveServerRequest]) (*connect.Response[v1.RemoveServerResponse], error)
 	// TransferLeader hands leadership to another voter (any, if id is empty).
 	TransferLeader(context.Context, *connect.Request[v1.TransferLeaderRequest]) (*connect.Response[v1.TransferLeaderResponse], error)
+	// Leave takes the server that answers out of the cluster, for good (a
+	// scale-down): if it leads, it hands leadership to another voter first;
+	// then the leader removes it from the Raft configuration and it leaves
+	// the gossip pool gracefully. The process keeps serving until it is
+	// stopped; a restarted node is added again by the leader. Calling it
+	// again on a server that left succeeds.
+	Leave(context.Context, *connect.Request[v1.LeaveRequest]) (*connect.Response[v1.LeaveResponse], error)
 }
 
 // NewClusterServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -145,6 +173,12 @@ func NewClusterServiceHandler(svc ClusterServiceHandler, opts ...connect.Handler
 		connect.WithSchema(clusterServiceMethods.ByName("TransferLeader")),
 		connect.WithHandlerOptions(opts...),
 	)
+	clusterServiceLeaveHandler := connect.NewUnaryHandler(
+		ClusterServiceLeaveProcedure,
+		svc.Leave,
+		connect.WithSchema(clusterServiceMethods.ByName("Leave")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/ldm.v1.ClusterService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case ClusterServiceGetServersProcedure:
@@ -153,6 +187,8 @@ func NewClusterServiceHandler(svc ClusterServiceHandler, opts ...connect.Handler
 			clusterServiceRemoveServerHandler.ServeHTTP(w, r)
 		case ClusterServiceTransferLeaderProcedure:
 			clusterServiceTransferLeaderHandler.ServeHTTP(w, r)
+		case ClusterServiceLeaveProcedure:
+			clusterServiceLeaveHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -172,4 +208,8 @@ func (UnimplementedClusterServiceHandler) RemoveServer(context.Context, *connect
 
 func (UnimplementedClusterServiceHandler) TransferLeader(context.Context, *connect.Request[v1.TransferLeaderRequest]) (*connect.Response[v1.TransferLeaderResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("ldm.v1.ClusterService.TransferLeader is not implemented"))
+}
+
+func (UnimplementedClusterServiceHandler) Leave(context.Context, *connect.Request[v1.LeaveRequest]) (*connect.Response[v1.LeaveResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("ldm.v1.ClusterService.Leave is not implemented"))
 }

@@ -10,7 +10,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file ldm/v1/cluster.proto.
  */
 export const file_ldm_v1_cluster: GenFile = /*@__PURE__*/
-  fileDesc("ChRsZG0vdjEvY2x1c3Rlci5wcm90bxIGbGRtLnYxImsKBlNlcnZlchIKCgJpZBgBIAEoCRIQCghycGNfYWRkchgCIAEoCRIRCglpc19sZWFkZXIYAyABKAgSEQoJcmFmdF9hZGRyGAQgASgJEg4KBnN0YXR1cxgFIAEoCRINCgV2b3RlchgGIAEoCCITChFHZXRTZXJ2ZXJzUmVxdWVzdCI1ChJHZXRTZXJ2ZXJzUmVzcG9uc2USHwoHc2VydmVycxgBIAMoCzIOLmxkbS52MS5TZXJ2ZXIiIQoTUmVtb3ZlU2VydmVyUmVxdWVzdBIKCgJpZBgBIAEoCSIWChRSZW1vdmVTZXJ2ZXJSZXNwb25zZSIjChVUcmFuc2ZlckxlYWRlclJlcXVlc3QSCgoCaWQYASABKAkiKwoWVHJhbnNmZXJMZWFkZXJSZXNwb25zZRIRCglsZWFkZXJfaWQYASABKAky+gEKDkNsdXN0ZXJTZXJ2aWNlEkgKCkdldFNlcnZlcnMSGS5sZG0udjEuR2V0U2VydmVyc1JlcXVlc3QaGi5sZG0udjEuR2V0U2VydmVyc1Jlc3BvbnNlIgOQAgESSwoMUmVtb3ZlU2VydmVyEhsubGRtLnYxLlJlbW92ZVNlcnZlclJlcXVlc3QaHC5sZG0udjEuUmVtb3ZlU2VydmVyUmVzcG9uc2UiABJRCg5UcmFuc2ZlckxlYWRlchIdLmxkbS52MS5UcmFuc2ZlckxlYWRlclJlcXVlc3QaHi5sZG0udjEuVHJhbnNmZXJMZWFkZXJSZXNwb25zZSIAQi1aK2dpdGh1Yi5jb20veGNoZW5nODUvZ28tbGRtL2dlbi9sZG0vdjE7bGRtdjFiBnByb3RvMw");
+  fileDesc("ChRsZG0vdjEvY2x1c3Rlci5wcm90bxIGbGRtLnYxImsKBlNlcnZlchIKCgJpZBgBIAEoCRIQCghycGNfYWRkchgCIAEoCRIRCglpc19sZWFkZXIYAyABKAgSEQoJcmFmdF9hZGRyGAQgASgJEg4KBnN0YXR1cxgFIAEoCRINCgV2b3RlchgGIAEoCCITChFHZXRTZXJ2ZXJzUmVxdWVzdCI1ChJHZXRTZXJ2ZXJzUmVzcG9uc2USHwoHc2VydmVycxgBIAMoCzIOLmxkbS52MS5TZXJ2ZXIiIQoTUmVtb3ZlU2VydmVyUmVxdWVzdBIKCgJpZBgBIAEoCSIWChRSZW1vdmVTZXJ2ZXJSZXNwb25zZSIjChVUcmFuc2ZlckxlYWRlclJlcXVlc3QSCgoCaWQYASABKAkiKwoWVHJhbnNmZXJMZWFkZXJSZXNwb25zZRIRCglsZWFkZXJfaWQYASABKAkiDgoMTGVhdmVSZXF1ZXN0Ii4KDUxlYXZlUmVzcG9uc2USCgoCaWQYASABKAkSEQoJbGVhZGVyX2lkGAIgASgJMrICCg5DbHVzdGVyU2VydmljZRJICgpHZXRTZXJ2ZXJzEhkubGRtLnYxLkdldFNlcnZlcnNSZXF1ZXN0GhoubGRtLnYxLkdldFNlcnZlcnNSZXNwb25zZSIDkAIBEksKDFJlbW92ZVNlcnZlchIbLmxkbS52MS5SZW1vdmVTZXJ2ZXJSZXF1ZXN0GhwubGRtLnYxLlJlbW92ZVNlcnZlclJlc3BvbnNlIgASUQoOVHJhbnNmZXJMZWFkZXISHS5sZG0udjEuVHJhbnNmZXJMZWFkZXJSZXF1ZXN0Gh4ubGRtLnYxLlRyYW5zZmVyTGVhZGVyUmVzcG9uc2UiABI2CgVMZWF2ZRIULmxkbS52MS5MZWF2ZVJlcXVlc3QaFS5sZG0udjEuTGVhdmVSZXNwb25zZSIAQi1aK2dpdGh1Yi5jb20veGNoZW5nODUvZ28tbGRtL2dlbi9sZG0vdjE7bGRtdjFiBnByb3RvMw");
 
 /**
  * @generated from message ldm.v1.Server
@@ -162,6 +162,46 @@ export const TransferLeaderResponseSchema: GenMessage<TransferLeaderResponse> = 
   messageDesc(file_ldm_v1_cluster, 6);
 
 /**
+ * @generated from message ldm.v1.LeaveRequest
+ */
+export type LeaveRequest = Message<"ldm.v1.LeaveRequest"> & {
+};
+
+/**
+ * Describes the message ldm.v1.LeaveRequest.
+ * Use `create(LeaveRequestSchema)` to create a new message.
+ */
+export const LeaveRequestSchema: GenMessage<LeaveRequest> = /*@__PURE__*/
+  messageDesc(file_ldm_v1_cluster, 7);
+
+/**
+ * @generated from message ldm.v1.LeaveResponse
+ */
+export type LeaveResponse = Message<"ldm.v1.LeaveResponse"> & {
+  /**
+   * The id of the server that left.
+   *
+   * @generated from field: string id = 1;
+   */
+  id: string;
+
+  /**
+   * The leader after the leave, as the leaving server last knew it (empty
+   * when unknown).
+   *
+   * @generated from field: string leader_id = 2;
+   */
+  leaderId: string;
+};
+
+/**
+ * Describes the message ldm.v1.LeaveResponse.
+ * Use `create(LeaveResponseSchema)` to create a new message.
+ */
+export const LeaveResponseSchema: GenMessage<LeaveResponse> = /*@__PURE__*/
+  messageDesc(file_ldm_v1_cluster, 8);
+
+/**
  * ClusterService tells clients which servers exist and which one leads, and
  * lets operators change membership.
  *
@@ -197,6 +237,21 @@ export const ClusterService: GenService<{
     methodKind: "unary";
     input: typeof TransferLeaderRequestSchema;
     output: typeof TransferLeaderResponseSchema;
+  },
+  /**
+   * Leave takes the server that answers out of the cluster, for good (a
+   * scale-down): if it leads, it hands leadership to another voter first;
+   * then the leader removes it from the Raft configuration and it leaves
+   * the gossip pool gracefully. The process keeps serving until it is
+   * stopped; a restarted node is added again by the leader. Calling it
+   * again on a server that left succeeds.
+   *
+   * @generated from rpc ldm.v1.ClusterService.Leave
+   */
+  leave: {
+    methodKind: "unary";
+    input: typeof LeaveRequestSchema;
+    output: typeof LeaveResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_ldm_v1_cluster, 0);
