@@ -17,10 +17,15 @@
 //   - Every replica applies the same commands in log order, so a tile has
 //     the same offset on every node. Offsets are assigned by the FSM, never
 //     by the proposer.
+//   - A write is acknowledged once a majority's Raft logs hold it and the
+//     leader applied it; the store is not fsynced in that path (the Raft
+//     log is the durable copy). A background sync makes the store durable
+//     and records the index it is durable through (Store.DurableIndex), and
+//     a snapshot syncs first, so the log is never compacted past it.
 //   - The Raft index of each applied command is stored with the data
-//     (Tile.Index, VolumeMeta.Index, Store.SetAppliedIndex); entries at or
-//     below the store's applied index are skipped, so a restart never
-//     applies an entry twice. The Node assigns these indexes; the Index a
+//     (Tile.Index, VolumeMeta.Index); a restart skips entries at or below
+//     the durable index and re-applies the ones above it idempotently
+//     (replay.go), so no entry is applied twice. The Node assigns these indexes; the Index a
 //     caller passes to Append or CreateVolume is ignored (storage.Tile's
 //     rule: the layer that replicates sets it).
 //   - One limit, Config.MaxTileBytes, holds on every node: a larger tile

@@ -540,7 +540,7 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 	if err := f.store.Restore(rc); err != nil {
 		return fmt.Errorf("restore store: %w", err)
 	}
-	if f.store.AppliedIndex() < applied {
+	if f.store.DurableIndex() < applied {
 		if err := f.store.SetAppliedIndex(applied); err != nil {
 			return fmt.Errorf("restore store: %w", err)
 		}

@@ -12,12 +12,16 @@
 // may carry a brick key; the brick index maps each key to the offset of its
 // latest tile. Each tile also carries a replication index (Tile.Index) that
 // a replicated caller sets, so the last applied index can be recovered from
-// the data (Store.AppliedIndex).
+// the data (Store.AppliedIndex). A replicated caller that keeps its own
+// durable log appends with Store.AppendDeferred (no fsync) and calls
+// Store.Sync in the background; Store.DurableIndex is then where its log
+// must be replayed from after a crash.
 //
 // # Invariants of the file store
 //
 //   - A tile is visible to readers only after it is durable under the sync
-//     policy, and it is visible whole or not at all.
+//     policy (a deferred append: at once, durable at the next Sync), and it
+//     is visible whole or not at all.
 //   - A record's header carries every field of its index entry, so the
 //     data file is the durable record; an append is acknowledged once the
 //     data file is fdatasynced. Index entries are written after that, so an
