@@ -2,6 +2,7 @@ package service
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"slices"
@@ -207,10 +208,71 @@ func compareKeys(a, b storage.BrickKey) int {
 	return 0
 }
 
+// maxStreamKeys bounds StreamBricksRequest.keys.
+const maxStreamKeys = 4096
+
+// checkStreamKeys validates StreamBricksRequest.keys: at most
+// maxStreamKeys, each at a level the volume has.
+func checkStreamKeys(info storage.VolumeInfo, keys []*ldmv1.BrickKey) error {
+	if len(keys) > maxStreamKeys {
+		return withField("keys", fmt.Errorf("%w: %d keys, at most %d per request: split the set over several requests", storage.ErrInvalidArgument, len(keys), maxStreamKeys))
+	}
+	lods := max(info.LODCount, 1)
+	for i, k := range keys {
+		if k.GetLod() >= lods {
+			return withField("keys", fmt.Errorf("%w: keys[%d] has lod %d, the volume has %d levels", storage.ErrInvalidArgument, i, k.GetLod(), lods))
+		}
+	}
+	return nil
+}
+
+// streamKeys sends the bricks of keys in their order; a key with no brick
+// is sent as a response with missing set.
+func (h *volumeHandler) streamKeys(ctx context.Context, info storage.VolumeInfo, keys []*ldmv1.BrickKey, stream *connect.ServerStream[ldmv1.StreamBricksResponse]) error {
+	ctx, release := h.s.streamContext(ctx)
+	defer release()
+	defer h.s.trackStream(ctx)()
+	rb := &readBuf{budget: h.s.reads}
+	defer func() { rb.release() }()
+	for i, k := range keys {
+		if ctx.Err() != nil {
+			return nil // the client went away or the server is draining
+		}
+		msg := &ldmv1.StreamBricksResponse{Total: uint32(len(keys)), Index: uint32(i)}
+		t, err := rb.read(ctx, func([]byte) (storage.Tile, error) { return h.s.store.Brick(info.Name, apiconv.KeyFromAPI(k)) })
+		switch {
+		case errors.Is(err, storage.ErrNotFound):
+			msg.Missing = k
+		case err != nil:
+			if ctx.Err() != nil {
+				return nil
+			}
+			return connectError(err)
+		default:
+			msg.Tile = apiconv.TileToAPI(t)
+		}
+		err = stream.Send(msg)
+		rb.release()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return connectError(err)
+		}
+	}
+	return nil
+}
+
 func (h *volumeHandler) StreamBricks(ctx context.Context, req *connect.Request[ldmv1.StreamBricksRequest], stream *connect.ServerStream[ldmv1.StreamBricksResponse]) error {
 	info, err := h.s.store.Volume(req.Msg.GetVolume())
 	if err != nil {
 		return connectError(err)
+	}
+	if keys := req.Msg.GetKeys(); len(keys) > 0 {
+		if err := checkStreamKeys(info, keys); err != nil {
+			return connectError(err)
+		}
+		return h.streamKeys(ctx, info, keys, stream)
 	}
 	plan, err := planBricks(h.s.store, info, req.Msg)
 	if err != nil {
