@@ -38,18 +38,58 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	built.dir = dir
-	built.opts = Options{Src: "../..", Out: filepath.Join(dir, "a"), Epoch: time.Unix(1767225600, 0).UTC(), Revision: "test", Stderr: os.Stderr}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	built.result, err = Build(ctx, built.opts)
-	cancel()
 	code := 1
+	src, err := frozenSource(dir)
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "building the image:", err)
+		fmt.Fprintln(os.Stderr, "copying the source:", err)
 	} else {
-		code = m.Run()
+		built.opts = Options{Src: src, Out: filepath.Join(dir, "a"), Epoch: time.Unix(1767225600, 0).UTC(), Revision: "test", Stderr: os.Stderr}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		built.result, err = Build(ctx, built.opts)
+		cancel()
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "building the image:", err)
+		} else {
+			code = m.Run()
+		}
 	}
 	os.RemoveAll(dir)
 	os.Exit(code)
+}
+
+// frozenSource returns the source tree the tests build from: in a git
+// checkout, a copy of the committed tree (git archive HEAD) under dir, so
+// that edits made to the working tree while the tests run cannot make two
+// builds of one test differ; otherwise the tree itself.
+func frozenSource(dir string) (string, error) {
+	const root = "../.."
+	if _, err := os.Stat(filepath.Join(root, ".git")); err != nil {
+		return root, nil
+	}
+	src := filepath.Join(dir, "src")
+	if err := os.Mkdir(src, 0o755); err != nil {
+		return "", err
+	}
+	archive := exec.Command("git", "-C", root, "archive", "--format=tar", "HEAD")
+	extract := exec.Command("tar", "-x", "-C", src)
+	pipe, err := archive.StdoutPipe()
+	if err != nil {
+		return "", err
+	}
+	extract.Stdin = pipe
+	var archiveErr, extractErr bytes.Buffer
+	archive.Stderr, extract.Stderr = &archiveErr, &extractErr
+	if err := extract.Start(); err != nil {
+		return "", err
+	}
+	if err := archive.Run(); err != nil {
+		extract.Wait()
+		return "", fmt.Errorf("git archive HEAD: %v: %s", err, archiveErr.String())
+	}
+	if err := extract.Wait(); err != nil {
+		return "", fmt.Errorf("tar -x: %v: %s", err, extractErr.String())
+	}
+	return src, nil
 }
 
 // ociImage is what the tests read from an OCI layout by hand, with the
