@@ -1,3 +1,38 @@
+// Forming a cluster from nodes started in parallel (BootstrapExpect).
+//
+// A StatefulSet with podManagementPolicy Parallel starts every pod at once,
+// each with the same flags, so no node can be told "you bootstrap". If
+// each bootstrapped alone, Raft would never merge the clusters: their first
+// entries share term and index, so log matching takes them for the same
+// entry. Options considered:
+//
+//  1. Every node bootstraps with the same configuration once it sees N
+//     members (Consul and Nomad with bootstrap_expect; rqlite with
+//     -bootstrap-expect, from the nodes that contacted it). Safe only
+//     while every node computes the same set; a node that saw a different
+//     N members (a slow DNS answer, a late extra pod) writes a different
+//     first configuration.
+//  2. One deterministic node bootstraps, the others wait (chosen). Once
+//     gossip shows BootstrapExpect members without Raft state (tag "raft"
+//     0) that expect the same number (tag "expect"), the one with the
+//     lowest id proves each is a node (identify, as before AddVoter) and
+//     bootstraps with all of them as voters; the others hold no
+//     configuration, grant it their votes and receive the log. The set
+//     must stay the same for bootstrapSettle first, so a join that is
+//     still spreading is seen. Only one node ever writes a first entry.
+//
+// Guards: a node with Raft state never bootstraps and announces it (tag
+// "raft" 1, also set once a node without state knows a leader); an empty
+// node that sees such a member waits to be added by that cluster's
+// leader (scale-up, a pod whose volume was lost); a member without the
+// tag counts as having state; different expect values stop the bootstrap
+// with a log line. Join names are resolved again until joined, and while
+// no leader is known the node keeps re-resolving and joining addresses
+// that are not members yet, so nodes that first found only themselves
+// still meet (discover.go). BootstrapExpect must be the number of nodes
+// started together: a larger set of empty nodes whose gossip views
+// differ could still pick two lowest ids.
+
 package cluster
 
 import (
