@@ -7,12 +7,14 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"math"
 	"math/rand/v2"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -33,24 +35,37 @@ import (
 type pageState struct {
 	Volume    string `json:"volume"`
 	Streaming bool   `json:"streaming"`
-	Complete  []bool `json:"complete"`
+	Loaded    bool   `json:"loaded"` // everything the views need has arrived
+	Sharp     bool   `json:"sharp"`  // every view shows its own level everywhere
 	Idle      bool   `json:"idle"`
 	Error     string `json:"error"`
 	Stats     struct {
-		OpenedAt       float64 `json:"openedAt"`
-		FirstSlices    float64 `json:"firstSlices"`
-		FirstPicture   float64 `json:"firstPicture"`
-		FullResolution float64 `json:"fullResolution"`
-		Bytes          float64 `json:"bytes"`
-		Bricks         int     `json:"bricks"`
-		StreamMs       float64 `json:"streamMs"`
-		LiveTiles      int     `json:"liveTiles"`
-		Streams        int     `json:"streams"`
-		FirstBrick     float64 `json:"firstBrick"`
-		ApplyMs        float64 `json:"applyMs"`
-		DrawMs         float64 `json:"drawMs"`
-		Draw3dMs       float64 `json:"draw3dMs"`
+		OpenedAt          float64 `json:"openedAt"`
+		FirstSlices       float64 `json:"firstSlices"`
+		FirstPicture      float64 `json:"firstPicture"`
+		FirstPictureBytes float64 `json:"firstPictureBytes"`
+		FullResolution    float64 `json:"fullResolution"`
+		Bytes             float64 `json:"bytes"`
+		Bricks            int     `json:"bricks"`
+		StreamMs          float64 `json:"streamMs"`
+		LiveTiles         int     `json:"liveTiles"`
+		Streams           int     `json:"streams"`
+		Cancelled         int     `json:"cancelled"`
+		Retries           int     `json:"retries"`
+		RequestedKeys     int     `json:"requestedKeys"`
+		FirstBrick        float64 `json:"firstBrick"`
+		ApplyMs           float64 `json:"applyMs"`
+		DrawMs            float64 `json:"drawMs"`
+		Draw3dMs          float64 `json:"draw3dMs"`
 	} `json:"stats"`
+	Cache struct {
+		Budget   float64 `json:"budget"`
+		Bytes    float64 `json:"bytes"`
+		MaxBytes float64 `json:"maxBytes"`
+		Entries  int     `json:"entries"`
+		Pinned   int     `json:"pinned"`
+	} `json:"cache"`
+	Levels map[string]int        `json:"levels"` // the level each view draws ("x", "y", "z", "3d")
 	Slices struct{ X, Y, Z int } `json:"slices"`
 	Worker bool                  `json:"worker"`
 }
@@ -77,11 +92,11 @@ func openVolume(tb testing.TB, ctx context.Context, c *clients, base string, v *
 	return waitLoaded(tb, ctx, v.GetName(), time.Minute)
 }
 
-// waitLoaded waits until the viewer has every level of volume name and has
-// drawn it.
+// waitLoaded waits until the viewer has every brick its views need of
+// volume name and has drawn each view at its own level.
 func waitLoaded(tb testing.TB, ctx context.Context, name string, timeout time.Duration) pageState {
 	tb.Helper()
-	expr := fmt.Sprintf(`(() => { const s = window.ldm && window.ldm.state(); return !!s && s.volume === %q && s.complete.length > 0 && s.complete.every(Boolean) && s.idle; })()`, name)
+	expr := fmt.Sprintf(`(() => { const s = window.ldm && window.ldm.state(); return !!s && s.volume === %q && s.loaded && s.sharp && s.idle; })()`, name)
 	if _, err := chromedp.Run(ctx, chromedp.Poll[bool](expr, chromedp.WithPollingTimeout(timeout))); err != nil {
 		tb.Fatalf("volume %s did not finish loading within %s: %v; state %+v", name, timeout, err, state(tb, ctx))
 	}
@@ -588,55 +603,108 @@ func (g *gatedTiles) Read(volume string, offset uint64) (storage.Tile, error) {
 	return g.Tiles.Read(volume, offset)
 }
 
-// TestViewer_reprioritise holds the demo's stream after its coarse levels,
-// moves the slices to a far corner, and checks that the viewer cancels the
-// stream and starts one whose first full-resolution brick is the one at the
-// new focus, then finishes with every brick correct.
-func TestViewer_reprioritise(t *testing.T) {
-	coarse := 1 + 8 // the demo's LOD 2 and LOD 1 bricks
-	gate := make(chan struct{}, coarse)
-	for range coarse {
-		gate <- struct{}{}
+// Brick waits for the gate too (StreamBricks with keys reads bricks by key).
+func (g *gatedTiles) Brick(volume string, key storage.BrickKey) (storage.Tile, error) {
+	<-g.gate
+	return g.Tiles.Brick(volume, key)
+}
+
+// streamLog is a slog.Handler that records, from the server's access log,
+// how many messages each finished StreamBricks call sent.
+type streamLog struct {
+	mu   sync.Mutex
+	sent []int64
+}
+
+func (l *streamLog) Enabled(context.Context, slog.Level) bool { return true }
+func (l *streamLog) WithAttrs([]slog.Attr) slog.Handler       { return l }
+func (l *streamLog) WithGroup(string) slog.Handler            { return l }
+func (l *streamLog) Handle(_ context.Context, r slog.Record) error {
+	var proc string
+	var sent int64 = -1
+	r.Attrs(func(a slog.Attr) bool {
+		switch a.Key {
+		case "procedure":
+			proc = a.Value.String()
+		case "sent":
+			sent = a.Value.Int64()
+		}
+		return true
+	})
+	if strings.HasSuffix(proc, "/StreamBricks") && sent >= 0 {
+		l.mu.Lock()
+		l.sent = append(l.sent, sent)
+		l.mu.Unlock()
 	}
+	return nil
+}
+
+// ended returns the number of StreamBricks calls that ended and the
+// messages they sent in all.
+func (l *streamLog) ended() (calls int, sent int64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, n := range l.sent {
+		sent += n
+	}
+	return len(l.sent), sent
+}
+
+// TestViewer_reprioritise holds the demo's bricks after its coarsest level
+// (cache budget 24 MiB, so the page needs only the slices' planes at full
+// resolution), moves the slices to a far corner, and checks that the
+// viewer cancels a stream of bricks it no longer needs, that the server
+// sees those streams end with fewer bricks sent than asked for, and that
+// the page then finishes with every voxel right.
+func TestViewer_reprioritise(t *testing.T) {
+	gate := make(chan struct{}, 1)
+	gate <- struct{}{} // the coarsest level: one brick
+	logs := &streamLog{}
 	base := startTestServerWith(t, func(c *server.Config) {
 		c.Tiles = &gatedTiles{Tiles: openTestStore(t, c), gate: gate}
+		c.Logger = slog.New(logs)
 	}, "--demo")
 	ctx := testutil.NewBrowser(t, 1280, 800)
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	if err := chromedp.Do(ctx, chromedp.EmulateViewport(1280, 800), chromedp.Navigate(base+"/?volume=demo")); err != nil {
+	if err := chromedp.Do(ctx, chromedp.EmulateViewport(1280, 800), chromedp.Navigate(base+"/?volume=demo&budget=24")); err != nil {
 		t.Fatal(err)
 	}
-	// The coarse levels arrive and are drawn; the stream then waits.
-	if _, err := chromedp.Run(ctx, chromedp.Poll[bool](`(() => { const s = window.ldm.state(); return s.complete.length === 3 && s.complete[1] && s.complete[2] && s.stats.firstPicture > 0 && s.streaming; })()`, chromedp.WithPollingTimeout(time.Minute))); err != nil {
-		t.Fatalf("coarse levels: %v (state %+v)", err, state(t, ctx))
+	// The coarsest level arrives and is drawn; the other streams wait.
+	if _, err := chromedp.Run(ctx, chromedp.Poll[bool](`(() => { const s = window.ldm.state(); return !!s.stats && s.stats.firstPicture > 0 && s.streaming && s.levels.z === 0; })()`, chromedp.WithPollingTimeout(time.Minute))); err != nil {
+		t.Fatalf("first picture: %v (state %+v)", err, state(t, ctx))
 	}
-	if err := chromedp.Do(ctx, chromedp.Evaluate[chromedp.Void](`window.ldm.setSlices({x: 10, y: 20, z: 240})`)); err != nil {
+	if err := chromedp.Do(ctx, chromedp.Evaluate[chromedp.Void](`window.ldm.setSlices({x: 10, y: 20, z: 20})`)); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := chromedp.Run(ctx, chromedp.Poll[bool](`window.ldm.state().stats.streams === 2`, chromedp.WithPollingTimeout(30*time.Second))); err != nil {
-		t.Fatalf("moving the slices did not restart the stream: %v (state %+v)", err, state(t, ctx))
+	// The axial plane's stream (z = 128) carries mostly bricks the new planes
+	// do not need: it is cancelled.
+	if _, err := chromedp.Run(ctx, chromedp.Poll[bool](`window.ldm.state().stats.cancelled >= 1`, chromedp.WithPollingTimeout(30*time.Second))); err != nil {
+		r, _ := chromedp.Run(ctx, chromedp.Evaluate[any](`window.ldm.state().requests`))
+		t.Fatalf("moving the slices did not cancel a stream: %v (state %+v) requests %v", err, state(t, ctx), r)
 	}
 	close(gate)
 	st := waitLoaded(t, ctx, "demo", time.Minute)
-	got, err := chromedp.Run(ctx, chromedp.Evaluate[struct {
-		Focus voxel                      `json:"focus"`
-		First struct{ LOD, X, Y, Z int } `json:"first"`
-	}](`(() => { const s = window.ldm.state().stats; return {focus: s.lastFocus, first: s.lastFirst}; })()`))
-	if err != nil {
-		t.Fatal(err)
+	if st.Cache.MaxBytes > 24<<20 {
+		t.Errorf("the cache held %.0f bytes, over its budget of 24 MiB", st.Cache.MaxBytes)
 	}
-	if got.Focus != (voxel{10, 20, 240}) || got.First.LOD != 0 || got.First.X != 0 || got.First.Y != 0 || got.First.Z != 3 {
-		t.Fatalf("the restarted stream had focus %v and began with brick %+v; want focus (10, 20, 240) and LOD 0 brick (0, 0, 3)", got.Focus, got.First)
-	}
-	if st.Stats.Streams != 2 {
-		t.Fatalf("%d streams, want 2", st.Stats.Streams)
+	// Every call the page made has ended on the server, and together they
+	// sent fewer bricks than the page asked for: the cancelled ones stopped.
+	testutil.WaitFor(t, 10*time.Second, "the server to end every StreamBricks call", func() bool {
+		n, _ := logs.ended()
+		return n == state(t, ctx).Stats.Streams
+	})
+	st = state(t, ctx)
+	n, sent := logs.ended()
+	t.Logf("%d streams (%d cancelled), %d keys asked for, %d bricks sent", n, st.Stats.Cancelled, st.Stats.RequestedKeys, sent)
+	if sent >= int64(st.Stats.RequestedKeys) {
+		t.Fatalf("the server sent %d bricks for %d keys asked for: the cancelled streams did not stop", sent, st.Stats.RequestedKeys)
 	}
 	// Every voxel ends up right: spot-check the corner and the centre.
 	if err := chromedp.Do(ctx, chromedp.Evaluate[chromedp.Void](`window.ldm.setCrosshair(false); window.ldm.setWindow(127.5, 255); window.ldm.setSlices({x: 128, y: 128, z: 128})`)); err != nil {
 		t.Fatal(err)
 	}
-	waitIdle(t, ctx)
+	waitLoaded(t, ctx, "demo", time.Minute)
 	pts := []voxel{{128, 128, 128}, {176, 128, 128}, {5, 5, 128}, {80, 80, 128}}
 	px := slicePixels(t, ctx, "z", pts)
 	for i, p := range pts {
@@ -841,6 +909,16 @@ func (r *failingReadTiles) Read(volume string, offset uint64) (storage.Tile, err
 	}
 }
 
+// Brick fails with the next queued error too (StreamBricks with keys reads bricks by key).
+func (r *failingReadTiles) Brick(volume string, key storage.BrickKey) (storage.Tile, error) {
+	select {
+	case err := <-r.f.errs:
+		return storage.Tile{}, err
+	default:
+		return r.Tiles.Brick(volume, key)
+	}
+}
+
 // TestViewer_streamRecovers fails the first brick read with a transient
 // error (Unavailable): the viewer streams again and loads the whole volume,
 // without the user moving a slice or reopening it.
@@ -857,8 +935,8 @@ func TestViewer_streamRecovers(t *testing.T) {
 		t.Fatal(err)
 	}
 	st := waitLoaded(t, ctx, "demo", time.Minute)
-	if len(faults.errs) != 0 || st.Stats.Streams < 2 {
-		t.Fatalf("the injected failure was not hit (%d left, %d streams)", len(faults.errs), st.Stats.Streams)
+	if len(faults.errs) != 0 || st.Stats.Retries < 1 {
+		t.Fatalf("the injected failure was not hit (%d left, %d retries)", len(faults.errs), st.Stats.Retries)
 	}
 	if st.Error != "" {
 		t.Fatalf("after the stream recovered the page still shows %q", st.Error)

@@ -1,20 +1,19 @@
-// BrickStreamer runs StreamBricks in a worker (stream_worker.ts, bundled as
-// stream.js) so that fetching and decoding overlap with copying bricks and
-// drawing on the main thread. Where workers are unavailable it calls the
-// API on the main thread instead.
+// BrickStreamer runs StreamBricks for an exact set of bricks in a worker
+// (stream_worker.ts, bundled as stream.js) so that fetching and decoding
+// overlap with drawing on the main thread. Small requests (the first, tiny
+// fallback level) run on the main thread, so they need not wait for the
+// worker to start; where workers are unavailable every request does.
 
 import { Code, ConnectError } from "@connectrpc/connect";
-import { BrickOrder } from "./gen/ldm/v1/volume_pb";
 import type { Clients, Protocol } from "./api";
-import type { Vec3 } from "./volume";
+import type { Key } from "./selection";
 
 export interface StreamRequest {
   volume: string;
-  minLod: number;
-  maxLod: number;
-  focus: Vec3;
+  keys: Key[];
 }
 
+/** Brick is one response: a brick's bytes, or missing (no such brick; value empty). */
 export interface Brick {
   lod: number;
   x: number;
@@ -22,9 +21,13 @@ export interface Brick {
   z: number;
   offset: bigint;
   value: Uint8Array;
+  missing: boolean;
   index: number;
   total: number;
 }
+
+/** directMax is the largest request run on the main thread when a worker is there. */
+const directMax = 8;
 
 export interface StartMessage {
   type: "start";
@@ -91,9 +94,9 @@ export class BrickStreamer {
     w?.();
   }
 
-  /** stream yields the bricks of req, coarse to fine, nearest the focus first. Aborting signal ends it with Code.Canceled. */
+  /** stream yields the bricks of req.keys in their order. Aborting signal ends it with Code.Canceled. */
   async *stream(req: StreamRequest, signal: AbortSignal): AsyncGenerator<Brick> {
-    if (!this.worker) {
+    if (!this.worker || req.keys.length <= directMax) {
       yield* this.direct(req, signal);
       return;
     }
@@ -127,14 +130,22 @@ export class BrickStreamer {
   }
 
   private async *direct(req: StreamRequest, signal: AbortSignal): AsyncGenerator<Brick> {
-    const it = this.clients().volumes.streamBricks(
-      { volume: req.volume, minLod: req.minLod, maxLod: req.maxLod, focus: req.focus, order: BrickOrder.COARSE_TO_FINE },
-      { signal },
-    );
-    for await (const res of it) {
-      const t = res.tile;
-      if (!t || !t.key) continue;
-      yield { lod: t.key.lod, x: t.key.x, y: t.key.y, z: t.key.z, offset: t.offset, value: t.value, index: res.index, total: res.total };
+    for await (const b of streamKeys(this.clients(), req, signal)) yield b;
+  }
+}
+
+const empty = new Uint8Array(0);
+
+/** streamKeys calls StreamBricks for req.keys and yields each response as a Brick. */
+export async function* streamKeys(c: Clients, req: StreamRequest, signal: AbortSignal): AsyncGenerator<Brick> {
+  const it = c.volumes.streamBricks({ volume: req.volume, keys: req.keys }, { signal });
+  for await (const res of it) {
+    const t = res.tile;
+    if (t && t.key) {
+      yield { lod: t.key.lod, x: t.key.x, y: t.key.y, z: t.key.z, offset: t.offset, value: t.value, missing: false, index: res.index, total: res.total };
+    } else if (res.missing) {
+      const k = res.missing;
+      yield { lod: k.lod, x: k.x, y: k.y, z: k.z, offset: 0n, value: empty, missing: true, index: res.index, total: res.total };
     }
   }
 }

@@ -1,44 +1,26 @@
-// The viewer: lists volumes, streams a volume's bricks coarse to fine
-// (nearest the slices first), shows three linked slices and a 3D view, and
-// follows live writes. window.ldm exposes its state for tests and scripts.
+// The viewer's page: wires the DOM (volume list, display controls, the
+// three slice views and the 3D view) to the open volume's Session, which
+// owns its requests, brick cache and live updates (session.ts), and
+// schedules drawing. window.ldm exposes its state for tests and scripts.
 
 import { timestampDate } from "@bufbuild/protobuf/wkt";
 import { BrickStreamer } from "./bricks";
 import { Space, type Volume } from "./gen/ldm/v1/types_pb";
-import { connect, describe, isCanceled, isNotFound, retriable, type Clients, type Protocol } from "./api";
+import { connect, describe, isNotFound, type Clients, type Protocol } from "./api";
 import { colormapNames, lut, type ColormapName, type Window } from "./colormap";
 import { SliceView, type Axis } from "./slice";
 import { affineOf, layout, orient, world, type Convention, type Orientation, type Role, type SpaceName } from "./orient";
 import { View3D } from "./render3d";
-import { bytesPerVoxel, dataTypeName, VolumeData, type Vec3 } from "./volume";
+import { defaultBudget, Session, type SliceWant } from "./session";
+import { levelBricks, keyId, type Key, type Vec3 } from "./selection";
+import { bytesPerVoxel, dataTypeName } from "./volume";
 
 const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as T;
-
-/** Stats of the current volume's loading, in ms since page load. */
-interface Stats {
-  volume: string;
-  openedAt: number; // when the volume was chosen
-  firstSlices: number; // the coarsest level complete and drawn in the slices
-  firstPicture: number; // ... and in the 3D view too
-  fullResolution: number; // LOD 0 complete and drawn
-  bytes: number; // brick bytes received by StreamBricks
-  bricks: number;
-  streamMs: number; // time spent streaming (sum over streams)
-  liveTiles: number; // tiles received by the live stream
-  streams: number; // StreamBricks calls made (restarts re-prioritise)
-  firstBrick: number; // the first brick arrived
-  applyMs: number; // time spent copying bricks into the volume
-  drawMs: number; // time spent drawing slices
-  draw3dMs: number; // time spent sampling, uploading and drawing the 3D view
-  // The focus and first brick of the latest StreamBricks call.
-  lastFocus: Vec3 | null;
-  lastFirst: { lod: number; x: number; y: number; z: number } | null;
-}
 
 class App {
   private clients!: Clients;
   private streamer!: BrickStreamer;
-  private data: VolumeData | null = null;
+  private session: Session | null = null;
   private volumes: Volume[] = [];
   private views: Record<Axis, SliceView>;
   // The open volume's LOD 0 voxel-to-world affine, its space and how the views lay it out.
@@ -50,30 +32,24 @@ class App {
   private win: Window = { level: 127.5, width: 255 };
   private cmap: ColormapName = "gray";
   private table = lut("gray");
-  private focus: Vec3 = { x: 0, y: 0, z: 0 };
-  private stream: AbortController | null = null;
-  private live: AbortController | null = null;
-  private restartTimer = 0;
-  // The log offset the live stream of the open volume continues from.
-  private followNext: bigint | null = null;
+  private budget = defaultBudget;
   private dirty = new Set<Axis>();
-  private dirty3d = false;
+  private dirty3d = new Map<string, Key>(); // 3D bricks to fill again
+  private render3d = false; // the 3D view needs drawing
+  private replan = false; // the views changed: plan the bricks again
   private frame = 0;
   private lastSlices = 0;
   private last3d = 0;
   private autoWindow = true;
-  private first3d = 0;
-  private openSeq = 0; // when the 3D view was first drawn with the coarsest level complete
-  streaming = false;
-  streamError = "";
-  progress = { index: 0, total: 0, lod: -1, bytes: 0, start: 0, end: 0 };
-  stats: Stats = this.emptyStats("");
+  private filled3d = new Map<string, number>(); // level each 3D brick was filled from
+  private openSeq = 0;
 
   constructor() {
     const host = {
       pick: (p: Vec3) => this.pick(p),
       hover: (p: Vec3 | null) => this.hover(p),
       moved: (axis: Axis, pos: number) => this.moved(axis, pos),
+      viewed: (axis: Axis) => this.viewed(axis),
     };
     this.views = {
       z: new SliceView($("view-axial"), "z", "Axial", host),
@@ -137,8 +113,22 @@ class App {
     $<HTMLSelectElement>("convention").addEventListener("change", (e) => this.setConvention((e.target as HTMLSelectElement).value as Convention));
     $<HTMLInputElement>("live").addEventListener("change", (e) => {
       // Resume where live mode stopped, so writes made meanwhile appear.
-      if ((e.target as HTMLInputElement).checked) void this.follow(this.followNext ?? undefined);
-      else this.live?.abort();
+      if ((e.target as HTMLInputElement).checked) void this.session?.follow();
+      else this.session?.unfollow();
+    });
+    // The cache budget in MiB: the page's field, first from ?budget=.
+    const budget = $<HTMLInputElement>("budget");
+    const mib = Number(params.get("budget") ?? sessionStorage.getItem("ldm-budget") ?? defaultBudget / 2 ** 20);
+    this.budget = Math.max(1, Number.isFinite(mib) ? mib : defaultBudget / 2 ** 20) * 2 ** 20;
+    budget.value = String(this.budget / 2 ** 20);
+    budget.addEventListener("change", () => {
+      const n = Number(budget.value);
+      if (!(n >= 1)) {
+        budget.value = String(this.budget / 2 ** 20);
+        return;
+      }
+      sessionStorage.setItem("ldm-budget", String(n));
+      this.setBudget(n * 2 ** 20);
     });
     new ResizeObserver(() => this.layout()).observe($("views"));
     this.layout();
@@ -146,10 +136,6 @@ class App {
     const v = params.get("volume");
     void this.refresh();
     if (v) void this.open(v);
-  }
-
-  private emptyStats(volume: string): Stats {
-    return { volume, openedAt: performance.now(), firstSlices: 0, firstPicture: 0, fullResolution: 0, bytes: 0, bricks: 0, streamMs: 0, liveTiles: 0, streams: 0, firstBrick: 0, applyMs: 0, drawMs: 0, draw3dMs: 0, lastFocus: null, lastFirst: null };
   }
 
   private msgSource = "";
@@ -189,7 +175,7 @@ class App {
       const b = document.createElement("button");
       b.type = "button";
       b.dataset.volume = v.name;
-      b.className = this.data?.name === v.name ? "active" : "";
+      b.className = this.session?.name === v.name ? "active" : "";
       const s = v.shape;
       b.textContent = v.name;
       const small = document.createElement("small");
@@ -228,14 +214,12 @@ class App {
     $("meta-section").hidden = false;
   }
 
-  /** open loads a volume: metadata, then bricks coarse to fine, then live writes. */
+  /** open loads a volume: its metadata, then a session that streams what the views show, and live writes. */
   async open(name: string): Promise<void> {
-    clearTimeout(this.restartTimer);
-    this.stream?.abort();
-    this.live?.abort();
-    this.stats = this.emptyStats(name);
-    this.first3d = 0;
+    this.session?.close();
+    this.session = null;
     const seq = ++this.openSeq;
+    const openedAt = performance.now();
     let v: Volume | undefined;
     try {
       v = (await this.clients.volumes.getVolume({ name })).volume;
@@ -251,255 +235,198 @@ class App {
       return;
     }
     this.message("");
-    const d = new VolumeData(v);
-    this.data = d;
+    const s: Session = new Session(v, this.clients, this.streamer, this.budget, {
+      changed: (k, box) => this.changed(s, k, box),
+      message: (text, source) => {
+        if (this.session !== s) return;
+        if (text) this.message(text, "error", source);
+        else if (this.msgSource === source) this.message("");
+      },
+      gone: () => void this.refresh(),
+    });
+    s.stats.openedAt = openedAt;
+    this.session = s;
     this.autoWindow = true;
     this.affine = affineOf(v.transform, v.spacing);
     this.space = spaceName(v.space);
     this.orientation = orient(this.affine, this.space);
+    for (const view of Object.values(this.views)) {
+      view.setVolume(s, layout(this.orientation, roles[view.axis], this.convention));
+    }
+    this.setCross();
+    this.plan();
+    this.reset3d();
+    this.markAll();
+    if ($<HTMLInputElement>("live").checked) void s.follow();
     this.showMeta(v);
     this.showOrientation();
     this.renderList();
-    for (const view of Object.values(this.views)) {
-      view.setVolume(d, layout(this.orientation, roles[view.axis], this.convention));
-      view.draw();
-    }
-    this.focus = this.cursor();
-    this.setCross();
-    this.markAll();
-    void this.load();
-    this.followNext = v.nextOffset;
-    void this.follow(v.nextOffset);
   }
 
-  /**
-   * load streams every level not yet complete, nearest the focus first. A
-   * transient failure (server unreachable or restarting) streams again what
-   * is missing after 1 s, doubling to 10 s.
-   */
-  private async load(attempt = 0): Promise<void> {
-    const d = this.data;
-    if (!d) return;
-    clearTimeout(this.restartTimer);
-    this.stream?.abort();
-    let maxLod = -1;
-    for (let l = d.levels.length - 1; l >= 0; l--) {
-      if (!d.complete(l)) {
-        maxLod = l;
-        break;
-      }
-    }
-    if (maxLod < 0) return;
-    const ctl = new AbortController();
-    this.stream = ctl;
-    this.streaming = true;
-    this.streamError = "";
-    this.stats.streams++;
-    const t0 = performance.now();
-    this.progress = { index: 0, total: 0, lod: maxLod, bytes: 0, start: t0, end: 0 };
-    try {
-      this.stats.lastFocus = { ...this.focus };
-      this.stats.lastFirst = null;
-      const it = this.streamer.stream({ volume: d.name, minLod: 0, maxLod, focus: { ...this.focus } }, ctl.signal);
-      for await (const b of it) {
-        if (this.data !== d) break;
-        if (!this.stats.lastFirst) this.stats.lastFirst = { lod: b.lod, x: b.x, y: b.y, z: b.z };
-        this.progress.index = b.index + 1;
-        this.progress.total = b.total;
-        this.progress.lod = b.lod;
-        this.progress.bytes += b.value.byteLength;
-        this.stats.bytes += b.value.byteLength;
-        this.stats.bricks++;
-        if (!this.stats.firstBrick) this.stats.firstBrick = performance.now();
-        if (attempt > 0) {
-          attempt = 0;
-          if (this.msgSource === "stream") this.message("");
-        }
-        this.applyTile(b.lod, b.x, b.y, b.z, b.offset, b.value);
-      }
-    } catch (e) {
-      if (ctl.signal.aborted || isCanceled(e)) return;
-      this.streamError = describe(e, `streaming ${d.name}`);
-      this.message(this.streamError, "error", "stream");
-      if (isNotFound(e)) void this.refresh();
-      else if (retriable(e) && this.stream === ctl) {
-        const delay = Math.min(10000, 1000 * 2 ** Math.min(attempt, 4));
-        this.restartTimer = window.setTimeout(() => {
-          if (this.data === d && this.stream === null) void this.load(attempt + 1);
-        }, delay);
-      }
-    } finally {
-      this.progress.end = performance.now();
-      this.stats.streamMs += this.progress.end - t0;
-      if (this.stream === ctl) {
-        this.streaming = false;
-        this.stream = null;
-        this.dirty3d = true;
-        this.schedule(true);
-      }
-    }
+  /** wants returns what each slice view shows. */
+  private wants(): SliceWant[] {
+    return Object.values(this.views).map((v) => v.want()).filter((w): w is SliceWant => w !== null);
   }
 
-  /**
-   * follow tails the volume's log from offset and applies every brick
-   * written. A transient failure (server unreachable or restarting) is
-   * retried from the last tile seen, after 1 s doubling to 10 s; a deleted
-   * volume or a refused token stops it.
-   */
-  private async follow(offset?: bigint, attempt = 0): Promise<void> {
-    const d = this.data;
-    if (!d || !$<HTMLInputElement>("live").checked) return;
-    this.live?.abort();
-    const ctl = new AbortController();
-    this.live = ctl;
-    const retry = (from: bigint | undefined, e: unknown): void => {
-      if (ctl.signal.aborted || this.live !== ctl || this.data !== d) return;
-      if (e !== undefined) {
-        if (isNotFound(e)) {
-          this.message(`Volume ${d.name} was deleted.`);
-          void this.refresh();
-          return;
-        }
-        this.message(describe(e, `following ${d.name}`), "error", "follow");
-        if (!retriable(e)) return;
-      }
-      window.setTimeout(() => {
-        if (this.live === ctl && !ctl.signal.aborted) void this.follow(from, attempt + 1);
-      }, Math.min(10000, 1000 * 2 ** Math.min(attempt, 4)));
-    };
-    let from = offset;
-    if (from === undefined) {
-      try {
-        from = (await this.clients.volumes.getVolume({ name: d.name })).volume?.nextOffset ?? 0n;
-      } catch (e) {
-        if (!isCanceled(e)) retry(undefined, e);
-        return;
+  /** plan tells the session what the views show and takes the levels it chose. */
+  private plan(): void {
+    const s = this.session;
+    if (!s) return;
+    this.replan = false;
+    const l3 = s.level3d;
+    s.setViews(this.wants());
+    for (const v of Object.values(this.views)) {
+      const l = s.sliceLevels[v.axis] ?? s.coarsest;
+      if (v.level !== l) {
+        v.level = l;
+        this.dirty.add(v.axis);
       }
     }
-    let next = from;
-    try {
-      for await (const res of this.clients.tiles.readTileStream({ volume: d.name, offset: from, follow: true }, { signal: ctl.signal })) {
-        const t = res.tile;
-        if (!t || this.data !== d) continue;
-        next = t.offset + 1n;
-        this.followNext = next;
-        attempt = 0;
-        if (this.msgSource === "follow") this.message("");
-        if (!t.key) continue;
-        this.stats.liveTiles++;
-        this.applyTile(t.key.lod, t.key.x, t.key.y, t.key.z, t.offset, t.value);
-        this.schedule(true);
-      }
-    } catch (e) {
-      if (ctl.signal.aborted || isCanceled(e)) return;
-      retry(next, e);
-      return;
-    }
-    // The server ended the stream (a deleted volume, or a server that is
-    // stopping): find out which, and follow again if the volume is there.
-    if (ctl.signal.aborted || this.live !== ctl || this.data !== d) return;
-    try {
-      await this.clients.volumes.getVolume({ name: d.name });
-    } catch (e) {
-      if (!isCanceled(e)) retry(next, e);
-      return;
-    }
-    retry(next, undefined);
+    if (s.level3d !== l3) this.reset3d();
   }
 
-  private applyTile(lod: number, x: number, y: number, z: number, offset: bigint, value: Uint8Array): void {
-    const d = this.data!;
-    const t0 = performance.now();
-    const r = d.apply(lod, x, y, z, offset, value);
-    this.stats.applyMs += performance.now() - t0;
-    if (!r.applied) return;
+  /** reset3d allocates the 3D texture at the session's 3D level and fills it from what is held. */
+  private reset3d(): void {
+    const s = this.session;
+    if (!s || !this.view3d.ok) return;
+    this.view3d.setVolume(s, s.level3d);
+    this.filled3d.clear();
+    for (const k of levelBricks(s.grid, s.level3d)) this.dirty3d.set(keyId(k), k);
+  }
+
+  /** changed marks the views that show a brick that arrived. */
+  private changed(s: Session, k: Key, box: { min: Vec3; max: Vec3 }): void {
+    if (this.session !== s) return;
     for (const a of ["x", "y", "z"] as Axis[]) {
       const v = this.views[a], dp = v.depth;
-      if (v.pos >= r.min[dp] && v.pos < r.max[dp]) this.dirty.add(a);
+      if (k.lod >= v.level && v.pos >= box.min[dp] && v.pos < box.max[dp]) this.dirty.add(a);
     }
-    this.dirty3d = true;
-    if (this.autoWindow && lod === d.levels.length - 1 && d.complete(lod)) this.applyAutoWindow(false);
+    if (this.view3d.ok && k.lod >= s.level3d) {
+      if (k.lod === s.level3d) this.dirty3d.set(keyId(k), k);
+      else {
+        // A coarser brick stands in for the 3D level's bricks it covers that are not held better.
+        for (const b of levelBricks(s.grid, s.level3d)) {
+          const sh = k.lod - s.level3d;
+          if (b.x >> sh !== k.x || b.y >> sh !== k.y || b.z >> sh !== k.z) continue;
+          const id = keyId(b);
+          const got = this.filled3d.get(id);
+          if (got === undefined || got < 0 || got >= k.lod) this.dirty3d.set(id, b);
+        }
+      }
+    }
+    if (this.autoWindow && k.lod === s.coarsest && s.coarsestComplete()) this.applyAutoWindow(false);
     this.schedule();
   }
 
   private markAll(): void {
     this.dirty = new Set<Axis>(["x", "y", "z"]);
-    this.dirty3d = true;
+    const s = this.session;
+    if (s) for (const k of levelBricks(s.grid, s.level3d)) this.dirty3d.set(keyId(k), k);
+    this.render3d = true;
     this.schedule(true);
   }
 
-  /** schedule draws dirty views on the next frame; while streaming at most every 80 ms (3D: 500 ms). */
+  /** schedule draws dirty views on the next frame. */
   private schedule(now = false): void {
+    void now;
     if (this.frame) return;
     this.frame = requestAnimationFrame(() => {
       this.frame = 0;
-      this.draw(now);
+      this.draw();
     });
   }
 
   /**
-   * draw renders what changed. While streaming, slices are redrawn at most
-   * every 150 ms and the 3D view every second (it is the costliest), except
-   * right after the coarsest level completes: that first whole picture is
-   * drawn at once, slices first, the 3D view on the next frame.
+   * draw plans again if the views moved, then renders what changed. While
+   * streaming, slices are redrawn at most every 100 ms and the 3D view
+   * every 500 ms, except for the first picture, drawn as soon as the
+   * slices can be covered: slices first, the 3D view on the next frame.
    */
-  private draw(force: boolean): void {
-    const d = this.data;
-    if (!d) return;
+  private draw(): void {
+    const s = this.session;
+    if (!s) return;
+    if (this.replan) this.plan();
     const t = performance.now();
-    const coarsest = d.levels.length - 1;
-    const first = !this.stats.firstPicture && d.complete(coarsest);
-    const busy = this.streaming && !force && !first;
-    // Once the first slices are up, the 3D view goes next, before any more
-    // slice updates.
-    const only3d = first && this.stats.firstSlices > 0 && this.dirty3d;
+    const st = s.stats;
+    const first = !st.firstPicture;
+    const busy = s.streaming && !first;
     let drewSlices = false;
-    // Before the first brick there is nothing to draw but the checkerboard
-    // the views already show: leave the time to the stream.
-    const empty = d.levels.every((L) => L.count === 0);
-    if (empty) this.dirty.clear();
-    if (this.dirty.size && !only3d && (!busy || t - this.lastSlices > 150)) {
+    if (this.dirty.size && (!busy || t - this.lastSlices > 100) && !(first && st.firstSlices && this.render3d)) {
       for (const a of this.dirty) this.views[a].render(this.win, this.table);
       this.dirty.clear();
       this.lastSlices = t;
       drewSlices = true;
-      this.stats.drawMs += performance.now() - t;
-      if (first && !this.stats.firstSlices) this.stats.firstSlices = performance.now();
+      st.drawMs += performance.now() - t;
+      if (!st.firstSlices && Object.values(this.views).every((v) => covered(v))) st.firstSlices = performance.now();
     }
-    if (this.dirty3d && !drewSlices && this.view3d.ok && (!busy || t - this.last3d > 1000)) {
+    if (this.view3d.ok && (this.dirty3d.size || this.render3d) && !(first && drewSlices) && (!busy || t - this.last3d > 500)) {
       const t3 = performance.now();
-      if (d.levels[coarsest].count > 0) {
-        this.view3d.setVolume(d, this.win);
-        this.view3d.render();
-      }
-      this.dirty3d = false;
+      for (const [id, k] of this.dirty3d) this.filled3d.set(id, this.view3d.fillBrick(k, this.win));
+      this.dirty3d.clear();
+      this.view3d.render();
+      this.render3d = false;
       this.last3d = performance.now();
-      this.stats.draw3dMs += this.last3d - t3;
-      if (first && !this.first3d) this.first3d = this.last3d;
+      st.draw3dMs += this.last3d - t3;
+      if (st.firstSlices && !st.firstPicture && this.all3d(false)) {
+        st.firstPicture = this.last3d;
+        st.firstPictureBytes = st.bytes;
+      }
     }
-    const now = performance.now();
-    if (first && this.stats.firstSlices && (this.first3d || !this.view3d.ok)) this.stats.firstPicture = Math.max(this.stats.firstSlices, this.first3d);
-    if (!this.stats.fullResolution && d.complete(0) && this.dirty.size === 0 && !this.dirty3d) this.stats.fullResolution = now;
+    if (st.firstSlices && !st.firstPicture && !this.view3d.ok) {
+      st.firstPicture = st.firstSlices;
+      st.firstPictureBytes = st.bytes;
+    }
+    if (!st.fullResolution && st.firstPicture && this.sharp()) st.fullResolution = performance.now();
     this.showProgress();
-    if (this.dirty.size || this.dirty3d) this.schedule(!this.streaming);
+    if (this.dirty.size || this.dirty3d.size || this.render3d) this.schedule();
+  }
+
+  /** all3d reports whether every brick of the 3D texture is filled (at its own level when exact). */
+  private all3d(exact: boolean): boolean {
+    const s = this.session;
+    if (!s || !this.view3d.ok) return true;
+    const ks = levelBricks(s.grid, s.level3d);
+    if (this.filled3d.size < ks.length) return false;
+    for (const l of this.filled3d.values()) if (l < 0 || (exact && l !== s.level3d)) return false;
+    return true;
+  }
+
+  /** sharp reports whether every view shows its own level everywhere and nothing is left to fetch or draw. */
+  private sharp(): boolean {
+    const s = this.session;
+    if (!s || !s.nowComplete() || this.dirty.size || this.dirty3d.size) return false;
+    for (const v of Object.values(this.views)) {
+      for (const l of v.drawnLevels.keys()) if (l !== v.level) return false;
+    }
+    return this.all3d(true);
   }
 
   private showProgress(): void {
-    const d = this.data;
-    if (!d) return;
-    const p = this.progress;
-    const secs = Math.max(1e-3, ((p.end || performance.now()) - p.start) / 1000);
-    const mbs = p.bytes / 1e6 / secs;
-    const state = this.streaming ? `refining LOD ${p.lod}` : d.complete(0) ? "full resolution" : this.streamError ? "stopped" : "idle";
+    const s = this.session;
+    if (!s) return;
+    const p = s.progress(), c = s.cacheStats();
+    const state = p.streaming ? "streaming" : this.sharp() ? "at screen resolution" : s.streamError ? "stopped" : "idle";
+    const eta = p.etaMs >= 0 ? `, ETA ${(p.etaMs / 1000).toFixed(1)} s` : "";
     $("progress").textContent =
-      `${state}\nbricks ${p.index} / ${p.total}\n${fmtBytes(p.bytes)} at ${mbs.toFixed(1)} MB/s` +
-      (this.stats.liveTiles ? `\nlive tiles ${this.stats.liveTiles}` : "");
-    $("progress-fill").style.width = `${p.total ? (100 * p.index) / p.total : 0}%`;
-    $("levels").textContent = d.levels.map((L, l) => `LOD ${l}: ${L.count}/${d.brickCount(l)}`).join("\n");
+      `${state}\nbricks ${p.held} / ${p.wanted}\n${fmtBytes(p.bytes)} at ${p.mbs.toFixed(1)} MB/s${eta}\ncache ${fmtBytes(c.bytes)} / ${fmtBytes(c.budget)}` +
+      (s.stats.liveTiles ? `\nlive tiles ${s.stats.liveTiles}` : "");
+    $("progress-fill").style.width = `${p.wanted ? (100 * p.held) / p.wanted : 0}%`;
+    $("levels").textContent = Object.values(this.views).map((v) => `${roles[v.axis]}: LOD ${v.level}`).join("\n") + `\n3D: LOD ${s.level3d}`;
+  }
+
+  /** setBudget changes the cache's byte budget; the views are planned again. */
+  setBudget(bytes: number): void {
+    this.budget = bytes;
+    $<HTMLInputElement>("budget").value = String(bytes / 2 ** 20);
+    const s = this.session;
+    if (!s) return;
+    s.cache.setBudget(bytes);
+    this.plan();
+    this.markAll();
   }
 
   private applyAutoWindow(redraw = true): void {
-    const d = this.data;
+    const d = this.session;
     if (!d || !(d.max >= d.min)) return;
     const width = Math.max(d.max - d.min, d.type === 5 ? 1e-6 : 1);
     this.setWindow({ level: d.min + width / 2, width }, redraw);
@@ -509,11 +436,8 @@ class App {
     this.win = w;
     $<HTMLInputElement>("level").value = String(+w.level.toPrecision(6));
     $<HTMLInputElement>("width").value = String(+w.width.toPrecision(6));
-    if (redraw) this.markAll();
-    else {
-      this.dirty = new Set<Axis>(["x", "y", "z"]);
-      this.dirty3d = true;
-    }
+    this.markAll();
+    void redraw;
   }
 
   setColormap(name: ColormapName): void {
@@ -553,9 +477,10 @@ class App {
     this.convention = c;
     $<HTMLSelectElement>("convention").value = c;
     const o = this.orientation;
-    if (!this.data || !o) return;
+    if (!this.session || !o) return;
     for (const v of Object.values(this.views)) v.setLayout(layout(o, roles[v.axis], c));
     this.setCross();
+    this.replan = true;
     this.markAll();
   }
 
@@ -577,28 +502,29 @@ class App {
     this.afterMove();
   }
 
-  /** afterMove redraws the crosshair and re-prioritises streaming around the new focus. */
+  /** viewed: a view was zoomed or panned; it shows another part, maybe at another level. */
+  private viewed(axis: Axis): void {
+    this.dirty.add(axis);
+    this.replan = true;
+    this.schedule();
+  }
+
+  /** afterMove redraws the crosshair; the next frame plans the bricks for the new planes (cancelling what is not needed any more). */
   private afterMove(): void {
     this.setCross();
     for (const v of Object.values(this.views)) v.draw();
-    this.schedule(true);
-    this.focus = this.cursor();
-    // A stream that failed is started again around the new focus too.
-    if (!this.streaming && !(this.streamError && this.data && !this.data.complete(0))) return;
-    // Browsers cannot send on an open stream: cancel it and start one around
-    // the new focus (after a short pause, so dragging does not thrash).
-    clearTimeout(this.restartTimer);
-    this.restartTimer = window.setTimeout(() => void this.load(), 150);
+    this.replan = true;
+    this.schedule();
   }
 
   private hover(p: Vec3 | null): void {
-    const d = this.data;
+    const d = this.session;
     if (!d || !p) {
       $("cursor").textContent = "-";
       return;
     }
-    const v = d.value(p.x, p.y, p.z);
-    const l = d.lodAt(p.x, p.y, p.z);
+    const l = d.lodAt(p);
+    const v = d.value(p, l);
     const w = world(this.affine, p).map((c) => (Math.abs(c) < 5e-7 ? 0 : c).toFixed(2));
     const sp = this.space === "RAS" || this.space === "LPS" ? ` ${this.space}` : "";
     $("cursor").textContent =
@@ -611,6 +537,7 @@ class App {
       v.draw();
     }
     this.view3d.resize();
+    this.replan = true;
     this.markAll();
   }
 
@@ -621,12 +548,20 @@ class App {
       refresh: () => this.refresh(),
       /** state reports loading progress; idle means nothing is left to stream or draw. */
       state: () => ({
-        volume: this.data?.name ?? "",
-        streaming: this.streaming,
-        complete: this.data ? this.data.levels.map((_, l) => this.data!.complete(l)) : [],
-        idle: !!this.data && !this.streaming && this.dirty.size === 0 && !this.dirty3d && this.frame === 0,
-        progress: { ...this.progress },
-        stats: { ...this.stats },
+        volume: this.session?.name ?? "",
+        streaming: this.session?.streaming ?? false,
+        // loaded: everything the views need now has arrived and no request runs.
+        loaded: this.session?.loaded() ?? false,
+        // sharp: every view shows its own level everywhere.
+        sharp: this.sharp(),
+        idle: !!this.session && this.session.loaded() && !this.replan && this.dirty.size === 0 && this.dirty3d.size === 0 && !this.render3d && this.frame === 0,
+        progress: this.session?.progress() ?? null,
+        stats: this.session ? { ...this.session.stats } : null,
+        cache: this.session?.cacheStats() ?? null,
+        requests: this.session?.requests() ?? [],
+        // The level each view draws, and how many of its pixels came from each level (-1: none).
+        levels: { z: this.views.z.level, y: this.views.y.level, x: this.views.x.level, "3d": this.session?.level3d ?? 0 },
+        drawn: Object.fromEntries(Object.values(this.views).map((v) => [v.axis, Object.fromEntries(v.drawnLevels)])),
         window: { ...this.win },
         colormap: this.cmap,
         error: $("message").hidden ? "" : $("message").textContent,
@@ -662,7 +597,7 @@ class App {
       /** voxelToCanvas gives the device pixel of a voxel in a slice view ("z" axial, "y" coronal, "x" sagittal). */
       voxelToCanvas: (axis: Axis, p: Vec3) => this.views[axis].voxelToCanvas(p),
       /** project3D gives the device pixel where a voxel appears in the 3D view. */
-      project3D: (p: Vec3) => (this.data ? this.view3d.project(this.data, p) : null),
+      project3D: (p: Vec3) => (this.session ? this.view3d.project(p) : null),
       /** pixel reads the RGBA of one device pixel of a view ("x", "y", "z" or "3d"). */
       pixel: (view: Axis | "3d", x: number, y: number) => {
         const c = view === "3d" ? this.view3d.canvas : this.views[view].canvas;
@@ -679,9 +614,28 @@ class App {
         this.view3d.render();
       },
       lut: () => Array.from(this.table),
-      value: (p: Vec3) => this.data?.value(p.x, p.y, p.z) ?? NaN,
+      /** value is the voxel at p from the finest level held, or at level lod. */
+      value: (p: Vec3, lod = -1) => this.session?.value(p, lod) ?? NaN,
+      /** lodAt is the finest level held at p (-1: none). */
+      lodAt: (p: Vec3) => this.session?.lodAt(p) ?? -1,
+      /** setBudget sets the brick cache's budget in bytes. */
+      setBudget: (bytes: number) => this.setBudget(bytes),
+      /** zoom sets a slice view's zoom (1: the whole slice fits) and pan (device pixels), as the wheel and drag do. */
+      zoom: (axis: Axis, zoom: number, panX = 0, panY = 0) => {
+        const v = this.views[axis];
+        v.zoom = zoom;
+        v.panX = panX;
+        v.panY = panY;
+        v.draw();
+        this.viewed(axis);
+      },
     };
   }
+}
+
+/** covered reports whether a slice view has drawn every pixel of its image from some level. */
+function covered(v: SliceView): boolean {
+  return v.drawnLevels.size > 0 && !v.drawnLevels.has(-1);
 }
 
 /** roles names the view of each key. */

@@ -1,11 +1,13 @@
 // View3D ray-marches a maximum-intensity projection of the volume in
-// WebGL2. The volume is sampled on a grid of at most 128 voxels a side,
-// mapped through the current window to 8 bits (0 also for voxels not yet
-// streamed) and uploaded as a 3D texture; a 256x1 texture holds the
-// colormap. The camera is orthographic and orbits the volume's centre.
+// WebGL2. The 3D texture holds one level of detail (the finest within the
+// session's 3D voxel budget), mapped through the current window to 8 bits
+// (0 for voxels not yet streamed); it is filled brick by brick as bricks of
+// that level arrive, with coarser bricks standing in until then. A 256x1
+// texture holds the colormap. The camera is orthographic and orbits the volume's centre.
 
 import { lutIndex, type Window } from "./colormap";
-import type { Vec3, VolumeData } from "./volume";
+import type { Key, Vec3 } from "./selection";
+import type { SliceSource } from "./slice";
 
 const vertexSrc = `#version 300 es
 in vec2 a_pos;
@@ -67,7 +69,6 @@ export class View3D {
   private half: Vec3 = { x: 1, y: 1, z: 1 };
   private dims: Vec3 = { x: 1, y: 1, z: 1 };
   cam: Camera = { yaw: 0, pitch: 0, zoom: 1 };
-  gridSize = 128;
 
   constructor(canvas: HTMLCanvasElement) {
     this.canvas = canvas;
@@ -128,26 +129,74 @@ export class View3D {
     gl.texParameteri(gl.TEXTURE_2D, gl.TEXTURE_WRAP_S, gl.CLAMP_TO_EDGE);
   }
 
-  /** setVolume samples the volume through win and uploads it. */
-  setVolume(d: VolumeData, win: Window): void {
+  private src: SliceSource | null = null;
+  private lod = 0;
+  private shape: Vec3 = { x: 1, y: 1, z: 1 };
+
+  /** setVolume allocates the texture for level lod of src (every texel 0). */
+  setVolume(src: SliceSource, lod: number): void {
     const gl = this.gl;
-    if (!gl) return;
-    const { dims, values } = d.grid(this.gridSize);
-    const bytes = new Uint8Array(values.length);
-    for (let i = 0; i < values.length; i++) {
-      const v = values[i];
-      bytes[i] = v !== v ? 0 : lutIndex(v, win);
-    }
-    this.dims = dims;
-    const ex = d.shape.x * d.spacing.x, ey = d.shape.y * d.spacing.y, ez = d.shape.z * d.spacing.z;
+    this.src = src;
+    this.lod = lod;
+    const S = src.grid.shape, f = 2 ** lod;
+    this.shape = { ...S };
+    this.dims = { x: Math.ceil(S.x / f), y: Math.ceil(S.y / f), z: Math.ceil(S.z / f) };
+    const ex = S.x * src.spacing.x, ey = S.y * src.spacing.y, ez = S.z * src.spacing.z;
     const m = Math.max(ex, ey, ez);
     this.half = { x: ex / m, y: ey / m, z: ez / m };
+    if (!gl) return;
     gl.activeTexture(gl.TEXTURE0);
     gl.bindTexture(gl.TEXTURE_3D, this.volTex);
-    gl.texImage3D(gl.TEXTURE_3D, 0, gl.R8, dims.x, dims.y, dims.z, 0, gl.RED, gl.UNSIGNED_BYTE, bytes);
+    gl.texImage3D(gl.TEXTURE_3D, 0, gl.R8, this.dims.x, this.dims.y, this.dims.z, 0, gl.RED, gl.UNSIGNED_BYTE, null);
     gl.texParameteri(gl.TEXTURE_3D, gl.TEXTURE_MIN_FILTER, gl.LINEAR);
     gl.texParameteri(gl.TEXTURE_3D, gl.TEXTURE_MAG_FILTER, gl.LINEAR);
     for (const w of [gl.TEXTURE_WRAP_S, gl.TEXTURE_WRAP_T, gl.TEXTURE_WRAP_R]) gl.texParameteri(gl.TEXTURE_3D, w, gl.CLAMP_TO_EDGE);
+  }
+
+  /** level is the level of detail the texture holds. */
+  get level(): number {
+    return this.lod;
+  }
+
+  /**
+   * fillBrick maps brick k of the texture's level through win and uploads
+   * it, from that brick if held, else from the finest coarser brick held;
+   * it reports the level used (-1: none, the texels are 0).
+   */
+  fillBrick(k: Key, win: Window): number {
+    const gl = this.gl, src = this.src;
+    if (!gl || !src) return -1;
+    const B = src.grid.brick, D = this.dims;
+    const x0 = k.x * B.x, y0 = k.y * B.y, z0 = k.z * B.z;
+    const nx = Math.min(B.x, D.x - x0), ny = Math.min(B.y, D.y - y0), nz = Math.min(B.z, D.z - z0);
+    if (nx <= 0 || ny <= 0 || nz <= 0) return -1;
+    let l = k.lod;
+    let b: ReturnType<SliceSource["brick"]>;
+    for (; l < src.grid.levels; l++) {
+      const s = l - k.lod;
+      b = src.brick(l, k.x >> s, k.y >> s, k.z >> s);
+      if (b) break;
+    }
+    const out = new Uint8Array(nx * ny * nz);
+    if (b) {
+      const s = l - k.lod, v = b.voxels;
+      let i = 0;
+      for (let z = 0; z < nz; z++) {
+        const lz = ((z0 + z) >> s) % B.z;
+        for (let y = 0; y < ny; y++) {
+          const row = b.sx * (((y0 + y) >> s) % B.y + b.sy * lz);
+          if (s === 0) {
+            for (let x = 0; x < nx; x++) out[i++] = lutIndex(v[row + x], win);
+          } else {
+            for (let x = 0; x < nx; x++) out[i++] = lutIndex(v[row + (((x0 + x) >> s) % B.x)], win);
+          }
+        }
+      }
+    }
+    gl.activeTexture(gl.TEXTURE0);
+    gl.bindTexture(gl.TEXTURE_3D, this.volTex);
+    gl.texSubImage3D(gl.TEXTURE_3D, 0, x0, y0, z0, nx, ny, nz, gl.RED, gl.UNSIGNED_BYTE, out);
+    return b ? l : -1;
   }
 
   /** rotation returns the camera-to-volume rotation (column-major 3x3). */
@@ -203,7 +252,7 @@ export class View3D {
     gl.uniform3f(gl.getUniformLocation(this.prog, "u_half"), this.half.x, this.half.y, this.half.z);
     const [sx, sy] = this.scale();
     gl.uniform2f(gl.getUniformLocation(this.prog, "u_scale"), sx, sy);
-    gl.uniform1i(gl.getUniformLocation(this.prog, "u_steps"), Math.ceil(1.5 * Math.max(this.dims.x, this.dims.y, this.dims.z)));
+    gl.uniform1i(gl.getUniformLocation(this.prog, "u_steps"), Math.min(384, Math.ceil(1.5 * Math.max(this.dims.x, this.dims.y, this.dims.z))));
     gl.drawArrays(gl.TRIANGLES, 0, 3);
   }
 
@@ -211,11 +260,12 @@ export class View3D {
    * project returns the canvas pixel where a LOD 0 voxel centre of d
    * appears, ignoring depth (orthographic).
    */
-  project(d: VolumeData, p: Vec3): { x: number; y: number } {
+  project(p: Vec3): { x: number; y: number } {
+    const S = this.shape;
     const b = [
-      ((p.x + 0.5) / d.shape.x - 0.5) * 2 * this.half.x,
-      ((p.y + 0.5) / d.shape.y - 0.5) * 2 * this.half.y,
-      ((p.z + 0.5) / d.shape.z - 0.5) * 2 * this.half.z,
+      ((p.x + 0.5) / S.x - 0.5) * 2 * this.half.x,
+      ((p.y + 0.5) / S.y - 0.5) * 2 * this.half.y,
+      ((p.z + 0.5) / S.z - 0.5) * 2 * this.half.z,
     ];
     const R = this.rotation(); // column-major camera->volume; volume->camera is its transpose
     const cx = R[0] * b[0] + R[1] * b[1] + R[2] * b[2];

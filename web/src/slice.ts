@@ -1,6 +1,9 @@
 // SliceView draws one orthogonal slice of a volume on a 2D canvas with
 // nearest-neighbour scaling, so each voxel's centre shows exactly its
-// colour-mapped value. Which voxel axis is the slice's depth and which way
+// colour-mapped value. It draws from the session's brick cache, only the
+// part the viewport shows, at the level the session planned for it (its
+// voxels match the screen's pixels); where a brick of that level has not
+// arrived, the finest coarser brick held fills in. Which voxel axis is the slice's depth and which way
 // the others run on screen come from the volume's orientation (orient.ts):
 // the axial view is always a slice across the patient's S/I axis, and so on,
 // whatever the storage order. With no known orientation (or an identity LPS
@@ -10,7 +13,15 @@
 
 import { lutIndex, type Window } from "./colormap";
 import type { Axis, ViewLayout } from "./orient";
-import type { Vec3, VolumeData } from "./volume";
+import type { SliceWant } from "./session";
+import type { Vec3 } from "./selection";
+
+/** SliceSource is what a slice view reads: the session, seen from here. */
+export interface SliceSource {
+  grid: { shape: Vec3; brick: Vec3; levels: number };
+  spacing: Vec3;
+  brick(lod: number, x: number, y: number, z: number): { voxels: ArrayLike<number>; sx: number; sy: number } | undefined;
+}
 
 export type { Axis } from "./orient";
 
@@ -21,11 +32,6 @@ export function storageLayout(key: Axis): ViewLayout {
   return { depth: "x", u: "y", v: "z", flipU: false, flipV: true, left: "", right: "", top: "", bottom: "" };
 }
 
-/** natural returns the (first, second) voxel axes of VolumeData.slice for a depth axis. */
-function natural(depth: Axis): [Axis, Axis] {
-  return depth === "z" ? ["x", "y"] : depth === "y" ? ["x", "z"] : ["y", "z"];
-}
-
 export interface SliceHost {
   /** pick moves the crosshair (and the other views' slices) to a voxel. */
   pick(p: Vec3): void;
@@ -33,6 +39,8 @@ export interface SliceHost {
   hover(p: Vec3 | null): void;
   /** moved reports that this view's slice position changed. */
   moved(axis: Axis, pos: number): void;
+  /** viewed reports that this view's zoom or pan changed. */
+  viewed(axis: Axis): void;
 }
 
 export class SliceView {
@@ -47,11 +55,17 @@ export class SliceView {
   private readonly title: string;
   private readonly host: SliceHost;
   private readonly off = document.createElement("canvas");
-  private data: VolumeData | null = null;
-  private values = new Float64Array(0);
+  private data: SliceSource | null = null;
   private w = 0;
   private h = 0;
   private image: ImageData | null = null;
+  // Where the offscreen image goes, in screen voxels of LOD 0 (x0, y0, and
+  // the size of one image pixel), set by render.
+  private place = { x0: 0, y0: 0, f: 1, w: 0, h: 0 };
+  /** level is the level of detail drawn (set by the owner from the session's plan). */
+  level = 0;
+  /** drawnLevels counts the image's pixels by the level they came from (-1: none yet). */
+  drawnLevels = new Map<number, number>();
   pos = 0;
   zoom = 1;
   panX = 0;
@@ -105,12 +119,12 @@ export class SliceView {
   /** dims returns the slice's width and height in voxels and the voxel sizes along them. */
   private dims(): { w: number; h: number; su: number; sv: number; depth: number } {
     const d = this.data!;
-    const S = d.shape, P = d.spacing, m = this.map;
+    const S = d.grid.shape, P = d.spacing, m = this.map;
     return { w: S[m.u], h: S[m.v], su: P[m.u], sv: P[m.v], depth: S[m.depth] };
   }
 
   /** setVolume shows a volume laid out by map (see orient.ts). */
-  setVolume(d: VolumeData | null, map: ViewLayout = storageLayout(this.axis)): void {
+  setVolume(d: SliceSource | null, map: ViewLayout = storageLayout(this.axis)): void {
     this.data = d;
     this.zoom = 1;
     this.panX = this.panY = 0;
@@ -120,10 +134,8 @@ export class SliceView {
     const { w, h, depth } = this.dims();
     this.w = w;
     this.h = h;
-    this.values = new Float64Array(w * h);
-    this.off.width = w;
-    this.off.height = h;
-    this.image = new ImageData(w, h);
+    this.image = null;
+    this.place = { x0: 0, y0: 0, f: 1, w: 0, h: 0 };
     this.slider.max = String(depth - 1);
     this.pos = Math.floor(depth / 2);
     this.slider.value = String(this.pos);
@@ -224,38 +236,105 @@ export class SliceView {
     }
   }
 
-  /** render recomputes the slice image from the volume and draws it. */
-  render(win: Window, table: Uint8Array): void {
-    if (!this.data || !this.image) return;
+  /**
+   * want returns what this view shows for the session to plan: the plane,
+   * the rectangle of it inside the viewport (LOD 0 voxels) and how many
+   * voxels a device pixel covers.
+   */
+  want(): SliceWant | null {
+    if (!this.data) return null;
     const m = this.map;
-    this.data.slice(m.depth, this.pos, this.values);
-    const px = this.image.data;
-    const vals = this.values;
-    // The slice comes in VolumeData.slice's order (natural first axis
-    // fastest); screen pixel (sx, sy) reads voxel (u, v) of the layout.
-    const [first] = natural(m.depth);
-    const nw = first === m.u ? this.w : this.h; // length of the natural first axis
-    const W = this.w, H = this.h;
-    for (let i = 0, n = W * H; i < n; i++) {
-      const sx = i % W, sy = (i / W) | 0;
-      const u = m.flipU ? W - 1 - sx : sx;
-      const vv = m.flipV ? H - 1 - sy : sy;
-      const a = first === m.u ? u : vv, b = first === m.u ? vv : u;
-      const v = vals[b * nw + a];
-      const o = i * 4;
-      if (v !== v) {
-        // Not streamed yet: a dark checkerboard (in voxel coordinates).
-        const c = (a >> 3) + (b >> 3);
-        px[o] = px[o + 1] = px[o + 2] = c & 1 ? 28 : 18;
-      } else {
-        const k = lutIndex(v, win) * 4;
-        px[o] = table[k];
-        px[o + 1] = table[k + 1];
-        px[o + 2] = table[k + 2];
-      }
-      px[o + 3] = 255;
+    const { ku, kv, ox, oy } = this.layout();
+    const cw = this.canvas.width, ch = this.canvas.height;
+    const [u0, u1] = this.visible(m.flipU, this.w, (0 - ox) / ku, (cw - ox) / ku);
+    const [v0, v1] = this.visible(m.flipV, this.h, (0 - oy) / kv, (ch - oy) / kv);
+    return { key: this.axis, depth: m.depth, pos: this.pos, u: m.u, v: m.v, u0, u1, v0, v1, voxelsPerPixel: Math.min(1 / ku, 1 / kv) };
+  }
+
+  /** visible turns a range of screen columns (LOD 0 voxels) into the voxel range it shows along an axis of n voxels. */
+  private visible(flip: boolean, n: number, s0: number, s1: number): [number, number] {
+    const a = Math.max(0, Math.floor(s0)), b = Math.min(n, Math.ceil(s1));
+    if (b <= a) return [0, 0];
+    return flip ? [n - b, n - a] : [a, b];
+  }
+
+  /** render draws the visible part of the slice from the source's bricks at this.level (coarser ones fill gaps). */
+  render(win: Window, table: Uint8Array): void {
+    const d = this.data;
+    if (!d) return;
+    const m = this.map, want = this.want()!;
+    const L = Math.max(0, Math.min(d.grid.levels - 1, this.level)), f = 2 ** L;
+    const B = d.grid.brick;
+    // The visible box in level-L voxels.
+    const lw = Math.ceil(this.w / f), lh = Math.ceil(this.h / f);
+    const a0 = Math.floor(want.u0 / f), a1 = Math.min(lw, Math.ceil(want.u1 / f));
+    const b0 = Math.floor(want.v0 / f), b1 = Math.min(lh, Math.ceil(want.v1 / f));
+    const iw = Math.max(0, a1 - a0), ih = Math.max(0, b1 - b0);
+    this.drawnLevels = new Map();
+    if (iw === 0 || ih === 0) {
+      this.image = null;
+      this.draw();
+      return;
     }
+    if (!this.image || this.image.width !== iw || this.image.height !== ih) {
+      this.image = new ImageData(iw, ih);
+      this.off.width = iw;
+      this.off.height = ih;
+    }
+    const px = this.image.data;
+    const depthL = this.pos >> L;
+    const counts = new Map<number, number>();
+    // Each image row is one v (level L); runs along u share a brick.
+    for (let j = 0; j < ih; j++) {
+      const vL = m.flipV ? b1 - 1 - j : b0 + j;
+      let i = 0;
+      while (i < iw) {
+        const uL = m.flipU ? a1 - 1 - i : a0 + i;
+        // The run: the image pixels whose u is in the same level-L brick.
+        const bu = Math.floor(uL / B[m.u]);
+        const runEnd = m.flipU ? uL - bu * B[m.u] + 1 : (bu + 1) * B[m.u] - uL;
+        const run = Math.min(iw - i, runEnd);
+        // The finest level at or above L that holds this brick.
+        let src: { voxels: ArrayLike<number>; sx: number; sy: number } | undefined;
+        let l = L;
+        const p = { x: 0, y: 0, z: 0 };
+        for (; l < d.grid.levels; l++) {
+          const s = l - L;
+          p[m.u] = uL >> s;
+          p[m.v] = vL >> s;
+          p[m.depth] = depthL >> s;
+          src = d.brick(l, Math.floor(p.x / B.x), Math.floor(p.y / B.y), Math.floor(p.z / B.z));
+          if (src) break;
+        }
+        counts.set(src ? l : -1, (counts.get(src ? l : -1) ?? 0) + run);
+        for (let r = 0; r < run; r++, i++) {
+          const o = (j * iw + i) * 4;
+          const u = m.flipU ? a1 - 1 - i : a0 + i;
+          if (!src) {
+            // Not streamed yet: a dark checkerboard (in level voxels).
+            const c = (u >> 3) + (vL >> 3);
+            px[o] = px[o + 1] = px[o + 2] = c & 1 ? 28 : 18;
+          } else {
+            const s = l - L;
+            p[m.u] = u >> s;
+            p[m.v] = vL >> s;
+            p[m.depth] = depthL >> s;
+            const v = src.voxels[(p.x % B.x) + src.sx * ((p.y % B.y) + src.sy * (p.z % B.z))];
+            const k = lutIndex(v, win) * 4;
+            px[o] = table[k];
+            px[o + 1] = table[k + 1];
+            px[o + 2] = table[k + 2];
+          }
+          px[o + 3] = 255;
+        }
+      }
+    }
+    this.drawnLevels = counts;
     this.off.getContext("2d")!.putImageData(this.image, 0, 0);
+    // Screen position (LOD 0 voxels) of the image's top-left corner.
+    const x0 = m.flipU ? this.w - a1 * f : a0 * f;
+    const y0 = m.flipV ? this.h - b1 * f : b0 * f;
+    this.place = { x0, y0, f, w: iw, h: ih };
     this.draw();
   }
 
@@ -268,7 +347,16 @@ export class SliceView {
     if (!this.data) return;
     const { ku, kv, ox, oy } = this.layout();
     ctx.imageSmoothingEnabled = false;
-    ctx.drawImage(this.off, ox, oy, this.w * ku, this.h * kv);
+    if (this.image) {
+      // A level voxel at the volume's far edge may reach past it: clip to the volume.
+      ctx.save();
+      ctx.beginPath();
+      ctx.rect(ox, oy, this.w * ku, this.h * kv);
+      ctx.clip();
+      const P = this.place;
+      ctx.drawImage(this.off, ox + P.x0 * ku, oy + P.y0 * kv, P.w * P.f * ku, P.h * P.f * kv);
+      ctx.restore();
+    }
     if (this.showCross && this.cross) {
       const c = this.voxelToCanvas(this.cross);
       ctx.strokeStyle = "rgba(80, 220, 120, 0.8)";
@@ -291,12 +379,14 @@ export class SliceView {
     this.panY += (cy - my) * (1 - f);
     this.zoom = z;
     this.draw();
+    this.host.viewed(this.axis);
   }
 
   resetView(): void {
     this.zoom = 1;
     this.panX = this.panY = 0;
     this.draw();
+    this.host.viewed(this.axis);
   }
 
   private devicePoint(e: MouseEvent): [number, number] {
@@ -327,6 +417,7 @@ export class SliceView {
         this.panX += x - lx;
         this.panY += y - ly;
         this.draw();
+        this.host.viewed(this.axis);
       } else if (mode === "pick") {
         const p = this.canvasToVoxel(x, y);
         if (p) this.host.pick(p);

@@ -1,4 +1,4 @@
-// The streaming worker: runs StreamBricks off the main thread (fetch,
+// The streaming worker: runs StreamBricks for a set of brick keys off the main thread (fetch,
 // envelope and protobuf decoding) and hands each brick's bytes to the page
 // by transfer, without copying. Messages in: {type: "start", id, baseUrl,
 // protocol, token, request} and {type: "cancel", id}. Messages out: "brick",
@@ -6,8 +6,7 @@
 
 import { Code, ConnectError } from "@connectrpc/connect";
 import { connect, type Protocol } from "./api";
-import { BrickOrder } from "./gen/ldm/v1/volume_pb";
-import type { StartMessage, WorkerMessage } from "./bricks";
+import { streamKeys, type StartMessage, type WorkerMessage } from "./bricks";
 
 const running = new Map<number, AbortController>();
 const post = (m: WorkerMessage, transfer: Transferable[] = []) => (self as unknown as Worker).postMessage(m, transfer);
@@ -22,21 +21,10 @@ self.onmessage = async (e: MessageEvent<StartMessage | { type: "cancel"; id: num
   const ctl = new AbortController();
   running.set(m.id, ctl);
   const clients = connect(m.baseUrl, m.protocol as Protocol, () => m.token);
-  const r = m.request;
   try {
-    const it = clients.volumes.streamBricks(
-      { volume: r.volume, minLod: r.minLod, maxLod: r.maxLod, focus: r.focus, order: BrickOrder.COARSE_TO_FINE },
-      { signal: ctl.signal },
-    );
-    for await (const res of it) {
-      const t = res.tile;
-      if (!t || !t.key) continue;
+    for await (const b of streamKeys(clients, m.request, ctl.signal)) {
       // Each message has its own buffer (one per envelope): transfer it.
-      const v = t.value;
-      post(
-        { type: "brick", id: m.id, lod: t.key.lod, x: t.key.x, y: t.key.y, z: t.key.z, offset: t.offset, value: v, index: res.index, total: res.total },
-        [v.buffer],
-      );
+      post({ type: "brick", id: m.id, ...b }, b.missing ? [] : [b.value.buffer]);
     }
     post({ type: "done", id: m.id });
   } catch (err) {

@@ -1,0 +1,543 @@
+// Session is one open volume: it owns the volume's brick cache, the
+// StreamBricks requests that fill it, their cancellation, priorities and
+// retries, the live stream of new writes, and the loading figures. It is
+// made when a volume is opened and thrown away whole (close) when another
+// one is; nothing of it outlives that.
+//
+// The views tell it what they show (setViews): for each slice its plane,
+// viewport and pixel size, for the 3D view a voxel budget. From that it
+// plans, in priority order, the bricks needed now (the coarsest level as a
+// fallback, each slice at the level matching its pixels, the 3D view's
+// level) and the neighbours worth prefetching (the next brick layer of
+// each slice); it pins what is needed now in the cache, cancels streams
+// that carry nothing needed any more, and starts one for what is missing.
+
+import type { Volume } from "./gen/ldm/v1/types_pb";
+import { describe, isCanceled, isNotFound, retriable, type Clients } from "./api";
+import type { BrickStreamer } from "./bricks";
+import { BrickCache, type CacheStats } from "./brickcache";
+import {
+  brickBox,
+  brickBytes,
+  keyId,
+  levelBricks,
+  levelGrid,
+  levelShape,
+  neighbourPlanes,
+  sliceBricks,
+  sliceLevel,
+  volumeLevel,
+  type Axis,
+  type Grid,
+  type Key,
+  type SliceRequest,
+  type Vec3,
+} from "./selection";
+import { bytesPerVoxel, decodeBrick, type BrickData } from "./volume";
+
+/** defaultBudget is the cache's byte budget unless the page sets another. */
+export const defaultBudget = 512 * 1024 * 1024;
+
+/** volume3DVoxels is the 3D view's voxel budget: it uses the finest level with at most this many. */
+export const volume3DVoxels = 256 ** 3;
+
+/** Stats of the session's loading, in ms of performance.now(). */
+export interface Stats {
+  volume: string;
+  openedAt: number;
+  firstBrick: number;
+  firstSlices: number; // every slice view covered (any level)
+  firstPicture: number; // ... and the 3D view drawn
+  fullResolution: number; // every view at its own level, nothing left to fetch
+  firstPictureBytes: number; // brick bytes received when the first picture was drawn
+  bytes: number;
+  bricks: number;
+  missing: number; // keys the server said have no brick
+  streams: number; // StreamBricks calls made
+  cancelled: number; // ... of them cancelled because the view moved on
+  retries: number; // requests made again after a transient failure
+  requestedKeys: number; // keys asked for in all
+  streamMs: number;
+  liveTiles: number;
+  drawMs: number;
+  draw3dMs: number;
+  applyMs: number;
+  lastFirst: Key | null; // the first brick of the latest stream
+}
+
+export interface Progress {
+  wanted: number; // bricks the current view needs (now and prefetch)
+  held: number; // ... of them in the cache or known missing
+  bytes: number; // brick bytes received
+  start: number;
+  mbs: number;
+  etaMs: number; // estimated time to fetch the rest, -1 if unknown
+  streaming: boolean;
+}
+
+/** What the session tells its owner. */
+export interface SessionHost {
+  /** changed says that brick k arrived (or was replaced): views that show its box need a redraw. */
+  changed(k: Key, box: { min: Vec3; max: Vec3 }): void;
+  /** message shows an error (empty clears it, for source). */
+  message(text: string, source: string): void;
+  /** gone says the volume was deleted. */
+  gone(): void;
+}
+
+interface Flight {
+  ctl: AbortController;
+  keys: Set<string>; // not yet received
+  cancelled: boolean;
+  prefetch: boolean;
+}
+
+/** SliceWant is what one slice view shows, as the owner reports it. */
+export interface SliceWant extends SliceRequest {
+  key: Axis; // the view's key
+}
+
+export class Session {
+  readonly name: string;
+  readonly grid: Grid;
+  readonly type: number;
+  readonly spacing: Vec3;
+  readonly cache: BrickCache<BrickData>;
+  readonly stats: Stats;
+  /** min and max of the coarsest level's finite values (for automatic contrast). */
+  min = Infinity;
+  max = -Infinity;
+  badTiles = 0;
+  /** The level each slice view draws (planned), by view key, and the 3D view's. */
+  sliceLevels: Record<string, number> = {};
+  level3d = 0;
+  streamError = "";
+  private missing = new Set<string>();
+  private flights = new Set<Flight>();
+  private now: Key[] = []; // needed now, in priority order
+  private groups: Key[][] = []; // now, as the streams to request it in
+  private prefetch: Key[] = [];
+  private wantedIds = new Set<string>();
+  private closed = false;
+  private live: AbortController | null = null;
+  private followNext: bigint;
+  private retryTimer = 0;
+  private attempt = 0;
+  private coarsestCount = 0;
+  private received = 0; // bytes
+  private t0 = performance.now();
+
+  constructor(
+    v: Volume,
+    private readonly clients: Clients,
+    private readonly streamer: BrickStreamer,
+    budget: number,
+    private readonly host: SessionHost,
+  ) {
+    this.name = v.name;
+    const s = v.shape!;
+    const b = v.brickShape && v.brickShape.x ? v.brickShape : { x: 64, y: 64, z: 64 };
+    this.type = v.dataType;
+    this.grid = { shape: { x: s.x, y: s.y, z: s.z }, brick: { x: b.x, y: b.y, z: b.z }, levels: Math.max(1, v.lodCount), bytesPerVoxel: bytesPerVoxel(v.dataType) };
+    const sp = v.spacing.length === 3 ? v.spacing : [1, 1, 1];
+    this.spacing = { x: sp[0] || 1, y: sp[1] || 1, z: sp[2] || 1 };
+    this.cache = new BrickCache<BrickData>(budget);
+    this.followNext = v.nextOffset;
+    this.stats = {
+      volume: v.name, openedAt: performance.now(), firstBrick: 0, firstSlices: 0, firstPicture: 0, fullResolution: 0, firstPictureBytes: 0,
+      bytes: 0, bricks: 0, missing: 0, streams: 0, cancelled: 0, retries: 0, requestedKeys: 0, streamMs: 0, liveTiles: 0, drawMs: 0, draw3dMs: 0, applyMs: 0, lastFirst: null,
+    };
+  }
+
+  get shape(): Vec3 {
+    return this.grid.shape;
+  }
+
+  get coarsest(): number {
+    return this.grid.levels - 1;
+  }
+
+  /** close cancels every request and the live stream; the session is done. */
+  close(): void {
+    this.closed = true;
+    clearTimeout(this.retryTimer);
+    for (const f of this.flights) f.ctl.abort();
+    this.flights.clear();
+    this.live?.abort();
+  }
+
+  /** setBudget changes the cache's byte budget and plans again. */
+  setBudget(bytes: number, slices: SliceWant[]): void {
+    this.cache.setBudget(bytes);
+    this.setViews(slices);
+  }
+
+  /**
+   * setViews plans the bricks for what the views show now, pins them,
+   * cancels the streams that carry none of them and requests what is
+   * missing: needed now first, then neighbours.
+   */
+  setViews(slices: SliceWant[]): void {
+    if (this.closed) return;
+    const g = this.grid, bb = brickBytes(g), budget = this.cache.budget;
+    const now: Key[] = [];
+    const seen = new Set<string>();
+    const add = (list: Key[], ks: Key[]) => {
+      for (const k of ks) {
+        const id = keyId(k);
+        if (seen.has(id)) continue;
+        seen.add(id);
+        list.push(k);
+      }
+    };
+    // The coarsest level, so something is drawn at once: all of it when
+    // small (it also gives the automatic contrast), else the slices' planes.
+    const top = levelBricks(g, this.coarsest);
+    this.coarsestCount = top.length;
+    if (top.length * bb <= budget / 8) add(now, top);
+    else for (const s of slices) add(now, sliceBricks(g, s, this.coarsest));
+    // The 3D view: the finest level within the voxel budget whose bricks
+    // take at most a quarter of the cache.
+    let l3 = volumeLevel(g, volume3DVoxels);
+    while (l3 < this.coarsest && countBricks(g, l3) * bb > budget / 4) l3++;
+    this.level3d = l3;
+    // The slices: each at the level matching its pixels, all coarsened
+    // together until they take at most half of the cache.
+    const levels = slices.map((s) => sliceLevel(g, s.voxelsPerPixel));
+    let sliceKeys: Key[][] = [];
+    for (;;) {
+      sliceKeys = slices.map((s, i) => sliceBricks(g, s, levels[i]));
+      const n = sliceKeys.reduce((a, ks) => a + ks.length, 0);
+      if (n * bb <= budget / 2 || levels.every((l) => l >= this.coarsest)) break;
+      for (let i = 0; i < levels.length; i++) levels[i] = Math.min(this.coarsest, levels[i] + 1);
+    }
+    slices.forEach((s, i) => (this.sliceLevels[s.key] = levels[i]));
+    // Each slice's bricks and the 3D view's go in streams of their own, so
+    // that moving one view cancels only its stream.
+    const groups: Key[][] = [now.slice()];
+    for (const ks of sliceKeys) {
+      const gk: Key[] = [];
+      add(gk, ks);
+      groups.push(gk);
+    }
+    const g3: Key[] = [];
+    add(g3, levelBricks(g, l3));
+    groups.push(g3);
+    for (const gk of groups.slice(1)) now.push(...gk);
+    // Neighbours: the next brick layer each way of each slice, within what
+    // the cache has left.
+    const pre: Key[] = [];
+    let room = Math.floor((budget - seen.size * bb) / bb) - 1;
+    slices.forEach((s, i) => {
+      for (const p of neighbourPlanes(g, s.depth, s.pos, levels[i])) {
+        for (const k of sliceBricks(g, { ...s, pos: p }, levels[i])) {
+          if (room <= 0) return;
+          const id = keyId(k);
+          if (seen.has(id)) continue;
+          seen.add(id);
+          pre.push(k);
+          room--;
+        }
+      }
+    });
+    this.now = now;
+    this.groups = groups;
+    this.prefetch = pre;
+    this.wantedIds = seen;
+    this.cache.pin(now.map(keyId));
+    this.request();
+  }
+
+  /**
+   * request cancels the streams that carry mostly what is not wanted any
+   * more (what they carry that is still wanted is asked for again), then
+   * streams what is wanted and neither held nor on its way: the coarsest
+   * level, each slice, the 3D view, then the neighbours.
+   */
+  private request(): void {
+    if (this.closed) return;
+    const nowIds = new Set(this.now.map(keyId));
+    const coming = new Set<string>();
+    for (const f of this.flights) {
+      let useful = 0;
+      for (const id of f.keys) if (f.prefetch ? this.wantedIds.has(id) : nowIds.has(id)) useful++;
+      if (useful === 0 || useful * 2 < f.keys.size) {
+        f.cancelled = true;
+        f.ctl.abort();
+        this.flights.delete(f);
+        this.stats.cancelled++;
+        continue;
+      }
+      for (const id of f.keys) coming.add(id);
+    }
+    const lacking = (ks: Key[]) => ks.filter((k) => {
+      const id = keyId(k);
+      return !this.cache.has(id) && !this.missing.has(id) && !coming.has(id);
+    });
+    for (const gk of this.groups) {
+      const need = lacking(gk);
+      for (let i = 0; i < need.length; i += 1024) this.start(need.slice(i, i + 1024), false);
+    }
+    const pre = lacking(this.prefetch);
+    for (let i = 0; i < pre.length; i += 1024) this.start(pre.slice(i, i + 1024), true);
+  }
+
+  private start(keys: Key[], prefetch: boolean): void {
+    const f: Flight = { ctl: new AbortController(), keys: new Set(keys.map(keyId)), cancelled: false, prefetch };
+    this.flights.add(f);
+    this.stats.streams++;
+    this.stats.requestedKeys += keys.length;
+    this.stats.lastFirst = null;
+    void this.run(f, keys);
+  }
+
+  private async run(f: Flight, keys: Key[]): Promise<void> {
+    const t0 = performance.now();
+    try {
+      for await (const b of this.streamer.stream({ volume: this.name, keys }, f.ctl.signal)) {
+        if (this.closed || f.cancelled) break;
+        const k: Key = { lod: b.lod, x: b.x, y: b.y, z: b.z };
+        const id = keyId(k);
+        f.keys.delete(id);
+        if (!this.stats.lastFirst) this.stats.lastFirst = k;
+        if (this.attempt > 0) {
+          this.attempt = 0;
+          this.streamError = "";
+          this.host.message("", "stream");
+        }
+        if (b.missing) {
+          this.missing.add(id);
+          this.stats.missing++;
+          continue;
+        }
+        if (!this.stats.firstBrick) this.stats.firstBrick = performance.now();
+        this.stats.bytes += b.value.byteLength;
+        this.stats.bricks++;
+        this.received += b.value.byteLength;
+        this.apply(k, b.offset, b.value, false);
+      }
+    } catch (e) {
+      if (f.ctl.signal.aborted || isCanceled(e) || this.closed) return;
+      this.streamError = describe(e, `streaming ${this.name}`);
+      this.host.message(this.streamError, "stream");
+      if (isNotFound(e)) this.host.gone();
+      else if (retriable(e)) {
+        // Stream again what is still missing, after 1 s doubling to 10 s.
+        const delay = Math.min(10000, 1000 * 2 ** Math.min(this.attempt, 4));
+        this.attempt++;
+        clearTimeout(this.retryTimer);
+        this.retryTimer = window.setTimeout(() => {
+          this.stats.retries++;
+          this.request();
+        }, delay);
+      }
+    } finally {
+      this.stats.streamMs += performance.now() - t0;
+      this.flights.delete(f);
+    }
+  }
+
+  /**
+   * apply stores a brick in the cache. A tile older (by log offset) than
+   * the cached one is ignored, so a live write is never overwritten by a
+   * stale copy from a concurrent stream. Live tiles are kept only for
+   * bricks that are cached or wanted.
+   */
+  private apply(k: Key, offset: bigint, value: Uint8Array, live: boolean): void {
+    const t0 = performance.now();
+    const g = this.grid, id = keyId(k);
+    const n = levelGrid(g, k.lod);
+    if (k.lod >= g.levels || k.x >= n.x || k.y >= n.y || k.z >= n.z) {
+      this.badTiles++;
+      return;
+    }
+    if (live) this.missing.delete(id);
+    const old = this.cache.peek(id);
+    if (old && old.offset > offset) return;
+    if (live && !old && !this.wantedIds.has(id)) return;
+    const ls = levelShape(g, k.lod), B = g.brick;
+    const nb = { x: Math.min(B.x, ls.x - k.x * B.x), y: Math.min(B.y, ls.y - k.y * B.y), z: Math.min(B.z, ls.z - k.z * B.z) };
+    const d = decodeBrick(this.type, B, nb, offset, value);
+    if (!d) {
+      this.badTiles++;
+      return;
+    }
+    this.missing.delete(id);
+    if (!this.cache.put(id, d, d.bytes)) return;
+    if (k.lod === this.coarsest) this.scan(d, nb);
+    this.stats.applyMs += performance.now() - t0;
+    this.host.changed(k, brickBox(g, k));
+  }
+
+  /** scan widens min and max by a coarsest-level brick's finite values. */
+  private scan(d: BrickData, n: Vec3): void {
+    let lo = this.min, hi = this.max;
+    const v = d.voxels;
+    for (let z = 0; z < n.z; z++) {
+      for (let y = 0; y < n.y; y++) {
+        const s = (z * d.sy + y) * d.sx;
+        for (let i = 0; i < n.x; i++) {
+          const x = v[s + i];
+          // NaN and +-Inf (float32 only) would make the window infinite.
+          if (x - x !== 0) continue;
+          if (x < lo) lo = x;
+          if (x > hi) hi = x;
+        }
+      }
+    }
+    this.min = lo;
+    this.max = hi;
+  }
+
+  /** coarsestComplete reports whether every brick of the coarsest level is held (or known missing). */
+  coarsestComplete(): boolean {
+    let n = 0;
+    for (const k of levelBricks(this.grid, this.coarsest)) {
+      const id = keyId(k);
+      if (this.cache.has(id) || this.missing.has(id)) n++;
+    }
+    return n === this.coarsestCount;
+  }
+
+  /** brick returns a cached brick without changing the cache's order (drawing must not reorder it). */
+  brick(lod: number, x: number, y: number, z: number): BrickData | undefined {
+    return this.cache.peek(`${lod}/${x}/${y}/${z}`);
+  }
+
+  /** lodAt returns the finest level held at LOD 0 voxel p, or -1. */
+  lodAt(p: Vec3): number {
+    const B = this.grid.brick;
+    for (let l = 0; l < this.grid.levels; l++) {
+      if (this.brick(l, Math.floor((p.x >> l) / B.x), Math.floor((p.y >> l) / B.y), Math.floor((p.z >> l) / B.z))) return l;
+    }
+    return -1;
+  }
+
+  /** value returns the value at LOD 0 voxel p from the finest level held (or at level lod when given), or NaN. */
+  value(p: Vec3, lod = -1): number {
+    const l = lod >= 0 ? lod : this.lodAt(p);
+    if (l < 0) return NaN;
+    const B = this.grid.brick;
+    const x = p.x >> l, y = p.y >> l, z = p.z >> l;
+    const d = this.brick(l, Math.floor(x / B.x), Math.floor(y / B.y), Math.floor(z / B.z));
+    if (!d) return NaN;
+    return d.voxels[(x % B.x) + d.sx * ((y % B.y) + d.sy * (z % B.z))];
+  }
+
+  /** loaded reports whether everything the views need now is held (or known missing) and no stream is running. */
+  loaded(): boolean {
+    if (this.flights.size) return false;
+    for (const k of this.now) {
+      const id = keyId(k);
+      if (!this.cache.has(id) && !this.missing.has(id)) return false;
+    }
+    return true;
+  }
+
+  /** nowComplete reports whether everything needed now is held (prefetch may still run). */
+  nowComplete(): boolean {
+    for (const k of this.now) {
+      const id = keyId(k);
+      if (!this.cache.has(id) && !this.missing.has(id)) return false;
+    }
+    return true;
+  }
+
+  get streaming(): boolean {
+    return this.flights.size > 0;
+  }
+
+  progress(): Progress {
+    let held = 0;
+    for (const id of this.wantedIds) if (this.cache.has(id) || this.missing.has(id)) held++;
+    const secs = Math.max(1e-3, (performance.now() - this.t0) / 1000);
+    const mbs = this.received / 1e6 / secs;
+    const avg = this.stats.bricks ? this.stats.bytes / this.stats.bricks : brickBytes(this.grid);
+    const left = (this.wantedIds.size - held) * avg;
+    return {
+      wanted: this.wantedIds.size,
+      held,
+      bytes: this.stats.bytes,
+      start: this.t0,
+      mbs,
+      etaMs: mbs > 0 && this.streaming ? (left / 1e6 / mbs) * 1000 : -1,
+      streaming: this.streaming,
+    };
+  }
+
+  /** requests lists the streams running: how many keys each has still to deliver, the first of them, and whether it prefetches. */
+  requests(): { left: number; first: string; prefetch: boolean }[] {
+    return [...this.flights].map((f) => ({ left: f.keys.size, first: f.keys.values().next().value ?? "", prefetch: f.prefetch }));
+  }
+
+  cacheStats(): CacheStats {
+    return this.cache.stats();
+  }
+
+  // ---- live updates ----
+
+  /**
+   * follow tails the volume's log from where it was opened (or from where
+   * it stopped) and applies every brick written that is cached or wanted.
+   * A transient failure is retried from the last tile seen, after 1 s
+   * doubling to 10 s; a deleted volume or a refused token stops it.
+   */
+  async follow(attempt = 0): Promise<void> {
+    if (this.closed) return;
+    this.live?.abort();
+    const ctl = new AbortController();
+    this.live = ctl;
+    const retry = (e: unknown): void => {
+      if (ctl.signal.aborted || this.live !== ctl || this.closed) return;
+      if (e !== undefined) {
+        if (isNotFound(e)) {
+          this.host.message(`Volume ${this.name} was deleted.`, "follow");
+          this.host.gone();
+          return;
+        }
+        this.host.message(describe(e, `following ${this.name}`), "follow");
+        if (!retriable(e)) return;
+      }
+      window.setTimeout(() => {
+        if (this.live === ctl && !ctl.signal.aborted) void this.follow(attempt + 1);
+      }, Math.min(10000, 1000 * 2 ** Math.min(attempt, 4)));
+    };
+    try {
+      for await (const res of this.clients.tiles.readTileStream({ volume: this.name, offset: this.followNext, follow: true }, { signal: ctl.signal })) {
+        const t = res.tile;
+        if (!t || this.closed) continue;
+        this.followNext = t.offset + 1n;
+        attempt = 0;
+        this.host.message("", "follow");
+        if (!t.key) continue;
+        this.stats.liveTiles++;
+        this.apply({ lod: t.key.lod, x: t.key.x, y: t.key.y, z: t.key.z }, t.offset, t.value, true);
+      }
+    } catch (e) {
+      if (ctl.signal.aborted || isCanceled(e)) return;
+      retry(e);
+      return;
+    }
+    // The server ended the stream (a deleted volume, or a server that is
+    // stopping): find out which, and follow again if the volume is there.
+    if (ctl.signal.aborted || this.live !== ctl || this.closed) return;
+    try {
+      await this.clients.volumes.getVolume({ name: this.name });
+    } catch (e) {
+      if (!isCanceled(e)) retry(e);
+      return;
+    }
+    retry(undefined);
+  }
+
+  /** unfollow stops the live stream; follow resumes where it stopped. */
+  unfollow(): void {
+    this.live?.abort();
+    this.live = null;
+  }
+}
+
+function countBricks(g: Grid, l: number): number {
+  const n = levelGrid(g, l);
+  return n.x * n.y * n.z;
+}
