@@ -19,7 +19,6 @@ import (
 )
 
 const (
-	volume = "rolling"
 	// writeEvery paces the write load: one write at a time, at most one
 	// per writeEvery.
 	writeEvery = 10 * time.Millisecond
@@ -41,9 +40,10 @@ type ack struct {
 // acknowledgements. A failed write is sent again with its request id, so
 // a retry never stores a tile twice.
 type writer struct {
-	c    *client.Client
-	stop chan struct{}
-	done chan struct{}
+	c      *client.Client
+	volume string
+	stop   chan struct{}
+	done   chan struct{}
 
 	mu      sync.Mutex
 	acks    []ack
@@ -53,8 +53,8 @@ type writer struct {
 	lastErr error
 }
 
-func startWriter(c *client.Client) *writer {
-	w := &writer{c: c, stop: make(chan struct{}), done: make(chan struct{})}
+func startWriter(c *client.Client, volume string) *writer {
+	w := &writer{c: c, volume: volume, stop: make(chan struct{}), done: make(chan struct{})}
 	go w.run()
 	return w
 }
@@ -67,7 +67,7 @@ func (w *writer) run() {
 	var last time.Time
 	for i := 0; i < maxWrites && time.Now().Before(deadline); i++ {
 		value := bytes.Repeat([]byte(fmt.Sprintf("tile %06d|", i)), 64)
-		req := &ldmv1.WriteTileRequest{Volume: volume, Tile: &ldmv1.Tile{Value: value}, RequestId: client.NewRequestID()}
+		req := &ldmv1.WriteTileRequest{Volume: w.volume, Tile: &ldmv1.Tile{Value: value}, RequestId: client.NewRequestID()}
 		for {
 			select {
 			case <-w.stop:
@@ -122,7 +122,7 @@ func (w *writer) last() (ack, bool) {
 // ready reports whether p is ready: its /readyz answers 200 when the
 // server has one; without it, it knows a leader and every pod as a voter
 // and has the write acknowledged last before the check.
-func (s *sts) ready(p *pod, last ack) bool {
+func (s *sts) ready(p *pod, volume string, last ack) bool {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, p.url()+"/readyz", nil)
@@ -139,12 +139,12 @@ func (s *sts) ready(p *pod, last ack) bool {
 	if err != nil || v.leader == "" || len(v.voters) != len(s.pods) {
 		return false
 	}
-	return s.has(ctx, p, last)
+	return s.has(ctx, p, volume, last)
 }
 
 // has reports whether p serves the acknowledged write a, from its own
 // store.
-func (s *sts) has(ctx context.Context, p *pod, a ack) bool {
+func (s *sts) has(ctx context.Context, p *pod, volume string, a ack) bool {
 	res, err := ldmv1connect.NewTileServiceClient(s.hc, p.url()).ReadTile(ctx, connect.NewRequest(&ldmv1.ReadTileRequest{Volume: volume, Offset: a.offset}))
 	return err == nil && bytes.Equal(res.Msg.GetTile().GetValue(), a.value)
 }
@@ -162,8 +162,11 @@ func (s *sts) leader() string {
 // as a StatefulSet does, each once the previous one is ready again, while
 // a writer writes; then every acknowledged write must be on every pod,
 // and the longest time without an acknowledged write must stay within
-// maxGapElections election timeouts.
-func (s *sts) rollingRestart(t *testing.T) {
+// maxGapElections election timeouts. With preStop, each pod first runs
+// `ldm cluster leave`, as the StatefulSet's preStop hook does before the
+// kubelet sends SIGTERM: it leaves the configuration and is added back
+// when it starts again.
+func (s *sts) rollingRestart(t *testing.T, preStop bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), loadTimeout)
 	defer cancel()
 	seeds := make([]string, 0, len(s.pods))
@@ -175,10 +178,11 @@ func (s *sts) rollingRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
+	volume := fmt.Sprintf("rolling-%t", preStop)
 	if _, err := c.CreateVolume(ctx, &ldmv1.CreateVolumeRequest{Volume: &ldmv1.Volume{Name: volume, Shape: &ldmv1.Shape{X: 64, Y: 64, Z: 64}, DataType: ldmv1.DataType_DATA_TYPE_UINT8}}); err != nil {
 		t.Fatalf("create volume: %v", err)
 	}
-	w := startWriter(c)
+	w := startWriter(c, volume)
 	stopped := false
 	defer func() {
 		if !stopped {
@@ -190,6 +194,11 @@ func (s *sts) rollingRestart(t *testing.T) {
 		p := s.pods[i]
 		wasLeader := s.leader() == p.id
 		start := time.Now()
+		if preStop {
+			if out, code := s.ldm(t, p, "cluster", "leave", "--server", p.url()); code != 0 {
+				t.Fatalf("preStop ldm cluster leave on %s: exit %d: %s", p.id, code, out)
+			}
+		}
 		p.stop(t)
 		s.dns.set(p.ip, false) // the pod is deleted
 		s.dns.set(p.ip, true)  // and created again
@@ -197,7 +206,7 @@ func (s *sts) rollingRestart(t *testing.T) {
 			t.Fatal(err)
 		}
 		last, _ := w.last()
-		testutil.WaitFor(t, readyTimeout, p.id+" ready again after its restart", func() bool { return s.ready(p, last) })
+		testutil.WaitFor(t, readyTimeout, p.id+" ready again after its restart", func() bool { return s.ready(p, volume, last) })
 		before := w.count()
 		testutil.WaitFor(t, readyTimeout, "writes after "+p.id+" is back", func() bool { return w.count() >= before+20 })
 		t.Logf("%s (leader before: %t) restarted and ready in %v", p.id, wasLeader, time.Since(start).Round(time.Millisecond))
@@ -227,11 +236,11 @@ func (s *sts) rollingRestart(t *testing.T) {
 		testutil.WaitFor(t, readyTimeout, p.id+" to apply the last acknowledged write", func() bool {
 			rctx, rcancel := context.WithTimeout(ctx, time.Second)
 			defer rcancel()
-			return s.has(rctx, p, last)
+			return s.has(rctx, p, volume, last)
 		})
 		missing := 0
 		for _, a := range acks {
-			if !s.has(ctx, p, a) {
+			if !s.has(ctx, p, volume, a) {
 				missing++
 			}
 		}

@@ -323,7 +323,8 @@ func rounds(t *testing.T) int {
 // 3 and a headless service's DNS name form exactly one cluster every round;
 // then a rolling restart under a steady write load keeps every
 // acknowledged write and never leaves writes unavailable for longer than
-// maxGapElections election timeouts; then a fourth replica joins through
+// maxGapElections election timeouts, also when each pod first runs the
+// preStop hook (ldm cluster leave); then a fourth replica joins through
 // DNS as a voter, and `ldm cluster leave` (the preStop hook), run on it
 // while it leads, takes it out again.
 func TestStatefulSet(t *testing.T) {
@@ -354,6 +355,7 @@ func TestStatefulSet(t *testing.T) {
 	t.Logf("parallel start to a %d-voter leader over %d rounds: min %v, median %v, max %v (GOMAXPROCS %d)",
 		pods, n, formed[0].Round(time.Millisecond), formed[len(formed)/2].Round(time.Millisecond), formed[len(formed)-1].Round(time.Millisecond), runtime.GOMAXPROCS(0))
 
-	t.Run("rolling_restart", func(t *testing.T) { s.rollingRestart(t) })
+	t.Run("rolling_restart", func(t *testing.T) { s.rollingRestart(t, false) })
+	t.Run("rolling_restart_prestop_leave", func(t *testing.T) { s.rollingRestart(t, true) })
 	t.Run("scale_up_and_down", func(t *testing.T) { s.scale(t) })
 }
