@@ -166,6 +166,7 @@ func (n *Node) call(ctx context.Context, addr, path string, body []byte) (*reply
 		return nil, err
 	}
 	req.Header.Set("Content-Type", "application/octet-stream")
+	injectTrace(ctx, req)
 	n.sign(req)
 	resp, err := n.http.Do(req)
 	if err != nil {
@@ -266,7 +267,9 @@ func (n *Node) handleApply(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	res, err := n.applyLocal(r.Context(), cmd)
+	ctx, span := n.startForwarded(r)
+	res, err := n.applyLocal(ctx, cmd)
+	endSpan(span, err)
 	if err != nil {
 		if errors.Is(err, raft.ErrNotLeader) {
 			err = n.notLeader(nil)

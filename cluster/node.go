@@ -22,6 +22,7 @@ import (
 	raftwal "github.com/hashicorp/raft-wal"
 	"github.com/hashicorp/raft-wal/metadb"
 	"github.com/hashicorp/serf/serf"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/xcheng85/go-ldm/storage"
 )
@@ -154,6 +155,10 @@ type Config struct {
 
 	// Logger receives the node's logs; nil means slog.Default().
 	Logger *slog.Logger
+	// Tracer, when set, makes the leader's span around a write a follower
+	// forwarded, in the trace the follower's request carries (see
+	// trace.go). Nil makes no span; the trace context still travels.
+	Tracer trace.Tracer
 }
 
 func (c *Config) validate() error {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -55,8 +56,8 @@ type TelemetryConfig struct {
 	// trace ids in the logs, incoming trace context is not propagated.
 	DisableTracing bool
 	// OTLPEndpoint, when set, exports spans with OTLP over HTTP to this
-	// collector URL (--otlp-endpoint, for example http://otel:4318).
-	// Empty exports nothing: spans are then not recorded, but trace ids
+	// collector URL (--otlp-endpoint, for example http://otel:4318; a URL
+	// without a path gets /v1/traces). Empty exports nothing: spans are then not recorded, but trace ids
 	// are still made, propagated and logged.
 	OTLPEndpoint string
 	// TraceSampleRatio is the share of new traces recorded and exported
@@ -163,7 +164,11 @@ func newTracerProvider(cfg Config) (*sdktrace.TracerProvider, error) {
 		opts = append(opts, sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.NeverSample())))
 		return sdktrace.NewTracerProvider(opts...), nil
 	}
-	exp, err := otlptracehttp.New(context.Background(), otlptracehttp.WithEndpointURL(tc.OTLPEndpoint))
+	endpoint, err := otlpTracesURL(tc.OTLPEndpoint)
+	if err != nil {
+		return nil, err
+	}
+	exp, err := otlptracehttp.New(context.Background(), otlptracehttp.WithEndpointURL(endpoint))
 	if err != nil {
 		return nil, invalid("--otlp-endpoint %q: %v", tc.OTLPEndpoint, err)
 	}
@@ -175,6 +180,20 @@ func newTracerProvider(cfg Config) (*sdktrace.TracerProvider, error) {
 		sdktrace.WithBatcher(exp),
 		sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.TraceIDRatioBased(ratio))))
 	return sdktrace.NewTracerProvider(opts...), nil
+}
+
+// otlpTracesURL returns the URL spans are posted to: endpoint as given
+// when it has a path, else endpoint + "/v1/traces", as with the standard
+// OTEL_EXPORTER_OTLP_ENDPOINT.
+func otlpTracesURL(endpoint string) (string, error) {
+	u, err := url.Parse(endpoint)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return "", invalid("--otlp-endpoint %q: want an http or https URL of an OTLP collector, for example http://otel-collector:4318", endpoint)
+	}
+	if u.Path == "" || u.Path == "/" {
+		u.Path = "/v1/traces"
+	}
+	return u.String(), nil
 }
 
 // interceptors returns the interceptors that run first on every call:

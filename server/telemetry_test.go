@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -26,10 +28,12 @@ import (
 	"github.com/prometheus/common/model"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
+	coltracepb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	"golang.org/x/net/http2"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/xcheng85/go-ldm/client"
 	ldmv1 "github.com/xcheng85/go-ldm/gen/ldm/v1"
@@ -626,3 +630,119 @@ func (b *syncBuffer) String() string {
 
 // jsonLogger logs JSON records to w.
 func jsonLogger(w io.Writer) *slog.Logger { return slog.New(slog.NewJSONHandler(w, nil)) }
+
+// otlpReceiver is an OTLP/HTTP trace collector for tests: it keeps the
+// spans posted to it.
+type otlpReceiver struct {
+	URL   string
+	mu    sync.Mutex
+	spans []otlpSpan
+}
+
+// otlpSpan is a received span with the node (service.instance.id) that
+// sent it.
+type otlpSpan struct {
+	node, name, traceID string
+}
+
+func newOTLPReceiver(tb testing.TB) *otlpReceiver {
+	tb.Helper()
+	r := &otlpReceiver{}
+	l := testutil.Listen(tb)
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		body, err := io.ReadAll(req.Body)
+		var msg coltracepb.ExportTraceServiceRequest
+		if err == nil {
+			err = proto.Unmarshal(body, &msg)
+		}
+		if err != nil || req.URL.Path != "/v1/traces" {
+			http.Error(w, fmt.Sprintf("%s: %v", req.URL.Path, err), http.StatusBadRequest)
+			return
+		}
+		r.mu.Lock()
+		for _, rs := range msg.GetResourceSpans() {
+			var node string
+			for _, a := range rs.GetResource().GetAttributes() {
+				if a.GetKey() == "service.instance.id" {
+					node = a.GetValue().GetStringValue()
+				}
+			}
+			for _, ss := range rs.GetScopeSpans() {
+				for _, sp := range ss.GetSpans() {
+					r.spans = append(r.spans, otlpSpan{node: node, name: sp.GetName(), traceID: hex.EncodeToString(sp.GetTraceId())})
+				}
+			}
+		}
+		r.mu.Unlock()
+		out, _ := proto.Marshal(&coltracepb.ExportTraceServiceResponse{})
+		w.Header().Set("Content-Type", "application/x-protobuf")
+		w.Write(out)
+	})}
+	go srv.Serve(l)
+	tb.Cleanup(func() { srv.Close() })
+	r.URL = "http://" + l.Addr().String()
+	return r
+}
+
+func (r *otlpReceiver) received() []otlpSpan {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.spans)
+}
+
+// TestServer_tracing_forwarded_write_otlp: with an OTLP endpoint, a write
+// sent to a follower with a sampled traceparent is one trace across both
+// nodes: the follower's RPC span and forward span and the leader's span
+// around the forwarded command, all exported over OTLP/HTTP.
+func TestServer_tracing_forwarded_write_otlp(t *testing.T) {
+	t.Parallel()
+	recv := newOTLPReceiver(t)
+	g1 := testutil.FixedAddr(t)
+	var nodes []*server.Server
+	var stops []func() error
+	for i, id := range []string{"n1", "n2", "n3"} {
+		s, stop := startNode(t, id, g1, i == 0, server.Config{Telemetry: server.TelemetryConfig{OTLPEndpoint: recv.URL}})
+		nodes, stops = append(nodes, s), append(stops, stop)
+	}
+	hc := &http.Client{Transport: client.NewTransport(nil)}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	var leaderAddr string
+	testutil.WaitFor(t, 60*time.Second, "three voters and a leader", func() bool {
+		var voters []string
+		voters, leaderAddr = clusterView(ctx, ldmv1connect.NewClusterServiceClient(hc, nodes[0].URL()))
+		return len(voters) == 3 && leaderAddr != ""
+	})
+	f := slices.IndexFunc(nodes, func(s *server.Server) bool { return s.Addr().String() != leaderAddr })
+	l := slices.IndexFunc(nodes, func(s *server.Server) bool { return s.Addr().String() == leaderAddr })
+	createVolume(t, volumeClient(nodes[l]), "v")
+
+	traceID, _ := trace.TraceIDFromHex("0af7651916cd43dd8448eb211c80319c")
+	spanID, _ := trace.SpanIDFromHex("b7ad6b7169203331")
+	tctx := trace.ContextWithSpanContext(context.Background(), trace.NewSpanContext(trace.SpanContextConfig{
+		TraceID: traceID, SpanID: spanID, TraceFlags: trace.FlagsSampled, Remote: true,
+	}))
+	req := connect.NewRequest(&ldmv1.WriteTileRequest{Volume: "v", Tile: &ldmv1.Tile{Value: []byte{1, 2, 3}}})
+	propagation.TraceContext{}.Inject(tctx, propagation.HeaderCarrier(req.Header()))
+	if _, err := ldmv1connect.NewTileServiceClient(hc, nodes[f].URL(), connect.WithGRPC()).WriteTile(ctx, req); err != nil {
+		t.Fatalf("write through the follower: %v", err)
+	}
+	// Stopping a server flushes its spans to the collector.
+	for _, stop := range stops {
+		if err := stop(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ids := []string{"n1", "n2", "n3"}
+	want := []otlpSpan{
+		{node: ids[f], name: "ldm.v1.TileService/WriteTile", traceID: traceID.String()},
+		{node: ids[f], name: "ldm.cluster.forward", traceID: traceID.String()},
+		{node: ids[l], name: "ldm.raft.apply_forwarded", traceID: traceID.String()},
+	}
+	got := recv.received()
+	for _, w := range want {
+		if !slices.Contains(got, w) {
+			t.Errorf("span %+v not exported; got %+v", w, got)
+		}
+	}
+}
