@@ -159,6 +159,10 @@ type Config struct {
 	// forwarded, in the trace the follower's request carries (see
 	// trace.go). Nil makes no span; the trace context still travels.
 	Tracer trace.Tracer
+	// ObserveSnapshot, when set, receives the duration and outcome of
+	// every snapshot phase Raft runs (SnapshotCapture, SnapshotPersist,
+	// SnapshotRestore), for metrics. It must not block.
+	ObserveSnapshot func(phase string, d time.Duration, err error)
 }
 
 func (c *Config) validate() error {
@@ -452,7 +456,7 @@ func (n *Node) startRaft() error {
 			n.hadState = true
 		}
 	}
-	r, err := raft.NewRaft(rc, n.fsm, wal, wal, snaps, trans)
+	r, err := raft.NewRaft(rc, n.raftFSM(), wal, wal, snaps, trans)
 	if err != nil {
 		trans.Close()
 		wal.Close()

@@ -11,8 +11,6 @@ import (
 	"path/filepath"
 	"time"
 
-	"go.opentelemetry.io/otel/trace"
-
 	"github.com/xcheng85/go-ldm/cluster"
 	"github.com/xcheng85/go-ldm/service/auth"
 	"github.com/xcheng85/go-ldm/storage"
@@ -21,7 +19,7 @@ import (
 // startNode starts the cluster node of cfg.Cluster over store. advertise
 // is the listener's address; it returns the node and the address clients
 // and peers use.
-func startNode(cfg Config, dataDir, advertise string, useTLS bool, store storage.LDM, tracer trace.Tracer, log *slog.Logger) (*cluster.Node, string, error) {
+func startNode(cfg Config, dataDir, advertise string, useTLS bool, store storage.LDM, tel *telemetry, log *slog.Logger) (*cluster.Node, string, error) {
 	c := cfg.Cluster
 	fs, ok := store.(*storage.Store)
 	if !ok {
@@ -66,9 +64,10 @@ func startNode(cfg Config, dataDir, advertise string, useTLS bool, store storage
 		Key:                 c.Key,
 		// Under TLS only node certificates (server usage) may use the
 		// node-to-node endpoints, not users' client certificates.
-		Authorize: auth.NodePeer,
-		Tracer:    tracer,
-		Logger:    log,
+		Authorize:       auth.NodePeer,
+		Tracer:          tel.tracer,
+		ObserveSnapshot: tel.observeSnapshot(),
+		Logger:          log,
 	}, cluster.FileStore(fs))
 	if err != nil {
 		return nil, "", err

@@ -172,7 +172,7 @@ func New(ctx context.Context, cfg Config) (s *Server, err error) {
 
 	// 4. The cluster node, which wraps the store.
 	if cfg.Cluster.NodeID != "" {
-		if s.node, advertise, err = startNode(cfg, s.dataDir, advertise, tlsConfig != nil, s.store, s.tel.tracer, log); err != nil {
+		if s.node, advertise, err = startNode(cfg, s.dataDir, advertise, tlsConfig != nil, s.store, s.tel, log); err != nil {
 			return s, err
 		}
 		s.closers = append(s.closers, s.node.Close)

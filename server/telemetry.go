@@ -25,6 +25,7 @@ import (
 	"go.opentelemetry.io/otel/trace/noop"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/xcheng85/go-ldm/cluster"
 	ldmv1 "github.com/xcheng85/go-ldm/gen/ldm/v1"
 	"github.com/xcheng85/go-ldm/service/auth"
 	"github.com/xcheng85/go-ldm/storage"
@@ -92,6 +93,10 @@ type telemetry struct {
 	tracer trace.Tracer
 	otel   connect.Interceptor // nil when tracing is off
 	denied *prometheus.CounterVec
+	// snapshots and snapshotFails time the Raft snapshots of a cluster
+	// node; nil when metrics are off or the server runs alone.
+	snapshots     *prometheus.HistogramVec
+	snapshotFails *prometheus.CounterVec
 }
 
 // newTelemetry builds the metrics and the tracer of cfg.
@@ -127,6 +132,22 @@ func newTelemetry(cfg Config) (*telemetry, error) {
 			Help: "Requests refused by authentication or authorization, by reason (unauthenticated, permission_denied, resource_exhausted: the Basic limit).",
 		}, []string{"reason"})
 		t.reg.MustRegister(t.denied)
+		if cfg.Cluster.NodeID != "" {
+			t.snapshots = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+				Name:    "ldm_raft_snapshot_seconds",
+				Help:    "Duration of the Raft snapshot phases: capture (the FSM's Snapshot), persist (writing it), restore.",
+				Buckets: []float64{.001, .01, .1, .5, 1, 2.5, 5, 10, 30, 60, 120, 300},
+			}, []string{"phase"})
+			t.snapshotFails = prometheus.NewCounterVec(prometheus.CounterOpts{
+				Name: "ldm_raft_snapshot_errors_total",
+				Help: "Raft snapshot phases that failed.",
+			}, []string{"phase"})
+			t.reg.MustRegister(t.snapshots, t.snapshotFails)
+			for _, phase := range []string{cluster.SnapshotCapture, cluster.SnapshotPersist, cluster.SnapshotRestore} {
+				t.snapshots.WithLabelValues(phase) // present before the first snapshot
+				t.snapshotFails.WithLabelValues(phase)
+			}
+		}
 	}
 	if !tc.DisableTracing {
 		tp, err := newTracerProvider(cfg)
@@ -275,6 +296,20 @@ func (t *telemetry) storeObserver() storage.Observer {
 		return nil
 	}
 	return t.store
+}
+
+// observeSnapshot returns the cluster node's snapshot observer, nil when
+// there is nothing to report to.
+func (t *telemetry) observeSnapshot() func(string, time.Duration, error) {
+	if t.snapshots == nil {
+		return nil
+	}
+	return func(phase string, d time.Duration, err error) {
+		t.snapshots.WithLabelValues(phase).Observe(d.Seconds())
+		if err != nil {
+			t.snapshotFails.WithLabelValues(phase).Inc()
+		}
+	}
 }
 
 // registerer returns the registry, nil when metrics are off.
