@@ -627,6 +627,18 @@ func TestDeploy_manifests(t *testing.T) {
 							t.Errorf("%s sets env %s, which the base container does not use", m.file, e.Name)
 						}
 					}
+					req, okReq := pc.Resources.Requests[corev1.ResourceMemory]
+					lim, okLim := pc.Resources.Limits[corev1.ResourceMemory]
+					if okReq != okLim {
+						t.Errorf("%s sets the memory request or limit alone; GOMEMLIMIT follows the request, set both", m.file)
+					} else if okReq && req.Cmp(lim) > 0 {
+						t.Errorf("%s: memory request %s above the limit %s", m.file, req.String(), lim.String())
+					}
+				}
+				for _, pvc := range o.Spec.VolumeClaimTemplates {
+					if !slices.ContainsFunc(sts.Spec.VolumeClaimTemplates, func(b corev1.PersistentVolumeClaim) bool { return b.Name == pvc.Name }) {
+						t.Errorf("%s: claim template %s is not the base's (the mount would name no claim)", m.file, pvc.Name)
+					}
 				}
 			}
 		}
