@@ -159,7 +159,7 @@ func TestCLI_import_resume(t *testing.T) {
 	ictx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	acked := make(chan struct{})
-	half := &cancelAtEnd{f: src, left: int64(shape.X*shape.Y*shape.Z) /* half of the uint16 bytes */, acked: acked, cancel: cancel, ctx: ictx}
+	half := &cancelAtEnd{f: src, left: int64(shape.X * shape.Y * shape.Z) /* half of the uint16 bytes */, acked: acked, cancel: cancel, ctx: ictx}
 	im := client.Importer{Tiles: c.tiles, Volumes: c.volumes}
 	vol := &ldmv1.Volume{Name: "part", Shape: apiconv.ShapeToAPI(shape), DataType: ldmv1.DataType(storage.Uint16), BrickShape: &ldmv1.Shape{X: 32, Y: 32, Z: 16},
 		LodCount: pyramid.LevelsToFit(shape, storage.Shape{X: 32, Y: 32, Z: 16})}
