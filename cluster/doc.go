@@ -52,6 +52,10 @@
 //     and a matching id and address, signed with Config.Key when set), and
 //     removes members that left gracefully; a failed member stays a voter
 //     until RemoveServer.
+//   - With BootstrapExpect, only the empty member with the lowest id among
+//     the expected ones writes a first configuration, and never a node
+//     with Raft state or one that sees a member with state: parallel
+//     starts form one cluster (bootstrap.go).
 //   - With Config.Key every node-to-node request carries an HMAC of it
 //     (ClusterAuthHeader), checked before Config.Authorize; see
 //     peerauth.go.
