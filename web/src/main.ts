@@ -594,6 +594,8 @@ class App {
         note: $("orient-note").hidden ? "" : $("orient-note").textContent,
         views: Object.fromEntries(Object.values(this.views).map((v) => [roles[v.axis], { depth: v.depth, ...v.sideLabels() }])),
       }),
+      /** canvasToVoxel gives the LOD 0 voxel under a device pixel of a slice view (null outside the volume). */
+      canvasToVoxel: (axis: Axis, x: number, y: number) => this.views[axis].canvasToVoxel(x, y),
       /** voxelToCanvas gives the device pixel of a voxel in a slice view ("z" axial, "y" coronal, "x" sagittal). */
       voxelToCanvas: (axis: Axis, p: Vec3) => this.views[axis].voxelToCanvas(p),
       /** project3D gives the device pixel where a voxel appears in the 3D view. */
@@ -618,6 +620,13 @@ class App {
       value: (p: Vec3, lod = -1) => this.session?.value(p, lod) ?? NaN,
       /** lodAt is the finest level held at p (-1: none). */
       lodAt: (p: Vec3) => this.session?.lodAt(p) ?? -1,
+      /** shape is the open volume's size in LOD 0 voxels. */
+      shape: () => (this.session ? { ...this.session.shape } : null),
+      /** canvasSize is a view's drawing buffer size in device pixels. */
+      canvasSize: (view: Axis | "3d") => {
+        const c = view === "3d" ? this.view3d.canvas : this.views[view].canvas;
+        return { w: c.width, h: c.height };
+      },
       /** setBudget sets the brick cache's budget in bytes. */
       setBudget: (bytes: number) => this.setBudget(bytes),
       /** zoom sets a slice view's zoom (1: the whole slice fits) and pan (device pixels), as the wheel and drag do. */

@@ -201,15 +201,21 @@ export class Session {
     let l3 = volumeLevel(g, volume3DVoxels);
     while (l3 < this.coarsest && countBricks(g, l3) * bb > budget / 4) l3++;
     this.level3d = l3;
-    // The slices: each at the level matching its pixels, all coarsened
-    // together until they take at most half of the cache.
+    // The slices: each at the level matching its pixels; while they take
+    // more than half of the cache, the view needing the most bricks goes one
+    // level coarser.
     const levels = slices.map((s) => sliceLevel(g, s.voxelsPerPixel));
-    let sliceKeys: Key[][] = [];
+    const sliceKeys = slices.map((s, i) => sliceBricks(g, s, levels[i]));
     for (;;) {
-      sliceKeys = slices.map((s, i) => sliceBricks(g, s, levels[i]));
       const n = sliceKeys.reduce((a, ks) => a + ks.length, 0);
-      if (n * bb <= budget / 2 || levels.every((l) => l >= this.coarsest)) break;
-      for (let i = 0; i < levels.length; i++) levels[i] = Math.min(this.coarsest, levels[i] + 1);
+      if (n * bb <= budget / 2) break;
+      let worst = -1;
+      for (let i = 0; i < slices.length; i++) {
+        if (levels[i] < this.coarsest && (worst < 0 || sliceKeys[i].length > sliceKeys[worst].length)) worst = i;
+      }
+      if (worst < 0) break;
+      levels[worst]++;
+      sliceKeys[worst] = sliceBricks(g, slices[worst], levels[worst]);
     }
     slices.forEach((s, i) => (this.sliceLevels[s.key] = levels[i]));
     // Each slice's bricks and the 3D view's go in streams of their own, so
