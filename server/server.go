@@ -102,10 +102,13 @@ func New(ctx context.Context, cfg Config) (s *Server, err error) {
 	if cfg.Tiles != nil {
 		s.tiles = cfg.Tiles
 	} else {
-		if s.store, err = openStore(s.dataDir, cfg, log, s.tel.storeObserver()); err != nil {
+		// Through a local: a nil *storage.Store in the interface field
+		// would not be nil to release.
+		var store *storage.Store
+		if store, err = openStore(s.dataDir, cfg, log, s.tel.storeObserver()); err != nil {
 			return s, err
 		}
-		s.tiles = s.store
+		s.store, s.tiles = store, store
 	}
 
 	// 2. The listener.
@@ -182,6 +185,9 @@ func New(ctx context.Context, cfg Config) (s *Server, err error) {
 		}
 	}
 	s.health = newHealth(cfg.Telemetry, s.tiles, s.node, s.tel.registerer())
+	if s.tel.reg != nil {
+		s.tel.reg.MustRegister(newStoreSizeCollector(s.tiles))
+	}
 	if s.tel.otel != nil && cfg.Tiles == nil {
 		s.tiles = traceWrites(s.tiles, s.tel.tracer)
 	}

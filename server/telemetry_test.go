@@ -218,6 +218,9 @@ func TestServer_metrics_known_workload(t *testing.T) {
 		{"ldm_volume_bytes_read_total", map[string]string{"volume": "a"}, 1000},
 		{"ldm_streams_open", map[string]string{"kind": "WriteTileStream"}, 0},
 		{"ldm_ready", nil, 1},
+		{"ldm_store_volumes", nil, 2},
+		{"ldm_store_tiles", nil, 11},
+		{"ldm_store_value_bytes", nil, bytesA + bytesB},
 	}
 	for _, c := range checks {
 		if got := sample(fams, c.name, c.labels); got != c.want {
