@@ -65,7 +65,7 @@ func (rawCodec) Unmarshal(b []byte, v any) error {
 }
 func (rawCodec) Name() string { return "proto" }
 
-// perfTile returns the tiles both servers serve, as the store holds them.
+// perfTiles returns the tiles both servers serve, as the store holds them.
 func perfTiles(size int) []storage.Tile {
 	tiles := make([]storage.Tile, benchTiles)
 	for i := range tiles {
@@ -341,6 +341,7 @@ func BenchmarkReadTile_preencoded(b *testing.B) {
 			b.Run(fmt.Sprintf("%dKiB/%s", size>>10, target.name), func(b *testing.B) {
 				p := startServerProcess(b, target.server, size)
 				call := target.client(b, p.addr)
+				b.ResetTimer() // MB/s-wall is the measured window alone, after a warm-up
 				r := loadFor(b, p, call, 64, time.Hour, int64(b.N), size)
 				b.SetBytes(int64(size))
 				b.ReportMetric(r.cpuPerGB(), "server-cpu-s/GB")

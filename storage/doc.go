@@ -31,7 +31,11 @@
 //     rebuilds its lag from the record headers and cuts torn data.
 //   - Every file starts with magic, version and a checksum; every record
 //     and index entry has its own checksum. Bytes whose checksum fails are
-//     never returned: reads fail with ErrCorrupt.
+//     never returned: reads fail with ErrCorrupt. ReadView and BrickView,
+//     which return a tile's value as a slice of the data file's read-only
+//     mapping, check it the first time the process reads the tile and
+//     remember that it passed; damage after that is found by Verify, which
+//     makes the tile's next view check it again.
 //   - Nothing depends on Close: files are never pre-grown, and new files
 //     and directories are written as tmp, fsync, rename, fsync directory.
 //   - A failed write or fsync (a full disk is ErrNoSpace) leaves the

@@ -74,7 +74,7 @@ func (m *dataMap) setVerified(i uint64) {
 		m.mu.Lock()
 		p = m.verified.Load()
 		if p == nil || i/64 >= uint64(len(*p)) {
-			n := max(i/64+1, 2*uint64(cap0(p)))
+			n := max(i/64+1, 2*uint64(wordCount(p)))
 			words := make([]atomic.Uint64, n)
 			if p != nil {
 				for k := range *p {
@@ -89,7 +89,8 @@ func (m *dataMap) setVerified(i uint64) {
 	(*p)[i/64].Or(1 << (i % 64))
 }
 
-func cap0(p *[]atomic.Uint64) int {
+// wordCount is the length of a bitmap that may be nil.
+func wordCount(p *[]atomic.Uint64) int {
 	if p == nil {
 		return 0
 	}
