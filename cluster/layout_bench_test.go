@@ -23,21 +23,18 @@ func layoutCluster(tb testing.TB, logRoot string, newStore func(testing.TB, stri
 		c.newStore = newStore
 	}
 	c.tune = func(cfg *Config) {
-		cfg.HeartbeatTimeout = time.Second
-		cfg.ElectionTimeout = time.Second
-		cfg.LeaderLeaseTimeout = 500 * time.Millisecond
-		cfg.CommitTimeout = 0
+		benchTune(cfg)
 		if logRoot != "" {
 			cfg.Dir = filepath.Join(logRoot, cfg.NodeID)
 		}
 		cfg.raftTune = tune
 	}
 	c.add("n1")
-	c.leader(10 * time.Second)
+	c.leader(20 * time.Second)
 	c.add("n2")
 	c.add("n3")
-	c.waitVoters(15*time.Second, "n1", "n2", "n3")
-	l := c.leader(10 * time.Second)
+	c.waitVoters(30*time.Second, "n1", "n2", "n3")
+	l := c.leader(20 * time.Second)
 	mustCreate(tb, l.node, "bench")
 	return appendVia(l.node)
 }
