@@ -13,7 +13,7 @@ import (
 // DefaultReadAhead is how many bytes of planes a Builder may read and
 // downsample beyond one brick row per level while earlier rows are still
 // being cut (BuildOptions.ReadAhead).
-const DefaultReadAhead = 32 << 20
+const DefaultReadAhead = 16 << 20
 
 // BuildOptions tunes a Builder. The zero value works.
 type BuildOptions struct {
@@ -84,20 +84,25 @@ func (b *Builder) BrickBytes() int {
 	return int(s.X) * int(s.Y) * int(s.Z) * b.meta.DataType.Size()
 }
 
-// MemoryBound returns the most bytes of planes a Build holds at once: for
-// every level, the brick depth plus two z-planes (a brick row, and the
-// planes waiting to be paired or read), plus ReadAhead (at least two
-// level-0 planes). Bricks are
-// allocated on top of it, one at a time; what the receiver keeps of them is
-// its own.
+// MemoryBound returns the most bytes of planes a Build holds at once: a
+// brick row (brick-depth z-planes) of every level (two when the brick
+// depth is odd: a row whose last plane waits for its pair), two level-0
+// planes being read, and ReadAhead. For 2048x2048 uint8 planes in 64^3
+// bricks that is 256 MiB of level 0, 85 MiB of the coarser levels and
+// 24 MiB more. Bricks are allocated on top of it, one at a time; what the
+// receiver keeps of them is its own.
 func (b *Builder) MemoryBound() int64 {
 	var n int64
+	rows := int64(b.meta.BrickShape.Z)
+	if rows%2 == 1 {
+		rows = 2*rows + 1
+	}
 	for l := range b.meta.LODCount {
 		lv := newLevel(&b.meta, l)
-		n += int64(int(b.meta.BrickShape.Z)+2) * int64(lv.bands) * int64(lv.chunk)
+		n += rows * int64(lv.bands) * int64(lv.chunk)
 	}
 	p0 := newLevel(&b.meta, 0)
-	return n + max(b.opts.ReadAhead, 2*int64(p0.bands)*int64(p0.chunk))
+	return n + 2*int64(p0.bands)*int64(p0.chunk) + b.opts.ReadAhead
 }
 
 // Recycle gives back the Value of a brick the receiver of emit is done
@@ -215,9 +220,6 @@ type level struct {
 	bands      int // chunks per plane
 	chunk      int // bytes of one chunk (by rows)
 
-	mu   sync.Mutex
-	free [][]byte // chunks to reuse
-
 	// downsampler state
 	z       int   // planes received
 	cur     *slab // the brick row being filled
@@ -259,26 +261,9 @@ func (lv *level) newPlane(bud *budget) plane {
 	return p
 }
 
-func (lv *level) get(bud *budget) []byte {
-	if !bud.acquire(int64(lv.chunk)) {
-		return nil
-	}
-	lv.mu.Lock()
-	defer lv.mu.Unlock()
-	if n := len(lv.free); n > 0 {
-		c := lv.free[n-1]
-		lv.free = lv.free[:n-1]
-		return c
-	}
-	return make([]byte, lv.chunk)
-}
+func (lv *level) get(bud *budget) []byte { return bud.get(lv.chunk) }
 
-func (lv *level) put(bud *budget, cs ...[]byte) {
-	lv.mu.Lock()
-	lv.free = append(lv.free, cs...)
-	lv.mu.Unlock()
-	bud.release(int64(len(cs)) * int64(lv.chunk))
-}
+func (lv *level) put(bud *budget, cs ...[]byte) { bud.put(cs...) }
 
 // slab is a brick row of one level: up to brick-depth planes starting at
 // plane bz*brick.z.
@@ -563,46 +548,74 @@ func (b *Builder) cut(s *slab, lv *level, bud *budget, emit func(Brick) error) e
 	return nil
 }
 
-// budget bounds the bytes of chunks alive at once.
+// budget owns the chunks of a Build: it allocates them, keeps those given
+// back for reuse (by size: each level has its own), and bounds the bytes
+// allocated, in use or kept, by limit. A chunk of a size none is kept of
+// is allocated while the limit allows, else in place of kept chunks of
+// other sizes (dropped for the collector), else when one is given back.
 type budget struct {
 	mu     sync.Mutex
 	cond   *sync.Cond
-	used   int64
+	used   int64 // bytes allocated and not dropped
 	limit  int64
+	free   map[int][][]byte
 	closed bool
 }
 
 func newBudget(limit int64) *budget {
-	b := &budget{limit: limit}
+	b := &budget{limit: limit, free: map[int][][]byte{}}
 	b.cond = sync.NewCond(&b.mu)
 	return b
 }
 
-// acquire waits until n more bytes fit; false once the budget is closed.
-func (b *budget) acquire(n int64) bool {
+// get returns a chunk of n bytes; nil once the budget is closed.
+func (b *budget) get(n int) []byte {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	for !b.closed && b.used+n > b.limit && b.used > 0 {
-		b.cond.Wait()
+	for !b.closed {
+		if l := b.free[n]; len(l) > 0 {
+			c := l[len(l)-1]
+			b.free[n] = l[:len(l)-1]
+			return c
+		}
+		if b.used+int64(n) <= b.limit || b.used == 0 {
+			b.used += int64(n)
+			return make([]byte, n)
+		}
+		if !b.dropOne(n) {
+			b.cond.Wait()
+		}
 	}
-	if b.closed {
-		return false
-	}
-	b.used += n
-	return true
+	return nil
 }
 
-func (b *budget) release(n int64) {
-	if b == nil {
+// dropOne forgets one kept chunk of a size other than n; false if there is
+// none.
+func (b *budget) dropOne(n int) bool {
+	for size, l := range b.free {
+		if size != n && len(l) > 0 {
+			b.free[size] = l[:len(l)-1]
+			b.used -= int64(size)
+			return true
+		}
+	}
+	return false
+}
+
+// put keeps chunks for reuse.
+func (b *budget) put(cs ...[]byte) {
+	if len(cs) == 0 {
 		return
 	}
 	b.mu.Lock()
-	b.used -= n
+	for _, c := range cs {
+		b.free[len(c)] = append(b.free[len(c)], c)
+	}
 	b.mu.Unlock()
 	b.cond.Broadcast()
 }
 
-// close wakes every waiter; later acquires fail.
+// close wakes every waiter; later gets fail.
 func (b *budget) close() {
 	b.mu.Lock()
 	b.closed = true

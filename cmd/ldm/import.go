@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime/debug"
 	"time"
 
 	"connectrpc.com/connect"
@@ -18,6 +19,10 @@ import (
 	"github.com/xcheng85/go-ldm/pyramid"
 	"github.com/xcheng85/go-ldm/storage"
 )
+
+// importHeadroom is the memory an import may use above its pyramid
+// builder's bound: bricks queued and in flight, HTTP/2 buffers, the runtime.
+const importHeadroom = 64 << 20
 
 func newImportCommand() *cobra.Command {
 	cf := &clientFlags{}
@@ -152,6 +157,14 @@ func importVolume(ctx context.Context, c *clients, v *ldmv1.Volume, src io.Reade
 // volume, the volume is deleted and the error says so, so that the same
 // command can be run again; an interrupted import keeps it for --resume.
 func importStream(ctx context.Context, c *clients, v *ldmv1.Volume, src io.Reader, w io.Writer, quiet, resume bool) error {
+	// The import holds its pyramid builder's planes (MemoryBound) and the
+	// bricks in flight; a soft memory limit just above that keeps the
+	// garbage collector from letting the heap grow to twice the live data.
+	if os.Getenv("GOMEMLIMIT") == "" {
+		if b, err := pyramid.NewBuilder(apiconv.MetaFromAPI(v), pyramid.BuildOptions{}); err == nil {
+			defer debug.SetMemoryLimit(debug.SetMemoryLimit(b.MemoryBound() + importHeadroom))
+		}
+	}
 	err := runImport(ctx, c, v, src, w, quiet, resume)
 	ie, msg := explainImport(c, err)
 	if ie == nil || !ie.Created && !ie.Resumed {
