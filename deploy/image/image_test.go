@@ -22,6 +22,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"sigs.k8s.io/yaml"
 )
 
 // built is the image every test reads: TestMain builds it once per run.
@@ -576,5 +578,79 @@ func TestSourceDateEpoch(t *testing.T) {
 		if (err != nil) != tc.err || !got.Equal(tc.want) {
 			t.Errorf("sourceDateEpoch(%q) = %v, %v; want %v, error %t", tc.in, got, err, tc.want, tc.err)
 		}
+	}
+}
+
+// TestImage_matches_manifests checks that the Kubernetes manifests
+// (deploy/k8s/base) agree with the image: they run as its user, mount its
+// volume path, keep its entrypoint (args only) and call its binary path in
+// the preStop hook.
+func TestImage_matches_manifests(t *testing.T) {
+	b, err := os.ReadFile("../k8s/base/statefulset.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sts struct {
+		Spec struct {
+			Template struct {
+				Spec struct {
+					SecurityContext struct {
+						RunAsUser, RunAsGroup, FSGroup *int64
+					} `json:"securityContext"`
+					Containers []struct {
+						Command   []string `json:"command"`
+						Args      []string `json:"args"`
+						Lifecycle struct {
+							PreStop struct {
+								Exec struct {
+									Command []string `json:"command"`
+								} `json:"exec"`
+							} `json:"preStop"`
+						} `json:"lifecycle"`
+						VolumeMounts []struct {
+							Name      string `json:"name"`
+							MountPath string `json:"mountPath"`
+						} `json:"volumeMounts"`
+					} `json:"containers"`
+				} `json:"spec"`
+			} `json:"template"`
+		} `json:"spec"`
+	}
+	if err := yaml.Unmarshal(b, &sts); err != nil {
+		t.Fatal(err)
+	}
+	pod := sts.Spec.Template.Spec
+	sc := pod.SecurityContext
+	for name, got := range map[string]*int64{"runAsUser": sc.RunAsUser, "runAsGroup": sc.RunAsGroup, "fsGroup": sc.FSGroup} {
+		want := int64(UID)
+		if name != "runAsUser" {
+			want = GID
+		}
+		if got == nil {
+			t.Errorf("securityContext.%s is not set, want the image's %d", name, want)
+		} else if *got != want {
+			t.Errorf("securityContext.%s = %d, want the image's %d", name, *got, want)
+		}
+	}
+	if len(pod.Containers) != 1 {
+		t.Fatalf("%d containers, want 1", len(pod.Containers))
+	}
+	c := pod.Containers[0]
+	if len(c.Command) > 0 {
+		t.Errorf("command %q replaces the image's entrypoint", c.Command)
+	}
+	if len(c.Args) == 0 || c.Args[0] != Cmd[0] {
+		t.Errorf("args %q do not start with %q", c.Args, Cmd[0])
+	}
+	if pre := c.Lifecycle.PreStop.Exec.Command; len(pre) == 0 || pre[0] != BinaryPath {
+		t.Errorf("preStop %q does not run %s", pre, BinaryPath)
+	}
+	if !slices.ContainsFunc(c.VolumeMounts, func(m struct {
+		Name      string `json:"name"`
+		MountPath string `json:"mountPath"`
+	}) bool {
+		return m.MountPath == DataDir
+	}) {
+		t.Errorf("nothing is mounted at the image's volume path %s", DataDir)
 	}
 }
