@@ -48,16 +48,21 @@ type encodedTile struct {
 
 	head  []byte // response tag and length, the tile's value tag and length
 	value []byte
-	tail  []byte // the tile's other fields
+	tail  []byte // the tile's other fields, then the response's after the tile
+	plain bool   // no kept encoding: marshal Message
 
-	buf [64]byte // backing of head and tail
+	buf [80]byte // backing of head and tail
 }
 
 // setTile encodes msg, whose field 1 is set to tile (both built from t),
 // byte for byte as proto.Marshal does (fields in number order, zero
 // values omitted).
-func (e *encodedTile) setTile(msg proto.Message, t storage.Tile) {
-	e.Message = msg
+func (e *encodedTile) setTile(msg proto.Message, t storage.Tile) { e.setTileAfter(msg, t, nil) }
+
+// setTileAfter is setTile for a response with fields after the tile,
+// encoded in after.
+func (e *encodedTile) setTileAfter(msg proto.Message, t storage.Tile, after []byte) {
+	e.Message, e.plain = msg, false
 	e.value = t.Value
 	b := e.buf[:0]
 	// The tile's fields after its value: offset (2), key (3), crc32c (4).
@@ -81,8 +86,9 @@ func (e *encodedTile) setTile(msg proto.Message, t storage.Tile) {
 		b = protowire.AppendTag(b, 4, protowire.VarintType)
 		b = protowire.AppendVarint(b, uint64(t.CRC32C))
 	}
+	tileLen := len(b)
+	b = append(b, after...)
 	tailLen := len(b)
-	tileLen := tailLen
 	if len(t.Value) > 0 { // proto3 omits empty bytes
 		tileLen += 1 + protowire.SizeVarint(uint64(len(t.Value))) + len(t.Value)
 	}
@@ -93,6 +99,30 @@ func (e *encodedTile) setTile(msg proto.Message, t storage.Tile) {
 		b = protowire.AppendVarint(b, uint64(len(t.Value)))
 	}
 	e.tail, e.head = b[:tailLen:tailLen], b[tailLen:]
+}
+
+// setBricks encodes a StreamBricksResponse: with its tile t kept (m.Tile
+// built from t), or, without a tile (a missing brick), as an ordinary
+// message.
+func (e *encodedTile) setBricks(m *ldmv1.StreamBricksResponse, t storage.Tile) {
+	if m.Tile == nil {
+		e.Message, e.head, e.value, e.tail = m, nil, nil, nil
+		e.plain = true
+		return
+	}
+	// The response's fields after the tile: total (2), index (3); missing
+	// (4) is only set without a tile.
+	var after [12]byte
+	b := after[:0]
+	if m.Total != 0 {
+		b = protowire.AppendTag(b, 2, protowire.VarintType)
+		b = protowire.AppendVarint(b, uint64(m.Total))
+	}
+	if m.Index != 0 {
+		b = protowire.AppendTag(b, 3, protowire.VarintType)
+		b = protowire.AppendVarint(b, uint64(m.Index))
+	}
+	e.setTileAfter(m, t, b)
 }
 
 // size is the length of the encoding.
@@ -122,7 +152,7 @@ func (c tileCodec) Marshal(m any) ([]byte, error) { return c.MarshalAppend(nil, 
 // buffer from its pool, so the encoding is copied once and nothing is
 // allocated once the pool's buffers are large enough.
 func (tileCodec) MarshalAppend(dst []byte, m any) ([]byte, error) {
-	if e, ok := m.(*encodedTile); ok {
+	if e, ok := m.(*encodedTile); ok && !e.plain {
 		return e.appendTo(dst), nil
 	}
 	pm, ok := m.(proto.Message)
@@ -142,8 +172,8 @@ func (tileCodec) Unmarshal(b []byte, m any) error {
 
 var errNotProto = errors.New("service: message is not a protobuf message")
 
-// tileReadHandlers returns the handlers of ReadTile, GetBrick and
-// ReadTileStream that answer with encodedTile through tileCodec, by path.
+// tileReadHandlers returns the handlers of ReadTile, GetBrick,
+// ReadTileStream and StreamBricks that answer with encodedTile through tileCodec, by path.
 // They replace the generated handlers of those procedures (mounted on the
 // more specific path) and run the same options and interceptors.
 func (s *Server) tileReadHandlers(opts []connect.HandlerOption) map[string]http.Handler {
@@ -160,6 +190,10 @@ func (s *Server) tileReadHandlers(opts []connect.HandlerOption) map[string]http.
 		ldmv1connect.TileServiceReadTileStreamProcedure: connect.NewServerStreamHandler(
 			ldmv1connect.TileServiceReadTileStreamProcedure, th.readTileStreamEncoded,
 			connect.WithSchema(tileMethods.ByName("ReadTileStream")),
+			connect.WithHandlerOptions(opts...), codec),
+		ldmv1connect.VolumeServiceStreamBricksProcedure: connect.NewServerStreamHandler(
+			ldmv1connect.VolumeServiceStreamBricksProcedure, (&volumeHandler{s: s}).streamBricksEncoded,
+			connect.WithSchema(volumeMethods.ByName("StreamBricks")),
 			connect.WithHandlerOptions(opts...), codec),
 		ldmv1connect.VolumeServiceGetBrickProcedure: connect.NewUnaryHandler(
 			ldmv1connect.VolumeServiceGetBrickProcedure, (&volumeHandler{s: s}).getBrickEncoded,
@@ -230,4 +264,73 @@ func (h *volumeHandler) getBrickEncoded(ctx context.Context, req *connect.Reques
 		res.Header().Set("Cache-Control", cacheRevalidate)
 	}
 	return res, nil
+}
+
+// streamReader reads the tiles of a stream one after another: views of the
+// store's memory when it has them (each holding read budget for
+// connect-go's encoded copy until it is sent), otherwise into one pooled
+// buffer reused for every tile (holding budget for it). Each read returns
+// a function to call once the tile is sent. It is not safe for concurrent
+// use; close it when the stream ends.
+type streamReader struct {
+	s    *Server
+	ctx  context.Context
+	v    TileViewer
+	rb   *readBuf
+	done func(last []byte)
+}
+
+func (s *Server) newStreamReader(ctx context.Context) *streamReader {
+	r := &streamReader{s: s, ctx: ctx, v: s.viewer(ctx)}
+	if r.v == nil {
+		buf, done := s.streamBuffer()
+		r.rb, r.done = &readBuf{budget: s.reads, buf: buf}, done
+	}
+	return r
+}
+
+// view takes budget for a view's bytes.
+func (r *streamReader) view(t storage.Tile, release func(), err error) (storage.Tile, func(), error) {
+	if err != nil {
+		return storage.Tile{}, func() {}, err
+	}
+	held, err := r.s.reads.acquire(r.ctx, int64(len(t.Value)))
+	if err != nil {
+		release()
+		return storage.Tile{}, func() {}, err
+	}
+	return t, func() { release(); r.s.reads.release(held) }, nil
+}
+
+// read reads the tile at offset.
+func (r *streamReader) read(volume string, offset uint64) (storage.Tile, func(), error) {
+	if r.v != nil {
+		return r.view(r.v.ReadView(volume, offset))
+	}
+	t, err := r.rb.read(r.ctx, func(b []byte) (storage.Tile, error) { return r.s.readInto(volume, offset, b) })
+	return t, func() {}, err
+}
+
+// brick reads a brick's latest tile. Without views the tile is the
+// store's own array, let go of once it is sent.
+func (r *streamReader) brick(volume string, key storage.BrickKey) (storage.Tile, func(), error) {
+	if r.v != nil {
+		return r.view(r.v.BrickView(volume, key))
+	}
+	t, err := r.rb.read(r.ctx, func([]byte) (storage.Tile, error) { return r.s.store.Brick(volume, key) })
+	return t, r.letGo, err
+}
+
+// letGo gives back the buffer and the budget the reader holds.
+func (r *streamReader) letGo() {
+	if r.rb != nil {
+		r.rb.release()
+	}
+}
+
+func (r *streamReader) close() {
+	if r.rb != nil {
+		r.done(r.rb.buf)
+		r.rb.release()
+	}
 }

@@ -33,6 +33,11 @@ func TestTileCodec_MarshalAppend(t *testing.T) {
 						"read_tile_stream": func() proto.Message { return &ldmv1.ReadTileStreamResponse{Tile: apiconv.TileToAPI(tile)} },
 						"get_brick":        func() proto.Message { return &ldmv1.GetBrickResponse{Tile: apiconv.TileToAPI(tile)} },
 					}
+					for _, ti := range [][2]uint32{{0, 0}, {1, 0}, {300, 299}, {1 << 31, 1 << 20}} {
+						msgs[fmt.Sprintf("stream_bricks_%d_%d", ti[0], ti[1])] = func() proto.Message {
+							return &ldmv1.StreamBricksResponse{Tile: apiconv.TileToAPI(tile), Total: ti[0], Index: ti[1]}
+						}
+					}
 					for mn, m := range msgs {
 						t.Run(fmt.Sprintf("%s/%s/%s/off%d/crc%x", mn, vn, kn, off, crc), func(t *testing.T) {
 							want, err := proto.Marshal(m())
@@ -40,7 +45,11 @@ func TestTileCodec_MarshalAppend(t *testing.T) {
 								t.Fatal(err)
 							}
 							e := new(encodedTile)
-							e.setTile(m(), tile)
+							if sb, ok := m().(*ldmv1.StreamBricksResponse); ok {
+								e.setBricks(sb, tile)
+							} else {
+								e.setTile(m(), tile)
+							}
 							prefix := []byte("prefix")
 							got, err := tileCodec{}.MarshalAppend(prefix, e)
 							if err != nil {
@@ -58,5 +67,23 @@ func TestTileCodec_MarshalAppend(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// TestTileCodec_MarshalAppend_missing_brick checks that a StreamBricks
+// message without a tile (a missing brick) is marshaled as it is.
+func TestTileCodec_MarshalAppend_missing_brick(t *testing.T) {
+	t.Parallel()
+	m := &ldmv1.StreamBricksResponse{Total: 3, Index: 2, Missing: &ldmv1.BrickKey{Lod: 1, X: 4}}
+	want, err := proto.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := new(encodedTile)
+	e.setBricks(&ldmv1.StreamBricksResponse{Tile: &ldmv1.Tile{Value: []byte{1}}}, storage.Tile{Value: []byte{1}}) // a kept encoding first
+	e.setBricks(m, storage.Tile{})
+	got, err := tileCodec{}.MarshalAppend(nil, e)
+	if err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("MarshalAppend = %x, %v; want %x", got, err, want)
 	}
 }

@@ -100,6 +100,32 @@ func TestService_ReadTile_encoded(t *testing.T) {
 					}
 				}
 			}
+			// StreamBricks over the whole volume, and by keys with one
+			// missing brick.
+			bs, err := c.volumes.StreamBricks(ctx, connect.NewRequest(&ldmv1.StreamBricksRequest{Volume: "v"}))
+			if err != nil {
+				t.Fatal(err)
+			}
+			bricks := receiveAll(t, bs)
+			if len(bricks) != 3 {
+				t.Fatalf("StreamBricks sent %d bricks, want 3", len(bricks))
+			}
+			for i, m := range bricks {
+				want := &ldmv1.StreamBricksResponse{Tile: oldTile(t, store, m.GetTile().GetOffset()), Total: 3, Index: uint32(i)}
+				if !proto.Equal(m, want) {
+					t.Fatalf("StreamBricks message %d differs", i)
+				}
+			}
+			missing := &ldmv1.BrickKey{X: 9}
+			bs, err = c.volumes.StreamBricks(ctx, connect.NewRequest(&ldmv1.StreamBricksRequest{Volume: "v", Keys: []*ldmv1.BrickKey{{X: 4, Y: 7}, missing}}))
+			if err != nil {
+				t.Fatal(err)
+			}
+			bricks = receiveAll(t, bs)
+			if len(bricks) != 2 || !proto.Equal(bricks[0], &ldmv1.StreamBricksResponse{Tile: oldTile(t, store, 4), Total: 2}) ||
+				!proto.Equal(bricks[1], &ldmv1.StreamBricksResponse{Missing: missing, Total: 2, Index: 1}) {
+				t.Fatalf("StreamBricks by keys = %v", bricks)
+			}
 			s, err := c.tiles.ReadTileStream(ctx, connect.NewRequest(&ldmv1.ReadTileStreamRequest{Volume: "v", Offset: 1}))
 			if err != nil {
 				t.Fatal(err)

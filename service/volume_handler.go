@@ -228,18 +228,18 @@ func checkStreamKeys(info storage.VolumeInfo, keys []*ldmv1.BrickKey) error {
 
 // streamKeys sends the bricks of keys in their order; a key with no brick
 // is sent as a response with missing set.
-func (h *volumeHandler) streamKeys(ctx context.Context, info storage.VolumeInfo, keys []*ldmv1.BrickKey, stream *connect.ServerStream[ldmv1.StreamBricksResponse]) error {
+func (h *volumeHandler) streamKeys(ctx context.Context, info storage.VolumeInfo, keys []*ldmv1.BrickKey, send func(*ldmv1.StreamBricksResponse, storage.Tile) error) error {
 	ctx, release := h.s.streamContext(ctx)
 	defer release()
 	defer h.s.trackStream(ctx)()
-	rb := &readBuf{budget: h.s.reads}
-	defer func() { rb.release() }()
+	r := h.s.newStreamReader(ctx)
+	defer r.close()
 	for i, k := range keys {
 		if ctx.Err() != nil {
 			return nil // the client went away or the server is draining
 		}
 		msg := &ldmv1.StreamBricksResponse{Total: uint32(len(keys)), Index: uint32(i)}
-		t, err := rb.read(ctx, func([]byte) (storage.Tile, error) { return h.s.store.Brick(info.Name, apiconv.KeyFromAPI(k)) })
+		t, sent, err := r.brick(info.Name, apiconv.KeyFromAPI(k))
 		switch {
 		case errors.Is(err, storage.ErrNotFound):
 			msg.Missing = k
@@ -251,8 +251,8 @@ func (h *volumeHandler) streamKeys(ctx context.Context, info storage.VolumeInfo,
 		default:
 			msg.Tile = apiconv.TileToAPI(t)
 		}
-		err = stream.Send(msg)
-		rb.release()
+		err = send(msg, t)
+		sent()
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
@@ -264,17 +264,33 @@ func (h *volumeHandler) streamKeys(ctx context.Context, info storage.VolumeInfo,
 }
 
 func (h *volumeHandler) StreamBricks(ctx context.Context, req *connect.Request[ldmv1.StreamBricksRequest], stream *connect.ServerStream[ldmv1.StreamBricksResponse]) error {
-	info, err := h.s.store.Volume(req.Msg.GetVolume())
+	return h.streamBricks(ctx, req.Msg, func(m *ldmv1.StreamBricksResponse, _ storage.Tile) error { return stream.Send(m) })
+}
+
+// streamBricksEncoded is StreamBricks answered with each brick's kept
+// encoding (see encodedTile).
+func (h *volumeHandler) streamBricksEncoded(ctx context.Context, req *connect.Request[ldmv1.StreamBricksRequest], stream *connect.ServerStream[encodedTile]) error {
+	e := new(encodedTile)
+	return h.streamBricks(ctx, req.Msg, func(m *ldmv1.StreamBricksResponse, t storage.Tile) error {
+		e.setBricks(m, t)
+		return stream.Send(e)
+	})
+}
+
+// streamBricks serves a StreamBricks request; send sends one message and
+// the tile it carries (whose bytes are valid until send returns).
+func (h *volumeHandler) streamBricks(ctx context.Context, req *ldmv1.StreamBricksRequest, send func(*ldmv1.StreamBricksResponse, storage.Tile) error) error {
+	info, err := h.s.store.Volume(req.GetVolume())
 	if err != nil {
 		return connectError(err)
 	}
-	if keys := req.Msg.GetKeys(); len(keys) > 0 {
+	if keys := req.GetKeys(); len(keys) > 0 {
 		if err := checkStreamKeys(info, keys); err != nil {
 			return connectError(err)
 		}
-		return h.streamKeys(ctx, info, keys, stream)
+		return h.streamKeys(ctx, info, keys, send)
 	}
-	plan, err := planBricks(h.s.store, info, req.Msg)
+	plan, err := planBricks(h.s.store, info, req)
 	if err != nil {
 		return connectError(err)
 	}
@@ -282,16 +298,15 @@ func (h *volumeHandler) StreamBricks(ctx context.Context, req *connect.Request[l
 	defer release()
 	defer h.s.trackStream(ctx)()
 	msg := &ldmv1.StreamBricksResponse{Total: uint32(len(plan))}
-	buf, done := h.s.streamBuffer() // reused for every brick: Send has copied the last one
-	rb := &readBuf{budget: h.s.reads, buf: buf}
-	defer func() { done(rb.buf); rb.release() }()
+	r := h.s.newStreamReader(ctx)
+	defer r.close()
 	for i, b := range plan {
 		if ctx.Err() != nil {
 			return nil // the client went away or the server is draining
 		}
 		// Each Send blocks while the client's flow-control window is
 		// full, so a slow reader holds at most one brick here.
-		t, err := rb.read(ctx, func(buf []byte) (storage.Tile, error) { return h.s.readInto(info.Name, b.offset, buf) })
+		t, sent, err := r.read(info.Name, b.offset)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
@@ -300,7 +315,9 @@ func (h *volumeHandler) StreamBricks(ctx context.Context, req *connect.Request[l
 		}
 		msg.Tile = apiconv.TileToAPI(t)
 		msg.Index = uint32(i)
-		if err := stream.Send(msg); err != nil {
+		err = send(msg, t)
+		sent()
+		if err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
