@@ -40,7 +40,12 @@ type pageState struct {
 	Idle      bool   `json:"idle"`
 	Error     string `json:"error"`
 	Stats     struct {
+		ScriptAt          float64 `json:"scriptAt"`
 		OpenedAt          float64 `json:"openedAt"`
+		VolumeAt          float64 `json:"volumeAt"`
+		RequestAt         float64 `json:"requestAt"`
+		LastMove          float64 `json:"lastMove"`
+		LastSharp         float64 `json:"lastSharp"`
 		FirstSlices       float64 `json:"firstSlices"`
 		FirstPicture      float64 `json:"firstPicture"`
 		FirstPictureBytes float64 `json:"firstPictureBytes"`

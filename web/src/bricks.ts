@@ -41,6 +41,7 @@ export interface StartMessage {
 export type WorkerMessage =
   | ({ type: "brick"; id: number } & Brick)
   | { type: "done"; id: number }
+  | { type: "ready"; id: number }
   | { type: "error"; id: number; code: Code; message: string };
 
 interface Pending {
@@ -52,6 +53,9 @@ interface Pending {
 
 export class BrickStreamer {
   private worker: Worker | null = null;
+  // Until the worker has loaded, requests run on the main thread: the
+  // first bricks need not wait for the worker's script.
+  private ready = false;
   private nextId = 1;
   private pending = new Map<number, Pending>();
 
@@ -84,6 +88,10 @@ export class BrickStreamer {
   }
 
   private receive(m: WorkerMessage): void {
+    if (m.type === "ready") {
+      this.ready = true;
+      return;
+    }
     const p = this.pending.get(m.id);
     if (!p) return;
     if (m.type === "brick") p.queue.push(m);
@@ -96,7 +104,7 @@ export class BrickStreamer {
 
   /** stream yields the bricks of req.keys in their order. Aborting signal ends it with Code.Canceled. */
   async *stream(req: StreamRequest, signal: AbortSignal): AsyncGenerator<Brick> {
-    if (!this.worker || req.keys.length <= directMax) {
+    if (!this.worker || !this.ready || req.keys.length <= directMax) {
       yield* this.direct(req, signal);
       return;
     }

@@ -61,3 +61,14 @@ export function lutIndex(v: number, w: Window): number {
   if (t > 1) t = 1;
   return Math.floor(t * 255 + 0.5);
 }
+
+/**
+ * indexTable returns lutIndex for every value of an 8- or 16-bit integer
+ * type (256 or 65536 entries, offset by lo: entry i is value lo + i), so
+ * that mapping a brick is a table lookup per voxel.
+ */
+export function indexTable(lo: number, n: number, w: Window): Uint8Array {
+  const t = new Uint8Array(n);
+  for (let i = 0; i < n; i++) t[i] = lutIndex(lo + i, w);
+  return t;
+}

@@ -15,6 +15,9 @@ import { defaultBudget, Session, type SliceWant } from "./session";
 import { levelBricks, keyId, type Key, type Vec3 } from "./selection";
 import { bytesPerVoxel, dataTypeName } from "./volume";
 
+/** scriptAt is when the page's script started (ms since navigation). */
+const scriptAt = performance.now();
+
 const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as T;
 
 class App {
@@ -43,6 +46,7 @@ class App {
   private autoWindow = true;
   private filled3d = new Map<string, number>(); // level each 3D brick was filled from
   private openSeq = 0;
+  private startLive: (() => void) | null = null;
 
   constructor() {
     const host = {
@@ -245,6 +249,7 @@ class App {
       gone: () => void this.refresh(),
     });
     s.stats.openedAt = openedAt;
+    s.stats.scriptAt = scriptAt;
     this.session = s;
     this.autoWindow = true;
     this.affine = affineOf(v.transform, v.spacing);
@@ -257,7 +262,13 @@ class App {
     this.plan();
     this.reset3d();
     this.markAll();
-    if ($<HTMLInputElement>("live").checked) void s.follow();
+    // Live updates start once the first picture is up (or after 2 s): the
+    // browser has few connections per server and the first bricks come first.
+    const live = () => {
+      if (this.session === s && !s.following && $<HTMLInputElement>("live").checked) void s.follow();
+    };
+    this.startLive = live;
+    window.setTimeout(live, 2000);
     this.showMeta(v);
     this.showOrientation();
     this.renderList();
@@ -348,6 +359,12 @@ class App {
     if (this.replan) this.plan();
     const t = performance.now();
     const st = s.stats;
+    // Before the first brick there is nothing to draw but what the views
+    // already show: leave the main thread to the streams.
+    if (st.bricks === 0 && s.cache.bytes === 0) {
+      this.showProgress();
+      return;
+    }
     const first = !st.firstPicture;
     const busy = s.streaming && !first;
     let drewSlices = false;
@@ -372,11 +389,18 @@ class App {
         st.firstPictureBytes = st.bytes;
       }
     }
+    if (st.firstPicture && this.startLive) {
+      this.startLive();
+      this.startLive = null;
+    }
     if (st.firstSlices && !st.firstPicture && !this.view3d.ok) {
       st.firstPicture = st.firstSlices;
       st.firstPictureBytes = st.bytes;
     }
-    if (!st.fullResolution && st.firstPicture && this.sharp()) st.fullResolution = performance.now();
+    if (st.firstPicture && st.lastSharp <= st.lastMove && this.sharp()) {
+      st.lastSharp = performance.now();
+      if (!st.fullResolution) st.fullResolution = st.lastSharp;
+    }
     this.showProgress();
     if (this.dirty.size || this.dirty3d.size || this.render3d) this.schedule();
   }
@@ -504,6 +528,7 @@ class App {
 
   /** viewed: a view was zoomed or panned; it shows another part, maybe at another level. */
   private viewed(axis: Axis): void {
+    if (this.session) this.session.stats.lastMove = performance.now();
     this.dirty.add(axis);
     this.replan = true;
     this.schedule();
@@ -511,6 +536,7 @@ class App {
 
   /** afterMove redraws the crosshair; the next frame plans the bricks for the new planes (cancelling what is not needed any more). */
   private afterMove(): void {
+    if (this.session) this.session.stats.lastMove = performance.now();
     this.setCross();
     for (const v of Object.values(this.views)) v.draw();
     this.replan = true;

@@ -5,7 +5,7 @@
 // that level arrive, with coarser bricks standing in until then. A 256x1
 // texture holds the colormap. The camera is orthographic and orbits the volume's centre.
 
-import { lutIndex, type Window } from "./colormap";
+import { indexTable, lutIndex, type Window } from "./colormap";
 import type { Key, Vec3 } from "./selection";
 import type { SliceSource } from "./slice";
 
@@ -153,6 +153,20 @@ export class View3D {
     for (const w of [gl.TEXTURE_WRAP_S, gl.TEXTURE_WRAP_T, gl.TEXTURE_WRAP_R]) gl.texParameteri(gl.TEXTURE_3D, w, gl.CLAMP_TO_EDGE);
   }
 
+  private tab: { key: string; t: Uint8Array } | null = null;
+
+  /** table returns the window's lookup table for 8- and 16-bit voxels (null for other types). */
+  private table(v: ArrayLike<number>, win: Window): Uint8Array | null {
+    let lo: number, n: number;
+    if (v instanceof Uint8Array) [lo, n] = [0, 256];
+    else if (v instanceof Uint16Array) [lo, n] = [0, 65536];
+    else if (v instanceof Int16Array) [lo, n] = [-32768, 65536];
+    else return null;
+    const key = `${lo}/${n}/${win.level}/${win.width}`;
+    if (this.tab?.key !== key) this.tab = { key, t: indexTable(lo, n, win) };
+    return this.tab.t;
+  }
+
   /** level is the level of detail the texture holds. */
   get level(): number {
     return this.lod;
@@ -180,15 +194,32 @@ export class View3D {
     const out = new Uint8Array(nx * ny * nz);
     if (b) {
       const s = l - k.lod, v = b.voxels;
-      let i = 0;
-      for (let z = 0; z < nz; z++) {
-        const lz = ((z0 + z) >> s) % B.z;
-        for (let y = 0; y < ny; y++) {
-          const row = b.sx * (((y0 + y) >> s) % B.y + b.sy * lz);
-          if (s === 0) {
-            for (let x = 0; x < nx; x++) out[i++] = lutIndex(v[row + x], win);
-          } else {
-            for (let x = 0; x < nx; x++) out[i++] = lutIndex(v[row + (((x0 + x) >> s) % B.x)], win);
+      const tab = this.table(v, win);
+      if (tab) {
+        const off = v instanceof Int16Array ? 32768 : 0;
+        let i = 0;
+        for (let z = 0; z < nz; z++) {
+          const lz = ((z0 + z) >> s) % B.z;
+          for (let y = 0; y < ny; y++) {
+            const row = b.sx * (((y0 + y) >> s) % B.y + b.sy * lz);
+            if (s === 0) {
+              for (let x = 0; x < nx; x++) out[i++] = tab[v[row + x] + off];
+            } else {
+              for (let x = 0; x < nx; x++) out[i++] = tab[v[row + (((x0 + x) >> s) % B.x)] + off];
+            }
+          }
+        }
+      } else {
+        let i = 0;
+        for (let z = 0; z < nz; z++) {
+          const lz = ((z0 + z) >> s) % B.z;
+          for (let y = 0; y < ny; y++) {
+            const row = b.sx * (((y0 + y) >> s) % B.y + b.sy * lz);
+            if (s === 0) {
+              for (let x = 0; x < nx; x++) out[i++] = lutIndex(v[row + x], win);
+            } else {
+              for (let x = 0; x < nx; x++) out[i++] = lutIndex(v[row + (((x0 + x) >> s) % B.x)], win);
+            }
           }
         }
       }

@@ -44,7 +44,10 @@ export const volume3DVoxels = 256 ** 3;
 /** Stats of the session's loading, in ms of performance.now(). */
 export interface Stats {
   volume: string;
-  openedAt: number;
+  scriptAt: number; // the page's script started
+  openedAt: number; // the volume was asked for
+  volumeAt: number; // its metadata arrived
+  requestAt: number; // the first StreamBricks call started
   firstBrick: number;
   firstSlices: number; // every slice view covered (any level)
   firstPicture: number; // ... and the 3D view drawn
@@ -63,6 +66,8 @@ export interface Stats {
   draw3dMs: number;
   applyMs: number;
   lastFirst: Key | null; // the first brick of the latest stream
+  lastMove: number; // a view last moved (slice, zoom or pan)
+  lastSharp: number; // every view was last at its own level after that
 }
 
 export interface Progress {
@@ -144,7 +149,7 @@ export class Session {
     this.cache = new BrickCache<BrickData>(budget);
     this.followNext = v.nextOffset;
     this.stats = {
-      volume: v.name, openedAt: performance.now(), firstBrick: 0, firstSlices: 0, firstPicture: 0, fullResolution: 0, firstPictureBytes: 0,
+      volume: v.name, scriptAt: 0, openedAt: performance.now(), volumeAt: performance.now(), requestAt: 0, lastMove: 0, lastSharp: 0, firstBrick: 0, firstSlices: 0, firstPicture: 0, fullResolution: 0, firstPictureBytes: 0,
       bytes: 0, bricks: 0, missing: 0, streams: 0, cancelled: 0, retries: 0, requestedKeys: 0, streamMs: 0, liveTiles: 0, drawMs: 0, draw3dMs: 0, applyMs: 0, lastFirst: null,
     };
   }
@@ -284,6 +289,9 @@ export class Session {
       const need = lacking(gk);
       for (let i = 0; i < need.length; i += 1024) this.start(need.slice(i, i + 1024), false);
     }
+    // Neighbours only once what is needed now has arrived: they must not
+    // take bandwidth (or one of the browser's few connections) from it.
+    if (!this.nowComplete()) return;
     const pre = lacking(this.prefetch);
     for (let i = 0; i < pre.length; i += 1024) this.start(pre.slice(i, i + 1024), true);
   }
@@ -292,6 +300,7 @@ export class Session {
     const f: Flight = { ctl: new AbortController(), keys: new Set(keys.map(keyId)), cancelled: false, prefetch };
     this.flights.add(f);
     this.stats.streams++;
+    if (!this.stats.requestAt) this.stats.requestAt = performance.now();
     this.stats.requestedKeys += keys.length;
     this.stats.lastFirst = null;
     void this.run(f, keys);
@@ -340,6 +349,8 @@ export class Session {
     } finally {
       this.stats.streamMs += performance.now() - t0;
       this.flights.delete(f);
+      // The neighbours wait for what is needed now: ask for them when it is in.
+      if (!this.closed && !f.cancelled && !f.prefetch && this.nowComplete()) this.request();
     }
   }
 
@@ -534,6 +545,11 @@ export class Session {
       return;
     }
     retry(undefined);
+  }
+
+  /** following reports whether the live stream runs (or waits to retry). */
+  get following(): boolean {
+    return this.live !== null;
   }
 
   /** unfollow stops the live stream; follow resumes where it stopped. */

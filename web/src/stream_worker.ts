@@ -2,7 +2,8 @@
 // envelope and protobuf decoding) and hands each brick's bytes to the page
 // by transfer, without copying. Messages in: {type: "start", id, baseUrl,
 // protocol, token, request} and {type: "cancel", id}. Messages out: "brick",
-// "done" and "error" (with the Connect code and message), tagged with id.
+// "done" and "error" (with the Connect code and message), tagged with id;
+// and "ready" once, when the worker has loaded.
 
 import { Code, ConnectError } from "@connectrpc/connect";
 import { connect, type Protocol } from "./api";
@@ -34,3 +35,5 @@ self.onmessage = async (e: MessageEvent<StartMessage | { type: "cancel"; id: num
     running.delete(m.id);
   }
 };
+
+post({ type: "ready", id: 0 });
