@@ -286,45 +286,20 @@ func (h *tileHandler) readTileStream(ctx context.Context, req *ldmv1.ReadTileStr
 			return nil // the client went away
 		}
 	}
-	// next reads the tile at off and returns a function that lets go of
-	// it once it is sent; letGo gives back what the stream holds before
-	// it waits for new tiles.
-	var next func() (storage.Tile, func(), error)
-	letGo := func() {}
-	if v := h.s.viewer(ctx); v != nil {
-		// A view of the store's memory per tile, and budget for
-		// connect-go's encoded copy while it is sent.
-		next = func() (storage.Tile, func(), error) {
-			t, done, err := v.ReadView(vol, off)
-			if err != nil {
-				return storage.Tile{}, nil, err
-			}
-			held, err := h.s.reads.acquire(ctx, int64(len(t.Value)))
-			if err != nil {
-				done()
-				return storage.Tile{}, nil, err
-			}
-			return t, func() { done(); h.s.reads.release(held) }, nil
-		}
-	} else {
-		buf, done := h.s.streamBuffer() // reused for every tile: Send has copied the last one
-		rb := &readBuf{budget: h.s.reads, buf: buf}
-		defer func() { done(rb.buf); rb.release() }()
-		next = func() (storage.Tile, func(), error) {
-			t, err := rb.read(ctx, func(b []byte) (storage.Tile, error) { return h.s.readInto(vol, off, b) })
-			return t, func() {}, err
-		}
-		letGo = rb.release
-	}
+	// A view of the store's memory per tile, or one pooled buffer for
+	// every tile (see streamReader); the reader lets go of what it holds
+	// before the stream waits for new tiles.
+	r := h.s.newStreamReader(ctx)
+	defer r.close()
 	for {
 		if !follow && off >= end {
 			return nil
 		}
-		t, sent, err := next()
+		t, sent, err := r.read(vol, off)
 		if errors.Is(err, storage.ErrOutOfRange) && follow {
 			// Tail: sleep until the log grows past off, without polling,
 			// holding no buffer and no read budget.
-			letGo()
+			r.letGo()
 			if err := h.s.store.Wait(ctx, vol, off); err != nil {
 				if ctx.Err() != nil || errors.Is(err, storage.ErrClosed) {
 					// The client went away or the server is draining:
