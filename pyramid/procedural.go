@@ -304,15 +304,23 @@ func (p *Procedural) Row(dst []uint8, y, z int) {
 	s := p.shape
 	nx := int64(s.X)
 	dst = dst[:nx]
-	clear(dst)
 	fy, fz := fix(int64(y), int64(s.Y)), fix(int64(z), int64(s.Z))
 	for i := range p.parts {
 		q := &p.parts[i]
 		rest := q.rowRest(fy, fz)
-		if rest < 0 {
-			continue
+		a, b, ok := int64(0), int64(0), rest >= 0
+		if ok {
+			a, b, ok = q.span(rest, nx)
 		}
-		a, b, ok := q.span(rest, nx)
+		if i == 0 {
+			// The background, around the body (which paints its span).
+			if !ok {
+				clear(dst)
+				continue
+			}
+			clear(dst[:a])
+			clear(dst[b:])
+		}
 		if !ok {
 			continue
 		}
@@ -323,12 +331,19 @@ func (p *Procedural) Row(dst []uint8, y, z int) {
 			ph := (3*int64(y) + 5*int64(z)) & 15
 			copy(dst[a:b], q.tab[a+ph:b+ph])
 		default:
-			v := q.value(0, int64(y), int64(z), s)
-			d := dst[a:b]
-			for j := range d {
-				d[j] = v
-			}
+			fill(dst[a:b], q.value(0, int64(y), int64(z), s))
 		}
+	}
+}
+
+// fill sets every byte of d to v, doubling copies for long runs.
+func fill(d []byte, v uint8) {
+	n := min(len(d), 64)
+	for i := range d[:n] {
+		d[i] = v
+	}
+	for n < len(d) {
+		n += copy(d[n:], d[:n])
 	}
 }
 
