@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"os"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -27,6 +28,10 @@ import (
 // the budget), which a loaded machine disturbs less than throughput.
 //
 //	go test -run '^$' -bench BenchmarkTelemetry_overhead -benchtime 40x -count 3 ./server/
+//
+// LDM_BENCH_TELEMETRY=aa runs both servers with telemetry off: the spread
+// of those ratios around 1 is what the machine's noise alone makes.
+// LDM_BENCH_TELEMETRY=metrics or =tracing turns on only that part.
 func BenchmarkTelemetry_overhead(b *testing.B) {
 	const tileBytes = 256 << 10
 	const tiles = 64
@@ -35,7 +40,18 @@ func BenchmarkTelemetry_overhead(b *testing.B) {
 		tc   ldmv1connect.TileServiceClient
 	}
 	var targets [2]target
-	for i, tel := range []server.TelemetryConfig{{DisableMetrics: true, DisableTracing: true}, {}} {
+	configs := []server.TelemetryConfig{{DisableMetrics: true, DisableTracing: true}, {}}
+	switch os.Getenv("LDM_BENCH_TELEMETRY") {
+	case "aa":
+		// A/A: both servers off, to see how far apart two identical
+		// servers measure on this machine.
+		configs[1] = configs[0]
+	case "metrics":
+		configs[1].DisableTracing = true
+	case "tracing":
+		configs[1].DisableMetrics = true
+	}
+	for i, tel := range configs {
 		s, _ := serve(b, server.Config{Addr: "127.0.0.1:0", DataDir: b.TempDir(), Logger: quiet, Telemetry: tel})
 		createVolume(b, volumeClient(s), "v")
 		hc := &http.Client{Transport: client.NewTransport(nil)}
