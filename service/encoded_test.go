@@ -328,8 +328,8 @@ func TestService_ReadTile_encoded_concurrent(t *testing.T) {
 	ctx := context.Background()
 	var wg sync.WaitGroup
 	wg.Go(func() {
-		for i := range 30 {
-			if _, err := store.Append(ctx, "v", storage.Tile{Value: tileBytes(70<<10, byte(i)), HasKey: true, Key: storage.BrickKey{X: 3, Y: uint32(i % 16)}}); err != nil {
+		for i := range 12 {
+			if _, err := store.Append(ctx, "v", storage.Tile{Value: tileBytes(16<<10, byte(i)), HasKey: true, Key: storage.BrickKey{X: 3, Y: uint32(i % 16)}}); err != nil {
 				t.Error(err)
 				return
 			}
@@ -338,7 +338,7 @@ func TestService_ReadTile_encoded_concurrent(t *testing.T) {
 	for g := range 8 {
 		c := ts.clients(t, protocols[g%len(protocols)])
 		wg.Go(func() {
-			for i := range 20 {
+			for i := range 6 {
 				off := uint64((g + i) % 5)
 				r, err := c.tiles.ReadTile(ctx, connect.NewRequest(&ldmv1.ReadTileRequest{Volume: "v", Offset: off}))
 				if err != nil {
