@@ -7,6 +7,7 @@ import (
 	"os"
 	"runtime/metrics"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -114,7 +115,7 @@ func BenchmarkImport(b *testing.B) {
 				brick[i] = byte(i * 7)
 			}
 			total := int64(count) * int64(len(brick))
-			var impTime, appTime time.Duration
+			var impTime, appTime, impCPU, appCPU time.Duration
 			var peak, live uint64
 			i := 0
 			for b.Loop() {
@@ -126,19 +127,21 @@ func BenchmarkImport(b *testing.B) {
 					if _, err := im.Volumes.CreateVolume(ctx, connect.NewRequest(&ldmv1.CreateVolumeRequest{Volume: apiconv.MetaToAPI(withName(meta, name))})); err != nil {
 						b.Fatal(err)
 					}
-					t0 := time.Now()
+					t0, c0 := time.Now(), cpuTime()
 					appendBricks(b, im, name, meta, brick)
 					appTime += time.Since(t0)
+					appCPU += cpuTime() - c0
 					deleteVolume(b, im, name)
 				}
 				imported := func() {
 					name := fmt.Sprintf("import-%d", i)
 					stop := heapPeak()
-					t0 := time.Now()
+					t0, c0 := time.Now(), cpuTime()
 					if _, err := im.ImportReader(ctx, p.Reader(), apiconv.MetaToAPI(withName(meta, name)), client.ImportOptions{}); err != nil {
 						b.Fatal(err)
 					}
 					impTime += time.Since(t0)
+					impCPU += cpuTime() - c0
 					h, l := stop()
 					peak, live = max(peak, h), max(live, l)
 					deleteVolume(b, im, name)
@@ -156,11 +159,24 @@ func BenchmarkImport(b *testing.B) {
 			b.ReportMetric(imp, "import-MB/s")
 			b.ReportMetric(app, "append-MB/s")
 			b.ReportMetric(imp/app, "x_append")
+			gb := float64(total) * float64(i) / 1e9
+			b.ReportMetric(impCPU.Seconds()/gb, "import-cpu-s/GB")
+			b.ReportMetric(appCPU.Seconds()/gb, "append-cpu-s/GB")
 			b.ReportMetric(float64(peak)/(1<<20), "peak-heap-MiB")
 			b.ReportMetric(float64(live)/(1<<20), "peak-live-MiB")
 			b.ReportMetric(0, "ns/op")
 		})
 	}
+}
+
+// cpuTime returns the CPU time the process has used (with an in-process
+// server, the server's too).
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 func withName(m storage.VolumeMeta, name string) storage.VolumeMeta {
