@@ -20,13 +20,19 @@
 // A cluster under TLS needs NewResolverBuilder with an https client,
 // passed with grpc.WithResolvers.
 //
-// Importing: Client.Import and Client.ImportFile (or Importer, for
-// generated Connect clients built by hand with their own protocol, TLS and
-// interceptors) create a volume and send its bricks, every level of detail
-// (package pyramid), with one WriteTileStream, reporting progress through a
-// callback. ImportFile reads NIfTI-1 and NRRD files with package volfile.
-// An import that fails after creating its volume deletes it, so it can run
-// again.
+// Importing: Client.Import, Client.ImportReader and Client.ImportFile (or
+// Importer, for generated Connect clients built by hand with their own
+// protocol, TLS and interceptors) create a volume and send its bricks,
+// every level of detail, with one WriteTileStream, reporting progress
+// through a callback. The source is read once, as a stream, by a
+// pyramid.Builder, so memory is about one brick row per level whatever the
+// volume's size; building, sending and reading acknowledgements run at
+// once. ImportFile streams NIfTI-1 and NRRD files (gzip included) with
+// package volfile. An import that fails after creating its volume deletes
+// it, so it can run again, unless it was interrupted (its context ended or
+// the server became unreachable): then the volume keeps what was stored,
+// is incomplete (ListBricks lists fewer bricks than expected), and an
+// import with ImportOptions.Resume sends only the missing bricks.
 //
 // Transport: NewTransport speaks HTTP/2 only, h2c for http:// URLs and TLS
 // for https://, with frames and windows sized for tiles. A Config without

@@ -7,7 +7,9 @@
 // Header (shape, data type, spacing, voxel-to-world transform and its
 // space, byte order, time points) and returns an
 // Image whose ReadVoxels yields one 3D volume as little-endian voxels, x
-// fastest, which is the layout the tile store keeps.
+// fastest, which is the layout the tile store keeps; Voxels streams the same
+// bytes in one sequential pass (gzip included), for volumes larger than
+// memory.
 //
 // Invariants:
 //   - A header that parses describes a volume whose byte size fits in an int
