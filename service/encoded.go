@@ -224,10 +224,26 @@ func encodeReadTile(t storage.Tile) *encodedTile {
 }
 
 // getBrickEncoded is GetBrick answered with the tile's kept encoding (see
-// encodedTile), with the errors, entity tags and cache headers of GetBrick.
+// encodedTile).
 func (h *volumeHandler) getBrickEncoded(ctx context.Context, req *connect.Request[ldmv1.GetBrickRequest]) (*connect.Response[encodedTile], error) {
+	e, etag, err := h.getBrick(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	res := connect.NewResponse(e)
+	if etag != "" {
+		res.Header().Set("ETag", etag)
+		res.Header().Set("Cache-Control", cacheRevalidate)
+	}
+	return res, nil
+}
+
+// getBrick reads the brick of a GetBrick request; every error is decided
+// here, before connect-go writes a byte. A GET's entity tag is returned
+// (empty otherwise).
+func (h *volumeHandler) getBrick(ctx context.Context, req *connect.Request[ldmv1.GetBrickRequest]) (e *encodedTile, etag string, err error) {
 	if err := h.s.readBarrier(ctx, req.Msg.GetConsistency()); err != nil {
-		return nil, connectError(err)
+		return nil, "", connectError(err)
 	}
 	vol, key := req.Msg.GetVolume(), apiconv.KeyFromAPI(req.Msg.GetKey())
 	get := req.HTTPMethod() == http.MethodGet
@@ -235,35 +251,34 @@ func (h *volumeHandler) getBrickEncoded(ctx context.Context, req *connect.Reques
 	if get || req.Msg.GetGeneration() != 0 {
 		info, err := h.s.store.Volume(vol)
 		if err != nil {
-			return nil, connectError(err)
+			return nil, "", connectError(err)
 		}
 		if err := checkGeneration(info, req.Msg.GetGeneration()); err != nil {
-			return nil, connectError(err)
+			return nil, "", connectError(err)
 		}
 		created = info.CreatedAt.UnixNano()
 	}
+	// The brick's bytes count against the read budget until connect-go
+	// has written the response.
 	t, err := h.s.readForResponse(ctx, func(v TileViewer) (storage.Tile, func(), error) { return v.BrickView(vol, key) },
 		nil, func() (storage.Tile, error) { return h.s.store.Brick(vol, key) })
 	if err != nil {
-		return nil, connectError(err)
+		return nil, "", connectError(err)
 	}
-	e := new(encodedTile)
-	e.setTile(&ldmv1.GetBrickResponse{Tile: apiconv.TileToAPI(t)}, t)
-	res := connect.NewResponse(e)
 	if get {
 		// The brick's latest tile is at t.Offset; the tag changes when
 		// the brick is written again.
-		etag := tileETag(created, t.Offset)
+		etag = tileETag(created, t.Offset)
 		if etagMatches(req.Header().Get("If-None-Match"), etag) {
 			hdr := http.Header{}
 			hdr.Set("ETag", etag)
 			hdr.Set("Cache-Control", cacheRevalidate)
-			return nil, connect.NewNotModifiedError(hdr)
+			return nil, "", connect.NewNotModifiedError(hdr)
 		}
-		res.Header().Set("ETag", etag)
-		res.Header().Set("Cache-Control", cacheRevalidate)
 	}
-	return res, nil
+	e = new(encodedTile)
+	e.setTile(&ldmv1.GetBrickResponse{Tile: apiconv.TileToAPI(t)}, t)
+	return e, etag, nil
 }
 
 // streamReader reads the tiles of a stream one after another: views of the

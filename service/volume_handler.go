@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/http"
 	"slices"
 
 	"connectrpc.com/connect"
@@ -56,48 +55,16 @@ func (h *volumeHandler) DeleteVolume(ctx context.Context, req *connect.Request[l
 }
 
 func (h *volumeHandler) GetBrick(ctx context.Context, req *connect.Request[ldmv1.GetBrickRequest]) (*connect.Response[ldmv1.GetBrickResponse], error) {
-	if err := h.s.readBarrier(ctx, req.Msg.GetConsistency()); err != nil {
-		return nil, connectError(err)
-	}
-	vol := req.Msg.GetVolume()
-	get := req.HTTPMethod() == http.MethodGet
-	var created int64
-	if get || req.Msg.GetGeneration() != 0 {
-		info, err := h.s.store.Volume(vol)
-		if err != nil {
-			return nil, connectError(err)
-		}
-		if err := checkGeneration(info, req.Msg.GetGeneration()); err != nil {
-			return nil, connectError(err)
-		}
-		created = info.CreatedAt.UnixNano()
-	}
-	// The brick's bytes count against the read budget until connect-go
-	// has written the response.
-	rb := &readBuf{budget: h.s.reads}
-	t, err := rb.read(ctx, func([]byte) (storage.Tile, error) {
-		return h.s.store.Brick(vol, apiconv.KeyFromAPI(req.Msg.GetKey()))
-	})
-	afterResponse(ctx, rb.release)
+	e, etag, err := h.getBrick(ctx, req)
 	if err != nil {
-		return nil, connectError(err)
+		return nil, err
 	}
-	if get {
-		// The brick's latest tile is at t.Offset; the tag changes when
-		// the brick is written again.
-		etag := tileETag(created, t.Offset)
-		if etagMatches(req.Header().Get("If-None-Match"), etag) {
-			hdr := http.Header{}
-			hdr.Set("ETag", etag)
-			hdr.Set("Cache-Control", cacheRevalidate)
-			return nil, connect.NewNotModifiedError(hdr)
-		}
-		res := connect.NewResponse(&ldmv1.GetBrickResponse{Tile: apiconv.TileToAPI(t)})
+	res := connect.NewResponse(e.Message.(*ldmv1.GetBrickResponse))
+	if etag != "" {
 		res.Header().Set("ETag", etag)
 		res.Header().Set("Cache-Control", cacheRevalidate)
-		return res, nil
 	}
-	return connect.NewResponse(&ldmv1.GetBrickResponse{Tile: apiconv.TileToAPI(t)}), nil
+	return res, nil
 }
 
 // plannedBrick is one brick of a StreamBricks plan.
