@@ -35,7 +35,7 @@ func newImportCommand() *cobra.Command {
 		Short: "Import a volume file (NIfTI-1, NRRD or raw), the demo phantom or a procedural volume of any size into a new volume",
 		Long: `import reads a volume file: raw (voxels little-endian, x fastest, then y, then z;
 give --shape and --dtype), NIfTI-1 or NRRD (shape, type, spacing, byte order and the
-voxel-to-world transform come from the header; a file that cannot be read whole creates nothing), cuts it into bricks,
+voxel-to-world transform come from the header; a truncated or corrupt file leaves no volume), cuts it into bricks,
 builds the levels of detail (each the mean of 2x2x2 voxels of the level below), and
 sends the bricks with WriteTileStream. The file is read once, as a stream (gzip
 included), with memory of about one row of bricks per level whatever its size.
