@@ -75,7 +75,7 @@ func perfTiles(size int) []storage.Tile {
 	return tiles
 }
 
-// serveBench serves kind ("ldm" or "baseline") with LDM_BENCH_SIZE-byte
+// serveBench serves kind ("ldm", "baseline" or "nethttp") with LDM_BENCH_SIZE-byte
 // tiles on 127.0.0.1:0, prints "addr <host:port>" and serves until its
 // standard input closes. LDM_BENCH_CPUPROFILE and LDM_BENCH_MEMPROFILE
 // name profile files written at the end.
@@ -139,8 +139,36 @@ func serveBench(kind string) error {
 		}))
 		go gs.Serve(l)
 		stop = gs.Stop
+	case "nethttp":
+		// The floor of any connect-go server: net/http's HTTP/2 server
+		// answering gRPC with the same pre-encoded responses, each written
+		// with its envelope in one Write, no connect-go.
+		framed := make([][]byte, len(tiles))
+		for i, t := range tiles {
+			m, err := proto.Marshal(&ldmv1.ReadTileResponse{Tile: &ldmv1.Tile{Value: t.Value, Offset: t.Offset, Crc32C: t.CRC32C, Key: &ldmv1.BrickKey{X: t.Key.X, Y: t.Key.Y}}})
+			if err != nil {
+				return err
+			}
+			framed[i] = append([]byte{0, byte(len(m) >> 24), byte(len(m) >> 16), byte(len(m) >> 8), byte(len(m))}, m...)
+		}
+		srv := service.NewHTTPServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			body, err := io.ReadAll(r.Body)
+			var req ldmv1.ReadTileRequest
+			if err == nil && len(body) >= 5 {
+				err = proto.Unmarshal(body[5:], &req)
+			}
+			w.Header().Set("Content-Type", "application/grpc")
+			if err != nil || len(body) < 5 {
+				w.Header().Set("Grpc-Status", "3")
+				return
+			}
+			_, _ = w.Write(framed[req.GetOffset()%uint64(len(framed))])
+			w.Header().Set(http.TrailerPrefix+"Grpc-Status", "0")
+		}), nil, nil)
+		go srv.Serve(l)
+		stop = func() { srv.Close() }
 	default:
-		return fmt.Errorf("LDM_BENCH_SERVE=%q: want ldm or baseline", kind)
+		return fmt.Errorf("LDM_BENCH_SERVE=%q: want ldm, baseline or nethttp", kind)
 	}
 	if p := os.Getenv("LDM_BENCH_CPUPROFILE"); p != "" {
 		f, err := os.Create(p)
@@ -279,6 +307,7 @@ var perfTargets = []perfTarget{
 	{"baseline_grpcgo", "baseline", grpcRawCall},
 	{"ldm_grpcgo", "ldm", grpcRawCall},
 	{"ldm_connect", "ldm", connectRawCall},
+	{"nethttp_grpcgo", "nethttp", grpcRawCall}, // the floor of net/http's HTTP/2 server
 }
 
 // loadResult is one measured window of a target.
@@ -368,7 +397,7 @@ func preencodedReport(t *testing.T, rounds int, d time.Duration, cases *regexp.R
 		targets := perfTargets
 		if v := os.Getenv("LDM_PERF_TARGETS"); v != "" {
 			re := regexp.MustCompile(v)
-			targets = slices.DeleteFunc(slices.Clone(perfTargets), func(pt perfTarget) bool { return pt.server == "ldm" && !re.MatchString(pt.name) })
+			targets = slices.DeleteFunc(slices.Clone(perfTargets), func(pt perfTarget) bool { return pt.server != "baseline" && !re.MatchString(pt.name) })
 		}
 		for _, target := range targets {
 			if procs[target.server] == nil {
@@ -399,7 +428,7 @@ func preencodedReport(t *testing.T, rounds int, d time.Duration, cases *regexp.R
 				mb, cpu = append(mb, r.mbps()), append(cpu, r.cpuPerGB())
 			}
 			rr, cr := "", ""
-			if target.server == "ldm" {
+			if target.server != "baseline" {
 				rr = fmt.Sprintf("%.2fx (%.2f-%.2f)", medianOf(ratio[target.name]), slices.Min(ratio[target.name]), slices.Max(ratio[target.name]))
 				cr = fmt.Sprintf("%.2fx (%.2f-%.2f)", medianOf(cpuRatio[target.name]), slices.Min(cpuRatio[target.name]), slices.Max(cpuRatio[target.name]))
 			}
@@ -419,8 +448,8 @@ func medianOf(v []float64) float64 {
 // baseline when LDM_PERF is set (make perf runs it); LDM_PERF_ROUNDS sets
 // the rounds (default 3), LDM_PERF_SECONDS the window of each target in a
 // round (default 2), LDM_PERF_CASES selects sizes ("ReadTile/2048K/c64"),
-// LDM_PERF_TARGETS selects go-ldm's clients ("ldm_grpcgo", "ldm_connect";
-// the baseline always runs), LDM_PERF_PROFILE_DIR writes each server's CPU
+// LDM_PERF_TARGETS selects the other targets ("ldm_grpcgo", "ldm_connect",
+// "nethttp_grpcgo"; the baseline always runs), LDM_PERF_PROFILE_DIR writes each server's CPU
 // and allocation profiles.
 func TestService_PreencodedReport(t *testing.T) {
 	if os.Getenv("LDM_PERF") == "" {
