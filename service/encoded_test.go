@@ -9,7 +9,9 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"connectrpc.com/connect"
 	"google.golang.org/grpc"
@@ -20,6 +22,8 @@ import (
 
 	"github.com/xcheng85/go-ldm/apiconv"
 	ldmv1 "github.com/xcheng85/go-ldm/gen/ldm/v1"
+	"github.com/xcheng85/go-ldm/internal/testutil"
+	"github.com/xcheng85/go-ldm/service"
 	"github.com/xcheng85/go-ldm/storage"
 )
 
@@ -377,4 +381,60 @@ func TestService_ReadTile_encoded_concurrent(t *testing.T) {
 	if _, err := c.tiles.ReadTile(ctx, connect.NewRequest(&ldmv1.ReadTileRequest{Volume: "v"})); connect.CodeOf(err) != connect.CodeNotFound {
 		t.Fatalf("ReadTile after DeleteVolume = %v, want NotFound", err)
 	}
+}
+
+// viewCountingStore counts the views a file store hands out and gives back.
+type viewCountingStore struct {
+	*storage.Store
+	views, released atomic.Int64
+}
+
+func (s *viewCountingStore) count(t storage.Tile, release func(), err error) (storage.Tile, func(), error) {
+	if err != nil {
+		return t, release, err
+	}
+	s.views.Add(1)
+	return t, func() { release(); s.released.Add(1) }, nil
+}
+
+func (s *viewCountingStore) ReadView(volume string, offset uint64) (storage.Tile, func(), error) {
+	return s.count(s.Store.ReadView(volume, offset))
+}
+
+func (s *viewCountingStore) BrickView(volume string, key storage.BrickKey) (storage.Tile, func(), error) {
+	return s.count(s.Store.BrickView(volume, key))
+}
+
+// TestService_ReadTile_views checks that every tile read serves from the
+// store's views when it has them, and releases each view (and its read
+// budget) once the response is written.
+func TestService_ReadTile_views(t *testing.T) {
+	t.Parallel()
+	fs, _ := encodedVolume(t)
+	store := &viewCountingStore{Store: fs}
+	ts := startServer(t, serverOptions{store: store})
+	c := ts.clients(t, protocols[0])
+	ctx := context.Background()
+	if _, err := c.tiles.ReadTile(ctx, connect.NewRequest(&ldmv1.ReadTileRequest{Volume: "v", Offset: 1})); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.volumes.GetBrick(ctx, connect.NewRequest(&ldmv1.GetBrickRequest{Volume: "v", Key: &ldmv1.BrickKey{X: 2, Y: 7}})); err != nil {
+		t.Fatal(err)
+	}
+	s, err := c.tiles.ReadTileStream(ctx, connect.NewRequest(&ldmv1.ReadTileStreamRequest{Volume: "v"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	receiveAll(t, s)
+	bs, err := c.volumes.StreamBricks(ctx, connect.NewRequest(&ldmv1.StreamBricksRequest{Volume: "v"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	receiveAll(t, bs)
+	const want = 1 + 1 + 5 + 3
+	testutil.WaitFor(t, 10*time.Second, "every view released", func() bool { return store.released.Load() == want })
+	if n := store.views.Load(); n != want {
+		t.Fatalf("%d views taken, want %d (one per tile sent)", n, want)
+	}
+	testutil.WaitFor(t, 10*time.Second, "the read budget given back", func() bool { return service.ReadBytesHeld(ts.Server) == 0 })
 }
