@@ -243,6 +243,10 @@ func New(ctx context.Context, cfg Config) (s *Server, err error) {
 	mux.HandleFunc(ReadyzPath, s.health.readyz)
 	if s.tel.reg != nil {
 		mux.Handle(MetricsPath, s.tel.metricsHandler(authorizeMetrics))
+	} else {
+		mux.HandleFunc(MetricsPath, func(w http.ResponseWriter, _ *http.Request) {
+			http.Error(w, "metrics are off on this server (ldm serve --metrics=false)", http.StatusNotFound)
+		})
 	}
 	viewer := cfg.Viewer
 	if viewer == nil {

@@ -240,6 +240,22 @@ func TestServer_metrics_known_workload(t *testing.T) {
 	}
 }
 
+// TestServer_metrics_off: with metrics and tracing off, /metrics says so
+// with 404 (not the viewer's page), and the probes still answer.
+func TestServer_metrics_off(t *testing.T) {
+	t.Parallel()
+	s, _ := serve(t, server.Config{Addr: "127.0.0.1:0", DataDir: t.TempDir(), Logger: quiet,
+		Telemetry: server.TelemetryConfig{DisableMetrics: true, DisableTracing: true}})
+	if code, body := get(t, s.URL()+server.MetricsPath, nil); code != http.StatusNotFound || !strings.Contains(string(body), "--metrics=false") {
+		t.Fatalf("GET /metrics with metrics off: %d %s", code, body)
+	}
+	for _, p := range []string{server.LivezPath, server.ReadyzPath} {
+		if code, body := get(t, s.URL()+p, nil); code != http.StatusOK {
+			t.Errorf("GET %s: %d %s", p, code, body)
+		}
+	}
+}
+
 // TestServer_metrics_authorization: with authentication on, /metrics needs
 // the action read on the object "metrics": the default policy gives it to
 // the subject "metrics" (and to administrators), not to others, and the
