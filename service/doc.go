@@ -24,6 +24,14 @@
 //   - Tile bytes that calls hold (reads in flight, ingest queues) are
 //     counted against server-wide byte budgets (budget.go); a call waiting
 //     for room holds nothing.
+//   - ReadTile, GetBrick, ReadTileStream and StreamBricks pass each tile's
+//     bytes through unmarshaled (encoded.go): from a store with views
+//     (TileViewer) the handler answers with the response's protobuf
+//     encoding around a view of the store's memory, which the "proto"
+//     codec appends to connect-go's send buffer, byte for byte what
+//     proto.Marshal makes; other codecs (JSON) and interceptors see the
+//     ordinary message. Every error is decided in the handler, before any
+//     byte is written, and the view is released once the response is.
 //   - Tile bytes are never gzip-compressed unless Config.Compress is set.
 //   - A tile at an offset of one generation of a volume never changes, so
 //     GET reads of ReadTile carry an ETag with the volume's generation, are
