@@ -63,12 +63,30 @@ export function lutIndex(v: number, w: Window): number {
 }
 
 /**
- * indexTable returns lutIndex for every value of an 8- or 16-bit integer
- * type (256 or 65536 entries, offset by lo: entry i is value lo + i), so
- * that mapping a brick is a table lookup per voxel.
+ * IndexTable maps every value of an 8- or 16-bit integer type to its
+ * colormap index for one window (256 or 65536 entries, built when the type
+ * or window changes), so that mapping a brick is one lookup per voxel:
+ * index = t[v + off].
  */
-export function indexTable(lo: number, n: number, w: Window): Uint8Array {
-  const t = new Uint8Array(n);
-  for (let i = 0; i < n; i++) t[i] = lutIndex(lo + i, w);
-  return t;
+export class IndexTable {
+  private key = "";
+  t = new Uint8Array(0);
+  off = 0;
+
+  /** for returns the table for v's type and win, or null for 32-bit and float voxels. */
+  for(v: ArrayLike<number>, win: Window): IndexTable | null {
+    let lo: number, n: number;
+    if (v instanceof Uint8Array) [lo, n] = [0, 256];
+    else if (v instanceof Uint16Array) [lo, n] = [0, 65536];
+    else if (v instanceof Int16Array) [lo, n] = [-32768, 65536];
+    else return null;
+    const key = `${lo}/${n}/${win.level}/${win.width}`;
+    if (key !== this.key) {
+      this.key = key;
+      this.off = -lo;
+      this.t = new Uint8Array(n);
+      for (let i = 0; i < n; i++) this.t[i] = lutIndex(lo + i, win);
+    }
+    return this;
+  }
 }

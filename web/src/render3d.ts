@@ -5,7 +5,7 @@
 // that level arrive, with coarser bricks standing in until then. A 256x1
 // texture holds the colormap. The camera is orthographic and orbits the volume's centre.
 
-import { indexTable, lutIndex, type Window } from "./colormap";
+import { IndexTable, lutIndex, type Window } from "./colormap";
 import type { Key, Vec3 } from "./selection";
 import type { SliceSource } from "./slice";
 
@@ -153,19 +153,7 @@ export class View3D {
     for (const w of [gl.TEXTURE_WRAP_S, gl.TEXTURE_WRAP_T, gl.TEXTURE_WRAP_R]) gl.texParameteri(gl.TEXTURE_3D, w, gl.CLAMP_TO_EDGE);
   }
 
-  private tab: { key: string; t: Uint8Array } | null = null;
-
-  /** table returns the window's lookup table for 8- and 16-bit voxels (null for other types). */
-  private table(v: ArrayLike<number>, win: Window): Uint8Array | null {
-    let lo: number, n: number;
-    if (v instanceof Uint8Array) [lo, n] = [0, 256];
-    else if (v instanceof Uint16Array) [lo, n] = [0, 65536];
-    else if (v instanceof Int16Array) [lo, n] = [-32768, 65536];
-    else return null;
-    const key = `${lo}/${n}/${win.level}/${win.width}`;
-    if (this.tab?.key !== key) this.tab = { key, t: indexTable(lo, n, win) };
-    return this.tab.t;
-  }
+  private readonly tables = new IndexTable();
 
   /** level is the level of detail the texture holds. */
   get level(): number {
@@ -194,9 +182,9 @@ export class View3D {
     const out = new Uint8Array(nx * ny * nz);
     if (b) {
       const s = l - k.lod, v = b.voxels;
-      const tab = this.table(v, win);
-      if (tab) {
-        const off = v instanceof Int16Array ? 32768 : 0;
+      const it = this.tables.for(v, win);
+      if (it) {
+        const tab = it.t, off = it.off;
         let i = 0;
         for (let z = 0; z < nz; z++) {
           const lz = ((z0 + z) >> s) % B.z;

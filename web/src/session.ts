@@ -255,6 +255,8 @@ export class Session {
     this.groups = groups;
     this.prefetch = pre;
     this.wantedIds = seen;
+    // What the views show now is the most recently used, then pinned.
+    for (const k of now) this.cache.get(keyId(k));
     this.cache.pin(now.map(keyId));
     this.request();
   }

@@ -11,7 +11,7 @@
 // at a fixed y; sagittal y right, z up at a fixed x. Letters on each side
 // name the patient direction that way.
 
-import { lutIndex, type Window } from "./colormap";
+import { IndexTable, lutIndex, type Window } from "./colormap";
 import type { Axis, ViewLayout } from "./orient";
 import type { SliceWant } from "./session";
 import type { Vec3 } from "./selection";
@@ -307,6 +307,8 @@ export class SliceView {
           if (src) break;
         }
         counts.set(src ? l : -1, (counts.get(src ? l : -1) ?? 0) + run);
+        const it = src ? this.tables.for(src.voxels, win) : null;
+        const tab = it?.t, toff = it?.off ?? 0;
         for (let r = 0; r < run; r++, i++) {
           const o = (j * iw + i) * 4;
           const u = m.flipU ? a1 - 1 - i : a0 + i;
@@ -320,7 +322,7 @@ export class SliceView {
             p[m.v] = vL >> s;
             p[m.depth] = depthL >> s;
             const v = src.voxels[(p.x % B.x) + src.sx * ((p.y % B.y) + src.sy * (p.z % B.z))];
-            const k = lutIndex(v, win) * 4;
+            const k = (tab ? tab[v + toff] : lutIndex(v, win)) * 4;
             px[o] = table[k];
             px[o + 1] = table[k + 1];
             px[o + 2] = table[k + 2];
@@ -337,6 +339,8 @@ export class SliceView {
     this.place = { x0, y0, f, w: iw, h: ih };
     this.draw();
   }
+
+  private readonly tables = new IndexTable();
 
   /** draw paints the current slice image with zoom, pan and crosshair. */
   draw(): void {
