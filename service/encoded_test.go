@@ -183,17 +183,29 @@ func TestService_ReadTile_encoded(t *testing.T) {
 			}
 		}
 	})
-	t.Run("connect_get", func(t *testing.T) {
-		t.Parallel()
-		c := ts.clients(t, protocol{"connect_get", []connect.ClientOption{connect.WithHTTPGet()}})
-		r, err := c.tiles.ReadTile(ctx, connect.NewRequest(&ldmv1.ReadTileRequest{Volume: "v", Offset: 3}))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !proto.Equal(r.Msg, &ldmv1.ReadTileResponse{Tile: oldTile(t, store, 3)}) || r.Header().Get("ETag") == "" {
-			t.Fatalf("ReadTile over GET = a different message or no ETag (%q)", r.Header().Get("ETag"))
-		}
-	})
+	for _, p := range []protocol{
+		{"connect_get", []connect.ClientOption{connect.WithHTTPGet()}},
+		{"connect_json_get", []connect.ClientOption{connect.WithHTTPGet(), connect.WithProtoJSON()}},
+	} {
+		t.Run(p.name, func(t *testing.T) {
+			t.Parallel()
+			c := ts.clients(t, p)
+			r, err := c.tiles.ReadTile(ctx, connect.NewRequest(&ldmv1.ReadTileRequest{Volume: "v", Offset: 3}))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !proto.Equal(r.Msg, &ldmv1.ReadTileResponse{Tile: oldTile(t, store, 3)}) || r.Header().Get("ETag") == "" {
+				t.Fatalf("ReadTile over GET = a different message or no ETag (%q)", r.Header().Get("ETag"))
+			}
+			b, err := c.volumes.GetBrick(ctx, connect.NewRequest(&ldmv1.GetBrickRequest{Volume: "v", Key: &ldmv1.BrickKey{X: 2, Y: 7}}))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !proto.Equal(b.Msg, &ldmv1.GetBrickResponse{Tile: oldTile(t, store, 2)}) || b.Header().Get("ETag") == "" {
+				t.Fatalf("GetBrick over GET = a different message or no ETag (%q)", b.Header().Get("ETag"))
+			}
+		})
+	}
 }
 
 // TestService_ReadTile_encoded_errors checks that the errors of the
