@@ -9,9 +9,12 @@ import (
 	"sync/atomic"
 	"time"
 
+	"connectrpc.com/connect"
 	"connectrpc.com/grpchealth"
 	"github.com/hashicorp/raft"
 	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 
 	"github.com/xcheng85/go-ldm/cluster"
 	"github.com/xcheng85/go-ldm/gen/ldm/v1/ldmv1connect"
@@ -53,6 +56,10 @@ type health struct {
 	maxContact time.Duration
 	interval   time.Duration
 	stopping   atomic.Bool // set when Serve starts shutting down
+	// stopped ends when Serve starts shutting down; Watch streams end
+	// once they have sent NOT_SERVING (see watchEnder).
+	stopped    context.Context
+	stopCancel context.CancelFunc
 
 	mu    sync.Mutex // serializes update
 	ready bool       // last status reported (mu)
@@ -80,6 +87,7 @@ func newHealth(tc TelemetryConfig, tiles service.Tiles, node *cluster.Node, reg 
 	if h.interval == 0 {
 		h.interval = DefaultHealthInterval
 	}
+	h.stopped, h.stopCancel = context.WithCancel(context.Background())
 	if reg != nil {
 		h.gauge = prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "ldm_ready",
@@ -165,6 +173,86 @@ func (h *health) run(ctx context.Context) {
 func (h *health) stop() {
 	h.stopping.Store(true)
 	h.update()
+	h.stopCancel()
+}
+
+// watchProcedure is grpc.health.v1's streaming method.
+const watchProcedure = "/" + grpchealth.HealthV1ServiceName + "/Watch"
+
+// watchEnder is an interceptor that ends grpc.health.v1 Watch streams
+// cleanly when the server shuts down, right after they have sent
+// NOT_SERVING: otherwise a watcher (a load balancer, a sidecar) would hold
+// the connection open, and the shutdown would wait its whole timeout.
+type watchEnder struct{ h *health }
+
+func (w watchEnder) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc { return next }
+
+func (w watchEnder) WrapStreamingClient(next connect.StreamingClientFunc) connect.StreamingClientFunc {
+	return next
+}
+
+func (w watchEnder) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
+	return func(ctx context.Context, conn connect.StreamingHandlerConn) error {
+		if conn.Spec().Procedure != watchProcedure {
+			return next(ctx, conn)
+		}
+		ctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		ec := &endingConn{StreamingHandlerConn: conn, cancel: cancel}
+		stop := context.AfterFunc(w.h.stopped, ec.stop)
+		defer stop()
+		return next(ctx, ec)
+	}
+}
+
+// endingConn cancels its Watch stream once the server stops and the
+// stream has sent NOT_SERVING, whichever comes last.
+type endingConn struct {
+	connect.StreamingHandlerConn
+	cancel   context.CancelFunc
+	mu       sync.Mutex
+	stopping bool
+	last     protoreflect.EnumNumber // the status last sent
+}
+
+// notServing is grpc.health.v1.HealthCheckResponse.ServingStatus
+// NOT_SERVING.
+const notServing protoreflect.EnumNumber = 2
+
+// healthStatus returns the status field of a HealthCheckResponse.
+func healthStatus(msg any) (protoreflect.EnumNumber, bool) {
+	m, ok := msg.(proto.Message)
+	if !ok {
+		return 0, false
+	}
+	r := m.ProtoReflect()
+	fd := r.Descriptor().Fields().ByName("status")
+	if fd == nil || fd.Kind() != protoreflect.EnumKind {
+		return 0, false
+	}
+	return r.Get(fd).Enum(), true
+}
+
+func (c *endingConn) Send(msg any) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	err := c.StreamingHandlerConn.Send(msg)
+	if st, ok := healthStatus(msg); ok && err == nil {
+		c.last = st
+		if c.stopping && c.last == notServing {
+			c.cancel()
+		}
+	}
+	return err
+}
+
+func (c *endingConn) stop() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.stopping = true
+	if c.last == notServing {
+		c.cancel()
+	}
 }
 
 // healthReply is the body of /livez and /readyz.

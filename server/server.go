@@ -185,6 +185,7 @@ func New(ctx context.Context, cfg Config) (s *Server, err error) {
 		}
 	}
 	s.health = newHealth(cfg.Telemetry, s.tiles, s.node, s.tel.registerer())
+	interceptors = append(interceptors, watchEnder{s.health})
 	if s.tel.reg != nil {
 		s.tel.reg.MustRegister(newStoreSizeCollector(s.tiles))
 	}

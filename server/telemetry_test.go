@@ -456,6 +456,39 @@ func TestServer_readiness_follower_cut_off(t *testing.T) {
 	}
 }
 
+// TestServer_health_Watch_ends_at_shutdown: a grpc.health.v1 Watch stream
+// gets NOT_SERVING when the server starts shutting down and then ends
+// cleanly, so it does not hold the shutdown for its whole timeout.
+func TestServer_health_Watch_ends_at_shutdown(t *testing.T) {
+	t.Parallel()
+	s, stop := serve(t, server.Config{Addr: "127.0.0.1:0", DataDir: t.TempDir(), Logger: quiet, ShutdownTimeout: 10 * time.Second})
+	conn, err := grpc.NewClient(s.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	watch, err := healthpb.NewHealthClient(conn).Watch(ctx, &healthpb.HealthCheckRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r, err := watch.Recv(); err != nil || r.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+		t.Fatalf("first status: %v, %v", r, err)
+	}
+	stopped := make(chan error, 1)
+	go func() { stopped <- stop() }()
+	if r, err := watch.Recv(); err != nil || r.GetStatus() != healthpb.HealthCheckResponse_NOT_SERVING {
+		t.Fatalf("status at shutdown: %v, %v", r, err)
+	}
+	if r, err := watch.Recv(); !errors.Is(err, io.EOF) {
+		t.Fatalf("after NOT_SERVING: %v, %v (want the stream to end cleanly)", r, err)
+	}
+	if err := <-stopped; err != nil {
+		t.Fatalf("Serve: %v", err)
+	}
+}
+
 // probeIP is the source address of the test's own probes. A cutListener
 // lets it through while it refuses the nodes, which dial from 127.0.0.1.
 const probeIP = "127.0.0.2"
