@@ -44,6 +44,9 @@ type network struct {
 	prefix string // unique per run
 	bridge string // the bridge's namespace; the test's sockets live there
 	hosts  []string
+	// resolve maps a host name to an address for the test's own dials
+	// (the test process does not use the hosts' resolv.conf).
+	resolve func(host string) (string, bool)
 }
 
 func ipCmd(t *testing.T, args ...string) {
@@ -104,6 +107,14 @@ func newNetwork(t *testing.T, n int) *network {
 
 func hostIP(i int) string { return fmt.Sprintf("%s%d", subnet, 10+i) }
 
+// readdress moves host i from address old to new, as a pod created again
+// gets a new IP.
+func (nw *network) readdress(t *testing.T, i int, old, new string) {
+	t.Helper()
+	ipCmd(t, "-n", nw.hosts[i], "addr", "del", old+"/24", "dev", "eth0")
+	ipCmd(t, "-n", nw.hosts[i], "addr", "add", new+"/24", "dev", "eth0")
+}
+
 // inNetns runs f on an OS thread that entered the namespace ns. Sockets
 // created by f stay in ns and may be used from any goroutine afterwards.
 // The thread is never unlocked, so it ends with its goroutine instead of
@@ -129,6 +140,13 @@ func inNetns(ns string, f func() error) error {
 
 // dial opens TCP connections from the bridge's namespace.
 func (nw *network) dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	if host, port, err := net.SplitHostPort(addr); err == nil && net.ParseIP(host) == nil && nw.resolve != nil {
+		ip, ok := nw.resolve(host)
+		if !ok {
+			return nil, &net.DNSError{Err: "no such host", Name: host, IsNotFound: true}
+		}
+		addr = net.JoinHostPort(ip, port)
+	}
 	var c net.Conn
 	err := inNetns(nw.bridge, func() error {
 		var err error
@@ -140,17 +158,18 @@ func (nw *network) dial(ctx context.Context, network, addr string) (net.Conn, er
 
 // dnsServer answers A queries for dnsName with the addresses of the pods
 // that exist, ready or not, like a headless service with
-// publishNotReadyAddresses; AAAA with no records; other names with
-// NXDOMAIN.
+// publishNotReadyAddresses, and for each pod's own name (pod.dnsName)
+// with its address; AAAA for those names with no records; other names
+// with NXDOMAIN.
 type dnsServer struct {
-	conn net.PacketConn
-	mu   sync.Mutex
-	ips  map[string]bool
+	conn  net.PacketConn
+	mu    sync.Mutex
+	names map[string]string // pod name -> address, for every pod that exists
 }
 
 func startDNS(t *testing.T, nw *network) *dnsServer {
 	t.Helper()
-	d := &dnsServer{ips: map[string]bool{}}
+	d := &dnsServer{names: map[string]string{}}
 	if err := inNetns(nw.bridge, func() error {
 		var err error
 		d.conn, err = net.ListenPacket("udp4", net.JoinHostPort(bridgeIP, "53"))
@@ -170,15 +189,45 @@ func startDNS(t *testing.T, nw *network) *dnsServer {
 	return d
 }
 
-// set publishes ip (a pod exists) or withdraws it (the pod is deleted).
-func (d *dnsServer) set(ip string, present bool) {
+// publish records that a pod named name exists at ip; withdraw that it
+// was deleted.
+func (d *dnsServer) publish(name, ip string) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if present {
-		d.ips[ip] = true
-	} else {
-		delete(d.ips, ip)
+	d.names[name] = ip
+}
+
+func (d *dnsServer) withdraw(name string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	delete(d.names, name)
+}
+
+// lookup returns the addresses of name.
+func (d *dnsServer) lookup(name string) []string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	name = strings.ToLower(strings.TrimSuffix(name, "."))
+	if name == dnsName {
+		var out []string
+		for _, ip := range d.names {
+			out = append(out, ip)
+		}
+		return out
 	}
+	if ip, ok := d.names[name]; ok {
+		return []string{ip}
+	}
+	return nil
+}
+
+// known reports whether name is the service or a pod.
+func (d *dnsServer) known(name string) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	name = strings.ToLower(strings.TrimSuffix(name, "."))
+	_, ok := d.names[name]
+	return ok || name == dnsName
 }
 
 func (d *dnsServer) serve() {
@@ -205,7 +254,7 @@ func (d *dnsServer) answer(req []byte) []byte {
 		return nil
 	}
 	rh := dnsmessage.Header{ID: h.ID, Response: true, Authoritative: true, RecursionDesired: h.RecursionDesired}
-	known := strings.EqualFold(strings.TrimSuffix(q.Name.String(), "."), dnsName)
+	known := d.known(q.Name.String())
 	if !known {
 		rh.RCode = dnsmessage.RCodeNameError
 	}
@@ -214,16 +263,13 @@ func (d *dnsServer) answer(req []byte) []byte {
 		return nil
 	}
 	if known && q.Type == dnsmessage.TypeA {
-		d.mu.Lock()
-		for ip := range d.ips {
+		for _, ip := range d.lookup(q.Name.String()) {
 			var a [4]byte
 			copy(a[:], net.ParseIP(ip).To4())
 			if err := b.AResource(dnsmessage.ResourceHeader{Name: q.Name, Class: dnsmessage.ClassINET, TTL: 0}, dnsmessage.AResource{A: a}); err != nil {
-				d.mu.Unlock()
 				return nil
 			}
 		}
-		d.mu.Unlock()
 	}
 	msg, err := b.Finish()
 	if err != nil {

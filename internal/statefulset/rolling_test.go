@@ -149,6 +149,60 @@ func (s *sts) has(ctx context.Context, p *pod, volume string, a ack) bool {
 	return err == nil && bytes.Equal(res.Msg.GetTile().GetValue(), a.value)
 }
 
+// waitLogging waits up to readyTimeout for cond and, when it times out,
+// logs what every pod reports (/readyz, members) and the ends of their
+// logs.
+func (s *sts) waitLogging(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	ok := false
+	defer func() {
+		if ok {
+			return
+		}
+		for _, p := range s.pods {
+			body := ""
+			if resp, err := s.hc.Get(p.url() + "/readyz"); err == nil {
+				b, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
+				resp.Body.Close()
+				body = resp.Status + " " + string(b)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			res, err := s.clusterClient(p).GetServers(ctx, connect.NewRequest(&ldmv1.GetServersRequest{}))
+			cancel()
+			var servers any = err
+			if err == nil {
+				servers = res.Msg.GetServers()
+			}
+			t.Logf("%s at %s: readyz %s; servers %v; log:\n%s", p.id, p.ip, body, servers, tail(p.logPath, 25))
+		}
+	}()
+	testutil.WaitFor(t, readyTimeout, what, cond)
+	ok = true
+}
+
+// allAlive reports whether every pod lists every pod with gossip status
+// alive.
+func (s *sts) allAlive() bool {
+	for _, p := range s.pods {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		res, err := s.clusterClient(p).GetServers(ctx, connect.NewRequest(&ldmv1.GetServersRequest{}))
+		cancel()
+		if err != nil {
+			return false
+		}
+		alive := 0
+		for _, srv := range res.Msg.GetServers() {
+			if srv.GetStatus() == "alive" {
+				alive++
+			}
+		}
+		if alive != len(s.pods) {
+			return false
+		}
+	}
+	return true
+}
+
 func (s *sts) leader() string {
 	for _, p := range s.pods {
 		if v, err := s.view(p); err == nil && v.leader != "" {
@@ -164,8 +218,9 @@ func (s *sts) leader() string {
 // and the longest time without an acknowledged write must stay within
 // maxGapElections election timeouts. With preStop, each pod first runs
 // `ldm cluster leave`, as the StatefulSet's preStop hook does before the
-// kubelet sends SIGTERM: it leaves the configuration and is added back
-// when it starts again.
+// kubelet sends SIGTERM: it leaves the configuration, and is added back
+// when it starts again, with a new address as a pod created again has.
+// Without preStop the pod keeps its address (see the package comment).
 func (s *sts) rollingRestart(t *testing.T, preStop bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), loadTimeout)
 	defer cancel()
@@ -190,6 +245,7 @@ func (s *sts) rollingRestart(t *testing.T, preStop bool) {
 		}
 	}()
 	testutil.WaitFor(t, readyTimeout, "the first acknowledged writes", func() bool { return w.count() >= 20 })
+	restarts := s.restarts
 	for i := len(s.pods) - 1; i >= 0; i-- {
 		p := s.pods[i]
 		wasLeader := s.leader() == p.id
@@ -200,13 +256,22 @@ func (s *sts) rollingRestart(t *testing.T, preStop bool) {
 			}
 		}
 		p.stop(t)
-		s.dns.set(p.ip, false) // the pod is deleted
-		s.dns.set(p.ip, true)  // and created again
+		s.dns.withdraw(p.dnsName()) // the pod is deleted
+		if preStop {
+			// and created again with a new address, which gossip takes
+			// at once from a member that left (see the package comment)
+			old := p.ip
+			p.ip = hostIP(p.i + 20*(1+restarts[p.i]))
+			restarts[p.i]++
+			s.nw.readdress(t, p.i, old, p.ip)
+		}
+		s.dns.publish(p.dnsName(), p.ip)
 		if err := p.start(s.bin); err != nil {
 			t.Fatal(err)
 		}
 		last, _ := w.last()
-		testutil.WaitFor(t, readyTimeout, p.id+" ready again after its restart", func() bool { return s.ready(p, volume, last) })
+		s.waitLogging(t, p.id+" ready again after its restart", func() bool { return s.ready(p, volume, last) })
+		s.waitLogging(t, "every pod to see "+p.id+" alive in gossip at its new address", s.allAlive)
 		before := w.count()
 		testutil.WaitFor(t, readyTimeout, "writes after "+p.id+" is back", func() bool { return w.count() >= before+20 })
 		t.Logf("%s (leader before: %t) restarted and ready in %v", p.id, wasLeader, time.Since(start).Round(time.Millisecond))

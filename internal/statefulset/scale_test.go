@@ -33,7 +33,7 @@ func (s *sts) ldm(t *testing.T, p *pod, args ...string) (string, int) {
 func (s *sts) scale(t *testing.T) {
 	p := s.all[len(s.all)-1]
 	s.pods = s.all
-	s.dns.set(p.ip, true)
+	s.dns.publish(p.dnsName(), p.ip)
 	if err := p.start(s.bin); err != nil {
 		t.Fatal(err)
 	}
@@ -53,7 +53,7 @@ func (s *sts) scale(t *testing.T) {
 		t.Fatalf("ldm cluster leave again on %s: exit %d: %s", p.id, code, out)
 	}
 	p.stop(t)
-	s.dns.set(p.ip, false)
+	s.dns.withdraw(p.dnsName())
 	s.waitOneCluster(time.Now(), "the remaining replicas after "+p.id+" stopped")
 	for _, q := range s.pods {
 		if v, err := s.view(q); err != nil || v.leader == p.id {
