@@ -55,7 +55,9 @@ package storage
 //	  4  version      4  formatVersion (1)
 //	  8  length       4  payload length
 //	 12  payload crc  4  CRC-32C of the payload
-//	 16  payload      length bytes of JSON (metaJSON)
+//	 16  payload      length bytes of JSON (metaJSON); its codec fields
+//	                  are absent for raw volumes, so files written before
+//	                  codecs existed read as raw
 //
 // Applied-index marker ".applied" in the store directory,
 // appliedLen = 24 bytes:
@@ -252,8 +254,12 @@ type metaJSON struct {
 	Transform  []float64         `json:"transform,omitempty"`
 	Space      string            `json:"space,omitempty"`
 	Labels     map[string]string `json:"labels,omitempty"`
-	CreatedAt  time.Time         `json:"created_at"`
-	Index      uint64            `json:"index"`
+	// Codec and CodecLevel are absent in volumes written before codecs
+	// existed, which read as raw.
+	Codec      string    `json:"codec,omitempty"`
+	CodecLevel int       `json:"codec_level,omitempty"`
+	CreatedAt  time.Time `json:"created_at"`
+	Index      uint64    `json:"index"`
 }
 
 func encodeMeta(m VolumeMeta) ([]byte, error) {
@@ -269,6 +275,8 @@ func encodeMeta(m VolumeMeta) ([]byte, error) {
 		Labels:     m.Labels,
 		CreatedAt:  m.CreatedAt,
 		Index:      m.Index,
+		Codec:      codecJSONName(m.Codec),
+		CodecLevel: m.Codec.Level,
 	})
 	if err != nil {
 		// Only a NaN or infinite spacing fails to encode.
@@ -305,6 +313,10 @@ func decodeMeta(b []byte) (VolumeMeta, error) {
 	if err := json.Unmarshal(payload, &j); err != nil {
 		return VolumeMeta{}, fmt.Errorf("meta payload: %v: %w", err, ErrCorrupt)
 	}
+	codec, err := codecFromJSON(j.Codec, j.CodecLevel)
+	if err != nil {
+		return VolumeMeta{}, fmt.Errorf("meta: %v: %w", err, ErrCorrupt)
+	}
 	m := VolumeMeta{
 		Name:       j.Name,
 		Shape:      Shape{j.Shape[0], j.Shape[1], j.Shape[2]},
@@ -315,6 +327,7 @@ func decodeMeta(b []byte) (VolumeMeta, error) {
 		Transform:  j.Transform,
 		Space:      Space(j.Space),
 		Labels:     j.Labels,
+		Codec:      codec,
 		CreatedAt:  j.CreatedAt,
 		Index:      j.Index,
 	}

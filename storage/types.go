@@ -141,6 +141,9 @@ type VolumeMeta struct {
 	Transform []float64
 	Space     Space // the world space of the transform
 	Labels    map[string]string
+	// Codec is how the volume's tiles are stored (see Codec); the zero
+	// value is raw.
+	Codec     Codec
 	CreatedAt time.Time // set by the store when zero
 	// Index is the replication (Raft) index of the command that created the
 	// volume. It follows the rule of Tile.Index: set by the layer that
@@ -220,6 +223,9 @@ func (m *VolumeMeta) Normalize() error {
 	}
 	if len(m.Spacing) != 0 && len(m.Spacing) != 3 {
 		return fmt.Errorf("%w: spacing has %d values (want 0 or 3)", ErrInvalidArgument, len(m.Spacing))
+	}
+	if err := m.Codec.normalize(); err != nil {
+		return err
 	}
 	return m.normalizeSpace()
 }

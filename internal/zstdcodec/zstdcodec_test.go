@@ -1,0 +1,140 @@
+package zstdcodec_test
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"math/rand/v2"
+	"runtime"
+	"testing"
+
+	"github.com/xcheng85/go-ldm/internal/zstdcodec"
+)
+
+func noisy(n int, seed uint64) []byte {
+	r := rand.New(rand.NewPCG(seed, 1))
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(i/64) + byte(r.IntN(4))
+	}
+	return b
+}
+
+func TestEncode_round_trip(t *testing.T) {
+	for _, level := range []int{0, 1, 3, 9, 19, 22} {
+		for _, n := range []int{1, 100, 4096, 64 * 64 * 64 * 2} {
+			src := noisy(n, uint64(n))
+			frame := zstdcodec.Encode(nil, src, level)
+			if !bytes.HasPrefix(frame, zstdcodec.Magic[:]) {
+				t.Fatalf("level %d, %d bytes: no zstd magic", level, n)
+			}
+			if got, err := zstdcodec.ContentSize(frame); err != nil || got != uint64(n) {
+				t.Fatalf("level %d, %d bytes: content size %d, %v", level, n, got, err)
+			}
+			out, err := zstdcodec.Decode(nil, frame, n)
+			if err != nil || !bytes.Equal(out, src) {
+				t.Fatalf("level %d, %d bytes: decode: %v, equal %v", level, n, err, bytes.Equal(out, src))
+			}
+		}
+	}
+}
+
+func TestDecode_refuses(t *testing.T) {
+	const want = 64 * 64 * 64 * 2
+	good := zstdcodec.Encode(nil, noisy(want, 7), 3)
+	t.Run("wrong_size", func(t *testing.T) {
+		if _, err := zstdcodec.Decode(nil, good, want-1); !errors.Is(err, zstdcodec.ErrCorrupt) {
+			t.Fatalf("err = %v, want ErrCorrupt", err)
+		}
+	})
+	t.Run("flipped_byte", func(t *testing.T) {
+		bad := bytes.Clone(good)
+		bad[len(bad)/2] ^= 0x55
+		if out, err := zstdcodec.Decode(nil, bad, want); !errors.Is(err, zstdcodec.ErrCorrupt) {
+			t.Fatalf("decoded %d bytes, err = %v, want ErrCorrupt", len(out), err)
+		}
+	})
+	t.Run("truncated", func(t *testing.T) {
+		if _, err := zstdcodec.Decode(nil, good[:len(good)-9], want); !errors.Is(err, zstdcodec.ErrCorrupt) {
+			t.Fatalf("err = %v, want ErrCorrupt", err)
+		}
+	})
+	t.Run("not_zstd", func(t *testing.T) {
+		if _, err := zstdcodec.Decode(nil, noisy(want, 1), want); !errors.Is(err, zstdcodec.ErrCorrupt) {
+			t.Fatalf("err = %v, want ErrCorrupt", err)
+		}
+	})
+	t.Run("no_content_size", func(t *testing.T) {
+		// Frame header descriptor 0x00: no single segment, no content size.
+		f := append(append([]byte{}, zstdcodec.Magic[:]...), 0x00, 0x50, 0x01, 0x00, 0x00)
+		if _, err := zstdcodec.Decode(nil, f, 0); !errors.Is(err, zstdcodec.ErrCorrupt) {
+			t.Fatalf("err = %v, want ErrCorrupt", err)
+		}
+	})
+}
+
+// allocated returns the bytes f allocates.
+func allocated(f func()) uint64 {
+	var a, b runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&a)
+	f()
+	runtime.ReadMemStats(&b)
+	return b.TotalAlloc - a.TotalAlloc
+}
+
+func TestDecode_bomb(t *testing.T) {
+	const want = 64 * 64 * 64 * 2
+	t.Run("claims_huge_size", func(t *testing.T) {
+		// Single segment, 8-byte content size 1 TiB, then one RLE block.
+		f := append([]byte{}, zstdcodec.Magic[:]...)
+		f = append(f, 0xe0)
+		f = binary.LittleEndian.AppendUint64(f, 1<<40)
+		f = append(f, 0x03, 0x00, 0x02, 0x00) // last RLE block, 64 KiB... of 0x00
+		var err error
+		n := allocated(func() { _, err = zstdcodec.Decode(nil, f, want) })
+		if !errors.Is(err, zstdcodec.ErrCorrupt) {
+			t.Fatalf("err = %v, want ErrCorrupt", err)
+		}
+		if n > 64<<10 {
+			t.Fatalf("refusing the frame allocated %d bytes", n)
+		}
+	})
+	t.Run("second_frame_expands", func(t *testing.T) {
+		// A true header followed by a second frame of 32 MiB of zeros.
+		f := zstdcodec.Encode(nil, make([]byte, want), 3)
+		f = zstdcodec.Encode(f, make([]byte, 32<<20), 1)
+		dst := make([]byte, 0, want)
+		var err error
+		n := allocated(func() { _, err = zstdcodec.Decode(dst, f, want) })
+		if !errors.Is(err, zstdcodec.ErrCorrupt) {
+			t.Fatalf("err = %v, want ErrCorrupt", err)
+		}
+		if n > 4<<20 {
+			t.Fatalf("refusing the frame allocated %d bytes", n)
+		}
+	})
+}
+
+func FuzzDecode(f *testing.F) {
+	f.Add(zstdcodec.Encode(nil, noisy(4096, 3), 3), uint16(4096))
+	f.Add(zstdcodec.Encode(nil, make([]byte, 1000), 1), uint16(1000))
+	f.Add([]byte{0x28, 0xb5, 0x2f, 0xfd, 0xe0, 0, 0, 0, 0, 0, 0, 1, 0, 3, 0, 2, 0}, uint16(512))
+	f.Fuzz(func(t *testing.T, frame []byte, want uint16) {
+		out, err := zstdcodec.Decode(nil, frame, int(want))
+		if err != nil {
+			if !errors.Is(err, zstdcodec.ErrCorrupt) {
+				t.Fatalf("error %v does not wrap ErrCorrupt", err)
+			}
+			return
+		}
+		if len(out) != int(want) {
+			t.Fatalf("decoded %d bytes, want %d", len(out), want)
+		}
+		// A frame that decodes re-encodes to a frame that decodes alike.
+		again, err := zstdcodec.Decode(nil, zstdcodec.Encode(nil, out, 1), int(want))
+		if err != nil || !bytes.Equal(again, out) {
+			t.Fatalf("round trip of the decoded bytes: %v", err)
+		}
+	})
+}
