@@ -443,18 +443,16 @@ func downU8(dst []byte, rows [4][]byte, sx int) {
 		// lanes (at most 8*255), rounded, and packed back to bytes.
 		const lo = 0x00ff00ff00ff00ff
 		x0 := 0
-		for ; x0+4 <= full; x0 += 4 {
-			i := 2 * x0
-			va := binary.LittleEndian.Uint64(a[i:])
-			vb := binary.LittleEndian.Uint64(b[i:])
-			vc := binary.LittleEndian.Uint64(c[i:])
-			vd := binary.LittleEndian.Uint64(d[i:])
+		for o := dst[:full]; len(o) >= 4 && len(a) >= 8 && len(b) >= 8 && len(c) >= 8 && len(d) >= 8; o = o[4:] {
+			va, vb := binary.LittleEndian.Uint64(a), binary.LittleEndian.Uint64(b)
+			vc, vd := binary.LittleEndian.Uint64(c), binary.LittleEndian.Uint64(d)
 			s := va&lo + va>>8&lo + vb&lo + vb>>8&lo + vc&lo + vc>>8&lo + vd&lo + vd>>8&lo
 			s = (s + 0x0004000400040004) >> 3 & lo
-			binary.LittleEndian.PutUint32(dst[x0:], uint32(s&0xff|s>>8&0xff00|s>>16&0xff0000|s>>24&0xff000000))
+			binary.LittleEndian.PutUint32(o, uint32(s&0xff|s>>8&0xff00|s>>16&0xff0000|s>>24&0xff000000))
+			a, b, c, d = a[8:], b[8:], c[8:], d[8:]
+			x0 += 4
 		}
 		dst := dst[x0:full]
-		a, b, c, d = a[2*x0:], b[2*x0:], c[2*x0:], d[2*x0:]
 		for x := range dst {
 			i := 2 * x
 			s := uint(a[i]) + uint(a[i+1]) + uint(b[i]) + uint(b[i+1]) + uint(c[i]) + uint(c[i+1]) + uint(d[i]) + uint(d[i+1])
@@ -543,12 +541,18 @@ func (b *Builder) cut(s *slab, lv *level, bud *budget, emit func(Brick) error) e
 			n := min(bx, lv.sx-x0)
 			edge := n < bx || rows < by || len(s.planes) < bz
 			out := b.brick(edge)
+			w := n * vs
 			for k, p := range s.planes {
-				c := p[j]
+				c := p[j][x0*vs:]
+				o := out[k*by*bx*vs:]
+				if w == 64 && bx*vs == 64 { // rows of 64 uint8 or 32 uint16 voxels: copied inline
+					for r := range rows {
+						*(*[64]byte)(o[r*64:]) = *(*[64]byte)(c[r*lv.rb:])
+					}
+					continue
+				}
 				for r := range rows {
-					src := r*lv.rb + x0*vs
-					dst := (k*by + r) * bx * vs
-					copy(out[dst:dst+n*vs], c[src:src+n*vs])
+					copy(o[r*bx*vs:r*bx*vs+w], c[r*lv.rb:r*lv.rb+w])
 				}
 			}
 			if err := emit(Brick{Key: key, Value: out}); err != nil {

@@ -64,7 +64,9 @@ func TestBuilder_Build_matches_whole_volume_cut(t *testing.T) {
 		{storage.Shape{X: 33, Y: 1, Z: 17}, storage.Shape{X: 8, Y: 8, Z: 8}, 0},
 		{storage.Shape{X: 70, Y: 65, Z: 1}, storage.Shape{X: 16, Y: 16, Z: 16}, 0},
 		{storage.Shape{X: 1, Y: 1, Z: 1}, storage.Shape{X: 2, Y: 2, Z: 2}, 1},
-		{storage.Shape{X: 64, Y: 64, Z: 64}, storage.Shape{X: 16, Y: 16, Z: 16}, 2}, // fewer levels than fit
+		{storage.Shape{X: 64, Y: 64, Z: 64}, storage.Shape{X: 16, Y: 16, Z: 16}, 2},  // fewer levels than fit
+		{storage.Shape{X: 150, Y: 70, Z: 40}, storage.Shape{X: 64, Y: 64, Z: 16}, 0}, // 64-byte rows (uint8)
+		{storage.Shape{X: 100, Y: 40, Z: 20}, storage.Shape{X: 32, Y: 16, Z: 8}, 0},  // 64-byte rows (uint16)
 	}
 	for _, c := range cases {
 		for _, dt := range allTypes {
