@@ -300,9 +300,11 @@ func (s *Server) Serve(ctx context.Context) (err error) {
 		return fmt.Errorf("serve: %w", err)
 	case <-ctx.Done():
 	}
+	// Not ready first, so probes and balancers turn away while the
+	// leadership moves and the streams drain.
+	s.health.stop()
 	s.handOffLeadership(context.WithoutCancel(ctx))
 	s.log.Info("shutting down: draining streams and waiting for open calls", "timeout", s.timeout)
-	s.health.stop()
 	s.svc.Drain()
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.timeout)
 	defer cancel()
