@@ -46,6 +46,8 @@ func MetaToAPI(m storage.VolumeMeta) *ldmv1.Volume {
 		Labels:     m.Labels,
 		Transform:  affineToAPI(m),
 		Space:      SpaceToAPI(m.Space),
+		Codec:      CodecToAPI(m.Codec.Kind),
+		CodecLevel: int32(m.Codec.Level),
 	}
 }
 
@@ -95,7 +97,30 @@ func MetaFromAPI(v *ldmv1.Volume) storage.VolumeMeta {
 		Transform:  v.GetTransform(),
 		Space:      SpaceFromAPI(v.GetSpace()),
 		Labels:     v.GetLabels(),
+		Codec:      storage.Codec{Kind: CodecFromAPI(v.GetCodec()), Level: int(v.GetCodecLevel())},
 	}
+}
+
+// CodecToAPI converts a store codec kind to its API enum (never
+// CODEC_UNSPECIFIED).
+func CodecToAPI(k storage.CodecKind) ldmv1.Codec {
+	if k == storage.CodecZstd {
+		return ldmv1.Codec_CODEC_ZSTD
+	}
+	return ldmv1.Codec_CODEC_RAW
+}
+
+// CodecFromAPI converts an API codec to the store's kind: unset means raw.
+// A value the enum does not define gives a kind that
+// storage.VolumeMeta.Normalize rejects.
+func CodecFromAPI(c ldmv1.Codec) storage.CodecKind {
+	switch c {
+	case ldmv1.Codec_CODEC_UNSPECIFIED, ldmv1.Codec_CODEC_RAW:
+		return storage.CodecRaw
+	case ldmv1.Codec_CODEC_ZSTD:
+		return storage.CodecZstd
+	}
+	return storage.CodecKind(255)
 }
 
 // ShapeToAPI converts a shape to its API message.

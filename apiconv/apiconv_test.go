@@ -1,6 +1,7 @@
 package apiconv_test
 
 import (
+	"errors"
 	"testing"
 	"time"
 
@@ -38,6 +39,8 @@ func TestVolume_roundTrip(t *testing.T) {
 		Generation: uint64(created.UnixNano()),
 		// A volume without a transform reads as diag(spacing, 1).
 		Transform: []float64{0.5, 0, 0, 0, 0, 0.5, 0, 0, 0, 0, 1.25, 0, 0, 0, 0, 1},
+		// Reads always say the codec; a volume without one is raw.
+		Codec: ldmv1.Codec_CODEC_RAW,
 	}
 	if !proto.Equal(v, want) {
 		t.Fatalf("VolumeToAPI = %v, want %v", v, want)
@@ -53,6 +56,25 @@ func TestVolume_roundTrip(t *testing.T) {
 	// nil converts like an empty message.
 	if got := apiconv.MetaFromAPI(nil); !equalMeta(got, storage.VolumeMeta{}) {
 		t.Fatalf("MetaFromAPI(nil) = %+v", got)
+	}
+}
+
+func TestVolume_codec(t *testing.T) {
+	t.Parallel()
+	meta := storage.VolumeMeta{Name: "z", Codec: storage.Codec{Kind: storage.CodecZstd, Level: 7}}
+	v := apiconv.MetaToAPI(meta)
+	if v.GetCodec() != ldmv1.Codec_CODEC_ZSTD || v.GetCodecLevel() != 7 {
+		t.Fatalf("MetaToAPI codec = %v level %d, want CODEC_ZSTD level 7", v.GetCodec(), v.GetCodecLevel())
+	}
+	if got := apiconv.MetaFromAPI(v).Codec; got != meta.Codec {
+		t.Fatalf("MetaFromAPI codec = %+v, want %+v", got, meta.Codec)
+	}
+	if got := apiconv.MetaFromAPI(&ldmv1.Volume{}).Codec; got != (storage.Codec{}) {
+		t.Fatalf("unset codec = %+v, want raw", got)
+	}
+	bad := apiconv.MetaFromAPI(&ldmv1.Volume{Name: "b", Shape: &ldmv1.Shape{X: 1, Y: 1, Z: 1}, DataType: ldmv1.DataType_DATA_TYPE_UINT8, Codec: 99})
+	if err := bad.Normalize(); !errors.Is(err, storage.ErrInvalidArgument) {
+		t.Fatalf("unknown codec: Normalize = %v, want ErrInvalidArgument", err)
 	}
 }
 

@@ -16,6 +16,7 @@ import (
 
 	"github.com/xcheng85/go-ldm/apiconv"
 	ldmv1 "github.com/xcheng85/go-ldm/gen/ldm/v1"
+	"github.com/xcheng85/go-ldm/internal/zstdcodec"
 	"github.com/xcheng85/go-ldm/omezarr"
 	"github.com/xcheng85/go-ldm/storage"
 )
@@ -79,7 +80,13 @@ func (e Exporter) ExportZarr(ctx context.Context, volume, dir string) (ExportSta
 		if t.GetKey() == nil {
 			continue
 		}
-		if int64(len(t.GetValue())) != brickBytes {
+		// Chunks are written as the server stores them: a zstd volume's
+		// frames, which its Zarr metadata names (omezarr).
+		if t.GetCodec() == ldmv1.Codec_CODEC_ZSTD {
+			if err := zstdcodec.CheckHeader(t.GetValue(), int(brickBytes)); err != nil {
+				return st, fmt.Errorf("brick %v of %s: %w", t.GetKey(), volume, err)
+			}
+		} else if int64(len(t.GetValue())) != brickBytes {
 			return st, fmt.Errorf("brick %v of %s has %d bytes, a %dx%dx%d %s brick has %d", t.GetKey(), volume, len(t.GetValue()), bs.X, bs.Y, bs.Z, meta.DataType, brickBytes)
 		}
 		p := filepath.Join(dir, filepath.FromSlash(omezarr.ChunkPath(apiconv.KeyFromAPI(t.GetKey()))))

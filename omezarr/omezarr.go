@@ -11,11 +11,15 @@
 //	.zattrs         multiscales (axes z, y, x; one dataset per level) and
 //	                "go-ldm" (the full transform, its space, notes)
 //	L/.zarray       level L: shape and chunks in z, y, x order, the voxel
-//	                type, no compressor, fill value 0, "/" separator
+//	                type, the compressor (none for a raw volume,
+//	                {"id": "zstd", "level": N} for a zstd one), fill value 0,
+//	                "/" separator
 //	L/KZ/KY/KX      chunk (KX, KY, KZ) of level L: brick (L, KX, KY, KZ) as
-//	                stored (little-endian, x fastest, zero-padded at edges)
+//	                stored (little-endian, x fastest, zero-padded at edges;
+//	                one zstd frame with its content size for a zstd volume)
 //
-// Chunks are the bricks byte for byte. A brick never written has no chunk,
+// Chunks are the bricks byte for byte, as stored: Zarr's zstd codec (v2
+// compressor, v3 codecs "bytes" then "zstd") reads a zstd volume's frames. A brick never written has no chunk,
 // which Zarr readers read as the fill value, as go-ldm does.
 //
 // Placement: each dataset has a scale and a translation (z, y, x). When
@@ -98,7 +102,7 @@ func Array(m storage.VolumeMeta, lod uint32) (map[string]any, error) {
 		"shape":               []uint32{s.Z, s.Y, s.X},
 		"chunks":              []uint32{b.Z, b.Y, b.X},
 		"dtype":               dt,
-		"compressor":          nil,
+		"compressor":          compressorV2(m.Codec),
 		"fill_value":          0,
 		"order":               "C",
 		"filters":             nil,
@@ -130,7 +134,7 @@ func ArrayV3(m storage.VolumeMeta, lod uint32) (map[string]any, error) {
 		}},
 		"chunk_key_encoding": map[string]any{"name": "default", "configuration": map[string]any{"separator": "/"}},
 		"fill_value":         0,
-		"codecs":             []any{codec},
+		"codecs":             codecsV3(m.Codec, codec),
 		"dimension_names":    []string{"z", "y", "x"},
 		"attributes":         map[string]any{},
 	}, nil
@@ -275,4 +279,22 @@ func brickShape(m storage.VolumeMeta) storage.Shape {
 		return storage.DefaultBrickShape
 	}
 	return m.BrickShape
+}
+
+// compressorV2 is the Zarr v2 compressor of a volume's chunks: none for a
+// raw volume, numcodecs' zstd for a zstd one.
+func compressorV2(c storage.Codec) any {
+	if c.Kind != storage.CodecZstd {
+		return nil
+	}
+	return map[string]any{"id": "zstd", "level": c.Level}
+}
+
+// codecsV3 is the Zarr v3 codec chain of a volume's chunks: bytes, then
+// zstd for a zstd volume (whose frames carry a checksum).
+func codecsV3(c storage.Codec, bytesCodec map[string]any) []any {
+	if c.Kind != storage.CodecZstd {
+		return []any{bytesCodec}
+	}
+	return []any{bytesCodec, map[string]any{"name": "zstd", "configuration": map[string]any{"level": c.Level, "checksum": true}}}
 }

@@ -86,6 +86,11 @@ func (e *encodedTile) setTileAfter(msg proto.Message, t storage.Tile, after []by
 		b = protowire.AppendTag(b, 4, protowire.VarintType)
 		b = protowire.AppendVarint(b, uint64(t.CRC32C))
 	}
+	// The tile's codec (5), which msg's tile carries (see codec.go).
+	if m, ok := msg.(interface{ GetTile() *ldmv1.Tile }); ok && m.GetTile().GetCodec() != 0 {
+		b = protowire.AppendTag(b, 5, protowire.VarintType)
+		b = protowire.AppendVarint(b, uint64(m.GetTile().GetCodec()))
+	}
 	tileLen := len(b)
 	b = append(b, after...)
 	tailLen := len(b)
@@ -217,9 +222,9 @@ func (s *Server) viewer(ctx context.Context) TileViewer {
 }
 
 // encodeReadTile returns t as an encoded ReadTileResponse.
-func encodeReadTile(t storage.Tile) *encodedTile {
+func encodeReadTile(t storage.Tile, codec ldmv1.Codec) *encodedTile {
 	e := new(encodedTile)
-	e.setTile(&ldmv1.ReadTileResponse{Tile: apiconv.TileToAPI(t)}, t)
+	e.setTile(&ldmv1.ReadTileResponse{Tile: tileToAPI(t, codec)}, t)
 	return e
 }
 
@@ -277,7 +282,7 @@ func (h *volumeHandler) getBrick(ctx context.Context, req *connect.Request[ldmv1
 		}
 	}
 	e = new(encodedTile)
-	e.setTile(&ldmv1.GetBrickResponse{Tile: apiconv.TileToAPI(t)}, t)
+	e.setTile(&ldmv1.GetBrickResponse{Tile: tileToAPI(t, h.s.volumeCodec(vol))}, t)
 	return e, etag, nil
 }
 

@@ -56,14 +56,17 @@ func encodedVolume(tb testing.TB) (*storage.Store, string) {
 }
 
 // oldTile is the tile message the handlers built before tiles were passed
-// through encoded: the store's Read converted with apiconv.TileToAPI.
+// through encoded: the store's Read converted with apiconv.TileToAPI, with
+// the volume's codec (raw), which reads always say.
 func oldTile(tb testing.TB, store storage.LDM, off uint64) *ldmv1.Tile {
 	tb.Helper()
 	t, err := store.Read("v", off)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	return apiconv.TileToAPI(t)
+	out := apiconv.TileToAPI(t)
+	out.Codec = ldmv1.Codec_CODEC_RAW
+	return out
 }
 
 // TestService_ReadTile_encoded checks that ReadTile, GetBrick and

@@ -106,12 +106,16 @@ func (h *volumeHandler) ReadRegion(ctx context.Context, req *connect.Request[ldm
 	// The row of bricks and one message's data, held against the read
 	// budget for the whole stream.
 	rowBytes := int64(nbx*brickBytes) + maxRegionPiece
+	if info.Codec.Kind == storage.CodecZstd {
+		rowBytes += int64(nbx * brickBytes) // the stored frames, decoded into row
+	}
 	held, err := h.s.reads.acquire(ctx, rowBytes)
 	if err != nil {
 		return nil // the client went away or the server is draining
 	}
 	defer h.s.reads.release(held)
 	row := make([][]byte, nbx)
+	stored := make([][]byte, nbx) // the bricks as stored; row's own arrays for raw volumes
 	present := make([]bool, nbx)
 	piece := make([]byte, 0, min(maxRegionPiece, int(total)))
 
@@ -142,17 +146,20 @@ func (h *volumeHandler) ReadRegion(ctx context.Context, req *connect.Request[ldm
 				if !ok {
 					continue
 				}
-				t, err := h.s.readInto(info.Name, off, row[i])
+				t, err := h.s.readInto(info.Name, off, stored[i])
 				if err != nil {
 					if ctx.Err() != nil {
 						return nil
 					}
 					return connectError(err)
 				}
-				if err := checkBrickBytes(info, key, len(t.Value)); err != nil {
+				stored[i] = t.Value
+				// A zstd brick is decoded into row[i] (see codec.go).
+				v, err := decodeBrick(info, key, t.Value, row[i])
+				if err != nil {
 					return connectError(err)
 				}
-				row[i] = t.Value
+				row[i] = v
 			}
 			// Pieces: sub-boxes of the row, as many whole lines, then rows,
 			// then slices as fit in one message.

@@ -255,6 +255,7 @@ func (s *Server) buildMux(cfg Config, interceptors []connect.Interceptor, readMa
 		connect.WithSendMaxBytes(cfg.MaxTileBytes + messageOverhead),
 		connect.WithCompressMinBytes(compressMin),
 		limitedGzip(readMax),
+		limitedZstd(readMax, nil),
 	}
 	mux := http.NewServeMux()
 	mount := func(path string, h http.Handler) {
@@ -268,7 +269,7 @@ func (s *Server) buildMux(cfg Config, interceptors []connect.Interceptor, readMa
 	mount(ldmv1connect.NewClusterServiceHandler(&clusterHandler{s: s}, opts...))
 	// The tile reads answer with each tile's kept encoding (encoded.go),
 	// on their own paths, which take precedence over the services' above.
-	for path, h := range s.tileReadHandlers(opts) {
+	for path, h := range s.tileReadHandlers(append(opts[:len(opts):len(opts)], tileCompression(readMax))) {
 		mux.Handle(path, h)
 	}
 	names := []string{
@@ -287,6 +288,7 @@ func (s *Server) buildMux(cfg Config, interceptors []connect.Interceptor, readMa
 		connect.WithInterceptors(plainInterceptors...),
 		connect.WithReadMaxBytes(min(readMax, cfg.MaxUnauthenticatedBytes)),
 		limitedGzip(min(readMax, cfg.MaxUnauthenticatedBytes)),
+		limitedZstd(min(readMax, cfg.MaxUnauthenticatedBytes), nil),
 	}
 	var checker grpchealth.Checker = grpchealth.NewStaticChecker(names...)
 	if cfg.Health != nil {

@@ -57,7 +57,11 @@ func (h *tileHandler) WriteTile(ctx context.Context, req *connect.Request[ldmv1.
 	if id := req.Msg.GetRequestId(); id != "" {
 		ids = []string{id}
 	}
-	off, _, err := h.s.appendTiles(ctx, req.Msg.GetVolume(), []storage.Tile{apiconv.TileFromAPI(req.Msg.GetTile())}, ids)
+	tiles := []storage.Tile{apiconv.TileFromAPI(req.Msg.GetTile())}
+	if err := h.s.ingestTiles(req.Msg.GetVolume(), tiles, []ldmv1.Codec{req.Msg.GetTile().GetCodec()}); err != nil {
+		return nil, connectError(err)
+	}
+	off, _, err := h.s.appendTiles(ctx, req.Msg.GetVolume(), tiles, ids)
 	if err != nil {
 		return nil, connectError(appendError(err))
 	}
@@ -198,7 +202,7 @@ func (h *tileHandler) readTile(ctx context.Context, req *connect.Request[ldmv1.R
 		// A damaged tile is DataLoss, not a bad offset.
 		return nil, "", "", connectError(err)
 	}
-	return encodeReadTile(t), etag, cache, nil
+	return encodeReadTile(t, h.s.volumeCodec(vol)), etag, cache, nil
 }
 
 // readForResponse reads the tile of a unary read, which connect-go writes
@@ -247,8 +251,9 @@ func (s *Server) readForResponse(ctx context.Context,
 
 func (h *tileHandler) ReadTileStream(ctx context.Context, req *connect.Request[ldmv1.ReadTileStreamRequest], stream *connect.ServerStream[ldmv1.ReadTileStreamResponse]) error {
 	msg := &ldmv1.ReadTileStreamResponse{}
+	codec := h.s.volumeCodec(req.Msg.GetVolume())
 	return h.readTileStream(ctx, req.Msg, func() error { return stream.Send(nil) }, func(t storage.Tile) error {
-		msg.Tile = apiconv.TileToAPI(t)
+		msg.Tile = tileToAPI(t, codec)
 		return stream.Send(msg)
 	})
 }
@@ -257,8 +262,9 @@ func (h *tileHandler) ReadTileStream(ctx context.Context, req *connect.Request[l
 // encoding (see encodedTile).
 func (h *tileHandler) readTileStreamEncoded(ctx context.Context, req *connect.Request[ldmv1.ReadTileStreamRequest], stream *connect.ServerStream[encodedTile]) error {
 	e := new(encodedTile)
+	codec := h.s.volumeCodec(req.Msg.GetVolume())
 	return h.readTileStream(ctx, req.Msg, func() error { return stream.Send(nil) }, func(t storage.Tile) error {
-		e.setTile(&ldmv1.ReadTileStreamResponse{Tile: apiconv.TileToAPI(t)}, t)
+		e.setTile(&ldmv1.ReadTileStreamResponse{Tile: tileToAPI(t, codec)}, t)
 		return stream.Send(e)
 	})
 }
@@ -340,8 +346,9 @@ func (h *tileHandler) WriteTileStream(ctx context.Context, stream *connect.BidiS
 	type item struct {
 		volume string
 		tile   storage.Tile
-		id     string   // request id
-		held   [2]int64 // bytes taken from the stream's and the server's budget
+		codec  ldmv1.Codec // the tile's codec as sent (see ingestTiles)
+		id     string      // request id
+		held   [2]int64    // bytes taken from the stream's and the server's budget
 	}
 	own := newByteBudget(h.s.streamIngest)
 	releaseItem := func(it item) {
@@ -379,7 +386,7 @@ func (h *tileHandler) WriteTileStream(ctx context.Context, stream *connect.BidiS
 			if msg.GetVolume() != "" {
 				volume = msg.GetVolume()
 			}
-			it := item{volume: volume, tile: apiconv.TileFromAPI(msg.GetTile()), id: msg.GetRequestId()}
+			it := item{volume: volume, tile: apiconv.TileFromAPI(msg.GetTile()), codec: msg.GetTile().GetCodec(), id: msg.GetRequestId()}
 			n := int64(len(it.tile.Value))
 			var aerr error
 			if it.held[0], aerr = own.acquire(ctx, n); aerr == nil {
@@ -403,6 +410,7 @@ func (h *tileHandler) WriteTileStream(ctx context.Context, stream *connect.BidiS
 
 	batch := make([]storage.Tile, 0, ingestQueue)
 	batchIDs := make([]string, 0, ingestQueue)
+	batchCodecs := make([]ldmv1.Codec, 0, ingestQueue)
 	held := make([]item, 0, ingestQueue)
 	res := &ldmv1.WriteTileStreamResponse{}
 	for {
@@ -426,6 +434,7 @@ func (h *tileHandler) WriteTileStream(ctx context.Context, stream *connect.BidiS
 		}
 		batch = append(batch[:0], first.tile)
 		batchIDs = append(batchIDs[:0], first.id)
+		batchCodecs = append(batchCodecs[:0], first.codec)
 		held = append(held[:0], first)
 		size := len(first.tile.Value)
 	fill:
@@ -441,13 +450,19 @@ func (h *tileHandler) WriteTileStream(ctx context.Context, stream *connect.BidiS
 				}
 				batch = append(batch, it.tile)
 				batchIDs = append(batchIDs, it.id)
+				batchCodecs = append(batchCodecs, it.codec)
 				held = append(held, it)
 				size += len(it.tile.Value)
 			default:
 				break fill
 			}
 		}
-		off, offs, err := h.s.appendTiles(ctx, first.volume, batch, batchIDs)
+		err := h.s.ingestTiles(first.volume, batch, batchCodecs)
+		var off uint64
+		var offs []uint64
+		if err == nil {
+			off, offs, err = h.s.appendTiles(ctx, first.volume, batch, batchIDs)
+		}
 		clear(batch) // drop references to tile bytes
 		for _, it := range held {
 			releaseItem(it)

@@ -381,7 +381,7 @@ func (v *views) readBrick(r *http.Request, info storage.VolumeInfo, key storage.
 	if err != nil {
 		return err
 	}
-	if err := checkBrickBytes(info, key, len(t.Value)); err != nil {
+	if err := checkStoredBrick(info, key, t.Value); err != nil {
 		return err
 	}
 	return write(t)

@@ -115,11 +115,16 @@ func (v *views) servePrecomputed(w http.ResponseWriter, r *http.Request, info st
 		return err
 	}
 	return v.readBrick(r, info, key, func(t storage.Tile) error {
+		// Raw chunks are voxels: a zstd brick is decoded here (codec.go).
+		vox, err := decodeBrick(info, key, t.Value, nil)
+		if err != nil {
+			return err
+		}
 		bs := brickShape(info)
 		if size == [3]uint32{bs.X, bs.Y, bs.Z} {
-			return writeChunk(w, r, info, t, t.Value)
+			return writeChunk(w, r, info, t, vox)
 		}
-		return writeChunk(w, r, info, t, cutBrick(t.Value, bs, size, info.DataType.Size()))
+		return writeChunk(w, r, info, t, cutBrick(vox, bs, size, info.DataType.Size()))
 	})
 }
 

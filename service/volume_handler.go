@@ -216,7 +216,7 @@ func (h *volumeHandler) streamKeys(ctx context.Context, info storage.VolumeInfo,
 			}
 			return connectError(err)
 		default:
-			msg.Tile = apiconv.TileToAPI(t)
+			msg.Tile = tileToAPI(t, apiconv.CodecToAPI(info.Codec.Kind))
 		}
 		err = send(msg, t)
 		sent()
@@ -280,7 +280,7 @@ func (h *volumeHandler) streamBricks(ctx context.Context, req *ldmv1.StreamBrick
 			}
 			return connectError(err)
 		}
-		msg.Tile = apiconv.TileToAPI(t)
+		msg.Tile = tileToAPI(t, apiconv.CodecToAPI(info.Codec.Kind))
 		msg.Index = uint32(i)
 		err = send(msg, t)
 		sent()

@@ -22,6 +22,59 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// Codec is how a tile's value is encoded.
+type Codec int32
+
+const (
+	// On write: same as CODEC_RAW. Never set on read.
+	Codec_CODEC_UNSPECIFIED Codec = 0
+	// The voxels as they are.
+	Codec_CODEC_RAW Codec = 1
+	// One Zstandard frame (RFC 8878) with the content size in its header.
+	Codec_CODEC_ZSTD Codec = 2
+)
+
+// Enum value maps for Codec.
+var (
+	Codec_name = map[int32]string{
+		0: "CODEC_UNSPECIFIED",
+		1: "CODEC_RAW",
+		2: "CODEC_ZSTD",
+	}
+	Codec_value = map[string]int32{
+		"CODEC_UNSPECIFIED": 0,
+		"CODEC_RAW":         1,
+		"CODEC_ZSTD":        2,
+	}
+)
+
+func (x Codec) Enum() *Codec {
+	p := new(Codec)
+	*p = x
+	return p
+}
+
+func (x Codec) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Codec) Descriptor() protoreflect.EnumDescriptor {
+	return file_ldm_v1_types_proto_enumTypes[0].Descriptor()
+}
+
+func (Codec) Type() protoreflect.EnumType {
+	return &file_ldm_v1_types_proto_enumTypes[0]
+}
+
+func (x Codec) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use Codec.Descriptor instead.
+func (Codec) EnumDescriptor() ([]byte, []int) {
+	return file_ldm_v1_types_proto_rawDescGZIP(), []int{0}
+}
+
 // DataType is the type of one voxel.
 type DataType int32
 
@@ -65,11 +118,11 @@ func (x DataType) String() string {
 }
 
 func (DataType) Descriptor() protoreflect.EnumDescriptor {
-	return file_ldm_v1_types_proto_enumTypes[0].Descriptor()
+	return file_ldm_v1_types_proto_enumTypes[1].Descriptor()
 }
 
 func (DataType) Type() protoreflect.EnumType {
-	return &file_ldm_v1_types_proto_enumTypes[0]
+	return &file_ldm_v1_types_proto_enumTypes[1]
 }
 
 func (x DataType) Number() protoreflect.EnumNumber {
@@ -78,7 +131,7 @@ func (x DataType) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use DataType.Descriptor instead.
 func (DataType) EnumDescriptor() ([]byte, []int) {
-	return file_ldm_v1_types_proto_rawDescGZIP(), []int{0}
+	return file_ldm_v1_types_proto_rawDescGZIP(), []int{1}
 }
 
 // Space names the world coordinate system of a volume's transform.
@@ -125,11 +178,11 @@ func (x Space) String() string {
 }
 
 func (Space) Descriptor() protoreflect.EnumDescriptor {
-	return file_ldm_v1_types_proto_enumTypes[1].Descriptor()
+	return file_ldm_v1_types_proto_enumTypes[2].Descriptor()
 }
 
 func (Space) Type() protoreflect.EnumType {
-	return &file_ldm_v1_types_proto_enumTypes[1]
+	return &file_ldm_v1_types_proto_enumTypes[2]
 }
 
 func (x Space) Number() protoreflect.EnumNumber {
@@ -138,7 +191,7 @@ func (x Space) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Space.Descriptor instead.
 func (Space) EnumDescriptor() ([]byte, []int) {
-	return file_ldm_v1_types_proto_rawDescGZIP(), []int{1}
+	return file_ldm_v1_types_proto_rawDescGZIP(), []int{2}
 }
 
 // Consistency chooses how a read is served in a cluster.
@@ -179,11 +232,11 @@ func (x Consistency) String() string {
 }
 
 func (Consistency) Descriptor() protoreflect.EnumDescriptor {
-	return file_ldm_v1_types_proto_enumTypes[2].Descriptor()
+	return file_ldm_v1_types_proto_enumTypes[3].Descriptor()
 }
 
 func (Consistency) Type() protoreflect.EnumType {
-	return &file_ldm_v1_types_proto_enumTypes[2]
+	return &file_ldm_v1_types_proto_enumTypes[3]
 }
 
 func (x Consistency) Number() protoreflect.EnumNumber {
@@ -192,7 +245,7 @@ func (x Consistency) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Consistency.Descriptor instead.
 func (Consistency) EnumDescriptor() ([]byte, []int) {
-	return file_ldm_v1_types_proto_rawDescGZIP(), []int{2}
+	return file_ldm_v1_types_proto_rawDescGZIP(), []int{3}
 }
 
 // BrickKey says where a tile sits in a volume, in brick units at one level
@@ -454,7 +507,19 @@ type Tile struct {
 	Key *BrickKey `protobuf:"bytes,3,opt,name=key,proto3" json:"key,omitempty"`
 	// CRC-32C (Castagnoli) of value. On write, a non-zero value is checked
 	// against the bytes and a mismatch is rejected; on read it is always set.
-	Crc32C        uint32 `protobuf:"varint,4,opt,name=crc32c,proto3" json:"crc32c,omitempty"`
+	Crc32C uint32 `protobuf:"varint,4,opt,name=crc32c,proto3" json:"crc32c,omitempty"`
+	// How value is encoded. On read it is always set: CODEC_RAW (value is the
+	// voxels) or CODEC_ZSTD (value is one Zstandard frame whose header holds
+	// the content size, which is the brick's size in bytes; decode it to get
+	// the voxels). Reads serve the stored bytes as they are, in the volume's
+	// codec. On write, unset means CODEC_RAW; the server stores every tile in
+	// its volume's codec: a raw tile sent to a zstd volume is compressed by
+	// the server once, a zstd tile sent to a raw volume is decoded, and a
+	// zstd tile sent to a zstd volume is stored as sent after the server has
+	// checked that it decodes to the brick's size (a frame without a content
+	// size, or whose content size is not the brick's size, is rejected with
+	// INVALID_ARGUMENT). crc32c, when set, is of value as sent.
+	Codec         Codec `protobuf:"varint,5,opt,name=codec,proto3,enum=ldm.v1.Codec" json:"codec,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -517,6 +582,13 @@ func (x *Tile) GetCrc32C() uint32 {
 	return 0
 }
 
+func (x *Tile) GetCodec() Codec {
+	if x != nil {
+		return x.Codec
+	}
+	return Codec_CODEC_UNSPECIFIED
+}
+
 // Volume is a named dataset and its log.
 type Volume struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -554,7 +626,14 @@ type Volume struct {
 	// create means diag(spacing, 1); reads always return it.
 	Transform []float64 `protobuf:"fixed64,12,rep,packed,name=transform,proto3" json:"transform,omitempty"`
 	// The world space of transform.
-	Space         Space `protobuf:"varint,13,opt,name=space,proto3,enum=ldm.v1.Space" json:"space,omitempty"`
+	Space Space `protobuf:"varint,13,opt,name=space,proto3,enum=ldm.v1.Space" json:"space,omitempty"`
+	// How the volume's bricks are stored and served (Tile.codec), chosen at
+	// creation and fixed after. Unset on create means CODEC_RAW; reads always
+	// return it.
+	Codec Codec `protobuf:"varint,14,opt,name=codec,proto3,enum=ldm.v1.Codec" json:"codec,omitempty"`
+	// The zstd level (1 to 22) of a CODEC_ZSTD volume; 0 on create means 3.
+	// 0 for a raw volume.
+	CodecLevel    int32 `protobuf:"varint,15,opt,name=codec_level,json=codecLevel,proto3" json:"codec_level,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -680,6 +759,20 @@ func (x *Volume) GetSpace() Space {
 	return Space_SPACE_UNSPECIFIED
 }
 
+func (x *Volume) GetCodec() Codec {
+	if x != nil {
+		return x.Codec
+	}
+	return Codec_CODEC_UNSPECIFIED
+}
+
+func (x *Volume) GetCodecLevel() int32 {
+	if x != nil {
+		return x.CodecLevel
+	}
+	return 0
+}
+
 var File_ldm_v1_types_proto protoreflect.FileDescriptor
 
 const file_ldm_v1_types_proto_rawDesc = "" +
@@ -700,12 +793,13 @@ const file_ldm_v1_types_proto_rawDesc = "" +
 	"\x01z\x18\x03 \x01(\x01R\x01z\"J\n" +
 	"\x06Region\x12\x1f\n" +
 	"\x03min\x18\x01 \x01(\v2\r.ldm.v1.ShapeR\x03min\x12\x1f\n" +
-	"\x03max\x18\x02 \x01(\v2\r.ldm.v1.ShapeR\x03max\"p\n" +
+	"\x03max\x18\x02 \x01(\v2\r.ldm.v1.ShapeR\x03max\"\x95\x01\n" +
 	"\x04Tile\x12\x14\n" +
 	"\x05value\x18\x01 \x01(\fR\x05value\x12\x16\n" +
 	"\x06offset\x18\x02 \x01(\x04R\x06offset\x12\"\n" +
 	"\x03key\x18\x03 \x01(\v2\x10.ldm.v1.BrickKeyR\x03key\x12\x16\n" +
-	"\x06crc32c\x18\x04 \x01(\rR\x06crc32c\"\xa6\x04\n" +
+	"\x06crc32c\x18\x04 \x01(\rR\x06crc32c\x12#\n" +
+	"\x05codec\x18\x05 \x01(\x0e2\r.ldm.v1.CodecR\x05codec\"\xec\x04\n" +
 	"\x06Volume\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12#\n" +
 	"\x05shape\x18\x02 \x01(\v2\r.ldm.v1.ShapeR\x05shape\x12-\n" +
@@ -726,10 +820,18 @@ const file_ldm_v1_types_proto_rawDesc = "" +
 	"generation\x18\v \x01(\x04R\n" +
 	"generation\x12\x1c\n" +
 	"\ttransform\x18\f \x03(\x01R\ttransform\x12#\n" +
-	"\x05space\x18\r \x01(\x0e2\r.ldm.v1.SpaceR\x05space\x1a9\n" +
+	"\x05space\x18\r \x01(\x0e2\r.ldm.v1.SpaceR\x05space\x12#\n" +
+	"\x05codec\x18\x0e \x01(\x0e2\r.ldm.v1.CodecR\x05codec\x12\x1f\n" +
+	"\vcodec_level\x18\x0f \x01(\x05R\n" +
+	"codecLevel\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01*\x92\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01*=\n" +
+	"\x05Codec\x12\x15\n" +
+	"\x11CODEC_UNSPECIFIED\x10\x00\x12\r\n" +
+	"\tCODEC_RAW\x10\x01\x12\x0e\n" +
+	"\n" +
+	"CODEC_ZSTD\x10\x02*\x92\x01\n" +
 	"\bDataType\x12\x19\n" +
 	"\x15DATA_TYPE_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fDATA_TYPE_UINT8\x10\x01\x12\x14\n" +
@@ -759,36 +861,39 @@ func file_ldm_v1_types_proto_rawDescGZIP() []byte {
 	return file_ldm_v1_types_proto_rawDescData
 }
 
-var file_ldm_v1_types_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
+var file_ldm_v1_types_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
 var file_ldm_v1_types_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
 var file_ldm_v1_types_proto_goTypes = []any{
-	(DataType)(0),                 // 0: ldm.v1.DataType
-	(Space)(0),                    // 1: ldm.v1.Space
-	(Consistency)(0),              // 2: ldm.v1.Consistency
-	(*BrickKey)(nil),              // 3: ldm.v1.BrickKey
-	(*Shape)(nil),                 // 4: ldm.v1.Shape
-	(*Point)(nil),                 // 5: ldm.v1.Point
-	(*Region)(nil),                // 6: ldm.v1.Region
-	(*Tile)(nil),                  // 7: ldm.v1.Tile
-	(*Volume)(nil),                // 8: ldm.v1.Volume
-	nil,                           // 9: ldm.v1.Volume.LabelsEntry
-	(*timestamppb.Timestamp)(nil), // 10: google.protobuf.Timestamp
+	(Codec)(0),                    // 0: ldm.v1.Codec
+	(DataType)(0),                 // 1: ldm.v1.DataType
+	(Space)(0),                    // 2: ldm.v1.Space
+	(Consistency)(0),              // 3: ldm.v1.Consistency
+	(*BrickKey)(nil),              // 4: ldm.v1.BrickKey
+	(*Shape)(nil),                 // 5: ldm.v1.Shape
+	(*Point)(nil),                 // 6: ldm.v1.Point
+	(*Region)(nil),                // 7: ldm.v1.Region
+	(*Tile)(nil),                  // 8: ldm.v1.Tile
+	(*Volume)(nil),                // 9: ldm.v1.Volume
+	nil,                           // 10: ldm.v1.Volume.LabelsEntry
+	(*timestamppb.Timestamp)(nil), // 11: google.protobuf.Timestamp
 }
 var file_ldm_v1_types_proto_depIdxs = []int32{
-	4,  // 0: ldm.v1.Region.min:type_name -> ldm.v1.Shape
-	4,  // 1: ldm.v1.Region.max:type_name -> ldm.v1.Shape
-	3,  // 2: ldm.v1.Tile.key:type_name -> ldm.v1.BrickKey
-	4,  // 3: ldm.v1.Volume.shape:type_name -> ldm.v1.Shape
-	0,  // 4: ldm.v1.Volume.data_type:type_name -> ldm.v1.DataType
-	4,  // 5: ldm.v1.Volume.brick_shape:type_name -> ldm.v1.Shape
-	9,  // 6: ldm.v1.Volume.labels:type_name -> ldm.v1.Volume.LabelsEntry
-	10, // 7: ldm.v1.Volume.create_time:type_name -> google.protobuf.Timestamp
-	1,  // 8: ldm.v1.Volume.space:type_name -> ldm.v1.Space
-	9,  // [9:9] is the sub-list for method output_type
-	9,  // [9:9] is the sub-list for method input_type
-	9,  // [9:9] is the sub-list for extension type_name
-	9,  // [9:9] is the sub-list for extension extendee
-	0,  // [0:9] is the sub-list for field type_name
+	5,  // 0: ldm.v1.Region.min:type_name -> ldm.v1.Shape
+	5,  // 1: ldm.v1.Region.max:type_name -> ldm.v1.Shape
+	4,  // 2: ldm.v1.Tile.key:type_name -> ldm.v1.BrickKey
+	0,  // 3: ldm.v1.Tile.codec:type_name -> ldm.v1.Codec
+	5,  // 4: ldm.v1.Volume.shape:type_name -> ldm.v1.Shape
+	1,  // 5: ldm.v1.Volume.data_type:type_name -> ldm.v1.DataType
+	5,  // 6: ldm.v1.Volume.brick_shape:type_name -> ldm.v1.Shape
+	10, // 7: ldm.v1.Volume.labels:type_name -> ldm.v1.Volume.LabelsEntry
+	11, // 8: ldm.v1.Volume.create_time:type_name -> google.protobuf.Timestamp
+	2,  // 9: ldm.v1.Volume.space:type_name -> ldm.v1.Space
+	0,  // 10: ldm.v1.Volume.codec:type_name -> ldm.v1.Codec
+	11, // [11:11] is the sub-list for method output_type
+	11, // [11:11] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_ldm_v1_types_proto_init() }
@@ -801,7 +906,7 @@ func file_ldm_v1_types_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ldm_v1_types_proto_rawDesc), len(file_ldm_v1_types_proto_rawDesc)),
-			NumEnums:      3,
+			NumEnums:      4,
 			NumMessages:   7,
 			NumExtensions: 0,
 			NumServices:   0,

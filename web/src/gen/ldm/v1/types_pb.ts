@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file ldm/v1/types.proto.
  */
 export const file_ldm_v1_types: GenFile = /*@__PURE__*/
-  fileDesc("ChJsZG0vdjEvdHlwZXMucHJvdG8SBmxkbS52MSI4CghCcmlja0tleRILCgNsb2QYASABKA0SCQoBeBgCIAEoDRIJCgF5GAMgASgNEgkKAXoYBCABKA0iKAoFU2hhcGUSCQoBeBgBIAEoDRIJCgF5GAIgASgNEgkKAXoYAyABKA0iKAoFUG9pbnQSCQoBeBgBIAEoARIJCgF5GAIgASgBEgkKAXoYAyABKAEiQAoGUmVnaW9uEhoKA21pbhgBIAEoCzINLmxkbS52MS5TaGFwZRIaCgNtYXgYAiABKAsyDS5sZG0udjEuU2hhcGUiVAoEVGlsZRINCgV2YWx1ZRgBIAEoDBIOCgZvZmZzZXQYAiABKAQSHQoDa2V5GAMgASgLMhAubGRtLnYxLkJyaWNrS2V5Eg4KBmNyYzMyYxgEIAEoDSKbAwoGVm9sdW1lEgwKBG5hbWUYASABKAkSHAoFc2hhcGUYAiABKAsyDS5sZG0udjEuU2hhcGUSIwoJZGF0YV90eXBlGAMgASgOMhAubGRtLnYxLkRhdGFUeXBlEiIKC2JyaWNrX3NoYXBlGAQgASgLMg0ubGRtLnYxLlNoYXBlEhEKCWxvZF9jb3VudBgFIAEoDRIPCgdzcGFjaW5nGAYgAygBEioKBmxhYmVscxgHIAMoCzIaLmxkbS52MS5Wb2x1bWUuTGFiZWxzRW50cnkSEwoLbmV4dF9vZmZzZXQYCCABKAQSLwoLY3JlYXRlX3RpbWUYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhIKCnNpemVfYnl0ZXMYCiABKAQSEgoKZ2VuZXJhdGlvbhgLIAEoBBIRCgl0cmFuc2Zvcm0YDCADKAESHAoFc3BhY2UYDSABKA4yDS5sZG0udjEuU3BhY2UaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASqSAQoIRGF0YVR5cGUSGQoVREFUQV9UWVBFX1VOU1BFQ0lGSUVEEAASEwoPREFUQV9UWVBFX1VJTlQ4EAESFAoQREFUQV9UWVBFX1VJTlQxNhACEhMKD0RBVEFfVFlQRV9JTlQxNhADEhQKEERBVEFfVFlQRV9VSU5UMzIQBBIVChFEQVRBX1RZUEVfRkxPQVQzMhAFKk8KBVNwYWNlEhUKEVNQQUNFX1VOU1BFQ0lGSUVEEAASDQoJU1BBQ0VfUkFTEAESDQoJU1BBQ0VfTFBTEAISEQoNU1BBQ0VfU0NBTk5FUhADKl8KC0NvbnNpc3RlbmN5EhsKF0NPTlNJU1RFTkNZX1VOU1BFQ0lGSUVEEAASFQoRQ09OU0lTVEVOQ1lfTE9DQUwQARIcChhDT05TSVNURU5DWV9MSU5FQVJJWkFCTEUQAkItWitnaXRodWIuY29tL3hjaGVuZzg1L2dvLWxkbS9nZW4vbGRtL3YxO2xkbXYxYgZwcm90bzM", [file_google_protobuf_timestamp]);
+  fileDesc("ChJsZG0vdjEvdHlwZXMucHJvdG8SBmxkbS52MSI4CghCcmlja0tleRILCgNsb2QYASABKA0SCQoBeBgCIAEoDRIJCgF5GAMgASgNEgkKAXoYBCABKA0iKAoFU2hhcGUSCQoBeBgBIAEoDRIJCgF5GAIgASgNEgkKAXoYAyABKA0iKAoFUG9pbnQSCQoBeBgBIAEoARIJCgF5GAIgASgBEgkKAXoYAyABKAEiQAoGUmVnaW9uEhoKA21pbhgBIAEoCzINLmxkbS52MS5TaGFwZRIaCgNtYXgYAiABKAsyDS5sZG0udjEuU2hhcGUicgoEVGlsZRINCgV2YWx1ZRgBIAEoDBIOCgZvZmZzZXQYAiABKAQSHQoDa2V5GAMgASgLMhAubGRtLnYxLkJyaWNrS2V5Eg4KBmNyYzMyYxgEIAEoDRIcCgVjb2RlYxgFIAEoDjINLmxkbS52MS5Db2RlYyLOAwoGVm9sdW1lEgwKBG5hbWUYASABKAkSHAoFc2hhcGUYAiABKAsyDS5sZG0udjEuU2hhcGUSIwoJZGF0YV90eXBlGAMgASgOMhAubGRtLnYxLkRhdGFUeXBlEiIKC2JyaWNrX3NoYXBlGAQgASgLMg0ubGRtLnYxLlNoYXBlEhEKCWxvZF9jb3VudBgFIAEoDRIPCgdzcGFjaW5nGAYgAygBEioKBmxhYmVscxgHIAMoCzIaLmxkbS52MS5Wb2x1bWUuTGFiZWxzRW50cnkSEwoLbmV4dF9vZmZzZXQYCCABKAQSLwoLY3JlYXRlX3RpbWUYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhIKCnNpemVfYnl0ZXMYCiABKAQSEgoKZ2VuZXJhdGlvbhgLIAEoBBIRCgl0cmFuc2Zvcm0YDCADKAESHAoFc3BhY2UYDSABKA4yDS5sZG0udjEuU3BhY2USHAoFY29kZWMYDiABKA4yDS5sZG0udjEuQ29kZWMSEwoLY29kZWNfbGV2ZWwYDyABKAUaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASo9CgVDb2RlYxIVChFDT0RFQ19VTlNQRUNJRklFRBAAEg0KCUNPREVDX1JBVxABEg4KCkNPREVDX1pTVEQQAiqSAQoIRGF0YVR5cGUSGQoVREFUQV9UWVBFX1VOU1BFQ0lGSUVEEAASEwoPREFUQV9UWVBFX1VJTlQ4EAESFAoQREFUQV9UWVBFX1VJTlQxNhACEhMKD0RBVEFfVFlQRV9JTlQxNhADEhQKEERBVEFfVFlQRV9VSU5UMzIQBBIVChFEQVRBX1RZUEVfRkxPQVQzMhAFKk8KBVNwYWNlEhUKEVNQQUNFX1VOU1BFQ0lGSUVEEAASDQoJU1BBQ0VfUkFTEAESDQoJU1BBQ0VfTFBTEAISEQoNU1BBQ0VfU0NBTk5FUhADKl8KC0NvbnNpc3RlbmN5EhsKF0NPTlNJU1RFTkNZX1VOU1BFQ0lGSUVEEAASFQoRQ09OU0lTVEVOQ1lfTE9DQUwQARIcChhDT05TSVNURU5DWV9MSU5FQVJJWkFCTEUQAkItWitnaXRodWIuY29tL3hjaGVuZzg1L2dvLWxkbS9nZW4vbGRtL3YxO2xkbXYxYgZwcm90bzM", [file_google_protobuf_timestamp]);
 
 /**
  * BrickKey says where a tile sits in a volume, in brick units at one level
@@ -168,6 +168,23 @@ export type Tile = Message<"ldm.v1.Tile"> & {
    * @generated from field: uint32 crc32c = 4;
    */
   crc32c: number;
+
+  /**
+   * How value is encoded. On read it is always set: CODEC_RAW (value is the
+   * voxels) or CODEC_ZSTD (value is one Zstandard frame whose header holds
+   * the content size, which is the brick's size in bytes; decode it to get
+   * the voxels). Reads serve the stored bytes as they are, in the volume's
+   * codec. On write, unset means CODEC_RAW; the server stores every tile in
+   * its volume's codec: a raw tile sent to a zstd volume is compressed by
+   * the server once, a zstd tile sent to a raw volume is decoded, and a
+   * zstd tile sent to a zstd volume is stored as sent after the server has
+   * checked that it decodes to the brick's size (a frame without a content
+   * size, or whose content size is not the brick's size, is rejected with
+   * INVALID_ARGUMENT). crc32c, when set, is of value as sent.
+   *
+   * @generated from field: ldm.v1.Codec codec = 5;
+   */
+  codec: Codec;
 };
 
 /**
@@ -280,6 +297,23 @@ export type Volume = Message<"ldm.v1.Volume"> & {
    * @generated from field: ldm.v1.Space space = 13;
    */
   space: Space;
+
+  /**
+   * How the volume's bricks are stored and served (Tile.codec), chosen at
+   * creation and fixed after. Unset on create means CODEC_RAW; reads always
+   * return it.
+   *
+   * @generated from field: ldm.v1.Codec codec = 14;
+   */
+  codec: Codec;
+
+  /**
+   * The zstd level (1 to 22) of a CODEC_ZSTD volume; 0 on create means 3.
+   * 0 for a raw volume.
+   *
+   * @generated from field: int32 codec_level = 15;
+   */
+  codecLevel: number;
 };
 
 /**
@@ -288,6 +322,40 @@ export type Volume = Message<"ldm.v1.Volume"> & {
  */
 export const VolumeSchema: GenMessage<Volume> = /*@__PURE__*/
   messageDesc(file_ldm_v1_types, 5);
+
+/**
+ * Codec is how a tile's value is encoded.
+ *
+ * @generated from enum ldm.v1.Codec
+ */
+export enum Codec {
+  /**
+   * On write: same as CODEC_RAW. Never set on read.
+   *
+   * @generated from enum value: CODEC_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * The voxels as they are.
+   *
+   * @generated from enum value: CODEC_RAW = 1;
+   */
+  RAW = 1,
+
+  /**
+   * One Zstandard frame (RFC 8878) with the content size in its header.
+   *
+   * @generated from enum value: CODEC_ZSTD = 2;
+   */
+  ZSTD = 2,
+}
+
+/**
+ * Describes the enum ldm.v1.Codec.
+ */
+export const CodecSchema: GenEnum<Codec> = /*@__PURE__*/
+  enumDesc(file_ldm_v1_types, 0);
 
 /**
  * DataType is the type of one voxel.
@@ -330,7 +398,7 @@ export enum DataType {
  * Describes the enum ldm.v1.DataType.
  */
 export const DataTypeSchema: GenEnum<DataType> = /*@__PURE__*/
-  enumDesc(file_ldm_v1_types, 0);
+  enumDesc(file_ldm_v1_types, 1);
 
 /**
  * Space names the world coordinate system of a volume's transform.
@@ -374,7 +442,7 @@ export enum Space {
  * Describes the enum ldm.v1.Space.
  */
 export const SpaceSchema: GenEnum<Space> = /*@__PURE__*/
-  enumDesc(file_ldm_v1_types, 1);
+  enumDesc(file_ldm_v1_types, 2);
 
 /**
  * Consistency chooses how a read is served in a cluster.
@@ -409,5 +477,5 @@ export enum Consistency {
  * Describes the enum ldm.v1.Consistency.
  */
 export const ConsistencySchema: GenEnum<Consistency> = /*@__PURE__*/
-  enumDesc(file_ldm_v1_types, 2);
+  enumDesc(file_ldm_v1_types, 3);
 
