@@ -132,11 +132,13 @@ func (c *Client) endpoint(addr string) *endpoint {
 		return e
 	}
 	base := c.scheme + "://" + addr
+	// zstd besides gzip for compressed responses (see ZstdCompression).
+	opts := append([]connect.ClientOption{ZstdCompression(0)}, c.cfg.Options...)
 	e := &endpoint{
 		addr:    addr,
-		tiles:   ldmv1connect.NewTileServiceClient(c.hc, base, c.cfg.Options...),
-		volumes: ldmv1connect.NewVolumeServiceClient(c.hc, base, c.cfg.Options...),
-		cluster: ldmv1connect.NewClusterServiceClient(c.hc, base, c.cfg.Options...),
+		tiles:   ldmv1connect.NewTileServiceClient(c.hc, base, opts...),
+		volumes: ldmv1connect.NewVolumeServiceClient(c.hc, base, opts...),
+		cluster: ldmv1connect.NewClusterServiceClient(c.hc, base, opts...),
 	}
 	c.endpoints[addr] = e
 	return e
