@@ -62,7 +62,7 @@ func writeOutput(cmd *cobra.Command, name string, b []byte) error {
 
 // describeTile is the one-line summary of a tile.
 func describeTile(t *ldmv1.Tile) string {
-	s := fmt.Sprintf("offset=%d bytes=%d crc32c=%08x", t.GetOffset(), len(t.GetValue()), t.GetCrc32C())
+	s := fmt.Sprintf("offset=%d bytes=%d crc32c=%08x codec=%s", t.GetOffset(), len(t.GetValue()), t.GetCrc32C(), codecName(t.GetCodec(), 0))
 	if k := t.GetKey(); k != nil {
 		s += fmt.Sprintf(" key=%d,%d,%d,%d", k.GetLod(), k.GetX(), k.GetY(), k.GetZ())
 	}
@@ -125,6 +125,9 @@ func newTileReadCommand(cf *clientFlags) *cobra.Command {
 				if info {
 					fmt.Fprintln(cmd.OutOrStdout(), describeTile(res.Msg.GetTile()))
 					return nil
+				}
+				if res.Msg.GetTile().GetCodec() == ldmv1.Codec_CODEC_ZSTD {
+					fmt.Fprintf(cmd.ErrOrStderr(), "tile %s/%d is stored zstd-compressed: writing the frame as stored (zstd -d decodes it; ldm brick get writes a brick's voxels)\n", args[0], off)
 				}
 				return writeOutput(cmd, out, res.Msg.GetTile().GetValue())
 			})
@@ -191,7 +194,11 @@ func newBrickCommand() *cobra.Command {
 					fmt.Fprintln(cmd.OutOrStdout(), describeTile(res.Msg.GetTile()))
 					return nil
 				}
-				return writeOutput(cmd, out, res.Msg.GetTile().GetValue())
+				vox, err := brickVoxels(cmd, c, args[0], res.Msg.GetTile())
+				if err != nil {
+					return err
+				}
+				return writeOutput(cmd, out, vox)
 			})
 		},
 	}

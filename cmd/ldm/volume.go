@@ -29,7 +29,8 @@ func newVolumeCommand() *cobra.Command {
 		Short: "Create, inspect, list and delete volumes",
 	}
 	cf.register(cmd.PersistentFlags())
-	cmd.AddCommand(newVolumeCreateCommand(cf), newVolumeGetCommand(cf), newVolumeListCommand(cf), newVolumeDeleteCommand(cf))
+	cmd.AddCommand(newVolumeCreateCommand(cf), newVolumeGetCommand(cf), newVolumeListCommand(cf), newVolumeDeleteCommand(cf),
+		newVolumeRecompressCommand(cf))
 	return cmd
 }
 
@@ -180,14 +181,21 @@ func (v *volumeSpec) transform(out *ldmv1.Volume) error {
 
 func newVolumeCreateCommand(cf *clientFlags) *cobra.Command {
 	spec := &volumeSpec{}
+	var codec string
 	cmd := &cobra.Command{
-		Use:   "create NAME --shape XxYxZ [--dtype T]",
+		Use:   "create NAME --shape XxYxZ [--dtype T] [--codec zstd[:LEVEL]]",
 		Short: "Create an empty volume",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			v, err := spec.volume(args[0])
 			if err != nil {
 				return err
+			}
+			if v.Codec, v.CodecLevel, err = parseCodecFlag(codec); err != nil {
+				return err
+			}
+			if v.Codec == ldmv1.Codec_CODEC_RAW {
+				v.CodecLevel = 0
 			}
 			return cf.with(cmd.Context(), func(c *clients) error {
 				res, err := c.volumes.CreateVolume(cmd.Context(), connect.NewRequest(&ldmv1.CreateVolumeRequest{Volume: v}))
@@ -199,6 +207,7 @@ func newVolumeCreateCommand(cf *clientFlags) *cobra.Command {
 		},
 	}
 	spec.register(cmd, true)
+	cmd.Flags().StringVar(&codec, "codec", "raw", codecFlagHelp)
 	return cmd
 }
 
