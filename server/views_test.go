@@ -67,6 +67,15 @@ var viewTypes = []struct {
 // writes.
 func writeViewVolumes(t *testing.T, url, prefix string, opts ...connect.ClientOption) []viewVolume {
 	t.Helper()
+	return writeViewVolumesCodec(t, url, prefix, ldmv1.Codec_CODEC_RAW, opts...)
+}
+
+// writeViewVolumesCodec is writeViewVolumes for volumes of a codec. The
+// bricks of a zstd volume have random bytes of 2 bits each, so they
+// compress about 3x and the frames hold compressed blocks; the server
+// compresses them as they are written.
+func writeViewVolumesCodec(t *testing.T, url, prefix string, codec ldmv1.Codec, opts ...connect.ClientOption) []viewVolume {
+	t.Helper()
 	ctx := context.Background()
 	hc := &http.Client{Transport: client.NewTransport(nil)}
 	opts = append(opts, connect.WithSendMaxBytes(1<<30))
@@ -80,7 +89,7 @@ func writeViewVolumes(t *testing.T, url, prefix string, opts ...connect.ClientOp
 			t.Fatal(err)
 		}
 		if _, err := vc.CreateVolume(ctx, connect.NewRequest(&ldmv1.CreateVolumeRequest{Volume: &ldmv1.Volume{
-			Name: m.Name, Shape: &ldmv1.Shape{X: 100, Y: 70, Z: 40}, DataType: vt.api, LodCount: 3, Spacing: m.Spacing,
+			Name: m.Name, Shape: &ldmv1.Shape{X: 100, Y: 70, Z: 40}, DataType: vt.api, LodCount: 3, Spacing: m.Spacing, Codec: codec,
 		}})); err != nil {
 			t.Fatal(err)
 		}
@@ -98,6 +107,9 @@ func writeViewVolumes(t *testing.T, url, prefix string, opts ...connect.ClientOp
 						brick := make([]byte, 64*64*64*vs)
 						for i := range brick {
 							brick[i] = byte(rng.Uint32())
+							if codec == ldmv1.Codec_CODEC_ZSTD {
+								brick[i] &= 3
+							}
 						}
 						if vt.dt == storage.Float32 {
 							// Keep floats finite and comparable: clear the top exponent bit.
@@ -205,13 +217,16 @@ func runZarrita(t *testing.T, base, version string, vols []viewVolume, header st
 }
 
 // TestServer_zarr_zarrita reads every level of a volume of every voxel
-// type with zarrita through Zarr v2 (OME-NGFF 0.4) and Zarr v3 (OME-NGFF
+// type, raw and zstd, with zarrita through Zarr v2 (OME-NGFF 0.4) and Zarr v3 (OME-NGFF
 // 0.5), voxel-exact, edge chunks and a missing brick included.
 func TestServer_zarr_zarrita(t *testing.T) {
 	t.Parallel()
 	formatsDir(t)
 	s := servertest.Start(t, server.Config{})
 	vols := writeViewVolumes(t, s.URL(), "z-")
+	// zstd volumes side by side: the chunks are the stored frames, which
+	// zarrita decodes with numcodecs' zstd.
+	vols = append(vols, writeViewVolumesCodec(t, s.URL(), "zz-", ldmv1.Codec_CODEC_ZSTD)...)
 	for _, version := range []string{"v2", "v3"} {
 		t.Run(version, func(t *testing.T) {
 			t.Parallel()
@@ -343,7 +358,8 @@ func newTok(t *testing.T) string {
 
 // TestServer_zarr_python reads the views with zarr-python (Debian's
 // python3-zarr over fsspec's HTTP), as the README's line does: every level
-// of two volumes, voxel-exact, through /zarr/ (Zarr v2, OME-NGFF 0.4).
+// of two volumes, raw and zstd, voxel-exact, through /zarr/ (Zarr v2,
+// OME-NGFF 0.4).
 func TestServer_zarr_python(t *testing.T) {
 	t.Parallel()
 	const python = "/usr/bin/python3"
@@ -352,7 +368,8 @@ func TestServer_zarr_python(t *testing.T) {
 	}
 	s := servertest.Start(t, server.Config{})
 	vols := writeViewVolumes(t, s.URL(), "p-")
-	vols = []viewVolume{vols[1], vols[4]} // uint16 and float32
+	zvols := writeViewVolumesCodec(t, s.URL(), "pz-", ldmv1.Codec_CODEC_ZSTD)
+	vols = []viewVolume{vols[1], vols[4], zvols[1], zvols[4]} // uint16 and float32, raw and zstd
 	script := `
 import sys, zarr
 base, name, lod = sys.argv[1], sys.argv[2], sys.argv[3]
