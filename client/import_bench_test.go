@@ -6,6 +6,8 @@ import (
 	"net"
 	"os"
 	"runtime/metrics"
+	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -89,9 +91,21 @@ func heapPeak() (stop func() (heap, live uint64)) {
 // with no source to read and no pyramid to build). It reports both rates,
 // their ratio, and the peak heap of the process (client and server). With
 // LDM_BENCH_SERVER=http://host:port it uses that server instead (an `ldm
-// serve` process), and the peak heap is the client's alone.
+// serve` process), and the peak heap is the client's alone;
+// LDM_BENCH_DEPTHS=1024,4096 sets the depths (4 and 16 GiB).
 func BenchmarkImport(b *testing.B) {
-	for _, z := range []uint32{64, 256} {
+	depths := []uint32{64, 256}
+	if v := os.Getenv("LDM_BENCH_DEPTHS"); v != "" { // e.g. 1024,4096 for 4 and 16 GiB
+		depths = nil
+		for _, f := range strings.Split(v, ",") {
+			d, err := strconv.ParseUint(f, 10, 32)
+			if err != nil {
+				b.Fatalf("LDM_BENCH_DEPTHS=%s: %v", v, err)
+			}
+			depths = append(depths, uint32(d))
+		}
+	}
+	for _, z := range depths {
 		b.Run(fmt.Sprintf("2048x2048x%d", z), func(b *testing.B) {
 			base := os.Getenv("LDM_BENCH_SERVER")
 			if base == "" {
