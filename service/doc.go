@@ -32,7 +32,15 @@
 //     proto.Marshal makes; other codecs (JSON) and interceptors see the
 //     ordinary message. Every error is decided in the handler, before any
 //     byte is written, and the view is released once the response is.
-//   - Tile bytes are never gzip-compressed unless Config.Compress is set.
+//   - Tile bytes are never gzip- or zstd-compressed by the transport unless
+//     Config.Compress is set, and a tile stored zstd-compressed is never
+//     compressed again: its response goes in the transport's stored blocks
+//     (compress_zstd.go).
+//   - Every tile of a volume is stored in the volume's codec (raw or zstd,
+//     codec.go): converted once at write, served as stored by the tile
+//     reads (Tile.codec says which) and the Zarr views, decoded only by
+//     ReadRegion and the precomputed view, never past the brick's size; a
+//     frame that does not decode to exactly the brick is DataLoss.
 //   - A tile at an offset of one generation of a volume never changes, so
 //     GET reads of ReadTile carry an ETag with the volume's generation, are
 //     immutable when the request names the generation (otherwise

@@ -34,9 +34,12 @@ import (
 //
 // A Zarr chunk is a stored brick as it is: the brick shape, zero-padded at
 // the edge, little-endian, x fastest, which is Zarr's C order for the
-// shape [z, y, x]; no compressor. A brick never written answers 404 and
+// shape [z, y, x]; no compressor for a raw volume, and for a zstd volume
+// the stored frame as it is, which the metadata names (the v2 compressor
+// zstd, the v3 codecs bytes then zstd). A brick never written answers 404 and
 // the client uses the fill value (0). A precomputed chunk is the brick's
-// box within the level (an edge chunk is copied out of its padded brick).
+// box within the level (an edge chunk is copied out of its padded brick),
+// raw voxels: a zstd brick is decoded on the server.
 //
 // Every response, errors included, carries the CORS headers the API gives
 // reads (see cors.go): any origin by default, the listed origins with
