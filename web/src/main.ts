@@ -45,6 +45,9 @@ class App {
   private last3d = 0;
   private autoWindow = true;
   private filled3d = new Map<string, number>(); // level each 3D brick was filled from
+  // The level the 3D texture holds: the coarsest until every brick of the
+  // session's 3D level has arrived (a small texture fills and draws fast).
+  private tex3d = 0;
   private openSeq = 0;
   private startLive: (() => void) | null = null;
 
@@ -260,7 +263,7 @@ class App {
     }
     this.setCross();
     this.plan();
-    this.reset3d();
+    this.reset3d(s.coarsest);
     this.markAll();
     // Live updates start once the first picture is up (or after 2 s): the
     // browser has few connections per server and the first bricks come first.
@@ -293,16 +296,19 @@ class App {
         this.dirty.add(v.axis);
       }
     }
-    if (s.level3d !== l3) this.reset3d();
+    if (s.level3d !== l3) this.reset3d(s.coarsest);
   }
 
-  /** reset3d allocates the 3D texture at the session's 3D level and fills it from what is held. */
-  private reset3d(): void {
+  /** reset3d allocates the 3D texture at level lod and fills it from what is held. */
+  private reset3d(lod: number): void {
     const s = this.session;
     if (!s || !this.view3d.ok) return;
-    this.view3d.setVolume(s, s.level3d);
+    this.tex3d = lod;
+    this.view3d.setVolume(s, lod);
     this.filled3d.clear();
-    for (const k of levelBricks(s.grid, s.level3d)) this.dirty3d.set(keyId(k), k);
+    this.dirty3d.clear();
+    for (const k of levelBricks(s.grid, lod)) this.dirty3d.set(keyId(k), k);
+    this.render3d = true;
   }
 
   /** changed marks the views that show a brick that arrived. */
@@ -312,12 +318,12 @@ class App {
       const v = this.views[a], dp = v.depth;
       if (k.lod >= v.level && v.pos >= box.min[dp] && v.pos < box.max[dp]) this.dirty.add(a);
     }
-    if (this.view3d.ok && k.lod >= s.level3d) {
-      if (k.lod === s.level3d) this.dirty3d.set(keyId(k), k);
+    if (this.view3d.ok && k.lod >= this.tex3d) {
+      if (k.lod === this.tex3d) this.dirty3d.set(keyId(k), k);
       else {
-        // A coarser brick stands in for the 3D level's bricks it covers that are not held better.
-        for (const b of levelBricks(s.grid, s.level3d)) {
-          const sh = k.lod - s.level3d;
+        // A coarser brick stands in for the texture's bricks it covers that are not held better.
+        for (const b of levelBricks(s.grid, this.tex3d)) {
+          const sh = k.lod - this.tex3d;
           if (b.x >> sh !== k.x || b.y >> sh !== k.y || b.z >> sh !== k.z) continue;
           const id = keyId(b);
           const got = this.filled3d.get(id);
@@ -332,7 +338,7 @@ class App {
   private markAll(): void {
     this.dirty = new Set<Axis>(["x", "y", "z"]);
     const s = this.session;
-    if (s) for (const k of levelBricks(s.grid, s.level3d)) this.dirty3d.set(keyId(k), k);
+    if (s) for (const k of levelBricks(s.grid, this.tex3d)) this.dirty3d.set(keyId(k), k);
     this.render3d = true;
     this.schedule(true);
   }
@@ -376,6 +382,8 @@ class App {
       st.drawMs += performance.now() - t;
       if (!st.firstSlices && Object.values(this.views).every((v) => covered(v))) st.firstSlices = performance.now();
     }
+    // The 3D texture moves to the 3D level once all of it has arrived.
+    if (this.view3d.ok && this.tex3d !== s.level3d && levelBricks(s.grid, s.level3d).every((k) => s.holds(k))) this.reset3d(s.level3d);
     if (this.view3d.ok && (this.dirty3d.size || this.render3d) && !(first && drewSlices) && (!busy || t - this.last3d > 500)) {
       const t3 = performance.now();
       for (const [id, k] of this.dirty3d) this.filled3d.set(id, this.view3d.fillBrick(k, this.win));
@@ -409,7 +417,8 @@ class App {
   private all3d(exact: boolean): boolean {
     const s = this.session;
     if (!s || !this.view3d.ok) return true;
-    const ks = levelBricks(s.grid, s.level3d);
+    if (exact && this.tex3d !== s.level3d) return false;
+    const ks = levelBricks(s.grid, this.tex3d);
     if (this.filled3d.size < ks.length) return false;
     for (const l of this.filled3d.values()) if (l < 0 || (exact && l !== s.level3d)) return false;
     return true;

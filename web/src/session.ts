@@ -418,6 +418,12 @@ export class Session {
     return n === this.coarsestCount;
   }
 
+  /** holds reports whether brick k is cached or known not to exist. */
+  holds(k: Key): boolean {
+    const id = keyId(k);
+    return this.cache.has(id) || this.missing.has(id);
+  }
+
   /** brick returns a cached brick without changing the cache's order (drawing must not reorder it). */
   brick(lod: number, x: number, y: number, z: number): BrickData | undefined {
     return this.cache.peek(`${lod}/${x}/${y}/${z}`);

@@ -28,22 +28,6 @@ export function dataTypeName(t: DataType): string {
   return ["unspecified", "uint8", "uint16", "int16", "uint32", "float32"][t] ?? `type ${t}`;
 }
 
-export function allocate(t: DataType, n: number): Voxels {
-  switch (t) {
-    case DataType.UINT8:
-      return new Uint8Array(n);
-    case DataType.UINT16:
-      return new Uint16Array(n);
-    case DataType.INT16:
-      return new Int16Array(n);
-    case DataType.UINT32:
-      return new Uint32Array(n);
-    case DataType.FLOAT32:
-      return new Float32Array(n);
-  }
-  throw new Error(`unsupported data type ${t}`);
-}
-
 /** view returns a typed array over little-endian voxel bytes (copied when unaligned). */
 export function view(t: DataType, b: Uint8Array): Voxels {
   const size = bytesPerVoxel(t);
