@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -398,10 +399,12 @@ func TestService_codec_round_trip(t *testing.T) {
 	}
 }
 
-// TestService_codec_bad_frames checks that a zstd volume's stored bytes
-// that do not decode to the brick (damaged, or a frame that claims a huge
-// size) are DataLoss wherever the server decodes, and that such frames are
-// refused at write with InvalidArgument.
+// TestService_codec_bad_frames checks that frames that do not decode to
+// the brick are refused at write with InvalidArgument, that the store
+// refuses a frame whose header is wrong (a bomb claiming 1 TiB, raw bytes)
+// whatever the path, and that stored frames whose content is wrong
+// (damaged, followed by another frame, blocks that decode past the size
+// the header declares) are DataLoss wherever the server decodes them.
 func TestService_codec_bad_frames(t *testing.T) {
 	t.Parallel()
 	ts, st, views := startCodecServer(t)
@@ -426,10 +429,34 @@ func TestService_codec_bad_frames(t *testing.T) {
 	client.CompressTile(tail, 1)
 	chained := append(append([]byte(nil), good.GetValue()...), tail.GetValue()...)
 
+	// A frame whose header declares the brick's size and whose blocks
+	// decode to more: RLE blocks of 128 KiB, 64 of them (8 MiB).
+	lying := []byte{0x28, 0xb5, 0x2f, 0xfd, 0x80, 0x38} // 4-byte content size, 128 KiB window
+	lying = binary.LittleEndian.AppendUint32(lying, uint32(len(raw)))
+	for i := range 64 {
+		h := uint32(128<<10)<<3 | 1<<1 // RLE block of 128 KiB
+		if i == 63 {
+			h |= 1
+		}
+		lying = append(lying, byte(h), byte(h>>8), byte(h>>16), 0x07)
+	}
+
+	// Frames whose header is wrong never reach the store, whatever the
+	// path: the store checks the header of every tile of a zstd volume.
+	for name, frame := range map[string][]byte{"bomb": bomb, "not_zstd": raw[:len(raw)/2], "raw": raw} {
+		_, err := c.tiles.WriteTile(ctx, connect.NewRequest(&ldmv1.WriteTileRequest{Volume: "z",
+			Tile: &ldmv1.Tile{Key: &ldmv1.BrickKey{}, Value: frame, Codec: ldmv1.Codec_CODEC_ZSTD}}))
+		if connect.CodeOf(err) != connect.CodeInvalidArgument {
+			t.Fatalf("WriteTile of a %s frame: %v, want InvalidArgument", name, err)
+		}
+		if _, err := st.Append(ctx, "z", storage.Tile{HasKey: true, Value: frame}); !errors.Is(err, storage.ErrInvalidArgument) {
+			t.Fatalf("store Append of a %s frame to a zstd volume: %v, want ErrInvalidArgument", name, err)
+		}
+	}
 	cases := []struct {
 		name  string
 		frame []byte
-	}{{"damaged", damaged}, {"bomb", bomb}, {"chained", chained}, {"not_zstd", raw[:len(raw)/2]}}
+	}{{"damaged", damaged}, {"chained", chained}, {"lying", lying}}
 	for i, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			key := &ldmv1.BrickKey{X: uint32(i % 2), Y: uint32(i / 2)}
@@ -438,9 +465,9 @@ func TestService_codec_bad_frames(t *testing.T) {
 			if connect.CodeOf(err) != connect.CodeInvalidArgument {
 				t.Fatalf("WriteTile of a %s frame: %v, want InvalidArgument", tc.name, err)
 			}
-			// The same bytes on disk (as a store that predates the check,
-			// or a bug, would hold them): their checksum holds, the frame
-			// does not.
+			// The same bytes on disk (as damage that happened before the
+			// checksum was computed would leave them): their checksum
+			// holds, the frame's header too, its content does not.
 			if _, err := st.Append(ctx, "z", storage.Tile{HasKey: true, Key: storage.BrickKey{X: key.X, Y: key.Y}, Value: tc.frame}); err != nil {
 				t.Fatal(err)
 			}
@@ -461,14 +488,6 @@ func TestService_codec_bad_frames(t *testing.T) {
 			}
 		})
 	}
-	t.Run("zarr_checks_the_header", func(t *testing.T) {
-		// The Zarr view serves frames as stored, after checking that the
-		// header declares the brick's size: the bomb (brick 0,1) is refused.
-		code, _ := httpGet(t, views+"/zarr/z/0/0/0/1")
-		if code != http.StatusInternalServerError {
-			t.Fatalf("Zarr chunk of a bomb frame: status %d, want 500", code)
-		}
-	})
 	t.Run("raw_brick_of_wrong_size", func(t *testing.T) {
 		_, err := c.tiles.WriteTile(ctx, connect.NewRequest(&ldmv1.WriteTileRequest{Volume: "z",
 			Tile: &ldmv1.Tile{Key: &ldmv1.BrickKey{Z: 1}, Value: raw[:100]}}))

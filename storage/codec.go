@@ -122,3 +122,63 @@ func codecJSONName(c Codec) string {
 	}
 	return c.Kind.String()
 }
+
+// zstdMagic is the first four bytes of a Zstandard frame.
+var zstdMagic = [4]byte{0x28, 0xb5, 0x2f, 0xfd}
+
+// zstdContentSize parses the header of the Zstandard frame b starts with
+// (RFC 8878, 3.1.1) and returns the content size it declares; ok is false
+// when b does not start with a frame header that declares one.
+func zstdContentSize(b []byte) (size uint64, ok bool) {
+	if len(b) < 5 || [4]byte(b[:4]) != zstdMagic {
+		return 0, false
+	}
+	fhd := b[4]
+	if fhd&0x08 != 0 { // reserved bit
+		return 0, false
+	}
+	single := fhd&0x20 != 0
+	at := 5
+	if !single {
+		at++ // window descriptor
+	}
+	at += [4]int{0, 1, 2, 4}[fhd&3] // dictionary id
+	n := [4]int{0, 2, 4, 8}[fhd>>6]
+	if fhd>>6 == 0 && single {
+		n = 1
+	}
+	if n == 0 || len(b) < at+n {
+		return 0, false
+	}
+	var v [8]byte
+	copy(v[:], b[at:at+n])
+	size = le.Uint64(v[:])
+	if n == 2 {
+		size += 256
+	}
+	return size, true
+}
+
+// checkCodec returns an error wrapping ErrInvalidArgument unless every
+// tile is in the codec of the volume m describes: for a zstd volume, a
+// frame header that declares a content size, which is the brick's size for
+// a brick. It looks at headers only (the layers above check whole frames
+// when tiles arrive); it keeps raw bytes out of a zstd volume whatever path
+// they take to the store.
+func checkCodec(m *VolumeMeta, tiles []Tile) error {
+	if m.Codec.Kind != CodecZstd {
+		return nil
+	}
+	bs := m.BrickShape
+	brick := uint64(bs.X) * uint64(bs.Y) * uint64(bs.Z) * uint64(m.DataType.Size())
+	for i := range tiles {
+		n, ok := zstdContentSize(tiles[i].Value)
+		if !ok {
+			return fmt.Errorf("%w: tile %d of a batch for zstd volume %q is not a zstd frame with its content size", ErrInvalidArgument, i, m.Name)
+		}
+		if tiles[i].HasKey && n != brick {
+			return fmt.Errorf("%w: brick %v of zstd volume %q declares %d bytes of content, a brick has %d", ErrInvalidArgument, tiles[i].Key, m.Name, n, brick)
+		}
+	}
+	return nil
+}

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/xcheng85/go-ldm/internal/zstdcodec"
 	"github.com/xcheng85/go-ldm/storage"
 )
 
@@ -130,5 +131,52 @@ func TestStore_codec(t *testing.T) {
 	}
 	if v, err := other.Volume("z"); err != nil || v.Codec != z.Codec {
 		t.Fatalf("after restore: codec %+v, %v; want %+v", v.Codec, err, z.Codec)
+	}
+}
+
+// TestStore_Append_codec checks, on the file store and the memory store,
+// that a zstd volume takes only zstd frames whose header declares a
+// content size (a brick's size for a brick), and a raw volume anything.
+func TestStore_Append_codec(t *testing.T) {
+	t.Parallel()
+	st, err := storage.Open(t.TempDir(), storage.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	for name, s := range map[string]interface {
+		CreateVolume(context.Context, storage.VolumeMeta) (storage.VolumeInfo, error)
+		Append(context.Context, string, ...storage.Tile) (uint64, error)
+	}{"file": st, "memory": storage.NewMemory(0)} {
+		t.Run(name, func(t *testing.T) {
+			ctx := context.Background()
+			m := storage.VolumeMeta{Name: "z", Shape: storage.Shape{X: 8, Y: 8, Z: 8}, BrickShape: storage.Shape{X: 8, Y: 8, Z: 8},
+				DataType: storage.Uint16, Codec: storage.Codec{Kind: storage.CodecZstd}}
+			if _, err := s.CreateVolume(ctx, m); err != nil {
+				t.Fatal(err)
+			}
+			raw := make([]byte, 8*8*8*2)
+			key := storage.BrickKey{}
+			for what, tile := range map[string]storage.Tile{
+				"raw brick":          {HasKey: true, Key: key, Value: raw},
+				"frame of 100 bytes": {HasKey: true, Key: key, Value: zstdcodec.Encode(nil, raw[:100], 3)},
+				"empty":              {HasKey: true, Key: key},
+			} {
+				if _, err := s.Append(ctx, "z", tile); !errors.Is(err, storage.ErrInvalidArgument) {
+					t.Fatalf("%s: %v, want ErrInvalidArgument", what, err)
+				}
+			}
+			if _, err := s.Append(ctx, "z", storage.Tile{HasKey: true, Key: key, Value: zstdcodec.Encode(nil, raw, 3)},
+				storage.Tile{Value: zstdcodec.Encode(nil, []byte("not a brick"), 1)}); err != nil {
+				t.Fatalf("frames: %v", err)
+			}
+			m.Name, m.Codec = "r", storage.Codec{}
+			if _, err := s.CreateVolume(ctx, m); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := s.Append(ctx, "r", storage.Tile{HasKey: true, Key: key, Value: raw[:10]}); err != nil {
+				t.Fatalf("raw volume: %v", err)
+			}
+		})
 	}
 }

@@ -139,6 +139,9 @@ func (m *Memory) Append(_ context.Context, volume string, tiles ...Tile) (uint64
 	if err != nil {
 		return 0, err
 	}
+	if err := checkCodec(&v.meta, tiles); err != nil {
+		return 0, err
+	}
 	first := uint64(len(v.tiles))
 	for _, t := range tiles {
 		t.Offset = uint64(len(v.tiles))

@@ -452,6 +452,9 @@ func (s *Store) append(ctx context.Context, name string, deferred bool, tiles []
 		if err != nil {
 			return 0, err
 		}
+		if err := checkCodec(&v.meta, tiles); err != nil {
+			return 0, err
+		}
 		first, err := v.append(tiles, sums, deferred)
 		if errors.Is(err, errReplaced) && attempt < 3 {
 			// Restore is swapping the volume (it holds s.mu until the new
