@@ -3,6 +3,8 @@ package service
 import (
 	"errors"
 	"fmt"
+	"runtime"
+	"sync"
 
 	"github.com/xcheng85/go-ldm/apiconv"
 	ldmv1 "github.com/xcheng85/go-ldm/gen/ldm/v1"
@@ -107,51 +109,81 @@ func (s *Server) ingestTiles(volume string, tiles []storage.Tile, codecs []ldmv1
 	if plain && info.Codec.Kind == storage.CodecRaw {
 		return nil // the common case: nothing to convert
 	}
-	brick := brickBytes(info)
-	for i := range tiles {
-		t := &tiles[i]
-		c := codecs[i]
-		if c != ldmv1.Codec_CODEC_UNSPECIFIED && c != ldmv1.Codec_CODEC_RAW && c != ldmv1.Codec_CODEC_ZSTD {
-			return invalidField("tile.codec", "unknown codec %d (want CODEC_RAW or CODEC_ZSTD)", c)
-		}
-		if t.CRC32C != 0 && storage.Checksum(t.Value) != t.CRC32C {
-			return withField("tile.crc32c", fmt.Errorf("%w: crc32c %08x does not match the %d bytes of the tile as sent", storage.ErrCorrupt, t.CRC32C, len(t.Value)))
-		}
-		want := brick
-		if !t.HasKey {
-			want = -1 // a tile that is not a brick may have any size
-		}
-		zstdIn := c == ldmv1.Codec_CODEC_ZSTD
-		switch {
-		case zstdIn:
-			size := want
-			if size < 0 {
-				n, err := zstdcodec.ContentSize(t.Value)
-				if err != nil {
-					return withField("tile.value", fmt.Errorf("%w: %w: %v", storage.ErrInvalidArgument, errBadFrame, err))
-				}
-				if n > uint64(s.maxTile) {
-					return withField("tile.value", fmt.Errorf("%w: the frame declares %d bytes of content, limit %d", storage.ErrTooLarge, n, s.maxTile))
-				}
-				size = int(n)
+	// Tiles are converted in parallel, one per core at a time (compressing
+	// is the cost of ingest into a zstd volume).
+	workers := min(len(tiles), runtime.GOMAXPROCS(0))
+	errs := make([]error, len(tiles))
+	next := make(chan int)
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			for i := range next {
+				errs[i] = s.ingestTile(volume, info, &tiles[i], codecs[i])
 			}
-			raw, err := zstdcodec.Decode(nil, t.Value, size)
-			if err != nil {
-				return withField("tile.value", fmt.Errorf("%w: %w: a CODEC_ZSTD tile of volume %q must be one frame with its content size in the header, which must be %d bytes (the brick's size): %v",
-					storage.ErrInvalidArgument, errBadFrame, volume, size, err))
-			}
-			if info.Codec.Kind == storage.CodecRaw {
-				t.Value = raw
-			}
-		default:
-			if want >= 0 && len(t.Value) != want && info.Codec.Kind == storage.CodecZstd {
-				return withField("tile.value", fmt.Errorf("%w: a brick of volume %q is %d bytes raw, got %d", storage.ErrInvalidArgument, volume, want, len(t.Value)))
-			}
-			if info.Codec.Kind == storage.CodecZstd {
-				t.Value = zstdcodec.Encode(nil, t.Value, info.Codec.Level)
-			}
-		}
-		t.CRC32C = 0 // the store computes it over the bytes it stores
+		})
 	}
+	for i := range tiles {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	return firstError(errs)
+}
+
+// firstError returns the first non-nil error of errs, or nil.
+func firstError(errs []error) error {
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// ingestTile converts one tile, sent with codec c, to the codec of info's
+// volume (see ingestTiles).
+func (s *Server) ingestTile(volume string, info storage.VolumeInfo, t *storage.Tile, c ldmv1.Codec) error {
+	brick := brickBytes(info)
+	if c != ldmv1.Codec_CODEC_UNSPECIFIED && c != ldmv1.Codec_CODEC_RAW && c != ldmv1.Codec_CODEC_ZSTD {
+		return invalidField("tile.codec", "unknown codec %d (want CODEC_RAW or CODEC_ZSTD)", c)
+	}
+	if t.CRC32C != 0 && storage.Checksum(t.Value) != t.CRC32C {
+		return withField("tile.crc32c", fmt.Errorf("%w: crc32c %08x does not match the %d bytes of the tile as sent", storage.ErrCorrupt, t.CRC32C, len(t.Value)))
+	}
+	want := brick
+	if !t.HasKey {
+		want = -1 // a tile that is not a brick may have any size
+	}
+	zstdIn := c == ldmv1.Codec_CODEC_ZSTD
+	switch {
+	case zstdIn:
+		size := want
+		if size < 0 {
+			n, err := zstdcodec.ContentSize(t.Value)
+			if err != nil {
+				return withField("tile.value", fmt.Errorf("%w: %w: %v", storage.ErrInvalidArgument, errBadFrame, err))
+			}
+			if n > uint64(s.maxTile) {
+				return withField("tile.value", fmt.Errorf("%w: the frame declares %d bytes of content, limit %d", storage.ErrTooLarge, n, s.maxTile))
+			}
+			size = int(n)
+		}
+		raw, err := zstdcodec.Decode(nil, t.Value, size)
+		if err != nil {
+			return withField("tile.value", fmt.Errorf("%w: %w: a CODEC_ZSTD tile of volume %q must be one frame with its content size in the header, which must be %d bytes (the brick's size): %v",
+				storage.ErrInvalidArgument, errBadFrame, volume, size, err))
+		}
+		if info.Codec.Kind == storage.CodecRaw {
+			t.Value = raw
+		}
+	default:
+		if want >= 0 && len(t.Value) != want && info.Codec.Kind == storage.CodecZstd {
+			return withField("tile.value", fmt.Errorf("%w: a brick of volume %q is %d bytes raw, got %d", storage.ErrInvalidArgument, volume, want, len(t.Value)))
+		}
+		if info.Codec.Kind == storage.CodecZstd {
+			t.Value = zstdcodec.Encode(nil, t.Value, info.Codec.Level)
+		}
+	}
+	t.CRC32C = 0 // the store computes it over the bytes it stores
 	return nil
 }

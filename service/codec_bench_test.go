@@ -253,3 +253,62 @@ func BenchmarkCodec_serve(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkCodec_write writes the noisy phantom's bricks with
+// WriteTileStream: raw to a raw volume, raw to a zstd volume (the server
+// compresses), and compressed by the client (one core, before sending) to
+// a zstd volume (the server decodes each frame once to check it).
+// cpu-s/GB is the process's CPU (client and server) per GB of voxels.
+func BenchmarkCodec_write(b *testing.B) {
+	c := codecCorpora(b)[1] // phantom_u16_noise20
+	for _, mode := range []string{"raw", "zstd3_server_compresses", "zstd3_client_compresses"} {
+		b.Run(c.name+"/"+mode, func(b *testing.B) {
+			st, err := storage.Open(b.TempDir(), storage.Config{Sync: storage.SyncNone})
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.Cleanup(func() { st.Close() })
+			ts := startServer(b, serverOptions{store: st})
+			cl := ts.clients(b, protocols[0])
+			ctx := context.Background()
+			codec := ldmv1.Codec_CODEC_ZSTD
+			if mode == "raw" {
+				codec = ldmv1.Codec_CODEC_RAW
+			}
+			grid := uint32(pyramid.PhantomSize / pyramid.PhantomBrick)
+			vol := &ldmv1.Volume{Name: "v", DataType: ldmv1.DataType(c.dtype), Codec: codec,
+				Shape: &ldmv1.Shape{X: grid * 64, Y: grid * 64, Z: grid * 64}}
+			if _, err := cl.volumes.CreateVolume(ctx, connect.NewRequest(&ldmv1.CreateVolumeRequest{Volume: vol})); err != nil {
+				b.Fatal(err)
+			}
+			raw := corpusBytes(c)
+			b.SetBytes(raw)
+			cpu0 := processCPU()
+			for b.Loop() {
+				ws := cl.tiles.WriteTileStream(ctx)
+				for i, br := range c.bricks {
+					t := &ldmv1.Tile{Value: br, Key: &ldmv1.BrickKey{X: uint32(i) % grid, Y: uint32(i) / grid % grid, Z: uint32(i) / grid / grid}}
+					if mode == "zstd3_client_compresses" {
+						client.CompressTile(t, 3)
+					}
+					if err := ws.Send(&ldmv1.WriteTileStreamRequest{Volume: "v", Tile: t}); err != nil {
+						b.Fatal(err)
+					}
+				}
+				if err := ws.CloseRequest(); err != nil {
+					b.Fatal(err)
+				}
+				for range c.bricks {
+					if _, err := ws.Receive(); err != nil {
+						b.Fatal(err)
+					}
+				}
+				if err := ws.CloseResponse(); err != nil {
+					b.Fatal(err)
+				}
+			}
+			cpu := processCPU() - cpu0
+			b.ReportMetric(cpu.Seconds()/(float64(raw)*float64(b.N)/1e9), "cpu-s/GB")
+		})
+	}
+}
