@@ -119,12 +119,14 @@ func bootstrapPlan(self string, expect int, members []bootCandidate) ([]bootCand
 	return fresh, ""
 }
 
-// candidates returns the alive go-ldm members of the gossip pool.
+// candidates returns the alive go-ldm nodes of the gossip pool, one per
+// node id (nodeMembers): a node that restarted and still has an old
+// incarnation alive in gossip counts once.
 func candidates(members []serf.Member) []bootCandidate {
 	var out []bootCandidate
-	for _, m := range members {
-		id := m.Tags[tagID]
-		if m.Tags[tagRole] != "ldm" || id == "" || m.Status != serf.StatusAlive {
+	for _, m := range nodeMembers(members) {
+		id := memberNodeID(m)
+		if m.Status != serf.StatusAlive {
 			continue
 		}
 		expect, _ := strconv.Atoi(m.Tags[tagExpect])

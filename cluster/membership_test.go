@@ -12,10 +12,11 @@ import (
 	"github.com/xcheng85/go-ldm/storage"
 )
 
-// memberStatus returns how the node's gossip sees id.
+// memberStatus returns how the node's gossip sees node id (the
+// incarnation that stands for it).
 func memberStatus(n *Node, id string) serf.MemberStatus {
-	for _, m := range n.serf.Members() {
-		if m.Name == id {
+	for _, m := range nodeMembers(n.serf.Members()) {
+		if memberNodeID(m) == id {
 			return m.Status
 		}
 	}

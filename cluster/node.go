@@ -268,7 +268,7 @@ func (n *Node) isMember(id string) bool {
 	}
 	if n.serf != nil {
 		for _, m := range n.serf.Members() {
-			if m.Name == id && m.Tags[tagRole] == "ldm" && m.Status != serf.StatusLeft {
+			if memberNodeID(m) == id && m.Status != serf.StatusLeft {
 				return true
 			}
 		}
@@ -295,6 +295,11 @@ type Node struct {
 	serf   *serf.Serf // nil without gossip
 	http   *http.Client
 	mux    *http.ServeMux
+
+	// gossipName is this incarnation's gossip member name and incs the
+	// newest incarnation seen per node id (incarnation.go).
+	gossipName string
+	incs       *incarnations
 
 	leaderMu      sync.Mutex
 	leaderChanged chan struct{} // closed and replaced on every leader change

@@ -37,11 +37,28 @@ func (n *Node) startSerf() error {
 	if err != nil {
 		return fmt.Errorf("%w: GossipAddr %q: %v", storage.ErrInvalidArgument, cfg.GossipAddr, err)
 	}
+	serfDir := filepath.Join(cfg.Dir, "serf")
+	if err := os.MkdirAll(serfDir, 0o755); err != nil {
+		return fmt.Errorf("serf dir: %w", err)
+	}
+	// A new gossip name at every start (incarnation.go).
+	start, prevName, err := nextIncarnation(serfDir, cfg.NodeID, time.Now())
+	if err != nil {
+		return err
+	}
+	n.gossipName = incarnationName(cfg.NodeID, start)
+	n.incs = newIncarnations()
+	snapshot := filepath.Join(serfDir, "local.snapshot")
+	pruneLegacy := prevName == "" && legacyLeft(snapshot, cfg.NodeID)
+	if err := forgetEarlierSelf(snapshot, cfg.NodeID, prevName); err != nil {
+		return err
+	}
 	sc := serf.DefaultConfig()
 	sc.Init()
-	sc.NodeName = cfg.NodeID
+	sc.NodeName = n.gossipName
 	sc.Tags = map[string]string{tagRole: "ldm", tagID: cfg.NodeID, tagAddr: cfg.AdvertiseAddr,
-		tagRaft: "0", tagExpect: strconv.Itoa(cfg.BootstrapExpect)}
+		tagRaft: "0", tagExpect: strconv.Itoa(cfg.BootstrapExpect), tagStart: strconv.FormatInt(start, 10)}
+	sc.ReconnectTimeoutOverride = n.incs
 	if n.hadState {
 		sc.Tags[tagRaft] = "1"
 		n.raftStateTagged.Store(true)
@@ -55,7 +72,7 @@ func (n *Node) startSerf() error {
 	} else {
 		sc.MemberlistConfig = memberlist.DefaultLANConfig()
 	}
-	sc.MemberlistConfig.Name = cfg.NodeID
+	sc.MemberlistConfig.Name = n.gossipName
 	if len(cfg.GossipKey) > 0 {
 		sc.MemberlistConfig.SecretKey = append([]byte(nil), cfg.GossipKey...)
 	}
@@ -70,11 +87,7 @@ func (n *Node) startSerf() error {
 		sc.MemberlistConfig.AdvertiseAddr = ah
 		sc.MemberlistConfig.AdvertisePort, _ = strconv.Atoi(ap)
 	}
-	serfDir := filepath.Join(cfg.Dir, "serf")
-	if err := os.MkdirAll(serfDir, 0o755); err != nil {
-		return fmt.Errorf("serf dir: %w", err)
-	}
-	sc.SnapshotPath = filepath.Join(serfDir, "local.snapshot")
+	sc.SnapshotPath = snapshot
 	s, err := serf.Create(sc)
 	if err != nil {
 		return fmt.Errorf("start serf: %w", err)
@@ -82,6 +95,10 @@ func (n *Node) startSerf() error {
 	n.serf = s
 	n.wg.Add(1)
 	go n.serfEvents(events)
+	if pruneLegacy {
+		n.wg.Add(1)
+		go n.pruneLegacySelf()
+	}
 	if len(cfg.Join) > 0 {
 		n.wg.Add(1)
 		go n.joinLoop()
@@ -110,7 +127,8 @@ func (n *Node) serfEvents(events chan serf.Event) {
 		case e := <-events:
 			if me, ok := e.(serf.MemberEvent); ok {
 				for _, m := range me.Members {
-					n.log.Info("member event", "event", me.Type.String(), "member", m.Name, "status", m.Status.String())
+					n.incs.observe(m)
+					n.log.Info("member event", "event", me.Type.String(), "member", m.Name, "id", memberNodeID(m), "status", m.Status.String())
 				}
 				n.triggerReconcile()
 			}
@@ -127,7 +145,9 @@ func (n *Node) triggerReconcile() {
 
 // reconcileLoop makes the leader's Raft configuration follow Serf: alive
 // members become voters, members that left gracefully are removed. A failed
-// member stays a voter until an operator removes it.
+// member stays a voter until an operator removes it. A node is the
+// incarnation nodeMembers picks for its id, so an old incarnation that
+// failed or left never removes a node whose newer incarnation lives.
 //
 // A pass in which a member could not prove its identity (it may not serve
 // yet: a node joins gossip before its HTTP server runs) is followed by
@@ -186,13 +206,10 @@ func (n *Node) reconcilePass() (unproven int, _ error) {
 		voters[string(s.ID)] = s
 	}
 	var errs []error
-	members := n.serf.Members()
+	members := nodeMembers(n.serf.Members())
 	proofs := n.identifyNew(members, voters)
 	for _, m := range members {
-		if m.Tags[tagRole] != "ldm" || m.Tags[tagID] == "" {
-			continue
-		}
-		id, addr := m.Tags[tagID], m.Tags[tagAddr]
+		id, addr := memberNodeID(m), m.Tags[tagAddr]
 		cur, known := voters[id]
 		switch m.Status {
 		case serf.StatusAlive:
@@ -232,6 +249,7 @@ func (n *Node) reconcilePass() (unproven int, _ error) {
 // identifyTimeout), the identity of every alive member that reconcile
 // would make a voter, so members that never answer cannot hold up the
 // others. It returns each one's result by id and address (NUL between).
+// members holds one member per node id (nodeMembers).
 func (n *Node) identifyNew(members []serf.Member, voters map[string]raft.Server) map[string]error {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -247,8 +265,8 @@ func (n *Node) identifyNew(members []serf.Member, voters map[string]raft.Server)
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, 16)
 	for _, m := range members {
-		id, addr := m.Tags[tagID], m.Tags[tagAddr]
-		if m.Tags[tagRole] != "ldm" || id == "" || m.Status != serf.StatusAlive {
+		id, addr := memberNodeID(m), m.Tags[tagAddr]
+		if id == "" || m.Status != serf.StatusAlive {
 			continue
 		}
 		if cur, ok := voters[id]; ok && string(cur.Address) == addr && cur.Suffrage == raft.Voter {
@@ -304,11 +322,8 @@ func (n *Node) Members(ctx context.Context) ([]Member, error) {
 		inConfig[string(s.ID)] = true
 	}
 	if n.serf != nil {
-		for _, m := range n.serf.Members() {
-			id := m.Tags[tagID]
-			if m.Tags[tagRole] != "ldm" || id == "" {
-				continue
-			}
+		for _, m := range nodeMembers(n.serf.Members()) {
+			id := memberNodeID(m)
 			status[id] = m.Status.String()
 			if !inConfig[id] && m.Status == serf.StatusAlive {
 				extra = append(extra, Member{ID: id, Addr: m.Tags[tagAddr], Status: m.Status.String()})
@@ -377,10 +392,15 @@ func (n *Node) removeLocal(ctx context.Context, id string) error {
 		return fmt.Errorf("remove server %s: %w", id, err)
 	}
 	if n.serf != nil && id != n.cfg.NodeID {
-		// Mark it left, so the reconcile loop does not add it back while
-		// it stays unreachable.
-		if err := n.serf.RemoveFailedNode(id); err != nil {
-			n.log.Warn("cannot mark member as left", "id", id, "error", err)
+		// Mark every incarnation of it left, so the reconcile loop does
+		// not add it back while it stays unreachable.
+		for _, m := range n.serf.Members() {
+			if memberNodeID(m) != id {
+				continue
+			}
+			if err := n.serf.RemoveFailedNode(m.Name); err != nil {
+				n.log.Warn("cannot mark member as left", "id", id, "member", m.Name, "error", err)
+			}
 		}
 	}
 	return nil
