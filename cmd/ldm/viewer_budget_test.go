@@ -114,11 +114,11 @@ func TestViewer_budget(t *testing.T) {
 	if err := chromedp.Do(ctx, chromedp.EmulateViewport(1280, 800), chromedp.Navigate(fmt.Sprintf("%s/?volume=big&budget=%d", base, budget>>20))); err != nil {
 		t.Fatal(err)
 	}
-	st := waitLoaded(t, ctx, "big", time.Minute)
+	waitLoaded(t, ctx, "big", time.Minute)
 	if err := chromedp.Do(ctx, chromedp.Evaluate[chromedp.Void](`window.ldm.setCrosshair(false); window.ldm.setColormap("gray"); window.ldm.setWindow(127.5, 255)`)); err != nil {
 		t.Fatal(err)
 	}
-	st = waitLoaded(t, ctx, "big", time.Minute)
+	st := waitLoaded(t, ctx, "big", time.Minute)
 	within := func(st pageState, what string) {
 		t.Helper()
 		if st.Cache.Budget != budget || st.Cache.MaxBytes > budget {
