@@ -50,23 +50,10 @@ class App {
   private tex3d = 0;
   private openSeq = 0;
   private startLive: (() => void) | null = null;
+  // The metadata of the volume named in the URL, asked for at start.
+  private early: { name: string; res: ReturnType<Clients["volumes"]["getVolume"]> } | null = null;
 
   constructor() {
-    const host = {
-      pick: (p: Vec3) => this.pick(p),
-      hover: (p: Vec3 | null) => this.hover(p),
-      moved: (axis: Axis, pos: number) => this.moved(axis, pos),
-      viewed: (axis: Axis) => this.viewed(axis),
-    };
-    this.views = {
-      z: new SliceView($("view-axial"), "z", "Axial", host),
-      y: new SliceView($("view-coronal"), "y", "Coronal", host),
-      x: new SliceView($("view-sagittal"), "x", "Sagittal", host),
-    };
-    this.view3d = new View3D($<HTMLCanvasElement>("canvas-3d"));
-    if (!this.view3d.ok) this.message(this.view3d.error, "info");
-    this.view3d.setLUT(this.table);
-
     const params = new URLSearchParams(location.search);
     const proto = $<HTMLSelectElement>("protocol");
     proto.value = params.get("protocol") === "grpc-web" ? "grpc-web" : "connect";
@@ -96,6 +83,26 @@ class App {
       void this.refresh();
     });
     $("refresh").addEventListener("click", () => void this.refresh());
+    // A volume named in the URL is asked for before anything else is set
+    // up (the views, the WebGL context): its metadata gates its first bricks.
+    const named = params.get("volume");
+    if (named) this.early = { name: named, res: this.clients.volumes.getVolume({ name: named }) };
+
+    const host = {
+      pick: (p: Vec3) => this.pick(p),
+      hover: (p: Vec3 | null) => this.hover(p),
+      moved: (axis: Axis, pos: number) => this.moved(axis, pos),
+      viewed: (axis: Axis) => this.viewed(axis),
+    };
+    this.views = {
+      z: new SliceView($("view-axial"), "z", "Axial", host),
+      y: new SliceView($("view-coronal"), "y", "Coronal", host),
+      x: new SliceView($("view-sagittal"), "x", "Sagittal", host),
+    };
+    this.view3d = new View3D($<HTMLCanvasElement>("canvas-3d"));
+    if (!this.view3d.ok) this.message(this.view3d.error, "info");
+    this.view3d.setLUT(this.table);
+
 
     const cm = $<HTMLSelectElement>("colormap");
     for (const n of colormapNames) cm.add(new Option(n, n));
@@ -229,7 +236,9 @@ class App {
     const openedAt = performance.now();
     let v: Volume | undefined;
     try {
-      v = (await this.clients.volumes.getVolume({ name })).volume;
+      const early = this.early;
+      this.early = null;
+      v = (await (early?.name === name ? early.res : this.clients.volumes.getVolume({ name }))).volume;
     } catch (e) {
       if (seq !== this.openSeq) return;
       this.message(describe(e, `opening ${name}`));
