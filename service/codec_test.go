@@ -2,6 +2,7 @@ package service_test
 
 import (
 	"bytes"
+	"compress/gzip"
 	"context"
 	"encoding/binary"
 	"encoding/json"
@@ -560,6 +561,28 @@ func TestService_codec_transport_compression(t *testing.T) {
 				if len(wire) < len(g.Value) {
 					t.Fatalf("%s: a zstd brick's response is %d bytes, below its frame's %d: compressed twice", enc, len(wire), len(g.Value))
 				}
+			}
+			// The body decodes with a decoder that knows nothing of
+			// go-ldm to the response, whose tile holds the voxels.
+			var plain []byte
+			if enc == "zstd" {
+				plain = zstdDecode(t, wire)
+			} else {
+				zr, err := gzip.NewReader(bytes.NewReader(wire))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if plain, err = io.ReadAll(zr); err != nil {
+					t.Fatal(err)
+				}
+			}
+			var msg ldmv1.GetBrickResponse
+			if err := proto.Unmarshal(plain, &msg); err != nil {
+				t.Fatalf("%s %s: %v", enc, name, err)
+			}
+			v := codecVolume{dtype: ldmv1.DataType_DATA_TYPE_UINT16, codec: msg.GetTile().GetCodec()}
+			if got, err := client.BrickVoxels(v.api(), msg.GetTile()); err != nil || string(got) != string(brickOf(v.dtype, 0, 0, 0)) {
+				t.Fatalf("%s %s: voxels differ (%v)", enc, name, err)
 			}
 		}
 	}

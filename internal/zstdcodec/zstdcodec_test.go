@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"io"
 	"math/rand/v2"
 	"runtime"
 	"testing"
@@ -135,6 +136,57 @@ func FuzzDecode(f *testing.F) {
 		again, err := zstdcodec.Decode(nil, zstdcodec.Encode(nil, out, 1), int(want))
 		if err != nil || !bytes.Equal(again, out) {
 			t.Fatalf("round trip of the decoded bytes: %v", err)
+		}
+	})
+}
+
+func TestCompressor(t *testing.T) {
+	src := noisy(300<<10, 9) // more than two stored blocks
+	for _, tc := range []struct {
+		name   string
+		skip   func([]byte) bool
+		stored bool
+	}{{"compressed", nil, false}, {"stored", func([]byte) bool { return true }, true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := zstdcodec.NewCompressor(tc.skip)
+			for range 2 { // a pooled compressor is reset and used again
+				var out bytes.Buffer
+				c.Reset(&out)
+				if _, err := c.Write(src); err != nil {
+					t.Fatal(err)
+				}
+				if err := c.Close(); err != nil {
+					t.Fatal(err)
+				}
+				if tc.stored && out.Len() < len(src) {
+					t.Fatalf("stored frame of %d bytes for %d bytes", out.Len(), len(src))
+				}
+				if !tc.stored && out.Len() >= len(src) {
+					t.Fatalf("compressed frame of %d bytes for %d bytes", out.Len(), len(src))
+				}
+				d := zstdcodec.NewDecompressor(int64(len(src)))
+				if err := d.Reset(&out); err != nil {
+					t.Fatal(err)
+				}
+				got, err := io.ReadAll(d)
+				if err != nil || !bytes.Equal(got, src) {
+					t.Fatalf("decoded %d bytes, %v", len(got), err)
+				}
+				_ = d.Close()
+			}
+		})
+	}
+	t.Run("decompressor_limit", func(t *testing.T) {
+		frame := zstdcodec.Encode(nil, make([]byte, 1<<20), 1)
+		d := zstdcodec.NewDecompressor(1000)
+		if err := d.Reset(bytes.NewReader(frame)); err != nil {
+			t.Fatal(err)
+		}
+		// A frame that declares more than the limit fails at once; one
+		// that does not is cut at the limit.
+		got, err := io.ReadAll(d)
+		if len(got) > 1000 || err == nil && len(got) != 1000 {
+			t.Fatalf("read %d bytes (%v) with a limit of 1000", len(got), err)
 		}
 	})
 }
