@@ -19,14 +19,21 @@ type Decompressor struct {
 	max, left int64
 }
 
-// NewDecompressor returns a Decompressor that ends after max bytes.
-func NewDecompressor(max int64) *Decompressor {
+// minWindow is the smallest window a Decompressor accepts, whatever its
+// limit: streaming encoders use windows of up to 8 MiB (klauspost's
+// default) whatever the size of what they compress.
+const minWindow = 16 << 20
+
+// NewDecompressor returns a Decompressor that ends after limit bytes.
+// Frames that declare more than limit bytes and minWindow, or a larger
+// window, fail at once.
+func NewDecompressor(limit int64) *Decompressor {
 	d, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true),
-		zstd.WithDecoderMaxMemory(uint64(max)+1))
+		zstd.WithDecoderMaxMemory(uint64(max(limit+1, minWindow))))
 	if err != nil {
 		panic(err) // only for invalid options
 	}
-	return &Decompressor{d: d, max: max}
+	return &Decompressor{d: d, max: limit}
 }
 
 func (r *Decompressor) Read(p []byte) (int, error) {

@@ -141,7 +141,7 @@ func FuzzDecode(f *testing.F) {
 }
 
 func TestCompressor(t *testing.T) {
-	src := noisy(300<<10, 9) // more than two stored blocks
+	src := bytes.Repeat([]byte("go-ldm brick "), 24000) // more than two stored blocks
 	for _, tc := range []struct {
 		name   string
 		skip   func([]byte) bool
