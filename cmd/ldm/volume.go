@@ -244,11 +244,12 @@ func newVolumeListCommand(cf *clientFlags) *cobra.Command {
 					return printJSON(cmd.OutOrStdout(), res.Msg)
 				}
 				w := tabwriter.NewWriter(cmd.OutOrStdout(), 2, 4, 2, ' ', 0)
-				fmt.Fprintln(w, "NAME\tSHAPE\tTYPE\tBRICK\tLODS\tTILES\tBYTES")
+				fmt.Fprintln(w, "NAME\tSHAPE\tTYPE\tBRICK\tLODS\tTILES\tBYTES\tCODEC")
 				for _, v := range res.Msg.GetVolumes() {
 					s, b := v.GetShape(), v.GetBrickShape()
-					fmt.Fprintf(w, "%s\t%dx%dx%d\t%s\t%dx%dx%d\t%d\t%d\t%d\n", v.GetName(), s.GetX(), s.GetY(), s.GetZ(),
-						storage.DataType(v.GetDataType()), b.GetX(), b.GetY(), b.GetZ(), v.GetLodCount(), v.GetNextOffset(), v.GetSizeBytes())
+					fmt.Fprintf(w, "%s\t%dx%dx%d\t%s\t%dx%dx%d\t%d\t%d\t%d\t%s\n", v.GetName(), s.GetX(), s.GetY(), s.GetZ(),
+						storage.DataType(v.GetDataType()), b.GetX(), b.GetY(), b.GetZ(), v.GetLodCount(), v.GetNextOffset(), v.GetSizeBytes(),
+						codecName(v.GetCodec(), v.GetCodecLevel()))
 				}
 				return w.Flush()
 			})

@@ -26,6 +26,9 @@ func TestCLI_volume_codec(t *testing.T) {
 	if out, _ := ldm("", "volume", "get", "z"); !strings.Contains(out, `"codec": "CODEC_ZSTD"`) {
 		t.Fatalf("volume get printed %s", out)
 	}
+	if out, _ := ldm("", "volume", "list"); !strings.Contains(out, "CODEC") || !strings.Contains(out, "zstd:7") {
+		t.Fatalf("volume list printed %s", out)
+	}
 	if out, _ := ldm("", "volume", "get", "demo"); !strings.Contains(out, `"codec": "CODEC_RAW"`) {
 		t.Fatalf("volume get of a raw volume printed %s", out)
 	}
