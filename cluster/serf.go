@@ -128,7 +128,8 @@ func (n *Node) serfEvents(events chan serf.Event) {
 			if me, ok := e.(serf.MemberEvent); ok {
 				for _, m := range me.Members {
 					n.incs.observe(m)
-					n.log.Info("member event", "event", me.Type.String(), "member", m.Name, "id", memberNodeID(m), "status", m.Status.String())
+					n.log.Info("member event", "event", me.Type.String(), "member", m.Name, "id", memberNodeID(m),
+						"gossip_addr", net.JoinHostPort(m.Addr.String(), strconv.Itoa(int(m.Port))), "status", m.Status.String())
 				}
 				n.triggerReconcile()
 			}

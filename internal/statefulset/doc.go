@@ -12,13 +12,14 @@
 // (same address). Nodes advertise their pod's DNS name, as the manifests'
 // per-pod services do.
 //
-// A pod that stops without leaving and comes back with a new address is
-// not tested, because gossip does not handle it yet: the others hold its
-// old address until memberlist declares it dead and then ignore the new
-// one (DeadNodeReclaimTime 0) until they forget the dead member, and
-// Serf's name conflict resolution can shut down the new process's gossip
-// ("minority in name conflict resolution, quiting"). Raft, which dials the
-// DNS name, is not affected.
+// Then pods are SIGKILLed (no preStop, no SIGTERM: a crash, an eviction,
+// an OOM kill), the leader first, then a follower, and created again with
+// a new address: every pod must list every pod as an alive voter of one
+// cluster within readyTimeout, and no pod may log a gossip name conflict.
+// This works because a node gossips under a name that is new at every
+// start (cluster/incarnation.go); under its node id alone, the others held
+// the old address and Serf's name conflict resolution could shut down the
+// new process's gossip.
 //
 // It needs root (or CAP_NET_ADMIN and CAP_SYS_ADMIN) and the ip command;
 // without them it fails and says so. LDM_STATEFULSET_ROUNDS sets the

@@ -341,7 +341,9 @@ func rounds(t *testing.T) int {
 // then a rolling restart under a steady write load keeps every
 // acknowledged write and never leaves writes unavailable for longer than
 // maxGapElections election timeouts, also when each pod first runs the
-// preStop hook (ldm cluster leave); then a fourth replica joins through
+// preStop hook (ldm cluster leave); then pods killed without leaving come
+// back with new addresses and every pod sees them alive in gossip; then a
+// fourth replica joins through
 // DNS as a voter, and `ldm cluster leave` (the preStop hook), run on it
 // while it leads, takes it out again.
 func TestStatefulSet(t *testing.T) {
@@ -374,5 +376,6 @@ func TestStatefulSet(t *testing.T) {
 
 	t.Run("rolling_restart_prestop_leave", func(t *testing.T) { s.rollingRestart(t, true) })
 	t.Run("rolling_restart", func(t *testing.T) { s.rollingRestart(t, false) })
+	t.Run("kill_new_address", func(t *testing.T) { s.killNewAddress(t) })
 	t.Run("scale_up_and_down", func(t *testing.T) { s.scale(t) })
 }
