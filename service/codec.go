@@ -187,3 +187,21 @@ func (s *Server) ingestTile(volume string, info storage.VolumeInfo, t *storage.T
 	t.CRC32C = 0 // the store computes it over the bytes it stores
 	return nil
 }
+
+// validateCodec checks the codec fields of a CreateVolume request, naming
+// the field of each problem.
+func validateCodec(v *ldmv1.Volume) error {
+	switch c, l := v.GetCodec(), v.GetCodecLevel(); c {
+	case ldmv1.Codec_CODEC_UNSPECIFIED, ldmv1.Codec_CODEC_RAW:
+		if l != 0 {
+			return invalidField("volume.codec_level", "codec_level %d: a raw volume has no level (set codec to CODEC_ZSTD, or leave codec_level 0)", l)
+		}
+	case ldmv1.Codec_CODEC_ZSTD:
+		if l < 0 || l > storage.MaxZstdLevel {
+			return invalidField("volume.codec_level", "zstd level %d (want 1 to %d, or 0 for %d)", l, storage.MaxZstdLevel, storage.DefaultZstdLevel)
+		}
+	default:
+		return invalidField("volume.codec", "unknown codec %d (want CODEC_RAW or CODEC_ZSTD)", c)
+	}
+	return nil
+}

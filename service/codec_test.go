@@ -12,6 +12,7 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -584,6 +585,30 @@ func TestService_codec_transport_compression(t *testing.T) {
 			if got, err := client.BrickVoxels(v.api(), msg.GetTile()); err != nil || string(got) != string(brickOf(v.dtype, 0, 0, 0)) {
 				t.Fatalf("%s %s: voxels differ (%v)", enc, name, err)
 			}
+		}
+	}
+}
+
+// TestService_CreateVolume_codec_errors checks that bad codec fields are
+// InvalidArgument naming the field.
+func TestService_CreateVolume_codec_errors(t *testing.T) {
+	t.Parallel()
+	ts := startServer(t, serverOptions{})
+	c := ts.clients(t, protocols[0])
+	for _, tc := range []struct {
+		codec ldmv1.Codec
+		level int32
+		field string
+	}{
+		{ldmv1.Codec_CODEC_ZSTD, 23, "volume.codec_level"},
+		{ldmv1.Codec_CODEC_ZSTD, -1, "volume.codec_level"},
+		{ldmv1.Codec_CODEC_RAW, 3, "volume.codec_level"},
+		{ldmv1.Codec(7), 0, "volume.codec"},
+	} {
+		v := codecVolume{name: "bad", dtype: ldmv1.DataType_DATA_TYPE_UINT8, codec: tc.codec, level: tc.level}.api()
+		_, err := c.volumes.CreateVolume(context.Background(), connect.NewRequest(&ldmv1.CreateVolumeRequest{Volume: v}))
+		if connect.CodeOf(err) != connect.CodeInvalidArgument || !strings.Contains(err.Error(), tc.field) {
+			t.Fatalf("codec %v level %d: %v, want InvalidArgument naming %s", tc.codec, tc.level, err, tc.field)
 		}
 	}
 }

@@ -147,6 +147,9 @@ func validateNewVolume(v *ldmv1.Volume) error {
 	if err := validateTransform(v); err != nil {
 		return err
 	}
+	if err := validateCodec(v); err != nil {
+		return err
+	}
 	m := apiconv.MetaFromAPI(v)
 	return withField("volume", m.Normalize())
 }
