@@ -31,7 +31,9 @@ import (
 // field; NodeID, Dir and AdvertiseAddr are required.
 type Config struct {
 	// NodeID names the node in Raft and Serf. It must stay the same across
-	// restarts.
+	// restarts. Serf knows each start of the node as a member of its own
+	// (the id, "#" and the start time), with the id in a tag; see
+	// incarnation.go.
 	NodeID string
 	// Dir holds the Raft log (wal/), snapshots (snapshots/) and the Serf
 	// snapshot (serf/). The tile store lives elsewhere.
