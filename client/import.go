@@ -54,7 +54,20 @@ type ImportOptions struct {
 	// with the volume an uninterrupted import makes, and a failure never
 	// deletes it. When no volume of that name exists, Resume imports as
 	// usual.
+	//
+	// A resumed volume keeps its codec: the missing bricks are encoded in
+	// it, whatever Codec says, and the bricks it holds are only listed,
+	// never compared.
 	Resume bool
+	// Codec, when set, is the codec of the volume the import creates
+	// (instead of the volume's own Codec field), with CodecLevel as its
+	// zstd level (0: the server's default, 3). Bricks of a zstd volume are
+	// compressed here, on every core, between the pyramid builder and the
+	// sender, and sent as zstd frames whose CRC-32C is of the frame, so
+	// the server only checks them and the link carries fewer bytes. Unset
+	// (and CODEC_RAW) sends raw bricks.
+	Codec      ldmv1.Codec
+	CodecLevel int32
 }
 
 // Progress is a snapshot of an import, given to ImportOptions.Progress.
@@ -64,6 +77,10 @@ type Progress struct {
 	BricksDone int   // bricks the server has acknowledged (stored)
 	Bytes      int64 // Bricks times the bytes of one brick
 	BytesDone  int64 // BricksDone times the bytes of one brick
+	// BytesSent is the size of the tiles of the BricksDone bricks as sent:
+	// BytesDone for a raw volume, the frames' bytes for a zstd one
+	// (BytesDone/BytesSent is the compression ratio so far).
+	BytesSent int64
 	// Elapsed is the time since the first brick was sent.
 	Elapsed time.Duration
 }
@@ -77,6 +94,9 @@ type ImportStats struct {
 	// every level of detail after a successful import.
 	Bricks int
 	Bytes  int64
+	// BytesSent is the size of the acknowledged bricks' tiles as sent
+	// (compressed, for a zstd volume).
+	BytesSent int64
 	// Skipped counts the bricks a resumed volume held already, which the
 	// import did not send.
 	Skipped int

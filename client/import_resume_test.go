@@ -65,10 +65,15 @@ func wholePyramid(raw []byte, meta storage.VolumeMeta) map[storage.BrickKey][]by
 	return out
 }
 
-// serverBricks reads every brick ListBricks lists for volume with GetBrick.
+// serverBricks reads every brick ListBricks lists for volume with GetBrick,
+// decoded to voxels (client.BrickVoxels).
 func serverBricks(tb testing.TB, volumes ldmv1connect.VolumeServiceClient, volume string) (map[storage.BrickKey][]byte, uint64) {
 	tb.Helper()
 	ctx := context.Background()
+	gv, err := volumes.GetVolume(ctx, connect.NewRequest(&ldmv1.GetVolumeRequest{Name: volume}))
+	if err != nil {
+		tb.Fatal(err)
+	}
 	s, err := volumes.ListBricks(ctx, connect.NewRequest(&ldmv1.ListBricksRequest{Volume: volume}))
 	if err != nil {
 		tb.Fatal(err)
@@ -85,7 +90,11 @@ func serverBricks(tb testing.TB, volumes ldmv1connect.VolumeServiceClient, volum
 			if err != nil {
 				tb.Fatal(err)
 			}
-			out[apiconv.KeyFromAPI(k)] = res.Msg.GetTile().GetValue()
+			vox, err := client.BrickVoxels(gv.Msg.GetVolume(), res.Msg.GetTile())
+			if err != nil {
+				tb.Fatal(err)
+			}
+			out[apiconv.KeyFromAPI(k)] = vox
 		}
 	}
 	if err := s.Err(); err != nil {
@@ -122,14 +131,24 @@ func TestImporter_ImportReader_resume_equals_uninterrupted(t *testing.T) {
 	s := startSingle(t, 0)
 	im := s.importer(t)
 	shape := storage.Shape{X: 75, Y: 50, Z: 61}
-	for _, dt := range []storage.DataType{storage.Uint8, storage.Int16} {
-		t.Run(dt.String(), func(t *testing.T) {
+	for _, tc := range []struct {
+		dt    storage.DataType
+		codec ldmv1.Codec
+	}{{storage.Uint8, ldmv1.Codec_CODEC_RAW}, {storage.Int16, ldmv1.Codec_CODEC_RAW}, {storage.Uint8, ldmv1.Codec_CODEC_ZSTD}, {storage.Int16, ldmv1.Codec_CODEC_ZSTD}} {
+		dt := tc.dt
+		name := dt.String() + "-" + codecLabel(tc.codec)
+		t.Run(name, func(t *testing.T) {
 			t.Parallel()
-			whole, p := procVolume(t, "whole-"+dt.String(), shape, dt)
-			if _, err := im.ImportReader(ctx, p.Reader(), whole, client.ImportOptions{}); err != nil {
+			// Only the import that creates a volume names its codec: a
+			// resumed one keeps the volume's.
+			codec := client.ImportOptions{Codec: tc.codec}
+			whole, p := procVolume(t, "whole-"+name, shape, dt)
+			if _, err := im.ImportReader(ctx, p.Reader(), whole, codec); err != nil {
 				t.Fatal(err)
 			}
-			part, _ := procVolume(t, "part-"+dt.String(), shape, dt)
+			var wire wireLog
+			im := s.importer(t, connect.WithInterceptors(&wire))
+			part, _ := procVolume(t, "part-"+name, shape, dt)
 			// Interrupt twice: the source stalls after a third and after two
 			// thirds of the volume, and once 20 bricks are acknowledged the
 			// import's context is cancelled (a user's Ctrl-C).
@@ -145,11 +164,15 @@ func TestImporter_ImportReader_resume_equals_uninterrupted(t *testing.T) {
 					cancel()
 					return ictx.Err()
 				}}
-				st, err := im.ImportReader(ictx, src, part, client.ImportOptions{Resume: round > 0, Progress: func(pr client.Progress) {
+				opts := client.ImportOptions{Resume: round > 0, Progress: func(pr client.Progress) {
 					if pr.BricksDone == 20 {
 						close(acked)
 					}
-				}})
+				}}
+				if round == 0 {
+					opts.Codec = tc.codec
+				}
+				st, err := im.ImportReader(ictx, src, part, opts)
 				cancel()
 				var ie *client.ImportError
 				if !errors.As(err, &ie) || !ie.Kept || ie.Created == (round > 0) || ie.Resumed != (round > 0) || ie.DeleteErr != nil {
@@ -188,6 +211,8 @@ func TestImporter_ImportReader_resume_equals_uninterrupted(t *testing.T) {
 				t.Fatal(err)
 			}
 			sameBricks(t, got, wholePyramid(raw, meta))
+			wire.only(t, tc.codec)
+			storedCodec(t, im.Volumes, part.Name, tc.codec)
 
 			// Resuming a complete volume sends nothing.
 			st, err = im.ImportReader(ctx, p.Reader(), part, client.ImportOptions{Resume: true})

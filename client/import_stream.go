@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/xcheng85/go-ldm/apiconv"
 	ldmv1 "github.com/xcheng85/go-ldm/gen/ldm/v1"
@@ -26,6 +27,10 @@ var errStopped = errors.New("import stopped")
 
 func runImport(ctx context.Context, t importTarget, src io.Reader, vol *ldmv1.Volume, opts ImportOptions) (ImportStats, error) {
 	var stats ImportStats
+	if opts.Codec != ldmv1.Codec_CODEC_UNSPECIFIED {
+		vol = proto.Clone(vol).(*ldmv1.Volume)
+		vol.Codec, vol.CodecLevel = opts.Codec, opts.CodecLevel
+	}
 	created, err := t.create(ctx, vol)
 	resumed := false
 	if err != nil {
@@ -131,9 +136,11 @@ func listBricks(ctx context.Context, volumes ldmv1connect.VolumeServiceClient, n
 
 // send builds the pyramid of src and sends the bricks of meta that have
 // does not hold with one WriteTileStream, counting acknowledgements into
-// stats. Three stages run at once: the builder's (read, downsample, cut),
-// this goroutine's (checksum, send) and the acknowledgements' receiver;
-// importQueue bricks at most wait between the first two.
+// stats. Four stages run at once: the builder's (read, downsample, cut),
+// the encoder's workers (compress for a zstd volume, checksum; one per
+// core), this goroutine's (send, in the builder's order) and the
+// acknowledgements' receiver; between the builder and the sender, the
+// bricks and frames held are at most importQueue bricks' bytes.
 func send(ctx context.Context, tiles ldmv1connect.TileServiceClient, src io.Reader, meta storage.VolumeMeta, have map[storage.BrickKey]bool, progress func(Progress), stats *ImportStats) error {
 	if tiles == nil {
 		return ErrNoServers
@@ -176,56 +183,62 @@ func send(ctx context.Context, tiles ldmv1connect.TileServiceClient, src io.Read
 	// counts until it reports on done.
 	type result struct {
 		n       int
+		sent    int64
 		elapsed time.Duration
 		err     error
 	}
+	var sent sentLog
 	done := make(chan result, 1)
 	go func() {
 		n := 0
+		var bytesSent int64
 		for n < count {
 			if _, err := stream.Receive(); err != nil {
-				done <- result{n, time.Since(start), fmt.Errorf("after %d of %d bricks: %w", n, count, err)}
+				done <- result{n, bytesSent, time.Since(start), fmt.Errorf("after %d of %d bricks: %w", n, count, err)}
 				return
 			}
 			n++
+			bytesSent += sent.pop()
 			progress(Progress{Volume: meta.Name, Bricks: count, BricksDone: n, Bytes: int64(count) * brickBytes,
-				BytesDone: int64(n) * brickBytes, Elapsed: time.Since(start)})
+				BytesDone: int64(n) * brickBytes, BytesSent: bytesSent, Elapsed: time.Since(start)})
 		}
-		done <- result{n, time.Since(start), nil}
+		done <- result{n, bytesSent, time.Since(start), nil}
 	}()
 
-	bricks := make(chan pyramid.Brick, importQueue)
+	enc := newEncoder(b, meta.Codec)
 	stop := make(chan struct{})
 	var buildErr error
 	go func() {
-		defer close(bricks)
+		defer enc.close()
 		buildErr = b.Build(src, func(br pyramid.Brick) error {
-			select {
-			case bricks <- br:
-				return nil
-			case <-stop:
+			if !enc.put(br, stop) {
 				return errStopped
 			}
+			return nil
 		})
 	}()
 	first := true
 	var sendErr error
-	for br := range bricks {
+	for j := range enc.order {
 		if sendErr != nil {
 			continue // the builder stops at its next brick
 		}
-		req := &ldmv1.WriteTileStreamRequest{Tile: &ldmv1.Tile{Value: br.Value, Key: apiconv.KeyToAPI(br.Key), Crc32C: storage.Checksum(br.Value)},
-			RequestId: NewRequestID()}
+		<-j.ready
+		req := &ldmv1.WriteTileStreamRequest{Tile: enc.tile(j), RequestId: NewRequestID()}
+		req.Tile.Key = apiconv.KeyToAPI(j.key)
 		if first {
 			req.Volume = meta.Name
 			first = false
 		}
+		sent.push(int64(len(j.value)))
 		if sendErr = stream.Send(req); sendErr != nil {
 			close(stop)
+			enc.stop()
 			continue
 		}
-		b.Recycle(br.Value) // Send has marshalled it
+		enc.done(j) // Send has marshalled it
 	}
+	enc.wait()
 	if sendErr == nil && buildErr != nil {
 		sendErr = fmt.Errorf("read the source: %w", buildErr)
 	}
@@ -244,6 +257,7 @@ func send(ctx context.Context, tiles ldmv1connect.TileServiceClient, src io.Read
 	_ = stream.CloseResponse()
 	stats.Bricks = res.n
 	stats.Bytes = int64(res.n) * brickBytes
+	stats.BytesSent = res.sent
 	stats.Elapsed = res.elapsed
 	switch {
 	case sendErr != nil:

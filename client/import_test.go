@@ -113,11 +113,12 @@ func (p *progressLog) check(tb testing.TB, st client.ImportStats, complete bool)
 		tb.Fatalf("first Progress %+v, want nothing done", first)
 	}
 	for i := 1; i < len(p.calls); i++ {
-		if p.calls[i].BricksDone != p.calls[i-1].BricksDone+1 || p.calls[i].Bricks != first.Bricks || p.calls[i].Bytes != first.Bytes {
+		if p.calls[i].BricksDone != p.calls[i-1].BricksDone+1 || p.calls[i].Bricks != first.Bricks || p.calls[i].Bytes != first.Bytes ||
+			p.calls[i].BytesSent <= p.calls[i-1].BytesSent {
 			tb.Fatalf("Progress %d = %+v after %+v", i, p.calls[i], p.calls[i-1])
 		}
 	}
-	if last.BricksDone != st.Bricks || last.BytesDone != st.Bytes || last.BytesDone != int64(last.BricksDone)*st.BrickBytes {
+	if last.BricksDone != st.Bricks || last.BytesDone != st.Bytes || last.BytesDone != int64(last.BricksDone)*st.BrickBytes || last.BytesSent != st.BytesSent {
 		tb.Fatalf("last Progress %+v, stats %+v", last, st)
 	}
 	if complete && (last.BricksDone != last.Bricks || last.BytesDone != last.Bytes) {
