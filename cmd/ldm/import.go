@@ -29,6 +29,7 @@ func newImportCommand() *cobra.Command {
 	spec := &volumeSpec{}
 	var name string
 	var demo, quiet, resume bool
+	var codecFlag string
 	ff := &fileFlags{}
 	cmd := &cobra.Command{
 		Use:   "import [FILE] --name NAME --shape XxYxZ --dtype T",
@@ -57,14 +58,22 @@ other failure (a truncated or corrupt file, a refused brick) removes the volume.
                                     a procedural phantom of any shape and --dtype, generated
                                     slab by slab (40 GiB here, no source file)
   ldm import ct.raw --name ct --shape 512x512x300 --dtype int16 --resume
-                                    complete an interrupted import`,
+                                    complete an interrupted import
+  ldm import brain.nii.gz --codec zstd
+                                    store the bricks as zstd frames (compressed here, on every
+                                    core, before they are sent; zstd:LEVEL for levels 1-22)`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			var codec importCodec
+			var err error
+			if codec.kind, codec.level, err = parseCodecFlag(codecFlag); err != nil {
+				return err
+			}
 			if !demo && len(args) == 1 {
 				if ok, err := ff.headered(args[0]); err != nil {
 					return err
 				} else if ok {
-					return importFile(cmd, cf, spec, ff, args[0], name, quiet, resume)
+					return importFile(cmd, cf, spec, ff, args[0], name, quiet, resume, codec)
 				}
 			}
 			var src io.Reader
@@ -129,6 +138,7 @@ other failure (a truncated or corrupt file, a refused brick) removes the volume.
 			default:
 				return usageError{errors.New("give either a FILE or --demo (see 'ldm import --help')")}
 			}
+			codec.apply(v)
 			return cf.with(cmd.Context(), func(c *clients) error {
 				return importStream(cmd.Context(), c, v, src, cmd.ErrOrStderr(), quiet, resume)
 			})
@@ -141,7 +151,22 @@ other failure (a truncated or corrupt file, a refused brick) removes the volume.
 	cmd.Flags().BoolVar(&demo, "demo", false, "import the synthetic 256^3 demo phantom instead of a file; with --shape (and --dtype), a procedural phantom of that size, named by NAME")
 	cmd.Flags().BoolVar(&resume, "resume", false, "complete an interrupted import of the same source: send only the bricks the volume lacks")
 	cmd.Flags().BoolVarP(&quiet, "quiet", "q", false, "no progress bar")
+	cmd.Flags().StringVar(&codecFlag, "codec", "raw", codecFlagHelp+" (zstd bricks are compressed by this command, on every core; with --resume the volume keeps its codec)")
 	return cmd
+}
+
+// importCodec is the codec --codec gives the volume an import creates.
+type importCodec struct {
+	kind  ldmv1.Codec
+	level int32
+}
+
+// apply sets the codec of v (raw volumes have no level).
+func (c importCodec) apply(v *ldmv1.Volume) {
+	v.Codec, v.CodecLevel = c.kind, c.level
+	if c.kind != ldmv1.Codec_CODEC_ZSTD {
+		v.CodecLevel = 0
+	}
 }
 
 // importVolume imports the voxels src holds (read once, front to back) as
@@ -202,10 +227,15 @@ func runImport(ctx context.Context, c *clients, v *ldmv1.Volume, src io.Reader, 
 				progressbar.OptionFullWidth(),
 			)
 		}
-		// The bar shows bricks and bytes the server has stored, the rate and
-		// the time left.
+		// The bar shows bricks and bytes (of voxels) the server has stored,
+		// the rate and the time left; for compressed bricks, the bytes sent
+		// and the ratio.
 		if p.BricksDone%64 == 0 || p.BricksDone == p.Bricks {
-			bar.Describe(fmt.Sprintf("import %s: %d/%d bricks", p.Volume, p.BricksDone, p.Bricks))
+			desc := fmt.Sprintf("import %s: %d/%d bricks", p.Volume, p.BricksDone, p.Bricks)
+			if p.BytesSent != p.BytesDone {
+				desc += fmt.Sprintf(", %s sent (%.2fx)", mb(p.BytesSent), float64(p.BytesDone)/float64(max(p.BytesSent, 1)))
+			}
+			bar.Describe(desc)
 		}
 		_ = bar.Add64(p.BytesDone - shown)
 		shown = p.BytesDone
@@ -227,10 +257,18 @@ func runImport(ctx context.Context, c *clients, v *ldmv1.Volume, src io.Reader, 
 	if st.Skipped > 0 {
 		resumed = fmt.Sprintf(" (resumed: %d bricks were stored already)", st.Skipped)
 	}
-	fmt.Fprintf(w, "imported %s: %d bricks, %d levels, %.1f MB in %s (%.0f MB/s)%s\n", st.Volume.GetName(), st.Bricks, st.Levels,
-		float64(st.Bytes)/1e6, st.Elapsed.Round(time.Millisecond), float64(st.Bytes)/1e6/st.Elapsed.Seconds(), resumed)
+	sent := ""
+	if st.Volume.GetCodec() == ldmv1.Codec_CODEC_ZSTD {
+		sent = fmt.Sprintf(", %s: %s sent (%.2fx)", codecName(st.Volume.GetCodec(), st.Volume.GetCodecLevel()), mb(st.BytesSent),
+			float64(st.Bytes)/float64(max(st.BytesSent, 1)))
+	}
+	fmt.Fprintf(w, "imported %s: %d bricks, %d levels, %.1f MB in %s (%.0f MB/s)%s%s\n", st.Volume.GetName(), st.Bricks, st.Levels,
+		float64(st.Bytes)/1e6, st.Elapsed.Round(time.Millisecond), float64(st.Bytes)/1e6/st.Elapsed.Seconds(), sent, resumed)
 	return nil
 }
+
+// mb formats a byte count in MB.
+func mb(n int64) string { return fmt.Sprintf("%.1f MB", float64(n)/1e6) }
 
 // explainImport turns an import error into a message for a user: RPC
 // errors get their hints (and an unreachable server its exit code), bricks

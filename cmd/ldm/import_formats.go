@@ -84,7 +84,7 @@ func sniff(path string) (volfile.Format, error) {
 // an uncompressed file too short for its header, fails before anything is
 // created; data found short or corrupt while streaming (a truncated gzip
 // file) fails the import, and the volume this call created is deleted.
-func importFile(cmd *cobra.Command, cf *clientFlags, spec *volumeSpec, ff *fileFlags, path, name string, quiet, resume bool) error {
+func importFile(cmd *cobra.Command, cf *clientFlags, spec *volumeSpec, ff *fileFlags, path, name string, quiet, resume bool, codec importCodec) error {
 	for _, fl := range []string{"shape", "dtype"} {
 		if cmd.Flags().Changed(fl) {
 			return usageError{fmt.Errorf("--%s: %s has a header that gives the shape and data type; leave --%s out", fl, path, fl)}
@@ -121,6 +121,7 @@ func importFile(cmd *cobra.Command, cf *clientFlags, spec *volumeSpec, ff *fileF
 	if err != nil {
 		return err
 	}
+	codec.apply(v)
 	voxels, err := im.Voxels()
 	if err != nil {
 		return fileError(err)
