@@ -266,28 +266,37 @@ func legacyLeft(path, id string) bool {
 
 // Bounds of pruning the earlier version's incarnation after a start.
 const (
-	prunePoll    = 200 * time.Millisecond
-	pruneTimeout = 2 * time.Minute
+	prunePoll     = 200 * time.Millisecond
+	pruneTimeout  = 2 * time.Minute
+	pruneAttempts = 3
+	pruneSpacing  = time.Second
 )
 
 // pruneLegacySelf waits (up to pruneTimeout) until this node gossips with
 // another alive member, then erases its incarnation of the earlier
-// version, named id, from every member's list (see the file comment).
+// version, named id, from every member's list (see the file comment). It
+// sends the erasure pruneAttempts times, pruneSpacing apart: a receiver
+// ignores one whose Lamport time is not past the leave it recorded, and
+// memberlist reports the first alive members before Serf merged their
+// clocks into this node's.
 func (n *Node) pruneLegacySelf() {
 	defer n.wg.Done()
 	t := time.NewTicker(prunePoll)
 	defer t.Stop()
 	deadline := time.NewTimer(pruneTimeout)
 	defer deadline.Stop()
-	for {
-		for _, m := range n.serf.Members() {
-			if m.Name != n.gossipName && m.Status == serf.StatusAlive {
-				if err := n.serf.RemoveFailedNodePrune(n.cfg.NodeID); err != nil {
-					n.log.Warn("cannot erase this node's earlier incarnation from gossip", "member", n.cfg.NodeID, "error", err)
-				} else {
-					n.log.Info("erased this node's earlier incarnation from gossip", "member", n.cfg.NodeID)
-				}
-				return
+	sent := 0
+	var last time.Time
+	for sent < pruneAttempts {
+		if time.Since(last) >= pruneSpacing && slices.ContainsFunc(n.serf.Members(), func(m serf.Member) bool {
+			return m.Name != n.gossipName && m.Status == serf.StatusAlive
+		}) {
+			last = time.Now()
+			sent++
+			if err := n.serf.RemoveFailedNodePrune(n.cfg.NodeID); err != nil {
+				n.log.Warn("cannot erase this node's earlier incarnation from gossip", "member", n.cfg.NodeID, "error", err)
+			} else if sent == 1 {
+				n.log.Info("erasing this node's earlier incarnation, which left, from gossip", "member", n.cfg.NodeID)
 			}
 		}
 		select {

@@ -3,12 +3,16 @@ package cluster
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
+	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"testing"
 	"time"
 
+	"github.com/hashicorp/memberlist"
 	"github.com/hashicorp/serf/serf"
 
 	"github.com/xcheng85/go-ldm/internal/testutil"
@@ -174,4 +178,97 @@ func waitLast(t *testing.T, timeout time.Duration, what string, cond func() (boo
 		return done
 	})
 	ok = true
+}
+
+// TestNode_PrunesEarlierVersionAfterLeave: a node whose previous run was
+// the earlier version (gossip name = node id) and left gracefully erases
+// that left member from every node's list once it gossips again, so a
+// leader of the earlier version, which acts on every member with the id,
+// cannot remove the node again for the leave that preceded its restart.
+func TestNode_PrunesEarlierVersionAfterLeave(t *testing.T) {
+	c := newTestCluster(t)
+	n1 := c.add("n1")
+	c.leader(10 * time.Second)
+	n2 := c.add("n2")
+	c.waitVoters(15*time.Second, "n1", "n2")
+
+	// n3 of the earlier version gossips under its id, then leaves; obs
+	// stands for a node of the earlier version: Serf without go-ldm's
+	// reaping of superseded incarnations.
+	serfDir := filepath.Join(c.base, "n3", "raft", "serf")
+	if err := os.MkdirAll(serfDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	legacy := plainSerf(t, "n3", map[string]string{tagRole: "ldm", tagID: "n3", tagAddr: "127.0.0.1:1", tagRaft: "1"}, filepath.Join(serfDir, "local.snapshot"))
+	obs := plainSerf(t, "obs", map[string]string{tagRole: "observer"}, filepath.Join(t.TempDir(), "obs.snapshot"))
+	for _, s := range []*serf.Serf{legacy, obs} {
+		if _, err := s.Join([]string{n1.gossipAddr}, true); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// seen reports whether n1, n2 and obs all list the earlier n3 as st.
+	seen := func(st serf.MemberStatus) bool {
+		for _, members := range [][]serf.Member{n1.node.serf.Members(), n2.node.serf.Members(), obs.Members()} {
+			if !slices.ContainsFunc(members, func(m serf.Member) bool { return m.Name == "n3" && m.Status == st }) {
+				return false
+			}
+		}
+		return true
+	}
+	testutil.WaitFor(t, 20*time.Second, "n1, n2 and obs to see the earlier n3 alive", func() bool { return seen(serf.StatusAlive) })
+	if err := legacy.Leave(); err != nil {
+		t.Fatal(err)
+	}
+	if err := legacy.Shutdown(); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, 20*time.Second, "n1, n2 and obs to see the earlier n3 left", func() bool { return seen(serf.StatusLeft) })
+
+	// It starts again with this version on the same data directory.
+	n3 := c.add("n3")
+	c.waitVoters(15*time.Second, "n1", "n2", "n3")
+	waitLast(t, 10*time.Second, "the earlier n3 erased from every list", func() (bool, string) {
+		lists := map[string][]serf.Member{"obs": obs.Members()}
+		for _, n := range []*testNode{n1, n2, n3} {
+			lists[n.id] = n.node.serf.Members()
+		}
+		var left []string
+		for id, members := range lists {
+			for _, m := range members {
+				if m.Name == "n3" {
+					left = append(left, id+": "+m.Status.String())
+				}
+			}
+		}
+		return len(left) == 0, fmt.Sprint(left)
+	})
+	for _, n := range []*testNode{n1, n2, n3} {
+		if st := memberStatus(n.node, "n3"); st != serf.StatusAlive {
+			t.Fatalf("%s sees n3 %v", n.id, st)
+		}
+	}
+}
+
+// plainSerf starts Serf on a loopback port as go-ldm's earlier version
+// configured it (the name is whatever is given, no reaping of superseded
+// incarnations), and shuts it down at the end of the test.
+func plainSerf(t *testing.T, name string, tags map[string]string, snapshot string) *serf.Serf {
+	t.Helper()
+	sc := serf.DefaultConfig()
+	sc.Init()
+	sc.NodeName = name
+	sc.Tags = tags
+	sc.MemberlistConfig = memberlist.DefaultLocalConfig()
+	sc.MemberlistConfig.Name = name
+	sc.MemberlistConfig.BindAddr = "127.0.0.1"
+	sc.MemberlistConfig.BindPort = 0
+	sc.MemberlistConfig.LogOutput = io.Discard
+	sc.LogOutput = io.Discard
+	sc.SnapshotPath = snapshot
+	s, err := serf.Create(sc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Shutdown() })
+	return s
 }
