@@ -3,17 +3,26 @@
 // overlap with drawing on the main thread. Small requests (the first, tiny
 // fallback level) run on the main thread, so they need not wait for the
 // worker to start; where workers are unavailable every request does.
+// Either way streamKeys decodes zstd bricks (zstd.ts), so the page only
+// ever sees voxels.
 
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { Clients, Protocol } from "./api";
-import type { Key } from "./selection";
+import { Codec } from "./gen/ldm/v1/types_pb";
+import { levelShape, type Grid, type Key } from "./selection";
+import { decodeFrame, FrameError, zstdReady } from "./zstd";
 
 export interface StreamRequest {
   volume: string;
   keys: Key[];
+  grid: Grid; // the volume's, to check the size of each brick decoded
 }
 
-/** Brick is one response: a brick's bytes, or missing (no such brick; value empty). */
+/**
+ * Brick is one response: a brick's voxels (decoded when it came as a zstd
+ * frame), or missing (no such brick; value empty), or a brick that could
+ * not be decoded (error says why; value empty).
+ */
 export interface Brick {
   lod: number;
   x: number;
@@ -22,8 +31,34 @@ export interface Brick {
   offset: bigint;
   value: Uint8Array;
   missing: boolean;
+  wire: number; // bytes of the brick as received (the frame for zstd)
+  zstd: boolean; // it came as a zstd frame
+  error: string; // not empty: the frame could not be decoded
   index: number;
   total: number;
+}
+
+/** brickSizes returns the sizes in bytes brick k may have: padded to the full brick shape, or clipped to its level. */
+export function brickSizes(g: Grid, k: Key): number[] {
+  const B = g.brick, ls = levelShape(g, k.lod), bpv = g.bytesPerVoxel;
+  const full = B.x * B.y * B.z * bpv;
+  const clipped = Math.min(B.x, ls.x - k.x * B.x) * Math.min(B.y, ls.y - k.y * B.y) * Math.min(B.z, ls.z - k.z * B.z) * bpv;
+  return clipped > 0 && clipped !== full ? [full, clipped] : [full];
+}
+
+/**
+ * decodeTile returns a tile's voxels: value itself for a raw tile, the
+ * decoded frame for a zstd one (after loading the decoder). It throws
+ * FrameError for a frame that cannot be decoded to one of the brick's
+ * sizes, and for a codec it does not know.
+ */
+export async function decodeTile(g: Grid, k: Key, codec: Codec, value: Uint8Array): Promise<Uint8Array> {
+  if (codec === Codec.ZSTD) {
+    await zstdReady();
+    return decodeFrame(value, brickSizes(g, k));
+  }
+  if (codec === Codec.RAW || codec === Codec.UNSPECIFIED) return value;
+  throw new FrameError(`unknown codec ${codec}: reload the page to get a viewer that knows it`);
 }
 
 /** directMax is the largest request run on the main thread when a worker is there. */
@@ -150,10 +185,19 @@ export async function* streamKeys(c: Clients, req: StreamRequest, signal: AbortS
   for await (const res of it) {
     const t = res.tile;
     if (t && t.key) {
-      yield { lod: t.key.lod, x: t.key.x, y: t.key.y, z: t.key.z, offset: t.offset, value: t.value, missing: false, index: res.index, total: res.total };
+      const k: Key = { lod: t.key.lod, x: t.key.x, y: t.key.y, z: t.key.z };
+      let value = t.value, error = "";
+      try {
+        value = await decodeTile(req.grid, k, t.codec, t.value);
+      } catch (e) {
+        if (!(e instanceof FrameError)) throw e;
+        value = empty;
+        error = e.message;
+      }
+      yield { ...k, offset: t.offset, value, missing: false, wire: t.value.byteLength, zstd: t.codec === Codec.ZSTD, error, index: res.index, total: res.total };
     } else if (res.missing) {
       const k = res.missing;
-      yield { lod: k.lod, x: k.x, y: k.y, z: k.z, offset: 0n, value: empty, missing: true, index: res.index, total: res.total };
+      yield { lod: k.lod, x: k.x, y: k.y, z: k.z, offset: 0n, value: empty, missing: true, wire: 0, zstd: false, error: "", index: res.index, total: res.total };
     }
   }
 }

@@ -14,7 +14,8 @@
 
 import type { Volume } from "./gen/ldm/v1/types_pb";
 import { describe, isCanceled, isNotFound, retriable, type Clients } from "./api";
-import type { BrickStreamer } from "./bricks";
+import { decodeTile, type BrickStreamer } from "./bricks";
+import { FrameError } from "./zstd";
 import { BrickCache, type CacheStats } from "./brickcache";
 import {
   brickBox,
@@ -53,7 +54,10 @@ export interface Stats {
   firstPicture: number; // ... and the 3D view drawn
   fullResolution: number; // every view at its own level, nothing left to fetch
   firstPictureBytes: number; // brick bytes received when the first picture was drawn
-  bytes: number;
+  bytes: number; // brick bytes received (on the wire: zstd frames as they came)
+  voxels: number; // voxels received, decoded
+  zstdBricks: number; // bricks that came as zstd frames
+  badBricks: number; // bricks whose frame could not be decoded
   bricks: number;
   missing: number; // keys the server said have no brick
   streams: number; // StreamBricks calls made
@@ -73,7 +77,9 @@ export interface Stats {
 export interface Progress {
   wanted: number; // bricks the current view needs (now and prefetch)
   held: number; // ... of them in the cache or known missing
-  bytes: number; // brick bytes received
+  bytes: number; // brick bytes received, on the wire
+  voxels: number; // voxels received (decoded)
+  voxelBytes: number; // ... their size in bytes
   start: number;
   mbs: number;
   etaMs: number; // estimated time to fetch the rest, -1 if unknown
@@ -150,7 +156,7 @@ export class Session {
     this.followNext = v.nextOffset;
     this.stats = {
       volume: v.name, scriptAt: 0, openedAt: performance.now(), volumeAt: performance.now(), requestAt: 0, lastMove: 0, lastSharp: 0, firstBrick: 0, firstSlices: 0, firstPicture: 0, fullResolution: 0, firstPictureBytes: 0,
-      bytes: 0, bricks: 0, missing: 0, streams: 0, cancelled: 0, retries: 0, requestedKeys: 0, streamMs: 0, liveTiles: 0, drawMs: 0, draw3dMs: 0, applyMs: 0, lastFirst: null,
+      bytes: 0, voxels: 0, zstdBricks: 0, badBricks: 0, bricks: 0, missing: 0, streams: 0, cancelled: 0, retries: 0, requestedKeys: 0, streamMs: 0, liveTiles: 0, drawMs: 0, draw3dMs: 0, applyMs: 0, lastFirst: null,
     };
   }
 
@@ -311,7 +317,7 @@ export class Session {
   private async run(f: Flight, keys: Key[]): Promise<void> {
     const t0 = performance.now();
     try {
-      for await (const b of this.streamer.stream({ volume: this.name, keys }, f.ctl.signal)) {
+      for await (const b of this.streamer.stream({ volume: this.name, keys, grid: this.grid }, f.ctl.signal)) {
         if (this.closed || f.cancelled) break;
         const k: Key = { lod: b.lod, x: b.x, y: b.y, z: b.z };
         const id = keyId(k);
@@ -327,10 +333,16 @@ export class Session {
           this.stats.missing++;
           continue;
         }
+        this.stats.bytes += b.wire;
+        this.received += b.wire;
+        if (b.zstd) this.stats.zstdBricks++;
+        if (b.error) {
+          this.badBrick(k, b.error);
+          continue;
+        }
         if (!this.stats.firstBrick) this.stats.firstBrick = performance.now();
-        this.stats.bytes += b.value.byteLength;
         this.stats.bricks++;
-        this.received += b.value.byteLength;
+        this.stats.voxels += b.value.byteLength / this.grid.bytesPerVoxel;
         this.apply(k, b.offset, b.value, false);
       }
     } catch (e) {
@@ -386,6 +398,20 @@ export class Session {
     if (k.lod === this.coarsest) this.scan(d, nb);
     this.stats.applyMs += performance.now() - t0;
     this.host.changed(k, brickBox(g, k));
+  }
+
+  /**
+   * badBrick records a brick whose frame could not be decoded: it is shown
+   * as missing (never as voxels) and the page says which brick and why.
+   */
+  private badBrick(k: Key, why: string): void {
+    const id = keyId(k);
+    this.stats.badBricks++;
+    this.badTiles++;
+    this.missing.add(id);
+    this.cache.delete(id);
+    this.host.message(`Brick ${id} (level/x/y/z) of ${this.name} cannot be shown: ${why}. The volume's stored data may be damaged: check it with the server's logs or read it again with 'ldm volume recompress'.`, "decode");
+    this.host.changed(k, brickBox(this.grid, k));
   }
 
   /** scan widens min and max by a coarsest-level brick's finite values. */
@@ -483,6 +509,8 @@ export class Session {
       wanted: this.wantedIds.size,
       held,
       bytes: this.stats.bytes,
+      voxels: this.stats.voxels,
+      voxelBytes: this.stats.voxels * this.grid.bytesPerVoxel,
       start: this.t0,
       mbs,
       etaMs: mbs > 0 && this.streaming ? (left / 1e6 / mbs) * 1000 : -1,
@@ -536,7 +564,17 @@ export class Session {
         this.host.message("", "follow");
         if (!t.key) continue;
         this.stats.liveTiles++;
-        this.apply({ lod: t.key.lod, x: t.key.x, y: t.key.y, z: t.key.z }, t.offset, t.value, true);
+        const k: Key = { lod: t.key.lod, x: t.key.x, y: t.key.y, z: t.key.z };
+        let value: Uint8Array;
+        try {
+          value = await decodeTile(this.grid, k, t.codec, t.value);
+        } catch (e) {
+          if (!(e instanceof FrameError) || this.closed) throw e;
+          this.badBrick(k, e.message);
+          continue;
+        }
+        if (this.closed) continue;
+        this.apply(k, t.offset, value, true);
       }
     } catch (e) {
       if (ctl.signal.aborted || isCanceled(e)) return;

@@ -1,5 +1,6 @@
 // The streaming worker: runs StreamBricks for a set of brick keys off the main thread (fetch,
-// envelope and protobuf decoding) and hands each brick's bytes to the page
+// envelope and protobuf decoding, and zstd decoding of compressed bricks,
+// see streamKeys) and hands each brick's voxels to the page
 // by transfer, without copying. Messages in: {type: "start", id, baseUrl,
 // protocol, token, request} and {type: "cancel", id}. Messages out: "brick",
 // "done" and "error" (with the Connect code and message), tagged with id;
@@ -8,6 +9,7 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import { connect, type Protocol } from "./api";
 import { streamKeys, type StartMessage, type WorkerMessage } from "./bricks";
+import { zstdReady } from "./zstd";
 
 const running = new Map<number, AbortController>();
 const post = (m: WorkerMessage, transfer: Transferable[] = []) => (self as unknown as Worker).postMessage(m, transfer);
@@ -24,8 +26,9 @@ self.onmessage = async (e: MessageEvent<StartMessage | { type: "cancel"; id: num
   const clients = connect(m.baseUrl, m.protocol as Protocol, () => m.token);
   try {
     for await (const b of streamKeys(clients, m.request, ctl.signal)) {
-      // Each message has its own buffer (one per envelope): transfer it.
-      post({ type: "brick", id: m.id, ...b }, b.missing ? [] : [b.value.buffer]);
+      // Each message has its own buffer (one per envelope, or the decoder's
+      // output for a zstd brick): transfer it.
+      post({ type: "brick", id: m.id, ...b }, b.value.byteLength ? [b.value.buffer] : []);
     }
     post({ type: "done", id: m.id });
   } catch (err) {
@@ -35,5 +38,8 @@ self.onmessage = async (e: MessageEvent<StartMessage | { type: "cancel"; id: num
     running.delete(m.id);
   }
 };
+
+// Load the zstd decoder at once, so the first compressed brick need not wait for it.
+zstdReady().catch(() => {}); // a failure is reported with the first zstd brick
 
 post({ type: "ready", id: 0 });
