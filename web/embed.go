@@ -33,7 +33,10 @@ func FS() fs.FS {
 }
 
 // csp allows the page to load its own files and call its own origin only.
-const csp = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; connect-src 'self'; worker-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+// The zstd decoder is WebAssembly ('wasm-unsafe-eval' lets the page compile
+// it, nothing else) that loads from a data: URL in the bundle (connect-src
+// data:, which reaches no server).
+const csp = "default-src 'none'; script-src 'self' 'wasm-unsafe-eval'; style-src 'self'; img-src 'self' data: blob:; connect-src 'self' data:; worker-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 
 // Handler serves the viewer: "/" is index.html, other paths are files of
 // FS, anything else is 404. Responses carry a strong ETag (a hash of the

@@ -450,7 +450,7 @@ class App {
     const state = p.streaming ? "streaming" : this.sharp() ? "at screen resolution" : s.streamError ? "stopped" : "idle";
     const eta = p.etaMs >= 0 ? `, ETA ${(p.etaMs / 1000).toFixed(1)} s` : "";
     $("progress").textContent =
-      `${state}\nbricks ${p.held} / ${p.wanted}\n${fmtBytes(p.bytes)} at ${p.mbs.toFixed(1)} MB/s${eta}\ncache ${fmtBytes(c.bytes)} / ${fmtBytes(c.budget)}` +
+      `${state}\nbricks ${p.held} / ${p.wanted}\n${fmtBytes(p.bytes)} on the wire at ${p.mbs.toFixed(1)} MB/s${eta}\n${fmtCount(p.voxels)} voxels decoded (${fmtBytes(p.voxelBytes)})\ncache ${fmtBytes(c.bytes)} / ${fmtBytes(c.budget)}` +
       (s.stats.liveTiles ? `\nlive tiles ${s.stats.liveTiles}` : "");
     $("progress-fill").style.width = `${p.wanted ? (100 * p.held) / p.wanted : 0}%`;
     $("levels").textContent = Object.values(this.views).map((v) => `${roles[v.axis]}: LOD ${v.level}`).join("\n") + `\n3D: LOD ${s.level3d}`;
@@ -702,6 +702,18 @@ function spaceName(s: Space): SpaceName {
 function fmtAffine(a: number[]): string {
   const f = (v: number) => String(+v.toPrecision(6));
   return [0, 1, 2].map((r) => `[${a.slice(4 * r, 4 * r + 4).map(f).join(" ")}]`).join(" ");
+}
+
+/** fmtCount writes a count with an SI prefix (k, M, G). */
+function fmtCount(n: number): string {
+  if (n < 1000) return String(n);
+  const u = ["k", "M", "G", "T"];
+  let i = -1;
+  do {
+    n /= 1000;
+    i++;
+  } while (n >= 1000 && i < u.length - 1);
+  return `${n.toFixed(n < 10 ? 2 : 1)} ${u[i]}`;
 }
 
 function fmtBytes(n: number): string {
