@@ -249,12 +249,13 @@ func New(ctx context.Context, cfg Config) (s *Server, err error) {
 			http.Error(w, "metrics are off on this server (ldm serve --metrics=false)", http.StatusNotFound)
 		})
 	}
+	var h http.Handler = mux
 	viewer := cfg.Viewer
 	if viewer == nil {
-		viewer = web.Handler()
+		// A page opened with ?volume= carries the volume's metadata.
+		viewer = web.HandlerWith(web.Options{Volume: viewerVolume(&h)})
 	}
 	mux.Handle("/", viewer)
-	var h http.Handler = mux
 	for _, m := range middleware {
 		h = m(h)
 	}

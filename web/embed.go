@@ -9,9 +9,12 @@
 package web
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"embed"
+	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
 	"io"
 	"io/fs"
 	"net/http"
@@ -38,11 +41,31 @@ func FS() fs.FS {
 // data:, which reaches no server).
 const csp = "default-src 'none'; script-src 'self' 'wasm-unsafe-eval'; style-src 'self'; img-src 'self' data: blob:; connect-src 'self' data:; worker-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 
+// Options configure HandlerWith.
+type Options struct {
+	// Volume, when set, returns the binary ldm.v1.GetVolumeResponse of the
+	// named volume as the page request r may see it (with its credentials),
+	// or ok false (no such volume, not allowed, any error). The page asked
+	// for with ?volume=NAME then carries that response, so the viewer opens
+	// the volume without a GetVolume round trip first.
+	Volume func(r *http.Request, name string) (resp []byte, ok bool)
+}
+
+// VolumeScriptID is the id of the script element (type application/json)
+// that carries the volume named in the page's URL: {"name": NAME,
+// "getVolume": base64 of the binary GetVolumeResponse}.
+const VolumeScriptID = "ldm-volume"
+
 // Handler serves the viewer: "/" is index.html, other paths are files of
 // FS, anything else is 404. Responses carry a strong ETag (a hash of the
 // file) with Cache-Control: no-cache, so browsers revalidate cheaply and
 // never run a stale bundle after an upgrade. It is safe for concurrent use.
-func Handler() http.Handler {
+func Handler() http.Handler { return HandlerWith(Options{}) }
+
+// HandlerWith is Handler with options: with Options.Volume, the page asked
+// for with ?volume=NAME embeds that volume's metadata (a page that is not
+// cached: Cache-Control no-store, no ETag).
+func HandlerWith(o Options) http.Handler {
 	files := FS()
 	etags := map[string]string{}
 	_ = fs.WalkDir(files, ".", func(p string, d fs.DirEntry, err error) error {
@@ -79,11 +102,52 @@ func Handler() http.Handler {
 		}
 		defer f.Close()
 		h := w.Header()
-		h.Set("ETag", tag)
-		h.Set("Cache-Control", "no-cache")
 		h.Set("Content-Security-Policy", csp)
 		h.Set("X-Content-Type-Options", "nosniff")
 		h.Set("Referrer-Policy", "no-referrer")
+		if name == "index.html" && o.Volume != nil {
+			if page := withVolume(f, r, o.Volume); page != nil {
+				h.Set("Cache-Control", "no-store")
+				h.Set("Content-Type", "text/html; charset=utf-8")
+				http.ServeContent(w, r, name, time.Time{}, bytes.NewReader(page))
+				return
+			}
+		}
+		h.Set("ETag", tag)
+		h.Set("Cache-Control", "no-cache")
 		http.ServeContent(w, r, name, time.Time{}, f.(io.ReadSeeker))
 	})
+}
+
+// withVolume returns index.html (read from f) with the metadata of the
+// volume named by r's ?volume= in a data script before the page's script,
+// or nil when there is no such name or volume returns nothing for it.
+func withVolume(f fs.File, r *http.Request, volume func(*http.Request, string) ([]byte, bool)) []byte {
+	name := r.URL.Query().Get("volume")
+	if name == "" {
+		return nil
+	}
+	resp, ok := volume(r, name)
+	if !ok {
+		return nil
+	}
+	page, err := io.ReadAll(f)
+	if err != nil {
+		return nil
+	}
+	// json.Marshal escapes <, > and &, so the data cannot end the element.
+	data, err := json.Marshal(struct {
+		Name      string `json:"name"`
+		GetVolume string `json:"getVolume"`
+	}{name, base64.StdEncoding.EncodeToString(resp)})
+	if err != nil {
+		return nil
+	}
+	const anchor = `<script type="module"`
+	i := bytes.Index(page, []byte(anchor))
+	if i < 0 {
+		return nil
+	}
+	tag := `<script type="application/json" id="` + VolumeScriptID + `">` + string(data) + "</script>\n"
+	return append(append(append([]byte{}, page[:i]...), tag...), page[i:]...)
 }

@@ -1,6 +1,8 @@
 package web
 
 import (
+	"encoding/base64"
+	"encoding/json"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -79,4 +81,48 @@ func fsReadFile(name string) ([]byte, error) {
 	}
 	defer f.Close()
 	return io.ReadAll(f)
+}
+
+// TestHandlerWith_volume checks that the page asked for with ?volume= embeds
+// what Options.Volume returns for that name, before the page's script and
+// escaped so that it cannot end its element, and is not cached; any other
+// page is the static file.
+func TestHandlerWith_volume(t *testing.T) {
+	t.Parallel()
+	srv := httptest.NewServer(HandlerWith(Options{Volume: func(r *http.Request, name string) ([]byte, bool) {
+		if name == "missing" {
+			return nil, false
+		}
+		return []byte(name + "</script>"), true
+	}}))
+	t.Cleanup(srv.Close)
+	get := func(path string) (*http.Response, string) {
+		t.Helper()
+		res, err := http.Get(srv.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		return res, string(body)
+	}
+	res, page := get("/?volume=a%3C%2Fscript%3E")
+	i, j := strings.Index(page, `<script type="application/json" id="ldm-volume">`), strings.Index(page, `<script type="module"`)
+	if res.StatusCode != 200 || i < 0 || j < i || res.Header.Get("Cache-Control") != "no-store" || res.Header.Get("ETag") != "" || !strings.HasPrefix(res.Header.Get("Content-Type"), "text/html") {
+		t.Fatalf("GET /?volume=: %d %v\n%s", res.StatusCode, res.Header, page)
+	}
+	data := page[i+len(`<script type="application/json" id="ldm-volume">`) : strings.Index(page[i:], "</script>")+i]
+	var d struct{ Name, GetVolume string }
+	if err := json.Unmarshal([]byte(data), &d); err != nil {
+		t.Fatalf("embedded %q: %v", data, err)
+	}
+	if b, _ := base64.StdEncoding.DecodeString(d.GetVolume); d.Name != "a</script>" || string(b) != "a</script></script>" {
+		t.Fatalf("embedded %+v", d)
+	}
+	for _, p := range []string{"/", "/?volume=missing", "/index.html?volume="} {
+		res, page := get(p)
+		if res.StatusCode != 200 || strings.Contains(page, "ldm-volume") || res.Header.Get("ETag") == "" {
+			t.Fatalf("GET %s: %d %v", p, res.StatusCode, res.Header)
+		}
+	}
 }
