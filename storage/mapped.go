@@ -1,8 +1,10 @@
 package storage
 
 import (
+	"errors"
 	"fmt"
 	"os"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 
@@ -28,6 +30,8 @@ type dataMap struct {
 	// verified has bit i set once tile base+i passed its checksum. A bit
 	// lost to a concurrent growth only costs one more check.
 	verified atomic.Pointer[[]atomic.Uint64]
+
+	mapFailed atomic.Bool // a mapping failed and was logged
 }
 
 // mapped returns a mapping of at least end bytes of the data file. want is
@@ -43,11 +47,20 @@ func (m *dataMap) mapped(f *os.File, end, want int64) (mmap.MMap, error) {
 	if cur != nil && int64(len(*cur)) >= end {
 		return *cur, nil
 	}
+	// Never map for bytes the file does not hold: touching a page past
+	// the end of the file raises SIGBUS, which kills the process.
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if size := fi.Size(); end > size {
+		return nil, fmt.Errorf("record ends at %d, past the end of the %d-byte data file: %w", end, size, ErrCorrupt)
+	}
 	n := max(want, end)
 	if cur != nil {
 		n = max(n, 2*int64(len(*cur)))
 	}
-	mm, err := mmap.MapRegion(f, int(n), mmap.RDONLY, 0, 0)
+	mm, err := mapRegion(f, int(n), mmap.RDONLY, 0, 0)
 	if err != nil {
 		return nil, err
 	}
@@ -56,6 +69,32 @@ func (m *dataMap) mapped(f *os.File, end, want int64) (mmap.MMap, error) {
 	}
 	m.cur.Store(&mm)
 	return mm, nil
+}
+
+// mapRegion maps a data file; tests replace it to make mapping fail.
+var mapRegion = mmap.MapRegion
+
+// errPageFault reports a fault while reading a mapped value: the file was
+// cut short after it was mapped, or the disk failed to read the page.
+var errPageFault = errors.New("fault reading the mapped data file")
+
+// checksumMapped is Checksum of bytes of a file mapping. A fault on a page
+// of the mapping (an I/O error reading it, or the file cut short by
+// something outside the store after it was mapped) is a SIGBUS that would
+// kill the process; here it becomes errPageFault. SetPanicOnFault is per
+// goroutine, so the previous setting is restored.
+func checksumMapped(b []byte) (sum uint32, err error) {
+	old := debug.SetPanicOnFault(true)
+	defer func() {
+		debug.SetPanicOnFault(old)
+		if r := recover(); r != nil {
+			if _, ok := r.(interface{ Addr() uintptr }); !ok {
+				panic(r)
+			}
+			err = errPageFault
+		}
+	}()
+	return Checksum(b), nil
 }
 
 // isVerified reports whether tile i of the block passed its checksum.
@@ -130,8 +169,14 @@ func (m *dataMap) unmap() {
 // fails is never returned (ErrCorrupt, checked again on every read while it
 // fails), but bytes damaged on disk after a tile passed its first check are
 // served as they are until Verify finds them, which makes the next view
-// check the tile again. Errors are those of Read, decided before any byte
-// of the value is touched.
+// check the tile again. Errors are those of Read. A view never maps bytes
+// past the end of the data file, and a fault while the first check reads
+// the mapping (an I/O error, or the file cut short by something outside the
+// store) is ErrCorrupt, not a crash; but a caller that reads Value later
+// can still fault if the file is cut after the check, so a caller that
+// copies Value somewhere should do it under debug.SetPanicOnFault as
+// service/encoded.go does. If the file cannot be mapped (vm.max_map_count),
+// Value is a copy.
 func (s *Store) ReadView(name string, offset uint64) (t Tile, release func(), err error) {
 	v, err := s.acquire(name)
 	if err != nil {
@@ -191,12 +236,24 @@ func (v *volume) view(st *volState, offset uint64) (Tile, error) {
 	start := e.Pos + recordHeaderLen
 	end := start + int64(e.Length)
 	m, err := b.view.mapped(b.data, end, bv.end)
+	if errors.Is(err, ErrCorrupt) {
+		return Tile{}, fmt.Errorf("volume %q offset %d: %w", v.name, offset, err)
+	}
 	if err != nil {
-		return Tile{}, fmt.Errorf("volume %q offset %d: map: %v: %w", v.name, offset, err, ErrCorrupt)
+		// The data may be sound and only the mapping failed (say the
+		// process is out of mappings, vm.max_map_count): serve a copy.
+		if b.view.mapFailed.CompareAndSwap(false, true) {
+			v.log.Warn("mapping a data file failed; views of its tiles are copies", "base", b.base, "err", err)
+		}
+		return v.read(st, offset, nil)
 	}
 	val := m[start:end:end]
 	if !b.view.isVerified(i) {
-		if Checksum(val) != e.CRC {
+		sum, err := checksumMapped(val)
+		if err != nil {
+			return Tile{}, fmt.Errorf("volume %q offset %d: %v: %w", v.name, offset, err, ErrCorrupt)
+		}
+		if sum != e.CRC {
 			return Tile{}, fmt.Errorf("volume %q offset %d: value checksum mismatch: %w", v.name, offset, ErrCorrupt)
 		}
 		b.view.setVerified(i)

@@ -3,6 +3,7 @@ package storage
 import (
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -25,7 +26,9 @@ import (
 //     record. If the last block is left empty and is not the only one,
 //     remove it and repeat with the block before it.
 //  4. Check every sealed block: its entry count must reach the next block's
-//     base.
+//     base. Its committed end stops at its data file's size: records the
+//     index describes past the end of the file (a power cut that kept the
+//     index and not the data) read as ErrCorrupt, and no view maps them.
 //  5. Rebuild the brick index from the index entries (no tile data is
 //     read beyond the active block's unindexed tail).
 func openVolume(s *Store, name, dir string) (*volume, error) {
@@ -136,6 +139,20 @@ func openVolume(s *Store, name, dir string) (*volume, error) {
 			n = activeCount
 		}
 		bv := blockView{b: b, count: n, end: dataHeaderLen}
+		// A sealed block's committed end comes from its entries; it must
+		// not pass the end of its data file (a data file cut short, say by
+		// a power cut that kept the index and not the data). Records past
+		// it stay out of the committed bytes, so their tiles read as
+		// ErrCorrupt and no view maps bytes the file does not hold.
+		limit := int64(math.MaxInt64)
+		if i < len(blocks)-1 {
+			fi, err := b.data.Stat()
+			if err != nil {
+				return fail(fmt.Errorf("storage: %w", err))
+			}
+			limit = fi.Size()
+		}
+		short := 0
 		for j := uint64(0); j < n; j++ {
 			e, err := b.entry(j)
 			if err != nil {
@@ -150,7 +167,15 @@ func openVolume(s *Store, name, dir string) (*volume, error) {
 			if e.HasKey {
 				v.bricks.set(e.Key, b.base+j)
 			}
-			bv.end = e.Pos + recordHeaderLen + int64(e.Length)
+			if end := e.Pos + recordHeaderLen + int64(e.Length); end <= limit {
+				bv.end = end
+			} else {
+				short++
+			}
+		}
+		if short > 0 {
+			v.log.Error("recovery: sealed block's data file ends before its index; the tiles past its end read as corrupt",
+				"base", b.base, "data_bytes", limit, "tiles_past_end", short)
 		}
 		st.blocks = append(st.blocks, bv)
 		st.next = b.base + n
