@@ -25,14 +25,19 @@
 // Old incarnations are cleaned up: every node reaps a failed or left
 // incarnation that a newer one of the same id superseded at Serf's next
 // reap pass (ReconnectTimeoutOverride) instead of after ReconnectTimeout
-// (24 h), so Serf stops reconnecting to a dead address; and a node prunes
-// its own earlier incarnations that left gracefully (RemoveFailedNodePrune),
-// so nodes of the earlier version, which read members by name, drop them
-// too and do not remove the node again for a leave that preceded its
-// restart (only after a node of that version left gracefully: its
-// snapshot ends in a leave; see legacyLeft). The serf snapshot's record of an earlier incarnation of this
-// node is marked not alive before Serf starts, so a restart never rejoins
-// the gossip pool through its own old entry.
+// (24 h), so Serf stops reconnecting to a dead address. Nodes of the
+// earlier version act on every member with an id and reap nothing early:
+// a member named after the id that left would make such a leader remove
+// the node again on every reconcile pass after it came back. So a node
+// whose previous run was the earlier version and left gracefully (its
+// serf snapshot ends in a leave, legacyLeft) erases that member from every
+// list once it gossips (RemoveFailedNodePrune, pruneLegacySelf;
+// TestNode_PrunesEarlierVersionAfterLeave). A crashed earlier incarnation
+// is failed, which such a leader ignores, and is not pruned: pruning
+// marks a failed member left first. The serf snapshot's record of an
+// earlier incarnation of this node is marked not alive before Serf
+// starts, so a restart never rejoins the gossip pool through its own old
+// entry (Serf skips only the current name).
 
 package cluster
 
