@@ -1,0 +1,108 @@
+package client_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/xcheng85/go-ldm/apiconv"
+	"github.com/xcheng85/go-ldm/client"
+	ldmv1 "github.com/xcheng85/go-ldm/gen/ldm/v1"
+	"github.com/xcheng85/go-ldm/pyramid"
+	"github.com/xcheng85/go-ldm/storage"
+)
+
+// BenchmarkImport_codec imports the procedural 2048x2048x64 uint8 phantom
+// (64^3 bricks, every level, 293 MB of bricks) into a file store served
+// on loopback twice per iteration, raw and zstd (level 3, compressed by
+// the importer), alternating which goes first. It reports each one's rate
+// in MB of voxels per second, the compression ratio (bytes of voxels per
+// byte sent), and CPU seconds per GB of voxels: of the whole process
+// (client and server) with the in-process server, of the client alone with
+// LDM_BENCH_SERVER=http://host:port (an `ldm serve` process).
+//
+// Sub-benchmark phantom is the phantom as generated (smooth: a best case);
+// noisy adds noise to the low two bits of every voxel (a deterministic
+// pseudo-random sequence), closer to a scan's ratio.
+func BenchmarkImport_codec(b *testing.B) {
+	for _, noisy := range []bool{false, true} {
+		name := "phantom"
+		if noisy {
+			name = "noisy"
+		}
+		b.Run(name, func(b *testing.B) { benchImportCodec(b, noisy) })
+	}
+}
+
+func benchImportCodec(b *testing.B, noisy bool) {
+	base := os.Getenv("LDM_BENCH_SERVER")
+	if base == "" {
+		base = startFileServer(b)
+	}
+	s := &single{base: base}
+	im := s.importer(b)
+	ctx := context.Background()
+	shape := storage.Shape{X: 2048, Y: 2048, Z: 64}
+	p, err := pyramid.NewProcedural(shape, storage.Uint8)
+	if err != nil {
+		b.Fatal(err)
+	}
+	meta := pyramid.ProceduralMeta("bench", shape, storage.Uint8)
+	if err := meta.Normalize(); err != nil {
+		b.Fatal(err)
+	}
+	codecs := []ldmv1.Codec{ldmv1.Codec_CODEC_RAW, ldmv1.Codec_CODEC_ZSTD}
+	var wall, cpu [2]time.Duration
+	var bytes, sent [2]int64
+	i := 0
+	for b.Loop() {
+		i++
+		for k := range codecs {
+			c := (k + i) % 2 // alternate which goes first
+			name := fmt.Sprintf("codec-%s-%d", codecLabel(codecs[c]), i)
+			t0, c0 := time.Now(), cpuTime()
+			var src io.Reader = p.Reader()
+			if noisy {
+				src = &noiseReader{r: src, x: 1}
+			}
+			st, err := im.ImportReader(ctx, src, apiconv.MetaToAPI(withName(meta, name)), client.ImportOptions{Codec: codecs[c]})
+			if err != nil {
+				b.Fatal(err)
+			}
+			wall[c] += time.Since(t0)
+			cpu[c] += cpuTime() - c0
+			bytes[c] += st.Bytes
+			sent[c] += st.BytesSent
+			deleteVolume(b, im, name)
+		}
+	}
+	for c, codec := range codecs {
+		l := codecLabel(codec)
+		b.ReportMetric(float64(bytes[c])/wall[c].Seconds()/1e6, l+"-MB/s")
+		b.ReportMetric(cpu[c].Seconds()/(float64(bytes[c])/1e9), l+"-cpu-s/GB")
+	}
+	b.ReportMetric(float64(bytes[1])/float64(sent[1]), "zstd-ratio")
+	b.ReportMetric(wall[0].Seconds()/wall[1].Seconds(), "zstd-x-raw-speed")
+	b.ReportMetric(0, "ns/op")
+}
+
+// noiseReader adds 0..3 to every byte of r (wrapping), from an xorshift
+// sequence seeded by x.
+type noiseReader struct {
+	r io.Reader
+	x uint64
+}
+
+func (n *noiseReader) Read(p []byte) (int, error) {
+	k, err := n.r.Read(p)
+	for i := range p[:k] {
+		n.x ^= n.x << 13
+		n.x ^= n.x >> 7
+		n.x ^= n.x << 17
+		p[i] += byte(n.x & 3)
+	}
+	return k, err
+}
