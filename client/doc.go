@@ -32,7 +32,9 @@
 // it, so it can run again, unless it was interrupted (its context ended or
 // the server became unreachable): then the volume keeps what was stored,
 // is incomplete (ListBricks lists fewer bricks than expected), and an
-// import with ImportOptions.Resume sends only the missing bricks.
+// import with ImportOptions.Resume sends only the missing bricks. An
+// import into a zstd volume (ImportOptions.Codec, or the volume's codec)
+// compresses its bricks on every core before sending them.
 //
 // Transport: NewTransport speaks HTTP/2 only, h2c for http:// URLs and TLS
 // for https://, with frames and windows sized for tiles. A Config without
