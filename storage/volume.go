@@ -569,11 +569,11 @@ func (v *volume) commitLocked(d durability) error {
 		return err
 	}
 	doSync := d == durableNow
+	var synced []*block // blocks whose data this commit fdatasynced
 	if doSync {
-		var last *block
 		for _, p := range pend {
-			if p.b != last {
-				last = p.b
+			if n := len(synced); n == 0 || synced[n-1] != p.b {
+				synced = append(synced, p.b)
 				if err := fdatasync(v.s.fs, p.b.data); err != nil {
 					return failPend(err)
 				}
@@ -590,10 +590,13 @@ func (v *volume) commitLocked(d durability) error {
 	for i := 0; i < len(pend); {
 		b := pend[i].b
 		if v.idxDirty != nil && v.idxDirty != b {
-			// Seal: the previous block's index is complete and durable
-			// before the next block's first entry is written.
+			// Seal: the previous block's data and index are complete and
+			// durable before the next block's first entry is written.
+			// Its data is fsynced here unless this commit did, even when
+			// dataDirty no longer lists it: a Store.Sync that took it from
+			// the list may not have fsynced it yet.
 			if doSync || d == durableLater {
-				if d == durableLater {
+				if !slices.Contains(synced, v.idxDirty) {
 					if err := v.syncDataLocked(v.idxDirty); err != nil {
 						return failPend(err)
 					}
@@ -634,14 +637,21 @@ func (v *volume) commitLocked(d durability) error {
 	return nil
 }
 
-// syncDataLocked fsyncs the data of every block in dataDirty up to and
-// including b, and drops them from it. The caller holds cmu.
+// syncDataLocked fsyncs the data of b and of every block before it in
+// dataDirty, and drops them from it. b's data is fsynced even if dataDirty
+// does not list it (a Store.Sync in progress took it). The caller holds
+// cmu.
 func (v *volume) syncDataLocked(b *block) error {
 	i := slices.Index(v.dataDirty, b)
-	for _, db := range v.dataDirty[:i+1] {
-		if err := fdatasync(v.s.fs, db.data); err != nil {
-			return err
+	if i >= 0 {
+		for _, db := range v.dataDirty[:i] {
+			if err := fdatasync(v.s.fs, db.data); err != nil {
+				return err
+			}
 		}
+	}
+	if err := fdatasync(v.s.fs, b.data); err != nil {
+		return err
 	}
 	v.dataDirty = slices.Delete(v.dataDirty, 0, i+1)
 	return nil
