@@ -3,9 +3,11 @@
 // owns its requests, brick cache and live updates (session.ts), and
 // schedules drawing. window.ldm exposes its state for tests and scripts.
 
+import { fromBinary } from "@bufbuild/protobuf";
 import { timestampDate } from "@bufbuild/protobuf/wkt";
 import { BrickStreamer } from "./bricks";
 import { Space, type Volume } from "./gen/ldm/v1/types_pb";
+import { GetVolumeResponseSchema, type GetVolumeResponse } from "./gen/ldm/v1/volume_pb";
 import { connect, describe, isNotFound, type Clients, type Protocol } from "./api";
 import { colormapNames, lut, type ColormapName, type Window } from "./colormap";
 import { SliceView, type Axis } from "./slice";
@@ -51,7 +53,7 @@ class App {
   private openSeq = 0;
   private startLive: (() => void) | null = null;
   // The metadata of the volume named in the URL, asked for at start.
-  private early: { name: string; res: ReturnType<Clients["volumes"]["getVolume"]> } | null = null;
+  private early: { name: string; res: Promise<GetVolumeResponse> } | null = null;
 
   constructor() {
     const params = new URLSearchParams(location.search);
@@ -86,7 +88,8 @@ class App {
     // A volume named in the URL is asked for before anything else is set
     // up (the views, the WebGL context): its metadata gates its first bricks.
     const named = params.get("volume");
-    if (named) this.early = { name: named, res: this.clients.volumes.getVolume({ name: named }) };
+    // The server embeds its metadata in the page when it can: no round trip.
+    if (named) this.early = { name: named, res: embeddedVolume(named) ?? this.clients.volumes.getVolume({ name: named }) };
 
     const host = {
       pick: (p: Vec3) => this.pick(p),
@@ -146,10 +149,11 @@ class App {
     });
     new ResizeObserver(() => this.layout()).observe($("views"));
     this.layout();
-    // A volume named in the URL opens at once, while the list loads.
+    // A volume named in the URL opens at once; the list loads after its
+    // first requests have started.
     const v = params.get("volume");
-    void this.refresh();
-    if (v) void this.open(v);
+    if (v) void this.open(v).then(() => this.refresh());
+    else void this.refresh();
   }
 
   private msgSource = "";
@@ -683,6 +687,27 @@ class App {
         this.viewed(axis);
       },
     };
+  }
+}
+
+/**
+ * embeddedVolume returns the GetVolume response of volume name that the
+ * server put in the page (a script element of type application/json, id
+ * ldm-volume: {"name", "getVolume": base64 of the binary response}), or
+ * null when the page has none for that name or it does not decode.
+ */
+function embeddedVolume(name: string): Promise<GetVolumeResponse> | null {
+  const el = document.getElementById("ldm-volume");
+  if (!el?.textContent) return null;
+  try {
+    const d = JSON.parse(el.textContent) as { name?: unknown; getVolume?: unknown };
+    if (d.name !== name || typeof d.getVolume !== "string") return null;
+    const bin = atob(d.getVolume);
+    const b = new Uint8Array(bin.length);
+    for (let i = 0; i < bin.length; i++) b[i] = bin.charCodeAt(i);
+    return Promise.resolve(fromBinary(GetVolumeResponseSchema, b));
+  } catch {
+    return null;
   }
 }
 
