@@ -22,7 +22,8 @@ import (
 // in MB of voxels per second, the compression ratio (bytes of voxels per
 // byte sent), and CPU seconds per GB of voxels: of the whole process
 // (client and server) with the in-process server, of the client alone with
-// LDM_BENCH_SERVER=http://host:port (an `ldm serve` process).
+// LDM_BENCH_SERVER=http://host:port (an `ldm serve` process); and the
+// peak heap (see BenchmarkImport).
 //
 // Sub-benchmark phantom is the phantom as generated (smooth: a best case);
 // noisy adds noise to the low two bits of every voxel (a deterministic
@@ -57,12 +58,14 @@ func benchImportCodec(b *testing.B, noisy bool) {
 	codecs := []ldmv1.Codec{ldmv1.Codec_CODEC_RAW, ldmv1.Codec_CODEC_ZSTD}
 	var wall, cpu [2]time.Duration
 	var bytes, sent [2]int64
+	var peak [2]uint64
 	i := 0
 	for b.Loop() {
 		i++
 		for k := range codecs {
 			c := (k + i) % 2 // alternate which goes first
 			name := fmt.Sprintf("codec-%s-%d", codecLabel(codecs[c]), i)
+			stop := heapPeak()
 			t0, c0 := time.Now(), cpuTime()
 			var src io.Reader = p.Reader()
 			if noisy {
@@ -74,6 +77,8 @@ func benchImportCodec(b *testing.B, noisy bool) {
 			}
 			wall[c] += time.Since(t0)
 			cpu[c] += cpuTime() - c0
+			h, _ := stop()
+			peak[c] = max(peak[c], h)
 			bytes[c] += st.Bytes
 			sent[c] += st.BytesSent
 			deleteVolume(b, im, name)
@@ -83,6 +88,7 @@ func benchImportCodec(b *testing.B, noisy bool) {
 		l := codecLabel(codec)
 		b.ReportMetric(float64(bytes[c])/wall[c].Seconds()/1e6, l+"-MB/s")
 		b.ReportMetric(cpu[c].Seconds()/(float64(bytes[c])/1e9), l+"-cpu-s/GB")
+		b.ReportMetric(float64(peak[c])/(1<<20), l+"-peak-heap-MiB")
 	}
 	b.ReportMetric(float64(bytes[1])/float64(sent[1]), "zstd-ratio")
 	b.ReportMetric(wall[0].Seconds()/wall[1].Seconds(), "zstd-x-raw-speed")
