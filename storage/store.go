@@ -152,7 +152,9 @@ type Store struct {
 	closed  atomic.Bool
 	applied atomic.Uint64 // the durable marker's value
 	syncMu  sync.Mutex    // serializes Sync
-	syncErr error         // sticky failure of Sync (syncMu)
+	// syncErr is the first failed fsync of a volume's files (by Sync, a
+	// commit, a seal or a repair): sticky, see Sync.
+	syncErr atomic.Pointer[error]
 	seq     atomic.Uint64 // unique suffixes for temporary names
 }
 
@@ -611,15 +613,20 @@ func (s *Store) SetAppliedIndex(idx uint64) (err error) {
 // holds no volume's commit lock during the IO.
 //
 // A failed fsync is sticky: the kernel may have dropped the pages it could
-// not write, so a later fsync proves nothing. Every later Sync returns the
-// first failure and DurableIndex stops growing; reopening the store (a
-// restart, which replays the replication log from DurableIndex) clears it.
+// not write, so a later fsync proves nothing. That holds for any fsync of
+// a volume's files, not only Sync's: an append's commit, the seal of a
+// block by a deferred append, or the repair after a failed write (which
+// would otherwise see its own fsync succeed, the error being reported
+// once, while tiles published by deferred appends were lost). After any of
+// them every later Sync returns the first failure and DurableIndex stops
+// growing; reopening the store (a restart, which replays the replication
+// log from DurableIndex) clears it.
 func (s *Store) Sync(idx uint64) (err error) {
 	defer s.noSpace(&err, "sync")
 	s.syncMu.Lock()
 	defer s.syncMu.Unlock()
-	if s.syncErr != nil {
-		return s.syncErr
+	if err := s.syncFailure(); err != nil {
+		return err
 	}
 	if s.closed.Load() {
 		return ErrClosed
@@ -631,13 +638,36 @@ func (s *Store) Sync(idx uint64) (err error) {
 		for _, f := range v.takeDirty() {
 			if err := fdatasync(s.fs, f); err != nil {
 				v.release()
-				s.syncErr = fmt.Errorf("storage: sync: %w (reopen the store to recover)", err)
-				return s.syncErr
+				s.failSync(err)
+				return s.syncFailure()
 			}
 		}
+		// A commit's fsync of the same files may have consumed an error
+		// (it is reported once); the commit records it before it releases
+		// cmu, so wait for a commit in progress before looking.
+		v.cmu.Lock()
+		v.cmu.Unlock() //lint:ignore SA2001 taking and releasing cmu waits for a commit in progress
 		v.release()
 	}
+	if err := s.syncFailure(); err != nil {
+		return err
+	}
 	return s.SetAppliedIndex(idx)
+}
+
+// failSync records a failed fsync of a volume's files as the store's
+// sticky sync failure (the first one is kept).
+func (s *Store) failSync(err error) {
+	err = classify(fmt.Errorf("storage: sync: %w (reopen the store to recover)", err))
+	s.syncErr.CompareAndSwap(nil, &err)
+}
+
+// syncFailure returns the sticky sync failure, if any.
+func (s *Store) syncFailure() error {
+	if p := s.syncErr.Load(); p != nil {
+		return *p
+	}
+	return nil
 }
 
 // DurableIndex returns the replication index last recorded durably by

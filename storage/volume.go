@@ -229,13 +229,18 @@ func (v *volume) fail(err error) error {
 // files), the last committed block's data and index files are truncated to
 // their committed ends and fsynced, queued entries are dropped (their
 // appenders get the failure), and the write position goes back to the
-// committed count. Committed tiles are untouched: they were durable before
-// they were published and are never rewritten. The caller holds cmu.
+// committed count. Committed tiles are untouched: they are never
+// rewritten. The caller holds cmu.
 //
-// After a failed fsync the kernel may have dropped dirty pages, but only
-// pages past the committed end can be dirty (committed bytes are never
-// written again), and those are what the repair cuts. If the repair itself
-// fails, the volume stays failed and the next append tries again.
+// Committed tiles of Append were durable before they were published, but
+// those of AppendDeferred are published before they are durable: after a
+// failed fsync the kernel may have dropped their dirty pages as well as
+// the pages past the committed end that the repair cuts, and the repair's
+// own fsync succeeds (the error is reported once). So a failed fsync is
+// also the store's sticky sync failure (Store.Sync fails until the store is
+// reopened and DurableIndex stays before those tiles), and the repair does
+// not claim to save them. If the repair itself fails, the volume stays
+// failed and the next append tries again.
 func (v *volume) repairLocked() error {
 	p := v.failed.Load()
 	if p == nil {
@@ -293,6 +298,9 @@ func (v *volume) repairLocked() error {
 	}()
 	if err != nil {
 		err = classify(err)
+		// The repair's fsyncs cover published records of deferred
+		// appends too: a failure is the store's sticky sync failure.
+		v.s.failSync(err)
 		v.log.Error("volume repair after a write failure failed; the next append tries again", "cause", cause, "err", err)
 		return fmt.Errorf("volume %q: earlier write failure: %w (repair: %v)", v.name, cause, err)
 	}
@@ -568,6 +576,14 @@ func (v *volume) commitLocked(d durability) error {
 		}
 		return err
 	}
+	// failSync is failPend for a failed fsync, which is also the store's
+	// sticky sync failure (see Store.Sync): the kernel may have dropped
+	// pages of records that are published but not durable yet (deferred
+	// appends), and a later fsync of the file (the repair's) succeeds.
+	failSync := func(err error) error {
+		v.s.failSync(err)
+		return failPend(err)
+	}
 	doSync := d == durableNow
 	var synced []*block // blocks whose data this commit fdatasynced
 	if doSync {
@@ -575,7 +591,7 @@ func (v *volume) commitLocked(d durability) error {
 			if n := len(synced); n == 0 || synced[n-1] != p.b {
 				synced = append(synced, p.b)
 				if err := fdatasync(v.s.fs, p.b.data); err != nil {
-					return failPend(err)
+					return failSync(err)
 				}
 			}
 		}
@@ -598,11 +614,11 @@ func (v *volume) commitLocked(d durability) error {
 			if doSync || d == durableLater {
 				if !slices.Contains(synced, v.idxDirty) {
 					if err := v.syncDataLocked(v.idxDirty); err != nil {
-						return failPend(err)
+						return failSync(err)
 					}
 				}
 				if err := fdatasync(v.s.fs, v.idxDirty.index); err != nil {
-					return failPend(err)
+					return failSync(err)
 				}
 			}
 			v.idxDirty, v.idxDirtyBytes = nil, 0
@@ -627,7 +643,7 @@ func (v *volume) commitLocked(d durability) error {
 	if v.idxDirtyBytes >= indexSyncBytes {
 		if doSync {
 			if err := fdatasync(v.s.fs, v.idxDirty.index); err != nil {
-				return failPend(err)
+				return failSync(err)
 			}
 		}
 		v.idxDirtyBytes = 0
@@ -682,6 +698,7 @@ func (v *volume) syncIndex() {
 	defer v.cmu.Unlock()
 	if v.idxDirty != nil && v.s.cfg.Sync != SyncNone && v.failed.Load() == nil {
 		if err := fdatasync(v.s.fs, v.idxDirty.index); err != nil {
+			v.s.failSync(err)
 			v.log.Warn("fsync of the index at close failed", "err", err)
 		}
 	}
