@@ -25,8 +25,10 @@ import (
 // a raw tile sent to a zstd volume is compressed, a zstd tile sent to a
 // raw volume decoded, and a zstd tile sent to a zstd volume stored as sent
 // once the server has checked that it decodes to exactly the brick's size
-// (the checksums the store keeps then cover bytes known to decode). A
-// tile's crc32c is checked against the bytes as sent.
+// (the checksums the store keeps then cover bytes known to decode;
+// zstdcodec.Validate checks it keeping at most a window). A tile's crc32c
+// is checked against the bytes as sent. The decoded bytes are counted in
+// the ingest budgets before any of this (see ingest_cost.go).
 //
 // The codec a read reports is looked up when the read is served, after the
 // tile is read: a volume deleted and created again with another codec in
@@ -168,7 +170,15 @@ func (s *Server) ingestTile(volume string, info storage.VolumeInfo, t *storage.T
 			}
 			size = int(n)
 		}
-		raw, err := zstdcodec.Decode(nil, t.Value, size)
+		// For a zstd volume the frame is only checked (stored as sent):
+		// Validate drops what it decodes as it goes.
+		var raw []byte
+		var err error
+		if info.Codec.Kind == storage.CodecRaw {
+			raw, err = zstdcodec.Decode(nil, t.Value, size)
+		} else {
+			err = zstdcodec.Validate(t.Value, size)
+		}
 		if err != nil {
 			return withField("tile.value", fmt.Errorf("%w: %w: a CODEC_ZSTD tile of volume %q must be one frame with its content size in the header, which must be %d bytes (the brick's size): %v",
 				storage.ErrInvalidArgument, errBadFrame, volume, size, err))

@@ -84,7 +84,10 @@ type Config struct {
 	// MaxIngestBytes bounds the tile bytes that WriteTileStream streams
 	// hold queued for the store, across the server; MaxStreamIngestBytes
 	// bounds one stream. A stream stops reading (HTTP/2 flow control holds
-	// the client back) while its tiles would exceed either. Zero means
+	// the client back) while its tiles would exceed either. A CODEC_ZSTD
+	// tile counts as its bytes plus the content size its frame declares,
+	// in streams and in WriteTile (server-wide only); one that cannot fit
+	// is refused (see decodedBytes). Zero means
 	// DefaultMaxIngestBytes and DefaultMaxStreamIngestBytes.
 	MaxIngestBytes, MaxStreamIngestBytes int64
 	// DrainGrace is how long Drain lets an open stream's pending write

@@ -32,7 +32,8 @@ const (
 // the store while the previous batch is appended.
 const ingestQueue = 64
 
-// ingestBatchBytes bounds the bytes of one Append batch of WriteTileStream.
+// ingestBatchBytes bounds the bytes of one Append batch of WriteTileStream
+// (counted as the ingest budgets count them, see decodedBytes).
 const ingestBatchBytes = 64 << 20
 
 type tileHandler struct {
@@ -57,6 +58,13 @@ func (h *tileHandler) WriteTile(ctx context.Context, req *connect.Request[ldmv1.
 	if id := req.Msg.GetRequestId(); id != "" {
 		ids = []string{id}
 	}
+	// A zstd tile's content is counted in the ingest budget before it is
+	// decoded (see acquireUnaryIngest).
+	release, err := h.s.acquireUnaryIngest(ctx, req.Msg.GetVolume(), req.Msg.GetTile())
+	if err != nil {
+		return nil, connectError(err)
+	}
+	defer release()
 	tiles := []storage.Tile{apiconv.TileFromAPI(req.Msg.GetTile())}
 	if err := h.s.ingestTiles(req.Msg.GetVolume(), tiles, []ldmv1.Codec{req.Msg.GetTile().GetCodec()}); err != nil {
 		return nil, connectError(err)
@@ -349,6 +357,7 @@ func (h *tileHandler) WriteTileStream(ctx context.Context, stream *connect.BidiS
 		codec  ldmv1.Codec // the tile's codec as sent (see ingestTiles)
 		id     string      // request id
 		held   [2]int64    // bytes taken from the stream's and the server's budget
+		cost   int64       // bytes sent plus the content a zstd frame declares
 	}
 	own := newByteBudget(h.s.streamIngest)
 	releaseItem := func(it item) {
@@ -386,8 +395,19 @@ func (h *tileHandler) WriteTileStream(ctx context.Context, stream *connect.BidiS
 			if msg.GetVolume() != "" {
 				volume = msg.GetVolume()
 			}
-			it := item{volume: volume, tile: apiconv.TileFromAPI(msg.GetTile()), codec: msg.GetTile().GetCodec(), id: msg.GetRequestId()}
-			n := int64(len(it.tile.Value))
+			// A zstd tile counts with the content its frame declares,
+			// taken before it is decoded (see decodedBytes); one that
+			// cannot fit ends the stream after the tiles before it.
+			decoded, err := h.s.decodedBytes(volume, msg.GetTile())
+			n := int64(len(msg.GetTile().GetValue())) + decoded
+			if err == nil {
+				err = h.s.tooLargeToIngest(decoded, n, own)
+			}
+			if err != nil {
+				recvErr <- err
+				return
+			}
+			it := item{volume: volume, tile: apiconv.TileFromAPI(msg.GetTile()), codec: msg.GetTile().GetCodec(), id: msg.GetRequestId(), cost: n}
 			var aerr error
 			if it.held[0], aerr = own.acquire(ctx, n); aerr == nil {
 				if it.held[1], aerr = h.s.ingest.acquire(ctx, n); aerr != nil {
@@ -436,7 +456,7 @@ func (h *tileHandler) WriteTileStream(ctx context.Context, stream *connect.BidiS
 		batchIDs = append(batchIDs[:0], first.id)
 		batchCodecs = append(batchCodecs[:0], first.codec)
 		held = append(held[:0], first)
-		size := len(first.tile.Value)
+		size := first.cost // decoded bytes of zstd tiles included
 	fill:
 		for size < ingestBatchBytes {
 			select {
@@ -452,7 +472,7 @@ func (h *tileHandler) WriteTileStream(ctx context.Context, stream *connect.BidiS
 				batchIDs = append(batchIDs, it.id)
 				batchCodecs = append(batchCodecs, it.codec)
 				held = append(held, it)
-				size += len(it.tile.Value)
+				size += it.cost
 			default:
 				break fill
 			}
