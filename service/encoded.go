@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"runtime/debug"
 
 	"connectrpc.com/connect"
 	"google.golang.org/protobuf/encoding/protowire"
@@ -143,6 +144,30 @@ func (e *encodedTile) appendTo(dst []byte) []byte {
 	return append(dst, e.tail...)
 }
 
+// errMappedFault: a tile's bytes could not be read from the mapped data
+// file while the response was encoded.
+var errMappedFault = errors.New("service: reading the tile's data file failed (the file was cut short or the disk failed); retry, and run a verify of the store")
+
+// appendGuarded is appendTo for a value that may alias a mapped data file
+// (storage.Store.ReadView): the store checked the bytes, but if the file is
+// cut short afterwards by something outside the store, or a page cannot be
+// read, touching it raises SIGBUS, which would kill the process. Under
+// debug.SetPanicOnFault (per goroutine; the previous setting is restored)
+// the fault becomes errMappedFault.
+func (e *encodedTile) appendGuarded(dst []byte) (out []byte, err error) {
+	old := debug.SetPanicOnFault(true)
+	defer func() {
+		debug.SetPanicOnFault(old)
+		if r := recover(); r != nil {
+			if _, ok := r.(interface{ Addr() uintptr }); !ok {
+				panic(r)
+			}
+			out, err = nil, errMappedFault
+		}
+	}()
+	return e.appendTo(dst), nil
+}
+
 // tileCodec is connect-go's protobuf binary codec ("proto") with a pass
 // through for encodedTile: its MarshalAppend appends the kept encoding.
 // Every other message is marshaled and unmarshaled as connect-go's own
@@ -158,7 +183,7 @@ func (c tileCodec) Marshal(m any) ([]byte, error) { return c.MarshalAppend(nil, 
 // allocated once the pool's buffers are large enough.
 func (tileCodec) MarshalAppend(dst []byte, m any) ([]byte, error) {
 	if e, ok := m.(*encodedTile); ok && !e.plain {
-		return e.appendTo(dst), nil
+		return e.appendGuarded(dst)
 	}
 	pm, ok := m.(proto.Message)
 	if !ok {
