@@ -20,7 +20,9 @@ import (
 //     removed).
 //  3. Check the last block as the active one: cut the index back to its
 //     last entry that is whole, has a valid checksum, follows the previous
-//     record, lies inside the data file and whose record header matches;
+//     record, lies inside the data file and whose record header matches
+//     (and, for a tile past DurableIndex, whose record is whole: header
+//     and value checksum);
 //     then rebuild entries for the whole records after it (the index lags
 //     the data by design) and cut the data file after the last whole
 //     record. If the last block is left empty and is not the only one,
@@ -30,7 +32,8 @@ import (
 //     index describes past the end of the file (a power cut that kept the
 //     index and not the data) read as ErrCorrupt, and no view maps them.
 //  5. Rebuild the brick index from the index entries (no tile data is
-//     read beyond the active block's unindexed tail).
+//     read beyond the active block's records past DurableIndex and its
+//     unindexed tail).
 func openVolume(s *Store, name, dir string) (*volume, error) {
 	v := &volume{
 		s:    s,
@@ -338,7 +341,15 @@ func (v *volume) recoverActive(base uint64) (*block, uint64, error) {
 	if maxEntries := uint64(len(b.idx)-indexHeaderLen) / indexEntryLen; total > maxEntries {
 		total = maxEntries
 	}
-	// Forward pass: the longest prefix of well-formed, contiguous entries.
+	// Forward pass: the longest prefix of well-formed, contiguous entries
+	// whose records are whole. A record of a deferred append past the
+	// durable marker (its Index above DurableIndex) may have an index entry
+	// on disk without its bytes: nothing ordered the index write after the
+	// data's, and writeback is out of order, so a power cut can leave a
+	// zero-filled gap under a valid entry. Those records (only the tail
+	// since the last Sync) are read and checked whole.
+	durable := v.s.applied.Load()
+	var rec []byte
 	var n uint64
 	end := int64(dataHeaderLen)
 	reason := ""
@@ -356,6 +367,12 @@ func (v *volume) recoverActive(base uint64) (*block, uint64, error) {
 		if next > dataSize {
 			reason = fmt.Sprintf("entry %d ends at %d past the data file's %d bytes", n, next, dataSize)
 			break
+		}
+		if e.Index > durable {
+			if bad := checkRecord(b.data, e, base+n, &rec); bad != "" {
+				reason = fmt.Sprintf("entry %d: %s", n, bad)
+				break
+			}
 		}
 		end = next
 	}
@@ -443,6 +460,31 @@ func (v *volume) recoverActive(base uint64) (*block, uint64, error) {
 	}
 	b.idxCount = n
 	return b, n, nil
+}
+
+// checkRecord reads the record e points at (offset off) into *buf and
+// returns why it is not whole ("" if it is): its header must match e and
+// its value's checksum must hold.
+func checkRecord(f *os.File, e indexEntry, off uint64, buf *[]byte) string {
+	n := recordHeaderLen + int(e.Length)
+	if cap(*buf) < n {
+		*buf = make([]byte, n)
+	}
+	b := (*buf)[:n]
+	if _, err := f.ReadAt(b, e.Pos); err != nil {
+		return fmt.Sprintf("reading record at %d: %v", e.Pos, err)
+	}
+	h, err := decodeRecordHeader(b[:recordHeaderLen])
+	if err != nil {
+		return fmt.Sprintf("record at %d: %v", e.Pos, err)
+	}
+	if !e.matches(h, off) {
+		return fmt.Sprintf("record header at %d does not match its index entry", e.Pos)
+	}
+	if Checksum(b[recordHeaderLen:]) != e.CRC {
+		return fmt.Sprintf("record at %d: value checksum mismatch", e.Pos)
+	}
+	return ""
 }
 
 // scanRecords reads whole records from f starting at pos (offset first),
