@@ -2,6 +2,7 @@ package service
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -41,5 +42,26 @@ func TestTileCodec_MarshalAppend_cut_file(t *testing.T) {
 	}
 	if _, err := (tileCodec{}).MarshalAppend(nil, &e); !errors.Is(err, errMappedFault) {
 		t.Fatalf("MarshalAppend of a file cut under the value = %v, want errMappedFault", err)
+	}
+}
+
+// BenchmarkTileCodec_appendGuarded: the cost of the fault guard on the
+// copy of a kept tile into the send buffer (small and 256 KiB tiles).
+func BenchmarkTileCodec_appendGuarded(b *testing.B) {
+	for _, n := range []int{64, 256 << 10} {
+		var e encodedTile
+		tile := storage.Tile{Offset: 1, Value: make([]byte, n)}
+		e.setTile(&ldmv1.ReadTileResponse{Tile: &ldmv1.Tile{Offset: 1, Value: tile.Value}}, tile)
+		dst := make([]byte, 0, e.size())
+		b.Run(fmt.Sprintf("plain_%d", n), func(b *testing.B) {
+			for b.Loop() {
+				dst = e.appendTo(dst[:0])
+			}
+		})
+		b.Run(fmt.Sprintf("guarded_%d", n), func(b *testing.B) {
+			for b.Loop() {
+				dst, _ = e.appendGuarded(dst[:0])
+			}
+		})
 	}
 }
