@@ -146,6 +146,8 @@ func BenchmarkViewer_load(b *testing.B) {
 			b.ReportMetric(0, "ns/op") // the figures above are what matters
 		})
 	}
+	// zstd against raw over a throttled link (viewer_zstd_bench_test.go).
+	b.Run("throttled_512cubed_uint16_ct", benchViewerThrottled)
 }
 
 // writeProcedural writes the procedural phantom of meta into a new store
