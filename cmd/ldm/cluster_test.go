@@ -328,12 +328,17 @@ func TestCluster_SIGKILL_leader_real_processes(t *testing.T) {
 	}
 	t.Logf("%d rounds, %d acknowledged writes, %d tiles, last killed %s", rounds, len(acks), len(ref), victim.id)
 
-	// The operator commands, against a follower.
+	// The operator commands, against a follower. Gossip converges after
+	// Raft does: the restarted node is a new gossip member (a new
+	// incarnation) that rejoins from its snapshot, so wait until it sees
+	// all three alive.
 	server := "http://" + victim.addr
-	out, errOut, err := ldmCmd(t, "", "cluster", "members", "--server", server)
-	if err != nil || !strings.Contains(out, "n1") || !strings.Contains(out, "n2") || !strings.Contains(out, "n3") || strings.Count(out, "alive") != 3 {
-		t.Fatalf("cluster members: %v\n%s%s", err, out, errOut)
-	}
+	var out, errOut string
+	var err error
+	testutil.WaitFor(t, 30*time.Second, "cluster members: three alive on the restarted node", func() bool {
+		out, errOut, err = ldmCmd(t, "", "cluster", "members", "--server", server)
+		return err == nil && strings.Contains(out, "n1") && strings.Contains(out, "n2") && strings.Contains(out, "n3") && strings.Count(out, "alive") == 3
+	})
 	out, errOut, err = ldmCmd(t, "", "cluster", "transfer-leader", victim.id, "--server", "http://"+survivor.addr)
 	if err != nil || strings.TrimSpace(out) != "leader: "+victim.id {
 		t.Fatalf("cluster transfer-leader %s: %v\n%s%s", victim.id, err, out, errOut)
