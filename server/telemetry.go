@@ -157,6 +157,11 @@ func newTelemetry(cfg Config) (*telemetry, error) {
 		}
 		t.tp = tp
 		t.tracer = tp.Tracer("github.com/xcheng85/go-ldm")
+		if tc.OTLPEndpoint == "" {
+			// No exporter: ids in the context, no otelconnect span.
+			t.otel = idTracing{}
+			return t, nil
+		}
 		ic, err := otelconnect.NewInterceptor(
 			otelconnect.WithTracerProvider(tp),
 			otelconnect.WithPropagator(propagation.TraceContext{}),
