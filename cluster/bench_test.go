@@ -108,7 +108,7 @@ func replicated(tb testing.TB) func(context.Context, []byte) error {
 func replicatedStoreSync(tb testing.TB) func(context.Context, []byte) error {
 	return appendVia(benchLeaderWith(tb, func(tb testing.TB, dir string) Store {
 		return syncedStore{openFileStore(tb, dir).(fileStore)}
-	}))
+	}, benchTune))
 }
 
 func appendVia(l *Node) func(context.Context, []byte) error {
@@ -128,17 +128,17 @@ func (s syncedStore) Append(ctx context.Context, name string, tiles ...storage.T
 
 // benchLeader starts a three-node cluster tuned for ingest and returns the
 // leader's Node with the volume "bench" created.
-func benchLeader(tb testing.TB) *Node { return benchLeaderWith(tb, nil) }
+func benchLeader(tb testing.TB) *Node { return benchLeaderWith(tb, nil, benchTune) }
 
 // benchLeaderWith is benchLeader over stores from newStore (nil: file
-// stores).
-func benchLeaderWith(tb testing.TB, newStore func(testing.TB, string) Store) *Node {
+// stores), with every node's Config set by tune.
+func benchLeaderWith(tb testing.TB, newStore func(testing.TB, string) Store, tune func(*Config)) *Node {
 	tb.Helper()
 	c := newTestCluster(tb)
 	if newStore != nil {
 		c.newStore = newStore
 	}
-	c.tune = benchTune
+	c.tune = tune
 	c.add("n1")
 	c.leader(20 * time.Second)
 	c.add("n2")

@@ -36,7 +36,6 @@
 package cluster
 
 import (
-	"context"
 	"fmt"
 	"maps"
 	"slices"
@@ -199,15 +198,6 @@ func planKey(plan []bootCandidate) string {
 // bootstraps Raft with them as voters. It reports whether the node now has
 // Raft state (it bootstrapped, or found state written meanwhile).
 func (n *Node) bootstrapWith(plan []bootCandidate) (bool, error) {
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go func() {
-		select {
-		case <-n.shutdown:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
 	var members []serf.Member
 	for _, m := range plan {
 		if m.id == n.cfg.NodeID {

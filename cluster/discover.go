@@ -82,15 +82,8 @@ func (n *Node) joinLoop() {
 	if lookup == nil {
 		lookup = net.DefaultResolver.LookupHost
 	}
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := n.untilShutdown()
 	defer cancel()
-	go func() {
-		select {
-		case <-n.shutdown:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
 	self := n.serf.Memberlist().LocalNode()
 	selfAddr := net.JoinHostPort(self.Addr.String(), strconv.Itoa(int(self.Port)))
 	defaultPort := strconv.Itoa(int(self.Port))
@@ -155,4 +148,18 @@ func (n *Node) isAliveGossipAddr(addr string) bool {
 func (n *Node) leaderKnown() bool {
 	_, id := n.raft.LeaderWithID()
 	return id != ""
+}
+
+// untilShutdown returns a context that ends when the node shuts down or
+// cancel is called.
+func (n *Node) untilShutdown() (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		select {
+		case <-n.shutdown:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	return ctx, cancel
 }

@@ -7,7 +7,6 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/hashicorp/raft"
 )
@@ -18,25 +17,13 @@ import (
 // by tune (nil: none).
 func layoutCluster(tb testing.TB, logRoot string, newStore func(testing.TB, string) Store, tune func(*raft.Config)) func(context.Context, []byte) error {
 	tb.Helper()
-	c := newTestCluster(tb)
-	if newStore != nil {
-		c.newStore = newStore
-	}
-	c.tune = func(cfg *Config) {
+	return appendVia(benchLeaderWith(tb, newStore, func(cfg *Config) {
 		benchTune(cfg)
 		if logRoot != "" {
 			cfg.Dir = filepath.Join(logRoot, cfg.NodeID)
 		}
 		cfg.raftTune = tune
-	}
-	c.add("n1")
-	c.leader(20 * time.Second)
-	c.add("n2")
-	c.add("n3")
-	c.waitVoters(30*time.Second, "n1", "n2", "n3")
-	l := c.leader(20 * time.Second)
-	mustCreate(tb, l.node, "bench")
-	return appendVia(l.node)
+	}))
 }
 
 // tmpfsDir returns a new directory on /dev/shm (tmpfs), removed at the

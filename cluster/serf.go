@@ -252,15 +252,8 @@ func (n *Node) reconcilePass() (unproven int, _ error) {
 // others. It returns each one's result by id and address (NUL between).
 // members holds one member per node id (nodeMembers).
 func (n *Node) identifyNew(members []serf.Member, voters map[string]raft.Server) map[string]error {
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := n.untilShutdown()
 	defer cancel()
-	go func() {
-		select {
-		case <-n.shutdown:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
 	var mu sync.Mutex
 	out := map[string]error{}
 	var wg sync.WaitGroup

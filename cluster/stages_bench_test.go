@@ -57,7 +57,7 @@ func (s *raftStages) stop() map[string][2]float64 {
 // replicatedMemStore is replicated over MemoryStore stores: the tile
 // bytes reach the disk through the Raft log only.
 func replicatedMemStore(tb testing.TB) func(context.Context, []byte) error {
-	return appendVia(benchLeaderWith(tb, func(testing.TB, string) Store { return NewMemoryStore() }))
+	return appendVia(benchLeaderWith(tb, func(testing.TB, string) Store { return NewMemoryStore() }, benchTune))
 }
 
 // BenchmarkIngestStages shows where a replicated write's time goes: for

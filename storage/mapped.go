@@ -217,16 +217,7 @@ func (v *volume) view(st *volState, offset uint64) (Tile, error) {
 	if offset >= st.next {
 		return Tile{}, fmt.Errorf("volume %q offset %d (next offset %d): %w", v.name, offset, st.next, ErrOutOfRange)
 	}
-	lo, hi := 0, len(st.blocks)
-	for hi-lo > 1 {
-		mid := int(uint(lo+hi) >> 1)
-		if st.blocks[mid].b.base <= offset {
-			lo = mid
-		} else {
-			hi = mid
-		}
-	}
-	bv := st.blocks[lo]
+	bv := st.blockAt(offset)
 	b := bv.b
 	i := offset - b.base
 	e, err := bv.entry(i)

@@ -738,14 +738,9 @@ func (v *volume) publish(pend []pendingEntry) {
 	close(old.changed)
 }
 
-// read returns the tile at offset from st, reading the value into buf when
-// it is large enough and into a new buffer otherwise. The caller holds a
-// reference.
-func (v *volume) read(st *volState, offset uint64, buf []byte) (Tile, error) {
-	if offset >= st.next {
-		return Tile{}, fmt.Errorf("volume %q offset %d (next offset %d): %w", v.name, offset, st.next, ErrOutOfRange)
-	}
-	// Binary search for the last block whose base is <= offset.
+// blockAt returns the view of the last block whose base is <= offset
+// (binary search; st holds at least one block).
+func (st *volState) blockAt(offset uint64) blockView {
 	lo, hi := 0, len(st.blocks)
 	for hi-lo > 1 {
 		mid := int(uint(lo+hi) >> 1)
@@ -755,7 +750,17 @@ func (v *volume) read(st *volState, offset uint64, buf []byte) (Tile, error) {
 			hi = mid
 		}
 	}
-	bv := st.blocks[lo]
+	return st.blocks[lo]
+}
+
+// read returns the tile at offset from st, reading the value into buf when
+// it is large enough and into a new buffer otherwise. The caller holds a
+// reference.
+func (v *volume) read(st *volState, offset uint64, buf []byte) (Tile, error) {
+	if offset >= st.next {
+		return Tile{}, fmt.Errorf("volume %q offset %d (next offset %d): %w", v.name, offset, st.next, ErrOutOfRange)
+	}
+	bv := st.blockAt(offset)
 	b := bv.b
 	e, err := bv.entry(offset - b.base)
 	if err != nil {

@@ -467,6 +467,51 @@ func saveArtifact(tb testing.TB, name string, b []byte) {
 	tb.Logf("saved %s", p)
 }
 
+// viewerTypeCase is a voxel type with a value for every position and the
+// window (level, width) that shows its range.
+type viewerTypeCase struct {
+	dt           storage.DataType
+	value        func(x, y, z int) float64
+	level, width float64
+}
+
+// viewerTypeCases are the voxel types the viewer tests open.
+var viewerTypeCases = []viewerTypeCase{
+	{storage.Uint8, func(x, y, z int) float64 { return float64((x*7 + y*3 + z) % 256) }, 127.5, 255},
+	{storage.Uint16, func(x, y, z int) float64 { return float64(x*1000 + y*37 + z) }, 20000, 40000},
+	{storage.Int16, func(x, y, z int) float64 { return float64(x*500 - y*300 + z - 4000) }, 0, 30000},
+	{storage.Uint32, func(x, y, z int) float64 { return float64(uint32(x)*100000000 + uint32(y*1000+z)) }, 2e9, 4e9},
+	{storage.Float32, func(x, y, z int) float64 { return float64(float32(x)*0.37 - float32(y)*1.5 + float32(z)*0.01) }, 0, 60},
+}
+
+// fill returns the case's voxels for shape, little-endian, x fastest.
+func (tc viewerTypeCase) fill(shape storage.Shape) []byte {
+	size := tc.dt.Size()
+	buf := make([]byte, int(shape.X*shape.Y*shape.Z)*size)
+	i := 0
+	for z := range int(shape.Z) {
+		for y := range int(shape.Y) {
+			for x := range int(shape.X) {
+				v := tc.value(x, y, z)
+				switch tc.dt {
+				case storage.Uint8:
+					buf[i] = byte(v)
+				case storage.Uint16:
+					binary.LittleEndian.PutUint16(buf[i:], uint16(v))
+				case storage.Int16:
+					binary.LittleEndian.PutUint16(buf[i:], uint16(int16(v)))
+				case storage.Uint32:
+					binary.LittleEndian.PutUint32(buf[i:], uint32(v))
+				case storage.Float32:
+					binary.LittleEndian.PutUint32(buf[i:], math.Float32bits(float32(v)))
+				}
+				i += size
+			}
+		}
+	}
+	return buf
+}
+
 // TestViewer_dataTypes opens a small volume of every voxel type (with edge
 // bricks clipped by the volume) and checks, at random voxels of the axial
 // view, the value the viewer holds and the pixel it draws through the
@@ -481,42 +526,10 @@ func TestViewer_dataTypes(t *testing.T) {
 		t.Fatal(err)
 	}
 	shape := storage.Shape{X: 40, Y: 30, Z: 20}
-	for _, tc := range []struct {
-		dt           storage.DataType
-		value        func(x, y, z int) float64
-		level, width float64
-	}{
-		{storage.Uint8, func(x, y, z int) float64 { return float64((x*7 + y*3 + z) % 256) }, 127.5, 255},
-		{storage.Uint16, func(x, y, z int) float64 { return float64(x*1000 + y*37 + z) }, 20000, 40000},
-		{storage.Int16, func(x, y, z int) float64 { return float64(x*500 - y*300 + z - 4000) }, 0, 30000},
-		{storage.Uint32, func(x, y, z int) float64 { return float64(uint32(x)*100000000 + uint32(y*1000+z)) }, 2e9, 4e9},
-		{storage.Float32, func(x, y, z int) float64 { return float64(float32(x)*0.37 - float32(y)*1.5 + float32(z)*0.01) }, 0, 60},
-	} {
+	for _, tc := range viewerTypeCases {
 		t.Run(tc.dt.String(), func(t *testing.T) {
 			name := "types-" + tc.dt.String()
-			size := tc.dt.Size()
-			buf := make([]byte, int(shape.X*shape.Y*shape.Z)*size)
-			i := 0
-			for z := range int(shape.Z) {
-				for y := range int(shape.Y) {
-					for x := range int(shape.X) {
-						v := tc.value(x, y, z)
-						switch tc.dt {
-						case storage.Uint8:
-							buf[i] = byte(v)
-						case storage.Uint16:
-							binary.LittleEndian.PutUint16(buf[i:], uint16(v))
-						case storage.Int16:
-							binary.LittleEndian.PutUint16(buf[i:], uint16(int16(v)))
-						case storage.Uint32:
-							binary.LittleEndian.PutUint32(buf[i:], uint32(v))
-						case storage.Float32:
-							binary.LittleEndian.PutUint32(buf[i:], math.Float32bits(float32(v)))
-						}
-						i += size
-					}
-				}
-			}
+			buf := tc.fill(shape)
 			v := &ldmv1.Volume{Name: name, DataType: ldmv1.DataType(tc.dt), Shape: &ldmv1.Shape{X: shape.X, Y: shape.Y, Z: shape.Z},
 				BrickShape: &ldmv1.Shape{X: 16, Y: 16, Z: 16}, LodCount: 2}
 			if err := importVolume(ctx, c, v, bytes.NewReader(buf), io.Discard, true); err != nil {

@@ -3,11 +3,9 @@ package main
 import (
 	"bytes"
 	"context"
-	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"io"
-	"math"
 	"math/rand/v2"
 	"testing"
 	"time"
@@ -56,41 +54,9 @@ func TestViewer_zstd(t *testing.T) {
 		t.Fatal(err)
 	}
 	shape := storage.Shape{X: 40, Y: 30, Z: 20}
-	for _, tc := range []struct {
-		dt           storage.DataType
-		value        func(x, y, z int) float64
-		level, width float64
-	}{
-		{storage.Uint8, func(x, y, z int) float64 { return float64((x*7 + y*3 + z) % 256) }, 127.5, 255},
-		{storage.Uint16, func(x, y, z int) float64 { return float64(x*1000 + y*37 + z) }, 20000, 40000},
-		{storage.Int16, func(x, y, z int) float64 { return float64(x*500 - y*300 + z - 4000) }, 0, 30000},
-		{storage.Uint32, func(x, y, z int) float64 { return float64(uint32(x)*100000000 + uint32(y*1000+z)) }, 2e9, 4e9},
-		{storage.Float32, func(x, y, z int) float64 { return float64(float32(x)*0.37 - float32(y)*1.5 + float32(z)*0.01) }, 0, 60},
-	} {
+	for _, tc := range viewerTypeCases {
 		t.Run(tc.dt.String(), func(t *testing.T) {
-			size := tc.dt.Size()
-			buf := make([]byte, int(shape.X*shape.Y*shape.Z)*size)
-			i := 0
-			for z := range int(shape.Z) {
-				for y := range int(shape.Y) {
-					for x := range int(shape.X) {
-						v := tc.value(x, y, z)
-						switch tc.dt {
-						case storage.Uint8:
-							buf[i] = byte(v)
-						case storage.Uint16:
-							binary.LittleEndian.PutUint16(buf[i:], uint16(v))
-						case storage.Int16:
-							binary.LittleEndian.PutUint16(buf[i:], uint16(int16(v)))
-						case storage.Uint32:
-							binary.LittleEndian.PutUint32(buf[i:], uint32(v))
-						case storage.Float32:
-							binary.LittleEndian.PutUint32(buf[i:], math.Float32bits(float32(v)))
-						}
-						i += size
-					}
-				}
-			}
+			buf := tc.fill(shape)
 			rng := rand.New(rand.NewPCG(14, uint64(tc.dt)))
 			pts := []voxel{{0, 0, 13}, {39, 29, 13}, {33, 17, 13}, {20, 15, 13}, {39, 15, 13}}
 			for range 60 {
@@ -136,7 +102,7 @@ func TestViewer_zstd(t *testing.T) {
 			if zs.stats.Voxels != raw.stats.Voxels || zs.stats.Voxels == 0 {
 				t.Errorf("voxels decoded: raw volume %v, zstd volume %v", raw.stats.Voxels, zs.stats.Voxels)
 			}
-			if zs.cacheBytes != raw.cacheBytes || zs.cacheBytes < zs.stats.Voxels*float64(size) {
+			if zs.cacheBytes != raw.cacheBytes || zs.cacheBytes < zs.stats.Voxels*float64(tc.dt.Size()) {
 				t.Errorf("cache holds %v bytes for the zstd volume, %v for the raw one (%v voxels decoded): it must count decoded bytes", zs.cacheBytes, raw.cacheBytes, zs.stats.Voxels)
 			}
 			if zs.stats.Bytes >= raw.stats.Bytes {
