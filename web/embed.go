@@ -26,7 +26,9 @@ import (
 //go:embed dist
 var dist embed.FS
 
-// FS returns the viewer's static files (index.html, app.js, style.css).
+// FS returns the viewer's static files (index.html, app.js, stream.js,
+// style.css, and the zstd decoder zstd_wasm.HASH.js that app.js and
+// stream.js import when a zstd volume is open).
 func FS() fs.FS {
 	sub, err := fs.Sub(dist, "dist")
 	if err != nil {
@@ -37,7 +39,7 @@ func FS() fs.FS {
 
 // csp allows the page to load its own files and call its own origin only.
 // The zstd decoder is WebAssembly ('wasm-unsafe-eval' lets the page compile
-// it, nothing else) that loads from a data: URL in the bundle (connect-src
+// it, nothing else) that loads from a data: URL in its own file (connect-src
 // data:, which reaches no server).
 const csp = "default-src 'none'; script-src 'self' 'wasm-unsafe-eval'; style-src 'self'; img-src 'self' data: blob:; connect-src 'self' data:; worker-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 
@@ -59,15 +61,21 @@ const VolumeScriptID = "ldm-volume"
 // Handler serves the viewer: "/" is index.html, other paths are files of
 // FS, anything else is 404. Responses carry a strong ETag (a hash of the
 // file) with Cache-Control: no-cache, so browsers revalidate cheaply and
-// never run a stale bundle after an upgrade. It is safe for concurrent use.
+// never run a stale bundle after an upgrade; a file whose name carries the
+// hash of its content (NAME.HASH.EXT, HASH the first 24 hex digits of its
+// SHA-256, checked here) cannot go stale, and browsers may keep it a year
+// without asking (immutable). It is safe for concurrent use.
 func Handler() http.Handler { return HandlerWith(Options{}) }
 
 // HandlerWith is Handler with options: with Options.Volume, the page asked
 // for with ?volume=NAME embeds that volume's metadata (a page that is not
 // cached: Cache-Control no-store, no ETag).
-func HandlerWith(o Options) http.Handler {
-	files := FS()
+func HandlerWith(o Options) http.Handler { return handler(FS(), o) }
+
+// handler is HandlerWith serving files.
+func handler(files fs.FS, o Options) http.Handler {
 	etags := map[string]string{}
+	immutable := map[string]bool{}
 	_ = fs.WalkDir(files, ".", func(p string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() {
 			return err
@@ -77,7 +85,9 @@ func HandlerWith(o Options) http.Handler {
 			return err
 		}
 		sum := sha256.Sum256(b)
-		etags[p] = `"` + hex.EncodeToString(sum[:12]) + `"`
+		h := hex.EncodeToString(sum[:12])
+		etags[p] = `"` + h + `"`
+		immutable[p] = contentNamed(p, h)
 		return nil
 	})
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -114,9 +124,20 @@ func HandlerWith(o Options) http.Handler {
 			}
 		}
 		h.Set("ETag", tag)
-		h.Set("Cache-Control", "no-cache")
+		if immutable[name] {
+			h.Set("Cache-Control", "public, max-age=31536000, immutable")
+		} else {
+			h.Set("Cache-Control", "no-cache")
+		}
 		http.ServeContent(w, r, name, time.Time{}, f.(io.ReadSeeker))
 	})
+}
+
+// contentNamed reports whether the file at p is named NAME.HASH.EXT with
+// HASH its content's hash h.
+func contentNamed(p, h string) bool {
+	parts := strings.Split(path.Base(p), ".")
+	return len(parts) >= 3 && parts[len(parts)-2] == h
 }
 
 // withVolume returns index.html (read from f) with the metadata of the

@@ -1,13 +1,18 @@
 package web
 
 import (
+	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"io"
+	"io/fs"
 	"net/http"
 	"net/http/httptest"
+	"regexp"
 	"strings"
 	"testing"
+	"testing/fstest"
 )
 
 func TestHandler_Serve(t *testing.T) {
@@ -60,7 +65,11 @@ func TestHandler_Serve(t *testing.T) {
 // the viewer fetches only from the server that serves it.
 func TestBundle_noExternalFetch(t *testing.T) {
 	t.Parallel()
-	for _, name := range []string{"index.html", "app.js", "stream.js", "style.css"} {
+	names, err := fs.Glob(FS(), "*")
+	if err != nil || len(names) < 5 {
+		t.Fatalf("dist holds %v (%v)", names, err)
+	}
+	for _, name := range names {
 		b, err := fsReadFile(name)
 		if err != nil {
 			t.Fatal(err)
@@ -123,6 +132,90 @@ func TestHandlerWith_volume(t *testing.T) {
 		res, page := get(p)
 		if res.StatusCode != 200 || strings.Contains(page, "ldm-volume") || res.Header.Get("ETag") == "" {
 			t.Fatalf("GET %s: %d %v", p, res.StatusCode, res.Header)
+		}
+	}
+}
+
+// TestBundle_zstdDecoderOwnFile checks that the zstd decoder (WebAssembly,
+// about 75 KB) is a file of its own that app.js and stream.js import by
+// the name it has in dist, and that neither bundle carries it.
+func TestBundle_zstdDecoderOwnFile(t *testing.T) {
+	t.Parallel()
+	dec, err := fs.Glob(FS(), "zstd_wasm.*.js")
+	if err != nil || len(dec) != 1 {
+		t.Fatalf("dist holds decoder files %v (%v), want one", dec, err)
+	}
+	b, err := fsReadFile(dec[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(b), "data:application/wasm") {
+		t.Fatalf("%s does not hold the WebAssembly decoder", dec[0])
+	}
+	imp := regexp.MustCompile(`import\("\./(zstd_wasm\.[0-9a-f]+\.js)"\)`)
+	for _, name := range []string{"app.js", "stream.js"} {
+		b, err := fsReadFile(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(string(b), "data:application/wasm") {
+			t.Errorf("%s carries the WebAssembly decoder", name)
+		}
+		if m := imp.FindSubmatch(b); m == nil || string(m[1]) != dec[0] {
+			t.Errorf("%s imports the decoder as %q, want %q", name, m, dec[0])
+		}
+	}
+}
+
+// TestHandler_immutable checks that a file named with its content's hash
+// is served to be kept (immutable, a year), and any other file, including
+// one whose name carries a hash that is not its own, to be revalidated.
+func TestHandler_immutable(t *testing.T) {
+	t.Parallel()
+	body := []byte("export const x = 1;\n")
+	sum := sha256.Sum256(body)
+	h := hex.EncodeToString(sum[:12])
+	files := fstest.MapFS{
+		"index.html":                      {Data: []byte(`<script type="module" src="app.js"></script>`)},
+		"dec." + h + ".js":                {Data: body},
+		"other." + h + ".js":              {Data: []byte("export const x = 2;\n")},
+		h + ".js":                         {Data: body},
+		"dec.000000000000000000000000.js": {Data: body},
+		"dir/dec." + h + ".js":            {Data: body},
+		"plain.js":                        {Data: body},
+	}
+	srv := httptest.NewServer(handler(files, Options{}))
+	t.Cleanup(srv.Close)
+	for name, want := range map[string]string{
+		"dec." + h + ".js":                "public, max-age=31536000, immutable",
+		"dir/dec." + h + ".js":            "public, max-age=31536000, immutable",
+		"other." + h + ".js":              "no-cache",
+		h + ".js":                         "no-cache",
+		"dec.000000000000000000000000.js": "no-cache",
+		"plain.js":                        "no-cache",
+		"":                                "no-cache",
+	} {
+		res, err := http.Get(srv.URL + "/" + name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		if res.StatusCode != 200 || res.Header.Get("Cache-Control") != want || res.Header.Get("ETag") == "" || res.Header.Get("Content-Security-Policy") == "" {
+			t.Errorf("GET /%s: %d, Cache-Control %q (want %q), headers %v", name, res.StatusCode, res.Header.Get("Cache-Control"), want, res.Header)
+		}
+	}
+	// The real decoder file is served to be kept.
+	dec, _ := fs.Glob(FS(), "zstd_wasm.*.js")
+	srv2 := httptest.NewServer(Handler())
+	t.Cleanup(srv2.Close)
+	for _, name := range dec {
+		res, err := http.Get(srv2.URL + "/" + name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		if res.StatusCode != 200 || !strings.HasPrefix(res.Header.Get("Content-Type"), "text/javascript") || !strings.Contains(res.Header.Get("Cache-Control"), "immutable") || !strings.Contains(res.Header.Get("Content-Security-Policy"), "'wasm-unsafe-eval'") {
+			t.Errorf("GET /%s: %d %v", name, res.StatusCode, res.Header)
 		}
 	}
 }

@@ -6,7 +6,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"io/fs"
 	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"sync"
 	"testing"
 	"time"
 
@@ -16,6 +22,7 @@ import (
 	ldmv1 "github.com/xcheng85/go-ldm/gen/ldm/v1"
 	"github.com/xcheng85/go-ldm/internal/testutil"
 	"github.com/xcheng85/go-ldm/storage"
+	"github.com/xcheng85/go-ldm/web"
 )
 
 // zstdPageStats is the part of window.ldm.state().stats about codecs.
@@ -156,4 +163,106 @@ func viewVolume(t *testing.T, ctx context.Context, base, name string, pts []voxe
 		t.Fatal(err)
 	}
 	return v
+}
+
+// pathLog is a reverse proxy in front of a server that records the path
+// of every request it passes on.
+type pathLog struct {
+	mu    sync.Mutex
+	paths []string
+}
+
+// proxy starts the proxy in front of base and returns its URL; it stops
+// when tb ends.
+func (l *pathLog) proxy(tb testing.TB, base string) string {
+	tb.Helper()
+	u, err := url.Parse(base)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	rp := httputil.NewSingleHostReverseProxy(u)
+	rp.FlushInterval = -1 // bricks stream through as they come
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		l.mu.Lock()
+		l.paths = append(l.paths, r.URL.Path)
+		l.mu.Unlock()
+		rp.ServeHTTP(w, r)
+	}))
+	tb.Cleanup(srv.Close)
+	return srv.URL
+}
+
+// take returns the paths recorded since the last take.
+func (l *pathLog) take() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	p := l.paths
+	l.paths = nil
+	return p
+}
+
+// TestViewer_zstdDecoderOnDemand checks that the zstd decoder (its own
+// file, zstd_wasm.HASH.js) is fetched only by a page that opens a zstd
+// volume: a raw volume's page, streamed to the end, never asks the server
+// for it, and a zstd volume's page does and decodes its bricks. The raw
+// volume is opened first, in a new browser profile: nothing is cached.
+func TestViewer_zstdDecoderOnDemand(t *testing.T) {
+	base := startTestServer(t)
+	c := testClients(t, base)
+	var log pathLog
+	front := log.proxy(t, base)
+	ctx := testutil.NewBrowser(t, 1280, 800)
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	if err := chromedp.Do(ctx, chromedp.EmulateViewport(1280, 800)); err != nil {
+		t.Fatal(err)
+	}
+	dec, err := fs.Glob(web.FS(), "zstd_wasm.*.js")
+	if err != nil || len(dec) != 1 {
+		t.Fatalf("the viewer's files hold decoders %v (%v), want one", dec, err)
+	}
+	shape := storage.Shape{X: 40, Y: 30, Z: 20}
+	buf := viewerTypeCases[0].fill(shape)
+	fetched := func(paths []string) int {
+		n := 0
+		for _, p := range paths {
+			if p == "/"+dec[0] {
+				n++
+			}
+		}
+		return n
+	}
+	for _, codec := range []ldmv1.Codec{ldmv1.Codec_CODEC_RAW, ldmv1.Codec_CODEC_ZSTD} {
+		tag := map[ldmv1.Codec]string{ldmv1.Codec_CODEC_RAW: "raw", ldmv1.Codec_CODEC_ZSTD: "zstd"}[codec]
+		name := "decoder-" + tag
+		v := &ldmv1.Volume{Name: name, DataType: ldmv1.DataType(viewerTypeCases[0].dt), Shape: &ldmv1.Shape{X: shape.X, Y: shape.Y, Z: shape.Z},
+			BrickShape: &ldmv1.Shape{X: 16, Y: 16, Z: 16}, LodCount: 2, Codec: codec}
+		if err := importVolume(ctx, c, v, bytes.NewReader(buf), io.Discard, true); err != nil {
+			t.Fatal(err)
+		}
+		log.take()
+		if err := chromedp.Do(ctx, chromedp.Navigate(front+"/?volume="+name)); err != nil {
+			t.Fatal(err)
+		}
+		st := waitLoaded(t, ctx, name, time.Minute)
+		// Move through the volume so that the worker streams too.
+		if err := chromedp.Do(ctx, chromedp.Evaluate[chromedp.Void](`window.ldm.setSlices({x: 3, y: 27, z: 18})`)); err != nil {
+			t.Fatal(err)
+		}
+		st = waitLoaded(t, ctx, name, time.Minute)
+		zs, err := chromedp.Run(ctx, chromedp.Evaluate[zstdPageStats](`window.ldm.state().stats`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		paths := log.take()
+		n := fetched(paths)
+		switch {
+		case st.Error != "" || zs.BadBricks != 0:
+			t.Errorf("%s volume: message %q, %d bricks not decoded", tag, st.Error, zs.BadBricks)
+		case codec == ldmv1.Codec_CODEC_RAW && (n != 0 || zs.ZstdBricks != 0):
+			t.Errorf("the raw volume's page fetched the zstd decoder %d times (%d zstd bricks); requests %v", n, zs.ZstdBricks, paths)
+		case codec == ldmv1.Codec_CODEC_ZSTD && (n == 0 || zs.ZstdBricks != zs.Bricks || zs.Bricks == 0):
+			t.Errorf("the zstd volume's page fetched the decoder %d times, %d of %d bricks came as zstd; requests %v", n, zs.ZstdBricks, zs.Bricks, paths)
+		}
+	}
 }

@@ -117,6 +117,16 @@ export class BrickStreamer {
     }
   }
 
+  /**
+   * loadZstd starts loading the zstd decoder where bricks are decoded (this
+   * thread and the worker), for a volume stored as zstd frames, so that
+   * its first bricks need not wait for it.
+   */
+  loadZstd(): void {
+    zstdReady().catch(() => {}); // a failure is reported with the first zstd brick
+    this.worker?.postMessage({ type: "zstd" });
+  }
+
   /** usesWorker reports whether bricks are fetched off the main thread. */
   get usesWorker(): boolean {
     return this.worker !== null;

@@ -15,7 +15,7 @@
 import { Codec, type Volume } from "./gen/ldm/v1/types_pb";
 import { describe, isCanceled, isNotFound, retriable, type Clients } from "./api";
 import { decodeTile, type BrickStreamer } from "./bricks";
-import { FrameError, zstdReady } from "./zstd";
+import { FrameError } from "./zstd";
 import { BrickCache, type CacheStats } from "./brickcache";
 import {
   brickBox,
@@ -153,9 +153,9 @@ export class Session {
     const sp = v.spacing.length === 3 ? v.spacing : [1, 1, 1];
     this.spacing = { x: sp[0] || 1, y: sp[1] || 1, z: sp[2] || 1 };
     this.cache = new BrickCache<BrickData>(budget);
-    // Load the zstd decoder while the first bricks are on their way (a
-    // failure is reported with the first zstd brick).
-    if (v.codec === Codec.ZSTD) zstdReady().catch(() => {});
+    // Load the zstd decoder (page and worker) while the first bricks are
+    // on their way; a raw volume never loads it.
+    if (v.codec === Codec.ZSTD) streamer.loadZstd();
     this.followNext = v.nextOffset;
     this.stats = {
       volume: v.name, scriptAt: 0, openedAt: performance.now(), volumeAt: performance.now(), requestAt: 0, lastMove: 0, lastSharp: 0, firstBrick: 0, firstSlices: 0, firstPicture: 0, fullResolution: 0, firstPictureBytes: 0,

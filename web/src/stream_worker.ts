@@ -2,7 +2,10 @@
 // envelope and protobuf decoding, and zstd decoding of compressed bricks,
 // see streamKeys) and hands each brick's voxels to the page
 // by transfer, without copying. Messages in: {type: "start", id, baseUrl,
-// protocol, token, request} and {type: "cancel", id}. Messages out: "brick",
+// protocol, token, request}, {type: "cancel", id} and {type: "zstd"} (a
+// zstd volume is open: load the decoder now, before its first brick; it is
+// loaded on the first zstd brick otherwise, and never for raw volumes).
+// Messages out: "brick",
 // "done" and "error" (with the Connect code and message), tagged with id;
 // and "ready" once, when the worker has loaded.
 
@@ -14,8 +17,12 @@ import { zstdReady } from "./zstd";
 const running = new Map<number, AbortController>();
 const post = (m: WorkerMessage, transfer: Transferable[] = []) => (self as unknown as Worker).postMessage(m, transfer);
 
-self.onmessage = async (e: MessageEvent<StartMessage | { type: "cancel"; id: number }>) => {
+self.onmessage = async (e: MessageEvent<StartMessage | { type: "cancel"; id: number } | { type: "zstd" }>) => {
   const m = e.data;
+  if (m.type === "zstd") {
+    zstdReady().catch(() => {}); // a failure is reported with the first zstd brick
+    return;
+  }
   if (m.type === "cancel") {
     running.get(m.id)?.abort();
     running.delete(m.id);
@@ -38,8 +45,5 @@ self.onmessage = async (e: MessageEvent<StartMessage | { type: "cancel"; id: num
     running.delete(m.id);
   }
 };
-
-// Load the zstd decoder at once, so the first compressed brick need not wait for it.
-zstdReady().catch(() => {}); // a failure is reported with the first zstd brick
 
 post({ type: "ready", id: 0 });

@@ -1,14 +1,17 @@
 // Decoding of zstd bricks (Tile.codec CODEC_ZSTD): each is one Zstandard
 // frame whose header holds its content size. The decoder is zstddec (the
 // reference C decoder compiled to WebAssembly; about ten times faster than
-// the pure JavaScript fzstd on a 64^3 uint16 brick). decodeFrame reads the
+// the pure JavaScript fzstd on a 64^3 uint16 brick). It is a file of its
+// own (zstd_wasm.ts, built as dist/zstd_wasm.*.js), imported by zstdReady
+// on first use: the page and the streaming worker load it only for a zstd
+// volume, and the viewer's bundles do not carry it. decodeFrame reads the
 // content size from the header and refuses a frame that does not claim
 // one of the sizes the brick may have before anything is allocated, then
 // refuses one that does not decode to exactly that size (damaged, wrong
 // checksum, truncated): a bad frame is an error, never voxels. No DOM:
 // unit-tested in node.
 
-import { ZSTDDecoder } from "zstddec";
+import type { Decode } from "./zstd_wasm";
 
 /** FrameError is a zstd brick that cannot be decoded; its message says why. */
 export class FrameError extends Error {
@@ -47,22 +50,30 @@ export function contentSize(frame: Uint8Array): number {
   return hi * 2 ** 32 + lo;
 }
 
-const decoder = new ZSTDDecoder();
 let ready: Promise<void> | null = null;
-let loaded = false;
+let decode: Decode | null = null;
 
-/** zstdReady loads the decoder (once); decodeFrame may be called when it has resolved. */
+/**
+ * zstdReady loads the decoder (once per page or worker: it imports
+ * zstd_wasm.js, a file of its own, and compiles it); decodeFrame may be
+ * called when it has resolved.
+ */
 export function zstdReady(): Promise<void> {
   if (!ready) {
-    ready = decoder.init().then(
-      () => {
-        loaded = true;
-      },
-      (e: unknown) => {
-        ready = null; // a later call tries again
-        throw new FrameError(`the zstd decoder could not load (${e instanceof Error ? e.message : String(e)}): this browser must allow WebAssembly`);
-      },
-    );
+    // The build keeps this import as it is (the file is built beside the
+    // bundles, see build.mjs), so the path is relative to app.js and
+    // stream.js in the browser.
+    ready = import("./zstd_wasm.js")
+      .then((m) => m.load())
+      .then(
+        (d) => {
+          decode = d;
+        },
+        (e: unknown) => {
+          ready = null; // a later call tries again
+          throw new FrameError(`the zstd decoder could not load (${e instanceof Error ? e.message : String(e)}): reload the page; this browser must allow WebAssembly`);
+        },
+      );
   }
   return ready;
 }
@@ -75,7 +86,7 @@ export function zstdReady(): Promise<void> {
  * zstdReady first.
  */
 export function decodeFrame(frame: Uint8Array, sizes: readonly number[]): Uint8Array {
-  if (!loaded) throw new FrameError("the zstd decoder is not loaded yet (await zstdReady())");
+  if (!decode) throw new FrameError("the zstd decoder is not loaded yet (await zstdReady())");
   const n = contentSize(frame);
   if (!sizes.includes(n)) {
     throw new FrameError(`the zstd frame declares ${n} bytes, but the brick has ${sizes.join(" or ")}: the stored brick does not belong to this volume's shape`);
@@ -83,7 +94,7 @@ export function decodeFrame(frame: Uint8Array, sizes: readonly number[]): Uint8A
   // zstddec returns an empty array when the frame does not decode (its
   // error codes are negative sizes), and fewer bytes for a frame that ends
   // early.
-  const out = n === 0 ? new Uint8Array(0) : decoder.decode(frame, n);
+  const out = n === 0 ? new Uint8Array(0) : decode(frame, n);
   if (out.byteLength !== n) {
     throw new FrameError(`the zstd frame is damaged: it does not decode to the ${n} bytes it declares (corrupt data, wrong checksum or truncated)`);
   }
