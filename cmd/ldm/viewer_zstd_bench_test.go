@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"fmt"
 	"io"
+	"io/fs"
 	"math/rand/v2"
 	"testing"
 	"time"
@@ -17,6 +19,7 @@ import (
 	"github.com/xcheng85/go-ldm/internal/testutil"
 	"github.com/xcheng85/go-ldm/pyramid"
 	"github.com/xcheng85/go-ldm/storage"
+	"github.com/xcheng85/go-ldm/web"
 )
 
 // emulateNetwork is the parameters of Network.emulateNetworkConditions.
@@ -116,6 +119,63 @@ func benchViewerThrottled(b *testing.B) {
 		}
 		loadBoth(b, ctx, throttle(b, base, 100e6/8, 20*time.Millisecond), names)
 	})
+	b.Run("decoder", func(b *testing.B) {
+		benchDecoderLoad(b, throttle(b, base, 100e6/8, 20*time.Millisecond), names[ldmv1.Codec_CODEC_RAW])
+	})
+}
+
+// benchDecoderLoad measures what the zstd decoder costs a page, over the
+// link at base: in each iteration a new browser opens the raw volume
+// (whose page never loads the decoder), then imports the decoder's file
+// and compiles it as a zstd volume's page does; then loads the page again
+// and imports it once more, from the browser's cache (the file is served
+// immutable). It reports ms-decoder-fetch-cold, ms-decoder-fetch-cached
+// (the import, from asking to the module's code) and ms-decoder-compile
+// (the WebAssembly compiled and instantiated), and the sizes of the
+// viewer's files: KiB-app.js, KiB-stream.js and KiB-decoder.
+func benchDecoderLoad(b *testing.B, base, volume string) {
+	dec, err := fs.Glob(web.FS(), "zstd_wasm.*.js")
+	if err != nil || len(dec) != 1 {
+		b.Fatalf("the viewer's files hold decoders %v (%v), want one", dec, err)
+	}
+	for name, file := range map[string]string{"app.js": "app.js", "stream.js": "stream.js", "decoder": dec[0]} {
+		st, err := fs.Stat(web.FS(), file)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.ReportMetric(float64(st.Size())/1024, "KiB-"+name)
+	}
+	load := fmt.Sprintf(`(async () => {
+		const t0 = performance.now();
+		const m = await import("./%s");
+		const t1 = performance.now();
+		await m.load();
+		return [t1 - t0, performance.now() - t1];
+	})()`, dec[0])
+	sum := map[string]float64{}
+	b.ResetTimer()
+	for b.Loop() {
+		ctx := testutil.NewBrowser(b, 1280, 800)
+		for _, cache := range []string{"cold", "cached"} {
+			if err := chromedp.Do(ctx, chromedp.Navigate(base+"/?volume="+volume)); err != nil {
+				b.Fatal(err)
+			}
+			waitLoaded(b, ctx, volume, 5*time.Minute)
+			ms, err := chromedp.Run(ctx, chromedp.Evaluate[[]float64](load, chromedp.EvalAwaitPromise))
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.Logf("decoder, %s: import %.1f ms, compile %.1f ms", cache, ms[0], ms[1])
+			sum["ms-decoder-fetch-"+cache] += ms[0]
+			if cache == "cold" {
+				sum["ms-decoder-compile"] += ms[1]
+			}
+		}
+	}
+	for k, v := range sum {
+		b.ReportMetric(v/float64(b.N), k)
+	}
+	b.ReportMetric(0, "ns/op")
 }
 
 // loadBoth opens the raw and the zstd volume in turn, b.N times, and
@@ -142,6 +202,7 @@ func loadBoth(b *testing.B, ctx context.Context, base string, names map[ldmv1.Co
 			tag := map[ldmv1.Codec]string{ldmv1.Codec_CODEC_RAW: "raw", ldmv1.Codec_CODEC_ZSTD: "zstd"}[codec]
 			b.Logf("%s: first brick %.0f, first picture %.0f ms (%.1f MiB), screen resolution %.0f ms (levels %v); %.1f MiB on the wire in all (prefetch included) by %.0f ms, at least %.1f MB/s",
 				tag, s.FirstBrick, s.FirstPicture, s.FirstPictureBytes/(1<<20), s.FullResolution, st.Levels, s.Bytes/(1<<20), now, s.Bytes/1e6/((now-s.RequestAt)/1000))
+			sum["ms-first-brick-"+tag] += s.FirstBrick
 			sum["ms-first-picture-"+tag] += s.FirstPicture
 			sum["ms-screen-res-"+tag] += s.FullResolution
 			sum["MiB-wire-"+tag] += s.Bytes / (1 << 20)
