@@ -154,6 +154,10 @@ type Config struct {
 	// raftTune changes the Raft configuration after every other setting;
 	// only benchmarks of Raft's knobs set it.
 	raftTune func(*raft.Config)
+	// advertiseCodecs, when not nil, replaces the codecs the node
+	// announces in gossip (codecs.go), for tests of a cluster with a node
+	// of an older version.
+	advertiseCodecs []storage.CodecKind
 
 	// Logger receives the node's logs; nil means slog.Default().
 	Logger *slog.Logger
@@ -746,6 +750,9 @@ func (n *Node) Wait(ctx context.Context, volume string, offset uint64) error {
 // replica stores the same metadata.
 func (n *Node) CreateVolume(ctx context.Context, m storage.VolumeMeta) (storage.VolumeInfo, error) {
 	if err := m.Normalize(); err != nil {
+		return storage.VolumeInfo{}, err
+	}
+	if err := n.checkCodec(m.Codec.Kind); err != nil {
 		return storage.VolumeInfo{}, err
 	}
 	if m.CreatedAt.IsZero() {

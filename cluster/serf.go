@@ -57,7 +57,8 @@ func (n *Node) startSerf() error {
 	sc.Init()
 	sc.NodeName = n.gossipName
 	sc.Tags = map[string]string{tagRole: "ldm", tagID: cfg.NodeID, tagAddr: cfg.AdvertiseAddr,
-		tagRaft: "0", tagExpect: strconv.Itoa(cfg.BootstrapExpect), tagStart: strconv.FormatInt(start, 10)}
+		tagRaft: "0", tagExpect: strconv.Itoa(cfg.BootstrapExpect), tagStart: strconv.FormatInt(start, 10),
+		tagCodecs: codecsTag(cfg)}
 	sc.ReconnectTimeoutOverride = n.incs
 	if n.hadState {
 		sc.Tags[tagRaft] = "1"

@@ -61,6 +61,8 @@ func withField(field string, err error) error {
 //	context.DeadlineExceeded            DeadlineExceeded
 //	storage.ErrInvalidName/Argument     InvalidArgument + google.rpc.BadRequest
 //	storage.ErrNotFound                 NotFound
+//	a FailedPrecondition() bool method  FailedPrecondition (a node of the
+//	                                    cluster lacks a volume's codec)
 //	storage.ErrExists                   AlreadyExists
 //	storage.ErrOutOfRange               OutOfRange + google.rpc.BadRequest
 //	storage.ErrTooLarge                 ResourceExhausted
@@ -106,6 +108,8 @@ func connectError(err error) error {
 		return connect.NewError(connect.CodeNotFound, err)
 	case errors.Is(err, errGenerationMismatch):
 		return badRequest(connect.CodeFailedPrecondition)
+	case isFailedPrecondition(err):
+		return connect.NewError(connect.CodeFailedPrecondition, err)
 	case errors.Is(err, storage.ErrExists):
 		return connect.NewError(connect.CodeAlreadyExists, err)
 	case errors.Is(err, storage.ErrOutOfRange):
@@ -136,6 +140,15 @@ func connectError(err error) error {
 		return connect.NewError(connect.CodeUnavailable, fmt.Errorf("the server is shutting down, retry on another server or later: %w", err))
 	}
 	return connect.NewError(connect.CodeInternal, err)
+}
+
+// isFailedPrecondition reports whether err says that a valid request
+// cannot run in the system's present state: it has a method
+// FailedPrecondition() bool that returns true (cluster.CodecUnsupportedError:
+// a node of the cluster must be upgraded before a zstd volume is created).
+func isFailedPrecondition(err error) bool {
+	var fp interface{ FailedPrecondition() bool }
+	return errors.As(err, &fp) && fp.FailedPrecondition()
 }
 
 // notClustered is the error of membership calls on a single node.
