@@ -59,12 +59,13 @@ other failure (a truncated or corrupt file, a refused brick) removes the volume.
                                     slab by slab (40 GiB here, no source file)
   ldm import ct.raw --name ct --shape 512x512x300 --dtype int16 --resume
                                     complete an interrupted import
-  ldm import brain.nii.gz --codec zstd
-                                    store the bricks as zstd frames (compressed here, on every
-                                    core, before they are sent; zstd:LEVEL for levels 1-22)`,
+  ldm import brain.nii.gz --codec raw
+                                    store the bricks as they are (the default is zstd:1: bricks
+                                    compressed here, on every core, before they are sent;
+                                    zstd:LEVEL for levels 1-22)`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var codec importCodec
+			codec := importCodec{given: cmd.Flags().Changed("codec")}
 			var err error
 			if codec.kind, codec.level, err = parseCodecFlag(codecFlag); err != nil {
 				return err
@@ -140,6 +141,17 @@ other failure (a truncated or corrupt file, a refused brick) removes the volume.
 			}
 			codec.apply(v)
 			return cf.with(cmd.Context(), func(c *clients) error {
+				if resume {
+					existing, err := c.volumes.GetVolume(cmd.Context(), connect.NewRequest(&ldmv1.GetVolumeRequest{Name: v.GetName()}))
+					if err != nil && connect.CodeOf(err) != connect.CodeNotFound {
+						return c.rpcError("import "+v.GetName(), err)
+					}
+					if err == nil {
+						if err := codec.checkResume(existing.Msg.GetVolume()); err != nil {
+							return err
+						}
+					}
+				}
 				return importStream(cmd.Context(), c, v, src, cmd.ErrOrStderr(), quiet, resume)
 			})
 		},
@@ -151,7 +163,7 @@ other failure (a truncated or corrupt file, a refused brick) removes the volume.
 	cmd.Flags().BoolVar(&demo, "demo", false, "import the synthetic 256^3 demo phantom instead of a file; with --shape (and --dtype), a procedural phantom of that size, named by NAME")
 	cmd.Flags().BoolVar(&resume, "resume", false, "complete an interrupted import of the same source: send only the bricks the volume lacks")
 	cmd.Flags().BoolVarP(&quiet, "quiet", "q", false, "no progress bar")
-	cmd.Flags().StringVar(&codecFlag, "codec", "raw", codecFlagHelp+" (zstd bricks are compressed by this command, on every core; with --resume the volume keeps its codec)")
+	cmd.Flags().StringVar(&codecFlag, "codec", defaultCodec, codecFlagHelp+" (zstd bricks are compressed by this command, on every core; with --resume the volume keeps its codec, and a --codec that differs from it is an error)")
 	return cmd
 }
 
@@ -159,6 +171,31 @@ other failure (a truncated or corrupt file, a refused brick) removes the volume.
 type importCodec struct {
 	kind  ldmv1.Codec
 	level int32
+	given bool // --codec was on the command line
+}
+
+// effectiveCodec names a codec with the level a volume gets for it (a zstd
+// level 0 is the server's default, storage.DefaultZstdLevel).
+func effectiveCodec(kind ldmv1.Codec, level int32) string {
+	if kind == ldmv1.Codec_CODEC_ZSTD && level == 0 {
+		level = storage.DefaultZstdLevel
+	}
+	return codecName(kind, level)
+}
+
+// checkResume refuses to resume the existing volume v with a --codec that
+// differs from v's codec (a resumed volume keeps its own). Without --codec
+// the volume's codec is used.
+func (c importCodec) checkResume(v *ldmv1.Volume) error {
+	if !c.given {
+		return nil
+	}
+	want, have := effectiveCodec(c.kind, c.level), effectiveCodec(v.GetCodec(), v.GetCodecLevel())
+	if want == have {
+		return nil
+	}
+	return usageError{fmt.Errorf("--codec %s: volume %q is stored in %s, and --resume completes it in its own codec: leave --codec out (or give --codec %s) to resume it, or import into a new volume (another --name) to store it in %s",
+		want, v.GetName(), have, have, want)}
 }
 
 // apply sets the codec of v (raw volumes have no level).

@@ -82,7 +82,7 @@ func TestCLI_import_codec(t *testing.T) {
 		t.Run(dt, func(t *testing.T) {
 			t.Parallel()
 			args := []string{"import", "--demo", "--shape", "41x33x29", "--dtype", dt, "--brick", "16x16x16", "--server", base}
-			out, errOut, err := ldmCmd(t, "", append(args, "r-"+dt)...)
+			out, errOut, err := ldmCmd(t, "", append(args, "--codec", "raw", "r-"+dt)...)
 			if err != nil || !strings.Contains(errOut, "imported r-"+dt+":") || strings.Contains(errOut, "sent (") {
 				t.Fatalf("raw import: %v\n%s%s", err, out, errOut)
 			}
@@ -98,6 +98,19 @@ func TestCLI_import_codec(t *testing.T) {
 			if err != nil || !strings.Contains(errOut, "is complete already") {
 				t.Fatalf("resume: %v\n%s%s", err, out, errOut)
 			}
+			// With another --codec (or level) it is a usage error naming
+			// both codecs, and the volume stays as it is.
+			for _, other := range []string{"raw", "zstd:1"} {
+				_, _, err = ldmCmd(t, "", append(args, "--resume", "--codec", other, "z-"+dt)...)
+				if exitCode(err) != 2 || !strings.Contains(err.Error(), "--codec "+other) || !strings.Contains(err.Error(), "stored in zstd:3") {
+					t.Fatalf("resume with --codec %s: %v (exit %d), want a usage error naming %s and zstd:3", other, err, exitCode(err), other)
+				}
+			}
+			out, errOut, err = ldmCmd(t, "", append(args, "--resume", "--codec", "zstd:3", "z-"+dt)...)
+			if err != nil || !strings.Contains(errOut, "is complete already") {
+				t.Fatalf("resume with the volume's own --codec: %v\n%s%s", err, out, errOut)
+			}
+			sameVolumeVoxels(t, c, "z-"+dt, "r-"+dt, ldmv1.Codec_CODEC_ZSTD, 3)
 		})
 	}
 	t.Run("files", func(t *testing.T) {
@@ -108,7 +121,7 @@ func TestCLI_import_codec(t *testing.T) {
 		raw := writeTestFile(t, filepath.Join(dir, "v.raw"), vox)
 		nii := writeTestFile(t, filepath.Join(dir, "v.nii"), append(niftiBytes(binary.LittleEndian, 348, 512, []int16{10, 9, 7}, [3]float32{1, 1, 1}, false), vox...))
 		for _, run := range [][]string{
-			{"import", raw, "--name", "file-r", "--shape", "10x9x7", "--dtype", "uint16", "--brick", "8x8x8"},
+			{"import", raw, "--name", "file-r", "--shape", "10x9x7", "--dtype", "uint16", "--brick", "8x8x8", "--codec", "raw"},
 			{"import", raw, "--name", "file-z", "--shape", "10x9x7", "--dtype", "uint16", "--brick", "8x8x8", "--codec", "zstd:5"},
 			{"import", nii, "--name", "nii-z", "--brick", "8x8x8", "--codec", "zstd:5"},
 		} {
@@ -118,6 +131,34 @@ func TestCLI_import_codec(t *testing.T) {
 		}
 		sameVolumeVoxels(t, c, "file-z", "file-r", ldmv1.Codec_CODEC_ZSTD, 5)
 		sameVolumeVoxels(t, c, "nii-z", "file-r", ldmv1.Codec_CODEC_ZSTD, 5)
+		// A file with a header goes through its own path: the same check.
+		_, _, err := ldmCmd(t, "", "import", nii, "--name", "nii-z", "--brick", "8x8x8", "--resume", "--codec", "raw", "--server", base)
+		if exitCode(err) != 2 || !strings.Contains(err.Error(), "--codec raw") || !strings.Contains(err.Error(), "stored in zstd:5") {
+			t.Fatalf("resume nii-z with --codec raw: %v (exit %d), want a usage error naming raw and zstd:5", err, exitCode(err))
+		}
+		if out, errOut, err := ldmCmd(t, "", "import", nii, "--name", "nii-z", "--brick", "8x8x8", "--resume", "--server", base); err != nil || !strings.Contains(errOut, "complete already") {
+			t.Fatalf("resume nii-z without --codec: %v\n%s%s", err, out, errOut)
+		}
+	})
+	t.Run("default_is_zstd_1", func(t *testing.T) {
+		t.Parallel()
+		args := []string{"import", "--demo", "--shape", "41x33x29", "--dtype", "uint16", "--brick", "16x16x16", "--server", base}
+		out, errOut, err := ldmCmd(t, "", append(args, "d-zstd")...)
+		if err != nil || !strings.Contains(errOut, "zstd:1:") || !strings.Contains(errOut, "MB sent (") {
+			t.Fatalf("import without --codec: %v\n%s%s", err, out, errOut)
+		}
+		if out, errOut, err := ldmCmd(t, "", append(args, "--codec", "raw", "d-raw")...); err != nil {
+			t.Fatalf("import --codec raw: %v\n%s%s", err, out, errOut)
+		}
+		sameVolumeVoxels(t, c, "d-zstd", "d-raw", ldmv1.Codec_CODEC_ZSTD, 1)
+		out, _, err = ldmCmd(t, "", "volume", "create", "d-empty", "--shape", "8x8x8", "--server", base)
+		if err != nil || !strings.Contains(out, `"codec": "CODEC_ZSTD"`) || !strings.Contains(out, `"codecLevel": 1`) {
+			t.Fatalf("volume create without --codec: %v\n%s", err, out)
+		}
+		out, _, err = ldmCmd(t, "", "volume", "create", "r-empty", "--shape", "8x8x8", "--codec", "raw", "--server", base)
+		if err != nil || !strings.Contains(out, `"codec": "CODEC_RAW"`) {
+			t.Fatalf("volume create --codec raw: %v\n%s", err, out)
+		}
 	})
 	t.Run("bad_codec", func(t *testing.T) {
 		t.Parallel()

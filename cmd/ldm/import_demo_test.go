@@ -81,7 +81,10 @@ func TestCLI_import_demo_shape(t *testing.T) {
 							if err != nil {
 								t.Fatal(err)
 							}
-							v := r.Msg.GetTile().GetValue()
+							v, err := client.BrickVoxels(res.Msg.GetVolume(), r.Msg.GetTile()) // zstd:1, the default
+							if err != nil {
+								t.Fatal(err)
+							}
 							for k := range b.Z {
 								for j := range b.Y {
 									for i := range b.X {
@@ -146,7 +149,7 @@ func TestCLI_import_resume(t *testing.T) {
 	args := func(name string, more ...string) []string {
 		return append([]string{"import", file, "--name", name, "--shape", "100x60x70", "--dtype", "uint16", "--brick", "32x32x16", "-q", "--server", base}, more...)
 	}
-	if _, errOut, err := ldmCmd(t, "", args("whole")...); err != nil {
+	if _, errOut, err := ldmCmd(t, "", args("whole", "--codec", "raw")...); err != nil {
 		t.Fatalf("import: %v\n%s", err, errOut)
 	}
 	// An interrupted import of the first half of the file: its context
@@ -183,6 +186,16 @@ func TestCLI_import_resume(t *testing.T) {
 	_, errOut, err = ldmCmd(t, "", args("part", "--resume")...)
 	if err != nil || !strings.Contains(errOut, "complete already") {
 		t.Fatalf("import --resume of a complete volume: %v\n%s", err, errOut)
+	}
+	// The volume is raw: --resume with another --codec is a usage error
+	// that names both; with its own codec it resumes.
+	_, _, err = ldmCmd(t, "", args("part", "--resume", "--codec", "zstd")...)
+	if exitCode(err) != 2 || !strings.Contains(err.Error(), "zstd:3") || !strings.Contains(err.Error(), "stored in raw") {
+		t.Fatalf("import --resume --codec zstd of a raw volume: %v (exit %d), want a usage error naming zstd:3 and raw", err, exitCode(err))
+	}
+	_, errOut, err = ldmCmd(t, "", args("part", "--resume", "--codec", "raw")...)
+	if err != nil || !strings.Contains(errOut, "complete already") {
+		t.Fatalf("import --resume --codec raw of a raw volume: %v\n%s", err, errOut)
 	}
 	meta := apiconv.MetaFromAPI(vol)
 	if err := meta.Normalize(); err != nil {

@@ -136,9 +136,15 @@ func importFile(cmd *cobra.Command, cf *clientFlags, spec *volumeSpec, ff *fileF
 	// Only a volume this call creates is removed on failure: check first
 	// that the name is free (CreateVolume fails with AlreadyExists if a
 	// volume appears in between).
-	if _, err := c.volumes.GetVolume(ctx, connect.NewRequest(&ldmv1.GetVolumeRequest{Name: name})); err == nil && !resume {
+	existing, err := c.volumes.GetVolume(ctx, connect.NewRequest(&ldmv1.GetVolumeRequest{Name: name}))
+	switch {
+	case err == nil && !resume:
 		return fmt.Errorf("import %s: volume %q already exists (if an earlier import of it was interrupted, run the same command with --resume; otherwise delete it with 'ldm volume delete %s' or choose another --name)", path, name, name)
-	} else if err != nil && connect.CodeOf(err) != connect.CodeNotFound {
+	case err == nil:
+		if err := codec.checkResume(existing.Msg.GetVolume()); err != nil {
+			return err
+		}
+	case connect.CodeOf(err) != connect.CodeNotFound:
 		return c.rpcError("import "+name, err)
 	}
 	err = runImport(ctx, c, v, voxels, cmd.ErrOrStderr(), quiet, resume)

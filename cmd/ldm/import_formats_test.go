@@ -136,7 +136,10 @@ func readVolume(tb testing.TB, c *clients, name string) (*ldmv1.Volume, []byte) 
 				if err != nil {
 					tb.Fatalf("brick %d,%d,%d: %v", bx, by, bz, err)
 				}
-				val := r.Msg.GetTile().GetValue()
+				val, err := client.BrickVoxels(v, r.Msg.GetTile()) // the default codec is zstd
+				if err != nil {
+					tb.Fatalf("brick %d,%d,%d: %v", bx, by, bz, err)
+				}
 				if len(val) != int(b.X*b.Y*b.Z)*size {
 					tb.Fatalf("brick %d,%d,%d has %d bytes", bx, by, bz, len(val))
 				}

@@ -183,7 +183,7 @@ func newVolumeCreateCommand(cf *clientFlags) *cobra.Command {
 	spec := &volumeSpec{}
 	var codec string
 	cmd := &cobra.Command{
-		Use:   "create NAME --shape XxYxZ [--dtype T] [--codec zstd[:LEVEL]]",
+		Use:   "create NAME --shape XxYxZ [--dtype T] [--codec raw|zstd[:LEVEL]]",
 		Short: "Create an empty volume",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -207,7 +207,7 @@ func newVolumeCreateCommand(cf *clientFlags) *cobra.Command {
 		},
 	}
 	spec.register(cmd, true)
-	cmd.Flags().StringVar(&codec, "codec", "raw", codecFlagHelp)
+	cmd.Flags().StringVar(&codec, "codec", defaultCodec, codecFlagHelp)
 	return cmd
 }
 
