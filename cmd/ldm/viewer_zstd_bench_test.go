@@ -178,6 +178,15 @@ func benchDecoderLoad(b *testing.B, base, volume string) {
 	b.ReportMetric(0, "ns/op")
 }
 
+// pageTimeline is the page's first requests with their times in ms from
+// the navigation (Resource Timing: the page's own requests; its worker's
+// are not in it): start, time spent connecting (0 on a kept connection),
+// request sent, first byte, end.
+const pageTimeline = `(() => {
+	const r = (e) => (e.name.replace(location.origin, "").split("?")[0] || "/") + " " + [e.startTime, e.connectEnd - e.connectStart, e.requestStart, e.responseStart, e.responseEnd].map(Math.round).join("/");
+	return [performance.getEntriesByType("navigation")[0], ...performance.getEntriesByType("resource").slice(0, 7)].map(r).join(", ");
+})()`
+
 // loadBoth opens the raw and the zstd volume in turn, b.N times, and
 // reports their figures.
 func loadBoth(b *testing.B, ctx context.Context, base string, names map[ldmv1.Codec]string) {
@@ -202,6 +211,11 @@ func loadBoth(b *testing.B, ctx context.Context, base string, names map[ldmv1.Co
 			tag := map[ldmv1.Codec]string{ldmv1.Codec_CODEC_RAW: "raw", ldmv1.Codec_CODEC_ZSTD: "zstd"}[codec]
 			b.Logf("%s: first brick %.0f, first picture %.0f ms (%.1f MiB), screen resolution %.0f ms (levels %v); %.1f MiB on the wire in all (prefetch included) by %.0f ms, at least %.1f MB/s",
 				tag, s.FirstBrick, s.FirstPicture, s.FirstPictureBytes/(1<<20), s.FullResolution, st.Levels, s.Bytes/(1<<20), now, s.Bytes/1e6/((now-s.RequestAt)/1000))
+			tl, err := chromedp.Run(ctx, chromedp.Evaluate[string](pageTimeline))
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.Logf("%s: script %.0f, opened %.0f, first request %.0f; page's requests (ms from navigation: start, connection, request sent, first byte, end): %s", tag, s.ScriptAt, s.OpenedAt, s.RequestAt, tl)
 			sum["ms-first-brick-"+tag] += s.FirstBrick
 			sum["ms-first-picture-"+tag] += s.FirstPicture
 			sum["ms-screen-res-"+tag] += s.FullResolution
