@@ -15,6 +15,7 @@ import (
 	"connectrpc.com/connect"
 
 	"github.com/xcheng85/go-ldm/cluster"
+	"github.com/xcheng85/go-ldm/internal/coalesce"
 	"github.com/xcheng85/go-ldm/service"
 	"github.com/xcheng85/go-ldm/service/auth"
 	"github.com/xcheng85/go-ldm/storage"
@@ -284,11 +285,14 @@ func (s *Server) Serve(ctx context.Context) (err error) {
 	defer func() { err = errors.Join(err, s.release()) }()
 	s.http.BaseContext = func(net.Listener) context.Context { return context.WithoutCancel(ctx) }
 	errc := make(chan error, 1)
+	// Writes made while one is in the kernel go out in one system call
+	// (net/http's HTTP/2 server writes each frame on its own).
+	l := coalesce.Listener(s.listener)
 	go func() {
 		if s.tls {
-			errc <- s.http.ServeTLS(s.listener, "", "")
+			errc <- s.http.ServeTLS(l, "", "")
 		} else {
-			errc <- s.http.Serve(s.listener)
+			errc <- s.http.Serve(l)
 		}
 	}()
 	s.log.Info("serving", "url", s.url+"/", "data", s.dataDir, "tls", s.tls)

@@ -28,6 +28,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	ldmv1 "github.com/xcheng85/go-ldm/gen/ldm/v1"
+	"github.com/xcheng85/go-ldm/internal/coalesce"
 	"github.com/xcheng85/go-ldm/service"
 	"github.com/xcheng85/go-ldm/storage"
 )
@@ -90,6 +91,12 @@ func serveBench(kind string) error {
 	}
 	tiles := perfTiles(size)
 	var stop func()
+	// The servers built on net/http serve through coalesce.Listener, as
+	// server.Server does; the ...-plain kinds without it.
+	kind, plain := strings.CutSuffix(kind, "-plain")
+	if !plain && kind != "baseline" {
+		l = coalesce.Listener(l)
+	}
 	switch kind {
 	case "ldm":
 		dir, err := os.MkdirTemp("", "ldm-bench-")
@@ -168,7 +175,7 @@ func serveBench(kind string) error {
 		go srv.Serve(l)
 		stop = func() { srv.Close() }
 	default:
-		return fmt.Errorf("LDM_BENCH_SERVE=%q: want ldm, baseline or nethttp", kind)
+		return fmt.Errorf("LDM_BENCH_SERVE=%q: want ldm, baseline or nethttp (ldm and nethttp with -plain: no coalesce.Listener)", kind)
 	}
 	if p := os.Getenv("LDM_BENCH_CPUPROFILE"); p != "" {
 		f, err := os.Create(p)
@@ -257,6 +264,27 @@ func (p *serverProcess) cpu(tb testing.TB) time.Duration {
 	return time.Duration(ut+st) * time.Second / ticks
 }
 
+// writes returns the number of write system calls (write, writev) the
+// server process has made, from /proc/<pid>/io (syscw).
+func (p *serverProcess) writes(tb testing.TB) int64 {
+	tb.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/io", p.cmd.Process.Pid))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for line := range strings.Lines(string(b)) {
+		if v, ok := strings.CutPrefix(line, "syscw:"); ok {
+			n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+			if err != nil {
+				tb.Fatal(err)
+			}
+			return n
+		}
+	}
+	tb.Fatalf("/proc/%d/io has no syscw", p.cmd.Process.Pid)
+	return 0
+}
+
 // readTileRequest is the request for tile i, encoded.
 func readTileRequest(i int) []byte {
 	b, _ := proto.Marshal(&ldmv1.ReadTileRequest{Volume: "bench", Offset: uint64(i % benchTiles)})
@@ -308,6 +336,10 @@ var perfTargets = []perfTarget{
 	{"ldm_grpcgo", "ldm", grpcRawCall},
 	{"ldm_connect", "ldm", connectRawCall},
 	{"nethttp_grpcgo", "nethttp", grpcRawCall}, // the floor of net/http's HTTP/2 server
+	// Without coalesce.Listener: each HTTP/2 frame in a write of its own.
+	{"ldmplain_grpcgo", "ldm-plain", grpcRawCall},
+	{"ldmplain_connect", "ldm-plain", connectRawCall},
+	{"nethttpplain_grpcgo", "nethttp-plain", grpcRawCall},
 }
 
 // loadResult is one measured window of a target.
@@ -315,12 +347,16 @@ type loadResult struct {
 	bytes   int64
 	elapsed time.Duration
 	cpu     time.Duration // the server process's
+	writes  int64         // the server process's write system calls
 }
 
 func (r loadResult) mbps() float64 { return float64(r.bytes) / r.elapsed.Seconds() / 1e6 }
 
 // cpuPerGB is the server's CPU seconds per GB served.
 func (r loadResult) cpuPerGB() float64 { return r.cpu.Seconds() / (float64(r.bytes) / 1e9) }
+
+// kibPerWrite is the mean size of the server's socket writes, in KiB.
+func (r loadResult) kibPerWrite() float64 { return float64(r.bytes) / 1024 / float64(max(r.writes, 1)) }
 
 // loadFor runs conc workers calling call for d (and at most maxCalls
 // calls), after a short warm-up, and measures the server's CPU time.
@@ -335,7 +371,7 @@ func loadFor(tb testing.TB, p *serverProcess, call benchCall, conc int, d time.D
 	var n, calls atomic.Int64
 	var firstErr atomic.Pointer[error]
 	deadline := time.Now().Add(d)
-	cpu0 := p.cpu(tb)
+	cpu0, w0 := p.cpu(tb), p.writes(tb)
 	start := time.Now()
 	for w := range conc {
 		wg.Go(func() {
@@ -353,7 +389,7 @@ func loadFor(tb testing.TB, p *serverProcess, call benchCall, conc int, d time.D
 		})
 	}
 	wg.Wait()
-	r := loadResult{bytes: n.Load(), elapsed: time.Since(start), cpu: p.cpu(tb) - cpu0}
+	r := loadResult{bytes: n.Load(), elapsed: time.Since(start), cpu: p.cpu(tb) - cpu0, writes: p.writes(tb) - w0}
 	if e := firstErr.Load(); e != nil {
 		tb.Fatal(*e)
 	}
@@ -374,6 +410,7 @@ func BenchmarkReadTile_preencoded(b *testing.B) {
 				r := loadFor(b, p, call, 64, time.Hour, int64(b.N), size)
 				b.SetBytes(int64(size))
 				b.ReportMetric(r.cpuPerGB(), "server-cpu-s/GB")
+				b.ReportMetric(r.kibPerWrite(), "KiB/write")
 				b.ReportMetric(r.mbps(), "MB/s-wall")
 			})
 		}
@@ -387,7 +424,7 @@ func BenchmarkReadTile_preencoded(b *testing.B) {
 func preencodedReport(t *testing.T, rounds int, d time.Duration, cases *regexp.Regexp) string {
 	var out strings.Builder
 	fmt.Fprintf(&out, "ReadTile, 64 concurrent calls, each server in its own process (server CPU from /proc/<pid>/stat)\n")
-	fmt.Fprintf(&out, "%-6s %-16s %10s %12s %22s %22s\n", "size", "target", "MB/s", "cpu-s/GB", "ratio MB/s (min-max)", "ratio cpu/GB (min-max)")
+	fmt.Fprintf(&out, "%-6s %-16s %10s %12s %10s %22s %22s\n", "size", "target", "MB/s", "cpu-s/GB", "KiB/write", "ratio MB/s (min-max)", "ratio cpu/GB (min-max)")
 	for _, size := range benchSizes {
 		if !cases.MatchString(fmt.Sprintf("ReadTile/%dK/c64", size>>10)) {
 			continue
@@ -423,16 +460,16 @@ func preencodedReport(t *testing.T, rounds int, d time.Duration, cases *regexp.R
 			}
 		}
 		for _, target := range targets {
-			var mb, cpu []float64
+			var mb, cpu, kw []float64
 			for _, r := range res[target.name] {
-				mb, cpu = append(mb, r.mbps()), append(cpu, r.cpuPerGB())
+				mb, cpu, kw = append(mb, r.mbps()), append(cpu, r.cpuPerGB()), append(kw, r.kibPerWrite())
 			}
 			rr, cr := "", ""
 			if target.server != "baseline" {
 				rr = fmt.Sprintf("%.2fx (%.2f-%.2f)", medianOf(ratio[target.name]), slices.Min(ratio[target.name]), slices.Max(ratio[target.name]))
 				cr = fmt.Sprintf("%.2fx (%.2f-%.2f)", medianOf(cpuRatio[target.name]), slices.Min(cpuRatio[target.name]), slices.Max(cpuRatio[target.name]))
 			}
-			fmt.Fprintf(&out, "%5dK %-16s %10.0f %12.3f %22s %22s\n", size>>10, target.name, medianOf(mb), medianOf(cpu), rr, cr)
+			fmt.Fprintf(&out, "%5dK %-16s %10.0f %12.3f %10.1f %22s %22s\n", size>>10, target.name, medianOf(mb), medianOf(cpu), medianOf(kw), rr, cr)
 		}
 	}
 	return out.String()

@@ -1,0 +1,251 @@
+package coalesce
+
+import (
+	"errors"
+	"io"
+	"net"
+	"sync"
+	"time"
+)
+
+// Sizes of the buffer.
+const (
+	// BufferSize is the most bytes a connection holds that are not yet
+	// handed to the kernel; a Write blocks while the buffer is full. It is
+	// also the largest system call the buffer makes.
+	BufferSize = 256 << 10
+	// DirectSize: a Write of at least this many bytes waits for what is
+	// buffered to be written and is then written by the caller, without a
+	// copy (a large write has nothing to gain from being joined to others).
+	DirectSize = 64 << 10
+	// CloseTimeout bounds how long Close and CloseWrite wait for buffered
+	// bytes to be written to a peer that does not read.
+	CloseTimeout = 5 * time.Second
+)
+
+// ErrWriteFailed wraps the error of a buffered write, returned by the next
+// Write, Close or CloseWrite: buffered bytes were accepted and then could not
+// be written, so the connection's outgoing stream is broken.
+var ErrWriteFailed = errors.New("coalesce: an earlier buffered write failed; the connection cannot be written to any more, close it")
+
+// Listener returns l with every accepted connection wrapped by NewConn.
+func Listener(l net.Listener) net.Listener { return listener{l} }
+
+type listener struct{ net.Listener }
+
+func (l listener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return NewConn(c), nil
+}
+
+// Conn is a net.Conn whose small writes are copied into a buffer and written
+// to the wrapped connection by a goroutine of its own. See the package
+// documentation.
+type Conn struct {
+	net.Conn
+
+	wmu sync.Mutex // held by Write, ReadFrom and CloseWrite: one at a time, in order
+
+	mu      sync.Mutex
+	cond    sync.Cond // on mu: the buffer has room, or the writer stopped
+	buf     []byte    // bytes accepted and not yet taken by the writer
+	spare   []byte    // the writer's previous batch, reused
+	writing bool      // the writer goroutine runs (or a direct write is in progress)
+	err     error     // the first failed write; every later write fails
+	closed  bool
+}
+
+// NewConn wraps c.
+func NewConn(c net.Conn) *Conn {
+	w := &Conn{Conn: c}
+	w.cond.L = &w.mu
+	return w
+}
+
+// closeTimeout is CloseTimeout; tests shorten it.
+var closeTimeout = CloseTimeout
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, BufferSize); return &b }}
+
+// Write copies p into the buffer (waiting while it is full) and returns;
+// a goroutine writes the buffer to the wrapped connection. A p of DirectSize
+// bytes or more is written by the caller once the buffer is empty. The
+// error of an earlier buffered write is returned (wrapped in
+// ErrWriteFailed).
+func (c *Conn) Write(p []byte) (int, error) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(p) >= DirectSize {
+		if err := c.drainLocked(); err != nil {
+			return 0, err
+		}
+		c.writing = true
+		c.mu.Unlock()
+		n, err := c.Conn.Write(p)
+		c.mu.Lock()
+		c.writing = false
+		if err != nil && c.err == nil {
+			c.err = err
+		}
+		c.cond.Broadcast()
+		return n, err
+	}
+	n := 0
+	for len(p) > 0 {
+		if err := c.errLocked(); err != nil {
+			return n, err
+		}
+		if c.buf == nil {
+			c.buf = (*bufPool.Get().(*[]byte))[:0]
+		}
+		room := cap(c.buf) - len(c.buf)
+		if room == 0 {
+			c.cond.Wait()
+			continue
+		}
+		k := min(room, len(p))
+		c.buf = append(c.buf, p[:k]...)
+		p, n = p[k:], n+k
+		if !c.writing {
+			c.writing = true
+			go c.writeLoop()
+		}
+	}
+	return n, nil
+}
+
+// writeLoop writes the buffer to the wrapped connection until it is empty,
+// taking whatever was added during each write as the next batch.
+func (c *Conn) writeLoop() {
+	c.mu.Lock()
+	for len(c.buf) > 0 && c.err == nil {
+		batch := c.buf
+		c.buf, c.spare = c.spare, nil
+		c.cond.Broadcast() // an empty buffer (allocated at the next Write if nil)
+		c.mu.Unlock()
+		_, err := c.Conn.Write(batch)
+		c.mu.Lock()
+		if err != nil && c.err == nil {
+			c.err = err
+		}
+		c.spare = batch[:0]
+	}
+	// Idle: the buffers go back to the pool, so an idle connection holds
+	// none. After a failed write what is left is dropped.
+	if c.err == nil {
+		for _, b := range [][]byte{c.buf, c.spare} {
+			if b != nil {
+				b = b[:0]
+				bufPool.Put(&b)
+			}
+		}
+	}
+	c.buf, c.spare = nil, nil
+	c.writing = false
+	c.cond.Broadcast()
+	c.mu.Unlock()
+}
+
+// errLocked is the error a write returns now.
+func (c *Conn) errLocked() error {
+	if c.closed {
+		return net.ErrClosed
+	}
+	if c.err != nil {
+		return errors.Join(ErrWriteFailed, c.err)
+	}
+	return nil
+}
+
+// drainLocked waits until everything buffered is written (or failed).
+func (c *Conn) drainLocked() error {
+	for c.writing {
+		c.cond.Wait()
+	}
+	return c.errLocked()
+}
+
+// Flush waits until every byte accepted by Write has been written to the
+// wrapped connection, and returns the error of a failed write.
+func (c *Conn) Flush() error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.drainLocked()
+}
+
+// ReadFrom forwards to the wrapped connection's ReadFrom (sendfile and
+// splice for *net.TCPConn) once the buffer is written.
+func (c *Conn) ReadFrom(r io.Reader) (int64, error) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	c.mu.Lock()
+	err := c.drainLocked()
+	c.mu.Unlock()
+	if err != nil {
+		return 0, err
+	}
+	if rf, ok := c.Conn.(io.ReaderFrom); ok {
+		return rf.ReadFrom(r)
+	}
+	return io.Copy(writerOnly{c.Conn}, r)
+}
+
+type writerOnly struct{ io.Writer }
+
+// closeWaitLocked waits for the buffer to be written, at most CloseTimeout
+// (or the write deadline set, if earlier): the wrapped connection's write
+// deadline is moved so a peer that does not read cannot hold it.
+func (c *Conn) closeWaitLocked() {
+	if c.writing {
+		_ = c.Conn.SetWriteDeadline(time.Now().Add(closeTimeout))
+	}
+	for c.writing {
+		c.cond.Wait()
+	}
+}
+
+// CloseWrite writes what is buffered, then shuts down the writing side of
+// the wrapped connection when it can (*net.TCPConn).
+func (c *Conn) CloseWrite() error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	c.mu.Lock()
+	c.closeWaitLocked()
+	err := c.errLocked()
+	c.mu.Unlock()
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return errors.Join(err, cw.CloseWrite())
+	}
+	return err
+}
+
+// CloseRead forwards to the wrapped connection's CloseRead when it has one.
+func (c *Conn) CloseRead() error {
+	if cr, ok := c.Conn.(interface{ CloseRead() error }); ok {
+		return cr.CloseRead()
+	}
+	return errors.ErrUnsupported
+}
+
+// Close writes what is buffered (at most CloseTimeout, see
+// closeWaitLocked) and closes the wrapped connection. Writes from then on,
+// and a Write blocked on a full buffer, return net.ErrClosed.
+func (c *Conn) Close() error {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return net.ErrClosed
+	}
+	c.closed = true
+	c.cond.Broadcast()
+	c.closeWaitLocked()
+	c.mu.Unlock()
+	return c.Conn.Close()
+}

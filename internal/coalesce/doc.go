@@ -1,0 +1,34 @@
+// Package coalesce wraps a server's connections so that small writes made
+// one after another go to the kernel in fewer, larger system calls.
+//
+// net/http's HTTP/2 server writes every DATA frame with a write system call
+// of its own: its write buffer is 4 KiB, so a 16 KiB frame (the largest a
+// peer that keeps HTTP/2's default SETTINGS_MAX_FRAME_SIZE accepts, grpc-go's
+// clients among them) bypasses it, and it writes one frame at a time, waiting
+// for each write to return before it frames the next. A Conn's Write copies
+// the bytes into a buffer and returns; a goroutine of the Conn writes the
+// buffer to the socket, and every byte written while that system call runs is
+// taken by the next one. No byte waits for a later write or a timer: the
+// writer starts with the first byte buffered and stops only when the buffer
+// is empty, so a lone write goes out as soon as before, and what is coalesced
+// is what would otherwise have queued behind a system call in progress.
+//
+// Invariants:
+//   - Bytes reach the wrapped connection in the order of the Writes that
+//     accepted them; Writes, ReadFrom and CloseWrite run one at a time.
+//   - At most BufferSize bytes are held; a Write waits while the buffer is
+//     full. An idle connection holds no buffer (they are pooled).
+//   - A Write of DirectSize bytes or more waits for the buffer to be written
+//     and is then written by the caller, without a copy.
+//   - A failed write of the buffer makes every later Write fail
+//     (ErrWriteFailed): the bytes it accepted are lost, so the stream is
+//     broken, as after a failed write on any connection.
+//   - Close and CloseWrite write what is buffered first, waiting at most
+//     CloseTimeout for a peer that does not read.
+//   - Deadlines are the wrapped connection's: a write deadline bounds the
+//     buffer's system calls (a Write returns as soon as its bytes are
+//     buffered, so a deadline that passes fails the next Write instead).
+//
+// SyscallConn is not forwarded: a write made through the raw connection
+// would overtake buffered bytes.
+package coalesce
