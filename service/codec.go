@@ -191,7 +191,9 @@ func (s *Server) ingestTile(volume string, info storage.VolumeInfo, t *storage.T
 			return withField("tile.value", fmt.Errorf("%w: a brick of volume %q is %d bytes raw, got %d", storage.ErrInvalidArgument, volume, want, len(t.Value)))
 		}
 		if info.Codec.Kind == storage.CodecZstd {
-			t.Value = zstdcodec.Encode(nil, t.Value, info.Codec.Level)
+			// Into a buffer of the frame's largest size, which the ingest
+			// budgets counted (compressedBytes): Encode never grows it.
+			t.Value = zstdcodec.Encode(make([]byte, 0, zstdcodec.MaxEncodedSize(len(t.Value))), t.Value, info.Codec.Level)
 		}
 	}
 	t.CRC32C = 0 // the store computes it over the bytes it stores

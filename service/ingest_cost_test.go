@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"strings"
 	"sync"
 	"testing"
@@ -40,6 +41,9 @@ type ingestCheckStore struct {
 	service.Tiles
 	limit int64
 	first chan struct{}
+	// measure, when set, is what a tile of a batch holds in the server's
+	// memory (default: its decoded bytes, contentBytes).
+	measure func(storage.Tile) int64
 
 	mu         sync.Mutex
 	server     *service.Server
@@ -51,13 +55,17 @@ type ingestCheckStore struct {
 func (s *ingestCheckStore) Append(ctx context.Context, volume string, tiles ...storage.Tile) (uint64, error) {
 	var n int64
 	for _, t := range tiles {
-		n += contentBytes(t.Value)
+		if s.measure != nil {
+			n += s.measure(t)
+		} else {
+			n += contentBytes(t.Value)
+		}
 	}
 	s.mu.Lock()
 	s.inflight += n
 	held := service.IngestBytesHeld(s.server)
 	if s.inflight > held || held > s.limit {
-		s.violations = append(s.violations, fmt.Sprintf("batch of %d tiles: %d decoded bytes in Append, %d bytes in the ingest budget (limit %d)", len(tiles), s.inflight, held, s.limit))
+		s.violations = append(s.violations, fmt.Sprintf("batch of %d tiles: %d bytes held by its tiles in Append, %d bytes in the ingest budget (limit %d)", len(tiles), s.inflight, held, s.limit))
 	}
 	s.appends++
 	firstAppend := s.appends == 1
@@ -176,6 +184,134 @@ func TestWriteTileStream_zstd_content_is_held_to_the_ingest_budget(t *testing.T)
 				testutil.WaitFor(t, 10*time.Second, "the ingest budget to be free", func() bool { return service.IngestBytesHeld(ts.Server) == 0 })
 			})
 		}
+	}
+}
+
+// randomBytes returns n bytes that do not compress.
+func randomBytes(n int, seed uint64) []byte {
+	r := rand.New(rand.NewPCG(seed, 3))
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(r.Uint32())
+	}
+	return b
+}
+
+// TestWriteTileStream_raw_tiles_to_zstd_volume_are_held_to_the_ingest_budget:
+// raw tiles that do not compress, streamed to a zstd volume, are compressed
+// by the server into copies about as large as the tiles; each tile in an
+// Append holds its bytes as sent and its frame's buffer, and the ingest
+// budget counts both (it never holds less than the batch, nor more than
+// its limit). Every tile is stored and reads back.
+func TestWriteTileStream_raw_tiles_to_zstd_volume_are_held_to_the_ingest_budget(t *testing.T) {
+	const (
+		content   = 2 << 20
+		perStream = 8 << 20
+		tiles     = 8
+	)
+	values := make([][]byte, tiles)
+	for i := range values {
+		values[i] = randomBytes(content, uint64(i))
+	}
+	// A tile in an Append: its bytes as sent (the content of its frame)
+	// and the buffer of the frame (its capacity).
+	held := func(t storage.Tile) int64 { return contentBytes(t.Value) + int64(cap(t.Value)) }
+	for _, p := range []protocol{protocols[0], protocols[2]} {
+		t.Run(p.name, func(t *testing.T) {
+			ts, st := startIngestCheckServer(t, perStream, 2*perStream)
+			st.measure = held
+			c := ts.clients(t, p)
+			createCodecVolume(t, c, "v", ldmv1.Codec_CODEC_ZSTD)
+			stream := c.tiles.WriteTileStream(context.Background())
+			sent := make(chan error, 1)
+			go func() {
+				for _, v := range values {
+					if err := stream.Send(&ldmv1.WriteTileStreamRequest{Volume: "v", Tile: &ldmv1.Tile{Value: v}}); err != nil {
+						sent <- err
+						return
+					}
+				}
+				sent <- stream.CloseRequest()
+			}()
+			// The stream takes what its budget lets it while the store
+			// holds the first batch: more than half of it.
+			testutil.WaitFor(t, 10*time.Second, "the stream's budget to fill, or a batch outside it", func() bool {
+				return service.IngestBytesHeld(ts.Server) > perStream/2 || len(st.failures()) > 0
+			})
+			close(st.first)
+			for i := range tiles {
+				res, err := stream.Receive()
+				if err != nil {
+					t.Fatalf("tile %d: %v", i, err)
+				}
+				if res.GetOffset() != uint64(i) {
+					t.Fatalf("tile %d got offset %d", i, res.GetOffset())
+				}
+			}
+			if err := <-sent; err != nil && !errors.Is(err, io.EOF) {
+				t.Fatal(err)
+			}
+			_ = stream.CloseResponse()
+			for _, f := range st.failures() {
+				t.Error(f)
+			}
+			for i, want := range values {
+				got, err := c.tiles.ReadTile(context.Background(), connect.NewRequest(&ldmv1.ReadTileRequest{Volume: "v", Offset: uint64(i)}))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got.Msg.GetTile().GetCodec() != ldmv1.Codec_CODEC_ZSTD {
+					t.Fatalf("tile %d: codec %v", i, got.Msg.GetTile().GetCodec())
+				}
+				if value, err := zstdcodec.Decode(nil, got.Msg.GetTile().GetValue(), content); err != nil || !bytes.Equal(value, want) {
+					t.Fatalf("tile %d does not read back as sent: %v", i, err)
+				}
+			}
+			testutil.WaitFor(t, 10*time.Second, "the ingest budget to be free", func() bool { return service.IngestBytesHeld(ts.Server) == 0 })
+		})
+	}
+}
+
+// TestWriteTile_raw_tiles_to_zstd_volume_are_held_to_the_ingest_budget:
+// concurrent unary writes of raw tiles that do not compress, to a zstd
+// volume, hold the buffers of their frames in the server's ingest budget
+// (4 MiB: one at a time) until they are stored; every write succeeds.
+func TestWriteTile_raw_tiles_to_zstd_volume_are_held_to_the_ingest_budget(t *testing.T) {
+	const (
+		content = 2 << 20
+		limit   = 4 << 20
+		writers = 4
+	)
+	for _, p := range []protocol{protocols[0], protocols[2]} {
+		t.Run(p.name, func(t *testing.T) {
+			ts, st := startIngestCheckServer(t, limit, limit)
+			st.measure = func(t storage.Tile) int64 { return int64(cap(t.Value)) } // the call holds the tile as sent
+			close(st.first)
+			c := ts.clients(t, p)
+			createCodecVolume(t, c, "v", ldmv1.Codec_CODEC_ZSTD)
+			var wg sync.WaitGroup
+			errs := make([]error, writers)
+			for i := range writers {
+				wg.Go(func() {
+					_, errs[i] = c.tiles.WriteTile(context.Background(), connect.NewRequest(&ldmv1.WriteTileRequest{Volume: "v", Tile: &ldmv1.Tile{Value: randomBytes(content, uint64(i))}}))
+				})
+			}
+			wg.Wait()
+			for i, err := range errs {
+				if err != nil {
+					t.Errorf("writer %d: %v", i, err)
+				}
+			}
+			for _, f := range st.failures() {
+				t.Error(f)
+			}
+			if info, err := ts.Store.Volume("v"); err != nil || info.NextOffset != writers {
+				t.Fatalf("volume holds %d tiles (%v), want %d", info.NextOffset, err, writers)
+			}
+			if held := service.IngestBytesHeld(ts.Server); held != 0 {
+				t.Fatalf("ingest budget holds %d bytes after every write returned", held)
+			}
+		})
 	}
 }
 
@@ -355,5 +491,60 @@ func TestWriteTile_zstd_volume_checks_a_frame_in_one_window(t *testing.T) {
 				t.Fatalf("stored %d bytes, want the %d bytes of the frame as sent", len(got.Msg.GetTile().GetValue()), len(frame))
 			}
 		})
+	}
+}
+
+// TestWriteTile_refuses_raw_tiles_whose_compressed_copy_cannot_fit: a raw
+// tile sent to a zstd volume whose compressed copy (at its largest) would
+// take more than one tile may of an ingest limit is refused with
+// ResourceExhausted naming the limit, by WriteTile and by WriteTileStream
+// (after acknowledging the tile before it); the same tile is stored in a
+// raw volume.
+func TestWriteTile_refuses_raw_tiles_whose_compressed_copy_cannot_fit(t *testing.T) {
+	const (
+		perStream = 4 << 20
+		server    = 8 << 20
+	)
+	unaryTile := make([]byte, 7<<20)  // its copy: above three quarters of 8 MiB
+	streamTile := make([]byte, 3<<20) // with its copy: above three quarters of 4 MiB
+	for _, p := range []protocol{protocols[0], protocols[2]} {
+		ts := startServer(t, serverOptions{config: func(c *service.Config) {
+			c.MaxStreamIngestBytes, c.MaxIngestBytes = perStream, server
+		}})
+		c := ts.clients(t, p)
+		for _, codec := range []ldmv1.Codec{ldmv1.Codec_CODEC_ZSTD, ldmv1.Codec_CODEC_RAW} {
+			name := strings.ToLower(strings.TrimPrefix(codec.String(), "CODEC_"))
+			t.Run(p.name+"/"+name+"_volume", func(t *testing.T) {
+				createCodecVolume(t, c, name, codec)
+				_, unaryErr := c.tiles.WriteTile(context.Background(), connect.NewRequest(&ldmv1.WriteTileRequest{Volume: name, Tile: &ldmv1.Tile{Value: unaryTile}}))
+				stream := c.tiles.WriteTileStream(context.Background())
+				defer stream.CloseResponse()
+				for _, v := range [][]byte{[]byte("small tile"), streamTile} {
+					if err := stream.Send(&ldmv1.WriteTileStreamRequest{Volume: name, Tile: &ldmv1.Tile{Value: v}}); err != nil && !errors.Is(err, io.EOF) {
+						t.Fatal(err)
+					}
+				}
+				_ = stream.CloseRequest()
+				if _, err := stream.Receive(); err != nil {
+					t.Fatalf("first tile: %v; want its offset", err)
+				}
+				_, streamErr := stream.Receive()
+				if codec == ldmv1.Codec_CODEC_RAW {
+					if unaryErr != nil || streamErr != nil {
+						t.Fatalf("raw volume: WriteTile %v, stream %v; want both stored", unaryErr, streamErr)
+					}
+					return
+				}
+				for what, err := range map[string]error{"--max-ingest-bytes": unaryErr, "--max-stream-ingest-bytes": streamErr} {
+					ce := assertCode(t, err, connect.CodeResourceExhausted)
+					if !strings.Contains(ce.Message(), what) || !strings.Contains(ce.Message(), "compressed") {
+						t.Errorf("message %q does not name %s and the compressed copy", ce.Message(), what)
+					}
+				}
+				if info, err := ts.Store.Volume(name); err != nil || info.NextOffset != 1 {
+					t.Errorf("volume holds %d tiles (%v), want 1", info.NextOffset, err)
+				}
+			})
+		}
 	}
 }

@@ -357,7 +357,7 @@ func (h *tileHandler) WriteTileStream(ctx context.Context, stream *connect.BidiS
 		codec  ldmv1.Codec // the tile's codec as sent (see ingestTiles)
 		id     string      // request id
 		held   [2]int64    // bytes taken from the stream's and the server's budget
-		cost   int64       // bytes sent plus the content a zstd frame declares
+		cost   int64       // bytes sent plus the decoded content or compressed copy (ingest_cost.go)
 	}
 	own := newByteBudget(h.s.streamIngest)
 	releaseItem := func(it item) {
@@ -395,13 +395,15 @@ func (h *tileHandler) WriteTileStream(ctx context.Context, stream *connect.BidiS
 			if msg.GetVolume() != "" {
 				volume = msg.GetVolume()
 			}
-			// A zstd tile counts with the content its frame declares,
-			// taken before it is decoded (see decodedBytes); one that
-			// cannot fit ends the stream after the tiles before it.
-			decoded, err := h.s.decodedBytes(volume, msg.GetTile())
-			n := int64(len(msg.GetTile().GetValue())) + decoded
+			// A zstd tile counts with the content its frame declares, a
+			// raw tile for a zstd volume with the largest frame it
+			// compresses to, taken before it is converted (see
+			// ingest_cost.go); one that cannot fit ends the stream after
+			// the tiles before it.
+			extra, compressed, err := h.s.ingestExtra(volume, msg.GetTile())
+			n := int64(len(msg.GetTile().GetValue())) + extra
 			if err == nil {
-				err = h.s.tooLargeToIngest(decoded, n, own)
+				err = h.s.tooLargeToIngest(extra, n, compressed, own)
 			}
 			if err != nil {
 				recvErr <- err
@@ -456,7 +458,7 @@ func (h *tileHandler) WriteTileStream(ctx context.Context, stream *connect.BidiS
 		batchIDs = append(batchIDs[:0], first.id)
 		batchCodecs = append(batchCodecs[:0], first.codec)
 		held = append(held[:0], first)
-		size := first.cost // decoded bytes of zstd tiles included
+		size := first.cost // decoded bytes and compressed copies included
 	fill:
 		for size < ingestBatchBytes {
 			select {

@@ -40,6 +40,20 @@ func encoderPool(level int) *sync.Pool {
 	return p.(*sync.Pool)
 }
 
+// MaxEncodedSize is the largest frame Encode writes for n bytes: the
+// frame header (at most 14 bytes: magic, descriptor, 8-byte content size),
+// a 3-byte header per block of at most 128 KiB stored as it is when it does
+// not compress (one empty block for n = 0), and the 4-byte checksum, with
+// room to spare (n/256 and 64 bytes). Encode into a dst of this capacity
+// never grows it, so a caller can hold a compressed copy's memory to a
+// budget before compressing.
+func MaxEncodedSize(n int) int {
+	if n < 0 {
+		n = 0
+	}
+	return n + n>>8 + 64
+}
+
 // Encode appends to dst one frame holding src, compressed at zstd level
 // level (1..22; 0 means 3), with the content size in its header.
 func Encode(dst, src []byte, level int) []byte {

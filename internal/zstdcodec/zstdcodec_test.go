@@ -190,3 +190,35 @@ func TestCompressor(t *testing.T) {
 		}
 	})
 }
+
+// TestMaxEncodedSize: Encode into a dst of MaxEncodedSize's capacity never
+// grows it, for data that does not compress (random bytes), that barely
+// does, and that compresses well, at the sizes around a block's and over
+// several blocks, at every kind of level (klauspost has four).
+func TestMaxEncodedSize(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 7))
+	random := func(n int) []byte {
+		b := make([]byte, n)
+		for i := range b {
+			b[i] = byte(rng.Uint32())
+		}
+		return b
+	}
+	for _, n := range []int{0, 1, 13, 255, 4096, 128<<10 - 1, 128 << 10, 128<<10 + 1, 300<<10 + 7} {
+		for name, src := range map[string][]byte{"random": random(n), "noisy": noisy(n, uint64(n)), "zeros": make([]byte, n)} {
+			for _, level := range []int{1, 3, 7, 19} {
+				if level == 19 && n > 128<<10 {
+					continue // slow, and its blocks are stored like the others'
+				}
+				dst := make([]byte, 0, zstdcodec.MaxEncodedSize(n))
+				out := zstdcodec.Encode(dst, src, level)
+				if len(out) > cap(dst) || (len(out) > 0 && &out[:1][0] != &dst[:1][0]) {
+					t.Fatalf("%s %d bytes at level %d: a frame of %d bytes, outside the %d bytes of MaxEncodedSize", name, n, level, len(out), cap(dst))
+				}
+				if got, err := zstdcodec.Decode(nil, out, n); err != nil || !bytes.Equal(got, src) {
+					t.Fatalf("%s %d bytes at level %d: %v", name, n, level, err)
+				}
+			}
+		}
+	}
+}
