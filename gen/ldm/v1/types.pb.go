@@ -26,7 +26,9 @@ const (
 type Codec int32
 
 const (
-	// On write: same as CODEC_RAW. Never set on read.
+	// On write (Tile.codec) and on create (Volume.codec): same as CODEC_RAW,
+	// so clients that predate codecs keep writing and reading raw voxels.
+	// Never set on read.
 	Codec_CODEC_UNSPECIFIED Codec = 0
 	// The voxels as they are.
 	Codec_CODEC_RAW Codec = 1
@@ -628,8 +630,13 @@ type Volume struct {
 	// The world space of transform.
 	Space Space `protobuf:"varint,13,opt,name=space,proto3,enum=ldm.v1.Space" json:"space,omitempty"`
 	// How the volume's bricks are stored and served (Tile.codec), chosen at
-	// creation and fixed after. Unset on create means CODEC_RAW; reads always
-	// return it.
+	// creation and fixed after. Unset on create means CODEC_RAW, and stays
+	// so: a client built before Tile.codec existed never sets it, and would
+	// take the zstd frames of a compressed volume's tiles for voxels. (The
+	// ldm CLI asks for CODEC_ZSTD level 1 unless told otherwise.) Reads
+	// always return it. In a cluster, creating a CODEC_ZSTD volume fails
+	// with FAILED_PRECONDITION, naming the nodes, while a node does not
+	// announce zstd (a version from before it): upgrade every node first.
 	Codec Codec `protobuf:"varint,14,opt,name=codec,proto3,enum=ldm.v1.Codec" json:"codec,omitempty"`
 	// The zstd level (1 to 22) of a CODEC_ZSTD volume; 0 on create means 3.
 	// 0 for a raw volume.

@@ -300,8 +300,13 @@ export type Volume = Message<"ldm.v1.Volume"> & {
 
   /**
    * How the volume's bricks are stored and served (Tile.codec), chosen at
-   * creation and fixed after. Unset on create means CODEC_RAW; reads always
-   * return it.
+   * creation and fixed after. Unset on create means CODEC_RAW, and stays
+   * so: a client built before Tile.codec existed never sets it, and would
+   * take the zstd frames of a compressed volume's tiles for voxels. (The
+   * ldm CLI asks for CODEC_ZSTD level 1 unless told otherwise.) Reads
+   * always return it. In a cluster, creating a CODEC_ZSTD volume fails
+   * with FAILED_PRECONDITION, naming the nodes, while a node does not
+   * announce zstd (a version from before it): upgrade every node first.
    *
    * @generated from field: ldm.v1.Codec codec = 14;
    */
@@ -330,7 +335,9 @@ export const VolumeSchema: GenMessage<Volume> = /*@__PURE__*/
  */
 export enum Codec {
   /**
-   * On write: same as CODEC_RAW. Never set on read.
+   * On write (Tile.codec) and on create (Volume.codec): same as CODEC_RAW,
+   * so clients that predate codecs keep writing and reading raw voxels.
+   * Never set on read.
    *
    * @generated from enum value: CODEC_UNSPECIFIED = 0;
    */
