@@ -41,9 +41,10 @@ func codecName(c ldmv1.Codec, level int32) string {
 
 // defaultCodec is the codec of the volumes the CLI creates (volume create,
 // import, volume recompress) when --codec is not given: zstd at level 1.
-// On the phantom with noise in its low bits, level 1 keeps 95% of level
-// 3's ratio (3.09x against 3.24x) for about 70% of its CPU, and on real
-// scans the same ratio (8.3x and 12.2x); see docs/serving.md. The API's
+// Compressing is what an import into a zstd volume spends its CPU on;
+// level 1 imports the noisy phantom 1.3-1.5x faster than level 3 for 95%
+// of its ratio (3.09x against 3.24x), and gives real scans the same ratio
+// (8.3x and 12.2x); see docs/serving.md, "The default codec". The API's
 // own default (Volume.codec unset) stays raw, for clients that predate
 // Tile.codec.
 const defaultCodec = "zstd:1"
