@@ -21,6 +21,10 @@ import (
 	"path"
 	"strings"
 	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	ldmv1 "github.com/xcheng85/go-ldm/gen/ldm/v1"
 )
 
 //go:embed dist
@@ -69,13 +73,16 @@ func Handler() http.Handler { return HandlerWith(Options{}) }
 
 // HandlerWith is Handler with options: with Options.Volume, the page asked
 // for with ?volume=NAME embeds that volume's metadata (a page that is not
-// cached: Cache-Control no-store, no ETag).
+// cached: Cache-Control no-store, no ETag), and for a zstd volume a
+// modulepreload link to the decoder's file, which the browser then fetches
+// while it fetches app.js.
 func HandlerWith(o Options) http.Handler { return handler(FS(), o) }
 
 // handler is HandlerWith serving files.
 func handler(files fs.FS, o Options) http.Handler {
 	etags := map[string]string{}
 	immutable := map[string]bool{}
+	decoder := ""
 	_ = fs.WalkDir(files, ".", func(p string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() {
 			return err
@@ -88,6 +95,9 @@ func handler(files fs.FS, o Options) http.Handler {
 		h := hex.EncodeToString(sum[:12])
 		etags[p] = `"` + h + `"`
 		immutable[p] = contentNamed(p, h)
+		if ok, _ := path.Match("zstd_wasm.*.js", p); ok {
+			decoder = p
+		}
 		return nil
 	})
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -116,7 +126,7 @@ func handler(files fs.FS, o Options) http.Handler {
 		h.Set("X-Content-Type-Options", "nosniff")
 		h.Set("Referrer-Policy", "no-referrer")
 		if name == "index.html" && o.Volume != nil {
-			if page := withVolume(f, r, o.Volume); page != nil {
+			if page := withVolume(f, r, o.Volume, decoder); page != nil {
 				h.Set("Cache-Control", "no-store")
 				h.Set("Content-Type", "text/html; charset=utf-8")
 				http.ServeContent(w, r, name, time.Time{}, bytes.NewReader(page))
@@ -142,8 +152,10 @@ func contentNamed(p, h string) bool {
 
 // withVolume returns index.html (read from f) with the metadata of the
 // volume named by r's ?volume= in a data script before the page's script,
-// or nil when there is no such name or volume returns nothing for it.
-func withVolume(f fs.File, r *http.Request, volume func(*http.Request, string) ([]byte, bool)) []byte {
+// or nil when there is no such name or volume returns nothing for it. For
+// a zstd volume a modulepreload link to decoder (the decoder's file, if
+// not empty) comes first.
+func withVolume(f fs.File, r *http.Request, volume func(*http.Request, string) ([]byte, bool), decoder string) []byte {
 	name := r.URL.Query().Get("volume")
 	if name == "" {
 		return nil
@@ -170,5 +182,9 @@ func withVolume(f fs.File, r *http.Request, volume func(*http.Request, string) (
 		return nil
 	}
 	tag := `<script type="application/json" id="` + VolumeScriptID + `">` + string(data) + "</script>\n"
+	var gv ldmv1.GetVolumeResponse
+	if decoder != "" && proto.Unmarshal(resp, &gv) == nil && gv.GetVolume().GetCodec() == ldmv1.Codec_CODEC_ZSTD {
+		tag = `<link rel="modulepreload" href="` + decoder + `">` + "\n" + tag
+	}
 	return append(append(append([]byte{}, page[:i]...), tag...), page[i:]...)
 }

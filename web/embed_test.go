@@ -13,6 +13,10 @@ import (
 	"strings"
 	"testing"
 	"testing/fstest"
+
+	"google.golang.org/protobuf/proto"
+
+	ldmv1 "github.com/xcheng85/go-ldm/gen/ldm/v1"
 )
 
 func TestHandler_Serve(t *testing.T) {
@@ -216,6 +220,40 @@ func TestHandler_immutable(t *testing.T) {
 		res.Body.Close()
 		if res.StatusCode != 200 || !strings.HasPrefix(res.Header.Get("Content-Type"), "text/javascript") || !strings.Contains(res.Header.Get("Cache-Control"), "immutable") || !strings.Contains(res.Header.Get("Content-Security-Policy"), "'wasm-unsafe-eval'") {
 			t.Errorf("GET /%s: %d %v", name, res.StatusCode, res.Header)
+		}
+	}
+}
+
+// TestHandlerWith_decoderPreload checks that the page of a zstd volume
+// asks the browser to fetch the decoder's file at once (modulepreload,
+// before the page's script) and that a raw volume's page does not name it.
+func TestHandlerWith_decoderPreload(t *testing.T) {
+	t.Parallel()
+	dec, err := fs.Glob(FS(), "zstd_wasm.*.js")
+	if err != nil || len(dec) != 1 {
+		t.Fatalf("dist holds decoder files %v (%v), want one", dec, err)
+	}
+	srv := httptest.NewServer(HandlerWith(Options{Volume: func(r *http.Request, name string) ([]byte, bool) {
+		codec := ldmv1.Codec_CODEC_RAW
+		if name == "z" {
+			codec = ldmv1.Codec_CODEC_ZSTD
+		}
+		b, err := proto.Marshal(&ldmv1.GetVolumeResponse{Volume: &ldmv1.Volume{Name: name, Codec: codec}})
+		return b, err == nil
+	}}))
+	t.Cleanup(srv.Close)
+	for name, want := range map[string]bool{"z": true, "r": false} {
+		res, err := http.Get(srv.URL + "/?volume=" + name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		page := string(b)
+		link := `<link rel="modulepreload" href="` + dec[0] + `">`
+		i, j := strings.Index(page, link), strings.Index(page, `<script type="module"`)
+		if got := i >= 0 && i < j; got != want || (!want && strings.Contains(page, "zstd_wasm")) || !strings.Contains(page, `id="ldm-volume"`) {
+			t.Errorf("page of volume %s: preloads the decoder %v, want %v\n%s", name, got, want, page)
 		}
 	}
 }
