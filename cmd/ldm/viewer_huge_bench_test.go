@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -17,6 +18,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/profiler"
 	"github.com/chromedp/chromedp"
 
 	"github.com/xcheng85/go-ldm/internal/testutil"
@@ -30,7 +33,7 @@ import (
 // against an in-process `ldm serve` over loopback on a procedural volume
 // stored zstd. By default the volume is 1024x1024x512 uint8 (512 MiB of
 // voxels); with LDM_BENCH_HUGE=1 it is 4096x4096x2048 uint8 (32 GiB of
-// voxels, 36.6 GiB with its levels, a few GiB on disk: the phantom
+// voxels, 36.6 GiB with its levels, about 100 MiB on disk: the phantom
 // compresses well). The volume is written once per run, straight into the
 // store (writeProceduralZstd: the pyramid Builder, zstd level 3 on every
 // core, appends in batches), and kept for every iteration. It reports:
@@ -47,7 +50,12 @@ import (
 //     while the slices scrub through every plane along z, y and x, one frame
 //     per plane, with the default 512 MiB cache (goal: 640 MiB);
 //     LDM_BENCH_SCRUB_STEP=N visits every Nth plane instead; s-scrub is
-//     how long the scrub took;
+//     how long the scrub took. At the page's zoom the slices draw a coarse
+//     level that the cache holds whole, so the same is measured again
+//     zoomed in until every slice view draws level 0, where the scrub
+//     needs far more bricks than the cache holds: ms-slice-move-zoomed,
+//     MiB-heap-max-scrub-zoomed, MiB-cache-max-scrub-zoomed (the cache's
+//     most bytes since the page opened) and s-scrub-zoomed;
 //   - MiB-rss-write and MiB-rss-serve: the benchmark process's peak
 //     resident memory (VmHWM) while the volume is written and while the
 //     server, which runs in it, serves the page (Chromium is another
@@ -57,6 +65,14 @@ import (
 // with it. Run it without the race detector, watching the disk:
 //
 //	LDM_BENCH_HUGE=1 go test -run '^$' -bench BenchmarkViewer_huge -benchtime 3x -timeout 2h ./cmd/ldm
+//
+// With LDM_BENCH_PROFILE=1 the first load (the page opened from the
+// server's page without a volume, so that it stays in one renderer) runs
+// under the page's CPU profiler, and the log shows where the main thread's
+// time went between the load's marks (first brick, first slices, first
+// picture, screen resolution): idle, garbage collection, native work
+// (rendering, WebGL, networking: "(program)") and the functions that took
+// the most.
 func BenchmarkViewer_huge(b *testing.B) {
 	shape := storage.Shape{X: 1024, Y: 1024, Z: 512}
 	if os.Getenv("LDM_BENCH_HUGE") == "1" {
@@ -107,11 +123,18 @@ func benchViewerHuge(b *testing.B, shape storage.Shape, step int) {
 	b.ResetTimer()
 	i := 0
 	for b.Loop() {
+		var prof func(marks ...float64)
+		if i == 0 && os.Getenv("LDM_BENCH_PROFILE") == "1" {
+			prof = startPageProfile(b, ctx, base)
+		}
 		if err := chromedp.Do(ctx, chromedp.Navigate(base+"/?volume="+name)); err != nil {
 			b.Fatal(err)
 		}
 		st := waitLoaded(b, ctx, name, 3*time.Minute)
 		s := st.Stats
+		if prof != nil {
+			prof(s.FirstBrick, s.FirstSlices, s.FirstPicture, s.FullResolution)
+		}
 		// Move the three slices to new planes (a different brick layer
 		// each time) and wait for screen resolution again.
 		f := 0.2 + 0.15*float64(i%4)
@@ -119,7 +142,8 @@ func benchViewerHuge(b *testing.B, shape storage.Shape, step int) {
 		if err := chromedp.Do(ctx, chromedp.Evaluate[chromedp.Void](fmt.Sprintf(`window.ldm.setSlices({x: %d, y: %d, z: %d})`, p.X, p.Y, p.Z))); err != nil {
 			b.Fatal(err)
 		}
-		mv := waitLoaded(b, ctx, name, 3*time.Minute).Stats
+		ms := waitLoaded(b, ctx, name, 3*time.Minute)
+		mv := ms.Stats
 		move := mv.LastSharp - mv.LastMove
 		b.Logf("script %.0f, volume %.0f, request %.0f, first brick %.0f, first slices %.0f, first picture %.0f ms (%.1f MiB, %d bricks), screen resolution %.0f ms (levels %v); slice move %.0f ms (%.1f MiB, %d bricks in all, %d streams, %d cancelled); slices %.0f, 3D %.0f, apply %.0f ms",
 			s.ScriptAt, s.VolumeAt, s.RequestAt, s.FirstBrick, s.FirstSlices, s.FirstPicture, s.FirstPictureBytes/(1<<20), s.Bricks, s.FullResolution, st.Levels,
@@ -130,33 +154,33 @@ func benchViewerHuge(b *testing.B, shape storage.Shape, step int) {
 		sum["ms-screen-res"] += s.FullResolution
 		sum["ms-slice-move"] += move
 
-		start := time.Now()
-		sc, err := chromedp.Run(ctx, chromedp.Evaluate[scrubResult](fmt.Sprintf(`(async (step) => {
-			const mem = () => (performance.memory ? performance.memory.usedJSHeapSize : 0);
-			let max = mem(), frames = 0;
-			const shape = window.ldm.shape(), c = window.ldm.state().slices;
-			for (const a of ["z", "y", "x"]) {
-				for (let p = 0; p < shape[a]; p += step) {
-					const q = {...c}; q[a] = p;
-					window.ldm.setSlices(q);
-					await new Promise((r) => requestAnimationFrame(r));
-					max = Math.max(max, mem());
-					frames++;
-				}
+		sc := scrub(b, ctx, step, "")
+		sum["MiB-heap-max-scrub"] += sc.Heap / (1 << 20)
+		sum["s-scrub"] += sc.took.Seconds()
+
+		// Zoomed in so that every slice view draws level 0: what the
+		// scrub needs is then far more than the cache holds.
+		zoom := map[string]float64{}
+		for _, a := range []string{"x", "y", "z"} {
+			zoom[a] = float64(int(1) << ms.Levels[a])
+			if err := chromedp.Do(ctx, chromedp.Evaluate[chromedp.Void](fmt.Sprintf(`window.ldm.zoom(%q, %g)`, a, zoom[a]))); err != nil {
+				b.Fatal(err)
 			}
-			const s = window.ldm.state();
-			return {heap: max, frames, bytes: s.stats.bytes, bricks: s.stats.bricks, cancelled: s.stats.cancelled};
-		})(%d)`, step), chromedp.EvalAwaitPromise))
-		if err != nil {
+		}
+		zs := waitLoaded(b, ctx, name, 3*time.Minute)
+		q := voxel{p.X + 200, p.Y + 200, p.Z + 100}
+		if err := chromedp.Do(ctx, chromedp.Evaluate[chromedp.Void](fmt.Sprintf(`window.ldm.setSlices({x: %d, y: %d, z: %d})`, q.X, q.Y, q.Z))); err != nil {
 			b.Fatal(err)
 		}
-		took := time.Since(start)
-		cs := state(b, ctx).Cache
-		b.Logf("scrub of every %s plane along z, y and x: %d frames in %s (%.1f ms a frame), JS heap at most %.0f MiB, cache at most %.0f MiB of %.0f; %.0f MiB and %d bricks fetched since the page opened, %d requests cancelled",
-			ordinal(step), sc.Frames, took.Round(time.Millisecond), float64(took.Milliseconds())/float64(max(sc.Frames, 1)), sc.Heap/(1<<20),
-			cs.MaxBytes/(1<<20), cs.Budget/(1<<20), sc.Bytes/(1<<20), sc.Bricks, sc.Cancelled)
-		sum["MiB-heap-max-scrub"] += sc.Heap / (1 << 20)
-		sum["s-scrub"] += took.Seconds()
+		zm := waitLoaded(b, ctx, name, 3*time.Minute)
+		zmove := zm.Stats.LastSharp - zm.Stats.LastMove
+		b.Logf("zoomed in %v: levels %v; slice move %.0f ms (%.1f MiB, %d bricks)", zoom, zm.Levels, zmove,
+			(zm.Stats.Bytes-zs.Stats.Bytes)/(1<<20), zm.Stats.Bricks-zs.Stats.Bricks)
+		sum["ms-slice-move-zoomed"] += zmove
+		zsc := scrub(b, ctx, step, "zoomed in, ")
+		sum["MiB-heap-max-scrub-zoomed"] += zsc.Heap / (1 << 20)
+		sum["MiB-cache-max-scrub-zoomed"] += zsc.cacheMax / (1 << 20)
+		sum["s-scrub-zoomed"] += zsc.took.Seconds()
 		i++
 	}
 	n := float64(b.N)
@@ -173,13 +197,139 @@ func benchViewerHuge(b *testing.B, shape storage.Shape, step int) {
 	b.ReportMetric(0, "ns/op") // the figures above are what matters
 }
 
-// scrubResult is what the scrub script returns.
+// startPageProfile opens the viewer's page without a volume, starts the
+// page's CPU profiler, and returns a function that stops it and logs where
+// the main thread's time went in each span between marks (ms from the
+// start, which is the next navigation's start to within a few ms).
+func startPageProfile(b *testing.B, ctx context.Context, base string) func(marks ...float64) {
+	b.Helper()
+	if err := chromedp.Do(ctx, chromedp.Navigate(base+"/")); err != nil {
+		b.Fatal(err)
+	}
+	if _, err := chromedp.Call(ctx, profiler.Enable, cdp.Empty{}); err != nil {
+		b.Fatal(err)
+	}
+	if _, err := chromedp.Call(ctx, profiler.SetSamplingInterval, profiler.SetSamplingIntervalParams{Interval: 200}); err != nil {
+		b.Fatal(err)
+	}
+	if _, err := chromedp.Call(ctx, profiler.Start, cdp.Empty{}); err != nil {
+		b.Fatal(err)
+	}
+	return func(marks ...float64) {
+		res, err := chromedp.Call(ctx, profiler.Stop, cdp.Empty{})
+		if err != nil || res.Profile == nil {
+			b.Fatalf("stop the page's profiler: %v", err)
+		}
+		logProfile(b, res.Profile, marks)
+	}
+}
+
+// logProfile logs, for each span between marks (ms from the profile's
+// start), the main thread's self time by function, most first.
+func logProfile(b *testing.B, p *profiler.Profile, marks []float64) {
+	names := map[int64]string{}
+	for _, n := range p.Nodes {
+		f := n.CallFrame
+		name := f.FunctionName
+		if name == "" {
+			name = "(anonymous)"
+		}
+		if f.URL != "" {
+			u := f.URL
+			if len(u) > 40 {
+				u = "…" + u[len(u)-40:]
+			}
+			name += fmt.Sprintf(" %s:%d", u, f.LineNumber+1)
+		}
+		names[n.ID] = name
+	}
+	spans := make([]map[string]float64, len(marks)+1)
+	for i := range spans {
+		spans[i] = map[string]float64{}
+	}
+	t := 0.0
+	for i, id := range p.Samples {
+		d := float64(p.TimeDeltas[i]) / 1000
+		t += d
+		k := 0
+		for k < len(marks) && t > marks[k] {
+			k++
+		}
+		spans[k][names[id]] += d
+	}
+	from := 0.0
+	for k, sp := range spans {
+		to := "end"
+		if k < len(marks) {
+			to = fmt.Sprintf("%.0f", marks[k])
+		}
+		type fn struct {
+			name string
+			ms   float64
+		}
+		var fs []fn
+		total := 0.0
+		for n, ms := range sp {
+			fs = append(fs, fn{n, ms})
+			total += ms
+		}
+		sort.Slice(fs, func(i, j int) bool { return fs[i].ms > fs[j].ms })
+		var sb strings.Builder
+		for i, f := range fs {
+			if i == 12 {
+				break
+			}
+			fmt.Fprintf(&sb, "\n\t%6.1f ms  %s", f.ms, f.name)
+		}
+		b.Logf("main thread %.0f-%s ms (%.0f ms sampled):%s", from, to, total, sb.String())
+		if k < len(marks) {
+			from = marks[k]
+		}
+	}
+}
+
+// scrubResult is what the scrub script returns, and how long it took.
 type scrubResult struct {
 	Heap      float64 `json:"heap"`
 	Frames    int     `json:"frames"`
 	Bytes     float64 `json:"bytes"`
 	Bricks    int     `json:"bricks"`
 	Cancelled int     `json:"cancelled"`
+	took      time.Duration
+	cacheMax  float64
+}
+
+// scrub moves the slices through every step-th plane along z, y and x,
+// one frame per plane, and returns the most JavaScript heap seen.
+func scrub(b *testing.B, ctx context.Context, step int, what string) scrubResult {
+	b.Helper()
+	start := time.Now()
+	sc, err := chromedp.Run(ctx, chromedp.Evaluate[scrubResult](fmt.Sprintf(`(async (step) => {
+		const mem = () => (performance.memory ? performance.memory.usedJSHeapSize : 0);
+		let max = mem(), frames = 0;
+		const shape = window.ldm.shape(), c = window.ldm.state().slices;
+		for (const a of ["z", "y", "x"]) {
+			for (let p = 0; p < shape[a]; p += step) {
+				const q = {...c}; q[a] = p;
+				window.ldm.setSlices(q);
+				await new Promise((r) => requestAnimationFrame(r));
+				max = Math.max(max, mem());
+				frames++;
+			}
+		}
+		const s = window.ldm.state();
+		return {heap: max, frames, bytes: s.stats.bytes, bricks: s.stats.bricks, cancelled: s.stats.cancelled};
+	})(%d)`, step), chromedp.EvalAwaitPromise))
+	if err != nil {
+		b.Fatal(err)
+	}
+	sc.took = time.Since(start)
+	cs := state(b, ctx).Cache
+	sc.cacheMax = cs.MaxBytes
+	b.Logf("%sscrub of every %s plane along z, y and x: %d frames in %s (%.1f ms a frame), JS heap at most %.0f MiB, cache at most %.0f MiB of %.0f; %.0f MiB and %d bricks fetched since the page opened, %d requests cancelled",
+		what, ordinal(step), sc.Frames, sc.took.Round(time.Millisecond), float64(sc.took.Milliseconds())/float64(max(sc.Frames, 1)), sc.Heap/(1<<20),
+		cs.MaxBytes/(1<<20), cs.Budget/(1<<20), sc.Bytes/(1<<20), sc.Bricks, sc.Cancelled)
+	return sc
 }
 
 func ordinal(n int) string {
