@@ -15,7 +15,6 @@ import (
 	ldmv1 "github.com/xcheng85/go-ldm/gen/ldm/v1"
 	"github.com/xcheng85/go-ldm/gen/ldm/v1/ldmv1connect"
 	"github.com/xcheng85/go-ldm/pyramid"
-	"github.com/xcheng85/go-ldm/service"
 )
 
 // TestCreateVolume_zstd_refused_until_every_node_supports_it: on a cluster
@@ -46,7 +45,7 @@ func TestCreateVolume_zstd_refused_until_every_node_supports_it(t *testing.T) {
 	vol := func(name string, codec ldmv1.Codec) *ldmv1.Volume {
 		return &ldmv1.Volume{Name: name, Shape: &ldmv1.Shape{X: 64, Y: 64, Z: 64}, DataType: ldmv1.DataType_DATA_TYPE_UINT8, Codec: codec}
 	}
-	hc := &http.Client{Transport: service.NewTransport(nil)}
+	hc := &http.Client{Transport: client.NewTransport(nil)}
 	for _, opt := range []connect.ClientOption{connect.WithGRPC(), connect.WithProtoJSON()} {
 		volumes := ldmv1connect.NewVolumeServiceClient(hc, base, opt)
 		_, err := volumes.CreateVolume(ctx, connect.NewRequest(&ldmv1.CreateVolumeRequest{Volume: vol("z", ldmv1.Codec_CODEC_ZSTD)}))
