@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"encoding/base64"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -610,5 +611,45 @@ func TestService_CreateVolume_codec_errors(t *testing.T) {
 		if connect.CodeOf(err) != connect.CodeInvalidArgument || !strings.Contains(err.Error(), tc.field) {
 			t.Fatalf("codec %v level %d: %v, want InvalidArgument naming %s", tc.codec, tc.level, err, tc.field)
 		}
+	}
+}
+
+// TestService_CreateVolume_unset_codec_is_raw: a client that predates
+// codecs (its CreateVolume and WriteTile carry no codec field, here as
+// Connect JSON written by hand) gets a raw volume, and reads back the
+// bytes it wrote, as they are.
+func TestService_CreateVolume_unset_codec_is_raw(t *testing.T) {
+	t.Parallel()
+	ts := startServer(t, serverOptions{})
+	hc := ts.httpClient(t)
+	post := func(method, body string) string {
+		t.Helper()
+		res, err := hc.Post(ts.URL+method, "application/json", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		b, err := io.ReadAll(res.Body)
+		if err != nil || res.StatusCode != http.StatusOK {
+			t.Fatalf("%s: %d %s %v", method, res.StatusCode, b, err)
+		}
+		return string(b)
+	}
+	out := post("/ldm.v1.VolumeService/CreateVolume", `{"volume":{"name":"old","shape":{"x":16,"y":16,"z":16},"dataType":"DATA_TYPE_UINT8","brickShape":{"x":16,"y":16,"z":16}}}`)
+	if !strings.Contains(out, `"codec":"CODEC_RAW"`) || strings.Contains(out, "codecLevel") {
+		t.Fatalf("CreateVolume without a codec answered %s, want a raw volume", out)
+	}
+	brick := make([]byte, 16*16*16)
+	for i := range brick {
+		brick[i] = byte(i * 7)
+	}
+	post("/ldm.v1.TileService/WriteTile", `{"volume":"old","tile":{"key":{},"value":"`+base64.StdEncoding.EncodeToString(brick)+`"}}`)
+	c := ts.clients(t, protocols[0])
+	got, err := c.volumes.GetBrick(context.Background(), connect.NewRequest(&ldmv1.GetBrickRequest{Volume: "old", Key: &ldmv1.BrickKey{}}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Msg.GetTile().GetCodec() != ldmv1.Codec_CODEC_RAW || !bytes.Equal(got.Msg.GetTile().GetValue(), brick) {
+		t.Fatalf("brick reads back as %v, %d bytes; want the raw bytes written", got.Msg.GetTile().GetCodec(), len(got.Msg.GetTile().GetValue()))
 	}
 }
