@@ -67,7 +67,7 @@ type CodecUnsupportedError struct {
 
 func (e *CodecUnsupportedError) Error() string {
 	return fmt.Sprintf("cannot create a %s volume: node(s) %s of the cluster do not support the %s codec (a version from before it, or a member gossip does not know): "+
-		"upgrade every node of the cluster first (ldm cluster members lists them), then create the volume again, or create it with codec raw",
+		"upgrade every node of the cluster first (ldm cluster members lists them), then create the volume again, or create it raw (ldm: --codec raw)",
 		e.Codec, strings.Join(e.Nodes, ", "), e.Codec)
 }
 
