@@ -14,7 +14,7 @@ import { SliceView, type Axis } from "./slice";
 import { affineOf, layout, orient, world, type Convention, type Orientation, type Role, type SpaceName } from "./orient";
 import { View3D } from "./render3d";
 import { defaultBudget, Session, type SliceWant } from "./session";
-import { levelBricks, keyId, type Key, type Vec3 } from "./selection";
+import { levelBricks, keyId, sliceBricks, type Key, type Vec3 } from "./selection";
 import { bytesPerVoxel, dataTypeName } from "./volume";
 
 /** scriptAt is when the page's script started (ms since navigation). */
@@ -27,13 +27,13 @@ class App {
   private streamer!: BrickStreamer;
   private session: Session | null = null;
   private volumes: Volume[] = [];
-  private views: Record<Axis, SliceView>;
+  private views!: Record<Axis, SliceView>;
   // The open volume's LOD 0 voxel-to-world affine, its space and how the views lay it out.
   private affine: number[] = [];
   private space: SpaceName = "";
   private orientation: Orientation | null = null;
   private convention: Convention = "radiological";
-  private view3d: View3D;
+  private view3d!: View3D;
   private win: Window = { level: 127.5, width: 255 };
   private cmap: ColormapName = "gray";
   private table = lut("gray");
@@ -54,6 +54,11 @@ class App {
   private startLive: (() => void) | null = null;
   // The metadata of the volume named in the URL, asked for at start.
   private early: { name: string; res: Promise<GetVolumeResponse> } | null = null;
+  // The session of the volume named in the URL when the page carries its
+  // metadata: made, and its coarsest level asked for, before the views are.
+  private primed: Session | null = null;
+  // Run after the next frame is drawn (a session's finer streams).
+  private afterDraw: (() => void)[] = [];
 
   constructor() {
     const params = new URLSearchParams(location.search);
@@ -89,8 +94,29 @@ class App {
     // up (the views, the WebGL context): its metadata gates its first bricks.
     const named = params.get("volume");
     // The server embeds its metadata in the page when it can: no round trip.
-    if (named) this.early = { name: named, res: embeddedVolume(named) ?? this.clients.volumes.getVolume({ name: named }) };
+    const embedded = named ? embeddedVolume(named) : null;
+    if (named) this.early = { name: named, res: embedded ? Promise.resolve(embedded) : this.clients.volumes.getVolume({ name: named }) };
+    // The cache budget in MiB: the page's field, first from ?budget=.
+    const mib = Number(params.get("budget") ?? sessionStorage.getItem("ldm-budget") ?? defaultBudget / 2 ** 20);
+    this.budget = Math.max(1, Number.isFinite(mib) ? mib : defaultBudget / 2 ** 20) * 2 ** 20;
+    // With the metadata at hand, the coarsest level (the first picture) is
+    // asked for now: setting up the views and the WebGL context takes tens
+    // of ms that its round trip overlaps.
+    const ev = embedded?.volume;
+    if (ev && ev.shape && bytesPerVoxel(ev.dataType) !== 0) {
+      this.primed = this.newSession(ev, performance.now());
+      this.primed.prime();
+    }
+  }
 
+  /**
+   * init sets up the views, the WebGL context and the controls, then opens
+   * the volume named in the URL. It runs after the constructor has yielded
+   * once, so that the primed session's first request is on the wire while
+   * it works.
+   */
+  init(): void {
+    const params = new URLSearchParams(location.search);
     const host = {
       pick: (p: Vec3) => this.pick(p),
       hover: (p: Vec3 | null) => this.hover(p),
@@ -133,10 +159,7 @@ class App {
       if ((e.target as HTMLInputElement).checked) void this.session?.follow();
       else this.session?.unfollow();
     });
-    // The cache budget in MiB: the page's field, first from ?budget=.
     const budget = $<HTMLInputElement>("budget");
-    const mib = Number(params.get("budget") ?? sessionStorage.getItem("ldm-budget") ?? defaultBudget / 2 ** 20);
-    this.budget = Math.max(1, Number.isFinite(mib) ? mib : defaultBudget / 2 ** 20) * 2 ** 20;
     budget.value = String(this.budget / 2 ** 20);
     budget.addEventListener("change", () => {
       const n = Number(budget.value);
@@ -238,34 +261,35 @@ class App {
     this.session = null;
     const seq = ++this.openSeq;
     const openedAt = performance.now();
+    // The session made at start for this volume, its first bricks on their way.
+    let primed = this.primed;
+    this.primed = null;
+    if (primed && primed.name !== name) {
+      primed.close();
+      primed = null;
+    }
     let v: Volume | undefined;
     try {
       const early = this.early;
       this.early = null;
       v = (await (early?.name === name ? early.res : this.clients.volumes.getVolume({ name }))).volume;
     } catch (e) {
+      primed?.close();
       if (seq !== this.openSeq) return;
       this.message(describe(e, `opening ${name}`));
       if (isNotFound(e)) void this.refresh();
       return;
     }
-    if (seq !== this.openSeq) return; // another volume was opened meanwhile
+    if (seq !== this.openSeq) {
+      primed?.close();
+      return; // another volume was opened meanwhile
+    }
     if (!v || !v.shape || bytesPerVoxel(v.dataType) === 0) {
       this.message(`Volume ${name} has a data type this viewer does not know (${v?.dataType}).`);
       return;
     }
     this.message("");
-    const s: Session = new Session(v, this.clients, this.streamer, this.budget, {
-      changed: (k, box) => this.changed(s, k, box),
-      message: (text, source) => {
-        if (this.session !== s) return;
-        if (text) this.message(text, "error", source);
-        else if (this.msgSource === source) this.message("");
-      },
-      gone: () => void this.refresh(),
-    });
-    s.stats.openedAt = openedAt;
-    s.stats.scriptAt = scriptAt;
+    const s = primed ?? this.newSession(v, openedAt);
     this.session = s;
     this.autoWindow = true;
     this.affine = affineOf(v.transform, v.spacing);
@@ -288,6 +312,27 @@ class App {
     this.showMeta(v);
     this.showOrientation();
     this.renderList();
+  }
+
+  /** newSession makes the session of volume v, reporting to this page while it is the open one. */
+  private newSession(v: Volume, openedAt: number): Session {
+    const s: Session = new Session(v, this.clients, this.streamer, this.budget, {
+      changed: (k, box) => this.changed(s, k, box),
+      message: (text, source) => {
+        if (this.session !== s) return;
+        if (text) this.message(text, "error", source);
+        else if (this.msgSource === source) this.message("");
+      },
+      gone: () => void this.refresh(),
+      // The finer streams start after the frame that draws the coarse cover.
+      coverIn: (go) => {
+        this.afterDraw.push(go);
+        this.schedule();
+      },
+    });
+    s.stats.openedAt = openedAt;
+    s.stats.scriptAt = scriptAt;
+    return s;
   }
 
   /** wants returns what each slice view shows. */
@@ -326,7 +371,7 @@ class App {
 
   /** changed marks the views that show a brick that arrived. */
   private changed(s: Session, k: Key, box: { min: Vec3; max: Vec3 }): void {
-    if (this.session !== s) return;
+    if (this.session !== s || !this.views) return;
     for (const a of ["x", "y", "z"] as Axis[]) {
       const v = this.views[a], dp = v.depth;
       if (k.lod >= v.level && v.pos >= box.min[dp] && v.pos < box.max[dp]) this.dirty.add(a);
@@ -362,7 +407,13 @@ class App {
     if (this.frame) return;
     this.frame = requestAnimationFrame(() => {
       this.frame = 0;
-      this.draw();
+      try {
+        this.draw();
+      } finally {
+        const after = this.afterDraw;
+        this.afterDraw = [];
+        for (const go of after) go();
+      }
     });
   }
 
@@ -370,7 +421,7 @@ class App {
    * draw plans again if the views moved, then renders what changed. While
    * streaming, slices are redrawn at most every 100 ms and the 3D view
    * every 500 ms, except for the first picture, drawn as soon as the
-   * slices can be covered: slices first, the 3D view on the next frame.
+   * slices can be covered: the slices and the 3D view in the same frame.
    */
   private draw(): void {
     const s = this.session;
@@ -388,7 +439,7 @@ class App {
     const busy = s.streaming && !first;
     let drewSlices = false;
     if (this.dirty.size && (!busy || t - this.lastSlices > 100) && !(first && st.firstSlices && this.render3d)) {
-      for (const a of this.dirty) this.views[a].render(this.win, this.table);
+      for (const a of this.dirty) this.renderView(s, this.views[a]);
       this.dirty.clear();
       this.lastSlices = t;
       drewSlices = true;
@@ -397,7 +448,9 @@ class App {
     }
     // The 3D texture moves to the 3D level once all of it has arrived.
     if (this.view3d.ok && this.tex3d !== s.level3d && levelBricks(s.grid, s.level3d).every((k) => s.holds(k))) this.reset3d(s.level3d);
-    if (this.view3d.ok && (this.dirty3d.size || this.render3d) && !(first && drewSlices) && (!busy || t - this.last3d > 500)) {
+    // The first picture: the 3D view is drawn in the frame that covers the
+    // slices (from the coarse level its texture is small).
+    if (this.view3d.ok && (this.dirty3d.size || this.render3d) && !(first && drewSlices && !st.firstSlices) && (!busy || t - this.last3d > 500)) {
       const t3 = performance.now();
       for (const [id, k] of this.dirty3d) this.filled3d.set(id, this.view3d.fillBrick(k, this.win));
       this.dirty3d.clear();
@@ -424,6 +477,28 @@ class App {
     }
     this.showProgress();
     if (this.dirty.size || this.dirty3d.size || this.render3d) this.schedule();
+  }
+
+  /**
+   * renderView draws slice view v. Until a brick of its own level has
+   * arrived in what it shows, it draws at the finest level that has one
+   * (at first the coarsest): the picture is the same, since only those
+   * levels would show, and its image has far fewer pixels to fill.
+   */
+  private renderView(s: Session, v: SliceView): void {
+    const plan = v.level, w = v.want();
+    let l = plan;
+    if (w) {
+      for (; l < s.coarsest; l++) {
+        if (sliceBricks(s.grid, w, l).some((k) => s.cache.has(keyId(k)))) break;
+      }
+    }
+    v.level = l;
+    try {
+      v.render(this.win, this.table);
+    } finally {
+      v.level = plan;
+    }
   }
 
   /** all3d reports whether every brick of the 3D texture is filled (at its own level when exact). */
@@ -696,7 +771,7 @@ class App {
  * ldm-volume: {"name", "getVolume": base64 of the binary response}), or
  * null when the page has none for that name or it does not decode.
  */
-function embeddedVolume(name: string): Promise<GetVolumeResponse> | null {
+function embeddedVolume(name: string): GetVolumeResponse | null {
   const el = document.getElementById("ldm-volume");
   if (!el?.textContent) return null;
   try {
@@ -705,7 +780,7 @@ function embeddedVolume(name: string): Promise<GetVolumeResponse> | null {
     const bin = atob(d.getVolume);
     const b = new Uint8Array(bin.length);
     for (let i = 0; i < bin.length; i++) b[i] = bin.charCodeAt(i);
-    return Promise.resolve(fromBinary(GetVolumeResponseSchema, b));
+    return fromBinary(GetVolumeResponseSchema, b);
   } catch {
     return null;
   }
@@ -753,4 +828,8 @@ function fmtBytes(n: number): string {
 }
 
 const app = new App();
+// Let the primed session's request go out (the client's calls start from
+// promise callbacks) before the views and the WebGL context are made.
+await new Promise((r) => setTimeout(r, 0));
+app.init();
 (window as unknown as { ldm: ReturnType<App["api"]> }).ldm = app.api();

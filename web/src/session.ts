@@ -11,10 +11,20 @@
 // level) and the neighbours worth prefetching (the next brick layer of
 // each slice); it pins what is needed now in the cache, cancels streams
 // that carry nothing needed any more, and starts one for what is missing.
+//
+// Coarse first: the coarsest level's bricks that cover every view (all of
+// it when it is small: one brick for most volumes) go in a small stream of
+// their own, and the finer streams start only once they have arrived, so
+// the first picture is drawn from a few hundred KiB instead of waiting
+// behind the finer bricks. The same holds whenever the views move to where
+// the coarsest level is not held. prime asks for that level before the
+// views exist, as soon as the volume's metadata is known.
+//
+// No DOM: session.ts is unit-tested in node with a fake streamer.
 
 import { Codec, type Volume } from "./gen/ldm/v1/types_pb";
 import { describe, isCanceled, isNotFound, retriable, type Clients } from "./api";
-import { decodeTile, type BrickStreamer } from "./bricks";
+import { decodeTile, type Brick, type StreamRequest } from "./bricks";
 import { FrameError } from "./zstd";
 import { BrickCache, type CacheStats } from "./brickcache";
 import {
@@ -86,6 +96,14 @@ export interface Progress {
   streaming: boolean;
 }
 
+/** Streamer is what a session fetches bricks with (BrickStreamer in the page; a fake in tests). */
+export interface Streamer {
+  /** stream yields the bricks of req.keys; aborting signal ends it with Code.Canceled. */
+  stream(req: StreamRequest, signal: AbortSignal): AsyncIterable<Brick>;
+  /** loadZstd starts loading the zstd decoder where bricks are decoded. */
+  loadZstd(): void;
+}
+
 /** What the session tells its owner. */
 export interface SessionHost {
   /** changed says that brick k arrived (or was replaced): views that show its box need a redraw. */
@@ -94,6 +112,13 @@ export interface SessionHost {
   message(text: string, source: string): void;
   /** gone says the volume was deleted. */
   gone(): void;
+  /**
+   * coverIn, when given, says that the coarse cover has arrived: the
+   * session starts the finer streams when the host calls go (the page
+   * does after the frame that draws the cover, so that the first picture
+   * does not share the main thread with them). Without it they start at once.
+   */
+  coverIn?(go: () => void): void;
 }
 
 interface Flight {
@@ -101,6 +126,7 @@ interface Flight {
   keys: Set<string>; // not yet received
   cancelled: boolean;
   prefetch: boolean;
+  coarse: boolean; // carries the coarsest bricks that cover the views: the finer streams wait for it
 }
 
 /** SliceWant is what one slice view shows, as the owner reports it. */
@@ -126,13 +152,15 @@ export class Session {
   private missing = new Set<string>();
   private flights = new Set<Flight>();
   private now: Key[] = []; // needed now, in priority order
-  private groups: Key[][] = []; // now, as the streams to request it in
+  private groups: Key[][] = []; // now, as the streams to request it in; the first is the coarse cover
   private prefetch: Key[] = [];
   private wantedIds = new Set<string>();
   private closed = false;
   private live: AbortController | null = null;
   private followNext: bigint;
-  private retryTimer = 0;
+  private retryTimer: ReturnType<typeof setTimeout> | undefined;
+  private refused = new Set<string>(); // cover bricks the cache could not keep (asked for again after setBudget)
+  private holding = false; // the cover is in; the finer streams wait for the host's go
   private attempt = 0;
   private coarsestCount = 0;
   private received = 0; // bytes
@@ -141,7 +169,7 @@ export class Session {
   constructor(
     v: Volume,
     private readonly clients: Clients,
-    private readonly streamer: BrickStreamer,
+    private readonly streamer: Streamer,
     budget: number,
     private readonly host: SessionHost,
   ) {
@@ -183,7 +211,28 @@ export class Session {
   /** setBudget changes the cache's byte budget and plans again. */
   setBudget(bytes: number, slices: SliceWant[]): void {
     this.cache.setBudget(bytes);
+    this.refused.clear();
     this.setViews(slices);
+  }
+
+  /**
+   * prime asks for the coarsest level at once, before the views are known,
+   * when all of it is small (at most an eighth of the cache, as setViews
+   * plans it): it draws the first picture of every view wherever they
+   * look. setViews keeps that stream running (it carries what it plans
+   * first) and starts the finer ones after it.
+   */
+  prime(): void {
+    if (this.closed || this.flights.size || this.now.length) return;
+    const top = levelBricks(this.grid, this.coarsest);
+    if (top.length * brickBytes(this.grid) > this.cache.budget / 8) return;
+    this.coarsestCount = top.length;
+    this.now = top;
+    this.groups = [top];
+    this.prefetch = [];
+    this.wantedIds = new Set(top.map(keyId));
+    this.cache.pin(this.wantedIds);
+    this.request();
   }
 
   /**
@@ -206,6 +255,7 @@ export class Session {
     };
     // The coarsest level, so something is drawn at once: all of it when
     // small (it also gives the automatic contrast), else the slices' planes.
+    // They are the cover: streamed first, on their own.
     const top = levelBricks(g, this.coarsest);
     this.coarsestCount = top.length;
     if (top.length * bb <= budget / 8) add(now, top);
@@ -274,13 +324,16 @@ export class Session {
    * request cancels the streams that carry mostly what is not wanted any
    * more (what they carry that is still wanted is asked for again), then
    * streams what is wanted and neither held nor on its way: the coarsest
-   * level, each slice, the 3D view, then the neighbours.
+   * level's cover first and alone; once it has arrived each slice, the 3D
+   * view, then the neighbours.
    */
   private request(): void {
     if (this.closed) return;
     const nowIds = new Set(this.now.map(keyId));
     const coming = new Set<string>();
     for (const f of this.flights) {
+      // Everything it carries has arrived: the stream is ending on its own.
+      if (f.keys.size === 0) continue;
       let useful = 0;
       for (const id of f.keys) if (f.prefetch ? this.wantedIds.has(id) : nowIds.has(id)) useful++;
       if (useful === 0 || useful * 2 < f.keys.size) {
@@ -296,7 +349,20 @@ export class Session {
       const id = keyId(k);
       return !this.cache.has(id) && !this.missing.has(id) && !coming.has(id);
     });
-    for (const gk of this.groups) {
+    // The cover, alone: the finer streams would share the connection and
+    // the main thread with it and delay the first picture. A cover brick
+    // on its way in a finer stream (the 3D view's, after a jump) is asked
+    // for again on its own rather than waited for behind that stream.
+    const inCover = new Set<string>();
+    for (const f of this.flights) if (f.coarse) for (const id of f.keys) inCover.add(id);
+    const cover = (this.groups[0] ?? []).filter((k) => {
+      const id = keyId(k);
+      return !this.cache.has(id) && !this.missing.has(id) && !inCover.has(id) && !this.refused.has(id);
+    });
+    for (let i = 0; i < cover.length; i += 1024) this.start(cover.slice(i, i + 1024), false, true);
+    for (const f of this.flights) if (f.coarse && f.keys.size > 0) return;
+    if (this.holding) return;
+    for (const gk of this.groups.slice(1)) {
       const need = lacking(gk);
       for (let i = 0; i < need.length; i += 1024) this.start(need.slice(i, i + 1024), false);
     }
@@ -307,8 +373,8 @@ export class Session {
     for (let i = 0; i < pre.length; i += 1024) this.start(pre.slice(i, i + 1024), true);
   }
 
-  private start(keys: Key[], prefetch: boolean): void {
-    const f: Flight = { ctl: new AbortController(), keys: new Set(keys.map(keyId)), cancelled: false, prefetch };
+  private start(keys: Key[], prefetch: boolean, coarse = false): void {
+    const f: Flight = { ctl: new AbortController(), keys: new Set(keys.map(keyId)), cancelled: false, prefetch, coarse };
     this.flights.add(f);
     this.stats.streams++;
     if (!this.stats.requestAt) this.stats.requestAt = performance.now();
@@ -319,6 +385,7 @@ export class Session {
 
   private async run(f: Flight, keys: Key[]): Promise<void> {
     const t0 = performance.now();
+    let failed = false;
     try {
       for await (const b of this.streamer.stream({ volume: this.name, keys, grid: this.grid }, f.ctl.signal)) {
         if (this.closed || f.cancelled) break;
@@ -331,24 +398,13 @@ export class Session {
           this.streamError = "";
           this.host.message("", "stream");
         }
-        if (b.missing) {
-          this.missing.add(id);
-          this.stats.missing++;
-          continue;
-        }
-        this.stats.bytes += b.wire;
-        this.received += b.wire;
-        if (b.zstd) this.stats.zstdBricks++;
-        if (b.error) {
-          this.badBrick(k, b.error);
-          continue;
-        }
-        if (!this.stats.firstBrick) this.stats.firstBrick = performance.now();
-        this.stats.bricks++;
-        this.stats.voxels += b.value.byteLength / this.grid.bytesPerVoxel;
-        this.apply(k, b.offset, b.value, false);
+        this.receive(k, b);
+        // The cover is in: the finer streams start now, or when the host
+        // has drawn it (the end of this stream need not be waited for).
+        if (f.coarse && f.keys.size === 0) this.coverArrived();
       }
     } catch (e) {
+      failed = true;
       if (f.ctl.signal.aborted || isCanceled(e) || this.closed) return;
       this.streamError = describe(e, `streaming ${this.name}`);
       this.host.message(this.streamError, "stream");
@@ -358,7 +414,7 @@ export class Session {
         const delay = Math.min(10000, 1000 * 2 ** Math.min(this.attempt, 4));
         this.attempt++;
         clearTimeout(this.retryTimer);
-        this.retryTimer = window.setTimeout(() => {
+        this.retryTimer = setTimeout(() => {
           this.stats.retries++;
           this.request();
         }, delay);
@@ -366,9 +422,48 @@ export class Session {
     } finally {
       this.stats.streamMs += performance.now() - t0;
       this.flights.delete(f);
-      // The neighbours wait for what is needed now: ask for them when it is in.
-      if (!this.closed && !f.cancelled && !f.prefetch && this.nowComplete()) this.request();
+      // The neighbours wait for what is needed now: ask for them when it is
+      // in. The finer streams wait for the cover: ask for them when its
+      // stream has ended (a brick it lacked is asked for again, unless the
+      // cache refused it; a failed stream is retried after a delay).
+      if (!this.closed && !f.cancelled && !failed && !f.prefetch && (f.coarse || this.nowComplete())) this.request();
     }
+  }
+
+  /** coverArrived starts the finer streams, at once or when the host says go. */
+  private coverArrived(): void {
+    if (!this.host.coverIn) {
+      this.request();
+      return;
+    }
+    if (this.holding) return;
+    this.holding = true;
+    this.host.coverIn(() => {
+      if (!this.holding) return;
+      this.holding = false;
+      this.request();
+    });
+  }
+
+  /** receive takes one brick of a stream: missing, undecodable, or voxels for the cache. */
+  private receive(k: Key, b: Brick): void {
+    const id = keyId(k);
+    if (b.missing) {
+      this.missing.add(id);
+      this.stats.missing++;
+      return;
+    }
+    this.stats.bytes += b.wire;
+    this.received += b.wire;
+    if (b.zstd) this.stats.zstdBricks++;
+    if (b.error) {
+      this.badBrick(k, b.error);
+      return;
+    }
+    if (!this.stats.firstBrick) this.stats.firstBrick = performance.now();
+    this.stats.bricks++;
+    this.stats.voxels += b.value.byteLength / this.grid.bytesPerVoxel;
+    this.apply(k, b.offset, b.value, false);
   }
 
   /**
@@ -397,7 +492,10 @@ export class Session {
       return;
     }
     this.missing.delete(id);
-    if (!this.cache.put(id, d, d.bytes)) return;
+    if (!this.cache.put(id, d, d.bytes)) {
+      if (k.lod === this.coarsest) this.refused.add(id);
+      return;
+    }
     if (k.lod === this.coarsest) this.scan(d, nb);
     this.stats.applyMs += performance.now() - t0;
     this.host.changed(k, brickBox(g, k));
@@ -554,7 +652,7 @@ export class Session {
         this.host.message(describe(e, `following ${this.name}`), "follow");
         if (!retriable(e)) return;
       }
-      window.setTimeout(() => {
+      setTimeout(() => {
         if (this.live === ctl && !ctl.signal.aborted) void this.follow(attempt + 1);
       }, Math.min(10000, 1000 * 2 ** Math.min(attempt, 4)));
     };
