@@ -327,7 +327,7 @@ func connectRawCall(tb testing.TB, addr string) benchCall {
 // perfTarget is a server process and a client of it.
 type perfTarget struct {
 	name   string
-	server string // "ldm" or "baseline"
+	server string // a serveBench kind
 	client func(tb testing.TB, addr string) benchCall
 }
 
@@ -485,9 +485,12 @@ func medianOf(v []float64) float64 {
 // baseline when LDM_PERF is set (make perf runs it); LDM_PERF_ROUNDS sets
 // the rounds (default 3), LDM_PERF_SECONDS the window of each target in a
 // round (default 2), LDM_PERF_CASES selects sizes ("ReadTile/2048K/c64"),
-// LDM_PERF_TARGETS selects the other targets ("ldm_grpcgo", "ldm_connect",
-// "nethttp_grpcgo"; the baseline always runs), LDM_PERF_PROFILE_DIR writes each server's CPU
-// and allocation profiles.
+// LDM_PERF_TARGETS selects the other targets by a regular expression
+// ("ldm_grpcgo", "ldm_connect", "nethttp_grpcgo", and the same servers
+// without coalesce.Listener: "ldmplain_grpcgo", "ldmplain_connect",
+// "nethttpplain_grpcgo"; the baseline always runs), LDM_PERF_PROFILE_DIR
+// writes each server's CPU and allocation profiles. Besides MB/s and CPU
+// per GB it reports each server's mean socket write (KiB/write).
 func TestService_PreencodedReport(t *testing.T) {
 	if os.Getenv("LDM_PERF") == "" {
 		t.Log("set LDM_PERF=1 (or run `make perf`) to measure; this test only reports")
