@@ -324,10 +324,12 @@ class App {
         else if (this.msgSource === source) this.message("");
       },
       gone: () => void this.refresh(),
-      // The finer streams start after the frame that draws the coarse cover.
+      // The finer streams start after the frame that draws the coarse
+      // cover (or after 250 ms: a hidden page draws no frames).
       coverIn: (go) => {
         this.afterDraw.push(go);
         this.schedule();
+        window.setTimeout(go, 250);
       },
     });
     s.stats.openedAt = openedAt;

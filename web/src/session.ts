@@ -519,6 +519,20 @@ export class Session {
   private scan(d: BrickData, n: Vec3): void {
     let lo = this.min, hi = this.max;
     const v = d.voxels;
+    // Integer voxels are all finite, and a brick whose rows and planes are
+    // its whole extent is one run: a plain loop (it is on the way to the
+    // first picture).
+    if (!(v instanceof Float32Array) && d.sx === n.x && d.sy === n.y) {
+      const end = Math.min(v.length, n.x * n.y * n.z);
+      for (let i = 0; i < end; i++) {
+        const x = v[i];
+        if (x < lo) lo = x;
+        if (x > hi) hi = x;
+      }
+      this.min = lo;
+      this.max = hi;
+      return;
+    }
     for (let z = 0; z < n.z; z++) {
       for (let y = 0; y < n.y; y++) {
         const s = (z * d.sy + y) * d.sx;

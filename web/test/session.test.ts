@@ -34,9 +34,11 @@ class Call {
     this.poke();
   }
 
-  /** brick sends brick k with voxels (every voxel v). */
-  brick(k: Key, v = 1): void {
-    const value = new Uint8Array(brickBytes(this.req.grid)).fill(v);
+  /** brick sends brick k with voxels (every voxel v, or v(i) for voxel i). */
+  brick(k: Key, v: number | ((i: number) => number) = 1): void {
+    const value = new Uint8Array(brickBytes(this.req.grid));
+    if (typeof v === "number") value.fill(v);
+    else for (let i = 0; i < value.length; i++) value[i] = v(i);
     this.push({ ...k, offset: 1n, value, missing: false, wire: value.byteLength, zstd: false, error: "", index: 0, total: this.ids.length });
   }
 
@@ -377,6 +379,16 @@ test("a failed cover stream is not asked for again at once", async () => {
   mock.timers.tick(20000);
   assert.equal(other.streamer.calls.length, 1);
   assert.match(other.s.streamError, /Permission denied/);
+});
+
+test("the coarsest level's values give the range for the automatic window", async () => {
+  const { s, streamer } = open();
+  s.setViews(views(s, { x: 32, y: 32, z: 32 }));
+  streamer.calls[0].brick({ lod: 2, x: 0, y: 0, z: 0 }, (i) => 10 + (i % 50) + (i === 4000 ? 180 : 0));
+  await settle();
+  assert.equal(s.min, 10);
+  assert.equal(s.max, 190);
+  assert.ok(s.coarsestComplete());
 });
 
 test("close aborts every stream and asks for nothing more", async () => {
