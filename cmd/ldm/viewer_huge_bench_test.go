@@ -19,7 +19,9 @@ import (
 	"time"
 
 	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/heapprofiler"
 	"github.com/chromedp/cdproto/profiler"
+	cdpruntime "github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 
 	"github.com/xcheng85/go-ldm/internal/testutil"
@@ -48,13 +50,19 @@ import (
 //     view is at screen resolution again (goal: 300 ms);
 //   - MiB-heap-max-scrub: the most JavaScript heap (performance.memory)
 //     while the slices scrub through every plane along z, y and x, one frame
-//     per plane, with the default 512 MiB cache (goal: 640 MiB);
+//     per plane, with the default 512 MiB cache (goal: 640 MiB), after a
+//     garbage collection so that earlier pages do not count;
+//     MiB-heap-buffers-max-scrub is the same read every 100 ms by DevTools
+//     (Runtime.getHeapUsage: used heap plus array buffers' backing stores),
+//     which is precise where performance.memory may be rounded. Neither
+//     counts the streaming worker's own heap;
 //     LDM_BENCH_SCRUB_STEP=N visits every Nth plane instead; s-scrub is
 //     how long the scrub took. At the page's zoom the slices draw a coarse
 //     level that the cache holds whole, so the same is measured again
 //     zoomed in until every slice view draws level 0, where the scrub
 //     needs far more bricks than the cache holds: ms-slice-move-zoomed,
-//     MiB-heap-max-scrub-zoomed, MiB-cache-max-scrub-zoomed (the cache's
+//     MiB-heap-max-scrub-zoomed, MiB-heap-buffers-max-scrub-zoomed,
+//     MiB-cache-max-scrub-zoomed (the cache's
 //     most bytes since the page opened) and s-scrub-zoomed;
 //   - MiB-rss-write and MiB-rss-serve: the benchmark process's peak
 //     resident memory (VmHWM) while the volume is written and while the
@@ -156,6 +164,7 @@ func benchViewerHuge(b *testing.B, shape storage.Shape, step int) {
 
 		sc := scrub(b, ctx, step, "")
 		sum["MiB-heap-max-scrub"] += sc.Heap / (1 << 20)
+		sum["MiB-heap-buffers-max-scrub"] += sc.heapWithBuffers / (1 << 20)
 		sum["s-scrub"] += sc.took.Seconds()
 
 		// Zoomed in so that every slice view draws level 0: what the
@@ -179,6 +188,7 @@ func benchViewerHuge(b *testing.B, shape storage.Shape, step int) {
 		sum["ms-slice-move-zoomed"] += zmove
 		zsc := scrub(b, ctx, step, "zoomed in, ")
 		sum["MiB-heap-max-scrub-zoomed"] += zsc.Heap / (1 << 20)
+		sum["MiB-heap-buffers-max-scrub-zoomed"] += zsc.heapWithBuffers / (1 << 20)
 		sum["MiB-cache-max-scrub-zoomed"] += zsc.cacheMax / (1 << 20)
 		sum["s-scrub-zoomed"] += zsc.took.Seconds()
 		i++
@@ -297,12 +307,40 @@ type scrubResult struct {
 	Cancelled int     `json:"cancelled"`
 	took      time.Duration
 	cacheMax  float64
+	// The most heap Runtime.getHeapUsage gave: used, and used plus the
+	// backing stores of array buffers.
+	heapUsed, heapWithBuffers float64
 }
 
 // scrub moves the slices through every step-th plane along z, y and x,
 // one frame per plane, and returns the most JavaScript heap seen.
 func scrub(b *testing.B, ctx context.Context, step int, what string) scrubResult {
 	b.Helper()
+	// What earlier pages left in the renderer is not this scrub's.
+	if _, err := chromedp.Call(ctx, heapprofiler.CollectGarbage, cdp.Empty{}); err != nil {
+		b.Fatal(err)
+	}
+	// The isolate's heap as DevTools reads it, every 100 ms: precise,
+	// where performance.memory may be rounded and cached.
+	done := make(chan struct{})
+	sampled := make(chan [2]float64, 1)
+	go func() {
+		var m [2]float64
+		t := time.NewTicker(100 * time.Millisecond)
+		defer t.Stop()
+		for {
+			if u, err := chromedp.Call(ctx, cdpruntime.GetHeapUsage, cdp.Empty{}); err == nil {
+				m[0] = max(m[0], u.UsedSize)
+				m[1] = max(m[1], u.UsedSize+u.BackingStorageSize)
+			}
+			select {
+			case <-done:
+				sampled <- m
+				return
+			case <-t.C:
+			}
+		}
+	}()
 	start := time.Now()
 	sc, err := chromedp.Run(ctx, chromedp.Evaluate[scrubResult](fmt.Sprintf(`(async (step) => {
 		const mem = () => (performance.memory ? performance.memory.usedJSHeapSize : 0);
@@ -324,10 +362,14 @@ func scrub(b *testing.B, ctx context.Context, step int, what string) scrubResult
 		b.Fatal(err)
 	}
 	sc.took = time.Since(start)
+	close(done)
+	m := <-sampled
+	sc.heapUsed, sc.heapWithBuffers = m[0], m[1]
 	cs := state(b, ctx).Cache
 	sc.cacheMax = cs.MaxBytes
-	b.Logf("%sscrub of every %s plane along z, y and x: %d frames in %s (%.1f ms a frame), JS heap at most %.0f MiB, cache at most %.0f MiB of %.0f; %.0f MiB and %d bricks fetched since the page opened, %d requests cancelled",
+	b.Logf("%sscrub of every %s plane along z, y and x: %d frames in %s (%.1f ms a frame), JS heap at most %.0f MiB (DevTools: %.0f MiB used, %.0f MiB with array buffers), cache at most %.0f MiB of %.0f; %.0f MiB and %d bricks fetched since the page opened, %d requests cancelled",
 		what, ordinal(step), sc.Frames, sc.took.Round(time.Millisecond), float64(sc.took.Milliseconds())/float64(max(sc.Frames, 1)), sc.Heap/(1<<20),
+		sc.heapUsed/(1<<20), sc.heapWithBuffers/(1<<20),
 		cs.MaxBytes/(1<<20), cs.Budget/(1<<20), sc.Bytes/(1<<20), sc.Bricks, sc.Cancelled)
 	return sc
 }
