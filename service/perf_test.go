@@ -264,25 +264,36 @@ func (p *serverProcess) cpu(tb testing.TB) time.Duration {
 	return time.Duration(ut+st) * time.Second / ticks
 }
 
-// writes returns the number of write system calls (write, writev) the
-// server process has made, from /proc/<pid>/io (syscw).
-func (p *serverProcess) writes(tb testing.TB) int64 {
+// syscalls returns the number of read and write system calls (read, readv;
+// write, writev) the server process has made, from /proc/<pid>/io (syscr,
+// syscw).
+func (p *serverProcess) syscalls(tb testing.TB) (reads, writes int64) {
 	tb.Helper()
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/io", p.cmd.Process.Pid))
 	if err != nil {
 		tb.Fatal(err)
 	}
+	found := 0
 	for line := range strings.Lines(string(b)) {
-		if v, ok := strings.CutPrefix(line, "syscw:"); ok {
-			n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
-			if err != nil {
-				tb.Fatal(err)
-			}
-			return n
+		k, v, ok := strings.Cut(line, ":")
+		if !ok || (k != "syscr" && k != "syscw") {
+			continue
 		}
+		n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		if k == "syscr" {
+			reads = n
+		} else {
+			writes = n
+		}
+		found++
 	}
-	tb.Fatalf("/proc/%d/io has no syscw", p.cmd.Process.Pid)
-	return 0
+	if found != 2 {
+		tb.Fatalf("/proc/%d/io has no syscr and syscw", p.cmd.Process.Pid)
+	}
+	return reads, writes
 }
 
 // readTileRequest is the request for tile i, encoded.
@@ -347,13 +358,18 @@ type loadResult struct {
 	bytes   int64
 	elapsed time.Duration
 	cpu     time.Duration // the server process's
+	reads   int64         // the server process's read system calls
 	writes  int64         // the server process's write system calls
+	calls   int64
 }
 
 func (r loadResult) mbps() float64 { return float64(r.bytes) / r.elapsed.Seconds() / 1e6 }
 
 // cpuPerGB is the server's CPU seconds per GB served.
 func (r loadResult) cpuPerGB() float64 { return r.cpu.Seconds() / (float64(r.bytes) / 1e9) }
+
+// readsPerCall is the server's read system calls per call.
+func (r loadResult) readsPerCall() float64 { return float64(r.reads) / float64(max(r.calls, 1)) }
 
 // kibPerWrite is the mean size of the server's socket writes, in KiB.
 func (r loadResult) kibPerWrite() float64 { return float64(r.bytes) / 1024 / float64(max(r.writes, 1)) }
@@ -371,7 +387,9 @@ func loadFor(tb testing.TB, p *serverProcess, call benchCall, conc int, d time.D
 	var n, calls atomic.Int64
 	var firstErr atomic.Pointer[error]
 	deadline := time.Now().Add(d)
-	cpu0, w0 := p.cpu(tb), p.writes(tb)
+	var done atomic.Int64
+	cpu0 := p.cpu(tb)
+	r0, w0 := p.syscalls(tb)
 	start := time.Now()
 	for w := range conc {
 		wg.Go(func() {
@@ -385,11 +403,14 @@ func loadFor(tb testing.TB, p *serverProcess, call benchCall, conc int, d time.D
 					return
 				}
 				n.Add(int64(k))
+				done.Add(1)
 			}
 		})
 	}
 	wg.Wait()
-	r := loadResult{bytes: n.Load(), elapsed: time.Since(start), cpu: p.cpu(tb) - cpu0, writes: p.writes(tb) - w0}
+	elapsed, cpu := time.Since(start), p.cpu(tb)-cpu0
+	r1, w1 := p.syscalls(tb)
+	r := loadResult{bytes: n.Load(), elapsed: elapsed, cpu: cpu, reads: r1 - r0, writes: w1 - w0, calls: done.Load()}
 	if e := firstErr.Load(); e != nil {
 		tb.Fatal(*e)
 	}
@@ -411,6 +432,7 @@ func BenchmarkReadTile_preencoded(b *testing.B) {
 				b.SetBytes(int64(size))
 				b.ReportMetric(r.cpuPerGB(), "server-cpu-s/GB")
 				b.ReportMetric(r.kibPerWrite(), "KiB/write")
+				b.ReportMetric(r.readsPerCall(), "reads/call")
 				b.ReportMetric(r.mbps(), "MB/s-wall")
 			})
 		}
@@ -424,7 +446,7 @@ func BenchmarkReadTile_preencoded(b *testing.B) {
 func preencodedReport(t *testing.T, rounds int, d time.Duration, cases *regexp.Regexp) string {
 	var out strings.Builder
 	fmt.Fprintf(&out, "ReadTile, 64 concurrent calls, each server in its own process (server CPU from /proc/<pid>/stat)\n")
-	fmt.Fprintf(&out, "%-6s %-16s %10s %12s %10s %22s %22s\n", "size", "target", "MB/s", "cpu-s/GB", "KiB/write", "ratio MB/s (min-max)", "ratio cpu/GB (min-max)")
+	fmt.Fprintf(&out, "%-6s %-19s %8s %9s %10s %10s %22s %22s\n", "size", "target", "MB/s", "cpu-s/GB", "KiB/write", "reads/call", "ratio MB/s (min-max)", "ratio cpu/GB (min-max)")
 	for _, size := range benchSizes {
 		if !cases.MatchString(fmt.Sprintf("ReadTile/%dK/c64", size>>10)) {
 			continue
@@ -460,16 +482,16 @@ func preencodedReport(t *testing.T, rounds int, d time.Duration, cases *regexp.R
 			}
 		}
 		for _, target := range targets {
-			var mb, cpu, kw []float64
+			var mb, cpu, kw, rc []float64
 			for _, r := range res[target.name] {
-				mb, cpu, kw = append(mb, r.mbps()), append(cpu, r.cpuPerGB()), append(kw, r.kibPerWrite())
+				mb, cpu, kw, rc = append(mb, r.mbps()), append(cpu, r.cpuPerGB()), append(kw, r.kibPerWrite()), append(rc, r.readsPerCall())
 			}
 			rr, cr := "", ""
 			if target.server != "baseline" {
 				rr = fmt.Sprintf("%.2fx (%.2f-%.2f)", medianOf(ratio[target.name]), slices.Min(ratio[target.name]), slices.Max(ratio[target.name]))
 				cr = fmt.Sprintf("%.2fx (%.2f-%.2f)", medianOf(cpuRatio[target.name]), slices.Min(cpuRatio[target.name]), slices.Max(cpuRatio[target.name]))
 			}
-			fmt.Fprintf(&out, "%5dK %-16s %10.0f %12.3f %10.1f %22s %22s\n", size>>10, target.name, medianOf(mb), medianOf(cpu), medianOf(kw), rr, cr)
+			fmt.Fprintf(&out, "%5dK %-19s %8.0f %9.3f %10.1f %10.2f %22s %22s\n", size>>10, target.name, medianOf(mb), medianOf(cpu), medianOf(kw), medianOf(rc), rr, cr)
 		}
 	}
 	return out.String()
@@ -490,7 +512,8 @@ func medianOf(v []float64) float64 {
 // without coalesce.Listener: "ldmplain_grpcgo", "ldmplain_connect",
 // "nethttpplain_grpcgo"; the baseline always runs), LDM_PERF_PROFILE_DIR
 // writes each server's CPU and allocation profiles. Besides MB/s and CPU
-// per GB it reports each server's mean socket write (KiB/write).
+// per GB it reports each server's mean socket write (KiB/write) and read
+// system calls per call (reads/call).
 func TestService_PreencodedReport(t *testing.T) {
 	if os.Getenv("LDM_PERF") == "" {
 		t.Log("set LDM_PERF=1 (or run `make perf`) to measure; this test only reports")

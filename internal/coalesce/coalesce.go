@@ -18,6 +18,12 @@ const (
 	// buffered to be written and is then written by the caller, without a
 	// copy (a large write has nothing to gain from being joined to others).
 	DirectSize = 64 << 10
+	// ReadBufferSize is the read buffer of a connection: net/http's HTTP/2
+	// server reads each frame header and each payload with a read of its
+	// own, so small frames (requests, window updates, pings) arriving
+	// together are taken from one system call. A Read of this size or
+	// more, with nothing buffered, goes to the connection directly.
+	ReadBufferSize = 16 << 10
 	// CloseTimeout bounds how long Close and CloseWrite wait for buffered
 	// bytes to be written to a peer that does not read.
 	CloseTimeout = 5 * time.Second
@@ -56,6 +62,10 @@ type Conn struct {
 	writing bool      // the writer goroutine runs (or a direct write is in progress)
 	err     error     // the first failed write; every later write fails
 	closed  bool
+
+	rmu  sync.Mutex // held by Read
+	rbuf []byte     // read buffer, allocated at the first small Read
+	r, w int        // rbuf[r:w] is read from the connection and not yet returned
 }
 
 // NewConn wraps c.
@@ -69,6 +79,32 @@ func NewConn(c net.Conn) *Conn {
 var closeTimeout = CloseTimeout
 
 var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, BufferSize); return &b }}
+
+// Read returns what is buffered, or reads once from the wrapped connection:
+// into p when it is at least ReadBufferSize bytes, otherwise into the read
+// buffer, of which it returns what fits in p.
+func (c *Conn) Read(p []byte) (int, error) {
+	c.rmu.Lock()
+	defer c.rmu.Unlock()
+	if c.r == c.w {
+		if len(p) >= ReadBufferSize {
+			return c.Conn.Read(p)
+		}
+		if c.rbuf == nil {
+			c.rbuf = make([]byte, ReadBufferSize)
+		}
+		n, err := c.Conn.Read(c.rbuf)
+		c.r, c.w = 0, n
+		if n == 0 {
+			return 0, err
+		}
+		// An error with bytes is returned by the next Read, as the wrapped
+		// connection will return it again.
+	}
+	n := copy(p, c.rbuf[c.r:c.w])
+	c.r += n
+	return n, nil
+}
 
 // Write copies p into the buffer (waiting while it is full) and returns;
 // a goroutine writes the buffer to the wrapped connection. A p of DirectSize

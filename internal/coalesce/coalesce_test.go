@@ -363,3 +363,84 @@ func TestListener_Accept(t *testing.T) {
 		t.Fatalf("accepted %T, want *coalesce.Conn", c)
 	}
 }
+
+// countingConn is a real connection that records the length of each Read's
+// buffer.
+type countingConn struct {
+	net.Conn
+	mu    sync.Mutex
+	reads []int
+}
+
+func (c *countingConn) Read(p []byte) (int, error) {
+	c.mu.Lock()
+	c.reads = append(c.reads, len(p))
+	c.mu.Unlock()
+	return c.Conn.Read(p)
+}
+
+func TestConn_Read(t *testing.T) {
+	t.Run("small_reads_share_a_system_call", func(t *testing.T) {
+		raw, peer := tcpPair(t)
+		cc := &countingConn{Conn: raw}
+		c := NewConn(cc)
+		// Twenty 9-byte "frame headers" sent together, read one by one as
+		// net/http's HTTP/2 server reads them.
+		var sent []byte
+		for i := range 20 {
+			sent = append(sent, bytes.Repeat([]byte{byte(i)}, 9)...)
+		}
+		if _, err := peer.Write(sent); err != nil {
+			t.Fatal(err)
+		}
+		var got []byte
+		for range 20 {
+			h := make([]byte, 9)
+			if _, err := io.ReadFull(c, h); err != nil {
+				t.Fatal(err)
+			}
+			got = append(got, h...)
+		}
+		if !bytes.Equal(got, sent) {
+			t.Fatalf("read %x, want %x", got, sent)
+		}
+		cc.mu.Lock()
+		defer cc.mu.Unlock()
+		if len(cc.reads) >= 20 {
+			t.Fatalf("%d reads of the connection for 20 small Reads of bytes that arrived together, want fewer", len(cc.reads))
+		}
+	})
+	t.Run("large_read_goes_to_the_connection", func(t *testing.T) {
+		raw, peer := tcpPair(t)
+		cc := &countingConn{Conn: raw}
+		c := NewConn(cc)
+		body := bytes.Repeat([]byte("abcdefgh"), 64<<10) // 512 KiB
+		go func() {
+			_, _ = peer.Write([]byte("head"))
+			_, _ = peer.Write(body)
+			peer.Close()
+		}()
+		h := make([]byte, 4)
+		if _, err := io.ReadFull(c, h); err != nil || string(h) != "head" {
+			t.Fatalf("read %q, %v; want head", h, err)
+		}
+		got, err := io.ReadAll(io.LimitReader(c, int64(len(body))))
+		if err != nil || !bytes.Equal(got, body) {
+			t.Fatalf("read %d bytes, %v; want the %d-byte body", len(got), err, len(body))
+		}
+		if n, err := c.Read(make([]byte, 1)); n != 0 || err != io.EOF {
+			t.Fatalf("after the body: %d, %v; want EOF", n, err)
+		}
+		cc.mu.Lock()
+		defer cc.mu.Unlock()
+		large := 0
+		for _, n := range cc.reads {
+			if n > ReadBufferSize {
+				large++
+			}
+		}
+		if large == 0 {
+			t.Fatalf("reads of the connection %v: none into the caller's large buffer", cc.reads)
+		}
+	})
+}

@@ -1,5 +1,6 @@
 // Package coalesce wraps a server's connections so that small writes made
-// one after another go to the kernel in fewer, larger system calls.
+// one after another go to the kernel in fewer, larger system calls, and small
+// reads are served from a read buffer.
 //
 // net/http's HTTP/2 server writes every DATA frame with a write system call
 // of its own: its write buffer is 4 KiB, so a 16 KiB frame (the largest a
@@ -13,11 +14,21 @@
 // is empty, so a lone write goes out as soon as before, and what is coalesced
 // is what would otherwise have queued behind a system call in progress.
 //
+// Reads: net/http's HTTP/2 server reads each frame's 9-byte header and then
+// its payload with a read of their own from the connection (for cleartext
+// HTTP/2; TLS buffers records itself). A Conn's Read fills a ReadBufferSize
+// buffer with one system call and serves small Reads from it, so the frames
+// of a request and the client's window updates and pings that arrive
+// together cost one system call instead of two each. A Read of
+// ReadBufferSize bytes or more with nothing buffered (a large DATA payload)
+// goes to the connection directly, without a copy.
+//
 // Invariants:
 //   - Bytes reach the wrapped connection in the order of the Writes that
 //     accepted them; Writes, ReadFrom and CloseWrite run one at a time.
 //   - At most BufferSize bytes are held; a Write waits while the buffer is
-//     full. An idle connection holds no buffer (they are pooled).
+//     full. An idle connection holds no write buffer (they are pooled); the
+//     read buffer is allocated at the first small Read and kept.
 //   - A Write of DirectSize bytes or more waits for the buffer to be written
 //     and is then written by the caller, without a copy.
 //   - A failed write of the buffer makes every later Write fail
