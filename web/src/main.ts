@@ -44,6 +44,7 @@ class App {
   private replan = false; // the views changed: plan the bricks again
   private frame = 0;
   private lastSlices = 0;
+  private sliceMs = 0; // the last slice drawing took
   private last3d = 0;
   private autoWindow = true;
   private filled3d = new Map<string, number>(); // level each 3D brick was filled from
@@ -421,9 +422,12 @@ class App {
 
   /**
    * draw plans again if the views moved, then renders what changed. While
-   * streaming, slices are redrawn at most every 100 ms and the 3D view
-   * every 500 ms, except for the first picture, drawn as soon as the
-   * slices can be covered: the slices and the 3D view in the same frame.
+   * what the views need is streaming, slices are redrawn at most every
+   * 100 ms (or four times as long as their last drawing took, so that
+   * drawing keeps to a quarter of the main thread) and the 3D view every
+   * 500 ms, except for the first picture, drawn as soon as the slices can
+   * be covered: the slices and the 3D view in the same frame. Once it has
+   * all arrived (neighbours may still stream) everything is drawn at once.
    */
   private draw(): void {
     const s = this.session;
@@ -438,14 +442,15 @@ class App {
       return;
     }
     const first = !st.firstPicture;
-    const busy = s.streaming && !first;
+    const busy = !first && s.streaming && !s.nowComplete();
     let drewSlices = false;
-    if (this.dirty.size && (!busy || t - this.lastSlices > 100) && !(first && st.firstSlices && this.render3d)) {
+    if (this.dirty.size && (!busy || t - this.lastSlices > Math.max(100, 4 * this.sliceMs)) && !(first && st.firstSlices && this.render3d)) {
       for (const a of this.dirty) this.renderView(s, this.views[a]);
       this.dirty.clear();
       this.lastSlices = t;
       drewSlices = true;
-      st.drawMs += performance.now() - t;
+      this.sliceMs = performance.now() - t;
+      st.drawMs += this.sliceMs;
       if (!st.firstSlices && Object.values(this.views).every((v) => covered(v))) st.firstSlices = performance.now();
     }
     // The 3D texture moves to the 3D level once all of it has arrived.
