@@ -65,6 +65,19 @@ func TestNode_CreateVolume_zstd_needs_every_node(t *testing.T) {
 		}
 	}
 	mustCreate(t, n1.node, "r") // raw volumes need nothing of anyone
+	// A taken name is AlreadyExists whatever codec the create asks for (how
+	// a resumed import finds its volume), not refused by the codec gate.
+	taken := zstd
+	taken.Name = "r"
+	for _, n := range []*testNode{n1, n2} {
+		testutil.WaitFor(t, 10*time.Second, n.id+" to apply volume r", func() bool {
+			_, err := n.node.Volume("r")
+			return err == nil
+		})
+		if _, err := n.node.CreateVolume(ctx, taken); !errors.Is(err, storage.ErrExists) {
+			t.Fatalf("create the existing volume r as zstd through %s: %v; want ErrExists", n.id, err)
+		}
+	}
 
 	// n3 is upgraded: it restarts announcing zstd.
 	c.stop(n3)

@@ -752,6 +752,12 @@ func (n *Node) CreateVolume(ctx context.Context, m storage.VolumeMeta) (storage.
 	if err := m.Normalize(); err != nil {
 		return storage.VolumeInfo{}, err
 	}
+	// A name that is taken is AlreadyExists whatever the codec asked for,
+	// so a resumed import finds its volume even while the codec gate would
+	// refuse a new one (a follower's view may lag; the FSM decides again).
+	if _, err := n.store.Volume(m.Name); err == nil {
+		return storage.VolumeInfo{}, fmt.Errorf("volume %q: %w", m.Name, storage.ErrExists)
+	}
 	if err := n.checkCodec(m.Codec.Kind); err != nil {
 		return storage.VolumeInfo{}, err
 	}
