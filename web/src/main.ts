@@ -14,7 +14,7 @@ import { SliceView, type Axis } from "./slice";
 import { affineOf, layout, orient, world, type Convention, type Orientation, type Role, type SpaceName } from "./orient";
 import { View3D } from "./render3d";
 import { defaultBudget, Session, type SliceWant } from "./session";
-import { levelBricks, keyId, sliceBricks, type Key, type Vec3 } from "./selection";
+import { drawLevel, levelBricks, keyId, type Key, type Vec3 } from "./selection";
 import { bytesPerVoxel, dataTypeName } from "./volume";
 
 /** scriptAt is when the page's script started (ms since navigation). */
@@ -487,19 +487,16 @@ class App {
   }
 
   /**
-   * renderView draws slice view v. Until a brick of its own level has
-   * arrived in what it shows, it draws at the finest level that has one
-   * (at first the coarsest): the picture is the same, since only those
-   * levels would show, and its image has far fewer pixels to fill.
+   * renderView draws slice view v at the level drawLevel picks while its
+   * own level's bricks arrive: at first the coarsest held (the same picture
+   * from an image with far fewer pixels to fill), or, when the view went
+   * coarser, the finer level it holds whole (if its image is at most four
+   * times the canvas's pixels).
    */
   private renderView(s: Session, v: SliceView): void {
     const plan = v.level, w = v.want();
-    let l = plan;
-    if (w) {
-      for (; l < s.coarsest; l++) {
-        if (sliceBricks(s.grid, w, l).some((k) => s.cache.has(keyId(k)))) break;
-      }
-    }
+    const has = (k: Key) => s.cache.has(keyId(k));
+    const l = w ? drawLevel(s.grid, w, plan, has, (k) => s.holds(k), 4 * v.canvas.width * v.canvas.height) : plan;
     v.level = l;
     try {
       v.render(this.win, this.table);

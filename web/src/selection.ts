@@ -167,3 +167,28 @@ export function brickBox(g: Grid, k: Key): { min: Vec3; max: Vec3 } {
   };
   return { min, max };
 }
+
+/**
+ * drawLevel returns the level a slice view draws r at while it waits for
+ * the bricks of its own level plan. has says a brick is held, done that it
+ * is held or known not to exist. While plan is not done in the view and
+ * the next finer level is held whole there (the view went coarser), the
+ * finer level is drawn, if its image has at most maxPixels pixels: the
+ * picture stays sharp until plan has arrived. Otherwise it is the finest
+ * level from plan up that has a brick held in the view (the coarsest if
+ * none): the same picture as drawing at plan with coarser bricks filling
+ * in, from an image with fewer pixels.
+ */
+export function drawLevel(g: Grid, r: SliceRequest, plan: number, has: (k: Key) => boolean, done: (k: Key) => boolean, maxPixels: number): number {
+  if (plan > 0) {
+    const f = 2 ** (plan - 1);
+    const px = Math.ceil(Math.max(0, r.u1 - r.u0) / f) * Math.ceil(Math.max(0, r.v1 - r.v0) / f);
+    if (px <= maxPixels) {
+      const finer = sliceBricks(g, r, plan - 1);
+      if (finer.length && finer.every(has) && !sliceBricks(g, r, plan).every(done)) return plan - 1;
+    }
+  }
+  let l = plan;
+  for (; l < g.levels - 1; l++) if (sliceBricks(g, r, l).some(has)) break;
+  return l;
+}

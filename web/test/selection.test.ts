@@ -3,6 +3,7 @@ import { test } from "node:test";
 import {
   brickBox,
   coarser,
+  drawLevel,
   keyId,
   levelBricks,
   levelGrid,
@@ -118,4 +119,38 @@ test("neighbour planes are just outside the current brick layer", () => {
 test("coarser and brickBox map between levels", () => {
   assert.deepEqual(coarser({ lod: 0, x: 13, y: 6, z: 1 }, 2), { lod: 2, x: 3, y: 1, z: 0 });
   assert.deepEqual(brickBox(odd, { lod: 1, x: 3, y: 2, z: 0 }), { min: { x: 96, y: 32, z: 0 }, max: { x: 100, y: 37, z: 5 } });
+});
+
+test("a view draws at the coarsest level it holds until its own level arrives, and at a finer one held whole after zooming out", () => {
+  // The whole axial plane z = 700 of big, zoomed out to LOD 2.
+  const r = axial(700, 0, 2048, 0, 2048, 5.5);
+  const held = new Set<string>();
+  const has = (k: Key) => held.has(keyId(k));
+  const hold = (ks: Key[]) => ks.forEach((k) => held.add(keyId(k)));
+  const at = (plan: number) => drawLevel(big, r, plan, has, has, 1 << 22);
+  // Nothing held: the coarsest level (its checkerboard is cheapest).
+  assert.equal(at(2), 5);
+  hold(sliceBricks(big, r, 5));
+  assert.equal(at(2), 5);
+  // One brick of LOD 3 held: LOD 3, where it shows.
+  hold(sliceBricks(big, r, 3).slice(0, 1));
+  assert.equal(at(2), 3);
+  // One brick of the view's own level: its own level.
+  hold(sliceBricks(big, r, 2).slice(0, 1));
+  assert.equal(at(2), 2);
+  // The view came from LOD 1 (zoomed out): all of LOD 1 in it held, LOD 2 not yet whole.
+  hold(sliceBricks(big, r, 1));
+  assert.equal(at(2), 1);
+  // ... unless that image is too large to be cheap (1024 x 1024 pixels at LOD 1).
+  assert.equal(drawLevel(big, r, 2, has, has, 1024 * 1024 - 1), 2);
+  // Once LOD 2 is whole (held or known missing) it is drawn.
+  const ks2 = sliceBricks(big, r, 2);
+  const done = (k: Key) => has(k) || ks2.some((m) => keyId(m) === keyId(k));
+  assert.equal(drawLevel(big, r, 2, has, done, 1 << 22), 2);
+  // A finer level held only in part is not used.
+  held.delete(keyId(sliceBricks(big, r, 1)[0]));
+  assert.equal(at(2), 2);
+  // At LOD 0 there is nothing finer.
+  const z = axial(700, 0, 64, 0, 64, 1);
+  assert.equal(drawLevel(big, z, 0, () => true, () => false, 1 << 22), 0);
 });
