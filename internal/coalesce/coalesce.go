@@ -24,8 +24,9 @@ const (
 	// together are taken from one system call. A Read of this size or
 	// more, with nothing buffered, goes to the connection directly.
 	ReadBufferSize = 16 << 10
-	// CloseTimeout bounds how long Close and CloseWrite wait for buffered
-	// bytes to be written to a peer that does not read.
+	// CloseTimeout bounds how long CloseWrite waits for buffered bytes to
+	// be written to a peer that does not read, and how long a closed
+	// connection keeps writing them (see Close).
 	CloseTimeout = 5 * time.Second
 )
 
@@ -62,6 +63,9 @@ type Conn struct {
 	writing bool      // the writer goroutine runs (or a direct write is in progress)
 	err     error     // the first failed write; every later write fails
 	closed  bool
+	// closeLater: Close found a write in progress; whoever finishes the
+	// last write closes the wrapped connection.
+	closeLater bool
 
 	rmu  sync.Mutex // held by Read
 	rbuf []byte     // read buffer, allocated at the first small Read
@@ -129,6 +133,7 @@ func (c *Conn) Write(p []byte) (int, error) {
 			c.err = err
 		}
 		c.cond.Broadcast()
+		c.closeIfLaterLocked()
 		return n, err
 	}
 	n := 0
@@ -184,7 +189,17 @@ func (c *Conn) writeLoop() {
 	c.buf, c.spare = nil, nil
 	c.writing = false
 	c.cond.Broadcast()
+	c.closeIfLaterLocked()
 	c.mu.Unlock()
+}
+
+// closeIfLaterLocked closes the wrapped connection for a Close that found a
+// write in progress, once no write is.
+func (c *Conn) closeIfLaterLocked() {
+	if c.closeLater && !c.writing {
+		c.closeLater = false
+		_ = c.Conn.Close()
+	}
 }
 
 // errLocked is the error a write returns now.
@@ -235,9 +250,9 @@ func (c *Conn) ReadFrom(r io.Reader) (int64, error) {
 
 type writerOnly struct{ io.Writer }
 
-// closeWaitLocked waits for the buffer to be written, at most CloseTimeout
-// (or the write deadline set, if earlier): the wrapped connection's write
-// deadline is moved so a peer that does not read cannot hold it.
+// closeWaitLocked waits for the buffer to be written, at most CloseTimeout:
+// the wrapped connection's write deadline is moved so a peer that does not
+// read cannot hold it.
 func (c *Conn) closeWaitLocked() {
 	if c.writing {
 		_ = c.Conn.SetWriteDeadline(time.Now().Add(closeTimeout))
@@ -270,18 +285,30 @@ func (c *Conn) CloseRead() error {
 	return errors.ErrUnsupported
 }
 
-// Close writes what is buffered (at most CloseTimeout, see
-// closeWaitLocked) and closes the wrapped connection. Writes from then on,
-// and a Write blocked on a full buffer, return net.ErrClosed.
+// Close closes the connection. Writes from then on, and a Write blocked on a
+// full buffer, return net.ErrClosed. What is buffered is still written: with
+// no write in progress the wrapped connection is closed at once; otherwise
+// Close returns at once and the connection is closed when the writer has
+// written the buffer, within CloseTimeout (a write deadline), so closing many
+// connections to peers that do not read takes no longer than closing one.
+// This is what the kernel does with a socket's send buffer at close; the
+// read side is shut down at once when the wrapped connection can
+// (*net.TCPConn), so a blocked Read returns.
 func (c *Conn) Close() error {
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	if c.closed {
-		c.mu.Unlock()
 		return net.ErrClosed
 	}
 	c.closed = true
 	c.cond.Broadcast()
-	c.closeWaitLocked()
-	c.mu.Unlock()
-	return c.Conn.Close()
+	if !c.writing {
+		return c.Conn.Close()
+	}
+	_ = c.Conn.SetWriteDeadline(time.Now().Add(closeTimeout))
+	if cr, ok := c.Conn.(interface{ CloseRead() error }); ok {
+		_ = cr.CloseRead()
+	}
+	c.closeLater = true
+	return nil
 }

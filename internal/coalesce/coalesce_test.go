@@ -220,48 +220,20 @@ func TestConn_Close(t *testing.T) {
 			t.Fatalf("Write after Close: %v, want net.ErrClosed", err)
 		}
 	})
-	t.Run("peer_that_does_not_read", func(t *testing.T) {
-		old := closeTimeout
-		closeTimeout = 50 * time.Millisecond
-		t.Cleanup(func() { closeTimeout = old })
-		raw, _ := tcpPair(t) // the peer never reads
+	t.Run("does_not_wait_for_a_peer_that_does_not_read", func(t *testing.T) {
+		setCloseTimeout(t, 10*time.Minute)
+		raw, _ := tcpPair(t) // the peer never reads; cleanup closes raw
 		c := NewConn(raw)
-		// Fill the socket buffers and then this connection's buffer, until a
-		// Write blocks.
-		writeErr := make(chan error, 1)
-		var sent int64
-		var mu sync.Mutex
-		go func() {
-			p := make([]byte, 16<<10)
-			for range 100000 { // bounded: far more than the buffers hold
-				if _, err := c.Write(p); err != nil {
-					writeErr <- err
-					return
-				}
-				mu.Lock()
-				sent += int64(len(p))
-				mu.Unlock()
-			}
-			writeErr <- errors.New("100000 writes to a peer that does not read all returned")
-		}()
-		// Blocked: the amount sent stops growing while the Write waits.
-		var last int64 = -1
-		testutil.WaitFor(t, 30*time.Second, "a Write to block on the full buffer", func() bool {
-			mu.Lock()
-			defer mu.Unlock()
-			c.mu.Lock()
-			full := len(c.buf) == cap(c.buf) && c.buf != nil
-			c.mu.Unlock()
-			stuck := full && sent == last
-			last = sent
-			return stuck
-		})
+		writeErr := fillUntilBlocked(t, c)
 		closed := make(chan error, 1)
 		go func() { closed <- c.Close() }()
 		select {
-		case <-closed:
+		case err := <-closed:
+			if err != nil {
+				t.Fatal(err)
+			}
 		case <-time.After(30 * time.Second):
-			t.Fatal("Close did not return with a peer that does not read")
+			t.Fatal("Close waited for a peer that does not read")
 		}
 		select {
 		case err := <-writeErr:
@@ -272,6 +244,61 @@ func TestConn_Close(t *testing.T) {
 			t.Fatal("a Write blocked on the full buffer did not return after Close")
 		}
 	})
+	t.Run("closes_the_connection_within_CloseTimeout", func(t *testing.T) {
+		setCloseTimeout(t, 50*time.Millisecond)
+		raw, _ := tcpPair(t) // the peer never reads
+		c := NewConn(raw)
+		writeErr := fillUntilBlocked(t, c)
+		if err := c.Close(); err != nil {
+			t.Fatal(err)
+		}
+		<-writeErr
+		testutil.WaitFor(t, 30*time.Second, "the wrapped connection closed", func() bool {
+			return raw.(*net.TCPConn).SetNoDelay(true) != nil // fails once closed
+		})
+	})
+}
+
+func setCloseTimeout(t *testing.T, d time.Duration) {
+	old := closeTimeout
+	closeTimeout = d
+	t.Cleanup(func() { closeTimeout = old })
+}
+
+// fillUntilBlocked writes to c, whose peer does not read, from a goroutine
+// until a Write blocks on the full buffer, and returns the channel that
+// gets the error that Write finally returns.
+func fillUntilBlocked(t *testing.T, c *Conn) <-chan error {
+	t.Helper()
+	writeErr := make(chan error, 1)
+	var mu sync.Mutex
+	var sent int64
+	go func() {
+		p := make([]byte, 16<<10)
+		for range 100000 { // bounded: far more than the buffers hold
+			if _, err := c.Write(p); err != nil {
+				writeErr <- err
+				return
+			}
+			mu.Lock()
+			sent += int64(len(p))
+			mu.Unlock()
+		}
+		writeErr <- errors.New("100000 writes to a peer that does not read all returned")
+	}()
+	// Blocked: the buffer is full and the amount sent stops growing.
+	var last int64 = -1
+	testutil.WaitFor(t, 30*time.Second, "a Write to block on the full buffer", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		c.mu.Lock()
+		full := c.buf != nil && len(c.buf) == cap(c.buf)
+		c.mu.Unlock()
+		stuck := full && sent == last
+		last = sent
+		return stuck
+	})
+	return writeErr
 }
 
 func TestConn_Write_after_failed_write(t *testing.T) {

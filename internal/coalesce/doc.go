@@ -34,8 +34,12 @@
 //   - A failed write of the buffer makes every later Write fail
 //     (ErrWriteFailed): the bytes it accepted are lost, so the stream is
 //     broken, as after a failed write on any connection.
-//   - Close and CloseWrite write what is buffered first, waiting at most
-//     CloseTimeout for a peer that does not read.
+//   - What is buffered is written before the connection is shut down:
+//     CloseWrite waits for it (at most CloseTimeout); Close returns at once
+//     and the writer closes the wrapped connection once it has written the
+//     buffer, within CloseTimeout, as the kernel does with a socket's send
+//     buffer. So closing many connections to peers that do not read (as
+//     http.Server.Close does, one after another) never waits on them.
 //   - Deadlines are the wrapped connection's: a write deadline bounds the
 //     buffer's system calls (a Write returns as soon as its bytes are
 //     buffered, so a deadline that passes fails the next Write instead).
