@@ -310,5 +310,47 @@ func (c *Conn) Close() error {
 		_ = cr.CloseRead()
 	}
 	c.closeLater = true
+	// The deadline bounds the last write unless someone moves it again (a
+	// server that took the connection over may clear deadlines): the
+	// wrapped connection is closed after CloseTimeout in any case, which
+	// ends a write blocked on a peer that does not read.
+	time.AfterFunc(closeTimeout, func() { _ = c.Conn.Close() })
 	return nil
+}
+
+// SetWriteDeadline sets the wrapped connection's write deadline. A deadline
+// that has already passed (how crypto/tls ends writing after its close
+// alert, and how a caller cuts writing off) first lets the bytes Write has
+// accepted be written, as a socket's send buffer would hold them, for at
+// most CloseTimeout: without this the last bytes of a response (a TLS
+// record holding an HTTP error, the close alert) would be lost.
+func (c *Conn) SetWriteDeadline(t time.Time) error {
+	c.drainBefore(t)
+	return c.Conn.SetWriteDeadline(t)
+}
+
+// SetDeadline sets both deadlines of the wrapped connection; for the write
+// side see SetWriteDeadline.
+func (c *Conn) SetDeadline(t time.Time) error {
+	c.drainBefore(t)
+	return c.Conn.SetDeadline(t)
+}
+
+// drainBefore waits, when the deadline t has passed, until no write is in
+// progress, at most CloseTimeout (then the wrapped connection's write
+// deadline is cut to now, so the write in progress fails).
+func (c *Conn) drainBefore(t time.Time) {
+	if t.IsZero() || t.After(time.Now()) {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.writing {
+		return
+	}
+	cut := time.AfterFunc(closeTimeout, func() { _ = c.Conn.SetWriteDeadline(time.Now()) })
+	defer cut.Stop()
+	for c.writing {
+		c.cond.Wait()
+	}
 }

@@ -1,15 +1,21 @@
 package coalesce
 
 import (
+	"bufio"
 	"bytes"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -257,6 +263,114 @@ func TestConn_Close(t *testing.T) {
 			return raw.(*net.TCPConn).SetNoDelay(true) != nil // fails once closed
 		})
 	})
+	t.Run("closes_the_connection_when_its_deadline_is_cleared", func(t *testing.T) {
+		// A server that took the connection over (or net/http after a
+		// handler) may clear the deadline Close set: the connection is
+		// closed after CloseTimeout all the same.
+		setCloseTimeout(t, 50*time.Millisecond)
+		raw, _ := tcpPair(t) // the peer never reads
+		c := NewConn(raw)
+		writeErr := fillUntilBlocked(t, c)
+		if err := c.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if err := raw.SetWriteDeadline(time.Time{}); err != nil {
+			t.Fatal(err)
+		}
+		<-writeErr
+		testutil.WaitFor(t, 30*time.Second, "the wrapped connection closed", func() bool {
+			return raw.(*net.TCPConn).SetNoDelay(true) != nil // fails once closed
+		})
+	})
+}
+
+// TestConn_SetWriteDeadline: a deadline that has passed lets what Write
+// accepted go out first (crypto/tls sets one after its close alert), and
+// cuts a peer that does not read off after CloseTimeout.
+func TestConn_SetWriteDeadline(t *testing.T) {
+	t.Run("past_deadline_writes_what_is_buffered", func(t *testing.T) {
+		raw, peer := tcpPair(t)
+		c := NewConn(raw)
+		want := make([]byte, 0, 1<<20)
+		for i := range 256 {
+			p := bytes.Repeat([]byte{byte(i)}, 4<<10)
+			want = append(want, p...)
+			if _, err := c.Write(p); err != nil {
+				t.Fatal(err)
+			}
+		}
+		got := make(chan []byte, 1)
+		go func() {
+			b, _ := io.ReadAll(peer)
+			got <- b
+		}()
+		if err := c.SetWriteDeadline(time.Now()); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Write([]byte("late")); err == nil {
+			if err := c.Flush(); err == nil {
+				t.Fatal("a write after a past write deadline succeeded")
+			}
+		}
+		raw.Close()
+		if b := <-got; !bytes.Equal(b, want) {
+			t.Fatalf("peer read %d bytes, want the %d written before the deadline", len(b), len(want))
+		}
+	})
+	t.Run("past_deadline_gives_up_on_a_peer_that_does_not_read", func(t *testing.T) {
+		setCloseTimeout(t, 50*time.Millisecond)
+		raw, _ := tcpPair(t) // the peer never reads
+		c := NewConn(raw)
+		writeErr := fillUntilBlocked(t, c)
+		if err := c.SetWriteDeadline(time.Now()); err != nil {
+			t.Fatal(err)
+		}
+		c.mu.Lock()
+		writing := c.writing
+		c.mu.Unlock()
+		if writing {
+			t.Fatal("SetWriteDeadline returned while a write was in progress")
+		}
+		c.Close()
+		<-writeErr
+	})
+}
+
+// TestListener_TLS_refused_upload_gets_its_response: HTTP/1.1 over TLS, a
+// handler answers 413 without reading a large body; net/http then closes
+// the TLS connection, whose close alert comes with a past write deadline.
+// The client must read the whole 413, not a cut connection.
+func TestListener_TLS_refused_upload_gets_its_response(t *testing.T) {
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, strings.Repeat("too large ", 100), http.StatusRequestEntityTooLarge)
+	}))
+	srv.Listener = Listener(srv.Listener)
+	srv.StartTLS()
+	defer srv.Close()
+	body := make([]byte, 1<<20)
+	for i := range 10 {
+		conn, err := tls.Dial("tcp", srv.Listener.Addr().String(), &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"http/1.1"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(conn, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n", 8*len(body))
+		go func() {
+			for range 8 {
+				if _, err := conn.Write(body); err != nil {
+					return
+				}
+			}
+		}()
+		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		var got []byte
+		if err == nil {
+			got, err = io.ReadAll(resp.Body)
+		}
+		conn.Close()
+		if err != nil || resp.StatusCode != http.StatusRequestEntityTooLarge || !strings.Contains(string(got), "too large") {
+			t.Fatalf("upload %d: %v (want the whole 413 response)", i, err)
+		}
+	}
 }
 
 func setCloseTimeout(t *testing.T, d time.Duration) {

@@ -43,6 +43,12 @@
 //   - Deadlines are the wrapped connection's: a write deadline bounds the
 //     buffer's system calls (a Write returns as soon as its bytes are
 //     buffered, so a deadline that passes fails the next Write instead).
+//     Setting a deadline that has already passed first lets the buffered
+//     bytes be written (at most CloseTimeout): crypto/tls sets one right
+//     after its close alert, and the last TLS records of a response (an
+//     HTTP error for an upload the server refused) must not be dropped.
+//     Close also closes the wrapped connection after CloseTimeout whatever
+//     its deadline has become.
 //
 // SyscallConn is not forwarded: a write made through the raw connection
 // would overtake buffered bytes.

@@ -192,8 +192,11 @@ func TestTransport_settings(t *testing.T) {
 			t.Errorf("client's connection window %d, want at least %d", got, h2conf.ConnReceiveWindow)
 		}
 		ss := settings(t, server)
-		if ss[settingMaxFrameSize] != h2conf.MaxReadFrameSize || ss[settingInitialWindowSize] != h2conf.StreamReceiveWindow || ss[settingMaxConcurrentStreams] != h2conf.MaxConcurrentStreams {
-			t.Errorf("server SETTINGS %v: want MAX_FRAME_SIZE %d, INITIAL_WINDOW_SIZE %d, MAX_CONCURRENT_STREAMS %d", ss, h2conf.MaxReadFrameSize, h2conf.StreamReceiveWindow, h2conf.MaxConcurrentStreams)
+		if ss[settingMaxFrameSize] != h2conf.MaxReadFrameSize || ss[settingInitialWindowSize] != h2conf.ServerStreamReceiveWindow || ss[settingMaxConcurrentStreams] != h2conf.MaxConcurrentStreams {
+			t.Errorf("server SETTINGS %v: want MAX_FRAME_SIZE %d, INITIAL_WINDOW_SIZE %d, MAX_CONCURRENT_STREAMS %d", ss, h2conf.MaxReadFrameSize, h2conf.ServerStreamReceiveWindow, h2conf.MaxConcurrentStreams)
+		}
+		if got := 65535 + connWindowIncrement(server); got != h2conf.ServerConnReceiveWindow {
+			t.Errorf("server's connection window %d, want %d", got, h2conf.ServerConnReceiveWindow)
 		}
 		// The server writes the body in frames as large as the client reads.
 		if got := largestData(server); got != h2conf.MaxReadFrameSize {
