@@ -181,10 +181,12 @@ func benchDecoderLoad(b *testing.B, base, volume string) {
 // pageTimeline is the page's first requests with their times in ms from
 // the navigation (Resource Timing: the page's own requests; its worker's
 // are not in it): start, time spent connecting (0 on a kept connection),
-// request sent, first byte, end.
+// request sent, first byte, end; and the zstd decoder's marks (zstd.ts):
+// asked for, its module imported, compiled and ready.
 const pageTimeline = `(() => {
 	const r = (e) => (e.name.replace(location.origin, "").split("?")[0] || "/") + " " + [e.startTime, e.connectEnd - e.connectStart, e.requestStart, e.responseStart, e.responseEnd].map(Math.round).join("/");
-	return [performance.getEntriesByType("navigation")[0], ...performance.getEntriesByType("resource").slice(0, 7)].map(r).join(", ");
+	const marks = performance.getEntriesByType("mark").filter((m) => m.name.startsWith("zstd-")).map((m) => m.name + " " + Math.round(m.startTime));
+	return [performance.getEntriesByType("navigation")[0], ...performance.getEntriesByType("resource").slice(0, 7)].map(r).concat(marks).join(", ");
 })()`
 
 // loadBoth opens the raw and the zstd volume in turn, b.N times, and

@@ -63,10 +63,16 @@ export function zstdReady(): Promise<void> {
     // The build keeps this import as it is (the file is built beside the
     // bundles, see build.mjs), so the path is relative to app.js and
     // stream.js in the browser.
+    // The marks time the load in the page's (or the worker's) timeline.
+    performance.mark("zstd-decoder-load");
     ready = import("./zstd_wasm.js")
-      .then((m) => m.load())
+      .then((m) => {
+        performance.mark("zstd-decoder-imported");
+        return m.load();
+      })
       .then(
         (d) => {
+          performance.mark("zstd-decoder-ready");
           decode = d;
         },
         (e: unknown) => {
