@@ -73,9 +73,10 @@ func Handler() http.Handler { return HandlerWith(Options{}) }
 
 // HandlerWith is Handler with options: with Options.Volume, the page asked
 // for with ?volume=NAME embeds that volume's metadata (a page that is not
-// cached: Cache-Control no-store, no ETag), and for a zstd volume a
-// modulepreload link to the decoder's file, which the browser then fetches
-// while it fetches app.js.
+// cached: Cache-Control no-store, no ETag), and for a zstd volume an
+// async module script of the decoder's file, which the browser then
+// fetches while it fetches app.js and which starts compiling the decoder
+// as soon as it has arrived.
 func HandlerWith(o Options) http.Handler { return handler(FS(), o) }
 
 // handler is HandlerWith serving files.
@@ -153,7 +154,7 @@ func contentNamed(p, h string) bool {
 // withVolume returns index.html (read from f) with the metadata of the
 // volume named by r's ?volume= in a data script before the page's script,
 // or nil when there is no such name or volume returns nothing for it. For
-// a zstd volume a modulepreload link to decoder (the decoder's file, if
+// a zstd volume an async module script of decoder (the decoder's file, if
 // not empty) comes first.
 func withVolume(f fs.File, r *http.Request, volume func(*http.Request, string) ([]byte, bool), decoder string) []byte {
 	name := r.URL.Query().Get("volume")
@@ -184,7 +185,7 @@ func withVolume(f fs.File, r *http.Request, volume func(*http.Request, string) (
 	tag := `<script type="application/json" id="` + VolumeScriptID + `">` + string(data) + "</script>\n"
 	var gv ldmv1.GetVolumeResponse
 	if decoder != "" && proto.Unmarshal(resp, &gv) == nil && gv.GetVolume().GetCodec() == ldmv1.Codec_CODEC_ZSTD {
-		tag = `<link rel="modulepreload" href="` + decoder + `">` + "\n" + tag
+		tag = `<script type="module" async src="` + decoder + `"></script>` + "\n" + tag
 	}
 	return append(append(append([]byte{}, page[:i]...), tag...), page[i:]...)
 }
