@@ -133,19 +133,7 @@ func TestWriteTileStream_queue_is_bounded_in_bytes(t *testing.T) {
 		t.Errorf("stream queue holds %d bytes > %d", held, perStream)
 	}
 	close(bs.release)
-	for i := range tiles {
-		res, err := stream.Receive()
-		if err != nil {
-			t.Fatalf("tile %d: %v", i, err)
-		}
-		if res.GetOffset() != uint64(i) {
-			t.Fatalf("tile %d got offset %d", i, res.GetOffset())
-		}
-	}
-	if err := <-sent; err != nil {
-		t.Fatal(err)
-	}
-	_ = stream.CloseResponse()
+	ackInOrder(t, stream, int(tiles), sent)
 	testutil.WaitFor(t, 10*time.Second, "the ingest budget to be free", func() bool { return service.IngestBytesHeld(ts.Server) == 0 })
 }
 

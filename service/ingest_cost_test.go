@@ -152,19 +152,7 @@ func TestWriteTileStream_zstd_content_is_held_to_the_ingest_budget(t *testing.T)
 					return service.IngestBytesHeld(ts.Server) >= 2*content || len(st.failures()) > 0
 				})
 				close(st.first)
-				for i := range tiles {
-					res, err := stream.Receive()
-					if err != nil {
-						t.Fatalf("tile %d: %v", i, err)
-					}
-					if res.GetOffset() != uint64(i) {
-						t.Fatalf("tile %d got offset %d", i, res.GetOffset())
-					}
-				}
-				if err := <-sent; err != nil && !errors.Is(err, io.EOF) {
-					t.Fatal(err)
-				}
-				_ = stream.CloseResponse()
+				ackInOrder(t, stream, int(tiles), sent)
 				for _, f := range st.failures() {
 					t.Error(f)
 				}
@@ -239,19 +227,7 @@ func TestWriteTileStream_raw_tiles_to_zstd_volume_are_held_to_the_ingest_budget(
 				return service.IngestBytesHeld(ts.Server) > perStream/2 || len(st.failures()) > 0
 			})
 			close(st.first)
-			for i := range tiles {
-				res, err := stream.Receive()
-				if err != nil {
-					t.Fatalf("tile %d: %v", i, err)
-				}
-				if res.GetOffset() != uint64(i) {
-					t.Fatalf("tile %d got offset %d", i, res.GetOffset())
-				}
-			}
-			if err := <-sent; err != nil && !errors.Is(err, io.EOF) {
-				t.Fatal(err)
-			}
-			_ = stream.CloseResponse()
+			ackInOrder(t, stream, int(tiles), sent)
 			for _, f := range st.failures() {
 				t.Error(f)
 			}
@@ -547,4 +523,25 @@ func TestWriteTile_refuses_raw_tiles_whose_compressed_copy_cannot_fit(t *testing
 			})
 		}
 	}
+}
+
+// ackInOrder receives the acknowledgements of n tiles sent on stream, which
+// must carry offsets 0 to n-1 in order, then the sender's result from sent
+// (io.EOF, a stream the server ended, counts as sent), and closes the
+// stream.
+func ackInOrder(t *testing.T, stream *connect.BidiStreamForClient[ldmv1.WriteTileStreamRequest, ldmv1.WriteTileStreamResponse], n int, sent <-chan error) {
+	t.Helper()
+	for i := range n {
+		res, err := stream.Receive()
+		if err != nil {
+			t.Fatalf("tile %d: %v", i, err)
+		}
+		if res.GetOffset() != uint64(i) {
+			t.Fatalf("tile %d got offset %d", i, res.GetOffset())
+		}
+	}
+	if err := <-sent; err != nil && !errors.Is(err, io.EOF) {
+		t.Fatal(err)
+	}
+	_ = stream.CloseResponse()
 }
