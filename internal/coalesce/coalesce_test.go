@@ -202,14 +202,7 @@ func TestConn_Close(t *testing.T) {
 	t.Run("writes_what_is_buffered_first", func(t *testing.T) {
 		raw, peer := tcpPair(t)
 		c := NewConn(raw)
-		want := make([]byte, 0, 1<<20)
-		for i := range 256 {
-			p := bytes.Repeat([]byte{byte(i)}, 4<<10)
-			want = append(want, p...)
-			if _, err := c.Write(p); err != nil {
-				t.Fatal(err)
-			}
-		}
+		want := writeBlocks(t, c)
 		done := make(chan error, 1)
 		go func() { done <- c.Close() }()
 		got, err := io.ReadAll(peer)
@@ -291,14 +284,7 @@ func TestConn_SetWriteDeadline(t *testing.T) {
 	t.Run("past_deadline_writes_what_is_buffered", func(t *testing.T) {
 		raw, peer := tcpPair(t)
 		c := NewConn(raw)
-		want := make([]byte, 0, 1<<20)
-		for i := range 256 {
-			p := bytes.Repeat([]byte{byte(i)}, 4<<10)
-			want = append(want, p...)
-			if _, err := c.Write(p); err != nil {
-				t.Fatal(err)
-			}
-		}
+		want := writeBlocks(t, c)
 		got := make(chan []byte, 1)
 		go func() {
 			b, _ := io.ReadAll(peer)
@@ -371,6 +357,21 @@ func TestListener_TLS_refused_upload_gets_its_response(t *testing.T) {
 			t.Fatalf("upload %d: %v (want the whole 413 response)", i, err)
 		}
 	}
+}
+
+// writeBlocks writes 256 blocks of 4 KiB (block i all bytes i) to c and
+// returns the bytes written.
+func writeBlocks(t *testing.T, c *Conn) []byte {
+	t.Helper()
+	want := make([]byte, 0, 1<<20)
+	for i := range 256 {
+		p := bytes.Repeat([]byte{byte(i)}, 4<<10)
+		want = append(want, p...)
+		if _, err := c.Write(p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return want
 }
 
 func setCloseTimeout(t *testing.T, d time.Duration) {
