@@ -54,18 +54,34 @@ let ready: Promise<void> | null = null;
 let decode: Decode | null = null;
 
 /**
+ * DecoderLoadError is a decoder that could not load (the network, a page
+ * older than the server's files, no WebAssembly). It is not a FrameError:
+ * the bricks are fine, so the stream that needed them fails and is retried
+ * (a later zstdReady imports again), and they are never marked damaged.
+ */
+export class DecoderLoadError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "DecoderLoadError";
+  }
+}
+
+type DecoderModule = { load(): Promise<Decode> };
+
+/**
  * zstdReady loads the decoder (once per page or worker: it imports
  * zstd_wasm.js, a file of its own, and compiles it); decodeFrame may be
- * called when it has resolved.
+ * called when it has resolved. It rejects with DecoderLoadError when the
+ * decoder cannot load. importer replaces the import (tests).
  */
-export function zstdReady(): Promise<void> {
+export function zstdReady(importer: () => Promise<DecoderModule> = () => import("./zstd_wasm.js")): Promise<void> {
   if (!ready) {
     // The build keeps this import as it is (the file is built beside the
     // bundles, see build.mjs), so the path is relative to app.js and
     // stream.js in the browser.
     // The marks time the load in the page's (or the worker's) timeline.
     performance.mark("zstd-decoder-load");
-    ready = import("./zstd_wasm.js")
+    ready = importer()
       .then((m) => {
         performance.mark("zstd-decoder-imported");
         return m.load();
@@ -77,7 +93,7 @@ export function zstdReady(): Promise<void> {
         },
         (e: unknown) => {
           ready = null; // a later call tries again
-          throw new FrameError(`the zstd decoder could not load (${e instanceof Error ? e.message : String(e)}): reload the page; this browser must allow WebAssembly`);
+          throw new DecoderLoadError(`the zstd decoder could not load (${e instanceof Error ? e.message : String(e)}): reload the page; this browser must allow WebAssembly`);
         },
       );
   }

@@ -3,13 +3,23 @@ import { readFileSync } from "node:fs";
 import { test } from "node:test";
 import { brickSizes, decodeTile } from "../src/bricks";
 import { Codec } from "../src/gen/ldm/v1/types_pb";
-import { contentSize, decodeFrame, FrameError, zstdReady } from "../src/zstd";
+import { contentSize, DecoderLoadError, decodeFrame, FrameError, zstdReady } from "../src/zstd";
 
 // The fixture is a 16^3 uint16 brick of the procedural phantom with noise,
 // encoded by the server's encoder (test/fixtures/gen.go): npm test runs in web/.
 const frame = new Uint8Array(readFileSync("test/fixtures/brick16_u16.zst"));
 const raw = new Uint8Array(readFileSync("test/fixtures/brick16_u16.raw"));
 const grid = { shape: { x: 40, y: 16, z: 16 }, brick: { x: 16, y: 16, z: 16 }, levels: 2, bytesPerVoxel: 2 };
+
+// First in the file: the decoder is not loaded yet.
+test("a decoder that cannot load is a DecoderLoadError (the stream is retried), and a later call loads it", async () => {
+  await assert.rejects(
+    zstdReady(() => Promise.reject(new TypeError("Failed to fetch dynamically imported module"))),
+    (e: unknown) => e instanceof DecoderLoadError && !(e instanceof FrameError) && /reload the page/.test((e as Error).message),
+  );
+  await zstdReady();
+  assert.deepEqual(decodeFrame(frame, [raw.byteLength]), raw);
+});
 
 test("a frame of the server's encoder decodes to the brick's voxels", async () => {
   await zstdReady();
