@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/xcheng85/go-ldm/internal/testutil"
 	"github.com/xcheng85/go-ldm/storage"
 )
 
@@ -21,6 +22,15 @@ func TestNode_ThreeNodesReplicate_codec(t *testing.T) {
 	follower := n2
 	if n2.node.IsLeader() {
 		follower = n3
+	}
+	// A zstd volume is created only once every node announces zstd in
+	// gossip (the codec gate): wait until each node's gossip shows all three.
+	for _, n := range []*testNode{n1, n2, n3} {
+		for _, id := range []string{"n1", "n2", "n3"} {
+			testutil.WaitFor(t, 15*time.Second, n.id+"'s gossip to show "+id+" announcing zstd", func() bool {
+				return gossipSupports(n.node, id, storage.CodecZstd)
+			})
+		}
 	}
 	want := storage.Codec{Kind: storage.CodecZstd, Level: 12}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
