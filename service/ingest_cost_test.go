@@ -265,28 +265,7 @@ func TestWriteTile_raw_tiles_to_zstd_volume_are_held_to_the_ingest_budget(t *tes
 			close(st.first)
 			c := ts.clients(t, p)
 			createCodecVolume(t, c, "v", ldmv1.Codec_CODEC_ZSTD)
-			var wg sync.WaitGroup
-			errs := make([]error, writers)
-			for i := range writers {
-				wg.Go(func() {
-					_, errs[i] = c.tiles.WriteTile(context.Background(), connect.NewRequest(&ldmv1.WriteTileRequest{Volume: "v", Tile: &ldmv1.Tile{Value: randomBytes(content, uint64(i))}}))
-				})
-			}
-			wg.Wait()
-			for i, err := range errs {
-				if err != nil {
-					t.Errorf("writer %d: %v", i, err)
-				}
-			}
-			for _, f := range st.failures() {
-				t.Error(f)
-			}
-			if info, err := ts.Store.Volume("v"); err != nil || info.NextOffset != writers {
-				t.Fatalf("volume holds %d tiles (%v), want %d", info.NextOffset, err, writers)
-			}
-			if held := service.IngestBytesHeld(ts.Server); held != 0 {
-				t.Fatalf("ingest budget holds %d bytes after every write returned", held)
-			}
+			writeConcurrently(t, ts, st, c, writers, func(i int) *ldmv1.Tile { return &ldmv1.Tile{Value: randomBytes(content, uint64(i))} })
 		})
 	}
 }
@@ -308,32 +287,7 @@ func TestWriteTile_zstd_content_is_held_to_the_ingest_budget(t *testing.T) {
 			close(st.first)
 			c := ts.clients(t, p)
 			createCodecVolume(t, c, "v", ldmv1.Codec_CODEC_RAW)
-			var wg sync.WaitGroup
-			errs := make([]error, writers)
-			for i := range writers {
-				wg.Go(func() {
-					_, errs[i] = c.tiles.WriteTile(context.Background(), connect.NewRequest(&ldmv1.WriteTileRequest{Volume: "v", Tile: &ldmv1.Tile{Value: frame, Codec: ldmv1.Codec_CODEC_ZSTD}}))
-				})
-			}
-			wg.Wait()
-			for i, err := range errs {
-				if err != nil {
-					t.Errorf("writer %d: %v", i, err)
-				}
-			}
-			for _, f := range st.failures() {
-				t.Error(f)
-			}
-			info, err := ts.Store.Volume("v")
-			if err != nil {
-				t.Fatal(err)
-			}
-			if info.NextOffset != writers {
-				t.Fatalf("volume holds %d tiles, want %d", info.NextOffset, writers)
-			}
-			if held := service.IngestBytesHeld(ts.Server); held != 0 {
-				t.Fatalf("ingest budget holds %d bytes after every write returned", held)
-			}
+			writeConcurrently(t, ts, st, c, writers, func(int) *ldmv1.Tile { return &ldmv1.Tile{Value: frame, Codec: ldmv1.Codec_CODEC_ZSTD} })
 		})
 	}
 }
@@ -544,4 +498,34 @@ func ackInOrder(t *testing.T, stream *connect.BidiStreamForClient[ldmv1.WriteTil
 		t.Fatal(err)
 	}
 	_ = stream.CloseResponse()
+}
+
+// writeConcurrently makes n unary WriteTile calls at once to volume "v"
+// (tile(i) for writer i) and checks that every one succeeds, the store saw
+// no batch outside the budgets, the volume holds n tiles and the ingest
+// budget is free once they have returned.
+func writeConcurrently(t *testing.T, ts *testServer, st *ingestCheckStore, c apiClients, n int, tile func(i int) *ldmv1.Tile) {
+	t.Helper()
+	var wg sync.WaitGroup
+	errs := make([]error, n)
+	for i := range n {
+		wg.Go(func() {
+			_, errs[i] = c.tiles.WriteTile(context.Background(), connect.NewRequest(&ldmv1.WriteTileRequest{Volume: "v", Tile: tile(i)}))
+		})
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("writer %d: %v", i, err)
+		}
+	}
+	for _, f := range st.failures() {
+		t.Error(f)
+	}
+	if info, err := ts.Store.Volume("v"); err != nil || info.NextOffset != uint64(n) {
+		t.Fatalf("volume holds %d tiles (%v), want %d", info.NextOffset, err, n)
+	}
+	if held := service.IngestBytesHeld(ts.Server); held != 0 {
+		t.Fatalf("ingest budget holds %d bytes after every write returned", held)
+	}
 }
