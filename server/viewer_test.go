@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
-	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -25,21 +24,9 @@ import (
 // none).
 func embeddedVolume(t *testing.T, url, authz string) *ldmv1.GetVolumeResponse {
 	t.Helper()
-	req, err := http.NewRequest(http.MethodGet, url, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if authz != "" {
-		req.Header.Set("Authorization", authz)
-	}
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	page, _ := io.ReadAll(res.Body)
-	res.Body.Close()
-	if res.StatusCode != http.StatusOK {
-		t.Fatalf("GET %s: %d %s", url, res.StatusCode, page)
+	status, page, _ := viewGet(t, url, authz)
+	if status != http.StatusOK {
+		t.Fatalf("GET %s: %d %s", url, status, page)
 	}
 	m := regexp.MustCompile(`<script type="application/json" id="ldm-volume">([^<]*)</script>`).FindSubmatch(page)
 	if m == nil {
